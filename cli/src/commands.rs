@@ -1,0 +1,334 @@
+//! One function per command.
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter};
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use peers_engine::{
+    ApplyReport, Change, ChangeSetReader, ChangeSetWriter, DatabaseId, Db, Options, Refusal, Value, VersionVector,
+};
+use serde_json::json;
+
+use crate::output::{
+    history_json, op_json, op_text, report_json, row_json, row_text, version_vector_from_json,
+    version_vector_json,
+};
+use crate::{Cli, Command};
+
+/// Changes handed to the engine per batch during an import.
+const IMPORT_BATCH_CHANGES: usize = 4096;
+
+pub(crate) fn run(cli: Cli) -> Result<()> {
+    let json = cli.json;
+    if let Command::Demo = cli.command {
+        return crate::demo::run();
+    }
+    let dir = cli.db.clone().context("--db DIR is required (or set PEERS_DB)")?;
+    match cli.command {
+        Command::Init => init(&dir, json),
+        Command::Join { database } => join(&dir, &database, json),
+        command => {
+            let db = Db::open(&dir, Options::default()).with_context(|| format!("opening {}", dir.display()))?;
+            run_on(&db, command, json)
+        }
+    }
+}
+
+fn run_on(db: &Db, command: Command, json: bool) -> Result<()> {
+    match command {
+        Command::Id => print_id(db, json),
+        Command::Put { table, row, fields } => put(db, &table, &row, &fields, json),
+        Command::Incr { table, row, field, delta } => {
+            let mut tx = db.transaction();
+            tx.increment(&table, &row, &field, delta);
+            print_commit(tx.commit()?, json)
+        }
+        Command::Delete { table, row } => {
+            let mut tx = db.transaction();
+            tx.delete(&table, &row);
+            print_commit(tx.commit()?, json)
+        }
+        Command::Get { table, row } => get(db, &table, &row, json),
+        Command::Scan { table } => scan(db, &table, json),
+        Command::Log => log(db, json),
+        Command::History { table, row } => history(db, &table, &row, json),
+        Command::Export { file, since } => export(db, &file, since.as_deref(), json),
+        Command::Import { file } => import(db, &file, json),
+        Command::VersionVector => version_vector(db, json),
+        Command::StateHash => {
+            let hash = db.state_hash()?;
+            print(json, json!({ "state_hash": hash.to_hex() }), || hash.to_hex());
+            Ok(())
+        }
+        Command::Verify => verify(db, json),
+        Command::Rebuild => rebuild(db, json),
+        Command::Init | Command::Join { .. } | Command::Demo => unreachable!("handled before opening"),
+    }
+}
+
+fn print(json: bool, value: serde_json::Value, text: impl FnOnce() -> String) {
+    if json {
+        println!("{value}");
+    } else {
+        println!("{}", text());
+    }
+}
+
+fn init(dir: &Path, json: bool) -> Result<()> {
+    let db = Db::create(dir, Options::default()).with_context(|| format!("creating {}", dir.display()))?;
+    print_id(&db, json)
+}
+
+fn join(dir: &Path, database: &str, json: bool) -> Result<()> {
+    let database = DatabaseId::from_hex(database).context("DB_ID must be 64 hex digits")?;
+    let db = Db::join(dir, database, Options::default()).with_context(|| format!("creating {}", dir.display()))?;
+    print_id(&db, json)
+}
+
+fn print_id(db: &Db, json: bool) -> Result<()> {
+    let (database, author) = (db.database_id().to_hex(), db.author().to_hex());
+    print(json, json!({ "database": database, "public_key": author }), || {
+        format!("database   {database}\npublic key {author}")
+    });
+    Ok(())
+}
+
+fn put(db: &Db, table: &str, row: &str, fields: &[String], json: bool) -> Result<()> {
+    let mut tx = db.transaction();
+    for pair in fields {
+        let (field, value) = pair.split_once('=').with_context(|| format!("{pair:?} is not FIELD=VALUE"))?;
+        tx.set(table, row, field, Value::parse_cli(value));
+    }
+    print_commit(tx.commit()?, json)
+}
+
+fn print_commit(hash: peers_engine::ChangeHash, json: bool) -> Result<()> {
+    print(json, json!({ "change": hash.to_hex() }), || format!("committed {hash}"));
+    Ok(())
+}
+
+fn get(db: &Db, table: &str, row: &str, json: bool) -> Result<()> {
+    let Some(fields) = db.get_row(table, row)? else {
+        bail!("row {table}/{row} not found");
+    };
+    print(json, row_json(&fields), || row_text(&fields));
+    Ok(())
+}
+
+fn scan(db: &Db, table: &str, json: bool) -> Result<()> {
+    for item in db.scan(table) {
+        let (row, fields) = item?;
+        print(json, json!({ "row": row, "fields": row_json(&fields) }), || format!("{row}\t{}", row_text(&fields)));
+    }
+    Ok(())
+}
+
+fn log(db: &Db, json: bool) -> Result<()> {
+    for item in db.log()? {
+        let (position, change) = item?;
+        let body = change.body();
+        let value = json!({
+            "position": position.0,
+            "hash": change.hash().to_hex(),
+            "author": body.author.to_hex(),
+            "seq": body.seq,
+            "lamport": body.lamport,
+            "wall_ms": body.wall_ms,
+            "deps": body.deps.iter().map(|dep| dep.to_hex()).collect::<Vec<_>>(),
+            "ops": body.ops.iter().map(op_json).collect::<Vec<_>>(),
+        });
+        print(json, value, || {
+            let ops: Vec<String> = body.ops.iter().map(op_text).collect();
+            format!(
+                "{:>10} {} author {} seq {} lamport {}: {}",
+                position.0,
+                &change.hash().to_hex()[..16],
+                &body.author.to_hex()[..16],
+                body.seq,
+                body.lamport,
+                ops.join("; ")
+            )
+        });
+    }
+    Ok(())
+}
+
+fn history(db: &Db, table: &str, row: &str, json: bool) -> Result<()> {
+    for entry in db.history(table, row)? {
+        print(json, history_json(&entry), || {
+            let ops: Vec<String> = entry.ops.iter().map(op_text).collect();
+            let cut = if entry.valid { "" } else { " [cut]" };
+            format!(
+                "{} author {} seq {} lamport {}{cut}: {}",
+                &entry.hash.to_hex()[..16],
+                &entry.author.to_hex()[..16],
+                entry.seq,
+                entry.lamport,
+                ops.join("; ")
+            )
+        });
+    }
+    Ok(())
+}
+
+fn export(db: &Db, file: &Path, since: Option<&Path>, json: bool) -> Result<()> {
+    let since = match since {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            version_vector_from_json(&text).with_context(|| format!("parsing {}", path.display()))?
+        }
+        None => VersionVector::new(),
+    };
+    let changes = db.changes_since(&since)?;
+    let bar = progress_bar(changes.remaining() as u64, "exporting");
+    let out = File::create(file).with_context(|| format!("creating {}", file.display()))?;
+    let mut writer = ChangeSetWriter::new(BufWriter::new(out), db.database_id())?;
+    for change in changes {
+        writer.write(&change?)?;
+        bar.inc(1);
+    }
+    let records = writer.records();
+    let out = writer.finish()?;
+    out.into_inner().context("flushing the file")?.sync_all()?;
+    bar.finish_and_clear();
+    print(json, json!({ "exported": records, "file": file }), || format!("exported {records} changes to {}", file.display()));
+    Ok(())
+}
+
+fn import(db: &Db, file: &Path, json: bool) -> Result<()> {
+    let length = std::fs::metadata(file).with_context(|| format!("reading {}", file.display()))?.len();
+    let input = File::open(file).with_context(|| format!("opening {}", file.display()))?;
+    let mut reader = ChangeSetReader::new(BufReader::new(input)).with_context(|| format!("reading {}", file.display()))?;
+    if reader.database() != db.database_id() {
+        bail!("{} holds changes of database {}, this is {}", file.display(), reader.database(), db.database_id());
+    }
+    let bar = progress_bar(length, "importing");
+    bar.set_style(bar_style("{msg} {bar:40} {bytes}/{total_bytes} ({eta})"));
+    let mut total = ApplyReport::default();
+    let mut refused_records: Vec<String> = Vec::new();
+    let mut batch: Vec<Change> = Vec::with_capacity(IMPORT_BATCH_CHANGES);
+    let mut index: u64 = 0;
+    loop {
+        let record = reader.next().transpose().with_context(|| format!("reading {}", file.display()))?;
+        let done = record.is_none();
+        if let Some(bytes) = record {
+            match Change::decode(&bytes) {
+                Ok(change) => batch.push(change),
+                Err(error) => {
+                    refused_records.push(format!("record {index}: {error}"));
+                    total.refused.push((None, Refusal::Malformed(error)));
+                }
+            }
+            index += 1;
+        }
+        if batch.len() == IMPORT_BATCH_CHANGES || (done && !batch.is_empty()) {
+            merge_reports(&mut total, db.apply(std::mem::take(&mut batch))?);
+            bar.set_position(reader.bytes_read());
+        }
+        if done {
+            break;
+        }
+    }
+    bar.finish_and_clear();
+    for (hash, reason) in &total.refused {
+        if let Some(hash) = hash {
+            refused_records.push(format!("change {hash}: {reason}"));
+        }
+    }
+    print_import(&total, json);
+    if !refused_records.is_empty() {
+        for line in &refused_records {
+            eprintln!("refused {line}");
+        }
+        bail!("{} of {index} changes in {} were refused", refused_records.len(), file.display());
+    }
+    Ok(())
+}
+
+fn merge_reports(total: &mut ApplyReport, part: ApplyReport) {
+    total.accepted.extend(part.accepted);
+    total.inert.extend(part.inert);
+    total.duplicates.extend(part.duplicates);
+    total.pending.retain(|hash| !total.accepted.contains(hash));
+    total.pending.extend(part.pending);
+    total.refused.extend(part.refused);
+}
+
+fn print_import(report: &ApplyReport, json: bool) {
+    print(json, report_json(report), || {
+        format!(
+            "accepted {} (inert {}), duplicates {}, pending {}, refused {}",
+            report.accepted.len(),
+            report.inert.len(),
+            report.duplicates.len(),
+            report.pending.len(),
+            report.refused.len()
+        )
+    });
+}
+
+fn version_vector(db: &Db, json: bool) -> Result<()> {
+    let vector = db.version_vector()?;
+    print(json, version_vector_json(&vector), || {
+        vector.iter().map(|(author, head)| format!("{author} {} {}", head.seq, head.hash)).collect::<Vec<_>>().join("\n")
+    });
+    Ok(())
+}
+
+fn verify(db: &Db, json: bool) -> Result<()> {
+    let bar = progress_bar(0, "verifying");
+    bar.set_style(bar_style("{msg} {bar:40} {bytes}/{total_bytes} ({eta})"));
+    let report = db.verify(&mut |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    });
+    bar.finish_and_clear();
+    let report = report.context("verification failed")?;
+    print(
+        json,
+        json!({
+            "changes": report.changes,
+            "ok": report.ok(),
+            "live_state_hash": report.live_state_hash.to_hex(),
+            "rebuilt_state_hash": report.rebuilt_state_hash.to_hex(),
+        }),
+        || format!("verified {} changes; state hash {}", report.changes, report.live_state_hash),
+    );
+    if !report.ok() {
+        bail!(
+            "the live view ({}) differs from a rebuild from the log ({}): run `peers rebuild`",
+            report.live_state_hash,
+            report.rebuilt_state_hash
+        );
+    }
+    Ok(())
+}
+
+fn rebuild(db: &Db, json: bool) -> Result<()> {
+    let bar = progress_bar(0, "rebuilding");
+    bar.set_style(bar_style("{msg} {bar:40} {bytes}/{total_bytes} ({eta})"));
+    let (changes, hash) = db.rebuild(&mut |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    })?;
+    bar.finish_and_clear();
+    print(json, json!({ "changes": changes, "state_hash": hash.to_hex() }), || {
+        format!("rebuilt the view from {changes} changes; state hash {hash}")
+    });
+    Ok(())
+}
+
+fn bar_style(template: &str) -> ProgressStyle {
+    ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar())
+}
+
+/// A progress bar on stderr, hidden when stderr is not a terminal.
+fn progress_bar(length: u64, message: &'static str) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(length), indicatif::ProgressDrawTarget::stderr());
+    bar.set_style(bar_style("{msg} {bar:40} {pos}/{len} ({eta})"));
+    bar.set_message(message);
+    bar
+}
+

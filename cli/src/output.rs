@@ -1,0 +1,99 @@
+//! Text and JSON renderings of engine values.
+
+use peers_engine::{ApplyReport, HistoryEntry, Op, Row, Value, VersionVector};
+use serde_json::{Value as Json, json};
+
+pub(crate) fn value_json(value: &Value) -> Json {
+    match value {
+        Value::Null => Json::Null,
+        Value::Bool(flag) => json!(flag),
+        Value::Int(int) => json!(int),
+        Value::Uint(uint) => json!(uint),
+        Value::F64(float) => serde_json::Number::from_f64(*float).map_or_else(|| json!(float.to_string()), Json::Number),
+        Value::Str(text) => json!(text),
+        Value::Bytes(bytes) => json!({ "bytes": hex::encode(bytes) }),
+        Value::Timestamp(ms) => json!({ "timestamp": ms }),
+        Value::Counter(count) => json!({ "counter": count }),
+    }
+}
+
+pub(crate) fn row_json(row: &Row) -> Json {
+    Json::Object(row.iter().map(|(field, value)| (field.clone(), value_json(value))).collect())
+}
+
+pub(crate) fn row_text(row: &Row) -> String {
+    row.iter().map(|(field, value)| format!("{field}={value}")).collect::<Vec<_>>().join(" ")
+}
+
+pub(crate) fn op_json(op: &Op) -> Json {
+    match op {
+        Op::Set { table, row, field, value } => {
+            json!({ "op": "set", "table": table, "row": row, "field": field, "value": value_json(value) })
+        }
+        Op::Delete { table, row } => json!({ "op": "delete", "table": table, "row": row }),
+        Op::Increment { table, row, field, delta } => {
+            json!({ "op": "increment", "table": table, "row": row, "field": field, "delta": delta })
+        }
+        Op::Genesis { nonce } => json!({ "op": "genesis", "nonce": hex::encode(nonce) }),
+        _ => json!({ "op": "unknown" }),
+    }
+}
+
+pub(crate) fn op_text(op: &Op) -> String {
+    match op {
+        Op::Set { table, row, field, value } => format!("set {table}/{row}.{field} = {value}"),
+        Op::Delete { table, row } => format!("delete {table}/{row}"),
+        Op::Increment { table, row, field, delta } => format!("incr {table}/{row}.{field} by {delta}"),
+        Op::Genesis { .. } => "genesis".to_owned(),
+        _ => "unknown op".to_owned(),
+    }
+}
+
+pub(crate) fn history_json(entry: &HistoryEntry) -> Json {
+    json!({
+        "hash": entry.hash.to_hex(),
+        "author": entry.author.to_hex(),
+        "seq": entry.seq,
+        "lamport": entry.lamport,
+        "wall_ms": entry.wall_ms,
+        "valid": entry.valid,
+        "ops": entry.ops.iter().map(op_json).collect::<Vec<_>>(),
+    })
+}
+
+pub(crate) fn version_vector_json(vector: &VersionVector) -> Json {
+    let authors: serde_json::Map<String, Json> = vector
+        .iter()
+        .map(|(author, head)| (author.to_hex(), json!({ "seq": head.seq, "hash": head.hash.to_hex() })))
+        .collect();
+    json!({ "authors": authors })
+}
+
+pub(crate) fn version_vector_from_json(text: &str) -> anyhow::Result<VersionVector> {
+    use anyhow::Context;
+    use peers_engine::{Author, ChangeHash, Head};
+    let json: Json = serde_json::from_str(text).context("version vector is not JSON")?;
+    let authors = json.get("authors").and_then(Json::as_object).context("version vector lacks an \"authors\" object")?;
+    let mut vector = VersionVector::new();
+    for (author, head) in authors {
+        let author = Author::from_hex(author).with_context(|| format!("author {author:?} is not 64 hex digits"))?;
+        let seq = head.get("seq").and_then(Json::as_u64).context("head lacks a numeric \"seq\"")?;
+        let hash = head.get("hash").and_then(Json::as_str).context("head lacks a \"hash\"")?;
+        let hash = ChangeHash::from_hex(hash).context("head hash is not 64 hex digits")?;
+        vector.insert(author, Head { seq, hash });
+    }
+    Ok(vector)
+}
+
+pub(crate) fn report_json(report: &ApplyReport) -> Json {
+    json!({
+        "accepted": report.accepted.len(),
+        "inert": report.inert.len(),
+        "duplicates": report.duplicates.len(),
+        "pending": report.pending.len(),
+        "refused": report.refused.iter().map(|(hash, reason)| json!({
+            "hash": hash.map(|hash| hash.to_hex()),
+            "reason": reason.to_string(),
+        })).collect::<Vec<_>>(),
+    })
+}

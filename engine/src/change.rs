@@ -1,0 +1,589 @@
+//! Changes: the signed, content-hashed unit of every write.
+//!
+//! A change is one transaction by one author. Its canonical bytes are
+//! `body || signature` where `body` is the bincode encoding (varint integers,
+//! little endian, pinned bincode 2.0.1) of [`ChangeBody`], laid out byte by byte
+//! in docs/FORMAT.md "Change". The hash is blake3 (derive-key mode, context
+//! [`HASH_CONTEXT`]) of `body`; the signature is ed25519 over
+//! `SIGNATURE_DOMAIN || hash`.
+//!
+//! Decoding is strict: the body must re-encode to exactly the bytes received,
+//! and every structural rule below holds, or the change is refused before its
+//! hash or signature is even looked at by the rest of the engine.
+
+use std::fmt;
+use std::sync::Arc;
+
+use bincode::{Decode, Encode};
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+
+use crate::value::Value;
+
+/// Version of the change format written into every change body.
+pub const CHANGE_FORMAT_VERSION: u16 = 1;
+/// Most deps a change may list (its causal context).
+pub const DEPS_MAX: usize = 16;
+/// Most ops one change may hold.
+pub const OPS_MAX: usize = 65_536;
+/// Largest encoded change (body and signature), in bytes.
+pub const CHANGE_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Longest table, row or field name, in bytes.
+pub const NAME_BYTES_MAX: usize = 1024;
+/// blake3 derive-key context for change hashes.
+pub const HASH_CONTEXT: &str = "peers 2026-11-28 change hash v1";
+/// Prefix of the message an author signs: `SIGNATURE_DOMAIN || hash`.
+pub const SIGNATURE_DOMAIN: &[u8; 26] = b"peers change signature v1\0";
+/// Bytes of an ed25519 signature, the last bytes of an encoded change.
+pub const SIGNATURE_BYTES: usize = 64;
+
+/// The bincode configuration that *is* the format: varint integers, little
+/// endian, and a limit so a hostile length cannot make the decoder allocate.
+pub(crate) const fn bincode_config()
+-> bincode::config::Configuration<bincode::config::LittleEndian, bincode::config::Varint, bincode::config::Limit<CHANGE_BYTES_MAX>>
+{
+    bincode::config::standard()
+        .with_little_endian()
+        .with_variable_int_encoding()
+        .with_limit::<CHANGE_BYTES_MAX>()
+}
+
+macro_rules! hash_type {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode)]
+        pub struct $name(pub [u8; 32]);
+
+        impl $name {
+            /// Lower-case hex of the 32 bytes.
+            pub fn to_hex(&self) -> String {
+                hex::encode(self.0)
+            }
+
+            /// Parses 64 hex digits.
+            pub fn from_hex(text: &str) -> Result<Self, hex::FromHexError> {
+                let mut bytes = [0u8; 32];
+                hex::decode_to_slice(text.trim(), &mut bytes)?;
+                Ok(Self(bytes))
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.to_hex())
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({})", stringify!($name), &self.to_hex()[..12])
+            }
+        }
+    };
+}
+
+hash_type!(
+    /// blake3 hash of a change body: the change's address everywhere.
+    ChangeHash
+);
+hash_type!(
+    /// An author: the 32 bytes of an ed25519 public key.
+    Author
+);
+hash_type!(
+    /// A database's id: the hash of its genesis change.
+    DatabaseId
+);
+
+hash_type!(
+    /// Digest of a materialized view ([`crate::Db::state_hash`]).
+    StateHash
+);
+
+impl DatabaseId {
+    /// The id written into the genesis change itself, which cannot name its
+    /// own hash.
+    pub const GENESIS: DatabaseId = DatabaseId([0; 32]);
+}
+
+/// One operation of a change. Variant order is part of the format.
+#[derive(Clone, Debug, PartialEq, Encode, Decode)]
+#[non_exhaustive]
+pub enum Op {
+    /// Set a field of a row.
+    Set {
+        /// Table name.
+        table: String,
+        /// Row id.
+        row: String,
+        /// Field name.
+        field: String,
+        /// New value.
+        value: Value,
+    },
+    /// Delete a row: clears every field stamped below this op.
+    Delete {
+        /// Table name.
+        table: String,
+        /// Row id.
+        row: String,
+    },
+    /// Add `delta` to a counter field.
+    Increment {
+        /// Table name.
+        table: String,
+        /// Row id.
+        row: String,
+        /// Field name.
+        field: String,
+        /// Amount added (wrapping).
+        delta: i64,
+    },
+    /// The only op of a genesis change; the nonce makes each database unique.
+    Genesis {
+        /// Random bytes.
+        nonce: [u8; 16],
+    },
+}
+
+impl Op {
+    /// The (table, row) this op touches, if it touches one.
+    pub fn row(&self) -> Option<(&str, &str)> {
+        match self {
+            Op::Set { table, row, .. } | Op::Delete { table, row } | Op::Increment { table, row, .. } => {
+                Some((table, row))
+            }
+            Op::Genesis { .. } => None,
+        }
+    }
+}
+
+/// The signed part of a change. Field order is the byte order of the format.
+#[derive(Clone, Debug, PartialEq, Encode, Decode)]
+pub struct ChangeBody {
+    /// [`CHANGE_FORMAT_VERSION`].
+    pub version: u16,
+    /// The database; [`DatabaseId::GENESIS`] in the genesis change.
+    pub database: DatabaseId,
+    /// The author's public key.
+    pub author: Author,
+    /// 1, 2, 3, ... per author.
+    pub seq: u64,
+    /// Hash of the author's change `seq - 1`; `None` exactly when `seq == 1`.
+    pub prev: Option<ChangeHash>,
+    /// Other authors' changes the author had seen as heads; sorted, unique.
+    pub deps: Vec<ChangeHash>,
+    /// `1 + max(lamport of prev and of every dep)`; 1 with neither.
+    pub lamport: u64,
+    /// Wall clock at commit, ms since the epoch. Informational only.
+    pub wall_ms: u64,
+    /// The operations, applied in order; op index is the position here.
+    pub ops: Vec<Op>,
+}
+
+/// Why bytes are not a well-formed change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FormatError {
+    /// Fewer bytes than a signature.
+    #[error("change of {bytes} bytes is shorter than its signature")]
+    Truncated {
+        /// Bytes received.
+        bytes: usize,
+    },
+    /// Larger than [`CHANGE_BYTES_MAX`].
+    #[error("change of {bytes} bytes exceeds the limit of {max} bytes")]
+    TooLarge {
+        /// Bytes received.
+        bytes: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The body did not decode.
+    #[error("change body does not decode: {message}")]
+    Undecodable {
+        /// The decoder's description.
+        message: String,
+    },
+    /// Bytes left after the body.
+    #[error("{extra} bytes after the change body")]
+    TrailingBytes {
+        /// How many.
+        extra: usize,
+    },
+    /// Decoded, but re-encodes to other bytes (e.g. an overlong varint).
+    #[error("change body is not in canonical form")]
+    NonCanonical,
+    /// A version this build does not know.
+    #[error("change format version {found} is not supported (this build reads {supported})")]
+    UnsupportedVersion {
+        /// Found in the change.
+        found: u16,
+        /// What this build reads.
+        supported: u16,
+    },
+    /// A structural rule is broken.
+    #[error("change breaks a structural rule: {rule}")]
+    Invalid {
+        /// Which rule (see docs/FORMAT.md "Structural rules").
+        rule: &'static str,
+    },
+}
+
+/// A decoded change with its hash and signature.
+///
+/// # Invariants
+/// `bytes` is the canonical encoding of `body` followed by `signature`, and
+/// `hash` is the hash of the body bytes. The signature is *not* implied valid:
+/// see [`verify_signatures`].
+#[derive(Clone)]
+pub struct Change {
+    body: Arc<ChangeBody>,
+    hash: ChangeHash,
+    signature: [u8; SIGNATURE_BYTES],
+    bytes: Arc<[u8]>,
+}
+
+impl fmt::Debug for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Change")
+            .field("hash", &self.hash)
+            .field("author", &self.body.author)
+            .field("seq", &self.body.seq)
+            .field("lamport", &self.body.lamport)
+            .field("ops", &self.body.ops.len())
+            .finish()
+    }
+}
+
+impl PartialEq for Change {
+    fn eq(&self, other: &Self) -> bool {
+        self.bytes == other.bytes
+    }
+}
+impl Eq for Change {}
+
+fn hash_body(body_bytes: &[u8]) -> ChangeHash {
+    let mut hasher = blake3::Hasher::new_derive_key(HASH_CONTEXT);
+    hasher.update(body_bytes);
+    ChangeHash(*hasher.finalize().as_bytes())
+}
+
+fn signed_message(hash: &ChangeHash) -> [u8; 58] {
+    let mut message = [0u8; 58];
+    message[..SIGNATURE_DOMAIN.len()].copy_from_slice(SIGNATURE_DOMAIN);
+    message[SIGNATURE_DOMAIN.len()..].copy_from_slice(&hash.0);
+    message
+}
+const _: () = assert!(SIGNATURE_DOMAIN.len() + 32 == 58);
+
+impl Change {
+    /// Encodes and signs `body` with `key`. Panics if `body` breaks a
+    /// structural rule: building one is a bug in the caller, not bad input.
+    pub fn sign(body: ChangeBody, key: &SigningKey) -> Change {
+        assert_eq!(body.author.0, key.verifying_key().to_bytes(), "author must be the signer");
+        if let Err(rule) = check_structure(&body) {
+            panic!("built a change that breaks a structural rule: {rule}");
+        }
+        let mut bytes = bincode::encode_to_vec(&body, bincode_config()).expect("encoding into a Vec cannot fail");
+        let hash = hash_body(&bytes);
+        let signature = key.sign(&signed_message(&hash)).to_bytes();
+        bytes.extend_from_slice(&signature);
+        assert!(bytes.len() <= CHANGE_BYTES_MAX, "change of {} bytes exceeds the limit", bytes.len());
+        Change { body: Arc::new(body), hash, signature, bytes: bytes.into() }
+    }
+
+    /// Decodes canonical change bytes. Checks form only, not the signature.
+    pub fn decode(bytes: &[u8]) -> Result<Change, FormatError> {
+        if bytes.len() > CHANGE_BYTES_MAX {
+            return Err(FormatError::TooLarge { bytes: bytes.len(), max: CHANGE_BYTES_MAX });
+        }
+        let body_len = bytes
+            .len()
+            .checked_sub(SIGNATURE_BYTES)
+            .ok_or(FormatError::Truncated { bytes: bytes.len() })?;
+        let (body_bytes, signature_bytes) = bytes.split_at(body_len);
+        let (body, read): (ChangeBody, usize) = bincode::decode_from_slice(body_bytes, bincode_config())
+            .map_err(|error| FormatError::Undecodable { message: error.to_string() })?;
+        if read != body_bytes.len() {
+            return Err(FormatError::TrailingBytes { extra: body_bytes.len() - read });
+        }
+        if body.version != CHANGE_FORMAT_VERSION {
+            return Err(FormatError::UnsupportedVersion {
+                found: body.version,
+                supported: CHANGE_FORMAT_VERSION,
+            });
+        }
+        let reencoded = bincode::encode_to_vec(&body, bincode_config())
+            .map_err(|error| FormatError::Undecodable { message: error.to_string() })?;
+        if reencoded != body_bytes {
+            return Err(FormatError::NonCanonical);
+        }
+        check_structure(&body).map_err(|rule| FormatError::Invalid { rule })?;
+        let mut signature = [0u8; SIGNATURE_BYTES];
+        signature.copy_from_slice(signature_bytes);
+        Ok(Change { body: Arc::new(body), hash: hash_body(body_bytes), signature, bytes: bytes.into() })
+    }
+
+    /// The change's address.
+    pub fn hash(&self) -> ChangeHash {
+        self.hash
+    }
+    /// The signed body.
+    pub fn body(&self) -> &ChangeBody {
+        &self.body
+    }
+    /// The author.
+    pub fn author(&self) -> Author {
+        self.body.author
+    }
+    /// Sequence number in the author's chain.
+    pub fn seq(&self) -> u64 {
+        self.body.seq
+    }
+    /// Lamport timestamp.
+    pub fn lamport(&self) -> u64 {
+        self.body.lamport
+    }
+    /// The operations.
+    pub fn ops(&self) -> &[Op] {
+        &self.body.ops
+    }
+    /// Canonical bytes: body then signature.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+    /// The 64 signature bytes.
+    pub fn signature(&self) -> &[u8; SIGNATURE_BYTES] {
+        &self.signature
+    }
+    /// Whether this is a genesis change (its hash is a database id).
+    pub fn is_genesis(&self) -> bool {
+        self.body.database == DatabaseId::GENESIS
+    }
+    /// Every change this one names: `prev` first, then deps.
+    pub fn predecessors(&self) -> impl Iterator<Item = ChangeHash> + '_ {
+        self.body.prev.iter().copied().chain(self.body.deps.iter().copied())
+    }
+}
+
+/// Rules a change must meet whatever else is known (docs/FORMAT.md
+/// "Structural rules"). Returns the broken rule's name.
+fn check_structure(body: &ChangeBody) -> Result<(), &'static str> {
+    if body.seq == 0 {
+        return Err("seq starts at 1");
+    }
+    if (body.seq == 1) != body.prev.is_none() {
+        return Err("prev is absent exactly when seq is 1");
+    }
+    if body.deps.len() > DEPS_MAX {
+        return Err("at most DEPS_MAX deps");
+    }
+    if !body.deps.windows(2).all(|pair| pair[0] < pair[1]) {
+        return Err("deps are sorted and unique");
+    }
+    if body.lamport == 0 {
+        return Err("lamport starts at 1");
+    }
+    if body.ops.len() > OPS_MAX {
+        return Err("at most OPS_MAX ops");
+    }
+    if body.database == DatabaseId::GENESIS {
+        return check_genesis(body);
+    }
+    check_ops(&body.ops)
+}
+
+/// The rules on the ops of a non-genesis change.
+pub(crate) fn check_ops(ops: &[Op]) -> Result<(), &'static str> {
+    if ops.is_empty() {
+        return Err("a change holds at least one op");
+    }
+    if ops.len() > OPS_MAX {
+        return Err("at most OPS_MAX ops");
+    }
+    for op in ops {
+        check_op(op)?;
+    }
+    Ok(())
+}
+
+fn check_genesis(body: &ChangeBody) -> Result<(), &'static str> {
+    let only_genesis_op = matches!(body.ops.as_slice(), [Op::Genesis { .. }]);
+    if body.seq != 1 || !body.deps.is_empty() || body.lamport != 1 || !only_genesis_op {
+        return Err("a genesis change is seq 1, lamport 1, no deps, one Genesis op");
+    }
+    Ok(())
+}
+
+fn check_op(op: &Op) -> Result<(), &'static str> {
+    let names: &[&str] = match op {
+        Op::Set { table, row, field, .. } | Op::Increment { table, row, field, .. } => &[table, row, field],
+        Op::Delete { table, row } => &[table, row],
+        Op::Genesis { .. } => return Err("Genesis op only in a genesis change"),
+    };
+    for name in names {
+        if name.is_empty() || name.len() > NAME_BYTES_MAX {
+            return Err("names are 1 to NAME_BYTES_MAX bytes");
+        }
+    }
+    Ok(())
+}
+
+/// Why a signature was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SignatureFault {
+    /// The author key is not a canonical encoding of a point, or is small-order.
+    #[error("author key is not a valid, canonical, full-order ed25519 key")]
+    WeakKey,
+    /// R is non-canonical or small-order, or s is not reduced.
+    #[error("signature is not in strict canonical form")]
+    NonCanonical,
+    /// The verification equation fails.
+    #[error("signature does not verify")]
+    Mismatch,
+}
+
+/// Checks the `verify_strict` preconditions and returns the key and signature.
+///
+/// Every path (batch or single) runs these first and then the same
+/// cofactored equation (`verify_batch`), so every replica reaches the same
+/// verdict on every signature, whichever path checked it.
+fn strict_parts(change: &Change) -> Result<(VerifyingKey, Signature), SignatureFault> {
+    let key = VerifyingKey::from_bytes(&change.body.author.0).map_err(|_| SignatureFault::WeakKey)?;
+    if key.is_weak() || key.to_edwards().compress().to_bytes() != change.body.author.0 {
+        return Err(SignatureFault::WeakKey);
+    }
+    let signature = Signature::from_bytes(&change.signature);
+    let r_bytes = curve25519_dalek::edwards::CompressedEdwardsY(*signature.r_bytes());
+    let r_point = r_bytes.decompress().ok_or(SignatureFault::NonCanonical)?;
+    if r_point.is_small_order() || r_point.compress() != r_bytes {
+        return Err(SignatureFault::NonCanonical);
+    }
+    // s must be reduced mod l (verify_strict's scalar check).
+    if curve25519_dalek::Scalar::from_canonical_bytes(*signature.s_bytes()).is_none().into() {
+        return Err(SignatureFault::NonCanonical);
+    }
+    Ok((key, signature))
+}
+
+/// Verifies one change's signature under the strict rules.
+pub fn verify_signature(change: &Change) -> Result<(), SignatureFault> {
+    verify_signatures(std::slice::from_ref(change)).map_err(|(_, fault)| fault)
+}
+
+/// Verifies the signatures of `changes` as one batch; on failure, names the
+/// first bad change (by index) and why, found by checking each one alone.
+pub fn verify_signatures(changes: &[Change]) -> Result<(), (usize, SignatureFault)> {
+    let mut keys = Vec::with_capacity(changes.len());
+    let mut signatures = Vec::with_capacity(changes.len());
+    for (index, change) in changes.iter().enumerate() {
+        let (key, signature) = strict_parts(change).map_err(|fault| (index, fault))?;
+        keys.push(key);
+        signatures.push(signature);
+    }
+    let messages: Vec<[u8; 58]> = changes.iter().map(|change| signed_message(&change.hash)).collect();
+    let message_refs: Vec<&[u8]> = messages.iter().map(|message| message.as_slice()).collect();
+    if ed25519_dalek::verify_batch(&message_refs, &signatures, &keys).is_ok() {
+        return Ok(());
+    }
+    for index in 0..changes.len() {
+        let one = ed25519_dalek::verify_batch(&message_refs[index..=index], &signatures[index..=index], &keys[index..=index]);
+        if one.is_err() {
+            return Err((index, SignatureFault::Mismatch));
+        }
+    }
+    // A batch fails only if some member fails alone (up to 2^-128): treat the
+    // impossible as the whole batch being bad rather than accepting it.
+    Err((0, SignatureFault::Mismatch))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn key(seed: u8) -> SigningKey {
+        SigningKey::from_bytes(&[seed; 32])
+    }
+
+    fn body(key: &SigningKey) -> ChangeBody {
+        ChangeBody {
+            version: CHANGE_FORMAT_VERSION,
+            database: DatabaseId([7; 32]),
+            author: Author(key.verifying_key().to_bytes()),
+            seq: 1,
+            prev: None,
+            deps: vec![],
+            lamport: 1,
+            wall_ms: 1_700_000_000_000,
+            ops: vec![Op::Set {
+                table: "t".into(),
+                row: "r".into(),
+                field: "f".into(),
+                value: Value::Int(1),
+            }],
+        }
+    }
+
+    /// Encode then decode gives the same change, hash and bytes.
+    #[test]
+    fn round_trip() {
+        let change = Change::sign(body(&key(1)), &key(1));
+        let decoded = Change::decode(change.bytes()).expect("decodes");
+        assert_eq!(decoded, change);
+        assert_eq!(decoded.hash(), change.hash());
+        assert_eq!(decoded.body(), change.body());
+        verify_signature(&decoded).expect("signature verifies");
+    }
+
+    /// Flipping any single byte gives a decode error or a failed signature.
+    #[test]
+    fn every_flipped_byte_is_caught() {
+        let change = Change::sign(body(&key(1)), &key(1));
+        for index in 0..change.bytes().len() {
+            let mut bytes = change.bytes().to_vec();
+            bytes[index] ^= 0x01;
+            match Change::decode(&bytes) {
+                Err(_) => {}
+                Ok(tampered) => assert!(verify_signature(&tampered).is_err(), "flip at {index} went unnoticed"),
+            }
+        }
+    }
+
+    /// An overlong varint decodes in bincode but is refused as non-canonical.
+    #[test]
+    fn non_canonical_refused() {
+        let change = Change::sign(body(&key(1)), &key(1));
+        let mut bytes = change.bytes().to_vec();
+        // The version (1) is the first byte: re-encode it as 0xfb 0x01 0x00.
+        assert_eq!(bytes[0], 1);
+        bytes.splice(0..1, [0xfb, 0x01, 0x00]);
+        assert_eq!(Change::decode(&bytes).err(), Some(FormatError::NonCanonical));
+    }
+
+    /// A batch with one forged signature names the forged change.
+    #[test]
+    fn batch_names_the_bad_change() {
+        let changes: Vec<Change> = (1..=5u8).map(|seed| Change::sign(body(&key(seed)), &key(seed))).collect();
+        verify_signatures(&changes).expect("all valid");
+        let mut forged = changes.clone();
+        let mut bytes = forged[3].bytes().to_vec();
+        let last = bytes.len() - 1;
+        bytes[last - 40] ^= 0x10;
+        forged[3] = Change::decode(&bytes).expect("still well formed");
+        let (index, _) = verify_signatures(&forged).expect_err("forged");
+        assert_eq!(index, 3);
+    }
+
+    /// Structural rules are enforced on decode.
+    #[test]
+    fn structural_rules() {
+        let mut bad = body(&key(1));
+        bad.deps = vec![ChangeHash([2; 32]), ChangeHash([1; 32])];
+        let bytes = bincode::encode_to_vec(&bad, bincode_config()).expect("encodes");
+        let mut bytes = bytes;
+        bytes.extend_from_slice(&[0; 64]);
+        assert!(matches!(Change::decode(&bytes), Err(FormatError::Invalid { .. })));
+        assert!(matches!(Change::decode(&[1, 2, 3]), Err(FormatError::Truncated { .. })));
+    }
+}

@@ -1,0 +1,743 @@
+//! The embedder's API: [`Db`], [`Options`], [`Transaction`] and reads.
+//!
+//! A database directory holds `database` (the id, hex), `identity.key` (this
+//! replica's secret key, owner-only), `log/` (the wal: the truth) and `view/`
+//! (RocksDB: rebuildable from the log).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use peers_wal::{Position, SyncMode, Wal};
+use rocksdb::DB;
+use tokio::sync::broadcast;
+
+use crate::change::{
+    Author, CHANGE_FORMAT_VERSION, Change, ChangeBody, ChangeHash, DEPS_MAX, DatabaseId, Op, StateHash,
+};
+use crate::engine::{ApplyReport, Engine, Source};
+use crate::error::{Error, Refusal, Result};
+use crate::identity::Identity;
+use crate::keys::{self, VIEW_FORMAT_VERSION};
+use crate::pending::PENDING_CHANGES_MAX;
+use crate::view::{FieldState, decode};
+use crate::version_vector::{Head, VersionVector};
+use crate::{Value, reads};
+
+/// Bytes a wal frame adds before its payload (length and crc32c).
+pub(crate) const FRAME_OVERHEAD_BYTES: u64 = 8;
+/// Changes replayed from the log per applied group.
+pub const REPLAY_GROUP_CHANGES: usize = 4096;
+/// Changes buffered per subscriber before it lags.
+pub const SUBSCRIBE_BUFFER_CHANGES: usize = 4096;
+/// Received changes decoded and verified on two threads from this many on.
+const PARALLEL_CHANGES_MIN: usize = 512;
+
+const DATABASE_FILE: &str = "database";
+const IDENTITY_FILE: &str = "identity.key";
+const LOG_DIR: &str = "log";
+const VIEW_DIR: &str = "view";
+
+/// How a database is opened.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// `Always` (default): a commit returns once fsynced, sharing the fsync
+    /// with every commit waiting at that moment. `Relaxed`: once written to
+    /// the OS; a power loss may lose recent commits, a process crash does not.
+    pub sync: SyncMode,
+    /// Size at which the log starts a new segment file.
+    pub segment_bytes_max: u64,
+    /// Most received changes held waiting for a missing predecessor.
+    pub pending_changes_max: usize,
+    /// Identity for a new database or replica; generated when `None`.
+    pub identity: Option<Identity>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            sync: SyncMode::Always,
+            segment_bytes_max: 64 * 1024 * 1024,
+            pending_changes_max: PENDING_CHANGES_MAX,
+            identity: None,
+        }
+    }
+}
+
+/// A row: field name to value.
+pub type Row = BTreeMap<String, Value>;
+
+/// A long operation's progress: `(done, total)` in log bytes.
+pub type Progress<'a> = &'a mut dyn FnMut(u64, u64);
+
+struct CommitRequest {
+    ops: Vec<Op>,
+    reply: SyncSender<Result<ChangeHash>>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    database: DatabaseId,
+    identity: Identity,
+    wal: Wal,
+    view: Arc<DB>,
+    engine: Mutex<Engine>,
+    queue: Mutex<Vec<CommitRequest>>,
+    events: broadcast::Sender<Change>,
+}
+
+/// An open database. Cheap to clone; `Send + Sync`; commits from many
+/// threads share group commits.
+///
+/// ```
+/// use peers_engine::{Db, Options, Value};
+/// # fn main() -> Result<(), peers_engine::Error> {
+/// let dir = tempfile::tempdir().expect("temp dir");
+/// let db = Db::create(dir.path().join("notes"), Options::default())?;
+/// let mut tx = db.transaction();
+/// tx.set("notes", "n1", "title", "Hello");
+/// tx.increment("notes", "n1", "views", 1);
+/// tx.commit()?;
+/// assert_eq!(db.get_field("notes", "n1", "title")?, Some(Value::Str("Hello".into())));
+/// for row in db.scan("notes") {
+///     let (id, fields) = row?;
+///     println!("{id}: {fields:?}");
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Db {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db").field("dir", &self.inner.dir).field("database", &self.inner.database).finish()
+    }
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io { path: path.to_owned(), source }
+}
+
+fn now_ms() -> u64 {
+    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Db {
+    /// Creates a new database (and its genesis change) in a new directory.
+    pub fn create(dir: impl AsRef<Path>, options: Options) -> Result<Db> {
+        let dir = dir.as_ref();
+        let identity = prepare_new(dir, &options)?;
+        let mut nonce = [0u8; 16];
+        getrandom::fill(&mut nonce).expect("the operating system's random source is available");
+        let genesis = Change::sign(
+            ChangeBody {
+                version: CHANGE_FORMAT_VERSION,
+                database: DatabaseId::GENESIS,
+                author: identity.author(),
+                seq: 1,
+                prev: None,
+                deps: Vec::new(),
+                lamport: 1,
+                wall_ms: now_ms(),
+                ops: vec![Op::Genesis { nonce }],
+            },
+            identity.signing_key(),
+        );
+        let database = DatabaseId(genesis.hash().0);
+        write_database_file(dir, database)?;
+        let db = Db::open(dir, options)?;
+        let report = db.apply(vec![genesis])?;
+        assert_eq!(report.accepted.len(), 1, "a fresh database accepts its genesis: {report:?}");
+        Ok(db)
+    }
+
+    /// Creates an empty replica of an existing database, with a new identity
+    /// (or `options.identity`). Sync or import to fill it.
+    pub fn join(dir: impl AsRef<Path>, database: DatabaseId, options: Options) -> Result<Db> {
+        let dir = dir.as_ref();
+        prepare_new(dir, &options)?;
+        write_database_file(dir, database)?;
+        Db::open(dir, options)
+    }
+
+    /// Opens an existing database directory, replaying any log the view has
+    /// not applied yet (after a crash).
+    pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Db> {
+        let dir = dir.as_ref().to_owned();
+        let database = read_database_file(&dir)?;
+        let identity = Identity::load(&dir.join(IDENTITY_FILE))?;
+        let wal_options = peers_wal::Options { segment_bytes_max: options.segment_bytes_max, sync: options.sync };
+        let (wal, report) = Wal::open(&dir.join(LOG_DIR), wal_options)?;
+        if let Some(torn) = &report.torn_tail {
+            tracing::warn!(segment = %torn.segment.display(), offset = torn.offset, bytes = torn.bytes_cut, "cut a torn log tail");
+        }
+        let view = Arc::new(open_view(&dir.join(VIEW_DIR), database)?);
+        let mut engine = Engine::new(wal.clone(), Arc::clone(&view), database, options.pending_changes_max)?;
+        let applied = applied_position(&view)?.unwrap_or(wal.start());
+        replay(&mut engine, applied, false, &mut |_, _| {})?;
+        let (events, _) = broadcast::channel(SUBSCRIBE_BUFFER_CHANGES);
+        let inner = Inner {
+            dir,
+            database,
+            identity,
+            wal,
+            view,
+            engine: Mutex::new(engine),
+            queue: Mutex::new(Vec::new()),
+            events,
+        };
+        Ok(Db { inner: Arc::new(inner) })
+    }
+
+    /// The database's id (its genesis change's hash).
+    pub fn database_id(&self) -> DatabaseId {
+        self.inner.database
+    }
+
+    /// This replica's author key.
+    pub fn author(&self) -> Author {
+        self.inner.identity.author()
+    }
+
+    /// The database directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Starts a transaction: its ops become one signed change on commit.
+    pub fn transaction(&self) -> Transaction<'_> {
+        Transaction { db: self, ops: Vec::new() }
+    }
+
+    fn engine(&self) -> MutexGuard<'_, Engine> {
+        self.inner.engine.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Commits `ops` as one change. Concurrent callers are grouped: whoever
+    /// gets the engine first commits everything queued, with one fsync.
+    fn commit(&self, ops: Vec<Op>) -> Result<ChangeHash> {
+        crate::change::check_ops(&ops).map_err(|rule| Error::InvalidTransaction { rule })?;
+        let (reply, answer) = sync_channel(1);
+        self.inner.queue.lock().unwrap_or_else(|p| p.into_inner()).push(CommitRequest { ops, reply });
+        loop {
+            if let Ok(result) = answer.try_recv() {
+                return result;
+            }
+            let mut engine = self.engine();
+            if let Ok(result) = answer.try_recv() {
+                return result;
+            }
+            let requests = std::mem::take(&mut *self.inner.queue.lock().unwrap_or_else(|p| p.into_inner()));
+            self.commit_group(&mut engine, requests);
+        }
+    }
+
+    fn commit_group(&self, engine: &mut Engine, requests: Vec<CommitRequest>) {
+        if requests.is_empty() {
+            return;
+        }
+        let result = self.build_changes(engine, &requests).and_then(|changes| {
+            let mut report = ApplyReport::default();
+            let entries = changes.into_iter().map(|change| (change, None)).collect();
+            let accepted = engine.ingest(entries, Source::New, &mut report)?;
+            assert!(report.refused.is_empty() && report.pending.is_empty(), "own changes are valid: {report:?}");
+            self.publish(&accepted, &report);
+            Ok(accepted)
+        });
+        match result {
+            Ok(accepted) => {
+                for (request, change) in requests.into_iter().zip(accepted) {
+                    let _ = request.reply.send(Ok(change.hash()));
+                }
+            }
+            Err(error) => {
+                let message = error.to_string();
+                let mut first = Some(error);
+                for request in requests {
+                    let error = first.take().unwrap_or_else(|| Error::CommitFailed { reason: message.clone() });
+                    let _ = request.reply.send(Err(error));
+                }
+            }
+        }
+    }
+
+    /// Signs one change per request, chained, with deps from the heads.
+    fn build_changes(&self, engine: &Engine, requests: &[CommitRequest]) -> Result<Vec<Change>> {
+        let author = self.author();
+        let group = crate::view::Group::new(&self.inner.view);
+        let state = Engine::author_state(&group, &author)?;
+        if let Some(cut) = state.and_then(|state| state.cut) {
+            return Err(Error::IdentityCut { author, cut_seq: cut });
+        }
+        let (mut seq, mut prev, mut prev_lamport) =
+            state.map_or((0, None, 0), |state| (state.head_seq, Some(state.head_hash), state.head_lamport));
+        let mut others: Vec<(u64, ChangeHash)> = engine
+            .heads
+            .iter()
+            .filter(|(_, (_, head_author))| *head_author != author)
+            .map(|(hash, (lamport, _))| (*lamport, *hash))
+            .collect();
+        others.sort_unstable_by(|a, b| b.cmp(a));
+        others.truncate(DEPS_MAX);
+        let deps_lamport = others.first().map_or(0, |(lamport, _)| *lamport);
+        let mut deps: Vec<ChangeHash> = others.into_iter().map(|(_, hash)| hash).collect();
+        deps.sort_unstable();
+        let mut changes = Vec::with_capacity(requests.len());
+        for request in requests {
+            seq += 1;
+            let lamport = 1 + prev_lamport.max(deps_lamport);
+            let body = ChangeBody {
+                version: CHANGE_FORMAT_VERSION,
+                database: self.inner.database,
+                author,
+                seq,
+                prev,
+                deps: deps.clone(),
+                lamport,
+                wall_ms: now_ms(),
+                ops: request.ops.clone(),
+            };
+            let change = Change::sign(body, self.inner.identity.signing_key());
+            prev = Some(change.hash());
+            prev_lamport = lamport;
+            changes.push(change);
+        }
+        Ok(changes)
+    }
+
+    fn publish(&self, accepted: &[Change], report: &ApplyReport) {
+        for change in accepted {
+            if !report.inert.contains(&change.hash()) {
+                // No subscriber is not an error.
+                let _ = self.inner.events.send(change.clone());
+            }
+        }
+    }
+
+    /// Verifies and applies encoded changes from anywhere (a peer, a file).
+    /// Each is checked on its own; see [`ApplyReport`] for the verdicts.
+    pub fn apply_encoded<B: AsRef<[u8]> + Sync>(&self, encoded: &[B]) -> Result<ApplyReport> {
+        let mut report = ApplyReport::default();
+        let decoded = par_map(encoded, |bytes| Change::decode(bytes.as_ref()));
+        let mut changes = Vec::with_capacity(decoded.len());
+        for result in decoded {
+            match result {
+                Ok(change) => changes.push(change),
+                Err(error) => report.refused.push((None, Refusal::Malformed(error))),
+            }
+        }
+        self.apply_into(changes, &mut report)?;
+        Ok(report)
+    }
+
+    /// Verifies and applies decoded changes (signatures are checked here).
+    pub fn apply(&self, changes: Vec<Change>) -> Result<ApplyReport> {
+        let mut report = ApplyReport::default();
+        self.apply_into(changes, &mut report)?;
+        Ok(report)
+    }
+
+    fn apply_into(&self, changes: Vec<Change>, report: &mut ApplyReport) -> Result<()> {
+        let mut fresh = Vec::with_capacity(changes.len());
+        for change in changes {
+            if self.inner.view.get(keys::change(&change.hash()))?.is_some() {
+                report.duplicates.push(change.hash());
+            } else {
+                fresh.push(change);
+            }
+        }
+        let verified = verify_parallel(fresh, report);
+        let mut engine = self.engine();
+        let entries = verified.into_iter().map(|change| (change, None)).collect();
+        let accepted = engine.ingest(entries, Source::New, report)?;
+        self.publish(&accepted, report);
+        Ok(())
+    }
+
+    /// Subscribes to changes as they are applied (local and received).
+    pub fn subscribe(&self) -> broadcast::Receiver<Change> {
+        self.inner.events.subscribe()
+    }
+
+    /// Number of received changes waiting for a missing predecessor.
+    pub fn pending_len(&self) -> usize {
+        self.engine().pending.len()
+    }
+
+    /// Hashes that pending changes wait for.
+    pub fn missing(&self) -> Vec<ChangeHash> {
+        self.engine().pending.missing()
+    }
+
+    /// One field's value, if the row has it.
+    pub fn get_field(&self, table: &str, row: &str, field: &str) -> Result<Option<Value>> {
+        let key = keys::field(table, row, field);
+        match self.inner.view.get(&key)? {
+            Some(bytes) => Ok(decode::<FieldState>(&bytes, &key)?.value()),
+            None => Ok(None),
+        }
+    }
+
+    /// A row's visible fields; `None` if the row has none.
+    pub fn get_row(&self, table: &str, row: &str) -> Result<Option<Row>> {
+        let prefix = keys::row_prefix(keys::FIELDS, table, row);
+        let table_prefix_bytes = keys::table_prefix(keys::FIELDS, table).len();
+        let mut scan = reads::Scan::new(&self.inner.view, prefix, table_prefix_bytes);
+        match scan.next() {
+            Some(result) => result.map(|(_, fields)| Some(fields)),
+            None => Ok(None),
+        }
+    }
+
+    /// The table's rows in row-id byte order, streamed from RocksDB.
+    pub fn scan(&self, table: &str) -> reads::Scan<'_> {
+        let prefix = keys::table_prefix(keys::FIELDS, table);
+        let length = prefix.len();
+        reads::Scan::new(&self.inner.view, prefix, length)
+    }
+
+    /// The signed changes that touched a row, oldest stamp first.
+    pub fn history(&self, table: &str, row: &str) -> Result<Vec<reads::HistoryEntry>> {
+        reads::history(&self.inner.view, &self.inner.wal, table, row)
+    }
+
+    /// A held change by hash (applied, pending excluded, or inert).
+    pub fn get_change(&self, hash: &ChangeHash) -> Result<Option<Change>> {
+        let key = keys::change(hash);
+        let Some(bytes) = self.inner.view.get(&key)? else {
+            return Ok(None);
+        };
+        let meta: crate::engine::ChangeMeta = decode(&bytes, &key)?;
+        read_change(&self.inner.wal, meta.position, hash).map(Some)
+    }
+
+    /// Per author: the highest seq held and its hash.
+    pub fn version_vector(&self) -> Result<VersionVector> {
+        let group = crate::view::Group::new(&self.inner.view);
+        let mut vector = VersionVector::new();
+        for (key, value) in group.scan_prefix(&[keys::AUTHORS])? {
+            let author = Author(key[1..].try_into().map_err(|_| Error::ViewCorrupt { key: key.clone() })?);
+            let state: crate::engine::AuthorState = decode(&value, &key)?;
+            vector.insert(author, Head { seq: state.head_seq, hash: state.head_hash });
+        }
+        Ok(vector)
+    }
+
+    /// The held changes that a replica at `since` lacks, in log order (a
+    /// causal order), read lazily from the log.
+    pub fn changes_since(&self, since: &VersionVector) -> Result<reads::ChangesSince> {
+        reads::changes_since(&self.inner.view, &self.inner.wal, since)
+    }
+
+    /// Every change in the log, in log order.
+    pub fn log(&self) -> Result<impl Iterator<Item = Result<(Position, Change)>> + '_> {
+        let iter = self.inner.wal.iter_from(self.inner.wal.start())?;
+        Ok(iter.map(|item| {
+            let (position, bytes) = item?;
+            let change = Change::decode(&bytes).map_err(|error| Error::LogCorrupt {
+                position: position.0,
+                reason: Box::new(Refusal::Malformed(error)),
+            })?;
+            Ok((position, change))
+        }))
+    }
+
+    /// A digest of the materialized state: equal on every replica that
+    /// applied the same set of changes.
+    pub fn state_hash(&self) -> Result<StateHash> {
+        reads::state_hash(&self.inner.view)
+    }
+
+    /// Drops the view and rebuilds it from the log; returns the changes
+    /// replayed and the new state hash.
+    pub fn rebuild(&self, progress: Progress<'_>) -> Result<(u64, StateHash)> {
+        let mut engine = self.engine();
+        clear_view(&self.inner.view)?;
+        self.inner.view.put(keys::meta(keys::META_VIEW_FORMAT), VIEW_FORMAT_VERSION.to_be_bytes())?;
+        self.inner.view.put(keys::meta(keys::META_DATABASE), self.inner.database.0)?;
+        engine.reload_heads()?;
+        let changes = replay(&mut engine, self.inner.wal.start(), false, progress)?;
+        self.inner.view.flush()?;
+        Ok((changes, self.state_hash()?))
+    }
+
+    /// Re-checks every change in the log (form, hash, signature, chain,
+    /// deps, lamport) by rebuilding a scratch view with full verification,
+    /// and compares its state hash with the live view's.
+    pub fn verify(&self, progress: Progress<'_>) -> Result<VerifyReport> {
+        let _engine = self.engine();
+        let scratch_dir = self.inner.dir.join("verify-scratch");
+        if scratch_dir.exists() {
+            std::fs::remove_dir_all(&scratch_dir).map_err(io_error(&scratch_dir))?;
+        }
+        let result = (|| {
+            let scratch = Arc::new(open_view(&scratch_dir, self.inner.database)?);
+            let mut engine = Engine::new(self.inner.wal.clone(), Arc::clone(&scratch), self.inner.database, 0)?;
+            let changes = replay(&mut engine, self.inner.wal.start(), true, progress)?;
+            let rebuilt = reads::state_hash(&scratch)?;
+            Ok(VerifyReport { changes, rebuilt_state_hash: rebuilt, live_state_hash: self.state_hash()? })
+        })();
+        std::fs::remove_dir_all(&scratch_dir).map_err(io_error(&scratch_dir))?;
+        result
+    }
+
+    /// Exports a table into a new automerge document: one map per row under
+    /// the root, keyed by row id (see docs/DECISIONS.md).
+    pub fn export_automerge(&self, table: &str) -> Result<automerge::AutoCommit> {
+        use automerge::transaction::Transactable;
+        let mut document = automerge::AutoCommit::new();
+        for item in self.scan(table) {
+            let (row, fields) = item?;
+            let object = document.put_object(automerge::ROOT, row.as_str(), automerge::ObjType::Map).map_err(automerge_error)?;
+            for (field, value) in fields {
+                document.put(&object, field.as_str(), automerge::ScalarValue::from(value)).map_err(automerge_error)?;
+            }
+        }
+        Ok(document)
+    }
+
+    /// Imports an automerge document laid out as [`Db::export_automerge`]
+    /// writes it, as one change setting every field. Returns its hash.
+    pub fn import_automerge(&self, table: &str, document: &automerge::AutoCommit) -> Result<ChangeHash> {
+        use automerge::ReadDoc;
+        let mut tx = self.transaction();
+        for row in document.keys(automerge::ROOT) {
+            let Some((automerge::Value::Object(automerge::ObjType::Map), object)) =
+                document.get(automerge::ROOT, row.as_str()).map_err(automerge_error)?
+            else {
+                continue;
+            };
+            for field in document.keys(&object) {
+                if let Some((automerge::Value::Scalar(scalar), _)) = document.get(&object, field.as_str()).map_err(automerge_error)? {
+                    let value = Value::try_from(scalar.into_owned()).map_err(|_| Error::InvalidTransaction { rule: "automerge value has no Peers type" })?;
+                    tx.set(table, &row, &field, value);
+                }
+            }
+        }
+        tx.commit()
+    }
+
+}
+
+fn automerge_error(error: automerge::AutomergeError) -> Error {
+    Error::Automerge { message: error.to_string() }
+}
+
+/// What [`Db::verify`] found. `ok()` when the rebuilt view equals the live one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Changes re-verified.
+    pub changes: u64,
+    /// State hash of a view rebuilt with full verification.
+    pub rebuilt_state_hash: StateHash,
+    /// State hash of the live view.
+    pub live_state_hash: StateHash,
+}
+
+impl VerifyReport {
+    /// Whether the live view equals the rebuilt one.
+    pub fn ok(&self) -> bool {
+        self.rebuilt_state_hash == self.live_state_hash
+    }
+}
+
+/// Ops collected for one change.
+pub struct Transaction<'a> {
+    db: &'a Db,
+    ops: Vec<Op>,
+}
+
+impl Transaction<'_> {
+    /// Sets a field.
+    pub fn set(&mut self, table: &str, row: &str, field: &str, value: impl Into<Value>) -> &mut Self {
+        self.ops.push(Op::Set { table: table.into(), row: row.into(), field: field.into(), value: value.into() });
+        self
+    }
+    /// Deletes a row.
+    pub fn delete(&mut self, table: &str, row: &str) -> &mut Self {
+        self.ops.push(Op::Delete { table: table.into(), row: row.into() });
+        self
+    }
+    /// Adds `delta` to a counter field.
+    pub fn increment(&mut self, table: &str, row: &str, field: &str, delta: i64) -> &mut Self {
+        self.ops.push(Op::Increment { table: table.into(), row: row.into(), field: field.into(), delta });
+        self
+    }
+    /// Ops collected so far.
+    pub fn ops(&self) -> &[Op] {
+        &self.ops
+    }
+    /// Signs the ops as one change, makes it durable and applies it.
+    pub fn commit(self) -> Result<ChangeHash> {
+        self.db.commit(self.ops)
+    }
+}
+
+fn prepare_new(dir: &Path, options: &Options) -> Result<Identity> {
+    if dir.join(DATABASE_FILE).exists() {
+        return Err(Error::AlreadyExists { path: dir.to_owned() });
+    }
+    std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+    let identity = options.identity.clone().unwrap_or_else(Identity::generate);
+    identity.save(&dir.join(IDENTITY_FILE))?;
+    Ok(identity)
+}
+
+fn write_database_file(dir: &Path, database: DatabaseId) -> Result<()> {
+    let path = dir.join(DATABASE_FILE);
+    std::fs::write(&path, format!("{database}\n")).map_err(io_error(&path))
+}
+
+fn read_database_file(dir: &Path) -> Result<DatabaseId> {
+    let path = dir.join(DATABASE_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::NotFound { path: dir.to_owned() });
+        }
+        Err(source) => return Err(Error::Io { path, source }),
+    };
+    DatabaseId::from_hex(&text).map_err(|_| Error::BadFile { path, what: "64 hex digits of a database id" })
+}
+
+fn open_view(path: &Path, database: DatabaseId) -> Result<DB> {
+    let mut options = rocksdb::Options::default();
+    options.create_if_missing(true);
+    // The log is the truth: RocksDB's own WAL is off on every write, and a
+    // crash loses at most the memtable, which replay restores.
+    options.set_manual_wal_flush(true);
+    let view = DB::open(&options, path)?;
+    match view.get(keys::meta(keys::META_VIEW_FORMAT))? {
+        None => {
+            view.put(keys::meta(keys::META_VIEW_FORMAT), VIEW_FORMAT_VERSION.to_be_bytes())?;
+            view.put(keys::meta(keys::META_DATABASE), database.0)?;
+        }
+        Some(bytes) => {
+            let found = <[u8; 4]>::try_from(bytes.as_slice()).map_or(0, u32::from_be_bytes);
+            if found != VIEW_FORMAT_VERSION {
+                return Err(Error::ViewFormat { found, supported: VIEW_FORMAT_VERSION });
+            }
+        }
+    }
+    Ok(view)
+}
+
+fn applied_position(view: &DB) -> Result<Option<Position>> {
+    let key = keys::meta(keys::META_APPLIED);
+    match view.get(&key)? {
+        None => Ok(None),
+        Some(bytes) => {
+            let bytes: [u8; 8] = bytes.as_slice().try_into().map_err(|_| Error::ViewCorrupt { key })?;
+            Ok(Some(Position(u64::from_be_bytes(bytes))))
+        }
+    }
+}
+
+fn clear_view(view: &DB) -> Result<()> {
+    let mut batch = rocksdb::WriteBatch::default();
+    batch.delete_range(vec![0x00], vec![0xFF, 0xFF]);
+    view.write(batch)?;
+    Ok(())
+}
+
+/// Applies the log from `from` to the engine's view, in groups.
+fn replay(engine: &mut Engine, from: Position, verify_signatures: bool, progress: Progress<'_>) -> Result<u64> {
+    let start = engine.wal.start().0;
+    let end = engine.wal.end().0;
+    let mut replayed = 0;
+    let mut group: Vec<(Change, Option<Position>)> = Vec::with_capacity(REPLAY_GROUP_CHANGES);
+    for item in engine.wal.iter_from(from)? {
+        let (position, bytes) = item?;
+        let change = Change::decode(&bytes).map_err(|error| corrupt_at(position, Refusal::Malformed(error)))?;
+        group.push((change, Some(position)));
+        if group.len() == REPLAY_GROUP_CHANGES {
+            replayed += replay_group(engine, std::mem::take(&mut group), verify_signatures)?;
+            progress(position.0.saturating_sub(start), end.saturating_sub(start));
+        }
+    }
+    replayed += replay_group(engine, group, verify_signatures)?;
+    progress(end.saturating_sub(start), end.saturating_sub(start));
+    Ok(replayed)
+}
+
+fn replay_group(engine: &mut Engine, group: Vec<(Change, Option<Position>)>, verify_signatures: bool) -> Result<u64> {
+    if verify_signatures {
+        let changes: Vec<Change> = group.iter().map(|(change, _)| change.clone()).collect();
+        let mut report = ApplyReport::default();
+        let verified = verify_parallel(changes, &mut report);
+        if let Some((hash, refusal)) = report.refused.into_iter().next() {
+            let position = group.iter().find(|(change, _)| Some(change.hash()) == hash).and_then(|(_, p)| *p);
+            return Err(corrupt_at(position.unwrap_or(Position(u64::MAX)), refusal));
+        }
+        debug_assert_eq!(verified.len(), group.len());
+    }
+    let mut report = ApplyReport::default();
+    let accepted = engine.ingest(group, Source::Log, &mut report)?;
+    Ok(accepted.len() as u64)
+}
+
+fn corrupt_at(position: Position, refusal: Refusal) -> Error {
+    Error::LogCorrupt { position: position.0, reason: Box::new(refusal) }
+}
+
+/// Reads the change at `position` and checks it is `hash`.
+pub(crate) fn read_change(wal: &Wal, position: u64, hash: &ChangeHash) -> Result<Change> {
+    let bytes = wal.read_at(Position(position))?;
+    let change = Change::decode(&bytes).map_err(|error| corrupt_at(Position(position), Refusal::Malformed(error)))?;
+    if change.hash() != *hash {
+        return Err(Error::MissingChange { hash: *hash });
+    }
+    Ok(change)
+}
+
+/// Maps `items` on two threads when there are enough of them.
+fn par_map<T: Sync, U: Send>(items: &[T], map: impl Fn(&T) -> U + Sync) -> Vec<U> {
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    if items.len() < PARALLEL_CHANGES_MIN || threads < 2 {
+        return items.iter().map(map).collect();
+    }
+    let chunk = items.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = items.chunks(chunk).map(|part| scope.spawn(|| part.iter().map(&map).collect::<Vec<U>>())).collect();
+        handles.into_iter().flat_map(|handle| handle.join().expect("worker does not panic")).collect()
+    })
+}
+
+/// Batch-verifies signatures, on two threads for large sets; refused
+/// changes are reported and left out.
+fn verify_parallel(changes: Vec<Change>, report: &mut ApplyReport) -> Vec<Change> {
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    if changes.len() < PARALLEL_CHANGES_MIN || threads < 2 {
+        return Engine::verify_new(changes, report);
+    }
+    let chunk = changes.len().div_ceil(threads);
+    let parts: Vec<Vec<Change>> = changes.chunks(chunk).map(<[Change]>::to_vec).collect();
+    let results: Vec<(Vec<Change>, ApplyReport)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = parts
+            .into_iter()
+            .map(|part| {
+                scope.spawn(move || {
+                    let mut local = ApplyReport::default();
+                    let verified = Engine::verify_new(part, &mut local);
+                    (verified, local)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|handle| handle.join().expect("worker does not panic")).collect()
+    });
+    let mut verified = Vec::new();
+    for (part, local) in results {
+        verified.extend(part);
+        report.refused.extend(local.refused);
+    }
+    verified
+}
+
+const _: () = {
+    const fn is_send_sync<T: Send + Sync>() {}
+    is_send_sync::<Db>();
+};

@@ -1,0 +1,423 @@
+//! Ingest: admitting changes (the validity rules), applying them to the view
+//! in groups, equivocation cuts, and replay of the log.
+//!
+//! Every path that adds a change to the view goes through [`Engine::ingest`]:
+//! local commits, received changes, crash replay and rebuild. A group of
+//! changes is first admitted and applied into an in-memory [`Group`], then
+//! made durable in the wal (new changes only), then written to RocksDB as one
+//! `WriteBatch` together with the applied log position.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+
+use bincode::{Decode, Encode};
+use peers_wal::{Position, Wal};
+use rocksdb::DB;
+
+use crate::change::{Author, Change, ChangeHash, DatabaseId, verify_signatures};
+use crate::error::{Error, Refusal, Result};
+use crate::keys::{self, Stamp};
+use crate::pending::Pending;
+use crate::view::{self, Group, decode, encode};
+
+/// What the view records of every held change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
+pub(crate) struct ChangeMeta {
+    pub position: u64,
+    pub author: Author,
+    pub seq: u64,
+    pub lamport: u64,
+}
+
+/// What the view records of every author.
+///
+/// # Invariants
+/// `head_seq` is the highest seq held; `cut`, once set, only decreases. A
+/// change of this author is valid (in the view) iff `cut` is `None` or its
+/// seq is at most `cut`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
+pub(crate) struct AuthorState {
+    pub head_seq: u64,
+    pub head_hash: ChangeHash,
+    pub head_lamport: u64,
+    pub cut: Option<u64>,
+}
+
+impl AuthorState {
+    pub fn is_valid(&self, seq: u64) -> bool {
+        self.cut.is_none_or(|cut| seq <= cut)
+    }
+}
+
+/// Position written for a change admitted in a group that is not yet in the log.
+const POSITION_UNKNOWN: u64 = u64::MAX;
+
+/// How an admitted change enters the view.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// Applied to the view.
+    Valid,
+    /// A second change for an (author, seq): evidence; cuts the author.
+    Fork,
+    /// Past its author's cut: kept, never applied.
+    Inert,
+}
+
+/// The verdict on one change.
+pub(crate) enum Admission {
+    Accept(Kind),
+    Duplicate,
+    Wait(ChangeHash),
+    Refuse(Refusal),
+}
+
+/// What happened to each change handed to [`Engine::ingest`].
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ApplyReport {
+    /// Newly held changes, in the order they entered the log.
+    pub accepted: Vec<ChangeHash>,
+    /// Of `accepted`, those that are not applied: fork evidence and changes
+    /// past their author's cut.
+    pub inert: Vec<ChangeHash>,
+    /// Already held (or already pending): nothing to do.
+    pub duplicates: Vec<ChangeHash>,
+    /// Waiting for a predecessor, in the pending set.
+    pub pending: Vec<ChangeHash>,
+    /// Refused, with the reason; `None` when the bytes had no hash.
+    pub refused: Vec<(Option<ChangeHash>, Refusal)>,
+}
+
+/// Where the changes of a group come from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// New to this replica: append to the log after admitting.
+    New,
+    /// Read back from the log at known positions (replay, rebuild, verify).
+    Log,
+}
+
+/// The writer side of a database: owned by one thread at a time.
+pub(crate) struct Engine {
+    pub wal: Wal,
+    pub view: Arc<DB>,
+    pub database: DatabaseId,
+    pub pending: Pending,
+    /// Changes that no held change names yet: lamport and author.
+    pub heads: HashMap<ChangeHash, (u64, Author)>,
+}
+
+/// Per-group state: the overlay and the changes admitted so far.
+struct Batch<'a> {
+    group: Group<'a>,
+    fresh: HashMap<ChangeHash, Change>,
+    admitted: Vec<(Change, Option<Position>)>,
+}
+
+impl Engine {
+    pub fn new(wal: Wal, view: Arc<DB>, database: DatabaseId, pending_max: usize) -> Result<Engine> {
+        let mut engine = Engine { wal, view, database, pending: Pending::new(pending_max), heads: HashMap::new() };
+        engine.reload_heads()?;
+        Ok(engine)
+    }
+
+    /// Reloads the in-memory heads from the view.
+    pub fn reload_heads(&mut self) -> Result<()> {
+        self.heads.clear();
+        let group = Group::new(&self.view);
+        for (key, value) in group.scan_prefix(&[keys::HEADS])? {
+            let hash = keys::trailing_hash(&key).ok_or_else(|| Error::ViewCorrupt { key: key.clone() })?;
+            let head: (u64, Author) = decode(&value, &key)?;
+            self.heads.insert(hash, head);
+        }
+        Ok(())
+    }
+
+    /// Admits and applies `changes` as one group. `positions` is given for
+    /// [`Source::Log`] (one per change). Returns what happened to each, and
+    /// the accepted changes for subscribers.
+    pub fn ingest(
+        &mut self,
+        changes: Vec<(Change, Option<Position>)>,
+        source: Source,
+        report: &mut ApplyReport,
+    ) -> Result<Vec<Change>> {
+        let view = Arc::clone(&self.view);
+        let mut batch = Batch { group: Group::new(&view), fresh: HashMap::new(), admitted: Vec::new() };
+        let outcome = self.admit_all(&mut batch, changes, report, source);
+        let outcome = outcome.and_then(|()| self.finish(batch, source));
+        if outcome.is_err() {
+            // Nothing of the group reached RocksDB: forget its in-memory effects.
+            self.reload_heads()?;
+            report.accepted.clear();
+            report.inert.clear();
+        }
+        let accepted = outcome?;
+        report.accepted.extend(accepted.iter().map(Change::hash));
+        Ok(accepted)
+    }
+
+    fn admit_all(
+        &mut self,
+        batch: &mut Batch<'_>,
+        changes: Vec<(Change, Option<Position>)>,
+        report: &mut ApplyReport,
+        source: Source,
+    ) -> Result<()> {
+        let mut queue: VecDeque<(Change, Option<Position>)> = changes.into();
+        while let Some((change, position)) = queue.pop_front() {
+            match self.admit(batch, &change)? {
+                Admission::Accept(kind) => {
+                    if kind != Kind::Valid {
+                        report.inert.push(change.hash());
+                    }
+                    self.accept(batch, &change, kind)?;
+                    for released in self.pending.release(&change.hash()) {
+                        report.pending.retain(|hash| *hash != released.hash());
+                        queue.push_back((released, None));
+                    }
+                    batch.admitted.push((change, position));
+                }
+                Admission::Duplicate => report.duplicates.push(change.hash()),
+                Admission::Wait(missing) if source == Source::New => match self.pending.insert(change.clone(), missing) {
+                    Ok(()) => report.pending.push(change.hash()),
+                    Err(refusal) => report.refused.push((Some(change.hash()), refusal)),
+                },
+                Admission::Wait(missing) => {
+                    return Err(log_corrupt(position, Refusal::Malformed(crate::change::FormatError::Invalid {
+                        rule: leak_missing(missing),
+                    })));
+                }
+                Admission::Refuse(refusal) if source == Source::New => report.refused.push((Some(change.hash()), refusal)),
+                Admission::Refuse(refusal) => return Err(log_corrupt(position, refusal)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Looks a change up among those held or admitted in this group.
+    fn meta(&self, batch: &Batch<'_>, hash: &ChangeHash) -> Result<Option<ChangeMeta>> {
+        if let Some(change) = batch.fresh.get(hash) {
+            return Ok(Some(ChangeMeta {
+                position: POSITION_UNKNOWN,
+                author: change.author(),
+                seq: change.seq(),
+                lamport: change.lamport(),
+            }));
+        }
+        let key = keys::change(hash);
+        batch.group.get(&key)?.map(|bytes| decode(&bytes, &key)).transpose()
+    }
+
+    pub(crate) fn author_state(group: &Group<'_>, author: &Author) -> Result<Option<AuthorState>> {
+        let key = keys::author(author);
+        group.get(&key)?.map(|bytes| decode(&bytes, &key)).transpose()
+    }
+
+    /// The validity rules of DESIGN.md "Changes", in order. The signature was
+    /// checked before (in a batch) for new changes.
+    fn admit(&self, batch: &Batch<'_>, change: &Change) -> Result<Admission> {
+        let hash = change.hash();
+        if self.meta(batch, &hash)?.is_some() || self.pending.contains(&hash) {
+            return Ok(Admission::Duplicate);
+        }
+        let body = change.body();
+        let database_ok = if change.is_genesis() { hash.0 == self.database.0 } else { body.database == self.database };
+        if !database_ok {
+            let actual = if change.is_genesis() { DatabaseId(hash.0) } else { body.database };
+            return Ok(Admission::Refuse(Refusal::WrongDatabase { expected: self.database, actual }));
+        }
+        let mut lamport_max = 0;
+        if let Some(prev) = body.prev {
+            let Some(meta) = self.meta(batch, &prev)? else {
+                return Ok(Admission::Wait(prev));
+            };
+            if meta.author != body.author || meta.seq + 1 != body.seq {
+                let refusal = Refusal::BrokenChain { author: body.author, seq: body.seq, expected_seq: body.seq - 1 };
+                return Ok(Admission::Refuse(refusal));
+            }
+            lamport_max = meta.lamport;
+        }
+        for dep in &body.deps {
+            let Some(meta) = self.meta(batch, dep)? else {
+                return Ok(Admission::Wait(*dep));
+            };
+            if meta.author == body.author {
+                return Ok(Admission::Refuse(Refusal::OwnDep { author: body.author, seq: body.seq, dep: *dep }));
+            }
+            lamport_max = lamport_max.max(meta.lamport);
+        }
+        let expected = lamport_max.saturating_add(1);
+        if body.lamport != expected {
+            return Ok(Admission::Refuse(Refusal::Lamport { expected, actual: body.lamport }));
+        }
+        let same_seq = batch.group.scan_prefix(&keys::chain_prefix(&body.author, body.seq))?;
+        if !same_seq.is_empty() {
+            return Ok(Admission::Accept(Kind::Fork));
+        }
+        let state = Self::author_state(&batch.group, &body.author)?;
+        if state.is_some_and(|state| !state.is_valid(body.seq)) {
+            return Ok(Admission::Accept(Kind::Inert));
+        }
+        Ok(Admission::Accept(Kind::Valid))
+    }
+
+    /// Records an admitted change in the indexes and, if valid, the view.
+    fn accept(&mut self, batch: &mut Batch<'_>, change: &Change, kind: Kind) -> Result<()> {
+        let hash = change.hash();
+        let body = change.body();
+        self.write_indexes(&mut batch.group, change, POSITION_UNKNOWN);
+        for predecessor in change.predecessors() {
+            if self.heads.remove(&predecessor).is_some() {
+                batch.group.delete(keys::head(&predecessor));
+            }
+        }
+        self.heads.insert(hash, (body.lamport, body.author));
+        batch.group.put(keys::head(&hash), encode(&(body.lamport, body.author)));
+        let state = Self::author_state(&batch.group, &body.author)?;
+        let mut state = state.unwrap_or(AuthorState {
+            head_seq: 0,
+            head_hash: hash,
+            head_lamport: 0,
+            cut: None,
+        });
+        if body.seq > state.head_seq {
+            state.head_seq = body.seq;
+            state.head_hash = hash;
+            state.head_lamport = body.lamport;
+        }
+        batch.group.put(keys::author(&body.author), encode(&state));
+        batch.fresh.insert(hash, change.clone());
+        match kind {
+            Kind::Valid => {
+                for (index, op) in body.ops.iter().enumerate() {
+                    let op_index = u32::try_from(index).expect("OPS_MAX fits in u32");
+                    let stamp = Stamp { lamport: body.lamport, author: body.author, op_index };
+                    view::apply_op(&mut batch.group, stamp, op)?;
+                }
+            }
+            Kind::Fork => self.cut(batch, body.author, body.seq - 1, state)?,
+            Kind::Inert => {}
+        }
+        Ok(())
+    }
+
+    fn write_indexes(&self, group: &mut Group<'_>, change: &Change, position: u64) {
+        let body = change.body();
+        let hash = change.hash();
+        let meta = ChangeMeta { position, author: body.author, seq: body.seq, lamport: body.lamport };
+        group.put(keys::change(&hash), encode(&meta));
+        group.put(keys::chain(&body.author, body.seq, &hash), position.to_be_bytes().to_vec());
+        let rows: BTreeSet<(&str, &str)> = body.ops.iter().filter_map(|op| op.row()).collect();
+        for (table, row) in rows {
+            group.put(keys::history(table, row, body.lamport, &body.author, &hash), Vec::new());
+        }
+    }
+
+    /// Cuts `author`'s chain after `cut_seq`: the changes past it leave the
+    /// view, and only the rows they touched are recomputed.
+    fn cut(&self, batch: &mut Batch<'_>, author: Author, cut_seq: u64, mut state: AuthorState) -> Result<()> {
+        let valid_until = state.cut.unwrap_or(state.head_seq);
+        if state.cut.is_some_and(|cut| cut <= cut_seq) {
+            return Ok(());
+        }
+        let mut rows: BTreeSet<(String, String)> = BTreeSet::new();
+        for seq in cut_seq + 1..=valid_until {
+            for (key, _) in batch.group.scan_prefix(&keys::chain_prefix(&author, seq))? {
+                let (_, _, hash) = keys::parse_chain(&key).ok_or_else(|| Error::ViewCorrupt { key: key.clone() })?;
+                let change = self.load(batch, &hash)?;
+                rows.extend(change.ops().iter().filter_map(|op| op.row()).map(|(t, r)| (t.to_owned(), r.to_owned())));
+            }
+        }
+        state.cut = Some(cut_seq);
+        batch.group.put(keys::author(&author), encode(&state));
+        tracing::warn!(%author, cut_seq, rows = rows.len(), "equivocation: author's chain cut");
+        for (table, row) in rows {
+            self.recompute_row(batch, &table, &row)?;
+        }
+        Ok(())
+    }
+
+    /// Rebuilds one row from its remaining valid history.
+    fn recompute_row(&self, batch: &mut Batch<'_>, table: &str, row: &str) -> Result<()> {
+        view::clear_row(&mut batch.group, table, row)?;
+        for (key, _) in batch.group.scan_prefix(&keys::row_prefix(keys::HISTORY, table, row))? {
+            let hash = keys::trailing_hash(&key).ok_or_else(|| Error::ViewCorrupt { key: key.clone() })?;
+            let meta = self.meta(batch, &hash)?.ok_or(Error::MissingChange { hash })?;
+            let state = Self::author_state(&batch.group, &meta.author)?.ok_or(Error::MissingChange { hash })?;
+            if !state.is_valid(meta.seq) {
+                continue;
+            }
+            let change = self.load(batch, &hash)?;
+            for (index, op) in change.ops().iter().enumerate() {
+                if op.row() == Some((table, row)) {
+                    let op_index = u32::try_from(index).expect("OPS_MAX fits in u32");
+                    let stamp = Stamp { lamport: change.lamport(), author: change.author(), op_index };
+                    view::apply_op(&mut batch.group, stamp, op)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads a held change: from this group, else from the log.
+    fn load(&self, batch: &Batch<'_>, hash: &ChangeHash) -> Result<Change> {
+        if let Some(change) = batch.fresh.get(hash) {
+            return Ok(change.clone());
+        }
+        let meta = self.meta(batch, hash)?.ok_or(Error::MissingChange { hash: *hash })?;
+        crate::db::read_change(&self.wal, meta.position, hash)
+    }
+
+    /// Makes the group durable (new changes), then writes it to RocksDB.
+    fn finish(&mut self, mut batch: Batch<'_>, source: Source) -> Result<Vec<Change>> {
+        if batch.admitted.is_empty() {
+            return Ok(Vec::new());
+        }
+        let positions: Vec<Position> = match source {
+            Source::New => {
+                let records: Vec<&[u8]> = batch.admitted.iter().map(|(change, _)| change.bytes()).collect();
+                self.wal.append_batch(&records)?
+            }
+            Source::Log => batch
+                .admitted
+                .iter()
+                .map(|(_, position)| position.expect("log changes come with their position"))
+                .collect(),
+        };
+        let mut applied_end = 0;
+        for ((change, _), position) in batch.admitted.iter().zip(&positions) {
+            self.write_indexes(&mut batch.group, change, position.0);
+            let record_end = position.0 + crate::db::FRAME_OVERHEAD_BYTES + change.bytes().len() as u64;
+            applied_end = applied_end.max(record_end);
+        }
+        batch.group.put(keys::meta(keys::META_APPLIED), applied_end.to_be_bytes().to_vec());
+        let accepted: Vec<Change> = batch.admitted.into_iter().map(|(change, _)| change).collect();
+        let mut write_options = rocksdb::WriteOptions::default();
+        write_options.disable_wal(true);
+        self.view.write_opt(batch.group.into_batch(), &write_options)?;
+        Ok(accepted)
+    }
+
+    /// Signature check of new changes as one batch; refused ones are removed
+    /// from `changes` and reported.
+    pub fn verify_new(changes: Vec<Change>, report: &mut ApplyReport) -> Vec<Change> {
+        let mut remaining = changes;
+        loop {
+            match verify_signatures(&remaining) {
+                Ok(()) => return remaining,
+                Err((index, fault)) => {
+                    let bad = remaining.remove(index);
+                    report.refused.push((Some(bad.hash()), Refusal::BadSignature { author: bad.author(), fault }));
+                }
+            }
+        }
+    }
+}
+
+fn log_corrupt(position: Option<Position>, refusal: Refusal) -> Error {
+    Error::LogCorrupt { position: position.map_or(POSITION_UNKNOWN, |position| position.0), reason: Box::new(refusal) }
+}
+
+fn leak_missing(_missing: ChangeHash) -> &'static str {
+    "a logged change names a predecessor that is not logged before it"
+}

@@ -1,0 +1,167 @@
+//! The engine's errors and refusal reasons.
+
+use std::path::PathBuf;
+
+use crate::change::{Author, ChangeHash, DatabaseId, FormatError, SignatureFault};
+
+/// Why a received change was refused. Nothing of a refused change is written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// The bytes are not a well-formed, canonical change.
+    #[error("malformed change: {0}")]
+    Malformed(#[from] FormatError),
+    /// The signature fails the strict rules.
+    #[error("bad signature by {author}: {fault}")]
+    BadSignature {
+        /// Claimed author.
+        author: Author,
+        /// What is wrong.
+        fault: SignatureFault,
+    },
+    /// The change belongs to another database.
+    #[error("change is for database {actual}, this is {expected}")]
+    WrongDatabase {
+        /// This replica's database.
+        expected: DatabaseId,
+        /// The change's.
+        actual: DatabaseId,
+    },
+    /// `prev` names a change that is not the author's `seq - 1`.
+    #[error("change {author}/{seq}: prev is not the author's change {expected_seq}")]
+    BrokenChain {
+        /// The author.
+        author: Author,
+        /// The change's seq.
+        seq: u64,
+        /// The seq `prev` must have.
+        expected_seq: u64,
+    },
+    /// A dep is one of the author's own changes (those go in `prev`).
+    #[error("change {author}/{seq} lists its own author's change {dep} in deps")]
+    OwnDep {
+        /// The author.
+        author: Author,
+        /// The change's seq.
+        seq: u64,
+        /// The offending dep.
+        dep: ChangeHash,
+    },
+    /// `lamport` is not `1 + max(lamport of prev and deps)`.
+    #[error("lamport {actual} breaks the rule: expected {expected}")]
+    Lamport {
+        /// What the rule gives.
+        expected: u64,
+        /// What the change says.
+        actual: u64,
+    },
+    /// The bounded pending set is full.
+    #[error("pending set is full ({limit} changes): change waits on a missing predecessor")]
+    PendingFull {
+        /// The limit.
+        limit: usize,
+    },
+}
+
+/// An error of the engine.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The change log failed.
+    #[error("change log: {0}")]
+    Wal(#[from] peers_wal::Error),
+    /// RocksDB failed.
+    #[error("view (RocksDB): {0}")]
+    View(#[from] rocksdb::Error),
+    /// A file outside the log and view failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A view entry does not decode: the view is corrupt (rebuild it).
+    #[error("view entry {} does not decode; run `peers rebuild`", hex::encode(key))]
+    ViewCorrupt {
+        /// The key.
+        key: Vec<u8>,
+    },
+    /// The view was written by another layout version.
+    #[error("view format {found} is not {supported}; run `peers rebuild` to rebuild it from the log")]
+    ViewFormat {
+        /// Stored version.
+        found: u32,
+        /// This build's.
+        supported: u32,
+    },
+    /// The log holds a record that is not a valid change.
+    #[error("log record at position {position} is not a valid change: {reason}")]
+    LogCorrupt {
+        /// Where.
+        position: u64,
+        /// Why.
+        reason: Box<Refusal>,
+    },
+    /// No database at the path.
+    #[error("no Peers database at {path} (create one with `peers init`)")]
+    NotFound {
+        /// The path.
+        path: PathBuf,
+    },
+    /// A database already exists at the path.
+    #[error("a Peers database already exists at {path}")]
+    AlreadyExists {
+        /// The path.
+        path: PathBuf,
+    },
+    /// A file that should hold a key or id does not.
+    #[error("{path} is malformed: {what}")]
+    BadFile {
+        /// The file.
+        path: PathBuf,
+        /// What was expected.
+        what: &'static str,
+    },
+    /// A change handed to `commit` breaks a structural rule.
+    #[error("transaction is invalid: {rule}")]
+    InvalidTransaction {
+        /// The rule.
+        rule: &'static str,
+    },
+    /// A change-set file is malformed.
+    #[error("change-set file: {reason}")]
+    ChangeSet {
+        /// Why.
+        reason: crate::changeset::ChangeSetError,
+    },
+    /// A commit grouped with one that failed.
+    #[error("commit failed with its group: {reason}")]
+    CommitFailed {
+        /// The group's error.
+        reason: String,
+    },
+    /// This replica's own chain is cut (its key equivocated elsewhere).
+    #[error("identity {author} is cut at seq {cut_seq} (its key signed a fork); it can no longer write")]
+    IdentityCut {
+        /// This replica's author.
+        author: Author,
+        /// Last valid seq.
+        cut_seq: u64,
+    },
+    /// Automerge refused an operation.
+    #[error("automerge: {message}")]
+    Automerge {
+        /// Automerge's description.
+        message: String,
+    },
+    /// The change at a log position vanished or moved: a bug or corruption.
+    #[error("change {hash} is indexed but not readable from the log")]
+    MissingChange {
+        /// Its hash.
+        hash: ChangeHash,
+    },
+}
+
+/// `Result` with the engine's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,236 @@
+//! RocksDB key layout of the view (docs/FORMAT.md "View keys").
+//!
+//! One column family; every key starts with a one-byte family prefix. Names
+//! (table, row, field) are written as order-preserving, prefix-free
+//! components: each 0x00 byte becomes 0x00 0xFF and the component ends with
+//! 0x00 0x01, so `scan(table)` walks rows in byte order of their ids and a
+//! row's prefix never matches another row.
+
+use bincode::{Decode, Encode};
+
+use crate::change::{Author, ChangeHash};
+
+/// Version of the view's key and value layout, stored under [`META_VIEW_FORMAT`].
+pub const VIEW_FORMAT_VERSION: u32 = 1;
+
+/// Family prefixes. Never reuse a retired byte.
+pub(crate) const META: u8 = 0x01;
+pub(crate) const FIELDS: u8 = 0x02;
+pub(crate) const TOMBSTONES: u8 = 0x03;
+pub(crate) const INCREMENTS: u8 = 0x04;
+pub(crate) const CHANGES: u8 = 0x05;
+pub(crate) const CHAIN: u8 = 0x06;
+pub(crate) const AUTHORS: u8 = 0x07;
+pub(crate) const HISTORY: u8 = 0x08;
+pub(crate) const HEADS: u8 = 0x09;
+
+/// Meta keys (after the META prefix).
+pub(crate) const META_VIEW_FORMAT: &[u8] = b"view-format";
+pub(crate) const META_DATABASE: &[u8] = b"database";
+pub(crate) const META_APPLIED: &[u8] = b"applied-position";
+
+const ESCAPE: u8 = 0x00;
+const ESCAPED_ZERO: u8 = 0xFF;
+const TERMINATOR: u8 = 0x01;
+
+/// The stamp that orders ops: automerge's OpId order, counter first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode)]
+pub struct Stamp {
+    /// The change's lamport.
+    pub lamport: u64,
+    /// The change's author.
+    pub author: Author,
+    /// The op's index in its change.
+    pub op_index: u32,
+}
+
+
+impl Stamp {
+    pub(crate) fn push_key(&self, key: &mut Vec<u8>) {
+        key.extend_from_slice(&self.lamport.to_be_bytes());
+        key.extend_from_slice(&self.author.0);
+        key.extend_from_slice(&self.op_index.to_be_bytes());
+    }
+}
+
+pub(crate) fn push_component(key: &mut Vec<u8>, name: &str) {
+    for &byte in name.as_bytes() {
+        if byte == ESCAPE {
+            key.extend_from_slice(&[ESCAPE, ESCAPED_ZERO]);
+        } else {
+            key.push(byte);
+        }
+    }
+    key.extend_from_slice(&[ESCAPE, TERMINATOR]);
+}
+
+/// Reads one component from the front of `bytes`; returns it and the rest.
+pub(crate) fn take_component(bytes: &[u8]) -> Option<(String, &[u8])> {
+    let mut out = Vec::new();
+    let mut index = 0;
+    while index < bytes.len() {
+        let byte = bytes[index];
+        if byte != ESCAPE {
+            out.push(byte);
+            index += 1;
+            continue;
+        }
+        match bytes.get(index + 1)? {
+            &ESCAPED_ZERO => out.push(0),
+            &TERMINATOR => return Some((String::from_utf8(out).ok()?, &bytes[index + 2..])),
+            _ => return None,
+        }
+        index += 2;
+    }
+    None
+}
+
+pub(crate) fn meta(name: &[u8]) -> Vec<u8> {
+    let mut key = vec![META];
+    key.extend_from_slice(name);
+    key
+}
+
+pub(crate) fn row_prefix(family: u8, table: &str, row: &str) -> Vec<u8> {
+    let mut key = table_prefix(family, table);
+    push_component(&mut key, row);
+    key
+}
+
+pub(crate) fn table_prefix(family: u8, table: &str) -> Vec<u8> {
+    let mut key = vec![family];
+    push_component(&mut key, table);
+    key
+}
+
+pub(crate) fn field(table: &str, row: &str, field: &str) -> Vec<u8> {
+    let mut key = row_prefix(FIELDS, table, row);
+    push_component(&mut key, field);
+    key
+}
+
+pub(crate) fn tombstone(table: &str, row: &str) -> Vec<u8> {
+    row_prefix(TOMBSTONES, table, row)
+}
+
+pub(crate) fn increments_prefix(table: &str, row: &str, field: &str) -> Vec<u8> {
+    let mut key = row_prefix(INCREMENTS, table, row);
+    push_component(&mut key, field);
+    key
+}
+
+pub(crate) fn increment(table: &str, row: &str, field: &str, stamp: &Stamp) -> Vec<u8> {
+    let mut key = increments_prefix(table, row, field);
+    stamp.push_key(&mut key);
+    key
+}
+
+pub(crate) fn change(hash: &ChangeHash) -> Vec<u8> {
+    let mut key = vec![CHANGES];
+    key.extend_from_slice(&hash.0);
+    key
+}
+
+pub(crate) fn chain_prefix(author: &Author, seq: u64) -> Vec<u8> {
+    let mut key = vec![CHAIN];
+    key.extend_from_slice(&author.0);
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+pub(crate) fn chain(author: &Author, seq: u64, hash: &ChangeHash) -> Vec<u8> {
+    let mut key = chain_prefix(author, seq);
+    key.extend_from_slice(&hash.0);
+    key
+}
+
+/// Splits a chain key into (seq, hash).
+pub(crate) fn parse_chain(key: &[u8]) -> Option<(Author, u64, ChangeHash)> {
+    if key.len() != 1 + 32 + 8 + 32 || key[0] != CHAIN {
+        return None;
+    }
+    let author = Author(key[1..33].try_into().ok()?);
+    let seq = u64::from_be_bytes(key[33..41].try_into().ok()?);
+    let hash = ChangeHash(key[41..73].try_into().ok()?);
+    Some((author, seq, hash))
+}
+
+pub(crate) fn author(author: &Author) -> Vec<u8> {
+    let mut key = vec![AUTHORS];
+    key.extend_from_slice(&author.0);
+    key
+}
+
+pub(crate) fn history(table: &str, row: &str, lamport: u64, author: &Author, hash: &ChangeHash) -> Vec<u8> {
+    let mut key = row_prefix(HISTORY, table, row);
+    key.extend_from_slice(&lamport.to_be_bytes());
+    key.extend_from_slice(&author.0);
+    key.extend_from_slice(&hash.0);
+    key
+}
+
+pub(crate) fn head(hash: &ChangeHash) -> Vec<u8> {
+    let mut key = vec![HEADS];
+    key.extend_from_slice(&hash.0);
+    key
+}
+
+/// The last 32 bytes of a key, as a hash (history and heads keys end so).
+pub(crate) fn trailing_hash(key: &[u8]) -> Option<ChangeHash> {
+    let start = key.len().checked_sub(32)?;
+    Some(ChangeHash(key[start..].try_into().ok()?))
+}
+
+/// The smallest key greater than every key starting with `prefix`.
+pub(crate) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xFF {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Components keep byte order and are prefix-free, even with 0x00 bytes.
+    #[test]
+    fn components_order_and_round_trip() {
+        let names = ["", "\0", "\0\0", "a", "a\0", "a\0b", "ab", "b", "\u{ff}"];
+        let mut encoded: Vec<Vec<u8>> = names
+            .iter()
+            .map(|name| {
+                let mut key = Vec::new();
+                push_component(&mut key, name);
+                key
+            })
+            .collect();
+        for (name, key) in names.iter().zip(&encoded) {
+            let (decoded, rest) = take_component(key).expect("decodes");
+            assert_eq!(&decoded, name);
+            assert!(rest.is_empty());
+        }
+        let sorted_names = {
+            let mut sorted = names.to_vec();
+            sorted.sort();
+            sorted
+        };
+        encoded.sort();
+        let decoded: Vec<String> = encoded.iter().map(|key| take_component(key).expect("decodes").0).collect();
+        assert_eq!(decoded, sorted_names);
+        let mut row_a = row_prefix(FIELDS, "t", "a");
+        let row_ab = row_prefix(FIELDS, "t", "ab");
+        assert!(!row_ab.starts_with(&row_a));
+        row_a.truncate(0);
+    }
+
+    /// Fixed bytes of a field key (a FORMAT.md test vector).
+    #[test]
+    fn field_key_vector() {
+        assert_eq!(hex::encode(field("t", "r\0w", "f")), "027400017200ff7700016600 01".replace(' ', ""));
+    }
+}

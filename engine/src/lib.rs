@@ -1,0 +1,62 @@
+//! Peers engine: signed, content-hashed changes; last-write-wins merge per
+//! field; the change log in `peers-wal`; the materialized view in RocksDB;
+//! and the [`Db`] API embedders open.
+//!
+//! Start with [`Db::create`] (a new database), [`Db::join`] (an empty
+//! replica of one) or [`Db::open`]. docs/FORMAT.md specifies every byte.
+
+mod change;
+mod changeset;
+mod db;
+mod engine;
+mod error;
+mod identity;
+mod keys;
+mod pending;
+mod reads;
+mod value;
+mod version_vector;
+mod view;
+
+pub use change::{
+    Author, CHANGE_BYTES_MAX, CHANGE_FORMAT_VERSION, Change, ChangeBody, ChangeHash, DEPS_MAX, DatabaseId,
+    FormatError, HASH_CONTEXT, NAME_BYTES_MAX, OPS_MAX, Op, SIGNATURE_DOMAIN, SignatureFault, StateHash,
+    verify_signature, verify_signatures,
+};
+pub use changeset::{CHANGE_SET_MAGIC, CHANGE_SET_VERSION, ChangeSetError, ChangeSetReader, ChangeSetWriter};
+pub use db::{Db, Options, Progress, REPLAY_GROUP_CHANGES, Row, SUBSCRIBE_BUFFER_CHANGES, Transaction, VerifyReport};
+pub use engine::ApplyReport;
+pub use error::{Error, Refusal, Result};
+pub use identity::Identity;
+pub use keys::{Stamp, VIEW_FORMAT_VERSION};
+pub use peers_wal::SyncMode;
+pub use pending::{PENDING_BYTES_MAX, PENDING_CHANGES_MAX};
+pub use reads::{ChangesSince, HistoryEntry, Scan};
+pub use value::{UnknownScalar, Value};
+pub use version_vector::{Head, VersionVector};
+
+impl From<&str> for Value {
+    fn from(text: &str) -> Self {
+        Value::Str(text.to_owned())
+    }
+}
+impl From<String> for Value {
+    fn from(text: String) -> Self {
+        Value::Str(text)
+    }
+}
+impl From<i64> for Value {
+    fn from(int: i64) -> Self {
+        Value::Int(int)
+    }
+}
+impl From<bool> for Value {
+    fn from(flag: bool) -> Self {
+        Value::Bool(flag)
+    }
+}
+impl From<f64> for Value {
+    fn from(float: f64) -> Self {
+        Value::F64(float)
+    }
+}

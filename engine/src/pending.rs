@@ -1,0 +1,64 @@
+//! The bounded set of verified changes waiting for a missing predecessor.
+
+use std::collections::HashMap;
+
+use crate::change::{Change, ChangeHash};
+use crate::error::Refusal;
+
+/// Default most changes held waiting ([`crate::Options::pending_changes_max`]).
+pub const PENDING_CHANGES_MAX: usize = 10_000;
+/// Most bytes held waiting, whatever the change count.
+pub const PENDING_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// Changes whose `prev` or a dep is not yet held, keyed by what they wait on.
+///
+/// # Invariants
+/// Every change in `changes` appears exactly once in `waiting`, under the
+/// hash it waits on; `bytes` is the sum of their encoded sizes.
+#[derive(Default)]
+pub(crate) struct Pending {
+    changes: HashMap<ChangeHash, Change>,
+    waiting: HashMap<ChangeHash, Vec<ChangeHash>>,
+    bytes: usize,
+    limit: usize,
+}
+
+impl Pending {
+    pub fn new(limit: usize) -> Self {
+        Pending { limit, ..Pending::default() }
+    }
+
+    pub fn contains(&self, hash: &ChangeHash) -> bool {
+        self.changes.contains_key(hash)
+    }
+
+    pub fn len(&self) -> usize {
+        self.changes.len()
+    }
+
+    /// Holds `change` until `missing` is held. Refuses past the limits.
+    pub fn insert(&mut self, change: Change, missing: ChangeHash) -> Result<(), Refusal> {
+        if self.changes.len() >= self.limit || self.bytes + change.bytes().len() > PENDING_BYTES_MAX {
+            return Err(Refusal::PendingFull { limit: self.limit });
+        }
+        self.bytes += change.bytes().len();
+        self.waiting.entry(missing).or_default().push(change.hash());
+        self.changes.insert(change.hash(), change);
+        Ok(())
+    }
+
+    /// Removes and returns every change that waited on `hash`.
+    pub fn release(&mut self, hash: &ChangeHash) -> Vec<Change> {
+        let Some(waiters) = self.waiting.remove(hash) else {
+            return Vec::new();
+        };
+        let released: Vec<Change> = waiters.iter().filter_map(|waiter| self.changes.remove(waiter)).collect();
+        self.bytes -= released.iter().map(|change| change.bytes().len()).sum::<usize>();
+        released
+    }
+
+    /// Hashes that some pending change waits on (what a peer should send).
+    pub fn missing(&self) -> Vec<ChangeHash> {
+        self.waiting.keys().copied().collect()
+    }
+}

@@ -1,0 +1,194 @@
+//! Reads of the view: scans, history, changes since a version vector, and
+//! the state hash.
+
+use std::collections::BTreeSet;
+
+use peers_wal::Wal;
+use rocksdb::{DB, DBIteratorWithThreadMode, Direction, IteratorMode};
+
+use crate::change::{Author, Change, ChangeHash, Op, StateHash};
+use crate::db::{Row, read_change};
+use crate::engine::{AuthorState, ChangeMeta, Engine};
+use crate::error::{Error, Result};
+use crate::keys;
+use crate::version_vector::VersionVector;
+use crate::view::{FieldState, Group, decode};
+
+/// Streams rows of a table (or of one row prefix) from RocksDB, grouping
+/// field entries by row id. Holds one RocksDB iterator; never the table.
+pub struct Scan<'a> {
+    iter: DBIteratorWithThreadMode<'a, DB>,
+    prefix: Vec<u8>,
+    table_prefix_bytes: usize,
+    current: Option<(String, Row)>,
+    done: bool,
+}
+
+impl<'a> Scan<'a> {
+    pub(crate) fn new(view: &'a DB, prefix: Vec<u8>, table_prefix_bytes: usize) -> Self {
+        let iter = view.iterator(IteratorMode::From(&prefix, Direction::Forward));
+        Scan { iter, prefix, table_prefix_bytes, current: None, done: false }
+    }
+
+    fn entry(&self, key: &[u8], value: &[u8]) -> Result<(String, String, Option<crate::Value>)> {
+        let corrupt = || Error::ViewCorrupt { key: key.to_vec() };
+        let (row, rest) = keys::take_component(&key[self.table_prefix_bytes..]).ok_or_else(corrupt)?;
+        let (field, rest) = keys::take_component(rest).ok_or_else(corrupt)?;
+        if !rest.is_empty() {
+            return Err(corrupt());
+        }
+        let state: FieldState = decode(value, key)?;
+        Ok((row, field, state.value()))
+    }
+}
+
+impl Iterator for Scan<'_> {
+    type Item = Result<(String, Row)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while !self.done {
+            let Some(item) = self.iter.next() else {
+                self.done = true;
+                break;
+            };
+            let (key, value) = match item {
+                Ok(pair) => pair,
+                Err(error) => return Some(Err(error.into())),
+            };
+            if !key.starts_with(&self.prefix) {
+                self.done = true;
+                break;
+            }
+            let (row, field, value) = match self.entry(&key, &value) {
+                Ok(entry) => entry,
+                Err(error) => return Some(Err(error)),
+            };
+            let Some(value) = value else { continue };
+            match &mut self.current {
+                Some((current_row, fields)) if *current_row == row => {
+                    fields.insert(field, value);
+                }
+                _ => {
+                    let finished = self.current.replace((row, Row::from([(field, value)])));
+                    if finished.is_some() {
+                        return finished.map(Ok);
+                    }
+                }
+            }
+        }
+        self.current.take().map(Ok)
+    }
+}
+
+/// One change in a row's history.
+#[derive(Debug, Clone)]
+pub struct HistoryEntry {
+    /// The change.
+    pub hash: ChangeHash,
+    /// Its author.
+    pub author: Author,
+    /// Its seq.
+    pub seq: u64,
+    /// Its lamport.
+    pub lamport: u64,
+    /// Its wall clock (informational).
+    pub wall_ms: u64,
+    /// Whether it counts in the view (false past its author's cut).
+    pub valid: bool,
+    /// Its ops on this row.
+    pub ops: Vec<Op>,
+}
+
+pub(crate) fn history(view: &DB, wal: &Wal, table: &str, row: &str) -> Result<Vec<HistoryEntry>> {
+    let group = Group::new(view);
+    let mut entries = Vec::new();
+    for (key, _) in group.scan_prefix(&keys::row_prefix(keys::HISTORY, table, row))? {
+        let hash = keys::trailing_hash(&key).ok_or_else(|| Error::ViewCorrupt { key: key.clone() })?;
+        let meta = change_meta(&group, &hash)?;
+        let state = Engine::author_state(&group, &meta.author)?.ok_or(Error::MissingChange { hash })?;
+        let change = read_change(wal, meta.position, &hash)?;
+        entries.push(HistoryEntry {
+            hash,
+            author: meta.author,
+            seq: meta.seq,
+            lamport: meta.lamport,
+            wall_ms: change.body().wall_ms,
+            valid: state.is_valid(meta.seq),
+            ops: change.ops().iter().filter(|op| op.row() == Some((table, row))).cloned().collect(),
+        });
+    }
+    Ok(entries)
+}
+
+fn change_meta(group: &Group<'_>, hash: &ChangeHash) -> Result<ChangeMeta> {
+    let key = keys::change(hash);
+    let bytes = group.get(&key)?.ok_or(Error::MissingChange { hash: *hash })?;
+    decode(&bytes, &key)
+}
+
+/// Changes a replica lacks, in log order, read lazily from the log.
+pub struct ChangesSince {
+    wal: Wal,
+    positions: std::vec::IntoIter<(u64, ChangeHash)>,
+}
+
+impl ChangesSince {
+    /// How many changes remain.
+    pub fn remaining(&self) -> usize {
+        self.positions.len()
+    }
+}
+
+impl Iterator for ChangesSince {
+    type Item = Result<Change>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (position, hash) = self.positions.next()?;
+        Some(read_change(&self.wal, position, &hash))
+    }
+}
+
+/// Collects the log positions of every held change past `since`, per
+/// author, then sorts them: O(missing), not O(log).
+pub(crate) fn changes_since(view: &DB, wal: &Wal, since: &VersionVector) -> Result<ChangesSince> {
+    let group = Group::new(view);
+    let mut positions: BTreeSet<(u64, ChangeHash)> = BTreeSet::new();
+    for (key, value) in group.scan_prefix(&[keys::AUTHORS])? {
+        let author = Author(key[1..].try_into().map_err(|_| Error::ViewCorrupt { key: key.clone() })?);
+        let state: AuthorState = decode(&value, &key)?;
+        let from_seq = since.seq(&author) + 1;
+        if from_seq > state.head_seq {
+            continue;
+        }
+        let start = keys::chain_prefix(&author, from_seq);
+        let author_prefix = &start[..33];
+        for item in view.iterator(IteratorMode::From(&start, Direction::Forward)) {
+            let (key, value) = item?;
+            if !key.starts_with(author_prefix) {
+                break;
+            }
+            let (_, _, hash) = keys::parse_chain(&key).ok_or_else(|| Error::ViewCorrupt { key: key.to_vec() })?;
+            let position: [u8; 8] = value.as_ref().try_into().map_err(|_| Error::ViewCorrupt { key: key.to_vec() })?;
+            positions.insert((u64::from_be_bytes(position), hash));
+        }
+    }
+    Ok(ChangesSince { wal: wal.clone(), positions: positions.into_iter().collect::<Vec<_>>().into_iter() })
+}
+
+/// blake3 over every materialized entry (fields, tombstones, increments) in
+/// key order. Indexes are left out: they hold log positions, which differ
+/// between replicas that received the same changes in other orders.
+pub(crate) fn state_hash(view: &DB) -> Result<StateHash> {
+    let mut hasher = blake3::Hasher::new_derive_key("peers 2026-11-28 state hash v1");
+    for item in view.iterator(IteratorMode::From(&[keys::FIELDS], Direction::Forward)) {
+        let (key, value) = item?;
+        if key[0] > keys::INCREMENTS {
+            break;
+        }
+        hasher.update(&(key.len() as u64).to_le_bytes());
+        hasher.update(&key);
+        hasher.update(&(value.len() as u64).to_le_bytes());
+        hasher.update(&value);
+    }
+    Ok(StateHash(*hasher.finalize().as_bytes()))
+}

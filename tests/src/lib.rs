@@ -1,0 +1,100 @@
+//! Shared helpers of the scenario tests: replicas, exchange, and a reference
+//! model of the merge rules (DESIGN.md "Merge") written as plainly as possible.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use peers_engine::{Author, Change, Db, Op, Options, Row, Stamp, SyncMode, Value};
+
+/// Options for tests: fsync relaxed (a process crash still loses nothing).
+pub fn relaxed() -> Options {
+    Options { sync: SyncMode::Relaxed, ..Options::default() }
+}
+
+/// Every change `db` holds, in its log order.
+pub fn all_changes(db: &Db) -> Vec<Change> {
+    db.log().expect("log").map(|item| item.expect("log record").1).collect()
+}
+
+/// Applies everything `from` holds to `to`; panics on any refusal.
+pub fn sync_into(from: &Db, to: &Db) {
+    let since = to.version_vector().expect("version vector");
+    let changes: Vec<Change> = from.changes_since(&since).expect("changes since").map(|c| c.expect("change")).collect();
+    let report = to.apply(changes).expect("apply");
+    assert!(report.refused.is_empty(), "refused: {:?}", report.refused);
+}
+
+/// A new empty replica of `db`'s database.
+pub fn replica_of(db: &Db, dir: &Path) -> Db {
+    Db::join(dir, db.database_id(), relaxed()).expect("join")
+}
+
+/// Every row of every table in `tables`, from the engine.
+pub fn rows(db: &Db, tables: &[&str]) -> BTreeMap<(String, String), Row> {
+    let mut out = BTreeMap::new();
+    for table in tables {
+        for item in db.scan(table) {
+            let (row, fields) = item.expect("scan");
+            out.insert((table.to_string(), row), fields);
+        }
+    }
+    out
+}
+
+/// The merge rules computed from scratch over a set of valid changes.
+pub fn reference_model(changes: &[Change]) -> BTreeMap<(String, String), Row> {
+    let mut ops: Vec<(Stamp, &Op)> = Vec::new();
+    for change in changes {
+        for (index, op) in change.ops().iter().enumerate() {
+            let stamp = Stamp { lamport: change.lamport(), author: change.author(), op_index: index as u32 };
+            ops.push((stamp, op));
+        }
+    }
+    let mut deletes: BTreeMap<(String, String), Stamp> = BTreeMap::new();
+    for (stamp, op) in &ops {
+        if let Op::Delete { table, row } = op {
+            let entry = deletes.entry((table.clone(), row.clone())).or_insert(*stamp);
+            *entry = (*entry).max(*stamp);
+        }
+    }
+    let zero = Stamp { lamport: 0, author: Author([0; 32]), op_index: 0 };
+    let deleted_at = |table: &str, row: &str| deletes.get(&(table.to_owned(), row.to_owned())).copied().unwrap_or(zero);
+    let mut sets: BTreeMap<(String, String, String), (Stamp, Value)> = BTreeMap::new();
+    for (stamp, op) in &ops {
+        if let Op::Set { table, row, field, value } = op
+            && *stamp > deleted_at(table, row)
+        {
+            let key = (table.clone(), row.clone(), field.clone());
+            if sets.get(&key).is_none_or(|(current, _)| current < stamp) {
+                sets.insert(key, (*stamp, value.clone()));
+            }
+        }
+    }
+    let mut counters: BTreeMap<(String, String, String), i64> = BTreeMap::new();
+    for (stamp, op) in &ops {
+        if let Op::Increment { table, row, field, delta } = op {
+            let key = (table.clone(), row.clone(), field.clone());
+            let set_stamp = sets.get(&key).map_or(zero, |(stamp, _)| *stamp);
+            if *stamp > deleted_at(table, row) && *stamp > set_stamp {
+                let sum = counters.entry(key).or_insert(0);
+                *sum = sum.wrapping_add(*delta);
+            }
+        }
+    }
+    let mut out: BTreeMap<(String, String), Row> = BTreeMap::new();
+    for ((table, row, field), (_, value)) in &sets {
+        let value = match value {
+            Value::Counter(base) => {
+                Value::Counter(base.wrapping_add(counters.get(&(table.clone(), row.clone(), field.clone())).copied().unwrap_or(0)))
+            }
+            other => other.clone(),
+        };
+        out.entry((table.clone(), row.clone())).or_default().insert(field.clone(), value);
+    }
+    for ((table, row, field), sum) in counters {
+        if !sets.contains_key(&(table.clone(), row.clone(), field.clone())) {
+            out.entry((table, row)).or_default().insert(field, Value::Counter(sum));
+        }
+    }
+    out
+}

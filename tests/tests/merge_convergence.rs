@@ -1,0 +1,144 @@
+//! Convergence: replicas that apply the same set of changes, in any order,
+//! with duplicates, in any batching, hold byte-identical state, equal to the
+//! reference model of the merge rules. Changes come from 3-4 authors who
+//! each commit after seeing a random subset of the others' changes, so deps
+//! and lamports are realistic and writes are concurrent.
+
+use peers_engine::{Change, Db, Value};
+use peers_tests::{all_changes, reference_model, relaxed, replica_of, rows, sync_into};
+use proptest::prelude::*;
+
+const TABLES: &[&str] = &["notes", "tasks"];
+
+#[derive(Debug, Clone)]
+enum Action {
+    /// Author commits one transaction of these ops.
+    Write(usize, Vec<OpSpec>),
+    /// Author `to` receives everything author `from` holds.
+    See { to: usize, from: usize },
+}
+
+#[derive(Debug, Clone)]
+enum OpSpec {
+    Set(usize, usize, usize, i64),
+    SetCounter(usize, usize, usize, i64),
+    Delete(usize, usize),
+    Increment(usize, usize, usize, i64),
+}
+
+fn op_spec() -> impl Strategy<Value = OpSpec> {
+    prop_oneof![
+        4 => (0..2usize, 0..3usize, 0..3usize, -3..3i64).prop_map(|(t, r, f, v)| OpSpec::Set(t, r, f, v)),
+        1 => (0..2usize, 0..3usize, 0..3usize, -3..3i64).prop_map(|(t, r, f, v)| OpSpec::SetCounter(t, r, f, v)),
+        1 => (0..2usize, 0..3usize).prop_map(|(t, r)| OpSpec::Delete(t, r)),
+        2 => (0..2usize, 0..3usize, 0..3usize, -5..5i64).prop_map(|(t, r, f, d)| OpSpec::Increment(t, r, f, d)),
+    ]
+}
+
+fn action(authors: usize) -> impl Strategy<Value = Action> {
+    prop_oneof![
+        3 => (0..authors, prop::collection::vec(op_spec(), 1..4)).prop_map(|(a, ops)| Action::Write(a, ops)),
+        2 => (0..authors, 0..authors).prop_map(|(to, from)| Action::See { to, from }),
+    ]
+}
+
+fn commit(db: &Db, ops: &[OpSpec]) {
+    let mut tx = db.transaction();
+    for op in ops {
+        let name = |table: usize, row: usize| (TABLES[table], format!("r{row}"));
+        match *op {
+            OpSpec::Set(t, r, f, v) => {
+                let (table, row) = name(t, r);
+                tx.set(table, &row, &format!("f{f}"), Value::Int(v));
+            }
+            OpSpec::SetCounter(t, r, f, v) => {
+                let (table, row) = name(t, r);
+                tx.set(table, &row, &format!("f{f}"), Value::Counter(v));
+            }
+            OpSpec::Delete(t, r) => {
+                let (table, row) = name(t, r);
+                tx.delete(table, &row);
+            }
+            OpSpec::Increment(t, r, f, d) => {
+                let (table, row) = name(t, r);
+                tx.increment(table, &row, &format!("f{f}"), d);
+            }
+        }
+    }
+    tx.commit().expect("commit");
+}
+
+/// Runs the actions on one writer replica per author; returns every change.
+fn generate(dir: &std::path::Path, authors: usize, actions: &[Action]) -> (Db, Vec<Change>) {
+    let first = Db::create(dir.join("w0"), relaxed()).expect("create");
+    let mut writers = vec![first.clone()];
+    for index in 1..authors {
+        let writer = replica_of(&first, &dir.join(format!("w{index}")));
+        sync_into(&first, &writer);
+        writers.push(writer);
+    }
+    for action in actions {
+        match action {
+            Action::Write(author, ops) => commit(&writers[*author], ops),
+            Action::See { to, from } if to != from => sync_into(&writers[*from], &writers[*to]),
+            Action::See { .. } => {}
+        }
+    }
+    for writer in &writers[1..] {
+        sync_into(writer, &first);
+    }
+    let changes = all_changes(&first);
+    (first, changes)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn replicas_converge_in_any_order(
+        authors in 3..5usize,
+        actions in prop::collection::vec(action(4), 4..40),
+        orders in prop::collection::vec((any::<u64>(), 1..8usize, 0..4usize), 3),
+    ) {
+        let actions: Vec<Action> = actions
+            .into_iter()
+            .map(|action| match action {
+                Action::Write(a, ops) => Action::Write(a % authors, ops),
+                Action::See { to, from } => Action::See { to: to % authors, from: from % authors },
+            })
+            .collect();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (complete, changes) = generate(dir.path(), authors, &actions);
+        let expected_rows = reference_model(&changes);
+        let expected_hash = complete.state_hash().expect("state hash");
+        prop_assert_eq!(rows(&complete, TABLES), expected_rows.clone());
+        for (index, (seed, batch, duplicates)) in orders.into_iter().enumerate() {
+            let replica = replica_of(&complete, &dir.path().join(format!("replica{index}")));
+            let mut shuffled = changes.clone();
+            shuffle(&mut shuffled, seed);
+            shuffled.extend(changes.iter().take(duplicates).cloned());
+            for chunk in shuffled.chunks(batch) {
+                let report = replica.apply(chunk.to_vec()).expect("apply");
+                prop_assert!(report.refused.is_empty(), "refused: {:?}", report.refused);
+            }
+            prop_assert_eq!(replica.pending_len(), 0);
+            prop_assert_eq!(replica.state_hash().expect("state hash"), expected_hash);
+            prop_assert_eq!(rows(&replica, TABLES), expected_rows.clone());
+        }
+    }
+}
+
+/// Deterministic Fisher-Yates with a splitmix64 stream.
+fn shuffle<T>(items: &mut [T], mut seed: u64) {
+    let mut next = || {
+        seed = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = seed;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    for index in (1..items.len()).rev() {
+        let other = (next() % (index as u64 + 1)) as usize;
+        items.swap(index, other);
+    }
+}

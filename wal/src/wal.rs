@@ -1,0 +1,352 @@
+//! The log handle: appends with group commit, segment rotation, and poisoning.
+//!
+//! # Group commit
+//! Appenders write their frames under the writer mutex (one `write_all` per call)
+//! and publish the new end. With [`SyncMode::Always`] each then calls
+//! [`Shared::sync_until`] with its end: a second mutex serialises fsyncs, and
+//! whoever holds it first re-checks whether an fsync that began after its write
+//! already covered it. If not, it captures the current end and segment under the
+//! writer mutex, fsyncs *outside* it (so appends continue meanwhile), and publishes
+//! the captured end as synced. One fsync thus covers every append whose write
+//! finished before it began.
+//!
+//! # Invariants
+//! - `synced <= written`, both logical positions, both only grow.
+//! - Every segment but the last is complete and fsynced: rotation fsyncs the old
+//!   segment before it creates the next one. So an fsync of the last segment makes
+//!   everything up to its end durable.
+//! - Once `poisoned` is set it stays set; no write or fsync happens after.
+//!
+//! Lock order: `sync_turn` before `writer` before `segments`.
+
+use std::fmt;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use crate::error::Error;
+use crate::format::{
+    BATCH_BYTES_MAX, HEADER_BYTES, POSITION_MAX, encode_frame, record_frame_bytes,
+};
+use crate::options::{OpenReport, Options, Position, SyncMode};
+use crate::read::Iter;
+use crate::recovery::recover;
+use crate::segment::{Segment, Syncer};
+
+/// Capacity kept by the writer's encode buffer between appends; a larger batch's
+/// buffer is released after use so one big batch does not pin its memory.
+const ENCODE_BUFFER_BYTES_KEPT: usize = 1024 * 1024;
+
+/// An open write-ahead log. Cheap to clone (an `Arc` inside); `Send` and `Sync`.
+///
+/// One process at a time may open a directory: the wal takes no file lock, so the
+/// embedder must ensure this (the engine holds its own lock on its directory).
+#[derive(Clone)]
+pub struct Wal {
+    shared: Arc<Shared>,
+}
+
+/// The state all clones of a [`Wal`] share.
+pub(crate) struct Shared {
+    dir: PathBuf,
+    options: Options,
+    /// Position of the first record: the first segment's base plus its header.
+    start: u64,
+    /// The appending side; held while writing frames and while rotating.
+    writer: Mutex<Writer>,
+    /// Serialises fsyncs of the last segment (the group commit "turn").
+    sync_turn: Mutex<()>,
+    /// All segments in base order, shared with readers.
+    pub(crate) segments: RwLock<Vec<Arc<Segment>>>,
+    /// Position just after the last written frame: [`Wal::end`].
+    pub(crate) written: AtomicU64,
+    /// Everything before this position is known durable.
+    synced: AtomicU64,
+    /// Set by a failed write or fsync; never cleared.
+    poisoned: AtomicBool,
+    syncer: Syncer,
+}
+
+/// The last segment and what has been written to it.
+struct Writer {
+    segment: Arc<Segment>,
+    /// Length of the segment file (header included).
+    len: u64,
+    /// Reused buffer for encoding frames.
+    buffer: Vec<u8>,
+}
+
+impl Wal {
+    /// Opens the log in `dir`, creating the directory and a first segment if there
+    /// are none, and checks every segment (see `docs/FORMAT-wal.md`, "Recovery").
+    ///
+    /// A torn tail in the last segment is cut and reported; any other damage is
+    /// [`Error::Corrupt`] (or [`Error::BadMagic`], [`Error::UnsupportedVersion`]).
+    pub fn open(dir: &Path, options: Options) -> Result<(Wal, OpenReport), Error> {
+        let syncer = Syncer::default();
+        let recovered = recover(dir, &syncer)?;
+        let (Some(first), Some(last)) = (recovered.segments.first(), recovered.segments.last())
+        else {
+            unreachable!("recovery yields at least one segment");
+        };
+        let start = first.base + HEADER_BYTES;
+        let end = recovered.report.end.0;
+        assert_eq!(end, last.base + recovered.last_len);
+        let writer = Writer {
+            segment: Arc::clone(last),
+            len: recovered.last_len,
+            buffer: Vec::new(),
+        };
+        let shared = Shared {
+            dir: dir.to_path_buf(),
+            options,
+            start,
+            writer: Mutex::new(writer),
+            sync_turn: Mutex::new(()),
+            segments: RwLock::new(recovered.segments),
+            written: AtomicU64::new(end),
+            // Recovery fsynced the last segment.
+            synced: AtomicU64::new(end),
+            poisoned: AtomicBool::new(false),
+            syncer,
+        };
+        let wal = Wal {
+            shared: Arc::new(shared),
+        };
+        Ok((wal, recovered.report))
+    }
+
+    /// Appends one record and returns its position. With [`SyncMode::Always`] the
+    /// record is fsynced when this returns.
+    ///
+    /// A record longer than [`RECORD_BYTES_MAX`](crate::RECORD_BYTES_MAX) is refused
+    /// with [`Error::RecordTooLarge`] and nothing is written.
+    pub fn append(&self, record: &[u8]) -> Result<Position, Error> {
+        let positions = self.append_batch(&[record])?;
+        match positions.as_slice() {
+            [position] => Ok(*position),
+            _ => unreachable!("one position per record"),
+        }
+    }
+
+    /// Appends records in order, with one write and (with [`SyncMode::Always`]) one
+    /// fsync, possibly shared with concurrent appends. All land in the same segment.
+    ///
+    /// Every record is checked before anything is written: if one is too large
+    /// ([`Error::RecordTooLarge`]) or the batch's frames exceed
+    /// [`BATCH_BYTES_MAX`] ([`Error::BatchTooLarge`]), nothing is written.
+    pub fn append_batch(&self, records: &[&[u8]]) -> Result<Vec<Position>, Error> {
+        self.shared.check_not_poisoned()?;
+        let frames_bytes = batch_frames_bytes(records)?;
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (positions, end) = self.shared.write_frames(records, frames_bytes)?;
+        if self.shared.options.sync == SyncMode::Always {
+            self.shared.sync_until(end)?;
+        }
+        Ok(positions)
+    }
+
+    /// Position of the first record (where it will be, if the log is empty).
+    pub fn start(&self) -> Position {
+        Position(self.shared.start)
+    }
+
+    /// Position just after the last appended record: where the next append lands,
+    /// unless it rotates to a new segment (then it lands after that one's header).
+    pub fn end(&self) -> Position {
+        Position(self.shared.written.load(Ordering::Acquire))
+    }
+
+    /// Makes everything appended so far durable. Needed only with
+    /// [`SyncMode::Relaxed`].
+    pub fn sync(&self) -> Result<(), Error> {
+        self.shared.check_not_poisoned()?;
+        self.shared
+            .sync_until(self.shared.written.load(Ordering::Acquire))
+    }
+
+    /// Reads the record at `position`, checking its checksum.
+    ///
+    /// [`Error::InvalidPosition`] if `position` is outside the log, inside a
+    /// segment header, or its frame's length does not fit in the segment; a
+    /// checksum mismatch is [`Error::Corrupt`]. (Positions are meant to come from
+    /// [`Wal::append`] or [`Iter`]: a position inside a frame is almost always
+    /// caught by one of the two, but the wal cannot tell which it is.)
+    pub fn read_at(&self, position: Position) -> Result<Vec<u8>, Error> {
+        self.shared.check_not_poisoned()?;
+        let end = self.shared.written.load(Ordering::Acquire);
+        let (payload, _next) = self.shared.read_record(position.0, end)?;
+        Ok(payload)
+    }
+
+    /// Iterates over the records from `position` (a record's position,
+    /// [`Wal::start`], [`Wal::end`], or any earlier value of `end`) up to
+    /// [`Wal::end`] as of this call, across segments, in order.
+    ///
+    /// The first record is read here, so a bad `position` is an error now. The
+    /// iterator may yield records whose append has written but not yet returned.
+    pub fn iter_from(&self, position: Position) -> Result<Iter, Error> {
+        self.shared.check_not_poisoned()?;
+        Iter::new(Arc::clone(&self.shared), position.0)
+    }
+
+    /// The directory holding the segments.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// Number of fsyncs (of files and directories) issued since open: a statistic,
+    /// for tests and metrics. With group commit it stays below the number of appends.
+    pub fn fsync_count(&self) -> u64 {
+        self.shared.syncer.count()
+    }
+}
+
+impl fmt::Debug for Wal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Wal")
+            .field("dir", &self.shared.dir)
+            .field("start", &self.shared.start)
+            .field("end", &self.shared.written.load(Ordering::Acquire))
+            .field("poisoned", &self.shared.poisoned.load(Ordering::Acquire))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Checks every record's length and the batch total; returns the total frame bytes.
+fn batch_frames_bytes(records: &[&[u8]]) -> Result<u64, Error> {
+    let mut total = 0u64;
+    for record in records {
+        total = total.saturating_add(record_frame_bytes(record)?);
+    }
+    if total > BATCH_BYTES_MAX {
+        return Err(Error::BatchTooLarge {
+            bytes: total,
+            max: BATCH_BYTES_MAX,
+        });
+    }
+    Ok(total)
+}
+
+impl Shared {
+    /// Fails if a write or fsync has failed before.
+    pub(crate) fn check_not_poisoned(&self) -> Result<(), Error> {
+        if self.poisoned.load(Ordering::Acquire) {
+            Err(Error::Poisoned)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Marks the log as unusable until reopen, and passes the error on.
+    fn poison(&self, error: Error) -> Error {
+        self.poisoned.store(true, Ordering::Release);
+        tracing::error!(dir = %self.dir.display(), %error, "wal: poisoned");
+        error
+    }
+
+    /// Locks the writer. A panic while it was held leaves its state unknown, so
+    /// that counts as poisoned too.
+    fn lock_writer(&self) -> Result<MutexGuard<'_, Writer>, Error> {
+        let writer = self.writer.lock().map_err(|_| Error::Poisoned)?;
+        self.check_not_poisoned()?;
+        Ok(writer)
+    }
+
+    /// Writes the frames of `records` with one write, rotating first if needed.
+    /// Returns their positions and the end after them.
+    fn write_frames(
+        &self,
+        records: &[&[u8]],
+        frames_bytes: u64,
+    ) -> Result<(Vec<Position>, u64), Error> {
+        let mut writer = self.lock_writer()?;
+        if writer.len > HEADER_BYTES && writer.len + frames_bytes > self.options.segment_bytes_max {
+            self.rotate(&mut writer)?;
+        }
+        let Writer {
+            segment,
+            len,
+            buffer,
+        } = &mut *writer;
+        let first = segment.base + *len;
+        debug_assert!(first + frames_bytes <= POSITION_MAX);
+        buffer.clear();
+        let mut positions = Vec::with_capacity(records.len());
+        for record in records {
+            positions.push(Position(first + buffer.len() as u64));
+            encode_frame(record, buffer);
+        }
+        debug_assert_eq!(buffer.len() as u64, frames_bytes);
+        if let Err(source) = (&segment.file).write_all(buffer) {
+            // Part of the frames may be in the file: only reopen can sort it out.
+            return Err(self.poison(Error::io(&segment.path, source)));
+        }
+        *len += frames_bytes;
+        let end = segment.base + *len;
+        self.written.store(end, Ordering::Release);
+        if buffer.capacity() > ENCODE_BUFFER_BYTES_KEPT {
+            buffer.clear();
+            buffer.shrink_to(ENCODE_BUFFER_BYTES_KEPT);
+        }
+        Ok((positions, end))
+    }
+
+    /// Closes the last segment and starts the next, at its end. Called with the
+    /// writer locked.
+    fn rotate(&self, writer: &mut Writer) -> Result<(), Error> {
+        let old = Arc::clone(&writer.segment);
+        // The old segment must be complete on disk before a newer one exists:
+        // recovery allows a torn tail only in the last segment.
+        if let Err(error) = self.syncer.sync_data(&old.file, &old.path) {
+            return Err(self.poison(error));
+        }
+        let base = old.base + writer.len;
+        self.synced.fetch_max(base, Ordering::AcqRel);
+        let segment = match Segment::create(&self.dir, base, &self.syncer) {
+            Ok(segment) => Arc::new(segment),
+            Err(error) => return Err(self.poison(error)),
+        };
+        let mut segments = self.segments.write().map_err(|_| Error::Poisoned)?;
+        segments.push(Arc::clone(&segment));
+        drop(segments);
+        writer.segment = segment;
+        writer.len = HEADER_BYTES;
+        // The new header is fsynced, and readers find the segment before the end
+        // moves into it.
+        self.synced.fetch_max(base + HEADER_BYTES, Ordering::AcqRel);
+        self.written.store(base + HEADER_BYTES, Ordering::Release);
+        Ok(())
+    }
+
+    /// Returns once everything before `end` is durable, issuing an fsync only if no
+    /// fsync that began after `end` was written has covered it (group commit).
+    fn sync_until(&self, end: u64) -> Result<(), Error> {
+        if self.synced.load(Ordering::Acquire) >= end {
+            return Ok(());
+        }
+        let _turn = self.sync_turn.lock().map_err(|_| Error::Poisoned)?;
+        // A failed fsync may have covered our write: its data may be lost.
+        self.check_not_poisoned()?;
+        if self.synced.load(Ordering::Acquire) >= end {
+            return Ok(());
+        }
+        let (segment, target) = {
+            let writer = self.lock_writer()?;
+            (
+                Arc::clone(&writer.segment),
+                writer.segment.base + writer.len,
+            )
+        };
+        debug_assert!(target >= end);
+        // Outside the writer lock: appends go on while the disk works.
+        if let Err(error) = self.syncer.sync_data(&segment.file, &segment.path) {
+            return Err(self.poison(error));
+        }
+        self.synced.fetch_max(target, Ordering::AcqRel);
+        Ok(())
+    }
+}
