@@ -7,7 +7,8 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use peers_engine::{
-    ApplyReport, Change, ChangeSetReader, ChangeSetWriter, DatabaseId, Db, Options, Refusal, Value, VersionVector,
+    ApplyReport, Change, ChangeSetReader, ChangeSetWriter, DatabaseId, Db, Options, Refusal, Value,
+    VersionVector,
 };
 use serde_json::json;
 
@@ -25,12 +26,16 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
     if let Command::Demo = cli.command {
         return crate::demo::run();
     }
-    let dir = cli.db.clone().context("--db DIR is required (or set PEERS_DB)")?;
+    let dir = cli
+        .db
+        .clone()
+        .context("--db DIR is required (or set PEERS_DB)")?;
     match cli.command {
         Command::Init => init(&dir, json),
         Command::Join { database } => join(&dir, &database, json),
         command => {
-            let db = Db::open(&dir, Options::default()).with_context(|| format!("opening {}", dir.display()))?;
+            let db = Db::open(&dir, Options::default())
+                .with_context(|| format!("opening {}", dir.display()))?;
             run_on(&db, command, json)
         }
     }
@@ -40,7 +45,12 @@ fn run_on(db: &Db, command: Command, json: bool) -> Result<()> {
     match command {
         Command::Id => print_id(db, json),
         Command::Put { table, row, fields } => put(db, &table, &row, &fields, json),
-        Command::Incr { table, row, field, delta } => {
+        Command::Incr {
+            table,
+            row,
+            field,
+            delta,
+        } => {
             let mut tx = db.transaction();
             tx.increment(&table, &row, &field, delta);
             print_commit(tx.commit()?, json)
@@ -59,12 +69,16 @@ fn run_on(db: &Db, command: Command, json: bool) -> Result<()> {
         Command::VersionVector => version_vector(db, json),
         Command::StateHash => {
             let hash = db.state_hash()?;
-            print(json, json!({ "state_hash": hash.to_hex() }), || hash.to_hex());
+            print(json, json!({ "state_hash": hash.to_hex() }), || {
+                hash.to_hex()
+            });
             Ok(())
         }
         Command::Verify => verify(db, json),
         Command::Rebuild => rebuild(db, json),
-        Command::Init | Command::Join { .. } | Command::Demo => unreachable!("handled before opening"),
+        Command::Init | Command::Join { .. } | Command::Demo => {
+            unreachable!("handled before opening")
+        }
     }
 }
 
@@ -77,35 +91,43 @@ fn print(json: bool, value: serde_json::Value, text: impl FnOnce() -> String) {
 }
 
 fn init(dir: &Path, json: bool) -> Result<()> {
-    let db = Db::create(dir, Options::default()).with_context(|| format!("creating {}", dir.display()))?;
+    let db = Db::create(dir, Options::default())
+        .with_context(|| format!("creating {}", dir.display()))?;
     print_id(&db, json)
 }
 
 fn join(dir: &Path, database: &str, json: bool) -> Result<()> {
     let database = DatabaseId::from_hex(database).context("DB_ID must be 64 hex digits")?;
-    let db = Db::join(dir, database, Options::default()).with_context(|| format!("creating {}", dir.display()))?;
+    let db = Db::join(dir, database, Options::default())
+        .with_context(|| format!("creating {}", dir.display()))?;
     print_id(&db, json)
 }
 
 fn print_id(db: &Db, json: bool) -> Result<()> {
     let (database, author) = (db.database_id().to_hex(), db.author().to_hex());
-    print(json, json!({ "database": database, "public_key": author }), || {
-        format!("database   {database}\npublic key {author}")
-    });
+    print(
+        json,
+        json!({ "database": database, "public_key": author }),
+        || format!("database   {database}\npublic key {author}"),
+    );
     Ok(())
 }
 
 fn put(db: &Db, table: &str, row: &str, fields: &[String], json: bool) -> Result<()> {
     let mut tx = db.transaction();
     for pair in fields {
-        let (field, value) = pair.split_once('=').with_context(|| format!("{pair:?} is not FIELD=VALUE"))?;
+        let (field, value) = pair
+            .split_once('=')
+            .with_context(|| format!("{pair:?} is not FIELD=VALUE"))?;
         tx.set(table, row, field, Value::parse_cli(value));
     }
     print_commit(tx.commit()?, json)
 }
 
 fn print_commit(hash: peers_engine::ChangeHash, json: bool) -> Result<()> {
-    print(json, json!({ "change": hash.to_hex() }), || format!("committed {hash}"));
+    print(json, json!({ "change": hash.to_hex() }), || {
+        format!("committed {hash}")
+    });
     Ok(())
 }
 
@@ -120,7 +142,11 @@ fn get(db: &Db, table: &str, row: &str, json: bool) -> Result<()> {
 fn scan(db: &Db, table: &str, json: bool) -> Result<()> {
     for item in db.scan(table) {
         let (row, fields) = item?;
-        print(json, json!({ "row": row, "fields": row_json(&fields) }), || format!("{row}\t{}", row_text(&fields)));
+        print(
+            json,
+            json!({ "row": row, "fields": row_json(&fields) }),
+            || format!("{row}\t{}", row_text(&fields)),
+        );
     }
     Ok(())
 }
@@ -176,8 +202,10 @@ fn history(db: &Db, table: &str, row: &str, json: bool) -> Result<()> {
 fn export(db: &Db, file: &Path, since: Option<&Path>, json: bool) -> Result<()> {
     let since = match since {
         Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-            version_vector_from_json(&text).with_context(|| format!("parsing {}", path.display()))?
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            version_vector_from_json(&text)
+                .with_context(|| format!("parsing {}", path.display()))?
         }
         None => VersionVector::new(),
     };
@@ -193,16 +221,26 @@ fn export(db: &Db, file: &Path, since: Option<&Path>, json: bool) -> Result<()> 
     let out = writer.finish()?;
     out.into_inner().context("flushing the file")?.sync_all()?;
     bar.finish_and_clear();
-    print(json, json!({ "exported": records, "file": file }), || format!("exported {records} changes to {}", file.display()));
+    print(json, json!({ "exported": records, "file": file }), || {
+        format!("exported {records} changes to {}", file.display())
+    });
     Ok(())
 }
 
 fn import(db: &Db, file: &Path, json: bool) -> Result<()> {
-    let length = std::fs::metadata(file).with_context(|| format!("reading {}", file.display()))?.len();
+    let length = std::fs::metadata(file)
+        .with_context(|| format!("reading {}", file.display()))?
+        .len();
     let input = File::open(file).with_context(|| format!("opening {}", file.display()))?;
-    let mut reader = ChangeSetReader::new(BufReader::new(input)).with_context(|| format!("reading {}", file.display()))?;
+    let mut reader = ChangeSetReader::new(BufReader::new(input))
+        .with_context(|| format!("reading {}", file.display()))?;
     if reader.database() != db.database_id() {
-        bail!("{} holds changes of database {}, this is {}", file.display(), reader.database(), db.database_id());
+        bail!(
+            "{} holds changes of database {}, this is {}",
+            file.display(),
+            reader.database(),
+            db.database_id()
+        );
     }
     let bar = progress_bar(length, "importing");
     bar.set_style(bar_style("{msg} {bar:40} {bytes}/{total_bytes} ({eta})"));
@@ -211,7 +249,10 @@ fn import(db: &Db, file: &Path, json: bool) -> Result<()> {
     let mut batch: Vec<Change> = Vec::with_capacity(IMPORT_BATCH_CHANGES);
     let mut index: u64 = 0;
     loop {
-        let record = reader.next().transpose().with_context(|| format!("reading {}", file.display()))?;
+        let record = reader
+            .next()
+            .transpose()
+            .with_context(|| format!("reading {}", file.display()))?;
         let done = record.is_none();
         if let Some(bytes) = record {
             match Change::decode(&bytes) {
@@ -242,7 +283,11 @@ fn import(db: &Db, file: &Path, json: bool) -> Result<()> {
         for line in &refused_records {
             eprintln!("refused {line}");
         }
-        bail!("{} of {index} changes in {} were refused", refused_records.len(), file.display());
+        bail!(
+            "{} of {index} changes in {} were refused",
+            refused_records.len(),
+            file.display()
+        );
     }
     Ok(())
 }
@@ -272,7 +317,11 @@ fn print_import(report: &ApplyReport, json: bool) {
 fn version_vector(db: &Db, json: bool) -> Result<()> {
     let vector = db.version_vector()?;
     print(json, version_vector_json(&vector), || {
-        vector.iter().map(|(author, head)| format!("{author} {} {}", head.seq, head.hash)).collect::<Vec<_>>().join("\n")
+        vector
+            .iter()
+            .map(|(author, head)| format!("{author} {} {}", head.seq, head.hash))
+            .collect::<Vec<_>>()
+            .join("\n")
     });
     Ok(())
 }
@@ -294,7 +343,12 @@ fn verify(db: &Db, json: bool) -> Result<()> {
             "live_state_hash": report.live_state_hash.to_hex(),
             "rebuilt_state_hash": report.rebuilt_state_hash.to_hex(),
         }),
-        || format!("verified {} changes; state hash {}", report.changes, report.live_state_hash),
+        || {
+            format!(
+                "verified {} changes; state hash {}",
+                report.changes, report.live_state_hash
+            )
+        },
     );
     if !report.ok() {
         bail!(
@@ -314,9 +368,11 @@ fn rebuild(db: &Db, json: bool) -> Result<()> {
         bar.set_position(done);
     })?;
     bar.finish_and_clear();
-    print(json, json!({ "changes": changes, "state_hash": hash.to_hex() }), || {
-        format!("rebuilt the view from {changes} changes; state hash {hash}")
-    });
+    print(
+        json,
+        json!({ "changes": changes, "state_hash": hash.to_hex() }),
+        || format!("rebuilt the view from {changes} changes; state hash {hash}"),
+    );
     Ok(())
 }
 
@@ -331,4 +387,3 @@ fn progress_bar(length: u64, message: &'static str) -> ProgressBar {
     bar.set_message(message);
     bar
 }
-

@@ -26,7 +26,12 @@ pub(crate) fn run() -> Result<()> {
 
     let mut tx = alice.transaction();
     tx.set("notes", "old", "title", "to be deleted");
-    tx.set("notes", "plan", "title", "first draft").set("notes", "plan", "votes", peers_engine::Value::Counter(0));
+    tx.set("notes", "plan", "title", "first draft").set(
+        "notes",
+        "plan",
+        "votes",
+        peers_engine::Value::Counter(0),
+    );
     tx.commit()?;
     println!("\nalice writes notes/old and notes/plan, then bob and carol import her log");
     exchange(root, &alice, &bob, "alice", "bob")?;
@@ -34,15 +39,19 @@ pub(crate) fn run() -> Result<()> {
 
     println!("\nConcurrent writes, no exchange in between:");
     let mut tx = alice.transaction();
-    tx.set("notes", "plan", "title", "Alice's plan").set("notes", "plan", "status", "draft");
+    tx.set("notes", "plan", "title", "Alice's plan")
+        .set("notes", "plan", "status", "draft");
     tx.commit()?;
     println!("  alice: plan.title = \"Alice's plan\", plan.status = \"draft\"");
     let mut tx = bob.transaction();
-    tx.set("notes", "plan", "title", "Bob's plan").increment("notes", "plan", "votes", 2);
+    tx.set("notes", "plan", "title", "Bob's plan")
+        .increment("notes", "plan", "votes", 2);
     tx.commit()?;
     println!("  bob:   plan.title = \"Bob's plan\", plan.votes += 2");
     let mut tx = carol.transaction();
-    tx.set("notes", "plan", "status", "final").increment("notes", "plan", "votes", 5).delete("notes", "old");
+    tx.set("notes", "plan", "status", "final")
+        .increment("notes", "plan", "votes", 5)
+        .delete("notes", "old");
     tx.commit()?;
     println!("  carol: plan.status = \"final\", plan.votes += 5, delete notes/old");
 
@@ -64,7 +73,10 @@ pub(crate) fn run() -> Result<()> {
         println!("  {name:<5} state hash {hash}");
         hashes.push(hash);
     }
-    ensure!(hashes.windows(2).all(|pair| pair[0] == pair[1]), "replicas did not converge: {hashes:?}");
+    ensure!(
+        hashes.windows(2).all(|pair| pair[0] == pair[1]),
+        "replicas did not converge: {hashes:?}"
+    );
     println!("\nAll three replicas hold the same state: converged.");
     Ok(())
 }
@@ -72,16 +84,26 @@ pub(crate) fn run() -> Result<()> {
 /// `peers export --since` on one side, `peers import` on the other.
 fn exchange(root: &Path, from: &Db, to: &Db, from_name: &str, to_name: &str) -> Result<()> {
     let path = root.join(format!("{from_name}-to-{to_name}.peers"));
-    let mut writer = ChangeSetWriter::new(BufWriter::new(File::create(&path)?), from.database_id())?;
+    let mut writer =
+        ChangeSetWriter::new(BufWriter::new(File::create(&path)?), from.database_id())?;
     for change in from.changes_since(&to.version_vector()?)? {
         writer.write(&change?)?;
     }
     let sent = writer.records();
     writer.finish()?;
     let reader = ChangeSetReader::new(BufReader::new(File::open(&path)?))?;
-    let changes: Vec<Change> = reader.map(|bytes| Ok(Change::decode(&bytes?)?)).collect::<Result<_>>()?;
+    let changes: Vec<Change> = reader
+        .map(|bytes| Ok(Change::decode(&bytes?)?))
+        .collect::<Result<_>>()?;
     let report = to.apply(changes)?;
-    ensure!(report.refused.is_empty(), "{to_name} refused changes from {from_name}: {:?}", report.refused);
-    println!("  {from_name:<5} -> {to_name:<5} {sent} changes, {} new", report.accepted.len());
+    ensure!(
+        report.refused.is_empty(),
+        "{to_name} refused changes from {from_name}: {:?}",
+        report.refused
+    );
+    println!(
+        "  {from_name:<5} -> {to_name:<5} {sent} changes, {} new",
+        report.accepted.len()
+    );
     Ok(())
 }

@@ -9,7 +9,8 @@ pub(crate) fn value_json(value: &Value) -> Json {
         Value::Bool(flag) => json!(flag),
         Value::Int(int) => json!(int),
         Value::Uint(uint) => json!(uint),
-        Value::F64(float) => serde_json::Number::from_f64(*float).map_or_else(|| json!(float.to_string()), Json::Number),
+        Value::F64(float) => serde_json::Number::from_f64(*float)
+            .map_or_else(|| json!(float.to_string()), Json::Number),
         Value::Str(text) => json!(text),
         Value::Bytes(bytes) => json!({ "bytes": hex::encode(bytes) }),
         Value::Timestamp(ms) => json!({ "timestamp": ms }),
@@ -18,20 +19,37 @@ pub(crate) fn value_json(value: &Value) -> Json {
 }
 
 pub(crate) fn row_json(row: &Row) -> Json {
-    Json::Object(row.iter().map(|(field, value)| (field.clone(), value_json(value))).collect())
+    Json::Object(
+        row.iter()
+            .map(|(field, value)| (field.clone(), value_json(value)))
+            .collect(),
+    )
 }
 
 pub(crate) fn row_text(row: &Row) -> String {
-    row.iter().map(|(field, value)| format!("{field}={value}")).collect::<Vec<_>>().join(" ")
+    row.iter()
+        .map(|(field, value)| format!("{field}={value}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 pub(crate) fn op_json(op: &Op) -> Json {
     match op {
-        Op::Set { table, row, field, value } => {
+        Op::Set {
+            table,
+            row,
+            field,
+            value,
+        } => {
             json!({ "op": "set", "table": table, "row": row, "field": field, "value": value_json(value) })
         }
         Op::Delete { table, row } => json!({ "op": "delete", "table": table, "row": row }),
-        Op::Increment { table, row, field, delta } => {
+        Op::Increment {
+            table,
+            row,
+            field,
+            delta,
+        } => {
             json!({ "op": "increment", "table": table, "row": row, "field": field, "delta": delta })
         }
         Op::Genesis { nonce } => json!({ "op": "genesis", "nonce": hex::encode(nonce) }),
@@ -41,9 +59,19 @@ pub(crate) fn op_json(op: &Op) -> Json {
 
 pub(crate) fn op_text(op: &Op) -> String {
     match op {
-        Op::Set { table, row, field, value } => format!("set {table}/{row}.{field} = {value}"),
+        Op::Set {
+            table,
+            row,
+            field,
+            value,
+        } => format!("set {table}/{row}.{field} = {value}"),
         Op::Delete { table, row } => format!("delete {table}/{row}"),
-        Op::Increment { table, row, field, delta } => format!("incr {table}/{row}.{field} by {delta}"),
+        Op::Increment {
+            table,
+            row,
+            field,
+            delta,
+        } => format!("incr {table}/{row}.{field} by {delta}"),
         Op::Genesis { .. } => "genesis".to_owned(),
         _ => "unknown op".to_owned(),
     }
@@ -64,7 +92,12 @@ pub(crate) fn history_json(entry: &HistoryEntry) -> Json {
 pub(crate) fn version_vector_json(vector: &VersionVector) -> Json {
     let authors: serde_json::Map<String, Json> = vector
         .iter()
-        .map(|(author, head)| (author.to_hex(), json!({ "seq": head.seq, "hash": head.hash.to_hex() })))
+        .map(|(author, head)| {
+            (
+                author.to_hex(),
+                json!({ "seq": head.seq, "hash": head.hash.to_hex() }),
+            )
+        })
         .collect();
     json!({ "authors": authors })
 }
@@ -73,12 +106,22 @@ pub(crate) fn version_vector_from_json(text: &str) -> anyhow::Result<VersionVect
     use anyhow::Context;
     use peers_engine::{Author, ChangeHash, Head};
     let json: Json = serde_json::from_str(text).context("version vector is not JSON")?;
-    let authors = json.get("authors").and_then(Json::as_object).context("version vector lacks an \"authors\" object")?;
+    let authors = json
+        .get("authors")
+        .and_then(Json::as_object)
+        .context("version vector lacks an \"authors\" object")?;
     let mut vector = VersionVector::new();
     for (author, head) in authors {
-        let author = Author::from_hex(author).with_context(|| format!("author {author:?} is not 64 hex digits"))?;
-        let seq = head.get("seq").and_then(Json::as_u64).context("head lacks a numeric \"seq\"")?;
-        let hash = head.get("hash").and_then(Json::as_str).context("head lacks a \"hash\"")?;
+        let author = Author::from_hex(author)
+            .with_context(|| format!("author {author:?} is not 64 hex digits"))?;
+        let seq = head
+            .get("seq")
+            .and_then(Json::as_u64)
+            .context("head lacks a numeric \"seq\"")?;
+        let hash = head
+            .get("hash")
+            .and_then(Json::as_str)
+            .context("head lacks a \"hash\"")?;
         let hash = ChangeHash::from_hex(hash).context("head hash is not 64 hex digits")?;
         vector.insert(author, Head { seq, hash });
     }

@@ -38,9 +38,11 @@ pub const SIGNATURE_BYTES: usize = 64;
 
 /// The bincode configuration that *is* the format: varint integers, little
 /// endian, and a limit so a hostile length cannot make the decoder allocate.
-pub(crate) const fn bincode_config()
--> bincode::config::Configuration<bincode::config::LittleEndian, bincode::config::Varint, bincode::config::Limit<CHANGE_BYTES_MAX>>
-{
+pub(crate) const fn bincode_config() -> bincode::config::Configuration<
+    bincode::config::LittleEndian,
+    bincode::config::Varint,
+    bincode::config::Limit<CHANGE_BYTES_MAX>,
+> {
     bincode::config::standard()
         .with_little_endian()
         .with_variable_int_encoding()
@@ -149,9 +151,9 @@ impl Op {
     /// The (table, row) this op touches, if it touches one.
     pub fn row(&self) -> Option<(&str, &str)> {
         match self {
-            Op::Set { table, row, .. } | Op::Delete { table, row } | Op::Increment { table, row, .. } => {
-                Some((table, row))
-            }
+            Op::Set { table, row, .. }
+            | Op::Delete { table, row }
+            | Op::Increment { table, row, .. } => Some((table, row)),
             Op::Genesis { .. } => None,
         }
     }
@@ -279,33 +281,56 @@ const _: () = assert!(SIGNATURE_DOMAIN.len() + 32 == 58);
 impl Change {
     /// Encodes and signs `body` with `key`. Panics if `body` breaks a
     /// structural rule: building one is a bug in the caller, not bad input.
-    pub fn sign(body: ChangeBody, key: &SigningKey) -> Change {
-        assert_eq!(body.author.0, key.verifying_key().to_bytes(), "author must be the signer");
+    pub(crate) fn sign(body: ChangeBody, key: &SigningKey) -> Change {
+        assert_eq!(
+            body.author.0,
+            key.verifying_key().to_bytes(),
+            "author must be the signer"
+        );
         if let Err(rule) = check_structure(&body) {
             panic!("built a change that breaks a structural rule: {rule}");
         }
-        let mut bytes = bincode::encode_to_vec(&body, bincode_config()).expect("encoding into a Vec cannot fail");
+        let mut bytes = bincode::encode_to_vec(&body, bincode_config())
+            .expect("encoding into a Vec cannot fail");
         let hash = hash_body(&bytes);
         let signature = key.sign(&signed_message(&hash)).to_bytes();
         bytes.extend_from_slice(&signature);
-        assert!(bytes.len() <= CHANGE_BYTES_MAX, "change of {} bytes exceeds the limit", bytes.len());
-        Change { body: Arc::new(body), hash, signature, bytes: bytes.into() }
+        assert!(
+            bytes.len() <= CHANGE_BYTES_MAX,
+            "change of {} bytes exceeds the limit",
+            bytes.len()
+        );
+        Change {
+            body: Arc::new(body),
+            hash,
+            signature,
+            bytes: bytes.into(),
+        }
     }
 
     /// Decodes canonical change bytes. Checks form only, not the signature.
     pub fn decode(bytes: &[u8]) -> Result<Change, FormatError> {
         if bytes.len() > CHANGE_BYTES_MAX {
-            return Err(FormatError::TooLarge { bytes: bytes.len(), max: CHANGE_BYTES_MAX });
+            return Err(FormatError::TooLarge {
+                bytes: bytes.len(),
+                max: CHANGE_BYTES_MAX,
+            });
         }
         let body_len = bytes
             .len()
             .checked_sub(SIGNATURE_BYTES)
             .ok_or(FormatError::Truncated { bytes: bytes.len() })?;
         let (body_bytes, signature_bytes) = bytes.split_at(body_len);
-        let (body, read): (ChangeBody, usize) = bincode::decode_from_slice(body_bytes, bincode_config())
-            .map_err(|error| FormatError::Undecodable { message: error.to_string() })?;
+        let (body, read): (ChangeBody, usize) =
+            bincode::decode_from_slice(body_bytes, bincode_config()).map_err(|error| {
+                FormatError::Undecodable {
+                    message: error.to_string(),
+                }
+            })?;
         if read != body_bytes.len() {
-            return Err(FormatError::TrailingBytes { extra: body_bytes.len() - read });
+            return Err(FormatError::TrailingBytes {
+                extra: body_bytes.len() - read,
+            });
         }
         if body.version != CHANGE_FORMAT_VERSION {
             return Err(FormatError::UnsupportedVersion {
@@ -313,15 +338,23 @@ impl Change {
                 supported: CHANGE_FORMAT_VERSION,
             });
         }
-        let reencoded = bincode::encode_to_vec(&body, bincode_config())
-            .map_err(|error| FormatError::Undecodable { message: error.to_string() })?;
+        let reencoded = bincode::encode_to_vec(&body, bincode_config()).map_err(|error| {
+            FormatError::Undecodable {
+                message: error.to_string(),
+            }
+        })?;
         if reencoded != body_bytes {
             return Err(FormatError::NonCanonical);
         }
         check_structure(&body).map_err(|rule| FormatError::Invalid { rule })?;
         let mut signature = [0u8; SIGNATURE_BYTES];
         signature.copy_from_slice(signature_bytes);
-        Ok(Change { body: Arc::new(body), hash: hash_body(body_bytes), signature, bytes: bytes.into() })
+        Ok(Change {
+            body: Arc::new(body),
+            hash: hash_body(body_bytes),
+            signature,
+            bytes: bytes.into(),
+        })
     }
 
     /// The change's address.
@@ -362,7 +395,11 @@ impl Change {
     }
     /// Every change this one names: `prev` first, then deps.
     pub fn predecessors(&self) -> impl Iterator<Item = ChangeHash> + '_ {
-        self.body.prev.iter().copied().chain(self.body.deps.iter().copied())
+        self.body
+            .prev
+            .iter()
+            .copied()
+            .chain(self.body.deps.iter().copied())
     }
 }
 
@@ -417,7 +454,12 @@ fn check_genesis(body: &ChangeBody) -> Result<(), &'static str> {
 
 fn check_op(op: &Op) -> Result<(), &'static str> {
     let names: &[&str] = match op {
-        Op::Set { table, row, field, .. } | Op::Increment { table, row, field, .. } => &[table, row, field],
+        Op::Set {
+            table, row, field, ..
+        }
+        | Op::Increment {
+            table, row, field, ..
+        } => &[table, row, field],
         Op::Delete { table, row } => &[table, row],
         Op::Genesis { .. } => return Err("Genesis op only in a genesis change"),
     };
@@ -450,7 +492,8 @@ pub enum SignatureFault {
 /// cofactored equation (`verify_batch`), so every replica reaches the same
 /// verdict on every signature, whichever path checked it.
 fn strict_parts(change: &Change) -> Result<(VerifyingKey, Signature), SignatureFault> {
-    let key = VerifyingKey::from_bytes(&change.body.author.0).map_err(|_| SignatureFault::WeakKey)?;
+    let key =
+        VerifyingKey::from_bytes(&change.body.author.0).map_err(|_| SignatureFault::WeakKey)?;
     if key.is_weak() || key.to_edwards().compress().to_bytes() != change.body.author.0 {
         return Err(SignatureFault::WeakKey);
     }
@@ -461,7 +504,10 @@ fn strict_parts(change: &Change) -> Result<(VerifyingKey, Signature), SignatureF
         return Err(SignatureFault::NonCanonical);
     }
     // s must be reduced mod l (verify_strict's scalar check).
-    if curve25519_dalek::Scalar::from_canonical_bytes(*signature.s_bytes()).is_none().into() {
+    if curve25519_dalek::Scalar::from_canonical_bytes(*signature.s_bytes())
+        .is_none()
+        .into()
+    {
         return Err(SignatureFault::NonCanonical);
     }
     Ok((key, signature))
@@ -482,13 +528,20 @@ pub fn verify_signatures(changes: &[Change]) -> Result<(), (usize, SignatureFaul
         keys.push(key);
         signatures.push(signature);
     }
-    let messages: Vec<[u8; 58]> = changes.iter().map(|change| signed_message(&change.hash)).collect();
+    let messages: Vec<[u8; 58]> = changes
+        .iter()
+        .map(|change| signed_message(&change.hash))
+        .collect();
     let message_refs: Vec<&[u8]> = messages.iter().map(|message| message.as_slice()).collect();
     if ed25519_dalek::verify_batch(&message_refs, &signatures, &keys).is_ok() {
         return Ok(());
     }
     for index in 0..changes.len() {
-        let one = ed25519_dalek::verify_batch(&message_refs[index..=index], &signatures[index..=index], &keys[index..=index]);
+        let one = ed25519_dalek::verify_batch(
+            &message_refs[index..=index],
+            &signatures[index..=index],
+            &keys[index..=index],
+        );
         if one.is_err() {
             return Err((index, SignatureFault::Mismatch));
         }
@@ -545,7 +598,10 @@ mod tests {
             bytes[index] ^= 0x01;
             match Change::decode(&bytes) {
                 Err(_) => {}
-                Ok(tampered) => assert!(verify_signature(&tampered).is_err(), "flip at {index} went unnoticed"),
+                Ok(tampered) => assert!(
+                    verify_signature(&tampered).is_err(),
+                    "flip at {index} went unnoticed"
+                ),
             }
         }
     }
@@ -558,13 +614,18 @@ mod tests {
         // The version (1) is the first byte: re-encode it as 0xfb 0x01 0x00.
         assert_eq!(bytes[0], 1);
         bytes.splice(0..1, [0xfb, 0x01, 0x00]);
-        assert_eq!(Change::decode(&bytes).err(), Some(FormatError::NonCanonical));
+        assert_eq!(
+            Change::decode(&bytes).err(),
+            Some(FormatError::NonCanonical)
+        );
     }
 
     /// A batch with one forged signature names the forged change.
     #[test]
     fn batch_names_the_bad_change() {
-        let changes: Vec<Change> = (1..=5u8).map(|seed| Change::sign(body(&key(seed)), &key(seed))).collect();
+        let changes: Vec<Change> = (1..=5u8)
+            .map(|seed| Change::sign(body(&key(seed)), &key(seed)))
+            .collect();
         verify_signatures(&changes).expect("all valid");
         let mut forged = changes.clone();
         let mut bytes = forged[3].bytes().to_vec();
@@ -583,7 +644,13 @@ mod tests {
         let bytes = bincode::encode_to_vec(&bad, bincode_config()).expect("encodes");
         let mut bytes = bytes;
         bytes.extend_from_slice(&[0; 64]);
-        assert!(matches!(Change::decode(&bytes), Err(FormatError::Invalid { .. })));
-        assert!(matches!(Change::decode(&[1, 2, 3]), Err(FormatError::Truncated { .. })));
+        assert!(matches!(
+            Change::decode(&bytes),
+            Err(FormatError::Invalid { .. })
+        ));
+        assert!(matches!(
+            Change::decode(&[1, 2, 3]),
+            Err(FormatError::Truncated { .. })
+        ));
     }
 }

@@ -81,7 +81,8 @@ impl<W: Write> ChangeSetWriter<W> {
 
     /// Appends one change.
     pub fn write(&mut self, change: &Change) -> Result<(), ChangeSetError> {
-        let length = u32::try_from(change.bytes().len()).expect("changes are at most CHANGE_BYTES_MAX");
+        let length =
+            u32::try_from(change.bytes().len()).expect("changes are at most CHANGE_BYTES_MAX");
         self.out.write_all(&length.to_le_bytes())?;
         self.out.write_all(change.bytes())?;
         self.records += 1;
@@ -121,10 +122,19 @@ impl<R: Read> ChangeSetReader<R> {
         }
         let version = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
         if version != CHANGE_SET_VERSION {
-            return Err(ChangeSetError::UnsupportedVersion { found: version, supported: CHANGE_SET_VERSION });
+            return Err(ChangeSetError::UnsupportedVersion {
+                found: version,
+                supported: CHANGE_SET_VERSION,
+            });
         }
         let database = DatabaseId(header[12..44].try_into().expect("32 bytes"));
-        Ok(ChangeSetReader { input, database, records: 0, bytes_read: HEADER_BYTES as u64, done: false })
+        Ok(ChangeSetReader {
+            input,
+            database,
+            records: 0,
+            bytes_read: HEADER_BYTES as u64,
+            done: false,
+        })
     }
 
     /// The database the file says it holds changes of.
@@ -138,7 +148,9 @@ impl<R: Read> ChangeSetReader<R> {
     }
 
     fn next_record(&mut self) -> Result<Option<Vec<u8>>, ChangeSetError> {
-        let truncated = ChangeSetError::Truncated { records: self.records };
+        let truncated = ChangeSetError::Truncated {
+            records: self.records,
+        };
         let mut length = [0u8; 4];
         read_exact_or(&mut self.input, &mut length, truncated)?;
         let length = u32::from_le_bytes(length);
@@ -146,10 +158,20 @@ impl<R: Read> ChangeSetReader<R> {
             return self.read_end().map(|()| None);
         }
         if usize::try_from(length).map_or(true, |bytes| bytes > CHANGE_BYTES_MAX) {
-            return Err(ChangeSetError::RecordTooLarge { index: self.records, bytes: length, max: CHANGE_BYTES_MAX });
+            return Err(ChangeSetError::RecordTooLarge {
+                index: self.records,
+                bytes: length,
+                max: CHANGE_BYTES_MAX,
+            });
         }
         let mut record = vec![0u8; length as usize];
-        read_exact_or(&mut self.input, &mut record, ChangeSetError::Truncated { records: self.records })?;
+        read_exact_or(
+            &mut self.input,
+            &mut record,
+            ChangeSetError::Truncated {
+                records: self.records,
+            },
+        )?;
         self.records += 1;
         self.bytes_read += 4 + u64::from(length);
         Ok(Some(record))
@@ -157,10 +179,19 @@ impl<R: Read> ChangeSetReader<R> {
 
     fn read_end(&mut self) -> Result<(), ChangeSetError> {
         let mut count = [0u8; 8];
-        read_exact_or(&mut self.input, &mut count, ChangeSetError::Truncated { records: self.records })?;
+        read_exact_or(
+            &mut self.input,
+            &mut count,
+            ChangeSetError::Truncated {
+                records: self.records,
+            },
+        )?;
         let expected = u64::from_le_bytes(count);
         if expected != self.records {
-            return Err(ChangeSetError::CountMismatch { expected, actual: self.records });
+            return Err(ChangeSetError::CountMismatch {
+                expected,
+                actual: self.records,
+            });
         }
         let mut extra = [0u8; 1];
         if self.input.read(&mut extra)? != 0 {
@@ -186,7 +217,11 @@ impl<R: Read> Iterator for ChangeSetReader<R> {
     }
 }
 
-fn read_exact_or<R: Read>(input: &mut R, buffer: &mut [u8], on_eof: ChangeSetError) -> Result<(), ChangeSetError> {
+fn read_exact_or<R: Read>(
+    input: &mut R,
+    buffer: &mut [u8],
+    on_eof: ChangeSetError,
+) -> Result<(), ChangeSetError> {
     match input.read_exact(buffer) {
         Ok(()) => Ok(()),
         Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => Err(on_eof),
@@ -227,7 +262,8 @@ mod tests {
     fn every_truncation_is_detected() {
         let bytes = file_with(&[b"one", b"two"]);
         for cut in 0..bytes.len() {
-            let result = ChangeSetReader::new(&bytes[..cut]).and_then(|reader| reader.collect::<Result<Vec<_>, _>>());
+            let result = ChangeSetReader::new(&bytes[..cut])
+                .and_then(|reader| reader.collect::<Result<Vec<_>, _>>());
             assert!(result.is_err(), "cut at {cut} went unnoticed");
         }
     }
@@ -239,7 +275,10 @@ mod tests {
         bytes.truncate(HEADER_BYTES);
         bytes.extend_from_slice(&u32::MAX.to_le_bytes());
         let mut reader = ChangeSetReader::new(bytes.as_slice()).expect("header");
-        assert!(matches!(reader.next(), Some(Err(ChangeSetError::RecordTooLarge { .. }))));
+        assert!(matches!(
+            reader.next(),
+            Some(Err(ChangeSetError::RecordTooLarge { .. }))
+        ));
         assert!(reader.next().is_none());
     }
 }

@@ -14,15 +14,16 @@ use rocksdb::DB;
 use tokio::sync::broadcast;
 
 use crate::change::{
-    Author, CHANGE_FORMAT_VERSION, Change, ChangeBody, ChangeHash, DEPS_MAX, DatabaseId, Op, StateHash,
+    Author, CHANGE_FORMAT_VERSION, Change, ChangeBody, ChangeHash, DEPS_MAX, DatabaseId, Op,
+    StateHash,
 };
 use crate::engine::{ApplyReport, Engine, Source};
 use crate::error::{Error, Refusal, Result};
 use crate::identity::Identity;
 use crate::keys::{self, VIEW_FORMAT_VERSION};
 use crate::pending::PENDING_CHANGES_MAX;
-use crate::view::{FieldState, decode};
 use crate::version_vector::{Head, VersionVector};
+use crate::view::{FieldState, decode};
 use crate::{Value, reads};
 
 /// Bytes a wal frame adds before its payload (length and crc32c).
@@ -113,16 +114,24 @@ pub struct Db {
 
 impl std::fmt::Debug for Db {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Db").field("dir", &self.inner.dir).field("database", &self.inner.database).finish()
+        f.debug_struct("Db")
+            .field("dir", &self.inner.dir)
+            .field("database", &self.inner.database)
+            .finish()
     }
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io { path: path.to_owned(), source }
+    move |source| Error::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 fn now_ms() -> u64 {
-    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX)
 }
 
@@ -151,7 +160,11 @@ impl Db {
         write_database_file(dir, database)?;
         let db = Db::open(dir, options)?;
         let report = db.apply(vec![genesis])?;
-        assert_eq!(report.accepted.len(), 1, "a fresh database accepts its genesis: {report:?}");
+        assert_eq!(
+            report.accepted.len(),
+            1,
+            "a fresh database accepts its genesis: {report:?}"
+        );
         Ok(db)
     }
 
@@ -170,13 +183,24 @@ impl Db {
         let dir = dir.as_ref().to_owned();
         let database = read_database_file(&dir)?;
         let identity = Identity::load(&dir.join(IDENTITY_FILE))?;
-        let wal_options = peers_wal::Options { segment_bytes_max: options.segment_bytes_max, sync: options.sync };
+        // RocksDB's LOCK file makes this process the directory's only user:
+        // take it before the wal's recovery may cut a "torn" tail that is in
+        // fact another process's append in flight.
+        let view = Arc::new(open_view(&dir.join(VIEW_DIR), database)?);
+        let wal_options = peers_wal::Options {
+            segment_bytes_max: options.segment_bytes_max,
+            sync: options.sync,
+        };
         let (wal, report) = Wal::open(&dir.join(LOG_DIR), wal_options)?;
         if let Some(torn) = &report.torn_tail {
             tracing::warn!(segment = %torn.segment.display(), offset = torn.offset, bytes = torn.bytes_cut, "cut a torn log tail");
         }
-        let view = Arc::new(open_view(&dir.join(VIEW_DIR), database)?);
-        let mut engine = Engine::new(wal.clone(), Arc::clone(&view), database, options.pending_changes_max)?;
+        let mut engine = Engine::new(
+            wal.clone(),
+            Arc::clone(&view),
+            database,
+            options.pending_changes_max,
+        )?;
         let applied = applied_position(&view)?.unwrap_or(wal.start());
         replay(&mut engine, applied, false, &mut |_, _| {})?;
         let (events, _) = broadcast::channel(SUBSCRIBE_BUFFER_CHANGES);
@@ -190,7 +214,9 @@ impl Db {
             queue: Mutex::new(Vec::new()),
             events,
         };
-        Ok(Db { inner: Arc::new(inner) })
+        Ok(Db {
+            inner: Arc::new(inner),
+        })
     }
 
     /// The database's id (its genesis change's hash).
@@ -210,11 +236,17 @@ impl Db {
 
     /// Starts a transaction: its ops become one signed change on commit.
     pub fn transaction(&self) -> Transaction<'_> {
-        Transaction { db: self, ops: Vec::new() }
+        Transaction {
+            db: self,
+            ops: Vec::new(),
+        }
     }
 
     fn engine(&self) -> MutexGuard<'_, Engine> {
-        self.inner.engine.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .engine
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Commits `ops` as one change. Concurrent callers are grouped: whoever
@@ -222,7 +254,11 @@ impl Db {
     fn commit(&self, ops: Vec<Op>) -> Result<ChangeHash> {
         crate::change::check_ops(&ops).map_err(|rule| Error::InvalidTransaction { rule })?;
         let (reply, answer) = sync_channel(1);
-        self.inner.queue.lock().unwrap_or_else(|p| p.into_inner()).push(CommitRequest { ops, reply });
+        self.inner
+            .queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(CommitRequest { ops, reply });
         loop {
             if let Ok(result) = answer.try_recv() {
                 return result;
@@ -231,7 +267,8 @@ impl Db {
             if let Ok(result) = answer.try_recv() {
                 return result;
             }
-            let requests = std::mem::take(&mut *self.inner.queue.lock().unwrap_or_else(|p| p.into_inner()));
+            let requests =
+                std::mem::take(&mut *self.inner.queue.lock().unwrap_or_else(|p| p.into_inner()));
             self.commit_group(&mut engine, requests);
         }
     }
@@ -244,7 +281,10 @@ impl Db {
             let mut report = ApplyReport::default();
             let entries = changes.into_iter().map(|change| (change, None)).collect();
             let accepted = engine.ingest(entries, Source::New, &mut report)?;
-            assert!(report.refused.is_empty() && report.pending.is_empty(), "own changes are valid: {report:?}");
+            assert!(
+                report.refused.is_empty() && report.pending.is_empty(),
+                "own changes are valid: {report:?}"
+            );
             self.publish(&accepted, &report);
             Ok(accepted)
         });
@@ -258,7 +298,9 @@ impl Db {
                 let message = error.to_string();
                 let mut first = Some(error);
                 for request in requests {
-                    let error = first.take().unwrap_or_else(|| Error::CommitFailed { reason: message.clone() });
+                    let error = first.take().unwrap_or_else(|| Error::CommitFailed {
+                        reason: message.clone(),
+                    });
                     let _ = request.reply.send(Err(error));
                 }
             }
@@ -271,10 +313,14 @@ impl Db {
         let group = crate::view::Group::new(&self.inner.view);
         let state = Engine::author_state(&group, &author)?;
         if let Some(cut) = state.and_then(|state| state.cut) {
-            return Err(Error::IdentityCut { author, cut_seq: cut });
+            return Err(Error::IdentityCut {
+                author,
+                cut_seq: cut,
+            });
         }
-        let (mut seq, mut prev, mut prev_lamport) =
-            state.map_or((0, None, 0), |state| (state.head_seq, Some(state.head_hash), state.head_lamport));
+        let (mut seq, mut prev, mut prev_lamport) = state.map_or((0, None, 0), |state| {
+            (state.head_seq, Some(state.head_hash), state.head_lamport)
+        });
         let mut others: Vec<(u64, ChangeHash)> = engine
             .heads
             .iter()
@@ -420,9 +466,19 @@ impl Db {
         let group = crate::view::Group::new(&self.inner.view);
         let mut vector = VersionVector::new();
         for (key, value) in group.scan_prefix(&[keys::AUTHORS])? {
-            let author = Author(key[1..].try_into().map_err(|_| Error::ViewCorrupt { key: key.clone() })?);
+            let author = Author(
+                key[1..]
+                    .try_into()
+                    .map_err(|_| Error::ViewCorrupt { key: key.clone() })?,
+            );
             let state: crate::engine::AuthorState = decode(&value, &key)?;
-            vector.insert(author, Head { seq: state.head_seq, hash: state.head_hash });
+            vector.insert(
+                author,
+                Head {
+                    seq: state.head_seq,
+                    hash: state.head_hash,
+                },
+            );
         }
         Ok(vector)
     }
@@ -457,8 +513,13 @@ impl Db {
     pub fn rebuild(&self, progress: Progress<'_>) -> Result<(u64, StateHash)> {
         let mut engine = self.engine();
         clear_view(&self.inner.view)?;
-        self.inner.view.put(keys::meta(keys::META_VIEW_FORMAT), VIEW_FORMAT_VERSION.to_be_bytes())?;
-        self.inner.view.put(keys::meta(keys::META_DATABASE), self.inner.database.0)?;
+        self.inner.view.put(
+            keys::meta(keys::META_VIEW_FORMAT),
+            VIEW_FORMAT_VERSION.to_be_bytes(),
+        )?;
+        self.inner
+            .view
+            .put(keys::meta(keys::META_DATABASE), self.inner.database.0)?;
         engine.reload_heads()?;
         let changes = replay(&mut engine, self.inner.wal.start(), false, progress)?;
         self.inner.view.flush()?;
@@ -476,10 +537,19 @@ impl Db {
         }
         let result = (|| {
             let scratch = Arc::new(open_view(&scratch_dir, self.inner.database)?);
-            let mut engine = Engine::new(self.inner.wal.clone(), Arc::clone(&scratch), self.inner.database, 0)?;
+            let mut engine = Engine::new(
+                self.inner.wal.clone(),
+                Arc::clone(&scratch),
+                self.inner.database,
+                0,
+            )?;
             let changes = replay(&mut engine, self.inner.wal.start(), true, progress)?;
             let rebuilt = reads::state_hash(&scratch)?;
-            Ok(VerifyReport { changes, rebuilt_state_hash: rebuilt, live_state_hash: self.state_hash()? })
+            Ok(VerifyReport {
+                changes,
+                rebuilt_state_hash: rebuilt,
+                live_state_hash: self.state_hash()?,
+            })
         })();
         std::fs::remove_dir_all(&scratch_dir).map_err(io_error(&scratch_dir))?;
         result
@@ -492,9 +562,13 @@ impl Db {
         let mut document = automerge::AutoCommit::new();
         for item in self.scan(table) {
             let (row, fields) = item?;
-            let object = document.put_object(automerge::ROOT, row.as_str(), automerge::ObjType::Map).map_err(automerge_error)?;
+            let object = document
+                .put_object(automerge::ROOT, row.as_str(), automerge::ObjType::Map)
+                .map_err(automerge_error)?;
             for (field, value) in fields {
-                document.put(&object, field.as_str(), automerge::ScalarValue::from(value)).map_err(automerge_error)?;
+                document
+                    .put(&object, field.as_str(), automerge::ScalarValue::from(value))
+                    .map_err(automerge_error)?;
             }
         }
         Ok(document)
@@ -502,29 +576,42 @@ impl Db {
 
     /// Imports an automerge document laid out as [`Db::export_automerge`]
     /// writes it, as one change setting every field. Returns its hash.
-    pub fn import_automerge(&self, table: &str, document: &automerge::AutoCommit) -> Result<ChangeHash> {
+    pub fn import_automerge(
+        &self,
+        table: &str,
+        document: &automerge::AutoCommit,
+    ) -> Result<ChangeHash> {
         use automerge::ReadDoc;
         let mut tx = self.transaction();
         for row in document.keys(automerge::ROOT) {
-            let Some((automerge::Value::Object(automerge::ObjType::Map), object)) =
-                document.get(automerge::ROOT, row.as_str()).map_err(automerge_error)?
+            let Some((automerge::Value::Object(automerge::ObjType::Map), object)) = document
+                .get(automerge::ROOT, row.as_str())
+                .map_err(automerge_error)?
             else {
                 continue;
             };
             for field in document.keys(&object) {
-                if let Some((automerge::Value::Scalar(scalar), _)) = document.get(&object, field.as_str()).map_err(automerge_error)? {
-                    let value = Value::try_from(scalar.into_owned()).map_err(|_| Error::InvalidTransaction { rule: "automerge value has no Peers type" })?;
+                if let Some((automerge::Value::Scalar(scalar), _)) = document
+                    .get(&object, field.as_str())
+                    .map_err(automerge_error)?
+                {
+                    let value = Value::try_from(scalar.into_owned()).map_err(|_| {
+                        Error::InvalidTransaction {
+                            rule: "automerge value has no Peers type",
+                        }
+                    })?;
                     tx.set(table, &row, &field, value);
                 }
             }
         }
         tx.commit()
     }
-
 }
 
 fn automerge_error(error: automerge::AutomergeError) -> Error {
-    Error::Automerge { message: error.to_string() }
+    Error::Automerge {
+        message: error.to_string(),
+    }
 }
 
 /// What [`Db::verify`] found. `ok()` when the rebuilt view equals the live one.
@@ -553,18 +640,37 @@ pub struct Transaction<'a> {
 
 impl Transaction<'_> {
     /// Sets a field.
-    pub fn set(&mut self, table: &str, row: &str, field: &str, value: impl Into<Value>) -> &mut Self {
-        self.ops.push(Op::Set { table: table.into(), row: row.into(), field: field.into(), value: value.into() });
+    pub fn set(
+        &mut self,
+        table: &str,
+        row: &str,
+        field: &str,
+        value: impl Into<Value>,
+    ) -> &mut Self {
+        self.ops.push(Op::Set {
+            table: table.into(),
+            row: row.into(),
+            field: field.into(),
+            value: value.into(),
+        });
         self
     }
     /// Deletes a row.
     pub fn delete(&mut self, table: &str, row: &str) -> &mut Self {
-        self.ops.push(Op::Delete { table: table.into(), row: row.into() });
+        self.ops.push(Op::Delete {
+            table: table.into(),
+            row: row.into(),
+        });
         self
     }
     /// Adds `delta` to a counter field.
     pub fn increment(&mut self, table: &str, row: &str, field: &str, delta: i64) -> &mut Self {
-        self.ops.push(Op::Increment { table: table.into(), row: row.into(), field: field.into(), delta });
+        self.ops.push(Op::Increment {
+            table: table.into(),
+            row: row.into(),
+            field: field.into(),
+            delta,
+        });
         self
     }
     /// Ops collected so far.
@@ -579,7 +685,9 @@ impl Transaction<'_> {
 
 fn prepare_new(dir: &Path, options: &Options) -> Result<Identity> {
     if dir.join(DATABASE_FILE).exists() {
-        return Err(Error::AlreadyExists { path: dir.to_owned() });
+        return Err(Error::AlreadyExists {
+            path: dir.to_owned(),
+        });
     }
     std::fs::create_dir_all(dir).map_err(io_error(dir))?;
     let identity = options.identity.clone().unwrap_or_else(Identity::generate);
@@ -597,11 +705,16 @@ fn read_database_file(dir: &Path) -> Result<DatabaseId> {
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            return Err(Error::NotFound { path: dir.to_owned() });
+            return Err(Error::NotFound {
+                path: dir.to_owned(),
+            });
         }
         Err(source) => return Err(Error::Io { path, source }),
     };
-    DatabaseId::from_hex(&text).map_err(|_| Error::BadFile { path, what: "64 hex digits of a database id" })
+    DatabaseId::from_hex(&text).map_err(|_| Error::BadFile {
+        path,
+        what: "64 hex digits of a database id",
+    })
 }
 
 fn open_view(path: &Path, database: DatabaseId) -> Result<DB> {
@@ -613,13 +726,19 @@ fn open_view(path: &Path, database: DatabaseId) -> Result<DB> {
     let view = DB::open(&options, path)?;
     match view.get(keys::meta(keys::META_VIEW_FORMAT))? {
         None => {
-            view.put(keys::meta(keys::META_VIEW_FORMAT), VIEW_FORMAT_VERSION.to_be_bytes())?;
+            view.put(
+                keys::meta(keys::META_VIEW_FORMAT),
+                VIEW_FORMAT_VERSION.to_be_bytes(),
+            )?;
             view.put(keys::meta(keys::META_DATABASE), database.0)?;
         }
         Some(bytes) => {
             let found = <[u8; 4]>::try_from(bytes.as_slice()).map_or(0, u32::from_be_bytes);
             if found != VIEW_FORMAT_VERSION {
-                return Err(Error::ViewFormat { found, supported: VIEW_FORMAT_VERSION });
+                return Err(Error::ViewFormat {
+                    found,
+                    supported: VIEW_FORMAT_VERSION,
+                });
             }
         }
     }
@@ -631,7 +750,10 @@ fn applied_position(view: &DB) -> Result<Option<Position>> {
     match view.get(&key)? {
         None => Ok(None),
         Some(bytes) => {
-            let bytes: [u8; 8] = bytes.as_slice().try_into().map_err(|_| Error::ViewCorrupt { key })?;
+            let bytes: [u8; 8] = bytes
+                .as_slice()
+                .try_into()
+                .map_err(|_| Error::ViewCorrupt { key })?;
             Ok(Some(Position(u64::from_be_bytes(bytes))))
         }
     }
@@ -645,14 +767,20 @@ fn clear_view(view: &DB) -> Result<()> {
 }
 
 /// Applies the log from `from` to the engine's view, in groups.
-fn replay(engine: &mut Engine, from: Position, verify_signatures: bool, progress: Progress<'_>) -> Result<u64> {
+fn replay(
+    engine: &mut Engine,
+    from: Position,
+    verify_signatures: bool,
+    progress: Progress<'_>,
+) -> Result<u64> {
     let start = engine.wal.start().0;
     let end = engine.wal.end().0;
     let mut replayed = 0;
     let mut group: Vec<(Change, Option<Position>)> = Vec::with_capacity(REPLAY_GROUP_CHANGES);
     for item in engine.wal.iter_from(from)? {
         let (position, bytes) = item?;
-        let change = Change::decode(&bytes).map_err(|error| corrupt_at(position, Refusal::Malformed(error)))?;
+        let change = Change::decode(&bytes)
+            .map_err(|error| corrupt_at(position, Refusal::Malformed(error)))?;
         group.push((change, Some(position)));
         if group.len() == REPLAY_GROUP_CHANGES {
             replayed += replay_group(engine, std::mem::take(&mut group), verify_signatures)?;
@@ -664,13 +792,20 @@ fn replay(engine: &mut Engine, from: Position, verify_signatures: bool, progress
     Ok(replayed)
 }
 
-fn replay_group(engine: &mut Engine, group: Vec<(Change, Option<Position>)>, verify_signatures: bool) -> Result<u64> {
+fn replay_group(
+    engine: &mut Engine,
+    group: Vec<(Change, Option<Position>)>,
+    verify_signatures: bool,
+) -> Result<u64> {
     if verify_signatures {
         let changes: Vec<Change> = group.iter().map(|(change, _)| change.clone()).collect();
         let mut report = ApplyReport::default();
         let verified = verify_parallel(changes, &mut report);
         if let Some((hash, refusal)) = report.refused.into_iter().next() {
-            let position = group.iter().find(|(change, _)| Some(change.hash()) == hash).and_then(|(_, p)| *p);
+            let position = group
+                .iter()
+                .find(|(change, _)| Some(change.hash()) == hash)
+                .and_then(|(_, p)| *p);
             return Err(corrupt_at(position.unwrap_or(Position(u64::MAX)), refusal));
         }
         debug_assert_eq!(verified.len(), group.len());
@@ -681,13 +816,17 @@ fn replay_group(engine: &mut Engine, group: Vec<(Change, Option<Position>)>, ver
 }
 
 fn corrupt_at(position: Position, refusal: Refusal) -> Error {
-    Error::LogCorrupt { position: position.0, reason: Box::new(refusal) }
+    Error::LogCorrupt {
+        position: position.0,
+        reason: Box::new(refusal),
+    }
 }
 
 /// Reads the change at `position` and checks it is `hash`.
 pub(crate) fn read_change(wal: &Wal, position: u64, hash: &ChangeHash) -> Result<Change> {
     let bytes = wal.read_at(Position(position))?;
-    let change = Change::decode(&bytes).map_err(|error| corrupt_at(Position(position), Refusal::Malformed(error)))?;
+    let change = Change::decode(&bytes)
+        .map_err(|error| corrupt_at(Position(position), Refusal::Malformed(error)))?;
     if change.hash() != *hash {
         return Err(Error::MissingChange { hash: *hash });
     }
@@ -702,8 +841,14 @@ fn par_map<T: Sync, U: Send>(items: &[T], map: impl Fn(&T) -> U + Sync) -> Vec<U
     }
     let chunk = items.len().div_ceil(threads);
     std::thread::scope(|scope| {
-        let handles: Vec<_> = items.chunks(chunk).map(|part| scope.spawn(|| part.iter().map(&map).collect::<Vec<U>>())).collect();
-        handles.into_iter().flat_map(|handle| handle.join().expect("worker does not panic")).collect()
+        let handles: Vec<_> = items
+            .chunks(chunk)
+            .map(|part| scope.spawn(|| part.iter().map(&map).collect::<Vec<U>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|handle| handle.join().expect("worker does not panic"))
+            .collect()
     })
 }
 
@@ -727,7 +872,10 @@ fn verify_parallel(changes: Vec<Change>, report: &mut ApplyReport) -> Vec<Change
                 })
             })
             .collect();
-        handles.into_iter().map(|handle| handle.join().expect("worker does not panic")).collect()
+        handles
+            .into_iter()
+            .map(|handle| handle.join().expect("worker does not panic"))
+            .collect()
     });
     let mut verified = Vec::new();
     for (part, local) in results {

@@ -114,8 +114,19 @@ struct Batch<'a> {
 }
 
 impl Engine {
-    pub fn new(wal: Wal, view: Arc<DB>, database: DatabaseId, pending_max: usize) -> Result<Engine> {
-        let mut engine = Engine { wal, view, database, pending: Pending::new(pending_max), heads: HashMap::new() };
+    pub fn new(
+        wal: Wal,
+        view: Arc<DB>,
+        database: DatabaseId,
+        pending_max: usize,
+    ) -> Result<Engine> {
+        let mut engine = Engine {
+            wal,
+            view,
+            database,
+            pending: Pending::new(pending_max),
+            heads: HashMap::new(),
+        };
         engine.reload_heads()?;
         Ok(engine)
     }
@@ -125,7 +136,8 @@ impl Engine {
         self.heads.clear();
         let group = Group::new(&self.view);
         for (key, value) in group.scan_prefix(&[keys::HEADS])? {
-            let hash = keys::trailing_hash(&key).ok_or_else(|| Error::ViewCorrupt { key: key.clone() })?;
+            let hash =
+                keys::trailing_hash(&key).ok_or_else(|| Error::ViewCorrupt { key: key.clone() })?;
             let head: (u64, Author) = decode(&value, &key)?;
             self.heads.insert(hash, head);
         }
@@ -142,7 +154,11 @@ impl Engine {
         report: &mut ApplyReport,
     ) -> Result<Vec<Change>> {
         let view = Arc::clone(&self.view);
-        let mut batch = Batch { group: Group::new(&view), fresh: HashMap::new(), admitted: Vec::new() };
+        let mut batch = Batch {
+            group: Group::new(&view),
+            fresh: HashMap::new(),
+            admitted: Vec::new(),
+        };
         let outcome = self.admit_all(&mut batch, changes, report, source);
         let outcome = outcome.and_then(|()| self.finish(batch, source));
         if outcome.is_err() {
@@ -178,16 +194,23 @@ impl Engine {
                     batch.admitted.push((change, position));
                 }
                 Admission::Duplicate => report.duplicates.push(change.hash()),
-                Admission::Wait(missing) if source == Source::New => match self.pending.insert(change.clone(), missing) {
-                    Ok(()) => report.pending.push(change.hash()),
-                    Err(refusal) => report.refused.push((Some(change.hash()), refusal)),
-                },
-                Admission::Wait(missing) => {
-                    return Err(log_corrupt(position, Refusal::Malformed(crate::change::FormatError::Invalid {
-                        rule: leak_missing(missing),
-                    })));
+                Admission::Wait(missing) if source == Source::New => {
+                    match self.pending.insert(change.clone(), missing) {
+                        Ok(()) => report.pending.push(change.hash()),
+                        Err(refusal) => report.refused.push((Some(change.hash()), refusal)),
+                    }
                 }
-                Admission::Refuse(refusal) if source == Source::New => report.refused.push((Some(change.hash()), refusal)),
+                Admission::Wait(missing) => {
+                    return Err(log_corrupt(
+                        position,
+                        Refusal::Malformed(crate::change::FormatError::Invalid {
+                            rule: leak_missing(missing),
+                        }),
+                    ));
+                }
+                Admission::Refuse(refusal) if source == Source::New => {
+                    report.refused.push((Some(change.hash()), refusal))
+                }
                 Admission::Refuse(refusal) => return Err(log_corrupt(position, refusal)),
             }
         }
@@ -205,12 +228,19 @@ impl Engine {
             }));
         }
         let key = keys::change(hash);
-        batch.group.get(&key)?.map(|bytes| decode(&bytes, &key)).transpose()
+        batch
+            .group
+            .get(&key)?
+            .map(|bytes| decode(&bytes, &key))
+            .transpose()
     }
 
     pub(crate) fn author_state(group: &Group<'_>, author: &Author) -> Result<Option<AuthorState>> {
         let key = keys::author(author);
-        group.get(&key)?.map(|bytes| decode(&bytes, &key)).transpose()
+        group
+            .get(&key)?
+            .map(|bytes| decode(&bytes, &key))
+            .transpose()
     }
 
     /// The validity rules of DESIGN.md "Changes", in order. The signature was
@@ -221,10 +251,21 @@ impl Engine {
             return Ok(Admission::Duplicate);
         }
         let body = change.body();
-        let database_ok = if change.is_genesis() { hash.0 == self.database.0 } else { body.database == self.database };
+        let database_ok = if change.is_genesis() {
+            hash.0 == self.database.0
+        } else {
+            body.database == self.database
+        };
         if !database_ok {
-            let actual = if change.is_genesis() { DatabaseId(hash.0) } else { body.database };
-            return Ok(Admission::Refuse(Refusal::WrongDatabase { expected: self.database, actual }));
+            let actual = if change.is_genesis() {
+                DatabaseId(hash.0)
+            } else {
+                body.database
+            };
+            return Ok(Admission::Refuse(Refusal::WrongDatabase {
+                expected: self.database,
+                actual,
+            }));
         }
         let mut lamport_max = 0;
         if let Some(prev) = body.prev {
@@ -232,7 +273,11 @@ impl Engine {
                 return Ok(Admission::Wait(prev));
             };
             if meta.author != body.author || meta.seq + 1 != body.seq {
-                let refusal = Refusal::BrokenChain { author: body.author, seq: body.seq, expected_seq: body.seq - 1 };
+                let refusal = Refusal::BrokenChain {
+                    author: body.author,
+                    seq: body.seq,
+                    expected_seq: body.seq - 1,
+                };
                 return Ok(Admission::Refuse(refusal));
             }
             lamport_max = meta.lamport;
@@ -242,15 +287,24 @@ impl Engine {
                 return Ok(Admission::Wait(*dep));
             };
             if meta.author == body.author {
-                return Ok(Admission::Refuse(Refusal::OwnDep { author: body.author, seq: body.seq, dep: *dep }));
+                return Ok(Admission::Refuse(Refusal::OwnDep {
+                    author: body.author,
+                    seq: body.seq,
+                    dep: *dep,
+                }));
             }
             lamport_max = lamport_max.max(meta.lamport);
         }
         let expected = lamport_max.saturating_add(1);
         if body.lamport != expected {
-            return Ok(Admission::Refuse(Refusal::Lamport { expected, actual: body.lamport }));
+            return Ok(Admission::Refuse(Refusal::Lamport {
+                expected,
+                actual: body.lamport,
+            }));
         }
-        let same_seq = batch.group.scan_prefix(&keys::chain_prefix(&body.author, body.seq))?;
+        let same_seq = batch
+            .group
+            .scan_prefix(&keys::chain_prefix(&body.author, body.seq))?;
         if !same_seq.is_empty() {
             return Ok(Admission::Accept(Kind::Fork));
         }
@@ -272,7 +326,9 @@ impl Engine {
             }
         }
         self.heads.insert(hash, (body.lamport, body.author));
-        batch.group.put(keys::head(&hash), encode(&(body.lamport, body.author)));
+        batch
+            .group
+            .put(keys::head(&hash), encode(&(body.lamport, body.author)));
         let state = Self::author_state(&batch.group, &body.author)?;
         let mut state = state.unwrap_or(AuthorState {
             head_seq: 0,
@@ -291,7 +347,11 @@ impl Engine {
             Kind::Valid => {
                 for (index, op) in body.ops.iter().enumerate() {
                     let op_index = u32::try_from(index).expect("OPS_MAX fits in u32");
-                    let stamp = Stamp { lamport: body.lamport, author: body.author, op_index };
+                    let stamp = Stamp {
+                        lamport: body.lamport,
+                        author: body.author,
+                        op_index,
+                    };
                     view::apply_op(&mut batch.group, stamp, op)?;
                 }
             }
@@ -304,18 +364,35 @@ impl Engine {
     fn write_indexes(&self, group: &mut Group<'_>, change: &Change, position: u64) {
         let body = change.body();
         let hash = change.hash();
-        let meta = ChangeMeta { position, author: body.author, seq: body.seq, lamport: body.lamport };
+        let meta = ChangeMeta {
+            position,
+            author: body.author,
+            seq: body.seq,
+            lamport: body.lamport,
+        };
         group.put(keys::change(&hash), encode(&meta));
-        group.put(keys::chain(&body.author, body.seq, &hash), position.to_be_bytes().to_vec());
+        group.put(
+            keys::chain(&body.author, body.seq, &hash),
+            position.to_be_bytes().to_vec(),
+        );
         let rows: BTreeSet<(&str, &str)> = body.ops.iter().filter_map(|op| op.row()).collect();
         for (table, row) in rows {
-            group.put(keys::history(table, row, body.lamport, &body.author, &hash), Vec::new());
+            group.put(
+                keys::history(table, row, body.lamport, &body.author, &hash),
+                Vec::new(),
+            );
         }
     }
 
     /// Cuts `author`'s chain after `cut_seq`: the changes past it leave the
     /// view, and only the rows they touched are recomputed.
-    fn cut(&self, batch: &mut Batch<'_>, author: Author, cut_seq: u64, mut state: AuthorState) -> Result<()> {
+    fn cut(
+        &self,
+        batch: &mut Batch<'_>,
+        author: Author,
+        cut_seq: u64,
+        mut state: AuthorState,
+    ) -> Result<()> {
         let valid_until = state.cut.unwrap_or(state.head_seq);
         if state.cut.is_some_and(|cut| cut <= cut_seq) {
             return Ok(());
@@ -323,9 +400,16 @@ impl Engine {
         let mut rows: BTreeSet<(String, String)> = BTreeSet::new();
         for seq in cut_seq + 1..=valid_until {
             for (key, _) in batch.group.scan_prefix(&keys::chain_prefix(&author, seq))? {
-                let (_, _, hash) = keys::parse_chain(&key).ok_or_else(|| Error::ViewCorrupt { key: key.clone() })?;
+                let (_, _, hash) = keys::parse_chain(&key)
+                    .ok_or_else(|| Error::ViewCorrupt { key: key.clone() })?;
                 let change = self.load(batch, &hash)?;
-                rows.extend(change.ops().iter().filter_map(|op| op.row()).map(|(t, r)| (t.to_owned(), r.to_owned())));
+                rows.extend(
+                    change
+                        .ops()
+                        .iter()
+                        .filter_map(|op| op.row())
+                        .map(|(t, r)| (t.to_owned(), r.to_owned())),
+                );
             }
         }
         state.cut = Some(cut_seq);
@@ -340,10 +424,17 @@ impl Engine {
     /// Rebuilds one row from its remaining valid history.
     fn recompute_row(&self, batch: &mut Batch<'_>, table: &str, row: &str) -> Result<()> {
         view::clear_row(&mut batch.group, table, row)?;
-        for (key, _) in batch.group.scan_prefix(&keys::row_prefix(keys::HISTORY, table, row))? {
-            let hash = keys::trailing_hash(&key).ok_or_else(|| Error::ViewCorrupt { key: key.clone() })?;
-            let meta = self.meta(batch, &hash)?.ok_or(Error::MissingChange { hash })?;
-            let state = Self::author_state(&batch.group, &meta.author)?.ok_or(Error::MissingChange { hash })?;
+        for (key, _) in batch
+            .group
+            .scan_prefix(&keys::row_prefix(keys::HISTORY, table, row))?
+        {
+            let hash =
+                keys::trailing_hash(&key).ok_or_else(|| Error::ViewCorrupt { key: key.clone() })?;
+            let meta = self
+                .meta(batch, &hash)?
+                .ok_or(Error::MissingChange { hash })?;
+            let state = Self::author_state(&batch.group, &meta.author)?
+                .ok_or(Error::MissingChange { hash })?;
             if !state.is_valid(meta.seq) {
                 continue;
             }
@@ -351,7 +442,11 @@ impl Engine {
             for (index, op) in change.ops().iter().enumerate() {
                 if op.row() == Some((table, row)) {
                     let op_index = u32::try_from(index).expect("OPS_MAX fits in u32");
-                    let stamp = Stamp { lamport: change.lamport(), author: change.author(), op_index };
+                    let stamp = Stamp {
+                        lamport: change.lamport(),
+                        author: change.author(),
+                        op_index,
+                    };
                     view::apply_op(&mut batch.group, stamp, op)?;
                 }
             }
@@ -364,7 +459,9 @@ impl Engine {
         if let Some(change) = batch.fresh.get(hash) {
             return Ok(change.clone());
         }
-        let meta = self.meta(batch, hash)?.ok_or(Error::MissingChange { hash: *hash })?;
+        let meta = self
+            .meta(batch, hash)?
+            .ok_or(Error::MissingChange { hash: *hash })?;
         crate::db::read_change(&self.wal, meta.position, hash)
     }
 
@@ -374,10 +471,7 @@ impl Engine {
             return Ok(Vec::new());
         }
         let positions: Vec<Position> = match source {
-            Source::New => {
-                let records: Vec<&[u8]> = batch.admitted.iter().map(|(change, _)| change.bytes()).collect();
-                self.wal.append_batch(&records)?
-            }
+            Source::New => self.append(&batch.admitted)?,
             Source::Log => batch
                 .admitted
                 .iter()
@@ -387,35 +481,77 @@ impl Engine {
         let mut applied_end = 0;
         for ((change, _), position) in batch.admitted.iter().zip(&positions) {
             self.write_indexes(&mut batch.group, change, position.0);
-            let record_end = position.0 + crate::db::FRAME_OVERHEAD_BYTES + change.bytes().len() as u64;
+            let record_end =
+                position.0 + crate::db::FRAME_OVERHEAD_BYTES + change.bytes().len() as u64;
             applied_end = applied_end.max(record_end);
         }
-        batch.group.put(keys::meta(keys::META_APPLIED), applied_end.to_be_bytes().to_vec());
-        let accepted: Vec<Change> = batch.admitted.into_iter().map(|(change, _)| change).collect();
+        batch.group.put(
+            keys::meta(keys::META_APPLIED),
+            applied_end.to_be_bytes().to_vec(),
+        );
+        let accepted: Vec<Change> = batch
+            .admitted
+            .into_iter()
+            .map(|(change, _)| change)
+            .collect();
         let mut write_options = rocksdb::WriteOptions::default();
         write_options.disable_wal(true);
-        self.view.write_opt(batch.group.into_batch(), &write_options)?;
+        self.view
+            .write_opt(batch.group.into_batch(), &write_options)?;
         Ok(accepted)
+    }
+
+    /// Appends the group's changes to the log, in as few batches (and so
+    /// fsyncs) as the wal's batch limit allows.
+    fn append(&self, admitted: &[(Change, Option<Position>)]) -> Result<Vec<Position>> {
+        let mut positions = Vec::with_capacity(admitted.len());
+        let mut records: Vec<&[u8]> = Vec::new();
+        let mut bytes: u64 = 0;
+        for (change, _) in admitted {
+            let size = change.bytes().len() as u64 + crate::db::FRAME_OVERHEAD_BYTES;
+            if !records.is_empty() && bytes + size > peers_wal::BATCH_BYTES_MAX {
+                positions.extend(self.wal.append_batch(&records)?);
+                records.clear();
+                bytes = 0;
+            }
+            records.push(change.bytes());
+            bytes += size;
+        }
+        positions.extend(self.wal.append_batch(&records)?);
+        Ok(positions)
     }
 
     /// Signature check of new changes as one batch; refused ones are removed
     /// from `changes` and reported.
     pub fn verify_new(changes: Vec<Change>, report: &mut ApplyReport) -> Vec<Change> {
-        let mut remaining = changes;
-        loop {
-            match verify_signatures(&remaining) {
-                Ok(()) => return remaining,
-                Err((index, fault)) => {
-                    let bad = remaining.remove(index);
-                    report.refused.push((Some(bad.hash()), Refusal::BadSignature { author: bad.author(), fault }));
+        if verify_signatures(&changes).is_ok() {
+            return changes;
+        }
+        // The batch failed: check each alone to name every bad change.
+        let mut verified = Vec::with_capacity(changes.len());
+        for change in changes {
+            match crate::change::verify_signature(&change) {
+                Ok(()) => verified.push(change),
+                Err(fault) => {
+                    report.refused.push((
+                        Some(change.hash()),
+                        Refusal::BadSignature {
+                            author: change.author(),
+                            fault,
+                        },
+                    ));
                 }
             }
         }
+        verified
     }
 }
 
 fn log_corrupt(position: Option<Position>, refusal: Refusal) -> Error {
-    Error::LogCorrupt { position: position.map_or(POSITION_UNKNOWN, |position| position.0), reason: Box::new(refusal) }
+    Error::LogCorrupt {
+        position: position.map_or(POSITION_UNKNOWN, |position| position.0),
+        reason: Box::new(refusal),
+    }
 }
 
 fn leak_missing(_missing: ChangeHash) -> &'static str {

@@ -88,7 +88,9 @@ pub enum Error {
         key: Vec<u8>,
     },
     /// The view was written by another layout version.
-    #[error("view format {found} is not {supported}; run `peers rebuild` to rebuild it from the log")]
+    #[error(
+        "view format {found} is not {supported}; run `peers rebuild` to rebuild it from the log"
+    )]
     ViewFormat {
         /// Stored version.
         found: u32,
@@ -142,7 +144,9 @@ pub enum Error {
         reason: String,
     },
     /// This replica's own chain is cut (its key equivocated elsewhere).
-    #[error("identity {author} is cut at seq {cut_seq} (its key signed a fork); it can no longer write")]
+    #[error(
+        "identity {author} is cut at seq {cut_seq} (its key signed a fork); it can no longer write"
+    )]
     IdentityCut {
         /// This replica's author.
         author: Author,

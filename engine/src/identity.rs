@@ -25,17 +25,31 @@ impl Identity {
     pub fn generate() -> Identity {
         let mut secret = [0u8; 32];
         getrandom::fill(&mut secret).expect("the operating system's random source is available");
-        Identity { key: SigningKey::from_bytes(&secret) }
+        Identity {
+            key: SigningKey::from_bytes(&secret),
+        }
     }
 
     /// An identity from 32 secret bytes (tests and fixtures).
     pub fn from_secret_bytes(secret: [u8; 32]) -> Identity {
-        Identity { key: SigningKey::from_bytes(&secret) }
+        Identity {
+            key: SigningKey::from_bytes(&secret),
+        }
     }
 
     /// The public key that names this identity's changes.
     pub fn author(&self) -> Author {
         Author(self.key.verifying_key().to_bytes())
+    }
+
+    /// Signs a change body (its `author` must be this identity). Tools and
+    /// tests use this to build changes by hand; [`crate::Db`] signs commits.
+    ///
+    /// # Panics
+    /// If `body.author` is not this identity or `body` breaks a structural
+    /// rule (docs/FORMAT.md): building such a change is a bug.
+    pub fn sign(&self, body: crate::ChangeBody) -> crate::Change {
+        crate::Change::sign(body, &self.key)
     }
 
     pub(crate) fn signing_key(&self) -> &SigningKey {
@@ -44,22 +58,31 @@ impl Identity {
 
     /// Writes the secret key as hex to a new file readable by the owner only.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let io = |source| Error::Io { path: path.to_owned(), source };
+        let io = |source| Error::Io {
+            path: path.to_owned(),
+            source,
+        };
         let mut options = std::fs::OpenOptions::new();
         options.write(true).create_new(true);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
         let mut file = options.open(path).map_err(io)?;
-        file.write_all(format!("{}\n", hex::encode(self.key.to_bytes())).as_bytes()).map_err(io)?;
+        file.write_all(format!("{}\n", hex::encode(self.key.to_bytes())).as_bytes())
+            .map_err(io)?;
         file.sync_all().map_err(io)
     }
 
     /// Reads a key written by [`Identity::save`].
     pub fn load(path: &Path) -> Result<Identity> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            path: path.to_owned(),
+            source,
+        })?;
         let mut secret = [0u8; 32];
-        hex::decode_to_slice(text.trim(), &mut secret)
-            .map_err(|_| Error::BadFile { path: path.to_owned(), what: "64 hex digits of an ed25519 secret key" })?;
+        hex::decode_to_slice(text.trim(), &mut secret).map_err(|_| Error::BadFile {
+            path: path.to_owned(),
+            what: "64 hex digits of an ed25519 secret key",
+        })?;
         Ok(Identity::from_secret_bytes(secret))
     }
 }
@@ -75,11 +98,17 @@ mod tests {
         let path = dir.path().join("identity.key");
         let identity = Identity::generate();
         identity.save(&path).expect("saves");
-        assert_eq!(Identity::load(&path).expect("loads").author(), identity.author());
+        assert_eq!(
+            Identity::load(&path).expect("loads").author(),
+            identity.author()
+        );
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(&path).expect("metadata").permissions().mode();
+            let mode = std::fs::metadata(&path)
+                .expect("metadata")
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o077, 0, "no access for group or others");
         }
         assert!(identity.save(&path).is_err(), "never overwrites a key");

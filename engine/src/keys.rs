@@ -44,7 +44,6 @@ pub struct Stamp {
     pub op_index: u32,
 }
 
-
 impl Stamp {
     pub(crate) fn push_key(&self, key: &mut Vec<u8>) {
         key.extend_from_slice(&self.lamport.to_be_bytes());
@@ -161,7 +160,13 @@ pub(crate) fn author(author: &Author) -> Vec<u8> {
     key
 }
 
-pub(crate) fn history(table: &str, row: &str, lamport: u64, author: &Author, hash: &ChangeHash) -> Vec<u8> {
+pub(crate) fn history(
+    table: &str,
+    row: &str,
+    lamport: u64,
+    author: &Author,
+    hash: &ChangeHash,
+) -> Vec<u8> {
     let mut key = row_prefix(HISTORY, table, row);
     key.extend_from_slice(&lamport.to_be_bytes());
     key.extend_from_slice(&author.0);
@@ -220,7 +225,10 @@ mod tests {
             sorted
         };
         encoded.sort();
-        let decoded: Vec<String> = encoded.iter().map(|key| take_component(key).expect("decodes").0).collect();
+        let decoded: Vec<String> = encoded
+            .iter()
+            .map(|key| take_component(key).expect("decodes").0)
+            .collect();
         assert_eq!(decoded, sorted_names);
         let mut row_a = row_prefix(FIELDS, "t", "a");
         let row_ab = row_prefix(FIELDS, "t", "ab");
@@ -231,6 +239,9 @@ mod tests {
     /// Fixed bytes of a field key (a FORMAT.md test vector).
     #[test]
     fn field_key_vector() {
-        assert_eq!(hex::encode(field("t", "r\0w", "f")), "027400017200ff7700016600 01".replace(' ', ""));
+        assert_eq!(
+            hex::encode(field("t", "r\0w", "f")),
+            "027400017200ff7700016600 01".replace(' ', "")
+        );
     }
 }

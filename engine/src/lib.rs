@@ -19,12 +19,17 @@ mod version_vector;
 mod view;
 
 pub use change::{
-    Author, CHANGE_BYTES_MAX, CHANGE_FORMAT_VERSION, Change, ChangeBody, ChangeHash, DEPS_MAX, DatabaseId,
-    FormatError, HASH_CONTEXT, NAME_BYTES_MAX, OPS_MAX, Op, SIGNATURE_DOMAIN, SignatureFault, StateHash,
-    verify_signature, verify_signatures,
+    Author, CHANGE_BYTES_MAX, CHANGE_FORMAT_VERSION, Change, ChangeBody, ChangeHash, DEPS_MAX,
+    DatabaseId, FormatError, HASH_CONTEXT, NAME_BYTES_MAX, OPS_MAX, Op, SIGNATURE_DOMAIN,
+    SignatureFault, StateHash, verify_signature, verify_signatures,
 };
-pub use changeset::{CHANGE_SET_MAGIC, CHANGE_SET_VERSION, ChangeSetError, ChangeSetReader, ChangeSetWriter};
-pub use db::{Db, Options, Progress, REPLAY_GROUP_CHANGES, Row, SUBSCRIBE_BUFFER_CHANGES, Transaction, VerifyReport};
+pub use changeset::{
+    CHANGE_SET_MAGIC, CHANGE_SET_VERSION, ChangeSetError, ChangeSetReader, ChangeSetWriter,
+};
+pub use db::{
+    Db, Options, Progress, REPLAY_GROUP_CHANGES, Row, SUBSCRIBE_BUFFER_CHANGES, Transaction,
+    VerifyReport,
+};
 pub use engine::ApplyReport;
 pub use error::{Error, Refusal, Result};
 pub use identity::Identity;

@@ -25,7 +25,10 @@ pub(crate) struct Pending {
 
 impl Pending {
     pub fn new(limit: usize) -> Self {
-        Pending { limit, ..Pending::default() }
+        Pending {
+            limit,
+            ..Pending::default()
+        }
     }
 
     pub fn contains(&self, hash: &ChangeHash) -> bool {
@@ -38,7 +41,8 @@ impl Pending {
 
     /// Holds `change` until `missing` is held. Refuses past the limits.
     pub fn insert(&mut self, change: Change, missing: ChangeHash) -> Result<(), Refusal> {
-        if self.changes.len() >= self.limit || self.bytes + change.bytes().len() > PENDING_BYTES_MAX {
+        if self.changes.len() >= self.limit || self.bytes + change.bytes().len() > PENDING_BYTES_MAX
+        {
             return Err(Refusal::PendingFull { limit: self.limit });
         }
         self.bytes += change.bytes().len();
@@ -52,8 +56,14 @@ impl Pending {
         let Some(waiters) = self.waiting.remove(hash) else {
             return Vec::new();
         };
-        let released: Vec<Change> = waiters.iter().filter_map(|waiter| self.changes.remove(waiter)).collect();
-        self.bytes -= released.iter().map(|change| change.bytes().len()).sum::<usize>();
+        let released: Vec<Change> = waiters
+            .iter()
+            .filter_map(|waiter| self.changes.remove(waiter))
+            .collect();
+        self.bytes -= released
+            .iter()
+            .map(|change| change.bytes().len())
+            .sum::<usize>();
         released
     }
 

@@ -27,12 +27,19 @@ pub struct Scan<'a> {
 impl<'a> Scan<'a> {
     pub(crate) fn new(view: &'a DB, prefix: Vec<u8>, table_prefix_bytes: usize) -> Self {
         let iter = view.iterator(IteratorMode::From(&prefix, Direction::Forward));
-        Scan { iter, prefix, table_prefix_bytes, current: None, done: false }
+        Scan {
+            iter,
+            prefix,
+            table_prefix_bytes,
+            current: None,
+            done: false,
+        }
     }
 
     fn entry(&self, key: &[u8], value: &[u8]) -> Result<(String, String, Option<crate::Value>)> {
         let corrupt = || Error::ViewCorrupt { key: key.to_vec() };
-        let (row, rest) = keys::take_component(&key[self.table_prefix_bytes..]).ok_or_else(corrupt)?;
+        let (row, rest) =
+            keys::take_component(&key[self.table_prefix_bytes..]).ok_or_else(corrupt)?;
         let (field, rest) = keys::take_component(rest).ok_or_else(corrupt)?;
         if !rest.is_empty() {
             return Err(corrupt());
@@ -103,9 +110,11 @@ pub(crate) fn history(view: &DB, wal: &Wal, table: &str, row: &str) -> Result<Ve
     let group = Group::new(view);
     let mut entries = Vec::new();
     for (key, _) in group.scan_prefix(&keys::row_prefix(keys::HISTORY, table, row))? {
-        let hash = keys::trailing_hash(&key).ok_or_else(|| Error::ViewCorrupt { key: key.clone() })?;
+        let hash =
+            keys::trailing_hash(&key).ok_or_else(|| Error::ViewCorrupt { key: key.clone() })?;
         let meta = change_meta(&group, &hash)?;
-        let state = Engine::author_state(&group, &meta.author)?.ok_or(Error::MissingChange { hash })?;
+        let state =
+            Engine::author_state(&group, &meta.author)?.ok_or(Error::MissingChange { hash })?;
         let change = read_change(wal, meta.position, &hash)?;
         entries.push(HistoryEntry {
             hash,
@@ -114,7 +123,12 @@ pub(crate) fn history(view: &DB, wal: &Wal, table: &str, row: &str) -> Result<Ve
             lamport: meta.lamport,
             wall_ms: change.body().wall_ms,
             valid: state.is_valid(meta.seq),
-            ops: change.ops().iter().filter(|op| op.row() == Some((table, row))).cloned().collect(),
+            ops: change
+                .ops()
+                .iter()
+                .filter(|op| op.row() == Some((table, row)))
+                .cloned()
+                .collect(),
         });
     }
     Ok(entries)
@@ -122,7 +136,9 @@ pub(crate) fn history(view: &DB, wal: &Wal, table: &str, row: &str) -> Result<Ve
 
 fn change_meta(group: &Group<'_>, hash: &ChangeHash) -> Result<ChangeMeta> {
     let key = keys::change(hash);
-    let bytes = group.get(&key)?.ok_or(Error::MissingChange { hash: *hash })?;
+    let bytes = group
+        .get(&key)?
+        .ok_or(Error::MissingChange { hash: *hash })?;
     decode(&bytes, &key)
 }
 
@@ -154,7 +170,11 @@ pub(crate) fn changes_since(view: &DB, wal: &Wal, since: &VersionVector) -> Resu
     let group = Group::new(view);
     let mut positions: BTreeSet<(u64, ChangeHash)> = BTreeSet::new();
     for (key, value) in group.scan_prefix(&[keys::AUTHORS])? {
-        let author = Author(key[1..].try_into().map_err(|_| Error::ViewCorrupt { key: key.clone() })?);
+        let author = Author(
+            key[1..]
+                .try_into()
+                .map_err(|_| Error::ViewCorrupt { key: key.clone() })?,
+        );
         let state: AuthorState = decode(&value, &key)?;
         let from_seq = since.seq(&author) + 1;
         if from_seq > state.head_seq {
@@ -167,12 +187,19 @@ pub(crate) fn changes_since(view: &DB, wal: &Wal, since: &VersionVector) -> Resu
             if !key.starts_with(author_prefix) {
                 break;
             }
-            let (_, _, hash) = keys::parse_chain(&key).ok_or_else(|| Error::ViewCorrupt { key: key.to_vec() })?;
-            let position: [u8; 8] = value.as_ref().try_into().map_err(|_| Error::ViewCorrupt { key: key.to_vec() })?;
+            let (_, _, hash) =
+                keys::parse_chain(&key).ok_or_else(|| Error::ViewCorrupt { key: key.to_vec() })?;
+            let position: [u8; 8] = value
+                .as_ref()
+                .try_into()
+                .map_err(|_| Error::ViewCorrupt { key: key.to_vec() })?;
             positions.insert((u64::from_be_bytes(position), hash));
         }
     }
-    Ok(ChangesSince { wal: wal.clone(), positions: positions.into_iter().collect::<Vec<_>>().into_iter() })
+    Ok(ChangesSince {
+        wal: wal.clone(),
+        positions: positions.into_iter().collect::<Vec<_>>().into_iter(),
+    })
 }
 
 /// blake3 over every materialized entry (fields, tombstones, increments) in

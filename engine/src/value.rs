@@ -194,7 +194,10 @@ mod tests {
             type_code: 42,
             bytes: vec![1],
         };
-        assert_eq!(Value::try_from(scalar), Err(UnknownScalar { type_code: 42 }));
+        assert_eq!(
+            Value::try_from(scalar),
+            Err(UnknownScalar { type_code: 42 })
+        );
     }
 
     /// CLI values are JSON scalars, else strings.
@@ -203,10 +206,16 @@ mod tests {
         assert_eq!(Value::parse_cli("null"), Value::Null);
         assert_eq!(Value::parse_cli("true"), Value::Bool(true));
         assert_eq!(Value::parse_cli("-12"), Value::Int(-12));
-        assert_eq!(Value::parse_cli("18446744073709551615"), Value::Uint(u64::MAX));
+        assert_eq!(
+            Value::parse_cli("18446744073709551615"),
+            Value::Uint(u64::MAX)
+        );
         assert_eq!(Value::parse_cli("2.5"), Value::F64(2.5));
         assert_eq!(Value::parse_cli("\"a\\nb\""), Value::Str("a\nb".into()));
-        assert_eq!(Value::parse_cli("hello world"), Value::Str("hello world".into()));
+        assert_eq!(
+            Value::parse_cli("hello world"),
+            Value::Str("hello world".into())
+        );
         assert_eq!(Value::parse_cli("inf"), Value::Str("inf".into()));
     }
 }

@@ -50,7 +50,8 @@ impl VersionVector {
     }
     /// A digest of the whole vector: equal digests, equal vectors.
     pub fn digest(&self) -> [u8; 32] {
-        let mut hasher = blake3::Hasher::new_derive_key("peers 2026-11-28 version vector digest v1");
+        let mut hasher =
+            blake3::Hasher::new_derive_key("peers 2026-11-28 version vector digest v1");
         for (author, head) in &self.heads {
             hasher.update(&author.0);
             hasher.update(&head.seq.to_le_bytes());

@@ -48,7 +48,8 @@ impl FieldState {
 
 /// Encodes a stored value (same bincode configuration as changes).
 pub(crate) fn encode<T: Encode>(value: &T) -> Vec<u8> {
-    bincode::encode_to_vec(value, crate::change::bincode_config()).expect("encoding into a Vec cannot fail")
+    bincode::encode_to_vec(value, crate::change::bincode_config())
+        .expect("encoding into a Vec cannot fail")
 }
 
 /// Decodes a stored value; a failure means the view is corrupt.
@@ -67,7 +68,10 @@ pub(crate) struct Group<'a> {
 
 impl<'a> Group<'a> {
     pub fn new(view: &'a DB) -> Self {
-        Group { view, writes: BTreeMap::new() }
+        Group {
+            view,
+            writes: BTreeMap::new(),
+        }
     }
 
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
@@ -92,7 +96,10 @@ impl<'a> Group<'a> {
     /// Every live (key, value) whose key starts with `prefix`, in key order.
     pub fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Error> {
         let mut merged = BTreeMap::new();
-        for item in self.view.iterator(IteratorMode::From(prefix, Direction::Forward)) {
+        for item in self
+            .view
+            .iterator(IteratorMode::From(prefix, Direction::Forward))
+        {
             let (key, value) = item?;
             if !key.starts_with(prefix) {
                 break;
@@ -106,7 +113,10 @@ impl<'a> Group<'a> {
         for (key, value) in range {
             merged.insert(key.clone(), value.clone());
         }
-        Ok(merged.into_iter().filter_map(|(key, value)| value.map(|value| (key, value))).collect())
+        Ok(merged
+            .into_iter()
+            .filter_map(|(key, value)| value.map(|value| (key, value)))
+            .collect())
     }
 
     pub fn into_batch(self) -> WriteBatch {
@@ -138,27 +148,53 @@ impl<'a> Group<'a> {
 
     fn tombstone(&self, table: &str, row: &str) -> Result<Option<Stamp>, Error> {
         let key = keys::tombstone(table, row);
-        self.get(&key)?.map(|bytes| decode(&bytes, &key)).transpose()
+        self.get(&key)?
+            .map(|bytes| decode(&bytes, &key))
+            .transpose()
     }
 }
 
 /// Applies one op of a valid change to the view.
 pub(crate) fn apply_op(group: &mut Group<'_>, stamp: Stamp, op: &Op) -> Result<(), Error> {
     match op {
-        Op::Set { table, row, field, value } => apply_set(group, stamp, table, row, field, value),
+        Op::Set {
+            table,
+            row,
+            field,
+            value,
+        } => apply_set(group, stamp, table, row, field, value),
         Op::Delete { table, row } => apply_delete(group, stamp, table, row),
-        Op::Increment { table, row, field, delta } => apply_increment(group, stamp, table, row, field, *delta),
+        Op::Increment {
+            table,
+            row,
+            field,
+            delta,
+        } => apply_increment(group, stamp, table, row, field, *delta),
         Op::Genesis { .. } => Ok(()),
     }
 }
 
-fn apply_set(group: &mut Group<'_>, stamp: Stamp, table: &str, row: &str, field: &str, value: &Value) -> Result<(), Error> {
-    if group.tombstone(table, row)?.is_some_and(|deleted| deleted > stamp) {
+fn apply_set(
+    group: &mut Group<'_>,
+    stamp: Stamp,
+    table: &str,
+    row: &str,
+    field: &str,
+    value: &Value,
+) -> Result<(), Error> {
+    if group
+        .tombstone(table, row)?
+        .is_some_and(|deleted| deleted > stamp)
+    {
         return Ok(());
     }
     let key = keys::field(table, row, field);
     let mut state = group.field_state(&key)?;
-    if state.set.as_ref().is_some_and(|(current, _)| *current >= stamp) {
+    if state
+        .set
+        .as_ref()
+        .is_some_and(|(current, _)| *current >= stamp)
+    {
         return Ok(());
     }
     state.set = Some((stamp, value.clone()));
@@ -167,8 +203,18 @@ fn apply_set(group: &mut Group<'_>, stamp: Stamp, table: &str, row: &str, field:
     Ok(())
 }
 
-fn apply_increment(group: &mut Group<'_>, stamp: Stamp, table: &str, row: &str, field: &str, delta: i64) -> Result<(), Error> {
-    if group.tombstone(table, row)?.is_some_and(|deleted| deleted > stamp) {
+fn apply_increment(
+    group: &mut Group<'_>,
+    stamp: Stamp,
+    table: &str,
+    row: &str,
+    field: &str,
+    delta: i64,
+) -> Result<(), Error> {
+    if group
+        .tombstone(table, row)?
+        .is_some_and(|deleted| deleted > stamp)
+    {
         return Ok(());
     }
     let key = keys::field(table, row, field);
@@ -186,7 +232,10 @@ fn apply_increment(group: &mut Group<'_>, stamp: Stamp, table: &str, row: &str, 
 }
 
 fn apply_delete(group: &mut Group<'_>, stamp: Stamp, table: &str, row: &str) -> Result<(), Error> {
-    if group.tombstone(table, row)?.is_some_and(|deleted| deleted >= stamp) {
+    if group
+        .tombstone(table, row)?
+        .is_some_and(|deleted| deleted >= stamp)
+    {
         return Ok(());
     }
     group.put(keys::tombstone(table, row), encode(&stamp));

@@ -8,18 +8,28 @@ use peers_engine::{Author, Change, Db, Op, Options, Row, Stamp, SyncMode, Value}
 
 /// Options for tests: fsync relaxed (a process crash still loses nothing).
 pub fn relaxed() -> Options {
-    Options { sync: SyncMode::Relaxed, ..Options::default() }
+    Options {
+        sync: SyncMode::Relaxed,
+        ..Options::default()
+    }
 }
 
 /// Every change `db` holds, in its log order.
 pub fn all_changes(db: &Db) -> Vec<Change> {
-    db.log().expect("log").map(|item| item.expect("log record").1).collect()
+    db.log()
+        .expect("log")
+        .map(|item| item.expect("log record").1)
+        .collect()
 }
 
 /// Applies everything `from` holds to `to`; panics on any refusal.
 pub fn sync_into(from: &Db, to: &Db) {
     let since = to.version_vector().expect("version vector");
-    let changes: Vec<Change> = from.changes_since(&since).expect("changes since").map(|c| c.expect("change")).collect();
+    let changes: Vec<Change> = from
+        .changes_since(&since)
+        .expect("changes since")
+        .map(|c| c.expect("change"))
+        .collect();
     let report = to.apply(changes).expect("apply");
     assert!(report.refused.is_empty(), "refused: {:?}", report.refused);
 }
@@ -46,22 +56,42 @@ pub fn reference_model(changes: &[Change]) -> BTreeMap<(String, String), Row> {
     let mut ops: Vec<(Stamp, &Op)> = Vec::new();
     for change in changes {
         for (index, op) in change.ops().iter().enumerate() {
-            let stamp = Stamp { lamport: change.lamport(), author: change.author(), op_index: index as u32 };
+            let stamp = Stamp {
+                lamport: change.lamport(),
+                author: change.author(),
+                op_index: index as u32,
+            };
             ops.push((stamp, op));
         }
     }
     let mut deletes: BTreeMap<(String, String), Stamp> = BTreeMap::new();
     for (stamp, op) in &ops {
         if let Op::Delete { table, row } = op {
-            let entry = deletes.entry((table.clone(), row.clone())).or_insert(*stamp);
+            let entry = deletes
+                .entry((table.clone(), row.clone()))
+                .or_insert(*stamp);
             *entry = (*entry).max(*stamp);
         }
     }
-    let zero = Stamp { lamport: 0, author: Author([0; 32]), op_index: 0 };
-    let deleted_at = |table: &str, row: &str| deletes.get(&(table.to_owned(), row.to_owned())).copied().unwrap_or(zero);
+    let zero = Stamp {
+        lamport: 0,
+        author: Author([0; 32]),
+        op_index: 0,
+    };
+    let deleted_at = |table: &str, row: &str| {
+        deletes
+            .get(&(table.to_owned(), row.to_owned()))
+            .copied()
+            .unwrap_or(zero)
+    };
     let mut sets: BTreeMap<(String, String, String), (Stamp, Value)> = BTreeMap::new();
     for (stamp, op) in &ops {
-        if let Op::Set { table, row, field, value } = op
+        if let Op::Set {
+            table,
+            row,
+            field,
+            value,
+        } = op
             && *stamp > deleted_at(table, row)
         {
             let key = (table.clone(), row.clone(), field.clone());
@@ -72,7 +102,13 @@ pub fn reference_model(changes: &[Change]) -> BTreeMap<(String, String), Row> {
     }
     let mut counters: BTreeMap<(String, String, String), i64> = BTreeMap::new();
     for (stamp, op) in &ops {
-        if let Op::Increment { table, row, field, delta } = op {
+        if let Op::Increment {
+            table,
+            row,
+            field,
+            delta,
+        } = op
+        {
             let key = (table.clone(), row.clone(), field.clone());
             let set_stamp = sets.get(&key).map_or(zero, |(stamp, _)| *stamp);
             if *stamp > deleted_at(table, row) && *stamp > set_stamp {
@@ -84,16 +120,25 @@ pub fn reference_model(changes: &[Change]) -> BTreeMap<(String, String), Row> {
     let mut out: BTreeMap<(String, String), Row> = BTreeMap::new();
     for ((table, row, field), (_, value)) in &sets {
         let value = match value {
-            Value::Counter(base) => {
-                Value::Counter(base.wrapping_add(counters.get(&(table.clone(), row.clone(), field.clone())).copied().unwrap_or(0)))
-            }
+            Value::Counter(base) => Value::Counter(
+                base.wrapping_add(
+                    counters
+                        .get(&(table.clone(), row.clone(), field.clone()))
+                        .copied()
+                        .unwrap_or(0),
+                ),
+            ),
             other => other.clone(),
         };
-        out.entry((table.clone(), row.clone())).or_default().insert(field.clone(), value);
+        out.entry((table.clone(), row.clone()))
+            .or_default()
+            .insert(field.clone(), value);
     }
     for ((table, row, field), sum) in counters {
         if !sets.contains_key(&(table.clone(), row.clone(), field.clone())) {
-            out.entry((table, row)).or_default().insert(field, Value::Counter(sum));
+            out.entry((table, row))
+                .or_default()
+                .insert(field, Value::Counter(sum));
         }
     }
     out

@@ -13,27 +13,42 @@ use peers_engine::{ChangeHash, Db, Options};
 
 #[test]
 fn acknowledged_changes_survive_sigkill() {
-    let cycles: u64 = std::env::var("PEERS_CRASH_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(40);
+    let cycles: u64 = std::env::var("PEERS_CRASH_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(40);
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("db");
     drop(Db::create(&path, Options::default()).expect("create"));
     let mut acknowledged: Vec<ChangeHash> = Vec::new();
     let mut seed: u64 = 0x5eed_c0de;
     for cycle in 0..cycles {
-        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let run_for = Duration::from_millis(20 + (seed >> 33) % 180);
         acknowledged.extend(run_and_kill(&path, run_for));
-        let db = Db::open(&path, Options::default()).unwrap_or_else(|e| panic!("cycle {cycle}: reopen failed: {e}"));
+        let db = Db::open(&path, Options::default())
+            .unwrap_or_else(|e| panic!("cycle {cycle}: reopen failed: {e}"));
         for hash in &acknowledged {
-            assert!(db.get_change(hash).expect("lookup").is_some(), "cycle {cycle}: acknowledged {hash} lost");
+            assert!(
+                db.get_change(hash).expect("lookup").is_some(),
+                "cycle {cycle}: acknowledged {hash} lost"
+            );
         }
         if cycle % 10 == 9 || cycle + 1 == cycles {
             let report = db.verify(&mut |_, _| {}).expect("verify");
             assert!(report.ok(), "cycle {cycle}: view differs from a rebuild");
         }
     }
-    assert!(acknowledged.len() as u64 > cycles, "the child acknowledged too few changes to test anything");
-    eprintln!("{cycles} kill -9 cycles, {} acknowledged changes, none lost", acknowledged.len());
+    assert!(
+        acknowledged.len() as u64 > cycles,
+        "the child acknowledged too few changes to test anything"
+    );
+    eprintln!(
+        "{cycles} kill -9 cycles, {} acknowledged changes, none lost",
+        acknowledged.len()
+    );
 }
 
 /// Runs the child for about `run_for`, SIGKILLs it, returns the hashes it

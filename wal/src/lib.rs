@@ -14,7 +14,7 @@
 //! - **Failure.** A failed write or fsync poisons the log: every later call returns
 //!   [`Error::Poisoned`] until it is reopened. An fsync is never retried.
 //!
-//! The byte layout is specified in `docs/FORMAT-wal.md`.
+//! The byte layout is specified in `docs/FORMAT.md`.
 //!
 //! ```no_run
 //! # fn main() -> Result<(), peers_wal::Error> {

@@ -58,7 +58,7 @@ impl Default for Options {
 
 /// A torn tail cut off the last segment when the log was opened: the trace of a
 /// crash during an append or a rotation. What was cut had never been acknowledged
-/// as durable (see `docs/FORMAT-wal.md`, "Recovery").
+/// as durable (see `docs/FORMAT.md`, "Recovery").
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct TornTail {

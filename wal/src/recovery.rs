@@ -1,7 +1,7 @@
 //! Recovery on open: list the segments, check every header and frame, cut a torn
 //! tail off the last segment, and refuse anything else that is wrong.
 //!
-//! The policy (also in `docs/FORMAT-wal.md`, "Recovery"):
+//! The policy (also in `docs/FORMAT.md`, "Recovery"):
 //! - Bases must chain: each segment starts where the previous one ends.
 //! - Only the last segment may end in a torn tail, which is cut (file truncated
 //!   and fsynced) and reported. Torn means: fewer than 8 bytes left for a frame

@@ -79,7 +79,7 @@ struct Writer {
 
 impl Wal {
     /// Opens the log in `dir`, creating the directory and a first segment if there
-    /// are none, and checks every segment (see `docs/FORMAT-wal.md`, "Recovery").
+    /// are none, and checks every segment (see `docs/FORMAT.md`, "Recovery").
     ///
     /// A torn tail in the last segment is cut and reported; any other damage is
     /// [`Error::Corrupt`] (or [`Error::BadMagic`], [`Error::UnsupportedVersion`]).
@@ -310,7 +310,10 @@ impl Shared {
             Ok(segment) => Arc::new(segment),
             Err(error) => return Err(self.poison(error)),
         };
-        let mut segments = self.segments.write().map_err(|_| Error::Poisoned)?;
+        let mut segments = self
+            .segments
+            .write()
+            .map_err(|_| self.poison(Error::Poisoned))?;
         segments.push(Arc::clone(&segment));
         drop(segments);
         writer.segment = segment;
@@ -348,5 +351,37 @@ impl Shared {
         }
         self.synced.fetch_max(target, Ordering::AcqRel);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Guards the poisoning rule: after a failed write or fsync (simulated here, as
+    // std offers no fault injection) every call fails with Poisoned, including an
+    // iterator made before, until the log is reopened.
+    #[test]
+    fn poisoned_log_refuses_everything_until_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (wal, _) = Wal::open(dir.path(), Options::default()).expect("open");
+        let position = wal.append(b"durable").expect("append");
+        wal.append(b"second").expect("append");
+        let mut iter = wal.iter_from(wal.start()).expect("iter");
+        assert!(iter.next().is_some(), "the first record was read before");
+
+        let _ = wal.shared.poison(Error::Poisoned);
+        assert!(matches!(wal.append(b"x"), Err(Error::Poisoned)));
+        assert!(matches!(wal.append_batch(&[b"x"]), Err(Error::Poisoned)));
+        assert!(matches!(wal.sync(), Err(Error::Poisoned)));
+        assert!(matches!(wal.read_at(position), Err(Error::Poisoned)));
+        assert!(matches!(wal.iter_from(wal.start()), Err(Error::Poisoned)));
+        assert!(matches!(iter.next(), Some(Err(Error::Poisoned))));
+        assert!(iter.next().is_none(), "fused after an error");
+        drop(wal);
+
+        let (wal, report) = Wal::open(dir.path(), Options::default()).expect("reopen");
+        assert_eq!(report.records, 2);
+        assert_eq!(wal.read_at(position).expect("read"), b"durable");
     }
 }

@@ -1,0 +1,448 @@
+//! End-to-end tests of the `peers` binary: each runs the real program in a
+//! temporary directory and checks what a person at a terminal sees (stdout,
+//! stderr, exit status) and what ends up on disk.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value as Json;
+use tempfile::TempDir;
+
+/// Runs `peers --db DB ARGS...` (no `--db` when `db` is `None`) with a clean
+/// environment for the variables the program reads.
+fn run(db: Option<&Path>, args: &[&str]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_peers"));
+    command.env_remove("PEERS_DB").env_remove("PEERS_LOG");
+    if let Some(db) = db {
+        command.arg("--db").arg(db);
+    }
+    command.args(args).output().expect("running the peers binary")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8(bytes.to_vec()).expect("output is UTF-8")
+}
+
+/// Runs and requires success; returns stdout.
+fn ok(db: &Path, args: &[&str]) -> String {
+    let output = run(Some(db), args);
+    assert!(
+        output.status.success(),
+        "peers {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+        output.status,
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+    text(&output.stdout)
+}
+
+/// Runs with `--json` and parses the single JSON document printed.
+fn ok_json(db: &Path, args: &[&str]) -> Json {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    let stdout = ok(db, &all);
+    serde_json::from_str(&stdout).unwrap_or_else(|error| panic!("peers {args:?} printed no JSON ({error}): {stdout}"))
+}
+
+/// Runs with `--json` and parses one JSON document per line.
+fn ok_json_lines(db: &Path, args: &[&str]) -> Vec<Json> {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    ok(db, &all)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|error| panic!("not JSON ({error}): {line}")))
+        .collect()
+}
+
+/// Requires a non-zero exit whose stderr ends with exactly one
+/// `peers: error:` line; returns stderr.
+fn fails(output: &Output, what: &str) -> String {
+    let stderr = text(&output.stderr);
+    assert!(!output.status.success(), "{what} succeeded, expected an error; stdout: {}", text(&output.stdout));
+    assert_eq!(output.status.code(), Some(1), "{what}: exit status {}", output.status);
+    let last = stderr.trim_end().lines().last().unwrap_or_default();
+    assert!(last.starts_with("peers: error: "), "{what}: last stderr line is not `peers: error:`: {stderr:?}");
+    assert_eq!(stderr.matches("peers: error:").count(), 1, "{what}: more than one error line: {stderr:?}");
+    assert!(last.len() > "peers: error: ".len(), "{what}: empty error message");
+    stderr
+}
+
+/// Requires that stderr is exactly one `peers: error:` line.
+fn fails_one_line(output: &Output, what: &str) -> String {
+    let stderr = fails(output, what);
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{what}: stderr is not one line: {stderr:?}");
+    stderr
+}
+
+fn is_hex64(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|byte| byte.is_ascii_hexdigit() && !byte.is_ascii_uppercase())
+}
+
+/// A temporary directory with a fresh database in `name`.
+fn new_db(name: &str) -> (TempDir, PathBuf, Json) {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let dir = temp.path().join(name);
+    let id = ok_json(&dir, &["init"]);
+    (temp, dir, id)
+}
+
+fn state_hash(db: &Path) -> String {
+    let hash = ok(db, &["state-hash"]).trim().to_owned();
+    assert!(is_hex64(&hash), "state-hash printed {hash:?}");
+    hash
+}
+
+fn export(db: &Path, file: &Path, since: Option<&Path>) -> u64 {
+    let file = file.to_str().expect("UTF-8 path");
+    let report = match since {
+        Some(since) => ok_json(db, &["export", file, "--since", since.to_str().expect("UTF-8 path")]),
+        None => ok_json(db, &["export", file]),
+    };
+    report["exported"].as_u64().expect("exported count")
+}
+
+fn import(db: &Path, file: &Path) -> Json {
+    ok_json(db, &["import", file.to_str().expect("UTF-8 path")])
+}
+
+fn commit(db: &Path, args: &[&str]) -> String {
+    let change = ok_json(db, args)["change"].as_str().expect("change hash").to_owned();
+    assert!(is_hex64(&change), "{args:?} printed change {change:?}");
+    change
+}
+
+// Guards: `init` creates a database and prints its id and this replica's public
+// key, as text and as JSON; `id` prints the same afterwards.
+#[test]
+fn init_prints_database_id_and_public_key() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let dir = temp.path().join("a");
+    let stdout = ok(&dir, &["init"]);
+    let mut lines = stdout.lines();
+    let database = lines.next().and_then(|line| line.strip_prefix("database ")).expect("database line").trim();
+    let key = lines.next().and_then(|line| line.strip_prefix("public key ")).expect("public key line").trim();
+    assert!(is_hex64(database), "database id {database:?}");
+    assert!(is_hex64(key), "public key {key:?}");
+    assert_ne!(database, key);
+
+    let id = ok_json(&dir, &["id"]);
+    assert_eq!(id["database"], database);
+    assert_eq!(id["public_key"], key);
+
+    let other = temp.path().join("b");
+    let json = ok_json(&other, &["init"]);
+    assert!(is_hex64(json["database"].as_str().expect("database")));
+    assert!(is_hex64(json["public_key"].as_str().expect("public_key")));
+    assert_ne!(json["database"], database, "two inits made the same database");
+
+    // Creating over an existing database is refused.
+    fails_one_line(&run(Some(&dir), &["init"]), "init on an existing database");
+}
+
+// Guards: `join DB_ID` creates an empty replica of that database with its own
+// identity.
+#[test]
+fn join_creates_replica_with_own_identity() {
+    let (temp, a, id) = new_db("a");
+    let database = id["database"].as_str().expect("database");
+    let b = temp.path().join("b");
+    let joined = ok_json(&b, &["join", database]);
+    assert_eq!(joined["database"], database);
+    assert!(is_hex64(joined["public_key"].as_str().expect("public_key")));
+    assert_ne!(joined["public_key"], id["public_key"], "a replica must get a new key");
+    assert_eq!(ok_json(&b, &["id"]), joined);
+    assert!(ok_json_lines(&b, &["log"]).is_empty(), "a joined replica starts empty");
+    assert!(!ok_json_lines(&a, &["log"]).is_empty(), "the creator holds the genesis change");
+}
+
+// Guards: `put` parses JSON scalars and falls back to strings; `get` and
+// `get --json` show them; `incr` adds positive and negative deltas; after
+// `delete`, `get` fails with a non-zero exit.
+#[test]
+fn put_get_incr_delete() {
+    let (_temp, db, _) = new_db("a");
+    commit(
+        &db,
+        &["put", "notes", "n1", "int=-12", "float=2.5", "yes=true", "nothing=null", "quoted=\"42\"", "title=Hello world"],
+    );
+    let row = ok_json(&db, &["get", "notes", "n1"]);
+    assert_eq!(row["int"], -12);
+    assert_eq!(row["float"], 2.5);
+    assert_eq!(row["yes"], true);
+    assert_eq!(row["nothing"], Json::Null);
+    assert_eq!(row["quoted"], "42", "a JSON string literal is a string");
+    assert_eq!(row["title"], "Hello world", "non-JSON text is a string");
+
+    let text = ok(&db, &["get", "notes", "n1"]);
+    assert!(text.contains("int=-12"), "{text}");
+    assert!(text.contains("title=\"Hello world\""), "{text}");
+
+    commit(&db, &["incr", "notes", "n1", "views", "5"]);
+    commit(&db, &["incr", "notes", "n1", "views", "-7"]);
+    let views = &ok_json(&db, &["get", "notes", "n1"])["views"];
+    let views = views.get("counter").unwrap_or(views);
+    assert_eq!(views, -2, "5 - 7");
+
+    commit(&db, &["delete", "notes", "n1"]);
+    let stderr = fails_one_line(&run(Some(&db), &["get", "notes", "n1"]), "get after delete");
+    assert!(stderr.contains("notes/n1"), "{stderr}");
+    fails_one_line(&run(Some(&db), &["get", "notes", "never"]), "get of a missing row");
+}
+
+// Guards: `scan --json` prints one JSON object per row, in row-id order, with
+// only that table's rows.
+#[test]
+fn scan_json_in_row_id_order() {
+    let (_temp, db, _) = new_db("a");
+    for row in ["b", "c", "a", "aa", "B"] {
+        commit(&db, &["put", "t", row, &format!("name={row}")]);
+    }
+    commit(&db, &["put", "other", "0", "x=1"]);
+    let rows = ok_json_lines(&db, &["scan", "t"]);
+    let ids: Vec<&str> = rows.iter().map(|row| row["row"].as_str().expect("row id")).collect();
+    assert_eq!(ids, ["B", "a", "aa", "b", "c"]);
+    for row in &rows {
+        assert_eq!(row["fields"]["name"], row["row"]);
+    }
+    assert!(ok_json_lines(&db, &["scan", "empty"]).is_empty());
+}
+
+// Guards: `log` lists every change in log order with author, seq and lamport;
+// `history` lists the signed changes that touched one row.
+#[test]
+fn log_and_history() {
+    let (_temp, db, id) = new_db("a");
+    let first = commit(&db, &["put", "notes", "n1", "title=one"]);
+    let _other = commit(&db, &["put", "notes", "n2", "title=two"]);
+    let third = commit(&db, &["incr", "notes", "n1", "views", "3"]);
+
+    let log = ok_json_lines(&db, &["log"]);
+    assert_eq!(log.len(), 4, "genesis and three writes: {log:?}");
+    let seqs: Vec<u64> = log.iter().map(|entry| entry["seq"].as_u64().expect("seq")).collect();
+    assert_eq!(seqs, [1, 2, 3, 4]);
+    assert_eq!(log[0]["ops"][0]["op"], "genesis");
+    assert_eq!(log[0]["hash"], id["database"], "the database id is the genesis change's hash");
+    assert_eq!(log[1]["hash"], first);
+    assert_eq!(log[3]["hash"], third);
+    assert!(log.iter().all(|entry| entry["author"] == id["public_key"]));
+    let positions: Vec<u64> = log.iter().map(|entry| entry["position"].as_u64().expect("position")).collect();
+    assert!(positions.windows(2).all(|pair| pair[0] < pair[1]), "positions grow: {positions:?}");
+    let lamports: Vec<u64> = log.iter().map(|entry| entry["lamport"].as_u64().expect("lamport")).collect();
+    assert!(lamports.windows(2).all(|pair| pair[0] < pair[1]), "lamports grow: {lamports:?}");
+
+    let text = ok(&db, &["log"]);
+    assert_eq!(text.lines().count(), 4, "{text}");
+    assert!(text.contains("set notes/n1.title = \"one\""), "{text}");
+
+    let history = ok_json_lines(&db, &["history", "notes", "n1"]);
+    let hashes: Vec<&str> = history.iter().map(|entry| entry["hash"].as_str().expect("hash")).collect();
+    assert_eq!(hashes, [first.as_str(), third.as_str()]);
+    assert!(history.iter().all(|entry| entry["valid"] == true));
+    let text = ok(&db, &["history", "notes", "n1"]);
+    assert_eq!(text.lines().count(), 2, "{text}");
+    assert!(text.contains("incr notes/n1.views by 3"), "{text}");
+}
+
+// Guards: `export`/`import` between two replicas; `export --since VV_FILE`
+// with the other replica's `version-vector --json` holds exactly the changes
+// it lacks; after the exchange both state hashes are equal.
+#[test]
+fn export_since_import_converges() {
+    let (temp, a, id) = new_db("a");
+    let b = temp.path().join("b");
+    ok(&b, &["join", id["database"].as_str().expect("database")]);
+    commit(&a, &["put", "notes", "n1", "title=from a", "views=1"]);
+    commit(&a, &["put", "notes", "n2", "title=also a"]);
+
+    // First exchange: everything.
+    let all = temp.path().join("all.peers");
+    assert_eq!(export(&a, &all, None), 3, "genesis and two writes");
+    let report = import(&b, &all);
+    assert_eq!(report["accepted"], 3, "{report}");
+    assert_eq!(report["refused"], serde_json::json!([]));
+    assert_eq!(state_hash(&a), state_hash(&b));
+    // Importing again is idempotent.
+    let again = import(&b, &all);
+    assert_eq!(again["accepted"], 0, "{again}");
+    assert_eq!(again["duplicates"], 3, "{again}");
+
+    // Concurrent writes on both sides.
+    let a_new = commit(&a, &["put", "notes", "n1", "title=a wins?"]);
+    commit(&a, &["incr", "notes", "n1", "votes", "2"]);
+    let b_new = commit(&b, &["put", "notes", "n1", "title=b wins?"]);
+    assert_ne!(state_hash(&a), state_hash(&b));
+
+    let b_vv = temp.path().join("b.vv.json");
+    let vv_json = ok(&b, &["--json", "version-vector"]);
+    let vv: Json = serde_json::from_str(&vv_json).expect("version vector JSON");
+    assert_eq!(vv["authors"][id["public_key"].as_str().expect("key")]["seq"], 3, "{vv}");
+    std::fs::write(&b_vv, vv_json).expect("writing vv");
+    let a_vv = temp.path().join("a.vv.json");
+    std::fs::write(&a_vv, ok(&a, &["--json", "version-vector"])).expect("writing vv");
+
+    let a_to_b = temp.path().join("a-to-b.peers");
+    let b_to_a = temp.path().join("b-to-a.peers");
+    assert_eq!(export(&a, &a_to_b, Some(&b_vv)), 2, "only a's two new changes");
+    assert_eq!(export(&b, &b_to_a, Some(&a_vv)), 1, "only b's one change");
+
+    let into_b = import(&b, &a_to_b);
+    assert_eq!(into_b["accepted"], 2, "{into_b}");
+    assert_eq!(into_b["duplicates"], 0, "{into_b}");
+    let into_a = import(&a, &b_to_a);
+    assert_eq!(into_a["accepted"], 1, "{into_a}");
+    assert_eq!(into_a["duplicates"], 0, "{into_a}");
+
+    let hash = state_hash(&a);
+    assert_eq!(hash, state_hash(&b), "replicas diverged after the exchange");
+    assert_eq!(ok(&a, &["scan", "notes"]), ok(&b, &["scan", "notes"]));
+    let a_log: Vec<Json> = ok_json_lines(&a, &["log"]).into_iter().map(|entry| entry["hash"].clone()).collect();
+    assert!(a_log.contains(&Json::from(b_new.as_str())) && a_log.contains(&Json::from(a_new.as_str())));
+
+    // Nothing left to send either way.
+    std::fs::write(&b_vv, ok(&b, &["--json", "version-vector"])).expect("writing vv");
+    assert_eq!(export(&a, &temp.path().join("empty.peers"), Some(&b_vv)), 0);
+}
+
+/// The offset of the only occurrence of `needle` in `haystack`.
+fn find_once(haystack: &[u8], needle: &[u8]) -> usize {
+    let hits: Vec<usize> =
+        haystack.windows(needle.len()).enumerate().filter(|(_, window)| *window == needle).map(|(at, _)| at).collect();
+    assert_eq!(hits.len(), 1, "expected {:?} exactly once", String::from_utf8_lossy(needle));
+    hits[0]
+}
+
+// Guards: `import` of a change-set file with one tampered change exits
+// non-zero, names the refused change on stderr, applies the valid changes and
+// writes nothing of the tampered one.
+#[test]
+fn import_refuses_tampered_change() {
+    let (temp, a, id) = new_db("a");
+    let author = id["public_key"].as_str().expect("key").to_owned();
+    let b = temp.path().join("b");
+    ok(&b, &["join", id["database"].as_str().expect("database")]);
+    commit(&a, &["put", "notes", "good", "title=valid"]);
+    let before_tampered = state_hash(&a);
+    let tampered = commit(&a, &["put", "notes", "bad", "title=TAMPER-ME"]);
+
+    let clean = temp.path().join("clean.peers");
+    assert_eq!(export(&a, &clean, None), 3);
+    // Change-set file: header | (length u32 | change bytes)* | end. The string
+    // sits inside the last change's body: flipping a letter keeps the change
+    // well-formed, so only its hash and signature can catch it.
+    let mut bytes = std::fs::read(&clean).expect("reading export");
+    let at = find_once(&bytes, b"TAMPER-ME");
+    bytes[at] ^= 0x20; // 'T' -> 't'
+    let forged = temp.path().join("forged.peers");
+    std::fs::write(&forged, &bytes).expect("writing forged file");
+
+    let output = run(Some(&b), &["import", forged.to_str().expect("path")]);
+    let stderr = fails(&output, "import of a tampered file");
+    let refused: Vec<&str> = stderr.lines().filter(|line| line.starts_with("refused change ")).collect();
+    assert_eq!(refused.len(), 1, "{stderr}");
+    let named_hash = refused[0]
+        .strip_prefix("refused change ")
+        .and_then(|rest| rest.split(':').next())
+        .expect("refused change HASH: reason");
+    assert!(is_hex64(named_hash), "{stderr}");
+    assert_ne!(named_hash, tampered, "the tampered bytes hash differently");
+    assert!(refused[0].contains("signature") && refused[0].contains(&author), "{stderr}");
+    assert!(stderr.contains("1 of 3 changes"), "{stderr}");
+
+    // The valid changes were applied, the tampered one was not written.
+    assert_eq!(state_hash(&b), before_tampered);
+    ok(&b, &["get", "notes", "good"]);
+    fails_one_line(&run(Some(&b), &["get", "notes", "bad"]), "get of the refused row");
+    let log = ok_json_lines(&b, &["log"]);
+    assert_eq!(log.len(), 2, "{log:?}");
+    assert!(log.iter().all(|entry| entry["hash"] != named_hash && entry["hash"] != tampered.as_str()));
+    assert_eq!(ok_json(&b, &["version-vector"])["authors"][&author]["seq"], 2);
+    ok(&b, &["verify"]);
+
+    // The genuine change is still welcome afterwards.
+    let report = import(&b, &clean);
+    assert_eq!(report["accepted"], 1, "{report}");
+    assert_eq!(state_hash(&b), state_hash(&a));
+}
+
+/// Flips a byte in the middle of the first record's payload of the first
+/// log segment (header 32 bytes, then frames `length u32 | crc u32 | payload`).
+fn corrupt_first_log_record(db: &Path) {
+    let mut segments: Vec<PathBuf> = std::fs::read_dir(db.join("log"))
+        .expect("log dir")
+        .map(|entry| entry.expect("dir entry").path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "wal"))
+        .collect();
+    segments.sort();
+    let segment = segments.first().expect("a log segment");
+    let mut bytes = std::fs::read(segment).expect("reading segment");
+    let length = u32::from_le_bytes(bytes[32..36].try_into().expect("4 bytes")) as usize;
+    assert!(length > 0 && 40 + length < bytes.len(), "more records follow the first");
+    bytes[40 + length / 2] ^= 0x01;
+    std::fs::write(segment, &bytes).expect("writing segment");
+}
+
+// Guards: `verify` exits 0 on a healthy database and non-zero with a one-line
+// `peers: error:` after a log record is corrupted (whether opening or
+// verifying catches it).
+#[test]
+fn verify_detects_corrupt_log() {
+    let (_temp, db, _) = new_db("a");
+    for index in 0..5 {
+        commit(&db, &["put", "notes", &format!("n{index}"), &format!("index={index}")]);
+    }
+    let report = ok_json(&db, &["verify"]);
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["changes"], 6, "{report}");
+    assert_eq!(report["live_state_hash"], report["rebuilt_state_hash"]);
+    assert!(ok(&db, &["verify"]).starts_with("verified 6 changes"));
+
+    corrupt_first_log_record(&db);
+    let stderr = fails_one_line(&run(Some(&db), &["verify"]), "verify of a corrupt log");
+    assert!(stderr.to_lowercase().contains("corrupt") || stderr.contains("checksum"), "{stderr}");
+}
+
+// Guards: `rebuild` recreates the view from the log with the same state hash.
+#[test]
+fn rebuild_keeps_state_hash() {
+    let (_temp, db, _) = new_db("a");
+    commit(&db, &["put", "notes", "n1", "title=one", "views=1"]);
+    commit(&db, &["incr", "notes", "n1", "votes", "4"]);
+    commit(&db, &["put", "notes", "n2", "title=two"]);
+    commit(&db, &["delete", "notes", "n2"]);
+    let before = state_hash(&db);
+    let scan = ok(&db, &["scan", "notes"]);
+    let report = ok_json(&db, &["rebuild"]);
+    assert_eq!(report["state_hash"], before.as_str(), "{report}");
+    assert_eq!(report["changes"], 5, "{report}");
+    assert_eq!(state_hash(&db), before);
+    assert_eq!(ok(&db, &["scan", "notes"]), scan);
+    assert!(ok(&db, &["rebuild"]).contains(&before));
+}
+
+// Guards: `peers demo` runs three replicas to convergence and exits 0.
+#[test]
+fn demo_converges() {
+    let output = run(None, &["demo"]);
+    let stdout = text(&output.stdout);
+    assert!(output.status.success(), "demo failed: {stdout}\n{}", text(&output.stderr));
+    assert!(stdout.contains("converged"), "{stdout}");
+}
+
+// Guards: usage errors are one line starting `peers: error:` with a non-zero
+// exit: missing --db, a directory that is not a database, a bad DB_ID.
+#[test]
+fn errors_are_one_line() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let stderr = fails_one_line(&run(None, &["get", "t", "r"]), "missing --db");
+    assert!(stderr.contains("--db"), "{stderr}");
+
+    let missing = temp.path().join("nothing-here");
+    fails_one_line(&run(Some(&missing), &["state-hash"]), "unknown db dir");
+    fails_one_line(&run(Some(temp.path()), &["log"]), "an empty dir that is no database");
+
+    for bad in ["xyz", "00", &"g".repeat(64), &"0".repeat(63)] {
+        let stderr = fails_one_line(&run(Some(&temp.path().join("j")), &["join", bad]), "bad DB_ID");
+        assert!(stderr.contains("DB_ID"), "{stderr}");
+    }
+    assert!(!temp.path().join("j").exists(), "a refused join must not create the directory");
+}
