@@ -16,7 +16,10 @@ fn run(db: Option<&Path>, args: &[&str]) -> Output {
     if let Some(db) = db {
         command.arg("--db").arg(db);
     }
-    command.args(args).output().expect("running the peers binary")
+    command
+        .args(args)
+        .output()
+        .expect("running the peers binary")
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -41,7 +44,8 @@ fn ok_json(db: &Path, args: &[&str]) -> Json {
     let mut all = vec!["--json"];
     all.extend_from_slice(args);
     let stdout = ok(db, &all);
-    serde_json::from_str(&stdout).unwrap_or_else(|error| panic!("peers {args:?} printed no JSON ({error}): {stdout}"))
+    serde_json::from_str(&stdout)
+        .unwrap_or_else(|error| panic!("peers {args:?} printed no JSON ({error}): {stdout}"))
 }
 
 /// Runs with `--json` and parses one JSON document per line.
@@ -50,7 +54,9 @@ fn ok_json_lines(db: &Path, args: &[&str]) -> Vec<Json> {
     all.extend_from_slice(args);
     ok(db, &all)
         .lines()
-        .map(|line| serde_json::from_str(line).unwrap_or_else(|error| panic!("not JSON ({error}): {line}")))
+        .map(|line| {
+            serde_json::from_str(line).unwrap_or_else(|error| panic!("not JSON ({error}): {line}"))
+        })
         .collect()
 }
 
@@ -58,24 +64,60 @@ fn ok_json_lines(db: &Path, args: &[&str]) -> Vec<Json> {
 /// `peers: error:` line; returns stderr.
 fn fails(output: &Output, what: &str) -> String {
     let stderr = text(&output.stderr);
-    assert!(!output.status.success(), "{what} succeeded, expected an error; stdout: {}", text(&output.stdout));
-    assert_eq!(output.status.code(), Some(1), "{what}: exit status {}", output.status);
+    assert!(
+        !output.status.success(),
+        "{what} succeeded, expected an error; stdout: {}",
+        text(&output.stdout)
+    );
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "{what}: exit status {}",
+        output.status
+    );
     let last = stderr.trim_end().lines().last().unwrap_or_default();
-    assert!(last.starts_with("peers: error: "), "{what}: last stderr line is not `peers: error:`: {stderr:?}");
-    assert_eq!(stderr.matches("peers: error:").count(), 1, "{what}: more than one error line: {stderr:?}");
-    assert!(last.len() > "peers: error: ".len(), "{what}: empty error message");
+    assert!(
+        last.starts_with("peers: error: "),
+        "{what}: last stderr line is not `peers: error:`: {stderr:?}"
+    );
+    assert_eq!(
+        stderr.matches("peers: error:").count(),
+        1,
+        "{what}: more than one error line: {stderr:?}"
+    );
+    assert!(
+        last.len() > "peers: error: ".len(),
+        "{what}: empty error message"
+    );
+    let clauses: Vec<&str> = last
+        .split(": ")
+        .filter(|clause| clause.len() > 12)
+        .collect();
+    for (index, clause) in clauses.iter().enumerate() {
+        assert!(
+            !clauses[index + 1..].contains(clause),
+            "{what}: {clause:?} is repeated in {last:?}"
+        );
+    }
     stderr
 }
 
 /// Requires that stderr is exactly one `peers: error:` line.
 fn fails_one_line(output: &Output, what: &str) -> String {
     let stderr = fails(output, what);
-    assert_eq!(stderr.trim_end().lines().count(), 1, "{what}: stderr is not one line: {stderr:?}");
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "{what}: stderr is not one line: {stderr:?}"
+    );
     stderr
 }
 
 fn is_hex64(text: &str) -> bool {
-    text.len() == 64 && text.bytes().all(|byte| byte.is_ascii_hexdigit() && !byte.is_ascii_uppercase())
+    text.len() == 64
+        && text
+            .bytes()
+            .all(|byte| byte.is_ascii_hexdigit() && !byte.is_ascii_uppercase())
 }
 
 /// A temporary directory with a fresh database in `name`.
@@ -95,7 +137,15 @@ fn state_hash(db: &Path) -> String {
 fn export(db: &Path, file: &Path, since: Option<&Path>) -> u64 {
     let file = file.to_str().expect("UTF-8 path");
     let report = match since {
-        Some(since) => ok_json(db, &["export", file, "--since", since.to_str().expect("UTF-8 path")]),
+        Some(since) => ok_json(
+            db,
+            &[
+                "export",
+                file,
+                "--since",
+                since.to_str().expect("UTF-8 path"),
+            ],
+        ),
         None => ok_json(db, &["export", file]),
     };
     report["exported"].as_u64().expect("exported count")
@@ -106,7 +156,10 @@ fn import(db: &Path, file: &Path) -> Json {
 }
 
 fn commit(db: &Path, args: &[&str]) -> String {
-    let change = ok_json(db, args)["change"].as_str().expect("change hash").to_owned();
+    let change = ok_json(db, args)["change"]
+        .as_str()
+        .expect("change hash")
+        .to_owned();
     assert!(is_hex64(&change), "{args:?} printed change {change:?}");
     change
 }
@@ -119,8 +172,16 @@ fn init_prints_database_id_and_public_key() {
     let dir = temp.path().join("a");
     let stdout = ok(&dir, &["init"]);
     let mut lines = stdout.lines();
-    let database = lines.next().and_then(|line| line.strip_prefix("database ")).expect("database line").trim();
-    let key = lines.next().and_then(|line| line.strip_prefix("public key ")).expect("public key line").trim();
+    let database = lines
+        .next()
+        .and_then(|line| line.strip_prefix("database "))
+        .expect("database line")
+        .trim();
+    let key = lines
+        .next()
+        .and_then(|line| line.strip_prefix("public key "))
+        .expect("public key line")
+        .trim();
     assert!(is_hex64(database), "database id {database:?}");
     assert!(is_hex64(key), "public key {key:?}");
     assert_ne!(database, key);
@@ -133,7 +194,10 @@ fn init_prints_database_id_and_public_key() {
     let json = ok_json(&other, &["init"]);
     assert!(is_hex64(json["database"].as_str().expect("database")));
     assert!(is_hex64(json["public_key"].as_str().expect("public_key")));
-    assert_ne!(json["database"], database, "two inits made the same database");
+    assert_ne!(
+        json["database"], database,
+        "two inits made the same database"
+    );
 
     // Creating over an existing database is refused.
     fails_one_line(&run(Some(&dir), &["init"]), "init on an existing database");
@@ -149,10 +213,19 @@ fn join_creates_replica_with_own_identity() {
     let joined = ok_json(&b, &["join", database]);
     assert_eq!(joined["database"], database);
     assert!(is_hex64(joined["public_key"].as_str().expect("public_key")));
-    assert_ne!(joined["public_key"], id["public_key"], "a replica must get a new key");
+    assert_ne!(
+        joined["public_key"], id["public_key"],
+        "a replica must get a new key"
+    );
     assert_eq!(ok_json(&b, &["id"]), joined);
-    assert!(ok_json_lines(&b, &["log"]).is_empty(), "a joined replica starts empty");
-    assert!(!ok_json_lines(&a, &["log"]).is_empty(), "the creator holds the genesis change");
+    assert!(
+        ok_json_lines(&b, &["log"]).is_empty(),
+        "a joined replica starts empty"
+    );
+    assert!(
+        !ok_json_lines(&a, &["log"]).is_empty(),
+        "the creator holds the genesis change"
+    );
 }
 
 // Guards: `put` parses JSON scalars and falls back to strings; `get` and
@@ -163,7 +236,17 @@ fn put_get_incr_delete() {
     let (_temp, db, _) = new_db("a");
     commit(
         &db,
-        &["put", "notes", "n1", "int=-12", "float=2.5", "yes=true", "nothing=null", "quoted=\"42\"", "title=Hello world"],
+        &[
+            "put",
+            "notes",
+            "n1",
+            "int=-12",
+            "float=2.5",
+            "yes=true",
+            "nothing=null",
+            "quoted=\"42\"",
+            "title=Hello world",
+        ],
     );
     let row = ok_json(&db, &["get", "notes", "n1"]);
     assert_eq!(row["int"], -12);
@@ -186,7 +269,10 @@ fn put_get_incr_delete() {
     commit(&db, &["delete", "notes", "n1"]);
     let stderr = fails_one_line(&run(Some(&db), &["get", "notes", "n1"]), "get after delete");
     assert!(stderr.contains("notes/n1"), "{stderr}");
-    fails_one_line(&run(Some(&db), &["get", "notes", "never"]), "get of a missing row");
+    fails_one_line(
+        &run(Some(&db), &["get", "notes", "never"]),
+        "get of a missing row",
+    );
 }
 
 // Guards: `scan --json` prints one JSON object per row, in row-id order, with
@@ -199,7 +285,10 @@ fn scan_json_in_row_id_order() {
     }
     commit(&db, &["put", "other", "0", "x=1"]);
     let rows = ok_json_lines(&db, &["scan", "t"]);
-    let ids: Vec<&str> = rows.iter().map(|row| row["row"].as_str().expect("row id")).collect();
+    let ids: Vec<&str> = rows
+        .iter()
+        .map(|row| row["row"].as_str().expect("row id"))
+        .collect();
     assert_eq!(ids, ["B", "a", "aa", "b", "c"]);
     for row in &rows {
         assert_eq!(row["fields"]["name"], row["row"]);
@@ -218,24 +307,45 @@ fn log_and_history() {
 
     let log = ok_json_lines(&db, &["log"]);
     assert_eq!(log.len(), 4, "genesis and three writes: {log:?}");
-    let seqs: Vec<u64> = log.iter().map(|entry| entry["seq"].as_u64().expect("seq")).collect();
+    let seqs: Vec<u64> = log
+        .iter()
+        .map(|entry| entry["seq"].as_u64().expect("seq"))
+        .collect();
     assert_eq!(seqs, [1, 2, 3, 4]);
     assert_eq!(log[0]["ops"][0]["op"], "genesis");
-    assert_eq!(log[0]["hash"], id["database"], "the database id is the genesis change's hash");
+    assert_eq!(
+        log[0]["hash"], id["database"],
+        "the database id is the genesis change's hash"
+    );
     assert_eq!(log[1]["hash"], first);
     assert_eq!(log[3]["hash"], third);
     assert!(log.iter().all(|entry| entry["author"] == id["public_key"]));
-    let positions: Vec<u64> = log.iter().map(|entry| entry["position"].as_u64().expect("position")).collect();
-    assert!(positions.windows(2).all(|pair| pair[0] < pair[1]), "positions grow: {positions:?}");
-    let lamports: Vec<u64> = log.iter().map(|entry| entry["lamport"].as_u64().expect("lamport")).collect();
-    assert!(lamports.windows(2).all(|pair| pair[0] < pair[1]), "lamports grow: {lamports:?}");
+    let positions: Vec<u64> = log
+        .iter()
+        .map(|entry| entry["position"].as_u64().expect("position"))
+        .collect();
+    assert!(
+        positions.windows(2).all(|pair| pair[0] < pair[1]),
+        "positions grow: {positions:?}"
+    );
+    let lamports: Vec<u64> = log
+        .iter()
+        .map(|entry| entry["lamport"].as_u64().expect("lamport"))
+        .collect();
+    assert!(
+        lamports.windows(2).all(|pair| pair[0] < pair[1]),
+        "lamports grow: {lamports:?}"
+    );
 
     let text = ok(&db, &["log"]);
     assert_eq!(text.lines().count(), 4, "{text}");
     assert!(text.contains("set notes/n1.title = \"one\""), "{text}");
 
     let history = ok_json_lines(&db, &["history", "notes", "n1"]);
-    let hashes: Vec<&str> = history.iter().map(|entry| entry["hash"].as_str().expect("hash")).collect();
+    let hashes: Vec<&str> = history
+        .iter()
+        .map(|entry| entry["hash"].as_str().expect("hash"))
+        .collect();
     assert_eq!(hashes, [first.as_str(), third.as_str()]);
     assert!(history.iter().all(|entry| entry["valid"] == true));
     let text = ok(&db, &["history", "notes", "n1"]);
@@ -275,14 +385,22 @@ fn export_since_import_converges() {
     let b_vv = temp.path().join("b.vv.json");
     let vv_json = ok(&b, &["--json", "version-vector"]);
     let vv: Json = serde_json::from_str(&vv_json).expect("version vector JSON");
-    assert_eq!(vv["authors"][id["public_key"].as_str().expect("key")]["seq"], 3, "{vv}");
+    assert_eq!(
+        vv["authors"][id["public_key"].as_str().expect("key")]["seq"],
+        3,
+        "{vv}"
+    );
     std::fs::write(&b_vv, vv_json).expect("writing vv");
     let a_vv = temp.path().join("a.vv.json");
     std::fs::write(&a_vv, ok(&a, &["--json", "version-vector"])).expect("writing vv");
 
     let a_to_b = temp.path().join("a-to-b.peers");
     let b_to_a = temp.path().join("b-to-a.peers");
-    assert_eq!(export(&a, &a_to_b, Some(&b_vv)), 2, "only a's two new changes");
+    assert_eq!(
+        export(&a, &a_to_b, Some(&b_vv)),
+        2,
+        "only a's two new changes"
+    );
     assert_eq!(export(&b, &b_to_a, Some(&a_vv)), 1, "only b's one change");
 
     let into_b = import(&b, &a_to_b);
@@ -295,8 +413,13 @@ fn export_since_import_converges() {
     let hash = state_hash(&a);
     assert_eq!(hash, state_hash(&b), "replicas diverged after the exchange");
     assert_eq!(ok(&a, &["scan", "notes"]), ok(&b, &["scan", "notes"]));
-    let a_log: Vec<Json> = ok_json_lines(&a, &["log"]).into_iter().map(|entry| entry["hash"].clone()).collect();
-    assert!(a_log.contains(&Json::from(b_new.as_str())) && a_log.contains(&Json::from(a_new.as_str())));
+    let a_log: Vec<Json> = ok_json_lines(&a, &["log"])
+        .into_iter()
+        .map(|entry| entry["hash"].clone())
+        .collect();
+    assert!(
+        a_log.contains(&Json::from(b_new.as_str())) && a_log.contains(&Json::from(a_new.as_str()))
+    );
 
     // Nothing left to send either way.
     std::fs::write(&b_vv, ok(&b, &["--json", "version-vector"])).expect("writing vv");
@@ -305,9 +428,18 @@ fn export_since_import_converges() {
 
 /// The offset of the only occurrence of `needle` in `haystack`.
 fn find_once(haystack: &[u8], needle: &[u8]) -> usize {
-    let hits: Vec<usize> =
-        haystack.windows(needle.len()).enumerate().filter(|(_, window)| *window == needle).map(|(at, _)| at).collect();
-    assert_eq!(hits.len(), 1, "expected {:?} exactly once", String::from_utf8_lossy(needle));
+    let hits: Vec<usize> = haystack
+        .windows(needle.len())
+        .enumerate()
+        .filter(|(_, window)| *window == needle)
+        .map(|(at, _)| at)
+        .collect();
+    assert_eq!(
+        hits.len(),
+        1,
+        "expected {:?} exactly once",
+        String::from_utf8_lossy(needle)
+    );
     hits[0]
 }
 
@@ -337,7 +469,10 @@ fn import_refuses_tampered_change() {
 
     let output = run(Some(&b), &["import", forged.to_str().expect("path")]);
     let stderr = fails(&output, "import of a tampered file");
-    let refused: Vec<&str> = stderr.lines().filter(|line| line.starts_with("refused change ")).collect();
+    let refused: Vec<&str> = stderr
+        .lines()
+        .filter(|line| line.starts_with("refused change "))
+        .collect();
     assert_eq!(refused.len(), 1, "{stderr}");
     let named_hash = refused[0]
         .strip_prefix("refused change ")
@@ -345,17 +480,29 @@ fn import_refuses_tampered_change() {
         .expect("refused change HASH: reason");
     assert!(is_hex64(named_hash), "{stderr}");
     assert_ne!(named_hash, tampered, "the tampered bytes hash differently");
-    assert!(refused[0].contains("signature") && refused[0].contains(&author), "{stderr}");
+    assert!(
+        refused[0].contains("signature") && refused[0].contains(&author),
+        "{stderr}"
+    );
     assert!(stderr.contains("1 of 3 changes"), "{stderr}");
 
     // The valid changes were applied, the tampered one was not written.
     assert_eq!(state_hash(&b), before_tampered);
     ok(&b, &["get", "notes", "good"]);
-    fails_one_line(&run(Some(&b), &["get", "notes", "bad"]), "get of the refused row");
+    fails_one_line(
+        &run(Some(&b), &["get", "notes", "bad"]),
+        "get of the refused row",
+    );
     let log = ok_json_lines(&b, &["log"]);
     assert_eq!(log.len(), 2, "{log:?}");
-    assert!(log.iter().all(|entry| entry["hash"] != named_hash && entry["hash"] != tampered.as_str()));
-    assert_eq!(ok_json(&b, &["version-vector"])["authors"][&author]["seq"], 2);
+    assert!(
+        log.iter()
+            .all(|entry| entry["hash"] != named_hash && entry["hash"] != tampered.as_str())
+    );
+    assert_eq!(
+        ok_json(&b, &["version-vector"])["authors"][&author]["seq"],
+        2
+    );
     ok(&b, &["verify"]);
 
     // The genuine change is still welcome afterwards.
@@ -376,7 +523,10 @@ fn corrupt_first_log_record(db: &Path) {
     let segment = segments.first().expect("a log segment");
     let mut bytes = std::fs::read(segment).expect("reading segment");
     let length = u32::from_le_bytes(bytes[32..36].try_into().expect("4 bytes")) as usize;
-    assert!(length > 0 && 40 + length < bytes.len(), "more records follow the first");
+    assert!(
+        length > 0 && 40 + length < bytes.len(),
+        "more records follow the first"
+    );
     bytes[40 + length / 2] ^= 0x01;
     std::fs::write(segment, &bytes).expect("writing segment");
 }
@@ -388,7 +538,15 @@ fn corrupt_first_log_record(db: &Path) {
 fn verify_detects_corrupt_log() {
     let (_temp, db, _) = new_db("a");
     for index in 0..5 {
-        commit(&db, &["put", "notes", &format!("n{index}"), &format!("index={index}")]);
+        commit(
+            &db,
+            &[
+                "put",
+                "notes",
+                &format!("n{index}"),
+                &format!("index={index}"),
+            ],
+        );
     }
     let report = ok_json(&db, &["verify"]);
     assert_eq!(report["ok"], true, "{report}");
@@ -398,7 +556,10 @@ fn verify_detects_corrupt_log() {
 
     corrupt_first_log_record(&db);
     let stderr = fails_one_line(&run(Some(&db), &["verify"]), "verify of a corrupt log");
-    assert!(stderr.to_lowercase().contains("corrupt") || stderr.contains("checksum"), "{stderr}");
+    assert!(
+        stderr.to_lowercase().contains("corrupt") || stderr.contains("checksum"),
+        "{stderr}"
+    );
 }
 
 // Guards: `rebuild` recreates the view from the log with the same state hash.
@@ -424,7 +585,11 @@ fn rebuild_keeps_state_hash() {
 fn demo_converges() {
     let output = run(None, &["demo"]);
     let stdout = text(&output.stdout);
-    assert!(output.status.success(), "demo failed: {stdout}\n{}", text(&output.stderr));
+    assert!(
+        output.status.success(),
+        "demo failed: {stdout}\n{}",
+        text(&output.stderr)
+    );
     assert!(stdout.contains("converged"), "{stdout}");
 }
 
@@ -438,11 +603,20 @@ fn errors_are_one_line() {
 
     let missing = temp.path().join("nothing-here");
     fails_one_line(&run(Some(&missing), &["state-hash"]), "unknown db dir");
-    fails_one_line(&run(Some(temp.path()), &["log"]), "an empty dir that is no database");
+    fails_one_line(
+        &run(Some(temp.path()), &["log"]),
+        "an empty dir that is no database",
+    );
 
     for bad in ["xyz", "00", &"g".repeat(64), &"0".repeat(63)] {
-        let stderr = fails_one_line(&run(Some(&temp.path().join("j")), &["join", bad]), "bad DB_ID");
+        let stderr = fails_one_line(
+            &run(Some(&temp.path().join("j")), &["join", bad]),
+            "bad DB_ID",
+        );
         assert!(stderr.contains("DB_ID"), "{stderr}");
     }
-    assert!(!temp.path().join("j").exists(), "a refused join must not create the directory");
+    assert!(
+        !temp.path().join("j").exists(),
+        "a refused join must not create the directory"
+    );
 }

@@ -409,6 +409,12 @@ impl Db {
         self.inner.events.subscribe()
     }
 
+    /// How many fsyncs the change log has made since open (a statistic:
+    /// with group commit, concurrent commits share them).
+    pub fn log_fsync_count(&self) -> u64 {
+        self.inner.wal.fsync_count()
+    }
+
     /// Number of received changes waiting for a missing predecessor.
     pub fn pending_len(&self) -> usize {
         self.engine().pending.len()
@@ -738,6 +744,13 @@ fn open_view(path: &Path, database: DatabaseId) -> Result<DB> {
                 return Err(Error::ViewFormat {
                     found,
                     supported: VIEW_FORMAT_VERSION,
+                });
+            }
+            let stored = view.get(keys::meta(keys::META_DATABASE))?;
+            if stored.as_deref() != Some(database.0.as_slice()) {
+                return Err(Error::BadFile {
+                    path: path.to_owned(),
+                    what: "a view of this directory's database (delete the view directory: it is rebuilt from the log on open)",
                 });
             }
         }

@@ -82,14 +82,17 @@ pub enum Error {
         source: std::io::Error,
     },
     /// A view entry does not decode: the view is corrupt (rebuild it).
-    #[error("view entry {} does not decode; run `peers rebuild`", hex::encode(key))]
+    #[error(
+        "view entry {} does not decode; rebuild the view (`peers rebuild`, or delete the view directory)",
+        hex::encode(key)
+    )]
     ViewCorrupt {
         /// The key.
         key: Vec<u8>,
     },
     /// The view was written by another layout version.
     #[error(
-        "view format {found} is not {supported}; run `peers rebuild` to rebuild it from the log"
+        "view format {found} is not {supported}; delete the view directory: it is rebuilt from the log on open"
     )]
     ViewFormat {
         /// Stored version.
