@@ -11,6 +11,7 @@
 //! and every structural rule below holds, or the change is refused before its
 //! hash or signature is even looked at by the rest of the engine.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -486,21 +487,60 @@ pub enum SignatureFault {
     Mismatch,
 }
 
+/// The y-coordinates (sign bit cleared) of the eight small-order points.
+fn small_order_ys() -> &'static [[u8; 32]] {
+    static YS: std::sync::OnceLock<Vec<[u8; 32]>> = std::sync::OnceLock::new();
+    YS.get_or_init(|| {
+        let mut ys: Vec<[u8; 32]> = curve25519_dalek::constants::EIGHT_TORSION
+            .iter()
+            .map(|point| {
+                let mut y = point.compress().to_bytes();
+                y[31] &= 0x7f;
+                y
+            })
+            .collect();
+        ys.sort_unstable();
+        ys.dedup();
+        ys
+    })
+}
+
+/// Whether 32 bytes are a canonical point encoding (y < p) that is not one
+/// of the small-order points, whatever the sign bit. Byte checks only: this
+/// is `verify_strict`'s "canonical and not small order" without the cost of
+/// decompressing (a point off the curve fails later, in every path alike).
+fn strict_point_bytes(bytes: &[u8; 32]) -> bool {
+    let mut y = *bytes;
+    y[31] &= 0x7f;
+    // p = 2^255 - 19 is ed ff .. ff 7f little endian; y >= p iff y is
+    // 7f ff .. ff in bytes 1..=31 and byte 0 >= 0xed.
+    let at_least_p = y[31] == 0x7f && y[1..31].iter().all(|&byte| byte == 0xff) && y[0] >= 0xed;
+    !at_least_p && !small_order_ys().contains(&y)
+}
+
 /// Checks the `verify_strict` preconditions and returns the key and signature.
 ///
 /// Every path (batch or single) runs these first and then the same
 /// cofactored equation (`verify_batch`), so every replica reaches the same
 /// verdict on every signature, whichever path checked it.
-fn strict_parts(change: &Change) -> Result<(VerifyingKey, Signature), SignatureFault> {
-    let key =
-        VerifyingKey::from_bytes(&change.body.author.0).map_err(|_| SignatureFault::WeakKey)?;
-    if key.is_weak() || key.to_edwards().compress().to_bytes() != change.body.author.0 {
-        return Err(SignatureFault::WeakKey);
-    }
+fn strict_parts(
+    change: &Change,
+    keys: &mut HashMap<[u8; 32], VerifyingKey>,
+) -> Result<(VerifyingKey, Signature), SignatureFault> {
+    let author = &change.body.author.0;
+    let key = match keys.get(author) {
+        Some(key) => *key,
+        None => {
+            if !strict_point_bytes(author) {
+                return Err(SignatureFault::WeakKey);
+            }
+            let key = VerifyingKey::from_bytes(author).map_err(|_| SignatureFault::WeakKey)?;
+            keys.insert(*author, key);
+            key
+        }
+    };
     let signature = Signature::from_bytes(&change.signature);
-    let r_bytes = curve25519_dalek::edwards::CompressedEdwardsY(*signature.r_bytes());
-    let r_point = r_bytes.decompress().ok_or(SignatureFault::NonCanonical)?;
-    if r_point.is_small_order() || r_point.compress() != r_bytes {
+    if !strict_point_bytes(signature.r_bytes()) {
         return Err(SignatureFault::NonCanonical);
     }
     // s must be reduced mod l (verify_strict's scalar check).
@@ -522,9 +562,11 @@ pub fn verify_signature(change: &Change) -> Result<(), SignatureFault> {
 /// first bad change (by index) and why, found by checking each one alone.
 pub fn verify_signatures(changes: &[Change]) -> Result<(), (usize, SignatureFault)> {
     let mut keys = Vec::with_capacity(changes.len());
+    let mut author_keys = HashMap::new();
     let mut signatures = Vec::with_capacity(changes.len());
     for (index, change) in changes.iter().enumerate() {
-        let (key, signature) = strict_parts(change).map_err(|fault| (index, fault))?;
+        let (key, signature) =
+            strict_parts(change, &mut author_keys).map_err(|fault| (index, fault))?;
         keys.push(key);
         signatures.push(signature);
     }

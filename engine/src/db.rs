@@ -729,6 +729,15 @@ fn open_view(path: &Path, database: DatabaseId) -> Result<DB> {
     // The log is the truth: RocksDB's own WAL is off on every write, and a
     // crash loses at most the memtable, which replay restores.
     options.set_manual_wal_flush(true);
+    // Most point lookups on ingest miss (is this change new? is there a
+    // tombstone?): bloom filters answer those without reading blocks.
+    let mut table = rocksdb::BlockBasedOptions::default();
+    table.set_bloom_filter(10.0, false);
+    table.set_cache_index_and_filter_blocks(true);
+    table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+    options.set_block_based_table_factory(&table);
+    options.set_memtable_whole_key_filtering(true);
+    options.set_memtable_prefix_bloom_ratio(0.1);
     let view = DB::open(&options, path)?;
     match view.get(keys::meta(keys::META_VIEW_FORMAT))? {
         None => {

@@ -104,7 +104,15 @@ pub(crate) struct Engine {
     pub pending: Pending,
     /// Changes that no held change names yet: lamport and author.
     pub heads: HashMap<ChangeHash, (u64, Author)>,
+    /// Every author's state, mirrored from the view (authors are few).
+    authors: HashMap<Author, AuthorState>,
+    /// Metadata of recently applied changes, the ones new changes name as
+    /// prev and deps. Bounded: cleared when full.
+    recent: HashMap<ChangeHash, ChangeMeta>,
 }
+
+/// Most entries in [`Engine::recent`] before it is cleared.
+const RECENT_CHANGES_MAX: usize = 65_536;
 
 /// Per-group state: the overlay and the changes admitted so far.
 struct Batch<'a> {
@@ -126,6 +134,8 @@ impl Engine {
             database,
             pending: Pending::new(pending_max),
             heads: HashMap::new(),
+            authors: HashMap::new(),
+            recent: HashMap::new(),
         };
         engine.reload_heads()?;
         Ok(engine)
@@ -134,7 +144,16 @@ impl Engine {
     /// Reloads the in-memory heads from the view.
     pub fn reload_heads(&mut self) -> Result<()> {
         self.heads.clear();
+        self.recent.clear();
+        self.authors.clear();
         let group = Group::new(&self.view);
+        for (key, value) in group.scan_prefix(&[keys::AUTHORS])? {
+            let author = key[1..]
+                .try_into()
+                .map(Author)
+                .map_err(|_| Error::ViewCorrupt { key: key.clone() })?;
+            self.authors.insert(author, decode(&value, &key)?);
+        }
         for (key, value) in group.scan_prefix(&[keys::HEADS])? {
             let hash =
                 keys::trailing_hash(&key).ok_or_else(|| Error::ViewCorrupt { key: key.clone() })?;
@@ -169,6 +188,15 @@ impl Engine {
         }
         let accepted = outcome?;
         report.accepted.extend(accepted.iter().map(Change::hash));
+        // Inert is decided once the whole group is in: a change applied
+        // early in the group may be cut by a fork found later in it.
+        report.inert.extend(accepted.iter().filter_map(|change| {
+            let valid = self
+                .authors
+                .get(&change.author())
+                .is_some_and(|state| state.is_valid(change.seq()));
+            (!valid).then(|| change.hash())
+        }));
         Ok(accepted)
     }
 
@@ -183,9 +211,6 @@ impl Engine {
         while let Some((change, position)) = queue.pop_front() {
             match self.admit(batch, &change)? {
                 Admission::Accept(kind) => {
-                    if kind != Kind::Valid {
-                        report.inert.push(change.hash());
-                    }
                     self.accept(batch, &change, kind)?;
                     for released in self.pending.release(&change.hash()) {
                         report.pending.retain(|hash| *hash != released.hash());
@@ -226,6 +251,9 @@ impl Engine {
                 seq: change.seq(),
                 lamport: change.lamport(),
             }));
+        }
+        if let Some(meta) = self.recent.get(hash) {
+            return Ok(Some(*meta));
         }
         let key = keys::change(hash);
         batch
@@ -302,13 +330,13 @@ impl Engine {
                 actual: body.lamport,
             }));
         }
-        let same_seq = batch
-            .group
-            .scan_prefix(&keys::chain_prefix(&body.author, body.seq))?;
-        if !same_seq.is_empty() {
+        // An author's held changes form a tree rooted at seq 1 (each names
+        // its prev), so every seq up to head_seq is taken: a new hash at
+        // such a seq is a second change for it, a fork.
+        let state = self.authors.get(&body.author);
+        if state.is_some_and(|state| state.head_seq >= body.seq) {
             return Ok(Admission::Accept(Kind::Fork));
         }
-        let state = Self::author_state(&batch.group, &body.author)?;
         if state.is_some_and(|state| !state.is_valid(body.seq)) {
             return Ok(Admission::Accept(Kind::Inert));
         }
@@ -319,7 +347,7 @@ impl Engine {
     fn accept(&mut self, batch: &mut Batch<'_>, change: &Change, kind: Kind) -> Result<()> {
         let hash = change.hash();
         let body = change.body();
-        self.write_indexes(&mut batch.group, change, POSITION_UNKNOWN);
+        write_chain_and_history(&mut batch.group, change, POSITION_UNKNOWN);
         for predecessor in change.predecessors() {
             if self.heads.remove(&predecessor).is_some() {
                 batch.group.delete(keys::head(&predecessor));
@@ -329,7 +357,7 @@ impl Engine {
         batch
             .group
             .put(keys::head(&hash), encode(&(body.lamport, body.author)));
-        let state = Self::author_state(&batch.group, &body.author)?;
+        let state = self.authors.get(&body.author).copied();
         let mut state = state.unwrap_or(AuthorState {
             head_seq: 0,
             head_hash: hash,
@@ -342,6 +370,7 @@ impl Engine {
             state.head_lamport = body.lamport;
         }
         batch.group.put(keys::author(&body.author), encode(&state));
+        self.authors.insert(body.author, state);
         batch.fresh.insert(hash, change.clone());
         match kind {
             Kind::Valid => {
@@ -361,33 +390,10 @@ impl Engine {
         Ok(())
     }
 
-    fn write_indexes(&self, group: &mut Group<'_>, change: &Change, position: u64) {
-        let body = change.body();
-        let hash = change.hash();
-        let meta = ChangeMeta {
-            position,
-            author: body.author,
-            seq: body.seq,
-            lamport: body.lamport,
-        };
-        group.put(keys::change(&hash), encode(&meta));
-        group.put(
-            keys::chain(&body.author, body.seq, &hash),
-            position.to_be_bytes().to_vec(),
-        );
-        let rows: BTreeSet<(&str, &str)> = body.ops.iter().filter_map(|op| op.row()).collect();
-        for (table, row) in rows {
-            group.put(
-                keys::history(table, row, body.lamport, &body.author, &hash),
-                Vec::new(),
-            );
-        }
-    }
-
     /// Cuts `author`'s chain after `cut_seq`: the changes past it leave the
     /// view, and only the rows they touched are recomputed.
     fn cut(
-        &self,
+        &mut self,
         batch: &mut Batch<'_>,
         author: Author,
         cut_seq: u64,
@@ -414,6 +420,7 @@ impl Engine {
         }
         state.cut = Some(cut_seq);
         batch.group.put(keys::author(&author), encode(&state));
+        self.authors.insert(author, state);
         tracing::warn!(%author, cut_seq, rows = rows.len(), "equivocation: author's chain cut");
         for (table, row) in rows {
             self.recompute_row(batch, &table, &row)?;
@@ -433,7 +440,9 @@ impl Engine {
             let meta = self
                 .meta(batch, &hash)?
                 .ok_or(Error::MissingChange { hash })?;
-            let state = Self::author_state(&batch.group, &meta.author)?
+            let state = self
+                .authors
+                .get(&meta.author)
                 .ok_or(Error::MissingChange { hash })?;
             if !state.is_valid(meta.seq) {
                 continue;
@@ -480,7 +489,22 @@ impl Engine {
         };
         let mut applied_end = 0;
         for ((change, _), position) in batch.admitted.iter().zip(&positions) {
-            self.write_indexes(&mut batch.group, change, position.0);
+            let body = change.body();
+            let meta = ChangeMeta {
+                position: position.0,
+                author: body.author,
+                seq: body.seq,
+                lamport: body.lamport,
+            };
+            batch.group.put(keys::change(&change.hash()), encode(&meta));
+            batch.group.put(
+                keys::chain(&body.author, body.seq, &change.hash()),
+                position.0.to_be_bytes().to_vec(),
+            );
+            if self.recent.len() >= RECENT_CHANGES_MAX {
+                self.recent.clear();
+            }
+            self.recent.insert(change.hash(), meta);
             let record_end =
                 position.0 + crate::db::FRAME_OVERHEAD_BYTES + change.bytes().len() as u64;
             applied_end = applied_end.max(record_end);
@@ -556,4 +580,22 @@ fn log_corrupt(position: Option<Position>, refusal: Refusal) -> Error {
 
 fn leak_missing(_missing: ChangeHash) -> &'static str {
     "a logged change names a predecessor that is not logged before it"
+}
+
+/// Indexes a change by (author, seq) and by every row it touches. The
+/// position is filled in (chain rewritten) once the change is in the log.
+fn write_chain_and_history(group: &mut Group<'_>, change: &Change, position: u64) {
+    let body = change.body();
+    let hash = change.hash();
+    group.put(
+        keys::chain(&body.author, body.seq, &hash),
+        position.to_be_bytes().to_vec(),
+    );
+    let rows: BTreeSet<(&str, &str)> = body.ops.iter().filter_map(|op| op.row()).collect();
+    for (table, row) in rows {
+        group.put(
+            keys::history(table, row, body.lamport, &body.author, &hash),
+            Vec::new(),
+        );
+    }
 }

@@ -74,9 +74,9 @@ pub(crate) fn take_component(bytes: &[u8]) -> Option<(String, &[u8])> {
             index += 1;
             continue;
         }
-        match bytes.get(index + 1)? {
-            &ESCAPED_ZERO => out.push(0),
-            &TERMINATOR => return Some((String::from_utf8(out).ok()?, &bytes[index + 2..])),
+        match *bytes.get(index + 1)? {
+            ESCAPED_ZERO => out.push(0),
+            TERMINATOR => return Some((String::from_utf8(out).ok()?, &bytes[index + 2..])),
             _ => return None,
         }
         index += 2;

@@ -65,3 +65,7 @@ impl From<f64> for Value {
         Value::F64(float)
     }
 }
+
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

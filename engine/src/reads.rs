@@ -1,7 +1,7 @@
 //! Reads of the view: scans, history, changes since a version vector, and
 //! the state hash.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, HashMap};
 
 use peers_wal::Wal;
 use rocksdb::{DB, DBIteratorWithThreadMode, Direction, IteratorMode};
@@ -164,11 +164,19 @@ impl Iterator for ChangesSince {
     }
 }
 
-/// Collects the log positions of every held change past `since`, per
-/// author, then sorts them: O(missing), not O(log).
+/// The held changes a replica at `since` lacks, in log order:
+/// - per author, the valid changes past the replica's head, or all of them
+///   when its head hash is not one this replica holds (the two diverged);
+/// - for a cut author, the changes at `cut + 1`: the fork evidence, always,
+///   so every replica learns of the fork;
+/// - any other cut change only when a change being sent names it (with the
+///   chain below it), so the receiver can check that change's lamport.
+///
+/// Cost is O(changes sent), plus reading them when some author is cut.
 pub(crate) fn changes_since(view: &DB, wal: &Wal, since: &VersionVector) -> Result<ChangesSince> {
     let group = Group::new(view);
-    let mut positions: BTreeSet<(u64, ChangeHash)> = BTreeSet::new();
+    let mut send: BTreeMap<u64, ChangeHash> = BTreeMap::new();
+    let mut cuts: HashMap<Author, u64> = HashMap::new();
     for (key, value) in group.scan_prefix(&[keys::AUTHORS])? {
         let author = Author(
             key[1..]
@@ -176,30 +184,80 @@ pub(crate) fn changes_since(view: &DB, wal: &Wal, since: &VersionVector) -> Resu
                 .map_err(|_| Error::ViewCorrupt { key: key.clone() })?,
         );
         let state: AuthorState = decode(&value, &key)?;
-        let from_seq = since.seq(&author) + 1;
-        if from_seq > state.head_seq {
-            continue;
+        let from_seq = match since.get(&author) {
+            Some(head) if group.contains(&keys::change(&head.hash))? => head.seq + 1,
+            _ => 1,
+        };
+        let last_valid = state.cut.unwrap_or(state.head_seq);
+        collect_chain(view, &author, from_seq, last_valid, &mut send)?;
+        if let Some(cut) = state.cut {
+            collect_chain(view, &author, cut + 1, cut + 1, &mut send)?;
+            cuts.insert(author, cut);
         }
-        let start = keys::chain_prefix(&author, from_seq);
-        let author_prefix = &start[..33];
-        for item in view.iterator(IteratorMode::From(&start, Direction::Forward)) {
-            let (key, value) = item?;
-            if !key.starts_with(author_prefix) {
-                break;
-            }
-            let (_, _, hash) =
-                keys::parse_chain(&key).ok_or_else(|| Error::ViewCorrupt { key: key.to_vec() })?;
-            let position: [u8; 8] = value
-                .as_ref()
-                .try_into()
-                .map_err(|_| Error::ViewCorrupt { key: key.to_vec() })?;
-            positions.insert((u64::from_be_bytes(position), hash));
-        }
+    }
+    if !cuts.is_empty() {
+        add_named_cut_changes(&group, wal, &cuts, &mut send)?;
     }
     Ok(ChangesSince {
         wal: wal.clone(),
-        positions: positions.into_iter().collect::<Vec<_>>().into_iter(),
+        positions: send.into_iter().collect::<Vec<_>>().into_iter(),
     })
+}
+
+/// Adds every chain entry of `author` with seq in `first..=last`.
+fn collect_chain(
+    view: &DB,
+    author: &Author,
+    first: u64,
+    last: u64,
+    send: &mut BTreeMap<u64, ChangeHash>,
+) -> Result<()> {
+    if first > last {
+        return Ok(());
+    }
+    let start = keys::chain_prefix(author, first);
+    let author_prefix = &start[..33];
+    for item in view.iterator(IteratorMode::From(&start, Direction::Forward)) {
+        let (key, value) = item?;
+        if !key.starts_with(author_prefix) {
+            break;
+        }
+        let (_, seq, hash) =
+            keys::parse_chain(&key).ok_or_else(|| Error::ViewCorrupt { key: key.to_vec() })?;
+        if seq > last {
+            break;
+        }
+        let position: [u8; 8] = value
+            .as_ref()
+            .try_into()
+            .map_err(|_| Error::ViewCorrupt { key: key.to_vec() })?;
+        send.insert(u64::from_be_bytes(position), hash);
+    }
+    Ok(())
+}
+
+/// Closes `send` over cut changes past the fork evidence that a change in
+/// it names (as a dep, or as the prev of such a cut change).
+fn add_named_cut_changes(
+    group: &Group<'_>,
+    wal: &Wal,
+    cuts: &HashMap<Author, u64>,
+    send: &mut BTreeMap<u64, ChangeHash>,
+) -> Result<()> {
+    let mut queue: Vec<(u64, ChangeHash)> = send.iter().map(|(p, h)| (*p, *h)).collect();
+    while let Some((position, hash)) = queue.pop() {
+        let change = read_change(wal, position, &hash)?;
+        for named in change.predecessors() {
+            let Ok(meta) = change_meta(group, &named) else {
+                continue;
+            };
+            let past_evidence = cuts.get(&meta.author).is_some_and(|cut| meta.seq > cut + 1);
+            if past_evidence && send.insert(meta.position, named).is_none() {
+                queue.push((meta.position, named));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// blake3 over every materialized entry (fields, tombstones, increments) in

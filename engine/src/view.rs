@@ -60,6 +60,9 @@ pub(crate) fn decode<T: Decode<()>>(bytes: &[u8], key: &[u8]) -> Result<T, Error
     }
 }
 
+/// A (key, value) pair of the view.
+pub(crate) type Entry = (Vec<u8>, Vec<u8>);
+
 /// Writes of one applied group, readable before they are committed.
 pub(crate) struct Group<'a> {
     view: &'a DB,
@@ -94,7 +97,7 @@ impl<'a> Group<'a> {
     }
 
     /// Every live (key, value) whose key starts with `prefix`, in key order.
-    pub fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Error> {
+    pub fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<Entry>, Error> {
         let mut merged = BTreeMap::new();
         for item in self
             .view

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use peers_engine::{Author, Change, Db, Op, Options, Row, Stamp, SyncMode, Value};
+use peers_engine::{Author, Change, ChangeHash, Db, Op, Options, Row, Stamp, SyncMode, Value};
 
 /// Options for tests: fsync relaxed (a process crash still loses nothing).
 pub fn relaxed() -> Options {
@@ -32,6 +32,30 @@ pub fn sync_into(from: &Db, to: &Db) {
         .collect();
     let report = to.apply(changes).expect("apply");
     assert!(report.refused.is_empty(), "refused: {:?}", report.refused);
+}
+
+/// Commits `ops` (Set, Delete, Increment) as one transaction of `db`.
+pub fn commit_ops(db: &Db, ops: &[Op]) -> ChangeHash {
+    let mut tx = db.transaction();
+    for op in ops {
+        match op {
+            Op::Set {
+                table,
+                row,
+                field,
+                value,
+            } => tx.set(table, row, field, value.clone()),
+            Op::Delete { table, row } => tx.delete(table, row),
+            Op::Increment {
+                table,
+                row,
+                field,
+                delta,
+            } => tx.increment(table, row, field, *delta),
+            other => panic!("not a transaction op: {other:?}"),
+        };
+    }
+    tx.commit().expect("commit")
 }
 
 /// A new empty replica of `db`'s database.
@@ -143,3 +167,6 @@ pub fn reference_model(changes: &[Change]) -> BTreeMap<(String, String), Row> {
     }
     out
 }
+
+/// libFuzzer targets, also run over fuzz/seeds by tests/fuzz_corpus.rs.
+pub mod fuzz_targets;

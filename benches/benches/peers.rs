@@ -1,0 +1,260 @@
+//! Merge throughput, side by side with automerge, and the physical limits.
+//! `cargo bench -p peers-benches` prints five groups: local_commit,
+//! remote_merge, merge_vs_automerge, rebuild, primitives. Figures and the
+//! targets they are held against: benches/README.md.
+
+use std::path::Path;
+use std::time::Duration;
+
+use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use peers_benches::{Spec, Workload, generate};
+use peers_engine::{Change, Db, Identity, Options, SyncMode, verify_signatures};
+
+fn options(sync: SyncMode) -> Options {
+    Options {
+        sync,
+        ..Options::default()
+    }
+}
+
+fn spec(changes: usize, authors: usize) -> Spec {
+    Spec {
+        authors,
+        changes,
+        seed: 0x9ee7_5eed,
+        automerge: false,
+    }
+}
+
+/// A fresh empty replica of the workload's database.
+fn empty_replica(dir: &Path, workload: &Workload) -> Db {
+    Db::join(dir, workload.database, options(SyncMode::Always)).expect("join")
+}
+
+fn local_commit(c: &mut Criterion) {
+    let mut group = c.benchmark_group("local_commit");
+    group.throughput(Throughput::Elements(1));
+    for (name, sync) in [("fsync", SyncMode::Always), ("relaxed", SyncMode::Relaxed)] {
+        for ops in [1usize, 10] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let db = Db::create(dir.path().join("db"), options(sync)).expect("create");
+            let mut counter = 0u64;
+            group.bench_function(
+                BenchmarkId::new(format!("{name}/{ops}_ops"), "1_change"),
+                |b| {
+                    b.iter(|| {
+                        counter += 1;
+                        let mut tx = db.transaction();
+                        for op in 0..ops {
+                            tx.set(
+                                "items",
+                                &format!("row{}", counter % 10_000),
+                                &format!("f{op}"),
+                                counter as i64,
+                            );
+                        }
+                        tx.commit().expect("commit")
+                    });
+                },
+            );
+        }
+    }
+    group.finish();
+}
+
+/// Applies the workload (genesis included) to a fresh replica from bytes:
+/// decode, hash, batch-verify, admit, apply, one fsync per group.
+fn merge_all(dir: &Path, workload: &Workload, encoded: &[Vec<u8>]) {
+    let db = empty_replica(dir, workload);
+    for batch in encoded.chunks(8192) {
+        let report = db.apply_encoded(batch).expect("apply");
+        assert!(
+            report.refused.is_empty() && report.pending.is_empty(),
+            "workload applies cleanly"
+        );
+    }
+}
+
+fn remote_merge(c: &mut Criterion) {
+    let mut group = c.benchmark_group("remote_merge");
+    for (changes, authors) in [(1_000usize, 3usize), (10_000, 10), (100_000, 100)] {
+        let workload = generate(spec(changes, authors));
+        let encoded = workload.encoded();
+        group.throughput(Throughput::Elements(encoded.len() as u64));
+        group.bench_function(
+            BenchmarkId::new("into_empty", format!("{changes}_changes_{authors}_authors")),
+            |b| {
+                b.iter_batched(
+                    || tempfile::tempdir().expect("tempdir"),
+                    |dir| merge_all(dir.path(), &workload, &encoded),
+                    BatchSize::PerIteration,
+                );
+            },
+        );
+    }
+    // Warm: a replica already holding 100k changes receives 1k more.
+    let workload = generate(spec(101_000, 20));
+    let encoded = workload.encoded();
+    let (held, fresh) = encoded.split_at(encoded.len() - 1_000);
+    let template = tempfile::tempdir().expect("tempdir");
+    merge_all(&template.path().join("db"), &workload, held);
+    group.throughput(Throughput::Elements(fresh.len() as u64));
+    group.bench_function(BenchmarkId::new("into_warm_100k", "1000_changes"), |b| {
+        b.iter_batched(
+            || copy_dir(&template.path().join("db")),
+            |dir| {
+                let db = Db::open(dir.path().join("db"), options(SyncMode::Always)).expect("open");
+                let report = db.apply_encoded(fresh).expect("apply");
+                assert_eq!(report.accepted.len(), fresh.len());
+                dir
+            },
+            BatchSize::PerIteration,
+        );
+    });
+    // One at a time: each change arrives alone (its own verify and fsync).
+    let workload = generate(spec(1_000, 3));
+    let encoded = workload.encoded();
+    group.throughput(Throughput::Elements(encoded.len() as u64));
+    for (name, sync) in [
+        ("one_at_a_time_fsync", SyncMode::Always),
+        ("one_at_a_time_relaxed", SyncMode::Relaxed),
+    ] {
+        group.bench_function(BenchmarkId::new(name, "1000_changes"), |b| {
+            b.iter_batched(
+                || tempfile::tempdir().expect("tempdir"),
+                |dir| {
+                    let db = Db::join(dir.path(), workload.database, options(sync)).expect("join");
+                    for change in &encoded {
+                        db.apply_encoded(std::slice::from_ref(change))
+                            .expect("apply");
+                    }
+                },
+                BatchSize::PerIteration,
+            );
+        });
+    }
+    group.finish();
+}
+
+fn copy_dir(from: &Path) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let status = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(from)
+        .arg(dir.path())
+        .status()
+        .expect("cp");
+    assert!(status.success(), "copying the warm replica");
+    dir
+}
+
+fn merge_vs_automerge(c: &mut Criterion) {
+    let mut group = c.benchmark_group("merge_vs_automerge");
+    for (changes, authors) in [(1_000usize, 3usize), (10_000, 10)] {
+        let workload = generate(Spec {
+            automerge: true,
+            ..spec(changes, authors)
+        });
+        let encoded = workload.encoded();
+        group.throughput(Throughput::Elements(workload.changes.len() as u64));
+        let label = format!("{changes}_changes_{authors}_authors");
+        group.bench_function(BenchmarkId::new("peers", &label), |b| {
+            b.iter_batched(
+                || tempfile::tempdir().expect("tempdir"),
+                |dir| merge_all(dir.path(), &workload, &encoded),
+                BatchSize::PerIteration,
+            );
+        });
+        group.bench_function(BenchmarkId::new("automerge", &label), |b| {
+            b.iter_batched(
+                || workload.automerge.clone(),
+                |raw| {
+                    let changes: Vec<automerge::Change> = raw
+                        .into_iter()
+                        .map(|bytes| automerge::Change::from_bytes(bytes).expect("decodes"))
+                        .collect();
+                    let mut document = automerge::AutoCommit::new();
+                    document.apply_changes(changes).expect("applies");
+                    document
+                },
+                BatchSize::PerIteration,
+            );
+        });
+    }
+    group.finish();
+}
+
+fn rebuild(c: &mut Criterion) {
+    let mut group = c.benchmark_group("rebuild");
+    for changes in [10_000usize, 100_000] {
+        let workload = generate(spec(changes, 10));
+        let encoded = workload.encoded();
+        let dir = tempfile::tempdir().expect("tempdir");
+        merge_all(&dir.path().join("db"), &workload, &encoded);
+        let db = Db::open(dir.path().join("db"), options(SyncMode::Always)).expect("open");
+        group.throughput(Throughput::Elements(encoded.len() as u64));
+        group.bench_function(
+            BenchmarkId::new("from_log", format!("{changes}_changes")),
+            |b| {
+                b.iter(|| db.rebuild(&mut |_, _| {}).expect("rebuild"));
+            },
+        );
+    }
+    group.finish();
+}
+
+fn primitives(c: &mut Criterion) {
+    use ed25519_dalek::{Signer, SigningKey};
+    let mut group = c.benchmark_group("primitives");
+    let workload = generate(spec(1_000, 3));
+    let typical: &Change = &workload.changes[500];
+    let bytes = typical.bytes().to_vec();
+    let key = SigningKey::from_bytes(&[7; 32]);
+    let message = [0u8; 58];
+    let signature = key.sign(&message);
+    let verifying = key.verifying_key();
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("ed25519_sign", |b| b.iter(|| key.sign(&message)));
+    group.bench_function("ed25519_verify_strict", |b| {
+        b.iter(|| verifying.verify_strict(&message, &signature))
+    });
+    group.bench_function("blake3_typical_change", |b| b.iter(|| blake3::hash(&bytes)));
+    group.bench_function("change_decode_typical", |b| {
+        b.iter(|| Change::decode(&bytes).expect("decodes"))
+    });
+    let identity = Identity::from_secret_bytes([7; 32]);
+    let _ = identity.author();
+    let batch: Vec<Change> = workload.changes[..64].to_vec();
+    group.throughput(Throughput::Elements(batch.len() as u64));
+    group.bench_function("ed25519_batch_verify_64_with_strict_checks", |b| {
+        b.iter(|| verify_signatures(&batch).expect("valid"))
+    });
+    let messages: Vec<[u8; 58]> = (0..64u8).map(|i| [i; 58]).collect();
+    let keys: Vec<SigningKey> = (0..64u8)
+        .map(|i| SigningKey::from_bytes(&[i; 32]))
+        .collect();
+    let signatures: Vec<_> = keys.iter().zip(&messages).map(|(k, m)| k.sign(m)).collect();
+    let verifying_keys: Vec<_> = keys.iter().map(SigningKey::verifying_key).collect();
+    let message_refs: Vec<&[u8]> = messages.iter().map(|m| m.as_slice()).collect();
+    group.bench_function("ed25519_batch_verify_64_raw", |b| {
+        b.iter(|| {
+            ed25519_dalek::verify_batch(&message_refs, &signatures, &verifying_keys).expect("valid")
+        })
+    });
+    group.finish();
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4))
+        .configure_from_args()
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = primitives, local_commit, remote_merge, merge_vs_automerge, rebuild
+}
+criterion_main!(benches);

@@ -1,0 +1,43 @@
+//! Applies one generated workload to a fresh replica and prints changes/s,
+//! for profiling the remote-merge path alone:
+//! `cargo run --release -p peers-benches --example merge_profile -- 10000 10`
+//! (changes, authors), or under `perf record -g`.
+
+use std::time::Instant;
+
+use peers_benches::{Spec, generate};
+use peers_engine::{Db, Options};
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let changes: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(10_000);
+    let authors: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(10);
+    let started = Instant::now();
+    let workload = generate(Spec {
+        authors,
+        changes,
+        seed: 0x9ee7_5eed,
+        automerge: false,
+    });
+    let encoded = workload.encoded();
+    eprintln!(
+        "generated {} changes in {:?}",
+        encoded.len(),
+        started.elapsed()
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Db::join(dir.path().join("db"), workload.database, Options::default()).expect("join");
+    let started = Instant::now();
+    for batch in encoded.chunks(8192) {
+        let report = db.apply_encoded(batch).expect("apply");
+        assert!(report.refused.is_empty() && report.pending.is_empty());
+    }
+    let elapsed = started.elapsed();
+    println!(
+        "merged {} changes ({} ops) in {:?}: {:.0} changes/s",
+        encoded.len(),
+        workload.ops,
+        elapsed,
+        encoded.len() as f64 / elapsed.as_secs_f64()
+    );
+}

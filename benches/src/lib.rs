@@ -1,0 +1,320 @@
+//! The one seeded workload generator every bench uses.
+//!
+//! A workload is a database's genesis plus `changes` signed changes from
+//! `authors` authors over rows of 5-20 fields, with concurrent writes to the
+//! same fields, deletes and counter increments. Concurrency is realistic:
+//! before each commit an author has seen every change older than a random
+//! lag (0 to 2 x authors changes), so deps name the others' latest seen
+//! changes and lamports follow the rule. The same logical ops can also be
+//! produced as automerge changes (one document per table, flat keys
+//! `row/field` in the root map: see benches/README.md for why).
+
+use peers_engine::{
+    Author, CHANGE_FORMAT_VERSION, Change, ChangeBody, ChangeHash, DEPS_MAX, DatabaseId, Identity,
+    Op, Value,
+};
+
+/// What to generate.
+#[derive(Clone, Copy, Debug)]
+pub struct Spec {
+    /// Authors (3 to 100).
+    pub authors: usize,
+    /// Changes after the genesis.
+    pub changes: usize,
+    /// Seed of the generator.
+    pub seed: u64,
+    /// Also produce the automerge changes of the same ops.
+    pub automerge: bool,
+}
+
+/// A generated workload.
+pub struct Workload {
+    /// The database id.
+    pub database: DatabaseId,
+    /// The genesis change (author 0's seq 1).
+    pub genesis: Change,
+    /// The changes, in a causal order (generation order).
+    pub changes: Vec<Change>,
+    /// The same ops as automerge changes, encoded (empty unless asked).
+    pub automerge: Vec<Vec<u8>>,
+    /// Total ops in `changes`.
+    pub ops: usize,
+}
+
+impl Workload {
+    /// Genesis then changes, encoded.
+    pub fn encoded(&self) -> Vec<Vec<u8>> {
+        std::iter::once(&self.genesis)
+            .chain(&self.changes)
+            .map(|change| change.bytes().to_vec())
+            .collect()
+    }
+}
+
+/// splitmix64: small, seeded, good enough for workloads.
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator from a seed.
+    pub fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in `0..bound`.
+    pub fn below(&mut self, bound: usize) -> usize {
+        (self.next_u64() % bound as u64) as usize
+    }
+}
+
+struct AuthorChain {
+    identity: Identity,
+    /// (global index, hash, lamport) of each change, in seq order.
+    changes: Vec<(usize, ChangeHash, u64)>,
+    automerge: Option<automerge::AutoCommit>,
+    /// Global changes applied to `automerge` so far (own ones are there anyway).
+    automerge_seen: usize,
+}
+
+const TABLE: &str = "items";
+
+/// Generates a workload (deterministic for a spec).
+pub fn generate(spec: Spec) -> Workload {
+    assert!(spec.authors >= 1, "at least one author");
+    let mut rng = Rng::new(spec.seed);
+    let mut authors: Vec<AuthorChain> = (0..spec.authors)
+        .map(|index| {
+            let mut secret = [0u8; 32];
+            secret[..8].copy_from_slice(&(index as u64 + 1).to_le_bytes());
+            secret[8..16].copy_from_slice(&spec.seed.to_le_bytes());
+            let identity = Identity::from_secret_bytes(secret);
+            let automerge = spec.automerge.then(|| {
+                automerge::AutoCommit::new()
+                    .with_actor(automerge::ActorId::from(identity.author().0.to_vec()))
+            });
+            AuthorChain {
+                identity,
+                changes: Vec::new(),
+                automerge,
+                automerge_seen: 0,
+            }
+        })
+        .collect();
+    let genesis = authors[0].identity.sign(ChangeBody {
+        version: CHANGE_FORMAT_VERSION,
+        database: DatabaseId::GENESIS,
+        author: authors[0].identity.author(),
+        seq: 1,
+        prev: None,
+        deps: Vec::new(),
+        lamport: 1,
+        wall_ms: 1_764_288_000_000,
+        ops: vec![Op::Genesis {
+            nonce: spec
+                .seed
+                .to_le_bytes()
+                .repeat(2)
+                .try_into()
+                .expect("16 bytes"),
+        }],
+    });
+    let database = DatabaseId(genesis.hash().0);
+    authors[0].changes.push((0, genesis.hash(), 1));
+    let rows = (spec.changes / 4).max(4);
+    let mut changes = Vec::with_capacity(spec.changes);
+    let mut automerge_changes = Vec::new();
+    let mut ops_total = 0;
+    for index in 1..=spec.changes {
+        let writer = rng.below(spec.authors);
+        let lag = rng.below(2 * spec.authors + 1);
+        let seen = index.saturating_sub(lag).max(1);
+        let ops = ops_for(&mut rng, rows);
+        ops_total += ops.len();
+        if spec.automerge {
+            let encoded = automerge_commit(&mut authors, writer, seen, &automerge_changes, &ops);
+            automerge_changes.push(encoded);
+        }
+        let change = peers_commit(&mut authors, writer, index, seen, database, ops);
+        changes.push(change);
+    }
+    Workload {
+        database,
+        genesis,
+        changes,
+        automerge: automerge_changes,
+        ops: ops_total,
+    }
+}
+
+/// One to three ops on a row with 5-20 fields; sets dominate, with counter
+/// increments and the odd delete.
+fn ops_for(rng: &mut Rng, rows: usize) -> Vec<Op> {
+    let row_index = rng.below(rows);
+    let row = format!("row{row_index:06}");
+    let fields = 5 + (row_index * 7919) % 16;
+    let count = 1 + rng.below(3);
+    (0..count)
+        .map(|_| {
+            let roll = rng.below(100);
+            if roll < 3 {
+                Op::Delete {
+                    table: TABLE.into(),
+                    row: row.clone(),
+                }
+            } else if roll < 18 {
+                Op::Increment {
+                    table: TABLE.into(),
+                    row: row.clone(),
+                    field: "count".into(),
+                    delta: 1 + rng.below(5) as i64,
+                }
+            } else {
+                let field = format!("f{}", rng.below(fields));
+                let value = if rng.below(2) == 0 {
+                    Value::Int(rng.next_u64() as i64 >> 20)
+                } else {
+                    Value::Str(format!("value-{}", rng.below(1_000_000)))
+                };
+                Op::Set {
+                    table: TABLE.into(),
+                    row: row.clone(),
+                    field,
+                    value,
+                }
+            }
+        })
+        .collect()
+}
+
+fn peers_commit(
+    authors: &mut [AuthorChain],
+    writer: usize,
+    index: usize,
+    seen: usize,
+    database: DatabaseId,
+    ops: Vec<Op>,
+) -> Change {
+    let author: Author = authors[writer].identity.author();
+    let mut deps: Vec<(u64, ChangeHash)> = Vec::new();
+    for (other, chain) in authors.iter().enumerate() {
+        if other == writer {
+            continue;
+        }
+        let visible = chain
+            .changes
+            .partition_point(|(global, _, _)| *global < seen);
+        if visible > 0 {
+            let (_, hash, lamport) = chain.changes[visible - 1];
+            deps.push((lamport, hash));
+        }
+    }
+    deps.sort_unstable_by(|a, b| b.cmp(a));
+    deps.truncate(DEPS_MAX);
+    let chain = &authors[writer];
+    let prev = chain
+        .changes
+        .last()
+        .map(|(_, hash, lamport)| (*hash, *lamport));
+    let lamport = 1 + deps
+        .iter()
+        .map(|(lamport, _)| *lamport)
+        .chain(prev.map(|(_, l)| l))
+        .max()
+        .unwrap_or(0);
+    let mut dep_hashes: Vec<ChangeHash> = deps.into_iter().map(|(_, hash)| hash).collect();
+    dep_hashes.sort_unstable();
+    let change = chain.identity.sign(ChangeBody {
+        version: CHANGE_FORMAT_VERSION,
+        database,
+        author,
+        seq: chain.changes.len() as u64 + 1,
+        prev: prev.map(|(hash, _)| hash),
+        deps: dep_hashes,
+        lamport,
+        wall_ms: 1_764_288_000_000 + index as u64,
+        ops,
+    });
+    authors[writer]
+        .changes
+        .push((index, change.hash(), lamport));
+    change
+}
+
+/// The same ops by the same author, after the same seen prefix, in automerge.
+fn automerge_commit(
+    authors: &mut [AuthorChain],
+    writer: usize,
+    seen: usize,
+    global: &[Vec<u8>],
+    ops: &[Op],
+) -> Vec<u8> {
+    use automerge::transaction::Transactable;
+    use automerge::{ROOT, ReadDoc, ScalarValue};
+    let own: std::collections::HashSet<usize> = authors[writer]
+        .changes
+        .iter()
+        .map(|(global, _, _)| *global)
+        .collect();
+    let chain = &mut authors[writer];
+    let document = chain.automerge.as_mut().expect("automerge requested");
+    // global[k] is workload change k + 1; apply what this author has now seen.
+    let start = chain.automerge_seen;
+    let end = seen.saturating_sub(1).max(start);
+    let incoming: Vec<automerge::Change> = (start..end)
+        .filter(|k| !own.contains(&(k + 1)))
+        .map(|k| automerge::Change::from_bytes(global[k].clone()).expect("own encoding"))
+        .collect();
+    document.apply_changes(incoming).expect("causal order");
+    chain.automerge_seen = end;
+    for op in ops {
+        match op {
+            Op::Set {
+                row, field, value, ..
+            } => {
+                document
+                    .put(
+                        ROOT,
+                        format!("{row}/{field}"),
+                        ScalarValue::from(value.clone()),
+                    )
+                    .expect("put");
+            }
+            Op::Increment {
+                row, field, delta, ..
+            } => {
+                let key = format!("{row}/{field}");
+                let is_counter = matches!(document.get(ROOT, &key), Ok(Some((automerge::Value::Scalar(s), _))) if matches!(s.as_ref(), ScalarValue::Counter(_)));
+                if is_counter {
+                    document.increment(ROOT, &key, *delta).expect("increment");
+                } else {
+                    document
+                        .put(ROOT, &key, ScalarValue::counter(*delta))
+                        .expect("put counter");
+                }
+            }
+            Op::Delete { row, .. } => {
+                let prefix = format!("{row}/");
+                let keys: Vec<String> = document
+                    .keys(ROOT)
+                    .filter(|key| key.starts_with(&prefix))
+                    .collect();
+                for key in keys {
+                    document.delete(ROOT, key.as_str()).expect("delete");
+                }
+            }
+            _ => {}
+        }
+    }
+    document.commit();
+    document
+        .get_last_local_change()
+        .expect("just committed")
+        .raw_bytes()
+        .to_vec()
+}

@@ -1,0 +1,682 @@
+//! Fuzz targets: one per decoder, plus one model target (STYLE.md habit 14,
+//! DESIGN.md "Bad input").
+//!
+//! Each function takes arbitrary bytes and panics only on a bug: a decoder
+//! that panics, or a broken property checked here (round trips, stable
+//! hashes, state untouched by refused input, the merge against
+//! [`crate::reference_model`]). `fuzz/fuzz_targets/*.rs` hands them to
+//! libFuzzer; `tests/fuzz_corpus.rs` runs them over `fuzz/seeds/` and
+//! deterministic mutations of it on every `cargo test`.
+//!
+//! Databases live in the system temp dir and bare logs in `/dev/shm` when it
+//! exists (see [`scratch_dir`]); `PEERS_FUZZ_SCRATCH=DIR` puts both in DIR.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::Path;
+use std::sync::{Mutex, PoisonError};
+
+use peers_engine::{
+    CHANGE_FORMAT_VERSION, Change, ChangeBody, ChangeHash, ChangeSetReader, ChangeSetWriter,
+    DatabaseId, Db, Identity, Op, Options, SyncMode, Value, verify_signature, verify_signatures,
+};
+use peers_wal::{Position, Wal};
+
+use crate::{all_changes, reference_model, rows, sync_into};
+
+/// Most program steps [`merge_model`] runs, so one input takes milliseconds.
+pub const MERGE_STEPS_MAX: usize = 64;
+/// Most reopens in one [`merge_model`] program (each costs a RocksDB open).
+pub const MERGE_REOPENS_MAX: usize = 2;
+/// Writers in [`merge_model`].
+pub const AUTHORS: usize = 3;
+/// Table names [`merge_model`] writes.
+pub const TABLES: &[&str] = &["t0", "t1"];
+const ROWS: &[&str] = &["r0", "r1", "r2"];
+const FIELDS: &[&str] = &["f0", "f1"];
+/// Name of the first segment [`wal_open`] writes.
+pub const FIRST_SEGMENT: &str = "00000000000000000000.wal";
+/// Most segments [`wal_open`] splits its input into.
+pub const WAL_SEGMENTS_MAX: usize = 3;
+
+/// The fixed identity number `index`: authors are 0, 1, 2; replicas that
+/// only receive use 3.
+pub fn identity(index: u8) -> Identity {
+    Identity::from_secret_bytes([index.wrapping_add(1); 32])
+}
+
+/// Options of every database here: relaxed fsync, a fixed identity.
+pub fn options(identity_index: u8) -> Options {
+    Options {
+        sync: SyncMode::Relaxed,
+        identity: Some(identity(identity_index)),
+        ..Options::default()
+    }
+}
+
+/// The genesis change of the fixture database: fixed nonce, clock and
+/// author, so [`database_id`] is the same in every process and every seed.
+pub fn genesis() -> Change {
+    let author = identity(0);
+    author.sign(ChangeBody {
+        version: CHANGE_FORMAT_VERSION,
+        database: DatabaseId::GENESIS,
+        author: author.author(),
+        seq: 1,
+        prev: None,
+        deps: Vec::new(),
+        lamport: 1,
+        wall_ms: 1_700_000_000_000,
+        ops: vec![Op::Genesis {
+            nonce: *b"peers fuzz nonce",
+        }],
+    })
+}
+
+/// The fixture database every seed and replica here belongs to.
+pub fn database_id() -> DatabaseId {
+    DatabaseId(genesis().hash().0)
+}
+
+/// A new temporary directory for databases: under `$PEERS_FUZZ_SCRATCH` if
+/// set, else the system temp dir. (Not `/dev/shm`: RocksDB preallocates its
+/// files, which on tmpfs allocates real pages and makes each open ~2x slower.)
+pub fn scratch_dir() -> tempfile::TempDir {
+    let builder = || {
+        let mut builder = tempfile::Builder::new();
+        builder.prefix("peers-fuzz-");
+        builder
+    };
+    match std::env::var_os("PEERS_FUZZ_SCRATCH") {
+        Some(root) => builder().tempdir_in(root),
+        None => builder().tempdir(),
+    }
+    .expect("a temporary directory")
+}
+
+/// A new temporary directory for a bare log: in memory (`/dev/shm`) when
+/// possible, where its fsyncs cost nothing; `$PEERS_FUZZ_SCRATCH` overrides.
+pub fn memory_scratch_dir() -> tempfile::TempDir {
+    let shm = Path::new("/dev/shm");
+    if std::env::var_os("PEERS_FUZZ_SCRATCH").is_none()
+        && shm.is_dir()
+        && let Ok(dir) = tempfile::Builder::new()
+            .prefix("peers-fuzz-")
+            .tempdir_in(shm)
+    {
+        return dir;
+    }
+    scratch_dir()
+}
+
+/// An empty replica of the fixture database (not even the genesis).
+pub fn join_fixture(dir: &Path, identity_index: u8) -> Db {
+    Db::join(dir, database_id(), options(identity_index)).expect("join the fixture database")
+}
+
+// ---------------------------------------------------------------- change
+
+/// `Change::decode` on arbitrary bytes: never panics; what decodes keeps its
+/// exact bytes, decodes again to the same change and hash, and gets the same
+/// signature verdict alone, twice, and in a batch.
+pub fn change_decode(data: &[u8]) {
+    let Ok(change) = Change::decode(data) else {
+        return;
+    };
+    assert_eq!(change.bytes(), data, "a decoded change keeps its bytes");
+    let again = Change::decode(change.bytes()).expect("a change's own bytes decode");
+    assert_eq!(again, change);
+    assert_eq!(again.hash(), change.hash(), "the hash is stable");
+    // Debug, not ==: a NaN value is not equal to itself.
+    assert_eq!(
+        format!("{:?}", again.body()),
+        format!("{:?}", change.body())
+    );
+    assert_eq!(
+        change.predecessors().count(),
+        usize::from(change.body().prev.is_some()) + change.body().deps.len()
+    );
+    let verdict = verify_signature(&change);
+    assert_eq!(verify_signature(&again), verdict, "the verdict is stable");
+    let batch = verify_signatures(&[change, again]);
+    match verdict {
+        Ok(()) => assert_eq!(batch, Ok(()), "batch and single verdicts agree"),
+        Err(fault) => assert_eq!(batch, Err((0, fault)), "batch and single verdicts agree"),
+    }
+}
+
+// ---------------------------------------------------------------- wal
+
+/// Writes `data` as the segments of a log: byte 0 says how many segments
+/// (1 + byte % [`WAL_SEGMENTS_MAX`]), then one u16 (little endian) length per
+/// segment but the last, then the bytes of the segments back to back. Each
+/// segment is named by its base (the sum of the lengths before it), so the
+/// chain of bases is always right and the fuzzer reaches the frames.
+pub fn write_wal_segments(dir: &Path, data: &[u8]) {
+    let Some((&mode, mut rest)) = data.split_first() else {
+        return;
+    };
+    let segments = 1 + usize::from(mode) % WAL_SEGMENTS_MAX;
+    let mut lengths = Vec::with_capacity(segments);
+    for _ in 1..segments {
+        let length = match rest {
+            [low, high, tail @ ..] => {
+                rest = tail;
+                usize::from(u16::from_le_bytes([*low, *high]))
+            }
+            _ => 0,
+        };
+        lengths.push(length);
+    }
+    let mut base = 0usize;
+    for index in 0..segments {
+        let length = lengths
+            .get(index)
+            .copied()
+            .unwrap_or(usize::MAX)
+            .min(rest.len());
+        let (segment, tail) = rest.split_at(length);
+        rest = tail;
+        let path = dir.join(format!("{base:020}.wal"));
+        fs::write(&path, segment).expect("write a segment file");
+        base += length;
+    }
+}
+
+/// The inverse of [`write_wal_segments`] for a real log directory: its
+/// segments (at most [`WAL_SEGMENTS_MAX`], each under 64 KiB) as one input.
+pub fn wal_input(dir: &Path) -> Vec<u8> {
+    let mut names: Vec<_> = fs::read_dir(dir)
+        .expect("list the log")
+        .map(|entry| entry.expect("log entry").path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "wal"))
+        .collect();
+    names.sort();
+    assert!(
+        (1..=WAL_SEGMENTS_MAX).contains(&names.len()),
+        "{} segments",
+        names.len()
+    );
+    let segments: Vec<Vec<u8>> = names
+        .iter()
+        .map(|p| fs::read(p).expect("read segment"))
+        .collect();
+    let mut input = vec![u8::try_from(segments.len() - 1).expect("few segments")];
+    for segment in &segments[..segments.len() - 1] {
+        let length = u16::try_from(segment.len()).expect("a seed segment is under 64 KiB");
+        input.extend_from_slice(&length.to_le_bytes());
+    }
+    for segment in &segments {
+        input.extend_from_slice(segment);
+    }
+    input
+}
+
+fn wal_options() -> peers_wal::Options {
+    peers_wal::Options {
+        sync: SyncMode::Relaxed,
+        ..peers_wal::Options::default()
+    }
+}
+
+/// Every record of an opened log; an opened log checked every frame, so
+/// each must read back.
+fn read_all(wal: &Wal) -> Vec<(Position, Vec<u8>)> {
+    wal.iter_from(wal.start())
+        .expect("iterate an opened log from its start")
+        .map(|item| item.expect("every record of an opened log reads"))
+        .collect()
+}
+
+/// `Wal::open` on arbitrary segment files ([`write_wal_segments`]): never
+/// panics; once open, every record reads back by iteration and by
+/// position, odd positions give errors, and a second open finds the same
+/// records and nothing to cut, also after one more append.
+pub fn wal_open(data: &[u8]) {
+    let dir = memory_scratch_dir();
+    let log = dir.path().join("log");
+    fs::create_dir(&log).expect("create the log directory");
+    write_wal_segments(&log, data);
+    let Ok((wal, report)) = Wal::open(&log, wal_options()) else {
+        return;
+    };
+    let records = read_all(&wal);
+    assert_eq!(
+        records.len() as u64,
+        report.records,
+        "report counts the records"
+    );
+    assert_eq!(wal.end(), report.end);
+    for (position, payload) in &records {
+        assert_eq!(&wal.read_at(*position).expect("read_at a record"), payload);
+    }
+    probe_positions(&wal, &records, data);
+    let end = wal.end();
+    drop(wal);
+    let (wal, report) = Wal::open(&log, wal_options()).expect("an opened log opens again");
+    assert_eq!(report.torn_tail, None, "the first open left nothing to cut");
+    assert_eq!(read_all(&wal), records, "the same records after a reopen");
+    assert_eq!(wal.end(), end);
+    let appended: &[u8] = b"appended after recovery";
+    let Ok(position) = wal.append(appended) else {
+        return;
+    };
+    drop(wal);
+    let (wal, report) = Wal::open(&log, wal_options()).expect("reopen after an append");
+    assert_eq!(report.torn_tail, None, "an append leaves nothing to cut");
+    let mut expected = records;
+    expected.push((position, appended.to_vec()));
+    assert_eq!(read_all(&wal), expected, "the append follows the records");
+}
+
+/// `read_at` and `iter_from` at positions that are not records: errors or
+/// records, never a panic or an iteration that does not move forward.
+fn probe_positions(wal: &Wal, records: &[(Position, Vec<u8>)], data: &[u8]) {
+    let mut probes = vec![
+        0,
+        1,
+        31,
+        wal.start().0,
+        wal.end().0,
+        wal.end().0 + 1,
+        u64::MAX,
+    ];
+    probes.extend(records.iter().map(|(position, _)| position.0 + 1));
+    probes.extend(records.iter().map(|(position, _)| position.0 + 8));
+    probes.extend(
+        data.get(..8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes"))),
+    );
+    // A frame takes at least 8 bytes, so no iteration yields more than this
+    // (a position inside a payload may yield frames nested in it: allowed).
+    let most = usize::try_from((wal.end().0 - wal.start().0) / 8 + 1).unwrap_or(usize::MAX);
+    for probe in probes {
+        let _ = wal.read_at(Position(probe));
+        if let Ok(iter) = wal.iter_from(Position(probe)) {
+            assert!(
+                iter.take(most + 1).count() <= most,
+                "iteration moves forward"
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------- change set
+
+/// A replica of the fixture database, reused across calls while no call
+/// changes it (so every call starts from the same empty state).
+struct Replica {
+    db: Db,
+    _dir: tempfile::TempDir,
+}
+
+impl Replica {
+    fn fresh() -> Replica {
+        let dir = scratch_dir();
+        let db = join_fixture(&dir.path().join("replica"), 3);
+        Replica { db, _dir: dir }
+    }
+}
+
+static REPLICA: Mutex<Option<Replica>> = Mutex::new(None);
+
+/// `ChangeSetReader` then `Db::apply_encoded`, as `peers import` does, on
+/// arbitrary bytes: never panics; a file that reads cleanly writes back to
+/// the same bytes; applying never fails, leaves the state hash alone when
+/// nothing is accepted, and otherwise gives the reference model's rows.
+pub fn changeset_import(data: &[u8]) {
+    let Ok(mut reader) = ChangeSetReader::new(data) else {
+        return;
+    };
+    let mut records = Vec::new();
+    let mut clean = true;
+    for item in reader.by_ref() {
+        match item {
+            Ok(record) => records.push(record),
+            Err(_) => clean = false,
+        }
+    }
+    assert!(
+        reader.next().is_none(),
+        "the reader stops after its end or an error"
+    );
+    let decoded: Vec<Change> = records
+        .iter()
+        .filter_map(|r| Change::decode(r).ok())
+        .collect();
+    if clean && decoded.len() == records.len() {
+        assert_eq!(reader.bytes_read(), data.len() as u64);
+        let mut writer = ChangeSetWriter::new(Vec::new(), reader.database()).expect("header");
+        for change in &decoded {
+            writer.write(change).expect("write to memory");
+        }
+        assert_eq!(
+            writer.finish().expect("finish"),
+            data,
+            "a clean file writes back the same"
+        );
+    }
+    apply_to_replica(&records, &decoded);
+}
+
+fn apply_to_replica(records: &[Vec<u8>], decoded: &[Change]) {
+    let mut slot = REPLICA.lock().unwrap_or_else(PoisonError::into_inner);
+    let replica = slot.get_or_insert_with(Replica::fresh);
+    let before = replica.db.state_hash().expect("state hash");
+    let report = replica
+        .db
+        .apply_encoded(records)
+        .expect("bad input is refused, never an error");
+    let after = replica.db.state_hash().expect("state hash");
+    if report.accepted.is_empty() {
+        assert_eq!(
+            before, after,
+            "nothing accepted, nothing changed: {report:?}"
+        );
+    } else if report.inert.is_empty() {
+        // The replica was empty, so it holds exactly what it accepted.
+        let by_hash: BTreeMap<ChangeHash, &Change> =
+            decoded.iter().map(|c| (c.hash(), c)).collect();
+        let held: Vec<Change> = report.accepted.iter().map(|h| by_hash[h].clone()).collect();
+        let tables = tables_of(&held);
+        let tables: Vec<&str> = tables.iter().map(String::as_str).collect();
+        assert_eq!(
+            format!("{:?}", rows(&replica.db, &tables)),
+            format!("{:?}", reference_model(&held)),
+            "accepted changes merge as the reference model says"
+        );
+    }
+    if !report.accepted.is_empty() || replica.db.pending_len() > 0 {
+        *slot = None;
+    }
+}
+
+fn tables_of(changes: &[Change]) -> BTreeSet<String> {
+    changes
+        .iter()
+        .flat_map(|change| change.ops().iter().filter_map(Op::row))
+        .map(|(table, _)| table.to_owned())
+        .collect()
+}
+
+// ---------------------------------------------------------------- merge
+
+/// Reads a program's bytes; past the end, every byte is 0.
+struct Program<'a> {
+    bytes: &'a [u8],
+}
+
+impl Program<'_> {
+    fn next(&mut self) -> Option<u8> {
+        let (&first, rest) = self.bytes.split_first()?;
+        self.bytes = rest;
+        Some(first)
+    }
+
+    fn next_or_zero(&mut self) -> u8 {
+        self.next().unwrap_or(0)
+    }
+}
+
+/// splitmix64: the order in which the final replica receives changes.
+pub struct SplitMix(pub u64);
+
+impl SplitMix {
+    /// The next 64 pseudo-random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number below `bound` (which must not be 0).
+    pub fn below(&mut self, bound: usize) -> usize {
+        (self.next_u64() % bound as u64) as usize
+    }
+}
+
+fn fnv1a(data: &[u8]) -> u64 {
+    data.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+/// A value from a byte: every variant, NaN and the extremes included.
+fn value(byte: u8) -> Value {
+    let small = i64::from(byte as i8);
+    match byte % 10 {
+        0 => Value::Null,
+        1 => Value::Bool(byte & 0x10 != 0),
+        2 => Value::Int(small),
+        3 => Value::Uint(u64::MAX - u64::from(byte)),
+        4 => Value::F64(if byte & 0x10 != 0 { f64::NAN } else { -0.0 }),
+        5 => Value::Str(format!("s{}", byte >> 4)),
+        6 => Value::Bytes(vec![byte; usize::from(byte >> 5)]),
+        7 => Value::Timestamp(small),
+        8 => Value::Counter(delta(byte)),
+        _ => Value::F64(f64::from(byte) / 4.0),
+    }
+}
+
+/// A counter delta or base; 0x7f and 0x80 stand for the i64 extremes (wrapping).
+fn delta(byte: u8) -> i64 {
+    match byte {
+        0x7f => i64::MAX,
+        0x80 => i64::MIN,
+        other => i64::from(other as i8),
+    }
+}
+
+/// Three writers, each with its own replica of the fixture database.
+pub struct Model {
+    /// Writer `i` signs as [`identity`]`(i)`; writer 0 holds the genesis.
+    /// Declared before `dir`: databases close before their directory goes.
+    pub writers: Vec<Db>,
+    /// Holds `w0`, `w1`, `w2` (and `fresh` during the check).
+    pub dir: tempfile::TempDir,
+    reopens: usize,
+}
+
+impl Default for Model {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Model {
+    /// Three empty writers; writer 0 holds the genesis.
+    pub fn new() -> Model {
+        let dir = scratch_dir();
+        let writers: Vec<Db> = (0..AUTHORS as u8)
+            .map(|index| join_fixture(&dir.path().join(format!("w{index}")), index))
+            .collect();
+        let report = writers[0].apply(vec![genesis()]).expect("apply genesis");
+        assert_eq!(report.accepted.len(), 1, "{report:?}");
+        Model {
+            writers,
+            dir,
+            reopens: 0,
+        }
+    }
+
+    /// One step. Code bits: 0-2 the kind (0-4 commit, 5-6 sync, 7 reopen),
+    /// 3-4 the author, 5-7 the author synced from. Reopens past
+    /// [`MERGE_REOPENS_MAX`] do nothing.
+    fn step(&mut self, code: u8, program: &mut Program<'_>) {
+        let author = usize::from(code >> 3) % AUTHORS;
+        let other = usize::from(code >> 5) % AUTHORS;
+        match code & 7 {
+            0..=4 => self.commit(author, program),
+            5 | 6 if author != other => sync_into(&self.writers[other], &self.writers[author]),
+            5 | 6 => {}
+            _ if self.reopens < MERGE_REOPENS_MAX => self.reopen(author),
+            _ => {}
+        }
+    }
+
+    /// A transaction of 1-3 ops, each two bytes: what and where, then a value or delta.
+    fn commit(&self, author: usize, program: &mut Program<'_>) {
+        let count = 1 + usize::from(program.next_or_zero()) % 3;
+        let mut tx = self.writers[author].transaction();
+        for _ in 0..count {
+            let (what, argument) = (program.next_or_zero(), program.next_or_zero());
+            let table = TABLES[usize::from(what >> 2) % TABLES.len()];
+            let row = ROWS[usize::from(what >> 3) % ROWS.len()];
+            let field = FIELDS[usize::from(what >> 5) % FIELDS.len()];
+            match what & 3 {
+                0 => tx.set(table, row, field, value(argument)),
+                1 => tx.delete(table, row),
+                2 => tx.increment(table, row, field, delta(argument)),
+                _ => tx.set(table, row, field, Value::Counter(delta(argument))),
+            };
+        }
+        tx.commit().expect("a transaction of valid ops commits");
+    }
+
+    /// Closes and reopens a writer: replay from the log.
+    fn reopen(&mut self, author: usize) {
+        self.reopens += 1;
+        let old = self.writers.remove(author);
+        let before = old.state_hash().expect("state hash");
+        let path = old.dir().to_owned();
+        drop(old);
+        let db = Db::open(&path, options(author as u8)).expect("reopen a writer");
+        assert_eq!(
+            db.state_hash().expect("state hash"),
+            before,
+            "reopen keeps the state"
+        );
+        self.writers.insert(author, db);
+    }
+
+    /// Runs a program of at most [`MERGE_STEPS_MAX`] steps.
+    pub fn run(&mut self, data: &[u8]) {
+        let mut program = Program { bytes: data };
+        for _ in 0..MERGE_STEPS_MAX {
+            let Some(code) = program.next() else {
+                break;
+            };
+            self.step(code, &mut program);
+        }
+    }
+
+    /// Every change any writer holds, by hash.
+    pub fn all_changes(&self) -> Vec<Change> {
+        let mut all = BTreeMap::new();
+        for writer in &self.writers {
+            for change in all_changes(writer) {
+                all.insert(change.hash(), change);
+            }
+        }
+        all.into_values().collect()
+    }
+
+    /// A fresh replica gets every change in a shuffled order and random
+    /// batches; it and the fully synced writer 0 must both hold the reference
+    /// model's rows, the same state hash, and nothing pending.
+    fn check(&self, shuffle: &mut SplitMix) {
+        let mut changes = self.all_changes();
+        for index in (1..changes.len()).rev() {
+            changes.swap(index, shuffle.below(index + 1));
+        }
+        let fresh = join_fixture(&self.dir.path().join("fresh"), 3);
+        for batch in batches(&changes, shuffle) {
+            let report = fresh.apply(batch.to_vec()).expect("apply");
+            assert!(report.refused.is_empty(), "refused: {report:?}");
+        }
+        assert_eq!(fresh.pending_len(), 0, "every predecessor arrived");
+        let expected = format!("{:?}", reference_model(&changes));
+        assert_eq!(
+            format!("{:?}", rows(&fresh, TABLES)),
+            expected,
+            "fresh replica vs model"
+        );
+        let state = fresh.state_hash().expect("state hash");
+        let again = changes[shuffle.below(changes.len())..].to_vec();
+        let report = fresh.apply(again).expect("apply duplicates");
+        assert!(
+            report.accepted.is_empty(),
+            "duplicates are not new: {report:?}"
+        );
+        assert_eq!(
+            fresh.state_hash().expect("state hash"),
+            state,
+            "duplicates change nothing"
+        );
+        for other in &self.writers[1..] {
+            sync_into(other, &self.writers[0]);
+        }
+        let writer = &self.writers[0];
+        assert_eq!(
+            format!("{:?}", rows(writer, TABLES)),
+            expected,
+            "synced writer vs model"
+        );
+        assert_eq!(
+            writer.state_hash().expect("state hash"),
+            state,
+            "writer vs fresh replica"
+        );
+    }
+}
+
+/// Splits `changes` into consecutive batches of 1 to 4.
+fn batches<'a>(changes: &'a [Change], shuffle: &mut SplitMix) -> Vec<&'a [Change]> {
+    let mut out = Vec::new();
+    let mut rest = changes;
+    while !rest.is_empty() {
+        let (batch, tail) = rest.split_at((1 + shuffle.below(4)).min(rest.len()));
+        out.push(batch);
+        rest = tail;
+    }
+    out
+}
+
+/// The merge on a program of at most [`MERGE_STEPS_MAX`] steps by three
+/// writers (commits of Set, Delete, Increment and counter Sets on a few
+/// tables, rows and fields; syncs between writers; reopens), then a check
+/// against [`reference_model`] in a receive order chosen by the input.
+pub fn merge_model(data: &[u8]) {
+    let mut model = Model::new();
+    model.run(data);
+    model.check(&mut SplitMix(fnv1a(data)));
+}
+
+/// Builders of [`merge_model`] programs (the inverse of its decoding), for seeds.
+pub mod program {
+    /// Op kind: set a field to a value chosen by the argument byte.
+    pub const SET: u8 = 0;
+    /// Op kind: delete the row.
+    pub const DELETE: u8 = 1;
+    /// Op kind: increment the field by the argument (0x7f and 0x80: the i64 extremes).
+    pub const INCREMENT: u8 = 2;
+    /// Op kind: set the field to a counter with the argument as base.
+    pub const SET_COUNTER: u8 = 3;
+
+    /// The "what" byte of an op: kind, table 0-1, row 0-2, field 0-1.
+    pub fn what(kind: u8, table: u8, row: u8, field: u8) -> u8 {
+        kind | table << 2 | row << 3 | field << 5
+    }
+
+    /// Author 0-2 commits 1-3 ops, each `(what, argument)`.
+    pub fn commit(author: u8, ops: &[(u8, u8)]) -> Vec<u8> {
+        assert!((1..=3).contains(&ops.len()), "1 to 3 ops");
+        let mut bytes = vec![author << 3, (ops.len() - 1) as u8];
+        for (what, argument) in ops {
+            bytes.extend_from_slice(&[*what, *argument]);
+        }
+        bytes
+    }
+
+    /// Author `to` receives everything author `from` holds.
+    pub fn sync(to: u8, from: u8) -> Vec<u8> {
+        vec![5 | to << 3 | from << 5]
+    }
+
+    /// Author closes and reopens its database.
+    pub fn reopen(author: u8) -> Vec<u8> {
+        vec![7 | author << 3]
+    }
+}

@@ -1,0 +1,649 @@
+//! Equivocation: one key K, used on two replicas E1 and E2, signs two
+//! different changes for seq 3 (branch A on E1; branch B, seq 3 and 4, on
+//! E2), touching the same rows and fields as the owner O. DESIGN.md
+//! "Changes": every replica that holds both cuts K at seq 2, the view
+//! becomes what it would be had K's seq >= 3 never been applied, the log
+//! keeps them, and O's change that lists a cut change in `deps` stays valid.
+//! The verdict depends only on which changes a replica holds, never on the
+//! order they came in.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use peers_engine::{
+    ApplyReport, Change, ChangeHash, Db, Error, Identity, Op, Options, Row, StateHash, Value,
+};
+use peers_tests::{all_changes, commit_ops, reference_model, relaxed, replica_of, rows, sync_into};
+use proptest::prelude::*;
+use tempfile::TempDir;
+
+const TABLES: &[&str] = &["notes", "tasks"];
+
+/// The ops of O_a, K1, K2, K3a, K3b, K4b and O_b, in that order.
+type ScenarioOps = [Vec<Op>; 7];
+
+/// The change set of one equivocation, and the replicas that wrote it.
+struct Scenario {
+    dir: TempDir,
+    owner: Db,
+    e1: Db,
+    e2: Db,
+    key: Identity,
+    /// O's genesis, O_a, K1, K2: what both branches share.
+    shared: Vec<Change>,
+    /// K3a, written on E1.
+    branch_a: Change,
+    /// K3b and K4b, written on E2.
+    branch_b: Vec<Change>,
+    /// O_b, written by O after syncing from E2: its deps name K4b.
+    owner_late: Change,
+    /// Every change: O's log (a causal order), then K3a.
+    all: Vec<Change>,
+}
+
+impl Scenario {
+    /// K's changes from the fork on: cut from every view that holds the fork.
+    fn cut(&self) -> BTreeSet<ChangeHash> {
+        self.all
+            .iter()
+            .filter(|change| self.is_cut(change))
+            .map(Change::hash)
+            .collect()
+    }
+
+    fn is_cut(&self, change: &Change) -> bool {
+        change.author() == self.key.author() && change.seq() >= 3
+    }
+
+    fn valid(&self) -> Vec<Change> {
+        self.all
+            .iter()
+            .filter(|change| !self.is_cut(change))
+            .cloned()
+            .collect()
+    }
+
+    fn replica(&self, name: &str) -> Db {
+        replica_of(&self.owner, &self.dir.path().join(name))
+    }
+}
+
+fn set(table: &str, row: &str, field: &str, value: impl Into<Value>) -> Op {
+    Op::Set {
+        table: table.into(),
+        row: row.into(),
+        field: field.into(),
+        value: value.into(),
+    }
+}
+
+fn increment(table: &str, row: &str, field: &str, delta: i64) -> Op {
+    Op::Increment {
+        table: table.into(),
+        row: row.into(),
+        field: field.into(),
+        delta,
+    }
+}
+
+fn delete(table: &str, row: &str) -> Op {
+    Op::Delete {
+        table: table.into(),
+        row: row.into(),
+    }
+}
+
+fn commit(db: &Db, ops: &[Op]) -> Change {
+    let hash = commit_ops(db, ops);
+    db.get_change(&hash).expect("lookup").expect("held")
+}
+
+/// O writes; E1 (key K) syncs and writes K1, K2; E2 (key K) syncs from E1;
+/// E1 writes K3a; E2 writes K3b, K4b; O syncs from E2 and writes O_b.
+fn build(ops: &ScenarioOps) -> Scenario {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let owner = Db::create(dir.path().join("owner"), relaxed()).expect("create");
+    let key = Identity::generate();
+    let as_k = || Options {
+        identity: Some(key.clone()),
+        ..relaxed()
+    };
+    let e1 = Db::join(dir.path().join("e1"), owner.database_id(), as_k()).expect("join");
+    let e2 = Db::join(dir.path().join("e2"), owner.database_id(), as_k()).expect("join");
+    assert_eq!(e1.author(), key.author());
+    assert_eq!(e2.author(), key.author());
+    let o_a = commit(&owner, &ops[0]);
+    sync_into(&owner, &e1);
+    let k1 = commit(&e1, &ops[1]);
+    let k2 = commit(&e1, &ops[2]);
+    sync_into(&e1, &e2);
+    let branch_a = commit(&e1, &ops[3]);
+    let k3b = commit(&e2, &ops[4]);
+    let k4b = commit(&e2, &ops[5]);
+    assert_eq!((branch_a.seq(), k3b.seq(), k4b.seq()), (3, 3, 4));
+    assert_ne!(branch_a.hash(), k3b.hash());
+    sync_into(&e2, &owner);
+    let owner_late = commit(&owner, &ops[6]);
+    assert!(
+        owner_late.body().deps.contains(&k4b.hash()),
+        "O_b names branch B in its deps"
+    );
+    let mut all = all_changes(&owner);
+    let genesis = all[0].clone();
+    all.push(branch_a.clone());
+    Scenario {
+        dir,
+        owner,
+        e1,
+        e2,
+        key,
+        shared: vec![genesis, o_a, k1, k2],
+        branch_a,
+        branch_b: vec![k3b, k4b],
+        owner_late,
+        all,
+    }
+}
+
+/// Fixed ops: branch A and B both rewrite fields O and K1/K2 wrote, delete
+/// rows O later writes to, and increment a counter O increments.
+fn fixed_ops() -> ScenarioOps {
+    [
+        // O_a
+        vec![
+            set("notes", "r1", "title", "o"),
+            set("notes", "r2", "n", Value::Counter(10)),
+            set("tasks", "t1", "done", false),
+        ],
+        // K1, K2
+        vec![
+            set("notes", "r1", "title", "k1"),
+            increment("notes", "r2", "n", 1),
+        ],
+        vec![
+            set("notes", "r3", "x", "k2"),
+            set("tasks", "t1", "done", true),
+        ],
+        // K3a (branch A)
+        vec![
+            set("notes", "r1", "title", "k3a"),
+            delete("notes", "r3"),
+            increment("notes", "r2", "n", 100),
+        ],
+        // K3b, K4b (branch B)
+        vec![
+            set("notes", "r1", "title", "k3b"),
+            set("notes", "r4", "y", "k3b"),
+            delete("tasks", "t1"),
+        ],
+        vec![
+            delete("notes", "r2"),
+            set("notes", "r3", "x", "k4b"),
+            increment("notes", "r2", "n", 7),
+        ],
+        // O_b
+        vec![
+            set("notes", "r1", "body", "o"),
+            increment("notes", "r2", "n", 5),
+            set("notes", "r4", "y", "o"),
+            set("notes", "r3", "z", "o"),
+        ],
+    ]
+}
+
+/// Applies each batch; no refusal is expected. Returns the reports.
+fn deliver(db: &Db, batches: &[Vec<Change>]) -> Vec<ApplyReport> {
+    batches
+        .iter()
+        .map(|batch| {
+            let report = db.apply(batch.clone()).expect("apply");
+            assert!(report.refused.is_empty(), "refused: {report:?}");
+            report
+        })
+        .collect()
+}
+
+/// Every (table, row) some change touches.
+fn touched_rows(changes: &[Change]) -> BTreeSet<(String, String)> {
+    changes
+        .iter()
+        .flat_map(|change| {
+            change
+                .ops()
+                .iter()
+                .filter_map(Op::row)
+                .map(|(t, r)| (t.to_owned(), r.to_owned()))
+        })
+        .collect()
+}
+
+/// What every replica that holds the whole scenario must show.
+fn check_replica(
+    name: &str,
+    db: &Db,
+    scenario: &Scenario,
+    expected_rows: &BTreeMap<(String, String), Row>,
+    expected: StateHash,
+) {
+    assert_eq!(db.pending_len(), 0, "{name}: nothing pending");
+    assert_eq!(
+        db.state_hash().expect("state hash"),
+        expected,
+        "{name}: state hash"
+    );
+    assert_eq!(&rows(db, TABLES), expected_rows, "{name}: rows");
+    for change in &scenario.all {
+        assert!(
+            db.get_change(&change.hash()).expect("lookup").is_some(),
+            "{name}: the log keeps {change:?}"
+        );
+    }
+    let cut = scenario.cut();
+    for (table, row) in touched_rows(&scenario.all) {
+        let history = db.history(&table, &row).expect("history");
+        let held: BTreeSet<ChangeHash> = history.iter().map(|entry| entry.hash).collect();
+        let touching: BTreeSet<ChangeHash> = scenario
+            .all
+            .iter()
+            .filter(|change| {
+                change
+                    .ops()
+                    .iter()
+                    .any(|op| op.row() == Some((&table, &row)))
+            })
+            .map(Change::hash)
+            .collect();
+        assert_eq!(held, touching, "{name}: history of {table}/{row}");
+        for entry in &history {
+            assert_eq!(
+                entry.valid,
+                !cut.contains(&entry.hash),
+                "{name}: {table}/{row} {entry:?}"
+            );
+        }
+    }
+    let report = db.verify(&mut |_, _| {}).expect("verify");
+    assert!(report.ok(), "{name}: {report:?}");
+    assert_eq!(
+        report.changes,
+        scenario.all.len() as u64,
+        "{name}: every logged change re-verified"
+    );
+    assert_eq!(report.live_state_hash, expected);
+    let (replayed, rebuilt) = db.rebuild(&mut |_, _| {}).expect("rebuild");
+    assert_eq!(
+        replayed,
+        scenario.all.len() as u64,
+        "{name}: rebuild replays the log"
+    );
+    assert_eq!(rebuilt, expected, "{name}: rebuilt state hash");
+    assert_eq!(
+        &rows(db, TABLES),
+        expected_rows,
+        "{name}: rows after rebuild"
+    );
+}
+
+/// Each report's `inert` lists only accepted changes, all of them cut.
+fn check_inert_sound(name: &str, reports: &[ApplyReport], cut: &BTreeSet<ChangeHash>) {
+    for report in reports {
+        for hash in &report.inert {
+            assert!(
+                report.accepted.contains(hash),
+                "{name}: inert {hash} was accepted: {report:?}"
+            );
+            assert!(
+                cut.contains(hash),
+                "{name}: inert {hash} is a cut change: {report:?}"
+            );
+        }
+    }
+}
+
+/// The fork is detected in any delivery order: three replicas receive the
+/// same changes (branch A first; branch B and O_b first; all at once) and
+/// end equal to each other, to O, E1, E2, and to the reference model of
+/// every change but K's seq >= 3. The cut changes stay in the log, are
+/// marked invalid in history, O_b stays applied, verify and rebuild agree,
+/// and K can no longer write on either replica.
+#[test]
+fn fork_cuts_the_author_in_any_order() {
+    let scenario = build(&fixed_ops());
+    let expected_rows = reference_model(&scenario.valid());
+    // Spot checks that the cut is visible: without it r2 would be deleted
+    // by K4b, and r1's title would be K3a's or K3b's (the same stamp!).
+    let r1 = &expected_rows[&("notes".to_owned(), "r1".to_owned())];
+    assert_eq!(r1.get("title"), Some(&Value::from("k1")));
+    assert_eq!(
+        r1.get("body"),
+        Some(&Value::from("o")),
+        "O_b, which deps on a cut change, stays applied"
+    );
+    let r2 = &expected_rows[&("notes".to_owned(), "r2".to_owned())];
+    assert_eq!(r2.get("n"), Some(&Value::Counter(10 + 1 + 5)));
+    let cut = scenario.cut();
+    assert_eq!(cut.len(), 3);
+
+    let r1_db = scenario.replica("r1");
+    let mut first = scenario.shared.clone();
+    first.push(scenario.branch_a.clone());
+    let r1_reports = deliver(&r1_db, &[first, scenario.all.clone()]);
+    assert!(
+        r1_reports[0].inert.is_empty(),
+        "before the fork nothing is inert: {:?}",
+        r1_reports[0]
+    );
+    for hash in scenario.branch_b.iter().map(Change::hash) {
+        assert!(
+            r1_reports[1].inert.contains(&hash),
+            "branch B arrives after branch A: inert {:?}",
+            r1_reports[1]
+        );
+    }
+
+    let r2_db = scenario.replica("r2");
+    let mut first: Vec<Change> = scenario.branch_b.clone();
+    first.push(scenario.owner_late.clone());
+    first.reverse();
+    let mut r2_reports = deliver(&r2_db, &[first]);
+    assert_eq!(
+        r2_reports[0].pending.len(),
+        3,
+        "branch B and O_b wait for their predecessors: {:?}",
+        r2_reports[0]
+    );
+    assert_eq!(
+        r2_db.state_hash().expect("state hash"),
+        replica_of_nothing_hash(&scenario),
+        "nothing applied yet"
+    );
+    r2_reports.extend(deliver(&r2_db, std::slice::from_ref(&scenario.all)));
+    assert!(
+        r2_reports[1].inert.contains(&scenario.branch_a.hash()),
+        "branch A arrives last: {:?}",
+        r2_reports[1]
+    );
+
+    let r3_db = scenario.replica("r3");
+    let r3_reports = deliver(&r3_db, std::slice::from_ref(&scenario.all));
+    assert!(
+        r3_reports[0].inert.contains(&scenario.branch_a.hash()),
+        "{:?}",
+        r3_reports[0]
+    );
+
+    let catch_up = |db: &Db| deliver(db, std::slice::from_ref(&scenario.all));
+    let others: Vec<(&str, &Db, Vec<ApplyReport>)> = vec![
+        ("owner", &scenario.owner, catch_up(&scenario.owner)),
+        ("e1", &scenario.e1, catch_up(&scenario.e1)),
+        ("e2", &scenario.e2, catch_up(&scenario.e2)),
+    ];
+    assert_eq!(
+        all_changes(&scenario.owner),
+        scenario.all,
+        "`all` is the owner's log order"
+    );
+
+    let expected = r3_db.state_hash().expect("state hash");
+    let replicas: Vec<(&str, &Db, Vec<ApplyReport>)> = vec![
+        ("r1", &r1_db, r1_reports),
+        ("r2", &r2_db, r2_reports),
+        ("r3", &r3_db, r3_reports),
+    ];
+    for (name, db, reports) in replicas.iter().chain(&others) {
+        check_inert_sound(name, reports, &cut);
+        check_replica(name, db, &scenario, &expected_rows, expected);
+    }
+    reopen_without_view(r3_db, &scenario, &expected_rows, expected);
+    for db in [&scenario.e1, &scenario.e2] {
+        let mut tx = db.transaction();
+        tx.set("notes", "r1", "title", "after the fork");
+        match tx.commit() {
+            Err(Error::IdentityCut { author, cut_seq: 2 }) => {
+                assert_eq!(author, scenario.key.author())
+            }
+            other => panic!("a cut identity cannot write: {other:?}"),
+        }
+    }
+}
+
+/// A forked replica closed, its `view/` deleted and reopened rebuilds the
+/// same view from the log: the cut is a function of the log alone.
+fn reopen_without_view(
+    db: Db,
+    scenario: &Scenario,
+    expected_rows: &BTreeMap<(String, String), Row>,
+    expected: StateHash,
+) {
+    let path = db.dir().to_owned();
+    drop(db);
+    std::fs::remove_dir_all(path.join("view")).expect("delete the view");
+    let db = Db::open(&path, relaxed()).expect("reopen");
+    check_replica(
+        "r3 without its view",
+        &db,
+        scenario,
+        expected_rows,
+        expected,
+    );
+}
+
+/// The state hash of an empty replica (a view with nothing applied).
+fn replica_of_nothing_hash(scenario: &Scenario) -> StateHash {
+    scenario.replica("empty").state_hash().expect("state hash")
+}
+
+/// An apply that completes a fork reports in `inert` every change it
+/// accepted that is not applied once it returns (ApplyReport: "Of
+/// `accepted`, those that are not applied"), whatever the order inside the
+/// batch. `Db::publish` relies on it: changes not in `inert` go to
+/// subscribers as applied changes.
+#[test]
+fn fork_in_one_apply_reports_every_cut_change_inert() {
+    let scenario = build(&fixed_ops());
+    let orders: Vec<(&str, Vec<Vec<Change>>)> = vec![
+        (
+            "branch A first",
+            vec![
+                [scenario.shared.clone(), vec![scenario.branch_a.clone()]].concat(),
+                scenario.all.clone(),
+            ],
+        ),
+        ("all at once", vec![scenario.all.clone()]),
+        (
+            "branch B first",
+            vec![
+                [scenario.branch_b.clone(), vec![scenario.owner_late.clone()]].concat(),
+                scenario.all.clone(),
+            ],
+        ),
+    ];
+    for (name, batches) in orders {
+        let db = scenario.replica(name);
+        let mut events = db.subscribe();
+        for batch in batches {
+            let report = db.apply(batch).expect("apply");
+            let not_applied: BTreeSet<ChangeHash> = report
+                .accepted
+                .iter()
+                .copied()
+                .filter(|hash| !is_applied(&db, &scenario, hash))
+                .collect();
+            let inert: BTreeSet<ChangeHash> = report.inert.iter().copied().collect();
+            assert_eq!(inert, not_applied, "{name}: {report:?}");
+            while let Ok(published) = events.try_recv() {
+                assert!(
+                    !not_applied.contains(&published.hash()),
+                    "{name}: {published:?} published as applied, but cut"
+                );
+            }
+        }
+    }
+}
+
+/// Whether a held change counts in the view, as its rows' history says.
+fn is_applied(db: &Db, scenario: &Scenario, hash: &ChangeHash) -> bool {
+    let change = scenario
+        .all
+        .iter()
+        .find(|change| change.hash() == *hash)
+        .expect("a scenario change");
+    let Some((table, row)) = change.ops().iter().find_map(Op::row) else {
+        return true;
+    };
+    let history = db.history(table, row).expect("history");
+    history
+        .iter()
+        .find(|entry| entry.hash == *hash)
+        .expect("in its row's history")
+        .valid
+}
+
+/// Sync ships the fork: after E1 and E2 (one branch each) sync both ways
+/// with `changes_since`, each holds both branches, nothing is left pending,
+/// K is cut on both, and they hold the same state (DESIGN.md "Sync":
+/// head hashes detect forks; "Authorization": the two changes that prove an
+/// equivocation are shipped by sync like any change).
+#[test]
+fn sync_ships_the_fork_between_the_branches() {
+    let scenario = build(&fixed_ops());
+    sync_into(&scenario.e2, &scenario.e1);
+    sync_into(&scenario.e1, &scenario.e2);
+    for (name, db) in [("e1", &scenario.e1), ("e2", &scenario.e2)] {
+        assert_eq!(db.pending_len(), 0, "{name}: waits on {:?}", db.missing());
+        assert!(
+            db.get_change(&scenario.branch_a.hash())
+                .expect("lookup")
+                .is_some(),
+            "{name} holds branch A"
+        );
+        for change in &scenario.branch_b {
+            assert!(
+                db.get_change(&change.hash()).expect("lookup").is_some(),
+                "{name} holds branch B"
+            );
+        }
+    }
+    assert_eq!(
+        scenario.e1.state_hash().expect("state hash"),
+        scenario.e2.state_hash().expect("state hash")
+    );
+    let held: Vec<Change> = scenario
+        .all
+        .iter()
+        .filter(|change| **change != scenario.owner_late)
+        .cloned()
+        .collect();
+    let valid: Vec<Change> = held
+        .into_iter()
+        .filter(|change| !scenario.is_cut(change))
+        .collect();
+    assert_eq!(rows(&scenario.e1, TABLES), reference_model(&valid));
+}
+
+/// A cut change that no valid change names is kept inert: "never applied,
+/// never pushed to peers on its own" (DESIGN.md "Authorization"), so a key
+/// that forked cannot keep growing every replica's log through sync.
+#[test]
+fn sync_does_not_forward_cut_changes_on_their_own() {
+    let scenario = build(&fixed_ops());
+    // E2 does not know of the fork yet and writes on.
+    let k5b = commit(&scenario.e2, &[set("notes", "r5", "spam", 1)]);
+    let report = scenario
+        .owner
+        .apply(vec![scenario.branch_a.clone(), k5b.clone()])
+        .expect("apply");
+    assert_eq!(
+        report.inert,
+        vec![scenario.branch_a.hash(), k5b.hash()],
+        "{report:?}"
+    );
+    let fresh = scenario.replica("fresh");
+    sync_into(&scenario.owner, &fresh);
+    assert_eq!(fresh.pending_len(), 0);
+    assert_eq!(
+        fresh.state_hash().expect("state hash"),
+        scenario.owner.state_hash().expect("state hash")
+    );
+    let k4b = &scenario.branch_b[1];
+    assert!(
+        fresh.get_change(&k4b.hash()).expect("lookup").is_some(),
+        "K4b is served: O_b names it"
+    );
+    assert!(
+        fresh.get_change(&k5b.hash()).expect("lookup").is_none(),
+        "K5b, cut and named by no valid change, stays behind"
+    );
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let table = prop_oneof![Just("notes"), Just("tasks")];
+    let row = (0..3usize).prop_map(|row| format!("r{row}"));
+    let field = (0..3usize).prop_map(|field| format!("f{field}"));
+    prop_oneof![
+        4 => (table.clone(), row.clone(), field.clone(), -3..3i64).prop_map(|(t, r, f, v)| set(t, &r, &f, v)),
+        1 => (table.clone(), row.clone(), field.clone(), -3..3i64).prop_map(|(t, r, f, v)| set(t, &r, &f, Value::Counter(v))),
+        1 => (table.clone(), row.clone()).prop_map(|(t, r)| delete(t, &r)),
+        2 => (table, row, field, -5..5i64).prop_map(|(t, r, f, d)| increment(t, &r, &f, d)),
+    ]
+}
+
+fn scenario_ops() -> impl Strategy<Value = ScenarioOps> {
+    prop::array::uniform7(prop::collection::vec(op(), 1..4))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
+
+    /// Any delivery order and batching of a fork's change set (random ops
+    /// over a few shared rows) gives one state hash, equal on two replicas,
+    /// whose rows equal the reference model of the valid changes.
+    #[test]
+    fn fork_converges_in_any_delivery_order(
+        ops in scenario_ops(),
+        orders in prop::collection::vec((any::<u64>(), 1..6usize, 0..3usize), 2),
+    ) {
+        let scenario = build(&ops);
+        let expected_rows = reference_model(&scenario.valid());
+        let mut hashes = Vec::new();
+        for (index, (seed, batch, duplicates)) in orders.into_iter().enumerate() {
+            let db = scenario.replica(&format!("replica{index}"));
+            let mut shuffled = scenario.all.clone();
+            shuffle(&mut shuffled, seed);
+            shuffled.extend(scenario.all.iter().rev().take(duplicates).cloned());
+            for chunk in shuffled.chunks(batch) {
+                let report = db.apply(chunk.to_vec()).expect("apply");
+                prop_assert!(report.refused.is_empty(), "refused: {:?}", report.refused);
+            }
+            prop_assert_eq!(db.pending_len(), 0);
+            prop_assert_eq!(rows(&db, TABLES), expected_rows.clone());
+            for (table, row) in touched_rows(&scenario.all) {
+                for entry in db.history(&table, &row).expect("history") {
+                    let change = scenario.all.iter().find(|change| change.hash() == entry.hash).expect("known");
+                    prop_assert_eq!(entry.valid, !scenario.is_cut(change));
+                }
+            }
+            let verified = db.verify(&mut |_, _| {}).expect("verify");
+            prop_assert!(verified.ok(), "{:?}", verified);
+            hashes.push(db.state_hash().expect("state hash"));
+        }
+        prop_assert_eq!(hashes[0], hashes[1]);
+        let owner_report = scenario.owner.apply(vec![scenario.branch_a.clone()]).expect("apply");
+        prop_assert_eq!(owner_report.inert, vec![scenario.branch_a.hash()]);
+        prop_assert_eq!(scenario.owner.state_hash().expect("state hash"), hashes[0]);
+    }
+}
+
+/// Deterministic Fisher-Yates with a splitmix64 stream.
+fn shuffle<T>(items: &mut [T], mut seed: u64) {
+    let mut next = || {
+        seed = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = seed;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    for index in (1..items.len()).rev() {
+        let other = (next() % (index as u64 + 1)) as usize;
+        items.swap(index, other);
+    }
+}
