@@ -34,6 +34,8 @@ pub const REPLAY_GROUP_CHANGES: usize = 4096;
 pub const SUBSCRIBE_BUFFER_CHANGES: usize = 4096;
 /// Received changes decoded and verified on two threads from this many on.
 const PARALLEL_CHANGES_MIN: usize = 512;
+/// Changes per stage of the verify/apply pipeline (one log append each).
+const PIPELINE_CHUNK_CHANGES: usize = 2048;
 
 const DATABASE_FILE: &str = "database";
 const IDENTITY_FILE: &str = "identity.key";
@@ -396,7 +398,38 @@ impl Db {
                 fresh.push(change);
             }
         }
-        let verified = verify_parallel(fresh, report);
+        if fresh.len() < PARALLEL_CHANGES_MIN {
+            let verified = Engine::verify_new(fresh, report);
+            return self.ingest_verified(verified, report);
+        }
+        // A pipeline: a worker verifies chunk k+1 while this thread applies
+        // chunk k, so signature checks and the view's work overlap.
+        let mut chunks: Vec<Vec<Change>> = Vec::new();
+        let mut rest = fresh;
+        while !rest.is_empty() {
+            let tail = rest.split_off(rest.len().min(PIPELINE_CHUNK_CHANGES));
+            chunks.push(std::mem::replace(&mut rest, tail));
+        }
+        std::thread::scope(|scope| {
+            let (sender, receiver) = std::sync::mpsc::sync_channel::<(Vec<Change>, ApplyReport)>(1);
+            scope.spawn(move || {
+                for chunk in chunks {
+                    let mut local = ApplyReport::default();
+                    let verified = Engine::verify_new(chunk, &mut local);
+                    if sender.send((verified, local)).is_err() {
+                        break;
+                    }
+                }
+            });
+            for (verified, local) in receiver {
+                report.refused.extend(local.refused);
+                self.ingest_verified(verified, report)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn ingest_verified(&self, verified: Vec<Change>, report: &mut ApplyReport) -> Result<()> {
         let mut engine = self.engine();
         let entries = verified.into_iter().map(|change| (change, None)).collect();
         let accepted = engine.ingest(entries, Source::New, report)?;

@@ -178,13 +178,14 @@ impl Engine {
             fresh: HashMap::new(),
             admitted: Vec::new(),
         };
+        let before = (report.accepted.len(), report.inert.len());
         let outcome = self.admit_all(&mut batch, changes, report, source);
         let outcome = outcome.and_then(|()| self.finish(batch, source));
         if outcome.is_err() {
             // Nothing of the group reached RocksDB: forget its in-memory effects.
             self.reload_heads()?;
-            report.accepted.clear();
-            report.inert.clear();
+            report.accepted.truncate(before.0);
+            report.inert.truncate(before.1);
         }
         let accepted = outcome?;
         report.accepted.extend(accepted.iter().map(Change::hash));

@@ -21,7 +21,7 @@ mod view;
 pub use change::{
     Author, CHANGE_BYTES_MAX, CHANGE_FORMAT_VERSION, Change, ChangeBody, ChangeHash, DEPS_MAX,
     DatabaseId, FormatError, HASH_CONTEXT, NAME_BYTES_MAX, OPS_MAX, Op, SIGNATURE_DOMAIN,
-    SignatureFault, StateHash, verify_signature, verify_signatures,
+    SignatureFault, StateHash, verify_ed25519_strict, verify_signature, verify_signatures,
 };
 pub use changeset::{
     CHANGE_SET_MAGIC, CHANGE_SET_VERSION, ChangeSetError, ChangeSetReader, ChangeSetWriter,

@@ -185,8 +185,16 @@ pub(crate) fn changes_since(view: &DB, wal: &Wal, since: &VersionVector) -> Resu
         );
         let state: AuthorState = decode(&value, &key)?;
         let from_seq = match since.get(&author) {
+            None => 1,
             Some(head) if group.contains(&keys::change(&head.hash))? => head.seq + 1,
-            _ => 1,
+            // Ahead of us on a chain we do not know: nothing of ours is new to
+            // them unless they forked, and then their side sends us their
+            // branch (our head is unknown to them), we cut, and the evidence
+            // goes back below.
+            Some(head) if head.seq > state.head_seq && state.cut.is_none() => continue,
+            // Our heads differ at a seq we both hold: the chains diverged
+            // somewhere below; send ours whole (the receiver drops duplicates).
+            Some(_) => 1,
         };
         let last_valid = state.cut.unwrap_or(state.head_seq);
         collect_chain(view, &author, from_seq, last_valid, &mut send)?;

@@ -14,7 +14,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::Path;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 use peers_engine::{
     CHANGE_FORMAT_VERSION, Change, ChangeBody, ChangeHash, ChangeSetReader, ChangeSetWriter,
@@ -325,9 +325,40 @@ static REPLICA: Mutex<Option<Replica>> = Mutex::new(None);
 /// the same bytes; applying never fails, leaves the state hash alone when
 /// nothing is accepted, and otherwise gives the reference model's rows.
 pub fn changeset_import(data: &[u8]) {
-    let Ok(mut reader) = ChangeSetReader::new(data) else {
+    import(data, false);
+}
+
+/// [`changeset_import`] by a hostile peer that holds the fixture keys: every
+/// record that decodes and names a fixture author is re-signed first, so
+/// forged seqs, prevs, deps, lamports and forks (equivocations) reach the
+/// engine's admission rules instead of stopping at the signature. Besides
+/// [`changeset_import`]'s checks: rows equal the reference model over the
+/// changes that survive the equivocation cuts (DESIGN.md "Changes"), and a
+/// second replica that receives the accepted changes in another order and
+/// batching holds the same state hash.
+pub fn signed_import(data: &[u8]) {
+    import(data, true);
+}
+
+fn import(data: &[u8], resign: bool) {
+    let Some(mut records) = read_changeset(data) else {
         return;
     };
+    if resign {
+        records = records.iter().map(|record| resigned(record)).collect();
+    }
+    let decoded: Vec<Change> = records
+        .iter()
+        .filter_map(|r| Change::decode(r).ok())
+        .collect();
+    apply_to_replica(&records, &decoded, resign.then(|| fnv1a(data)));
+}
+
+/// The records of a change-set file (as many as read before an error), or
+/// `None` without a valid header. Checks the reader: fused after its end or
+/// an error, and a file that reads cleanly writes back byte for byte.
+fn read_changeset(data: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let mut reader = ChangeSetReader::new(data).ok()?;
     let mut records = Vec::new();
     let mut clean = true;
     for item in reader.by_ref() {
@@ -356,10 +387,28 @@ pub fn changeset_import(data: &[u8]) {
             "a clean file writes back the same"
         );
     }
-    apply_to_replica(&records, &decoded);
+    Some(records)
 }
 
-fn apply_to_replica(records: &[Vec<u8>], decoded: &[Change]) {
+/// The record signed again by its author, if it decodes and its author is
+/// a fixture identity (ed25519 is deterministic: a genuine change comes back
+/// unchanged); else the record as is.
+fn resigned(record: &[u8]) -> Vec<u8> {
+    static KEYS: OnceLock<Vec<Identity>> = OnceLock::new();
+    let keys = KEYS.get_or_init(|| (0..4).map(identity).collect());
+    let Ok(change) = Change::decode(record) else {
+        return record.to_vec();
+    };
+    match keys.iter().find(|key| key.author() == change.author()) {
+        Some(key) => key.sign(change.body().clone()).bytes().to_vec(),
+        None => record.to_vec(),
+    }
+}
+
+/// Applies `records` to the (empty) per-process replica and checks the
+/// result; with `converge`, also against a second replica fed in an order
+/// shuffled by that seed.
+fn apply_to_replica(records: &[Vec<u8>], decoded: &[Change], converge: Option<u64>) {
     let mut slot = REPLICA.lock().unwrap_or_else(PoisonError::into_inner);
     let replica = slot.get_or_insert_with(Replica::fresh);
     let before = replica.db.state_hash().expect("state hash");
@@ -373,22 +422,75 @@ fn apply_to_replica(records: &[Vec<u8>], decoded: &[Change]) {
             before, after,
             "nothing accepted, nothing changed: {report:?}"
         );
-    } else if report.inert.is_empty() {
+    } else {
         // The replica was empty, so it holds exactly what it accepted.
         let by_hash: BTreeMap<ChangeHash, &Change> =
             decoded.iter().map(|c| (c.hash(), c)).collect();
         let held: Vec<Change> = report.accepted.iter().map(|h| by_hash[h].clone()).collect();
-        let tables = tables_of(&held);
-        let tables: Vec<&str> = tables.iter().map(String::as_str).collect();
-        assert_eq!(
-            format!("{:?}", rows(&replica.db, &tables)),
-            format!("{:?}", reference_model(&held)),
-            "accepted changes merge as the reference model says"
-        );
+        check_model(&replica.db, &held);
+        if let Some(seed) = converge {
+            check_other_order(&held, after, &mut SplitMix(seed));
+        }
     }
     if !report.accepted.is_empty() || replica.db.pending_len() > 0 {
         *slot = None;
     }
+}
+
+/// The changes that stay in the view: an author who has two held changes
+/// with one seq is cut at the lowest such seq minus one.
+pub fn valid_after_cuts(held: &[Change]) -> Vec<Change> {
+    let mut seen: BTreeMap<(peers_engine::Author, u64), ChangeHash> = BTreeMap::new();
+    let mut cuts: BTreeMap<peers_engine::Author, u64> = BTreeMap::new();
+    for change in held {
+        let key = (change.author(), change.seq());
+        if seen
+            .insert(key, change.hash())
+            .is_some_and(|h| h != change.hash())
+        {
+            let cut = cuts.entry(change.author()).or_insert(u64::MAX);
+            *cut = (*cut).min(change.seq() - 1);
+        }
+    }
+    held.iter()
+        .filter(|c| cuts.get(&c.author()).is_none_or(|cut| c.seq() <= *cut))
+        .cloned()
+        .collect()
+}
+
+fn check_model(db: &Db, held: &[Change]) {
+    let valid = valid_after_cuts(held);
+    let tables = tables_of(held);
+    let tables: Vec<&str> = tables.iter().map(String::as_str).collect();
+    assert_eq!(
+        format!("{:?}", rows(db, &tables)),
+        format!("{:?}", reference_model(&valid)),
+        "held changes merge as the reference model says (after cuts)"
+    );
+}
+
+/// A second empty replica receives `held` shuffled, in batches of 1-4: it
+/// accepts them all and ends with the same state hash.
+fn check_other_order(held: &[Change], state: peers_engine::StateHash, shuffle: &mut SplitMix) {
+    let mut changes = held.to_vec();
+    for index in (1..changes.len()).rev() {
+        changes.swap(index, shuffle.below(index + 1));
+    }
+    let dir = scratch_dir();
+    let other = join_fixture(&dir.path().join("other"), 3);
+    let mut accepted = 0;
+    for batch in batches(&changes, shuffle) {
+        let report = other.apply(batch.to_vec()).expect("apply");
+        assert!(report.refused.is_empty(), "refused: {report:?}");
+        accepted += report.accepted.len();
+    }
+    assert_eq!(accepted, held.len(), "every held change is accepted again");
+    assert_eq!(other.pending_len(), 0);
+    assert_eq!(
+        other.state_hash().expect("state hash"),
+        state,
+        "the same changes in another order give the same state"
+    );
 }
 
 fn tables_of(changes: &[Change]) -> BTreeSet<String> {

@@ -9,7 +9,9 @@
 
 use std::path::{Path, PathBuf};
 
-use peers_tests::fuzz_targets::{SplitMix, change_decode, changeset_import, merge_model, wal_open};
+use peers_tests::fuzz_targets::{
+    SplitMix, change_decode, changeset_import, merge_model, signed_import, wal_open,
+};
 
 fn seeds(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -124,6 +126,13 @@ fn wal_open_seeds_and_mutations() {
 #[test]
 fn changeset_import_seeds_and_mutations() {
     exercise("changeset_import", changeset_import, 300);
+}
+
+/// Hostile but validly signed changes (forged chains, forks) are refused or
+/// merged as the model says, in any order.
+#[test]
+fn signed_import_seeds_and_mutations() {
+    exercise("signed_import", signed_import, 200);
 }
 
 /// Random merge programs converge to the reference model in any receive order.

@@ -37,7 +37,9 @@ fn main() -> Result<()> {
     let history = all_changes(&model.writers[0]);
     write_all(&out.join("merge_model"), &programs)?;
     write_all(&out.join("change_decode"), &change_seeds(&history))?;
-    write_all(&out.join("changeset_import"), &changeset_seeds(&history)?)?;
+    let changesets = changeset_seeds(&history)?;
+    write_all(&out.join("changeset_import"), &changesets)?;
+    write_all(&out.join("signed_import"), &changesets)?;
     write_all(&out.join("wal_open"), &wal_seeds(&model, &history)?)?;
     for (name, program) in &programs {
         merge_model(program);
@@ -232,8 +234,9 @@ fn changeset(database: DatabaseId, changes: &[Change]) -> Result<Vec<u8>> {
 }
 
 /// Change-set files: the whole history, one author's chain, reversed (all
-/// pending until the end), with a duplicate, empty, genesis only, and a
-/// header naming another database.
+/// pending until the end), with a duplicate, with an equivocation (a second
+/// change for one author's seq), empty, genesis only, and a header naming
+/// another database.
 fn changeset_seeds(history: &[Change]) -> Result<Seeds> {
     let db = database_id();
     let one_author: Vec<Change> = history
@@ -244,8 +247,17 @@ fn changeset_seeds(history: &[Change]) -> Result<Seeds> {
     let reversed: Vec<Change> = history.iter().rev().cloned().collect();
     let mut duplicated = history[..history.len().min(4)].to_vec();
     duplicated.push(history[history.len().min(4) - 1].clone());
+    let forked = history
+        .iter()
+        .find(|c| c.author() == identity(1).author() && c.seq() >= 2)
+        .context("author 1 commits twice in the history")?;
+    let mut body = forked.body().clone();
+    body.wall_ms += 1;
+    let mut fork = history.to_vec();
+    fork.push(identity(1).sign(body));
     Ok(vec![
         ("history".into(), changeset(db, history)?),
+        ("fork".into(), changeset(db, &fork)?),
         ("one_author".into(), changeset(db, &one_author)?),
         ("reversed".into(), changeset(db, &reversed)?),
         ("duplicate".into(), changeset(db, &duplicated)?),
