@@ -229,9 +229,7 @@ impl Engine {
                 Admission::Wait(missing) => {
                     return Err(log_corrupt(
                         position,
-                        Refusal::Malformed(crate::change::FormatError::Invalid {
-                            rule: leak_missing(missing),
-                        }),
+                        Refusal::MissingPredecessor { missing },
                     ));
                 }
                 Admission::Refuse(refusal) if source == Source::New => {
@@ -577,10 +575,6 @@ fn log_corrupt(position: Option<Position>, refusal: Refusal) -> Error {
         position: position.map_or(POSITION_UNKNOWN, |position| position.0),
         reason: Box::new(refusal),
     }
-}
-
-fn leak_missing(_missing: ChangeHash) -> &'static str {
-    "a logged change names a predecessor that is not logged before it"
 }
 
 /// Indexes a change by (author, seq) and by every row it touches. The

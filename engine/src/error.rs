@@ -55,6 +55,13 @@ pub enum Refusal {
         /// What the change says.
         actual: u64,
     },
+    /// A change read back from the log names a predecessor that is not in
+    /// the log before it (the log is always in a causal order).
+    #[error("names {missing}, which is not logged before it")]
+    MissingPredecessor {
+        /// The predecessor not found.
+        missing: ChangeHash,
+    },
     /// The bounded pending set is full.
     #[error("pending set is full ({limit} changes): change waits on a missing predecessor")]
     PendingFull {

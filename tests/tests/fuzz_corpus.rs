@@ -125,18 +125,18 @@ fn wal_open_seeds_and_mutations() {
 /// Importing a damaged change-set file never panics and never changes state for nothing.
 #[test]
 fn changeset_import_seeds_and_mutations() {
-    exercise("changeset_import", changeset_import, 300);
+    exercise("changeset_import", changeset_import, 500);
 }
 
 /// Hostile but validly signed changes (forged chains, forks) are refused or
 /// merged as the model says, in any order.
 #[test]
 fn signed_import_seeds_and_mutations() {
-    exercise("signed_import", signed_import, 200);
+    exercise("signed_import", signed_import, 400);
 }
 
 /// Random merge programs converge to the reference model in any receive order.
 #[test]
 fn merge_model_seeds_and_mutations() {
-    exercise("merge_model", merge_model, 40);
+    exercise("merge_model", merge_model, 100);
 }
