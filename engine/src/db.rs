@@ -814,10 +814,15 @@ fn applied_position(view: &DB) -> Result<Option<Position>> {
     }
 }
 
+/// Empties the view. The range delete is then flushed and compacted away:
+/// left in place, its tombstone would sit in front of every lookup of the
+/// replay that follows.
 fn clear_view(view: &DB) -> Result<()> {
     let mut batch = rocksdb::WriteBatch::default();
     batch.delete_range(vec![0x00], vec![0xFF, 0xFF]);
     view.write(batch)?;
+    view.flush()?;
+    view.compact_range(None::<&[u8]>, None::<&[u8]>);
     Ok(())
 }
 
