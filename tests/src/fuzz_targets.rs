@@ -16,6 +16,7 @@ use std::fs;
 use std::path::Path;
 use std::sync::{Mutex, OnceLock, PoisonError};
 
+pub use crate::SplitMix;
 use peers_engine::{
     CHANGE_FORMAT_VERSION, Change, ChangeBody, ChangeHash, ChangeSetReader, ChangeSetWriter,
     DatabaseId, Db, Identity, Op, Options, SyncMode, Value, verify_signature, verify_signatures,
@@ -517,25 +518,6 @@ impl Program<'_> {
 
     fn next_or_zero(&mut self) -> u8 {
         self.next().unwrap_or(0)
-    }
-}
-
-/// splitmix64: the order in which the final replica receives changes.
-pub struct SplitMix(pub u64);
-
-impl SplitMix {
-    /// The next 64 pseudo-random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// A number below `bound` (which must not be 0).
-    pub fn below(&mut self, bound: usize) -> usize {
-        (self.next_u64() % bound as u64) as usize
     }
 }
 

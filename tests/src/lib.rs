@@ -170,3 +170,31 @@ pub fn reference_model(changes: &[Change]) -> BTreeMap<(String, String), Row> {
 
 /// libFuzzer targets, also run over fuzz/seeds by tests/fuzz_corpus.rs.
 pub mod fuzz_targets;
+
+/// splitmix64: a small seeded generator for orders, batchings and mutations.
+pub struct SplitMix(pub u64);
+
+impl SplitMix {
+    /// The next 64 pseudo-random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number below `bound` (which must not be 0).
+    pub fn below(&mut self, bound: usize) -> usize {
+        (self.next_u64() % bound as u64) as usize
+    }
+}
+
+/// Deterministic Fisher-Yates shuffle driven by [`SplitMix`].
+pub fn shuffle<T>(items: &mut [T], seed: u64) {
+    let mut random = SplitMix(seed);
+    for index in (1..items.len()).rev() {
+        let other = random.below(index + 1);
+        items.swap(index, other);
+    }
+}

@@ -12,7 +12,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use peers_engine::{
     ApplyReport, Change, ChangeHash, Db, Error, Identity, Op, Options, Row, StateHash, Value,
 };
-use peers_tests::{all_changes, commit_ops, reference_model, relaxed, replica_of, rows, sync_into};
+use peers_tests::{
+    all_changes, commit_ops, reference_model, relaxed, replica_of, rows, shuffle, sync_into,
+};
 use proptest::prelude::*;
 use tempfile::TempDir;
 
@@ -659,20 +661,5 @@ proptest! {
         let owner_report = scenario.owner.apply(vec![scenario.branch_a.clone()]).expect("apply");
         prop_assert_eq!(owner_report.inert, vec![scenario.branch_a.hash()]);
         prop_assert_eq!(scenario.owner.state_hash().expect("state hash"), hashes[0]);
-    }
-}
-
-/// Deterministic Fisher-Yates with a splitmix64 stream.
-fn shuffle<T>(items: &mut [T], mut seed: u64) {
-    let mut next = || {
-        seed = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = seed;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    };
-    for index in (1..items.len()).rev() {
-        let other = (next() % (index as u64 + 1)) as usize;
-        items.swap(index, other);
     }
 }

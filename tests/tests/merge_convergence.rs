@@ -5,7 +5,7 @@
 //! and lamports are realistic and writes are concurrent.
 
 use peers_engine::{Change, Db, Value};
-use peers_tests::{all_changes, reference_model, relaxed, replica_of, rows, sync_into};
+use peers_tests::{all_changes, reference_model, relaxed, replica_of, rows, shuffle, sync_into};
 use proptest::prelude::*;
 
 const TABLES: &[&str] = &["notes", "tasks"];
@@ -125,20 +125,5 @@ proptest! {
             prop_assert_eq!(replica.state_hash().expect("state hash"), expected_hash);
             prop_assert_eq!(rows(&replica, TABLES), expected_rows.clone());
         }
-    }
-}
-
-/// Deterministic Fisher-Yates with a splitmix64 stream.
-fn shuffle<T>(items: &mut [T], mut seed: u64) {
-    let mut next = || {
-        seed = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = seed;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    };
-    for index in (1..items.len()).rev() {
-        let other = (next() % (index as u64 + 1)) as usize;
-        items.swap(index, other);
     }
 }
