@@ -312,8 +312,7 @@ impl Db {
     /// Signs one change per request, chained, with deps from the heads.
     fn build_changes(&self, engine: &Engine, requests: &[CommitRequest]) -> Result<Vec<Change>> {
         let author = self.author();
-        let group = crate::view::Group::new(&self.inner.view);
-        let state = Engine::author_state(&group, &author)?;
+        let state = engine.author(&author);
         if let Some(cut) = state.and_then(|state| state.cut) {
             return Err(Error::IdentityCut {
                 author,

@@ -141,6 +141,11 @@ impl Engine {
         Ok(engine)
     }
 
+    /// An author's state as of the last applied group.
+    pub fn author(&self, author: &Author) -> Option<AuthorState> {
+        self.authors.get(author).copied()
+    }
+
     /// Reloads the in-memory heads from the view.
     pub fn reload_heads(&mut self) -> Result<()> {
         self.heads.clear();

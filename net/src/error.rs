@@ -1,0 +1,123 @@
+//! The one error type of `peers-net`. Refusals carry fields, not strings, so
+//! an embedder can match on them (STYLE habit 6).
+
+use std::fmt;
+
+use peers_engine::{Author, SignatureFault};
+
+/// Shorthand for `Result<T, peers_net::Error>`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Which step of a connection ran out of time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Stage {
+    /// The whole Noise handshake, including the identity proofs.
+    Handshake,
+    /// Waiting for one encrypted message.
+    Recv,
+    /// Writing one encrypted message (the peer does not read).
+    Send,
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Stage::Handshake => "handshake",
+            Stage::Recv => "receive",
+            Stage::Send => "send",
+        })
+    }
+}
+
+/// Everything that can go wrong on a secure channel. After any error the
+/// channel must be dropped: its cipher state may be out of step.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The socket failed (includes a connection reset or EOF inside a frame).
+    #[error("network I/O: {0}")]
+    Io(#[from] std::io::Error),
+    /// A step took longer than its timeout; the connection is dropped.
+    #[error("{stage} timed out after {after_ms} ms")]
+    Timeout {
+        /// The step that timed out.
+        stage: Stage,
+        /// The timeout that expired, in milliseconds.
+        after_ms: u64,
+    },
+    /// The Noise state machine refused a message: garbage, a wrong key, or a
+    /// message that fails authentication.
+    #[error("noise protocol: {0}")]
+    Noise(#[source] snow::Error),
+    /// The peer's signature over its Noise static key does not verify under
+    /// the ed25519 key it claims.
+    #[error("identity proof of {author} does not verify: {fault}")]
+    BadIdentityProof {
+        /// The key the peer claimed.
+        author: Author,
+        /// Why the signature was refused.
+        fault: SignatureFault,
+    },
+    /// The dialer pinned a key and the peer proved another one.
+    #[error("expected peer {expected}, but it is {actual}")]
+    UnexpectedKey {
+        /// The pinned key.
+        expected: Author,
+        /// The key the peer proved.
+        actual: Author,
+    },
+    /// A frame header announces more bytes than allowed; refused before
+    /// allocating.
+    #[error("frame of {bytes} bytes exceeds the maximum of {max}")]
+    FrameTooLarge {
+        /// The length the header announced.
+        bytes: u64,
+        /// The limit in force (handshake or transport).
+        max: u64,
+    },
+    /// The caller tried to send a message larger than [`crate::MESSAGE_BYTES_MAX`].
+    #[error("message of {bytes} bytes exceeds the maximum of {max}")]
+    MessageTooLarge {
+        /// The message's length.
+        bytes: u64,
+        /// [`crate::MESSAGE_BYTES_MAX`].
+        max: u64,
+    },
+    /// The peer speaks no channel protocol version we do.
+    #[error("peer speaks channel protocol version {found}, we speak {supported_min}..={supported_max}")]
+    UnsupportedVersion {
+        /// The highest version the peer offered (or the one it chose).
+        found: u16,
+        /// The lowest version we speak.
+        supported_min: u16,
+        /// The highest version we speak.
+        supported_max: u16,
+    },
+    /// A handshake payload has the wrong length for its version.
+    #[error("handshake message {message} has a payload of {bytes} bytes, expected {expected}")]
+    MalformedHandshake {
+        /// 1, 2 or 3: which Noise XX message.
+        message: u8,
+        /// Its decrypted payload's length.
+        bytes: u64,
+        /// The length its version requires.
+        expected: u64,
+    },
+    /// An encrypted frame's layout is impossible (a chunk shorter than a tag,
+    /// or the authenticated length disagrees with the frame length).
+    #[error("malformed encrypted frame of {bytes} bytes")]
+    MalformedFrame {
+        /// The frame's length on the wire.
+        bytes: u64,
+    },
+    /// The peer closed the connection cleanly between frames.
+    #[error("connection closed by peer")]
+    Closed,
+}
+
+impl From<snow::Error> for Error {
+    fn from(error: snow::Error) -> Self {
+        Error::Noise(error)
+    }
+}
