@@ -755,7 +755,7 @@ fn read_database_file(dir: &Path) -> Result<DatabaseId> {
     })
 }
 
-fn open_view(path: &Path, database: DatabaseId) -> Result<DB> {
+fn view_options() -> rocksdb::Options {
     let mut options = rocksdb::Options::default();
     options.create_if_missing(true);
     // The log is the truth: RocksDB's own WAL is off on every write, and a
@@ -770,31 +770,34 @@ fn open_view(path: &Path, database: DatabaseId) -> Result<DB> {
     options.set_block_based_table_factory(&table);
     options.set_memtable_whole_key_filtering(true);
     options.set_memtable_prefix_bloom_ratio(0.1);
+    options
+}
+
+/// Opens the view. A view of another layout version or another database is
+/// derived data that cannot be read as it is: it is dropped and rebuilt
+/// from the log by the replay that follows (never misread).
+fn open_view(path: &Path, database: DatabaseId) -> Result<DB> {
+    let options = view_options();
     let view = DB::open(&options, path)?;
-    match view.get(keys::meta(keys::META_VIEW_FORMAT))? {
-        None => {
-            view.put(
-                keys::meta(keys::META_VIEW_FORMAT),
-                VIEW_FORMAT_VERSION.to_be_bytes(),
-            )?;
-            view.put(keys::meta(keys::META_DATABASE), database.0)?;
-        }
-        Some(bytes) => {
-            let found = <[u8; 4]>::try_from(bytes.as_slice()).map_or(0, u32::from_be_bytes);
-            if found != VIEW_FORMAT_VERSION {
-                return Err(Error::ViewFormat {
-                    found,
-                    supported: VIEW_FORMAT_VERSION,
-                });
-            }
-            let stored = view.get(keys::meta(keys::META_DATABASE))?;
-            if stored.as_deref() != Some(database.0.as_slice()) {
-                return Err(Error::BadFile {
-                    path: path.to_owned(),
-                    what: "a view of this directory's database (delete the view directory: it is rebuilt from the log on open)",
-                });
-            }
-        }
+    let found = view
+        .get(keys::meta(keys::META_VIEW_FORMAT))?
+        .map(|bytes| <[u8; 4]>::try_from(bytes.as_slice()).map_or(0, u32::from_be_bytes));
+    let stored = view.get(keys::meta(keys::META_DATABASE))?;
+    let usable = found == Some(VIEW_FORMAT_VERSION) && stored.as_deref() == Some(database.0.as_slice());
+    if found.is_some() && !usable {
+        tracing::warn!(
+            path = %path.display(),
+            found = ?found,
+            supported = VIEW_FORMAT_VERSION,
+            "view of another format or database: rebuilding it from the log"
+        );
+        drop(view);
+        DB::destroy(&options, path)?;
+        return open_view(path, database);
+    }
+    if found.is_none() {
+        view.put(keys::meta(keys::META_VIEW_FORMAT), VIEW_FORMAT_VERSION.to_be_bytes())?;
+        view.put(keys::meta(keys::META_DATABASE), database.0)?;
     }
     Ok(view)
 }
@@ -948,3 +951,30 @@ const _: () = {
     const fn is_send_sync<T: Send + Sync>() {}
     is_send_sync::<Db>();
 };
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A view written by another layout version is never misread: opening
+    /// the database drops it and rebuilds the same state from the log.
+    #[test]
+    fn view_of_another_format_is_rebuilt_on_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("db");
+        let options = Options { sync: SyncMode::Relaxed, ..Options::default() };
+        let db = Db::create(&path, options.clone()).expect("create");
+        let mut tx = db.transaction();
+        tx.set("t", "r", "f", 1).increment("t", "r", "n", 2);
+        tx.commit().expect("commit");
+        let hash = db.state_hash().expect("state hash");
+        drop(db);
+        let view = DB::open(&view_options(), path.join(VIEW_DIR)).expect("open view");
+        view.put(keys::meta(keys::META_VIEW_FORMAT), 1u32.to_be_bytes()).expect("put");
+        view.put(keys::field("t", "r", "f"), b"not a register").expect("put");
+        drop(view);
+        let db = Db::open(&path, options).expect("reopen");
+        assert_eq!(db.state_hash().expect("state hash"), hash);
+        assert_eq!(db.get_field("t", "r", "f").expect("get"), Some(Value::Int(1)));
+    }
+}

@@ -159,11 +159,13 @@ impl Engine {
                 .map_err(|_| Error::ViewCorrupt { key: key.clone() })?;
             self.authors.insert(author, decode(&value, &key)?);
         }
-        for (key, value) in group.scan_prefix(&[keys::HEADS])? {
-            let hash =
-                keys::trailing_hash(&key).ok_or_else(|| Error::ViewCorrupt { key: key.clone() })?;
-            let head: (u64, Author) = decode(&value, &key)?;
-            self.heads.insert(hash, head);
+        let key = keys::meta(keys::META_HEADS);
+        if let Some(bytes) = group.get(&key)? {
+            let heads: Vec<(ChangeHash, u64, Author)> = decode(&bytes, &key)?;
+            self.heads = heads
+                .into_iter()
+                .map(|(hash, lamport, author)| (hash, (lamport, author)))
+                .collect();
         }
         Ok(())
     }
@@ -353,14 +355,9 @@ impl Engine {
         let body = change.body();
         write_chain_and_history(&mut batch.group, change, POSITION_UNKNOWN);
         for predecessor in change.predecessors() {
-            if self.heads.remove(&predecessor).is_some() {
-                batch.group.delete(keys::head(&predecessor));
-            }
+            self.heads.remove(&predecessor);
         }
         self.heads.insert(hash, (body.lamport, body.author));
-        batch
-            .group
-            .put(keys::head(&hash), encode(&(body.lamport, body.author)));
         let state = self.authors.get(&body.author).copied();
         let mut state = state.unwrap_or(AuthorState {
             head_seq: 0,
@@ -517,6 +514,15 @@ impl Engine {
             keys::meta(keys::META_APPLIED),
             applied_end.to_be_bytes().to_vec(),
         );
+        // The heads are few (about one per author) and change with almost
+        // every change: one value per group, not a key per head.
+        let mut heads: Vec<(ChangeHash, u64, Author)> = self
+            .heads
+            .iter()
+            .map(|(hash, (lamport, author))| (*hash, *lamport, *author))
+            .collect();
+        heads.sort_unstable();
+        batch.group.put(keys::meta(keys::META_HEADS), encode(&heads));
         let accepted: Vec<Change> = batch
             .admitted
             .into_iter()

@@ -97,16 +97,6 @@ pub enum Error {
         /// The key.
         key: Vec<u8>,
     },
-    /// The view was written by another layout version.
-    #[error(
-        "view format {found} is not {supported}; delete the view directory: it is rebuilt from the log on open"
-    )]
-    ViewFormat {
-        /// Stored version.
-        found: u32,
-        /// This build's.
-        supported: u32,
-    },
     /// The log holds a record that is not a valid change.
     #[error("log record at position {position} is not a valid change: {reason}")]
     LogCorrupt {

@@ -11,7 +11,7 @@ use bincode::{Decode, Encode};
 use crate::change::{Author, ChangeHash};
 
 /// Version of the view's key and value layout, stored under [`META_VIEW_FORMAT`].
-pub const VIEW_FORMAT_VERSION: u32 = 1;
+pub const VIEW_FORMAT_VERSION: u32 = 2;
 
 /// Family prefixes. Never reuse a retired byte.
 pub(crate) const META: u8 = 0x01;
@@ -22,12 +22,13 @@ pub(crate) const CHANGES: u8 = 0x05;
 pub(crate) const CHAIN: u8 = 0x06;
 pub(crate) const AUTHORS: u8 = 0x07;
 pub(crate) const HISTORY: u8 = 0x08;
-pub(crate) const HEADS: u8 = 0x09;
+// 0x09 held one key per head in view format 1; retired.
 
 /// Meta keys (after the META prefix).
 pub(crate) const META_VIEW_FORMAT: &[u8] = b"view-format";
 pub(crate) const META_DATABASE: &[u8] = b"database";
 pub(crate) const META_APPLIED: &[u8] = b"applied-position";
+pub(crate) const META_HEADS: &[u8] = b"heads";
 
 const ESCAPE: u8 = 0x00;
 const ESCAPED_ZERO: u8 = 0xFF;
@@ -170,12 +171,6 @@ pub(crate) fn history(
     let mut key = row_prefix(HISTORY, table, row);
     key.extend_from_slice(&lamport.to_be_bytes());
     key.extend_from_slice(&author.0);
-    key.extend_from_slice(&hash.0);
-    key
-}
-
-pub(crate) fn head(hash: &ChangeHash) -> Vec<u8> {
-    let mut key = vec![HEADS];
     key.extend_from_slice(&hash.0);
     key
 }

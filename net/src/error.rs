@@ -85,7 +85,9 @@ pub enum Error {
         max: u64,
     },
     /// The peer speaks no channel protocol version we do.
-    #[error("peer speaks channel protocol version {found}, we speak {supported_min}..={supported_max}")]
+    #[error(
+        "peer speaks channel protocol version {found}, we speak {supported_min}..={supported_max}"
+    )]
     UnsupportedVersion {
         /// The highest version the peer offered (or the one it chose).
         found: u16,

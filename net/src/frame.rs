@@ -53,9 +53,14 @@ pub(crate) const fn sealed_bytes(message_bytes: usize) -> usize {
 
 /// `LengthDelimitedCodec` with a limit that is checked, with a typed error,
 /// before the frame is buffered.
+///
+/// # Invariants
+/// `in_body` is true exactly when `inner` has consumed a frame header and
+/// waits for its body: then the next bytes are body, not a header to check.
 pub(crate) struct FrameCodec {
     inner: LengthDelimitedCodec,
     frame_bytes_max: usize,
+    in_body: bool,
 }
 
 impl FrameCodec {
@@ -63,12 +68,14 @@ impl FrameCodec {
         let mut codec = FrameCodec {
             inner: LengthDelimitedCodec::new(),
             frame_bytes_max: 0,
+            in_body: false,
         };
         codec.set_frame_bytes_max(frame_bytes_max);
         codec
     }
 
     pub(crate) fn set_frame_bytes_max(&mut self, frame_bytes_max: usize) {
+        assert!(!self.in_body, "the limit changes between frames only");
         self.frame_bytes_max = frame_bytes_max;
         self.inner.set_max_frame_length(frame_bytes_max);
     }
@@ -79,7 +86,8 @@ impl Decoder for FrameCodec {
     type Error = Error;
 
     fn decode(&mut self, source: &mut BytesMut) -> Result<Option<BytesMut>> {
-        if source.len() >= FRAME_HEADER_BYTES {
+        let header_available = self.in_body || source.len() >= FRAME_HEADER_BYTES;
+        if !self.in_body && header_available {
             let mut header = &source[..FRAME_HEADER_BYTES];
             let bytes = header.get_u32();
             if u64::from(bytes) > self.frame_bytes_max as u64 {
@@ -89,7 +97,9 @@ impl Decoder for FrameCodec {
                 });
             }
         }
-        Ok(self.inner.decode(source)?)
+        let frame = self.inner.decode(source)?;
+        self.in_body = header_available && frame.is_none();
+        Ok(frame)
     }
 }
 
@@ -98,7 +108,10 @@ impl Encoder<Bytes> for FrameCodec {
 
     fn encode(&mut self, frame: Bytes, destination: &mut BytesMut) -> Result<()> {
         // A bug, not the world: callers size frames from our own limits.
-        assert!(frame.len() <= self.frame_bytes_max, "frame over our own limit");
+        assert!(
+            frame.len() <= self.frame_bytes_max,
+            "frame over our own limit"
+        );
         Ok(self.inner.encode(frame, destination)?)
     }
 }
@@ -130,7 +143,10 @@ pub(crate) fn open(transport: &mut snow::TransportState, frame: &[u8]) -> Result
     let malformed = || Error::MalformedFrame {
         bytes: frame.len() as u64,
     };
-    debug_assert!(frame.len() <= FRAME_BYTES_MAX, "the codec checked the limit");
+    debug_assert!(
+        frame.len() <= FRAME_BYTES_MAX,
+        "the codec checked the limit"
+    );
     let mut body = vec![0u8; frame.len()];
     let mut read = 0;
     for chunk in frame.chunks(NOISE_MESSAGE_BYTES_MAX) {
@@ -166,7 +182,10 @@ mod tests {
         assert_eq!(sealed_bytes(0), 4 + 16);
         let one_chunk = CHUNK_PLAINTEXT_BYTES_MAX - BODY_LENGTH_BYTES;
         assert_eq!(sealed_bytes(one_chunk), NOISE_MESSAGE_BYTES_MAX);
-        assert_eq!(sealed_bytes(one_chunk + 1), NOISE_MESSAGE_BYTES_MAX + 1 + 16);
+        assert_eq!(
+            sealed_bytes(one_chunk + 1),
+            NOISE_MESSAGE_BYTES_MAX + 1 + 16
+        );
     }
 
     /// An oversized header is refused as soon as its 4 bytes arrive, before
@@ -176,10 +195,38 @@ mod tests {
         let mut codec = FrameCodec::new(100);
         let mut source = BytesMut::from(&101u32.to_be_bytes()[..]);
         match codec.decode(&mut source) {
-            Err(Error::FrameTooLarge { bytes: 101, max: 100 }) => {}
+            Err(Error::FrameTooLarge {
+                bytes: 101,
+                max: 100,
+            }) => {}
             other => panic!("expected FrameTooLarge, got {other:?}"),
         }
         let mut source = BytesMut::from(&100u32.to_be_bytes()[..]);
-        assert!(matches!(codec.decode(&mut source), Ok(None)), "waits for body");
+        assert!(
+            matches!(codec.decode(&mut source), Ok(None)),
+            "waits for body"
+        );
+    }
+
+    /// A header and its body arriving in separate reads: body bytes are
+    /// never mistaken for a header (a bug once seen over TCP).
+    #[test]
+    fn split_header_and_body() {
+        let mut codec = FrameCodec::new(100);
+        let mut source = BytesMut::from(&5u32.to_be_bytes()[..]);
+        assert!(matches!(codec.decode(&mut source), Ok(None)));
+        source.extend_from_slice(&[0xFF; 3]);
+        assert!(matches!(codec.decode(&mut source), Ok(None)));
+        source.extend_from_slice(&[0xFF; 2]);
+        let frame = codec.decode(&mut source).expect("decodes").expect("whole");
+        assert_eq!(&frame[..], &[0xFF; 5]);
+        source.extend_from_slice(&[0, 0]);
+        assert!(
+            matches!(codec.decode(&mut source), Ok(None)),
+            "half a header"
+        );
+        source.extend_from_slice(&[0, 1, 7]);
+        let frame = codec.decode(&mut source).expect("decodes").expect("whole");
+        assert_eq!(&frame[..], &[7]);
     }
 }

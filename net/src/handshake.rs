@@ -141,7 +141,10 @@ fn new_state(initiator: bool) -> Result<(snow::HandshakeState, [u8; X25519_KEY_B
 }
 
 fn finish(state: snow::HandshakeState, remote: Author, version: u16) -> Result<Established> {
-    assert!(state.is_handshake_finished(), "XX has exactly three messages");
+    assert!(
+        state.is_handshake_finished(),
+        "XX has exactly three messages"
+    );
     Ok(Established {
         transport: state.into_transport_mode()?,
         remote,
@@ -215,7 +218,8 @@ impl Proof {
 
     fn encode(&self) -> [u8; PROOF_BYTES] {
         let mut bytes = [0u8; PROOF_BYTES];
-        bytes[PROOF_VERSION_OFFSET..PROOF_AUTHOR_OFFSET].copy_from_slice(&self.version.to_le_bytes());
+        bytes[PROOF_VERSION_OFFSET..PROOF_AUTHOR_OFFSET]
+            .copy_from_slice(&self.version.to_le_bytes());
         bytes[PROOF_AUTHOR_OFFSET..PROOF_SIGNATURE_OFFSET].copy_from_slice(&self.author.0);
         bytes[PROOF_SIGNATURE_OFFSET..].copy_from_slice(&self.signature);
         bytes
@@ -296,7 +300,11 @@ mod tests {
         assert_eq!(back.encode(), bytes);
         assert!(matches!(
             Proof::decode(&bytes[..97], 2),
-            Err(Error::MalformedHandshake { message: 2, bytes: 97, expected: 98 })
+            Err(Error::MalformedHandshake {
+                message: 2,
+                bytes: 97,
+                expected: 98
+            })
         ));
         let mut future = bytes.to_vec();
         future[..2].copy_from_slice(&(CHANNEL_VERSION + 1).to_le_bytes());

@@ -1,0 +1,233 @@
+//! [`SecureChannel`]: a mutually authenticated, encrypted, framed connection
+//! between two identities (docs/PROTOCOL.md "Secure channel").
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use peers_engine::{Author, Identity};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpStream, ToSocketAddrs};
+use tokio_util::codec::Framed;
+
+use crate::error::{Error, Result, Stage};
+use crate::frame::{self, FRAME_BYTES_MAX, FrameCodec, HANDSHAKE_FRAME_BYTES_MAX};
+use crate::handshake::{self, Local};
+
+/// Default limit for the whole handshake, TCP connect included.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default limit for one [`SecureChannel::recv`]. The live sync protocol keeps
+/// an idle connection open by sending a keepalive more often than this.
+pub const RECV_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default limit for one [`SecureChannel::send`] (a peer that stops reading
+/// must not stall us for ever).
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Timeouts of a channel. `Default` gives the named constants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChannelOptions {
+    /// See [`HANDSHAKE_TIMEOUT`].
+    pub handshake_timeout: Duration,
+    /// See [`RECV_TIMEOUT`].
+    pub recv_timeout: Duration,
+    /// See [`SEND_TIMEOUT`].
+    pub send_timeout: Duration,
+}
+
+impl Default for ChannelOptions {
+    fn default() -> Self {
+        ChannelOptions {
+            handshake_timeout: HANDSHAKE_TIMEOUT,
+            recv_timeout: RECV_TIMEOUT,
+            send_timeout: SEND_TIMEOUT,
+        }
+    }
+}
+
+/// An established channel: the peer proved `remote_author`, and every
+/// message is encrypted and authenticated with Noise transport keys.
+///
+/// # Invariants
+/// - `remote` is the ed25519 key whose signature over the peer's Noise static
+///   key verified during the handshake.
+/// - The codec's limit is [`FRAME_BYTES_MAX`] (it was the handshake limit
+///   until the handshake finished).
+/// - After any error the cipher state may be out of step: drop the channel.
+pub struct SecureChannel<S> {
+    wire: Framed<S, FrameCodec>,
+    transport: snow::TransportState,
+    remote: Author,
+    version: u16,
+    options: ChannelOptions,
+}
+
+impl<S> std::fmt::Debug for SecureChannel<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecureChannel")
+            .field("remote", &self.remote)
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SecureChannel<TcpStream> {
+    /// Dials `address` and runs the handshake as initiator. With `expected`
+    /// set, a peer that proves any other key is refused with
+    /// [`Error::UnexpectedKey`] before we reveal our own identity.
+    pub async fn connect(
+        address: impl ToSocketAddrs,
+        identity: &Identity,
+        expected: Option<Author>,
+        options: ChannelOptions,
+    ) -> Result<SecureChannel<TcpStream>> {
+        let timeout = options.handshake_timeout;
+        let dial = async {
+            let stream = TcpStream::connect(address).await?;
+            stream.set_nodelay(true)?;
+            Ok::<_, Error>(stream)
+        };
+        let stream = within(Stage::Handshake, timeout, dial).await?;
+        SecureChannel::initiate(stream, identity, expected, options).await
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> SecureChannel<S> {
+    /// Runs the handshake as initiator over a connected stream.
+    pub async fn initiate(
+        stream: S,
+        identity: &Identity,
+        expected: Option<Author>,
+        options: ChannelOptions,
+    ) -> Result<SecureChannel<S>> {
+        let local = Local {
+            identity,
+            proof_signer: identity,
+        };
+        Self::establish(stream, local, Some(expected), options).await
+    }
+
+    /// Runs the handshake as responder over an accepted stream. The caller
+    /// decides from [`SecureChannel::remote_author`] whom to serve.
+    pub async fn accept(
+        stream: S,
+        identity: &Identity,
+        options: ChannelOptions,
+    ) -> Result<SecureChannel<S>> {
+        let local = Local {
+            identity,
+            proof_signer: identity,
+        };
+        Self::establish(stream, local, None, options).await
+    }
+
+    /// `initiator` is `Some(expected)` for the initiator, `None` for the
+    /// responder.
+    async fn establish(
+        stream: S,
+        local: Local<'_>,
+        initiator: Option<Option<Author>>,
+        options: ChannelOptions,
+    ) -> Result<SecureChannel<S>> {
+        let mut wire = Framed::new(stream, FrameCodec::new(HANDSHAKE_FRAME_BYTES_MAX));
+        let run = async {
+            match initiator {
+                Some(expected) => handshake::initiate(&mut wire, local, expected).await,
+                None => handshake::respond(&mut wire, local).await,
+            }
+        };
+        let established = within(Stage::Handshake, options.handshake_timeout, run).await?;
+        wire.codec_mut().set_frame_bytes_max(FRAME_BYTES_MAX);
+        Ok(SecureChannel {
+            wire,
+            transport: established.transport,
+            remote: established.remote,
+            version: established.version,
+            options,
+        })
+    }
+
+    /// The peer's verified identity.
+    pub fn remote_author(&self) -> Author {
+        self.remote
+    }
+
+    /// The channel protocol version both sides agreed on.
+    pub fn version(&self) -> u16 {
+        self.version
+    }
+
+    /// Encrypts and sends one message of at most [`crate::MESSAGE_BYTES_MAX`]
+    /// bytes.
+    pub async fn send(&mut self, message: &[u8]) -> Result<()> {
+        let frame = frame::seal(&mut self.transport, message)?;
+        let wire = &mut self.wire;
+        within(Stage::Send, self.options.send_timeout, wire.send(frame)).await
+    }
+
+    /// Receives and decrypts one message. [`Error::Closed`] if the peer
+    /// closed the connection between messages.
+    pub async fn recv(&mut self) -> Result<Vec<u8>> {
+        let wire = &mut self.wire;
+        let next = async { wire.next().await.ok_or(Error::Closed)? };
+        let frame = within(Stage::Recv, self.options.recv_timeout, next).await?;
+        frame::open(&mut self.transport, &frame)
+    }
+
+    /// The underlying stream, for tests that misbehave on purpose.
+    #[cfg(feature = "test-hooks")]
+    #[doc(hidden)]
+    pub async fn test_write_raw(&mut self, bytes: &[u8]) -> Result<()> {
+        use tokio::io::AsyncWriteExt;
+        let stream = self.wire.get_mut();
+        stream.write_all(bytes).await?;
+        Ok(stream.flush().await?)
+    }
+
+    /// Like [`SecureChannel::initiate`], but the identity proof is signed by
+    /// `proof_signer` while claiming `identity`: a forger, for tests.
+    #[cfg(feature = "test-hooks")]
+    #[doc(hidden)]
+    pub async fn test_initiate_forged(
+        stream: S,
+        identity: &Identity,
+        proof_signer: &Identity,
+        options: ChannelOptions,
+    ) -> Result<SecureChannel<S>> {
+        let local = Local {
+            identity,
+            proof_signer,
+        };
+        Self::establish(stream, local, Some(None), options).await
+    }
+
+    /// Like [`SecureChannel::accept`], with a forged proof (see
+    /// [`SecureChannel::test_initiate_forged`]).
+    #[cfg(feature = "test-hooks")]
+    #[doc(hidden)]
+    pub async fn test_accept_forged(
+        stream: S,
+        identity: &Identity,
+        proof_signer: &Identity,
+        options: ChannelOptions,
+    ) -> Result<SecureChannel<S>> {
+        let local = Local {
+            identity,
+            proof_signer,
+        };
+        Self::establish(stream, local, None, options).await
+    }
+}
+
+/// Runs `work` with a time limit, reporting which stage ran out.
+async fn within<T>(
+    stage: Stage,
+    limit: Duration,
+    work: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    match tokio::time::timeout(limit, work).await {
+        Ok(result) => result,
+        Err(_) => Err(Error::Timeout {
+            stage,
+            after_ms: u64::try_from(limit.as_millis()).unwrap_or(u64::MAX),
+        }),
+    }
+}
