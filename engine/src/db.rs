@@ -783,7 +783,8 @@ fn open_view(path: &Path, database: DatabaseId) -> Result<DB> {
         .get(keys::meta(keys::META_VIEW_FORMAT))?
         .map(|bytes| <[u8; 4]>::try_from(bytes.as_slice()).map_or(0, u32::from_be_bytes));
     let stored = view.get(keys::meta(keys::META_DATABASE))?;
-    let usable = found == Some(VIEW_FORMAT_VERSION) && stored.as_deref() == Some(database.0.as_slice());
+    let usable =
+        found == Some(VIEW_FORMAT_VERSION) && stored.as_deref() == Some(database.0.as_slice());
     if found.is_some() && !usable {
         tracing::warn!(
             path = %path.display(),
@@ -796,7 +797,10 @@ fn open_view(path: &Path, database: DatabaseId) -> Result<DB> {
         return open_view(path, database);
     }
     if found.is_none() {
-        view.put(keys::meta(keys::META_VIEW_FORMAT), VIEW_FORMAT_VERSION.to_be_bytes())?;
+        view.put(
+            keys::meta(keys::META_VIEW_FORMAT),
+            VIEW_FORMAT_VERSION.to_be_bytes(),
+        )?;
         view.put(keys::meta(keys::META_DATABASE), database.0)?;
     }
     Ok(view)
@@ -962,7 +966,10 @@ mod tests {
     fn view_of_another_format_is_rebuilt_on_open() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("db");
-        let options = Options { sync: SyncMode::Relaxed, ..Options::default() };
+        let options = Options {
+            sync: SyncMode::Relaxed,
+            ..Options::default()
+        };
         let db = Db::create(&path, options.clone()).expect("create");
         let mut tx = db.transaction();
         tx.set("t", "r", "f", 1).increment("t", "r", "n", 2);
@@ -970,11 +977,16 @@ mod tests {
         let hash = db.state_hash().expect("state hash");
         drop(db);
         let view = DB::open(&view_options(), path.join(VIEW_DIR)).expect("open view");
-        view.put(keys::meta(keys::META_VIEW_FORMAT), 1u32.to_be_bytes()).expect("put");
-        view.put(keys::field("t", "r", "f"), b"not a register").expect("put");
+        view.put(keys::meta(keys::META_VIEW_FORMAT), 1u32.to_be_bytes())
+            .expect("put");
+        view.put(keys::field("t", "r", "f"), b"not a register")
+            .expect("put");
         drop(view);
         let db = Db::open(&path, options).expect("reopen");
         assert_eq!(db.state_hash().expect("state hash"), hash);
-        assert_eq!(db.get_field("t", "r", "f").expect("get"), Some(Value::Int(1)));
+        assert_eq!(
+            db.get_field("t", "r", "f").expect("get"),
+            Some(Value::Int(1))
+        );
     }
 }

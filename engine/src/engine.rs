@@ -522,7 +522,9 @@ impl Engine {
             .map(|(hash, (lamport, author))| (*hash, *lamport, *author))
             .collect();
         heads.sort_unstable();
-        batch.group.put(keys::meta(keys::META_HEADS), encode(&heads));
+        batch
+            .group
+            .put(keys::meta(keys::META_HEADS), encode(&heads));
         let accepted: Vec<Change> = batch
             .admitted
             .into_iter()

@@ -188,6 +188,14 @@ mod tests {
         );
     }
 
+    /// The limits docs/PROTOCOL.md states as numbers.
+    #[test]
+    fn limits_match_protocol_doc() {
+        assert_eq!(MESSAGE_BYTES_MAX, 4_259_840);
+        assert_eq!(FRAME_BYTES_MAX, 4_260_900);
+        assert_eq!(CHUNK_PLAINTEXT_BYTES_MAX, 65_519);
+    }
+
     /// An oversized header is refused as soon as its 4 bytes arrive, before
     /// the body is buffered.
     #[test]

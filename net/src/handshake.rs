@@ -322,4 +322,35 @@ mod tests {
         assert_eq!(&bytes[..26], b"peers noise static key v1\0");
         assert_eq!(&bytes[26..], &[1; 32]);
     }
+
+    /// A responder offered only versions it does not speak refuses with
+    /// `UnsupportedVersion`, naming the highest version offered.
+    #[tokio::test]
+    async fn responder_refuses_unknown_versions() {
+        let (a, b) = tokio::io::duplex(4096);
+        let identity = Identity::generate();
+        let responder = async {
+            let mut wire = Framed::new(b, FrameCodec::new(NOISE_MESSAGE_BYTES_MAX));
+            let local = Local {
+                identity: &identity,
+                proof_signer: &identity,
+            };
+            respond(&mut wire, local).await
+        };
+        let initiator = async {
+            let mut wire = Framed::new(a, FrameCodec::new(NOISE_MESSAGE_BYTES_MAX));
+            let (mut state, _) = new_state(true).expect("state");
+            let future = CHANNEL_VERSION + 1;
+            let mut offer = future.to_le_bytes().to_vec();
+            offer.extend_from_slice(&future.to_le_bytes());
+            write_message(&mut wire, &mut state, &offer).await
+        };
+        let (refused, sent) = tokio::join!(responder, initiator);
+        sent.expect("offer sent");
+        assert!(matches!(
+            refused,
+            Err(Error::UnsupportedVersion { found, supported_min: 1, supported_max: 1 })
+                if found == CHANNEL_VERSION + 1
+        ));
+    }
 }
