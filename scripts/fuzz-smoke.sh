@@ -47,6 +47,10 @@ detect_leaks() {
 cargo +nightly fuzz build
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
+# libFuzzer exits without running destructors, so a run leaves its
+# per-process replica directory behind: keep them all under $work.
+export PEERS_FUZZ_SCRATCH="$work/scratch"
+mkdir -p "$PEERS_FUZZ_SCRATCH"
 failed=()
 for target in $(cargo +nightly fuzz list); do
     mkdir -p "$work/$target"
