@@ -231,6 +231,12 @@ impl Db {
         self.inner.identity.author()
     }
 
+    /// This replica's identity: the key that signs its changes and proves
+    /// who it is to peers (the network layer's handshake needs it).
+    pub fn identity(&self) -> &Identity {
+        &self.inner.identity
+    }
+
     /// The database directory.
     pub fn dir(&self) -> &Path {
         &self.inner.dir

@@ -1,8 +1,11 @@
 //! [`SecureChannel`]: a mutually authenticated, encrypted, framed connection
 //! between two identities (docs/PROTOCOL.md "Secure channel").
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use peers_engine::{Author, Identity};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -51,13 +54,55 @@ impl Default for ChannelOptions {
 ///   key verified during the handshake.
 /// - The codec's limit is [`FRAME_BYTES_MAX`] (it was the handshake limit
 ///   until the handshake finished).
+/// - `sent` and `received` count the Noise messages sealed and opened: they
+///   are the next nonces of each direction.
 /// - After any error the cipher state may be out of step: drop the channel.
 pub struct SecureChannel<S> {
     wire: Framed<S, FrameCodec>,
-    transport: snow::TransportState,
+    transport: Arc<snow::StatelessTransportState>,
+    sent: u64,
+    received: u64,
+    sent_bytes: u64,
+    received_bytes: u64,
     remote: Author,
     version: u16,
     options: ChannelOptions,
+}
+
+/// The sending half of a [`SecureChannel`] (see [`SecureChannel::split`]).
+pub struct SendHalf<S> {
+    sink: SplitSink<Framed<S, FrameCodec>, Bytes>,
+    transport: Arc<snow::StatelessTransportState>,
+    sent: u64,
+    sent_bytes: u64,
+    remote: Author,
+    options: ChannelOptions,
+}
+
+/// The receiving half of a [`SecureChannel`] (see [`SecureChannel::split`]).
+pub struct RecvHalf<S> {
+    stream: SplitStream<Framed<S, FrameCodec>>,
+    transport: Arc<snow::StatelessTransportState>,
+    received: u64,
+    received_bytes: u64,
+    remote: Author,
+    options: ChannelOptions,
+}
+
+impl<S> std::fmt::Debug for SendHalf<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendHalf")
+            .field("remote", &self.remote)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> std::fmt::Debug for RecvHalf<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecvHalf")
+            .field("remote", &self.remote)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<S> std::fmt::Debug for SecureChannel<S> {
@@ -138,7 +183,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecureChannel<S> {
         wire.codec_mut().set_frame_bytes_max(FRAME_BYTES_MAX);
         Ok(SecureChannel {
             wire,
-            transport: established.transport,
+            transport: Arc::new(established.transport),
+            sent: 0,
+            received: 0,
+            sent_bytes: 0,
+            received_bytes: 0,
             remote: established.remote,
             version: established.version,
             options,
@@ -158,7 +207,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecureChannel<S> {
     /// Encrypts and sends one message of at most [`crate::MESSAGE_BYTES_MAX`]
     /// bytes.
     pub async fn send(&mut self, message: &[u8]) -> Result<()> {
-        let frame = frame::seal(&mut self.transport, message)?;
+        let frame = frame::seal(&self.transport, &mut self.sent, message)?;
+        self.sent_bytes += wire_bytes(&frame);
         let wire = &mut self.wire;
         within(Stage::Send, self.options.send_timeout, wire.send(frame)).await
     }
@@ -169,7 +219,44 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecureChannel<S> {
         let wire = &mut self.wire;
         let next = async { wire.next().await.ok_or(Error::Closed)? };
         let frame = within(Stage::Recv, self.options.recv_timeout, next).await?;
-        frame::open(&mut self.transport, &frame)
+        self.received_bytes += wire_bytes(&frame);
+        frame::open(&self.transport, &mut self.received, &frame)
+    }
+
+    /// Bytes written to the stream since the handshake (frame headers
+    /// included).
+    pub fn sent_bytes(&self) -> u64 {
+        self.sent_bytes
+    }
+
+    /// Bytes read from the stream since the handshake (frame headers
+    /// included).
+    pub fn received_bytes(&self) -> u64 {
+        self.received_bytes
+    }
+
+    /// Splits the channel so that one task sends while another receives
+    /// (a live sync connection must read while it writes, or two peers that
+    /// both send a lot would block each other on full socket buffers).
+    pub fn split(self) -> (SendHalf<S>, RecvHalf<S>) {
+        let (sink, stream) = self.wire.split();
+        let send = SendHalf {
+            sink,
+            transport: Arc::clone(&self.transport),
+            sent: self.sent,
+            sent_bytes: self.sent_bytes,
+            remote: self.remote,
+            options: self.options,
+        };
+        let recv = RecvHalf {
+            stream,
+            transport: self.transport,
+            received: self.received,
+            received_bytes: self.received_bytes,
+            remote: self.remote,
+            options: self.options,
+        };
+        (send, recv)
     }
 
     /// The underlying stream, for tests that misbehave on purpose.
@@ -215,6 +302,59 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecureChannel<S> {
         };
         Self::establish(stream, local, None, options).await
     }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> SendHalf<S> {
+    /// See [`SecureChannel::send`].
+    pub async fn send(&mut self, message: &[u8]) -> Result<()> {
+        let frame = frame::seal(&self.transport, &mut self.sent, message)?;
+        self.sent_bytes += wire_bytes(&frame);
+        let sink = &mut self.sink;
+        within(Stage::Send, self.options.send_timeout, sink.send(frame)).await
+    }
+
+    /// See [`SecureChannel::sent_bytes`].
+    pub fn sent_bytes(&self) -> u64 {
+        self.sent_bytes
+    }
+
+    /// The peer's verified identity.
+    pub fn remote_author(&self) -> Author {
+        self.remote
+    }
+
+    /// Flushes and shuts down the write side (the peer reads EOF after the
+    /// last message).
+    pub async fn close(&mut self) -> Result<()> {
+        let sink = &mut self.sink;
+        within(Stage::Send, self.options.send_timeout, sink.close()).await
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> RecvHalf<S> {
+    /// See [`SecureChannel::recv`].
+    pub async fn recv(&mut self) -> Result<Vec<u8>> {
+        let stream = &mut self.stream;
+        let next = async { stream.next().await.ok_or(Error::Closed)? };
+        let frame = within(Stage::Recv, self.options.recv_timeout, next).await?;
+        self.received_bytes += wire_bytes(&frame);
+        frame::open(&self.transport, &mut self.received, &frame)
+    }
+
+    /// See [`SecureChannel::received_bytes`].
+    pub fn received_bytes(&self) -> u64 {
+        self.received_bytes
+    }
+
+    /// The peer's verified identity.
+    pub fn remote_author(&self) -> Author {
+        self.remote
+    }
+}
+
+/// A frame's size on the wire: its body and the 4-byte length header.
+fn wire_bytes(frame: &[u8]) -> u64 {
+    u64::try_from(frame.len()).unwrap_or(u64::MAX) + 4
 }
 
 /// Runs `work` with a time limit, reporting which stage ran out.

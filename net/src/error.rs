@@ -3,7 +3,9 @@
 
 use std::fmt;
 
-use peers_engine::{Author, SignatureFault};
+use peers_engine::{Author, ChangeHash, DatabaseId, Refusal, SignatureFault};
+
+use crate::message::ByeReason;
 
 /// Shorthand for `Result<T, peers_net::Error>`.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -116,6 +118,68 @@ pub enum Error {
     /// The peer closed the connection cleanly between frames.
     #[error("connection closed by peer")]
     Closed,
+    /// The mDNS daemon of LAN discovery could not start or refused our
+    /// service (see [`crate::Discovery`]).
+    #[error("LAN discovery: {0}")]
+    Discovery(#[source] mdns_sd::Error),
+    /// A sync message does not decode (bad layout, trailing bytes, or a
+    /// container over its limit).
+    #[error("malformed sync message of {bytes} bytes: {reason}")]
+    MalformedMessage {
+        /// The message's length.
+        bytes: u64,
+        /// What the decoder found.
+        reason: String,
+    },
+    /// A well-formed sync message that the protocol's state does not allow.
+    #[error("expected a {expected} message, got {found}")]
+    UnexpectedMessage {
+        /// What the state machine waited for.
+        expected: &'static str,
+        /// What arrived.
+        found: &'static str,
+    },
+    /// The peer syncs another database.
+    #[error("peer syncs database {theirs}, this is {ours}")]
+    WrongDatabase {
+        /// Ours.
+        ours: DatabaseId,
+        /// The peer's.
+        theirs: DatabaseId,
+    },
+    /// The peer speaks no sync protocol version we do.
+    #[error("peer speaks sync protocol versions {found_min}..={found_max}, we speak {supported_min}..={supported_max}")]
+    UnsupportedSyncVersion {
+        /// The peer's lowest.
+        found_min: u16,
+        /// The peer's highest.
+        found_max: u16,
+        /// Our lowest.
+        supported_min: u16,
+        /// Our highest.
+        supported_max: u16,
+    },
+    /// The peer sent a change our engine refused; the connection is dropped
+    /// (an honest peer only forwards verified changes).
+    #[error("peer sent a refused change {}: {refusal}", hash.map_or_else(|| "(undecodable)".to_owned(), |h| h.to_string()))]
+    RefusedChange {
+        /// The change's hash, when it had one.
+        hash: Option<ChangeHash>,
+        /// Why the engine refused it.
+        refusal: Refusal,
+    },
+    /// The peer ended the session for a reason other than shutting down.
+    #[error("peer ended the session: {reason:?}")]
+    PeerBye {
+        /// The reason it sent.
+        reason: ByeReason,
+    },
+    /// The local database failed.
+    #[error(transparent)]
+    Engine(#[from] peers_engine::Error),
+    /// The node is shutting down.
+    #[error("node is shutting down")]
+    ShuttingDown,
 }
 
 impl From<snow::Error> for Error {

@@ -117,7 +117,12 @@ impl Encoder<Bytes> for FrameCodec {
 }
 
 /// Encrypts `message` into one frame (see the module doc for the layout).
-pub(crate) fn seal(transport: &mut snow::TransportState, message: &[u8]) -> Result<Bytes> {
+/// `nonce` counts the Noise messages sent so far; it advances by one per chunk.
+pub(crate) fn seal(
+    transport: &snow::StatelessTransportState,
+    nonce: &mut u64,
+    message: &[u8],
+) -> Result<Bytes> {
     if message.len() > MESSAGE_BYTES_MAX {
         return Err(Error::MessageTooLarge {
             bytes: message.len() as u64,
@@ -132,14 +137,20 @@ pub(crate) fn seal(transport: &mut snow::TransportState, message: &[u8]) -> Resu
     let mut frame = vec![0u8; sealed_len];
     let mut written = 0;
     for chunk in body.chunks(CHUNK_PLAINTEXT_BYTES_MAX) {
-        written += transport.write_message(chunk, &mut frame[written..])?;
+        written += transport.write_message(*nonce, chunk, &mut frame[written..])?;
+        *nonce += 1;
     }
     assert_eq!(written, sealed_len, "sealed length matches its formula");
     Ok(Bytes::from(frame))
 }
 
-/// Decrypts one frame made by [`seal`]; refuses any other layout.
-pub(crate) fn open(transport: &mut snow::TransportState, frame: &[u8]) -> Result<Vec<u8>> {
+/// Decrypts one frame made by [`seal`]; refuses any other layout. `nonce`
+/// counts the Noise messages received so far.
+pub(crate) fn open(
+    transport: &snow::StatelessTransportState,
+    nonce: &mut u64,
+    frame: &[u8],
+) -> Result<Vec<u8>> {
     let malformed = || Error::MalformedFrame {
         bytes: frame.len() as u64,
     };
@@ -155,7 +166,8 @@ pub(crate) fn open(transport: &mut snow::TransportState, frame: &[u8]) -> Result
         if chunk.len() <= NOISE_TAG_BYTES {
             return Err(malformed());
         }
-        read += transport.read_message(chunk, &mut body[read..])?;
+        read += transport.read_message(*nonce, chunk, &mut body[read..])?;
+        *nonce += 1;
     }
     body.truncate(read);
     if body.len() < BODY_LENGTH_BYTES {

@@ -55,7 +55,7 @@ pub(crate) struct Local<'a> {
 
 /// The outcome of a handshake.
 pub(crate) struct Established {
-    pub(crate) transport: snow::TransportState,
+    pub(crate) transport: snow::StatelessTransportState,
     pub(crate) remote: Author,
     pub(crate) version: u16,
 }
@@ -146,7 +146,7 @@ fn finish(state: snow::HandshakeState, remote: Author, version: u16) -> Result<E
         "XX has exactly three messages"
     );
     Ok(Established {
-        transport: state.into_transport_mode()?,
+        transport: state.into_stateless_transport_mode()?,
         remote,
         version,
     })

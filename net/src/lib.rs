@@ -7,11 +7,31 @@
 //! docs/PROTOCOL.md specifies every byte on the wire.
 
 mod channel;
+mod discovery;
 mod error;
 mod frame;
 mod handshake;
+mod known_peers;
+mod message;
+mod node;
+mod session;
 
-pub use channel::{ChannelOptions, HANDSHAKE_TIMEOUT, RECV_TIMEOUT, SEND_TIMEOUT, SecureChannel};
+pub use channel::{
+    ChannelOptions, HANDSHAKE_TIMEOUT, RECV_TIMEOUT, RecvHalf, SEND_TIMEOUT, SecureChannel, SendHalf,
+};
+pub use discovery::{
+    DISCOVERIES_QUEUED_MAX, DISCOVERY_TOKEN_BYTES, DISCOVERY_TOKEN_CONTEXT, Discovered, Discovery,
+    SERVICE_TYPE, TXT_KEY_AUTHOR, TXT_KEY_TOKEN, discovery_token,
+};
 pub use error::{Error, Result, Stage};
 pub use frame::{FRAME_BYTES_MAX, MESSAGE_BYTES_MAX, NOISE_MESSAGE_BYTES_MAX};
+pub use known_peers::{How, KNOWN_PEERS_FILE, KNOWN_PEERS_MAX, KnownPeer, known_peers};
+pub use message::{
+    BATCH_BYTES_MAX, BATCH_CHANGES_MAX, ByeReason, SYNC_VERSION, SYNC_VERSION_MIN, VECTOR_AUTHORS_MAX,
+};
+pub use node::{
+    CONNECTIONS_MAX, EVENTS_BUFFER, Event, KEEPALIVE_INTERVAL, Node, NodeConfig, RECONNECT_DELAY_MAX,
+    RECONNECT_DELAY_MIN,
+};
+pub use session::SyncReport;
 pub use handshake::{CHANNEL_VERSION, CHANNEL_VERSION_MIN, IDENTITY_PROOF_DOMAIN, NOISE_PARAMS};

@@ -1,0 +1,464 @@
+//! [`Node`]: the embedder's handle on sync. It listens for peers, dials
+//! them (once with [`Node::sync_once`], or live with reconnects through
+//! [`Node::connect`]), optionally finds them on the LAN, and reports what
+//! happens as a stream of [`Event`]s.
+//!
+//! Every connection is a [`SecureChannel`] and runs the session state
+//! machine of docs/PROTOCOL.md "Sync protocol". Received changes go through
+//! the engine's full verification; a peer that sends a refused change is
+//! disconnected. Shutdown stops accepting, ends every session with
+//! `Bye(Shutdown)`, and waits for the batches being applied: a change the
+//! node acknowledged (applied) is in the log before `shutdown` returns.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use peers_engine::{Author, Db};
+use tokio::net::{TcpListener, TcpStream, lookup_host};
+use tokio::sync::{Semaphore, broadcast};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::channel::{ChannelOptions, SecureChannel};
+use crate::discovery::Discovery;
+use crate::error::{Error, Result};
+use crate::known_peers::{How, KnownPeers};
+use crate::session::{self, Observer, SessionConfig, SyncReport};
+
+/// Most connections (inbound and outbound) a node runs at once.
+pub const CONNECTIONS_MAX: usize = 64;
+/// A live session sends a keepalive after this long without sending; it
+/// must be well under the peer's [`crate::RECV_TIMEOUT`].
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
+/// First wait before redialing a live peer; it doubles on every failure...
+pub const RECONNECT_DELAY_MIN: Duration = Duration::from_millis(250);
+/// ...up to this.
+pub const RECONNECT_DELAY_MAX: Duration = Duration::from_secs(30);
+/// Events buffered for a slow [`Node::events`] receiver before it lags.
+pub const EVENTS_BUFFER: usize = 1024;
+
+const _: () = assert!(KEEPALIVE_INTERVAL.as_secs() * 2 < crate::RECV_TIMEOUT.as_secs());
+
+/// How a node runs. `Default` listens nowhere and uses the named constants.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// Address to accept peers on (`None`: dial only). Port 0 picks one;
+    /// [`Node::local_addr`] says which.
+    pub listen: Option<SocketAddr>,
+    /// Timeouts of every connection.
+    pub channel: ChannelOptions,
+    /// See [`KEEPALIVE_INTERVAL`].
+    pub keepalive: Duration,
+    /// See [`RECONNECT_DELAY_MIN`].
+    pub reconnect_delay_min: Duration,
+    /// See [`RECONNECT_DELAY_MAX`].
+    pub reconnect_delay_max: Duration,
+    /// Announce this node on the LAN and dial the peers of the same
+    /// database found there (needs `listen`).
+    pub discover: bool,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            listen: None,
+            channel: ChannelOptions::default(),
+            keepalive: KEEPALIVE_INTERVAL,
+            reconnect_delay_min: RECONNECT_DELAY_MIN,
+            reconnect_delay_max: RECONNECT_DELAY_MAX,
+            discover: false,
+        }
+    }
+}
+
+/// Something that happened on a node, for logs and UIs.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Event {
+    /// A peer finished the handshake.
+    Connected {
+        /// Its verified key.
+        peer: Author,
+        /// Its address.
+        address: SocketAddr,
+        /// Whether we dialed it (else it dialed us).
+        dialed: bool,
+    },
+    /// The peer's catch-up reached us.
+    CaughtUp {
+        /// The peer.
+        peer: Author,
+    },
+    /// New changes from a peer were verified and applied.
+    Received {
+        /// The peer.
+        peer: Author,
+        /// How many.
+        changes: u64,
+    },
+    /// Changes were sent to a peer.
+    Sent {
+        /// The peer.
+        peer: Author,
+        /// How many.
+        changes: u64,
+    },
+    /// A session ended cleanly.
+    Disconnected {
+        /// The peer.
+        peer: Author,
+        /// Its address.
+        address: SocketAddr,
+    },
+    /// A connection failed or a peer misbehaved; it was dropped.
+    PeerError {
+        /// The address dialed or accepted.
+        address: SocketAddr,
+        /// The peer's key, if the handshake got that far.
+        peer: Option<Author>,
+        /// What went wrong.
+        error: Arc<Error>,
+    },
+    /// LAN discovery found a peer of this database.
+    Discovered {
+        /// The key it announced (the handshake will prove it).
+        peer: Author,
+        /// Where it listens.
+        addresses: Vec<SocketAddr>,
+    },
+}
+
+/// A running sync node on a [`Db`]. Cheap handles are not provided: keep the
+/// node, call [`Node::shutdown`] to stop it.
+pub struct Node {
+    shared: Arc<Shared>,
+    tasks: TaskTracker,
+    local_addr: Option<SocketAddr>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("author", &self.shared.db.author())
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Shared {
+    db: Db,
+    config: NodeConfig,
+    events: broadcast::Sender<Event>,
+    stop: CancellationToken,
+    slots: Arc<Semaphore>,
+    /// Peers with a live dial loop, so discovery does not start two.
+    dialing: Mutex<HashSet<Author>>,
+    known: Mutex<KnownPeers>,
+}
+
+impl Node {
+    /// Starts a node: binds `config.listen` (if set), and starts LAN
+    /// discovery (if `config.discover`).
+    pub async fn start(db: Db, config: NodeConfig) -> Result<Node> {
+        let (events, _) = broadcast::channel(EVENTS_BUFFER);
+        let known = KnownPeers::load(db.dir());
+        let shared = Arc::new(Shared {
+            db,
+            config,
+            events,
+            stop: CancellationToken::new(),
+            slots: Arc::new(Semaphore::new(CONNECTIONS_MAX)),
+            dialing: Mutex::new(HashSet::new()),
+            known: Mutex::new(known),
+        });
+        let tasks = TaskTracker::new();
+        let mut local_addr = None;
+        if let Some(listen) = shared.config.listen {
+            let listener = TcpListener::bind(listen).await?;
+            let address = listener.local_addr()?;
+            tracing::info!(%address, "listening");
+            local_addr = Some(address);
+            tasks.spawn(accept_loop(Arc::clone(&shared), tasks.clone(), listener));
+        }
+        if shared.config.discover {
+            let Some(address) = local_addr else {
+                return Err(Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "LAN discovery needs a listen address",
+                )));
+            };
+            let discovery =
+                Discovery::start(shared.db.database_id(), shared.db.author(), address.port())?;
+            tasks.spawn(discovery_loop(Arc::clone(&shared), tasks.clone(), discovery));
+        }
+        Ok(Node {
+            shared,
+            tasks,
+            local_addr,
+        })
+    }
+
+    /// The address the node accepts peers on, if it listens.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.local_addr
+    }
+
+    /// The database this node syncs.
+    pub fn db(&self) -> &Db {
+        &self.shared.db
+    }
+
+    /// Events from now on. A receiver that falls [`EVENTS_BUFFER`] behind
+    /// gets `Lagged` and skips ahead.
+    pub fn events(&self) -> broadcast::Receiver<Event> {
+        self.shared.events.subscribe()
+    }
+
+    /// Dials `address`, syncs both ways once, and hangs up. With `expected`
+    /// set, a peer that proves another key is refused before we reveal ours.
+    pub async fn sync_once(&self, address: &str, expected: Option<Author>) -> Result<SyncReport> {
+        let address = resolve(address).await?;
+        let session = SessionConfig {
+            live: false,
+            keepalive: self.shared.config.keepalive,
+            stop: self.shared.stop.clone(),
+        };
+        let result = dial(&self.shared, address, expected, &session).await;
+        if let Err(error) = &result {
+            self.shared.peer_error(address, None, error);
+        }
+        result
+    }
+
+    /// Keeps a live session with `address`: dials it now, and again with
+    /// backoff whenever the connection ends, until shutdown. Returns at once.
+    pub async fn connect(&self, address: &str, expected: Option<Author>) -> Result<()> {
+        let address = resolve(address).await?;
+        self.tasks
+            .spawn(live_loop(Arc::clone(&self.shared), address, expected));
+        Ok(())
+    }
+
+    /// Peers this node has dialed, accepted or discovered (also kept in the
+    /// database directory across restarts).
+    pub fn known_peers(&self) -> Vec<crate::known_peers::KnownPeer> {
+        self.shared.known.lock().expect("known peers lock").list()
+    }
+
+    /// Stops accepting and dialing, ends every session with `Bye`, and
+    /// waits until the batches being applied are in the log.
+    pub async fn shutdown(self) {
+        self.shared.stop.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+        tracing::info!("node stopped");
+    }
+}
+
+impl Observer for Shared {
+    fn received(&self, peer: Author, changes: u64) {
+        let _ = self.events.send(Event::Received { peer, changes });
+    }
+    fn sent(&self, peer: Author, changes: u64) {
+        let _ = self.events.send(Event::Sent { peer, changes });
+    }
+    fn caught_up(&self, peer: Author) {
+        let _ = self.events.send(Event::CaughtUp { peer });
+    }
+}
+
+impl Shared {
+    fn peer_error(&self, address: SocketAddr, peer: Option<Author>, error: &Error) {
+        if matches!(error, Error::ShuttingDown) {
+            return;
+        }
+        tracing::warn!(%address, ?peer, %error, "peer dropped");
+    }
+
+    fn emit_error(&self, address: SocketAddr, peer: Option<Author>, error: Error) {
+        self.peer_error(address, peer, &error);
+        let _ = self.events.send(Event::PeerError {
+            address,
+            peer,
+            error: Arc::new(error),
+        });
+    }
+
+    fn remember(&self, peer: Author, address: SocketAddr, how: How) {
+        let mut known = self.known.lock().expect("known peers lock");
+        if let Err(error) = known.record(self.db.dir(), peer, address, how) {
+            tracing::warn!(%error, "could not save the known peers");
+        }
+    }
+
+    fn session(&self, live: bool) -> SessionConfig {
+        SessionConfig {
+            live,
+            keepalive: self.config.keepalive,
+            stop: self.stop.clone(),
+        }
+    }
+}
+
+async fn resolve(address: &str) -> Result<SocketAddr> {
+    lookup_host(address).await?.next().ok_or_else(|| {
+        Error::Io(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("{address} resolves to no address"),
+        ))
+    })
+}
+
+/// Dials, handshakes and runs one session. Emits the events; errors are
+/// returned (the caller decides how to report them).
+async fn dial(
+    shared: &Arc<Shared>,
+    address: SocketAddr,
+    expected: Option<Author>,
+    session: &SessionConfig,
+) -> Result<SyncReport> {
+    let _slot = shared
+        .slots
+        .acquire()
+        .await
+        .map_err(|_| Error::ShuttingDown)?;
+    let identity = shared.db.identity();
+    let channel = tokio::select! {
+        channel = SecureChannel::connect(address, identity, expected, shared.config.channel) => channel?,
+        () = shared.stop.cancelled() => return Err(Error::ShuttingDown),
+    };
+    let peer = channel.remote_author();
+    tracing::info!(%peer, %address, live = session.live, "connected");
+    let _ = shared.events.send(Event::Connected {
+        peer,
+        address,
+        dialed: true,
+    });
+    shared.remember(peer, address, How::Dialed);
+    let report = session::run(channel, &shared.db, session, shared.as_ref()).await?;
+    tracing::info!(
+        %peer, sent = report.changes_sent, received = report.changes_received,
+        bytes_sent = report.bytes_sent, bytes_received = report.bytes_received, "session ended"
+    );
+    let _ = shared.events.send(Event::Disconnected { peer, address });
+    Ok(report)
+}
+
+async fn accept_loop(shared: Arc<Shared>, tasks: TaskTracker, listener: TcpListener) {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = shared.stop.cancelled() => return,
+        };
+        let (stream, address) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of file descriptors and the like: back off briefly.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = Arc::clone(&shared.slots).try_acquire_owned() else {
+            tracing::warn!(%address, limit = CONNECTIONS_MAX, "too many connections; refused");
+            continue;
+        };
+        let shared = Arc::clone(&shared);
+        tasks.spawn(async move {
+            let _slot = slot;
+            if let Err((peer, error)) = serve(&shared, stream, address).await {
+                shared.emit_error(address, peer, error);
+            }
+        });
+    }
+}
+
+/// Runs one inbound connection. The session is live if the dialer asks.
+async fn serve(
+    shared: &Arc<Shared>,
+    stream: TcpStream,
+    address: SocketAddr,
+) -> Result<(), (Option<Author>, Error)> {
+    let _ = stream.set_nodelay(true);
+    let handshake = SecureChannel::accept(stream, shared.db.identity(), shared.config.channel);
+    let channel = tokio::select! {
+        channel = handshake => channel.map_err(|error| (None, error))?,
+        () = shared.stop.cancelled() => return Ok(()),
+    };
+    let peer = channel.remote_author();
+    tracing::info!(%peer, %address, "accepted");
+    let _ = shared.events.send(Event::Connected {
+        peer,
+        address,
+        dialed: false,
+    });
+    shared.remember(peer, address, How::Inbound);
+    let report = session::run(channel, &shared.db, &shared.session(true), shared.as_ref())
+        .await
+        .map_err(|error| (Some(peer), error))?;
+    tracing::info!(
+        %peer, sent = report.changes_sent, received = report.changes_received, "session ended"
+    );
+    let _ = shared.events.send(Event::Disconnected { peer, address });
+    Ok(())
+}
+
+/// Keeps a live session with one peer, redialing with exponential backoff.
+async fn live_loop(shared: Arc<Shared>, address: SocketAddr, expected: Option<Author>) {
+    let mut delay = shared.config.reconnect_delay_min;
+    while !shared.stop.is_cancelled() {
+        let session = shared.session(true);
+        match dial(&shared, address, expected, &session).await {
+            // A session that got going resets the backoff.
+            Ok(_) => delay = shared.config.reconnect_delay_min,
+            Err(Error::ShuttingDown) => break,
+            Err(error) => shared.emit_error(address, expected, error),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = shared.stop.cancelled() => break,
+        }
+        delay = (delay * 2).min(shared.config.reconnect_delay_max);
+    }
+    if let Some(peer) = expected {
+        shared.dialing.lock().expect("dialing lock").remove(&peer);
+    }
+}
+
+/// Dials every peer discovery finds, once per peer. Of two nodes that find
+/// each other, only the one with the smaller key dials, so they keep one
+/// connection, not two.
+async fn discovery_loop(shared: Arc<Shared>, tasks: TaskTracker, mut discovery: Discovery) {
+    let ours = shared.db.author();
+    loop {
+        let found = tokio::select! {
+            found = discovery.next() => found,
+            () = shared.stop.cancelled() => break,
+        };
+        let Some(found) = found else { break };
+        let _ = shared.events.send(Event::Discovered {
+            peer: found.author,
+            addresses: found.addresses.clone(),
+        });
+        let Some(address) = found.addresses.first().copied() else {
+            continue;
+        };
+        shared.remember(found.author, address, How::Discovered);
+        if ours >= found.author {
+            continue;
+        }
+        if !shared
+            .dialing
+            .lock()
+            .expect("dialing lock")
+            .insert(found.author)
+        {
+            continue;
+        }
+        tracing::info!(peer = %found.author, %address, "discovered; dialing");
+        tasks.spawn(live_loop(Arc::clone(&shared), address, Some(found.author)));
+    }
+    discovery.shutdown();
+}

@@ -1,0 +1,498 @@
+//! One sync session over an established [`SecureChannel`]: the state machine
+//! of docs/PROTOCOL.md "Sync protocol".
+//!
+//! Both sides run the same code. Each sends `Hello`; equal digests end the
+//! catch-up at once (one round trip). Otherwise each sends its `Vector`, then
+//! streams, in log order and in bounded batches, the changes the other's
+//! vector lacks, then `CaughtUp`. Sending and receiving run concurrently on
+//! the two halves of the channel, and the receiver applies a batch before it
+//! reads the next message: TCP's flow control is the backpressure. A live
+//! session then pushes every change the local database applies that the peer
+//! is not known to hold, and a keepalive when idle.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use peers_engine::{Author, Change, Db, VersionVector};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use crate::channel::{RecvHalf, SecureChannel, SendHalf};
+use crate::error::{Error, Result};
+use crate::message::{
+    self, BATCH_BYTES_MAX, BATCH_CHANGES_MAX, ByeReason, Hello, Message, SYNC_VERSION,
+    SYNC_VERSION_MIN,
+};
+
+/// What one session did, from this side.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SyncReport {
+    /// The peer's verified key.
+    pub peer: Option<Author>,
+    /// Changes this side sent.
+    pub changes_sent: u64,
+    /// Changes the peer sent that this side did not hold before.
+    pub changes_received: u64,
+    /// Changes the peer sent that this side already held.
+    pub duplicates_received: u64,
+    /// Encrypted bytes this side wrote after the handshake (frame headers
+    /// included).
+    pub bytes_sent: u64,
+    /// Encrypted bytes this side read after the handshake.
+    pub bytes_received: u64,
+    /// Round trips of the catch-up: 1 when the digests were equal, 2 when
+    /// vectors were exchanged (the changes then follow without waiting).
+    pub round_trips: u32,
+    /// Authors whose heads the two sides hold at the same seq with
+    /// different hashes: a fork, which the engines then cut (FORMAT.md).
+    pub forked_authors: Vec<Author>,
+}
+
+/// What a session reports while it runs.
+pub(crate) trait Observer: Send + Sync {
+    /// `changes` new ones were applied from `peer`.
+    fn received(&self, peer: Author, changes: u64);
+    /// `changes` were sent to `peer`.
+    fn sent(&self, peer: Author, changes: u64);
+    /// The peer's catch-up reached us: we hold what it held when the
+    /// vectors were exchanged.
+    fn caught_up(&self, peer: Author);
+}
+
+/// How a session runs.
+#[derive(Clone)]
+pub(crate) struct SessionConfig {
+    /// Stay open after catching up (only if the peer wants it too).
+    pub(crate) live: bool,
+    /// A live session sends `Keepalive` after this long without sending.
+    pub(crate) keepalive: Duration,
+    /// Ends the session (live or not) with `Bye(Shutdown)`.
+    pub(crate) stop: CancellationToken,
+}
+
+/// Runs one session to its end. A one-shot session ends after both
+/// `CaughtUp`s; a live one when either side says `Bye`, on `stop`, or on
+/// an error.
+pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin + Send>(
+    channel: SecureChannel<S>,
+    db: &Db,
+    config: &SessionConfig,
+    observer: &dyn Observer,
+) -> Result<SyncReport> {
+    let peer = channel.remote_author();
+    // Subscribe before reading the vector: every change applied after the
+    // vector is read reaches the live loop.
+    let applied = db.subscribe();
+    let ours = blocking(db, |db| db.version_vector()).await?;
+    let (mut send, mut recv) = channel.split();
+    let mut report = SyncReport {
+        peer: Some(peer),
+        ..SyncReport::default()
+    };
+
+    send.send(&Message::Hello(message::hello(db.database_id(), &ours, config.live)).encode())
+        .await?;
+    let theirs = match receive(&mut recv).await? {
+        Message::Hello(hello) => hello,
+        other => return Err(unexpected("Hello", &other)),
+    };
+    if let Err(error) = check_hello(db, &theirs) {
+        let reason = match error {
+            Error::WrongDatabase { .. } => ByeReason::WrongDatabase,
+            _ => ByeReason::UnsupportedVersion,
+        };
+        let _ = send.send(&Message::Bye(reason).encode()).await;
+        return Err(error);
+    }
+    let live = config.live && theirs.live;
+    let equal = theirs.digest == ours.digest();
+    let their_vector = if equal {
+        report.round_trips = 1;
+        None
+    } else {
+        report.round_trips = 2;
+        send.send(&Message::Vector(message::vector_entries(&ours)).encode())
+            .await?;
+        match receive(&mut recv).await? {
+            Message::Vector(entries) => Some(message::vector_from_entries(&entries)?),
+            other => return Err(unexpected("Vector", &other)),
+        }
+    };
+    if let Some(vector) = &their_vector {
+        report.forked_authors = forked(&ours, vector);
+        for author in &report.forked_authors {
+            tracing::warn!(%peer, %author, "fork: same seq, different head hash");
+        }
+    }
+    // What the peer is known to hold: only grows; decides what to push.
+    let known = Mutex::new(their_vector.clone().unwrap_or(ours));
+    let halt = CancellationToken::new();
+    let ends = Ends {
+        db,
+        peer,
+        known: &known,
+        observer,
+        halt: &halt,
+        stop: &config.stop,
+    };
+
+    let writing = ends.write(&mut send, their_vector.as_ref(), live, config, applied);
+    let reading = ends.read(&mut recv, their_vector.is_some(), live);
+    let (wrote, read) = tokio::join!(writing, reading);
+    report.bytes_sent = send.sent_bytes();
+    report.bytes_received = recv.received_bytes();
+    report.changes_sent = wrote?;
+    match read {
+        Ok(counts) => {
+            report.changes_received = counts.received;
+            report.duplicates_received = counts.duplicates;
+        }
+        Err(error) => {
+            let reason = match &error {
+                Error::RefusedChange { .. } => Some(ByeReason::RefusedChange),
+                Error::MalformedMessage { .. } | Error::UnexpectedMessage { .. } => {
+                    Some(ByeReason::ProtocolViolation)
+                }
+                _ => None,
+            };
+            if let Some(reason) = reason {
+                let _ = send.send(&Message::Bye(reason).encode()).await;
+            }
+            return Err(error);
+        }
+    }
+    let _ = send.close().await;
+    if !live && config.stop.is_cancelled() {
+        return Err(Error::ShuttingDown);
+    }
+    Ok(report)
+}
+
+/// Counts of what the reading side applied.
+#[derive(Default)]
+struct Received {
+    received: u64,
+    duplicates: u64,
+}
+
+/// What the writing and reading halves share.
+struct Ends<'a> {
+    db: &'a Db,
+    peer: Author,
+    known: &'a Mutex<VersionVector>,
+    observer: &'a dyn Observer,
+    /// Set when either half fails, so the other stops too.
+    halt: &'a CancellationToken,
+    stop: &'a CancellationToken,
+}
+
+impl Ends<'_> {
+    /// Sends the catch-up (when vectors were exchanged), `CaughtUp`, then,
+    /// when live, pushes and keepalives until stopped. Returns changes sent.
+    async fn write<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        send: &mut SendHalf<S>,
+        their_vector: Option<&VersionVector>,
+        live: bool,
+        config: &SessionConfig,
+        mut applied: broadcast::Receiver<Change>,
+    ) -> Result<u64> {
+        let mut sent = 0;
+        let catch_up = async {
+            if let Some(vector) = their_vector {
+                sent += self.send_since(send, vector).await?;
+                send.send(&Message::CaughtUp { changes: sent }.encode())
+                    .await?;
+            }
+            Ok::<_, Error>(())
+        };
+        let result = tokio::select! {
+            result = catch_up => result,
+            () = self.halt.cancelled() => return Ok(sent),
+            () = self.stop.cancelled() => Err(Error::ShuttingDown),
+        };
+        if let Err(error) = result {
+            self.halt.cancel();
+            if matches!(error, Error::ShuttingDown) {
+                let _ = send.send(&Message::Bye(ByeReason::Shutdown).encode()).await;
+                return Ok(sent);
+            }
+            return Err(error);
+        }
+        if !live {
+            return Ok(sent);
+        }
+        let pushed = self.push(send, &mut applied, config.keepalive).await;
+        self.halt.cancel();
+        match pushed {
+            Ok(pushed) => Ok(sent + pushed),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// The live loop: pushes applied changes the peer lacks; keepalives.
+    async fn push<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        send: &mut SendHalf<S>,
+        applied: &mut broadcast::Receiver<Change>,
+        keepalive: Duration,
+    ) -> Result<u64> {
+        let mut pushed = 0;
+        loop {
+            let event = tokio::select! {
+                () = self.stop.cancelled() => {
+                    send.send(&Message::Bye(ByeReason::Shutdown).encode()).await?;
+                    return Ok(pushed);
+                }
+                () = self.halt.cancelled() => return Ok(pushed),
+                () = tokio::time::sleep(keepalive) => {
+                    send.send(&Message::Keepalive.encode()).await?;
+                    continue;
+                }
+                event = applied.recv() => event,
+            };
+            let first = match event {
+                Ok(change) => change,
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    // Fell behind the broadcast: ask the log what the peer
+                    // lacks instead.
+                    tracing::debug!(peer = %self.peer, missed, "push lagged; resending from the log");
+                    let known = self.known_vector();
+                    pushed += self.send_since(send, &known).await?;
+                    continue;
+                }
+                Err(broadcast::error::RecvError::Closed) => return Ok(pushed),
+            };
+            let mut batch = Vec::new();
+            let mut batch_bytes = 0;
+            let mut next = Some(first);
+            while let Some(change) = next.take() {
+                if self.mark_known(&change) {
+                    batch_bytes += change.bytes().len();
+                    batch.push(change.bytes().to_vec());
+                }
+                if batch.len() < BATCH_CHANGES_MAX && batch_bytes < BATCH_BYTES_MAX {
+                    next = applied.try_recv().ok();
+                }
+            }
+            if !batch.is_empty() {
+                let count = batch.len() as u64;
+                send.send(&Message::Changes(batch).encode()).await?;
+                self.observer.sent(self.peer, count);
+                pushed += count;
+            }
+        }
+    }
+
+    /// Streams the changes `vector` lacks in bounded batches. Returns how
+    /// many were sent.
+    async fn send_since<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        send: &mut SendHalf<S>,
+        vector: &VersionVector,
+    ) -> Result<u64> {
+        let vector = vector.clone();
+        let mut changes = blocking(self.db, move |db| db.changes_since(&vector)).await?;
+        let mut sent = 0;
+        loop {
+            let (rest, batch) = tokio::task::spawn_blocking(move || {
+                let batch = next_batch(&mut changes);
+                (changes, batch)
+            })
+            .await
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic()));
+            changes = rest;
+            let batch = batch?;
+            if batch.is_empty() {
+                return Ok(sent);
+            }
+            // Everything goes, even below the known head: a diverged
+            // author's chain is sent whole (the receiver drops duplicates).
+            let count = batch.len() as u64;
+            let encoded = batch
+                .iter()
+                .map(|change| {
+                    self.mark_known(change);
+                    change.bytes().to_vec()
+                })
+                .collect::<Vec<_>>();
+            send.send(&Message::Changes(encoded).encode()).await?;
+            self.observer.sent(self.peer, count);
+            sent += count;
+        }
+    }
+
+    /// Receives until the peer's `CaughtUp` (one-shot) or its `Bye` (live),
+    /// applying each batch before reading the next message.
+    async fn read<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        recv: &mut RecvHalf<S>,
+        expect_catch_up: bool,
+        live: bool,
+    ) -> Result<Received> {
+        let mut counts = Received::default();
+        let mut caught_up = !expect_catch_up;
+        if caught_up {
+            self.observer.caught_up(self.peer);
+            if !live {
+                return Ok(counts);
+            }
+        }
+        let result = loop {
+            let message = tokio::select! {
+                message = receive(recv) => message,
+                () = self.halt.cancelled() => break Ok(()),
+            };
+            let message = match message {
+                Ok(message) => message,
+                Err(error) => break Err(error),
+            };
+            match message {
+                Message::Changes(batch) => {
+                    if let Err(error) = self.apply(batch, &mut counts).await {
+                        break Err(error);
+                    }
+                }
+                Message::CaughtUp { .. } if !caught_up => {
+                    caught_up = true;
+                    self.observer.caught_up(self.peer);
+                    if !live {
+                        break Ok(());
+                    }
+                }
+                Message::Keepalive if live => {}
+                Message::Bye(ByeReason::Shutdown) => break Ok(()),
+                Message::Bye(reason) => break Err(Error::PeerBye { reason }),
+                other => break Err(unexpected("Changes", &other)),
+            }
+        };
+        if result.is_err() || live {
+            self.halt.cancel();
+        }
+        result.map(|()| counts)
+    }
+
+    /// Decodes, verifies and applies one received batch. Any refusal ends
+    /// the session: an honest peer only forwards changes it verified.
+    async fn apply(&self, batch: Vec<Vec<u8>>, counts: &mut Received) -> Result<()> {
+        let mut changes = Vec::with_capacity(batch.len());
+        for bytes in &batch {
+            match Change::decode(bytes) {
+                Ok(change) => changes.push(change),
+                Err(error) => {
+                    return Err(Error::RefusedChange {
+                        hash: None,
+                        refusal: peers_engine::Refusal::Malformed(error),
+                    });
+                }
+            }
+        }
+        // Known before applying, so the push loop never echoes them back.
+        for change in &changes {
+            self.mark_known(change);
+        }
+        let report = blocking(self.db, move |db| db.apply(changes)).await?;
+        if let Some((hash, refusal)) = report.refused.into_iter().next() {
+            tracing::warn!(peer = %self.peer, ?hash, %refusal, "refused a change from the peer");
+            return Err(Error::RefusedChange { hash, refusal });
+        }
+        let new = report.accepted.len() as u64;
+        counts.received += new;
+        counts.duplicates += report.duplicates.len() as u64;
+        if new > 0 {
+            self.observer.received(self.peer, new);
+        }
+        Ok(())
+    }
+
+    /// Records that the peer holds `change`; false if it was known to.
+    fn mark_known(&self, change: &Change) -> bool {
+        let mut known = self.known.lock().expect("known vector lock");
+        if known.seq(&change.author()) >= change.seq() {
+            return false;
+        }
+        known.insert(
+            change.author(),
+            peers_engine::Head {
+                seq: change.seq(),
+                hash: change.hash(),
+            },
+        );
+        true
+    }
+
+    fn known_vector(&self) -> VersionVector {
+        self.known.lock().expect("known vector lock").clone()
+    }
+}
+
+/// The next batch from a `changes_since` iterator (empty at its end).
+fn next_batch(changes: &mut peers_engine::ChangesSince) -> Result<Vec<Change>> {
+    let mut batch = Vec::new();
+    let mut bytes = 0;
+    while batch.len() < BATCH_CHANGES_MAX && bytes < BATCH_BYTES_MAX {
+        let Some(change) = changes.next() else { break };
+        let change = change?;
+        bytes += change.bytes().len();
+        batch.push(change);
+    }
+    Ok(batch)
+}
+
+fn check_hello(db: &Db, hello: &Hello) -> Result<()> {
+    if hello.database != db.database_id().0 {
+        return Err(Error::WrongDatabase {
+            ours: db.database_id(),
+            theirs: peers_engine::DatabaseId(hello.database),
+        });
+    }
+    match message::negotiate(
+        (SYNC_VERSION_MIN, SYNC_VERSION),
+        (hello.version_min, hello.version_max),
+    ) {
+        Some(_) => Ok(()),
+        None => Err(Error::UnsupportedSyncVersion {
+            found_min: hello.version_min,
+            found_max: hello.version_max,
+            supported_min: SYNC_VERSION_MIN,
+            supported_max: SYNC_VERSION,
+        }),
+    }
+}
+
+/// Authors both hold at the same seq with different hashes.
+fn forked(ours: &VersionVector, theirs: &VersionVector) -> Vec<Author> {
+    ours.iter()
+        .filter(|(author, head)| {
+            theirs
+                .get(author)
+                .is_some_and(|their| their.seq == head.seq && their.hash != head.hash)
+        })
+        .map(|(author, _)| *author)
+        .collect()
+}
+
+async fn receive<S: AsyncRead + AsyncWrite + Unpin>(recv: &mut RecvHalf<S>) -> Result<Message> {
+    Message::decode(&recv.recv().await?)
+}
+
+fn unexpected(expected: &'static str, found: &Message) -> Error {
+    Error::UnexpectedMessage {
+        expected,
+        found: found.kind(),
+    }
+}
+
+/// Runs a blocking database call off the async threads.
+pub(crate) async fn blocking<T: Send + 'static>(
+    db: &Db,
+    work: impl FnOnce(&Db) -> peers_engine::Result<T> + Send + 'static,
+) -> Result<T> {
+    let db = db.clone();
+    let result = tokio::task::spawn_blocking(move || work(&db))
+        .await
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic()));
+    Ok(result?)
+}
