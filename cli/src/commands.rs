@@ -76,13 +76,24 @@ fn run_on(db: &Db, command: Command, json: bool) -> Result<()> {
         }
         Command::Verify => verify(db, json),
         Command::Rebuild => rebuild(db, json),
+        Command::Serve {
+            listen,
+            discover,
+            connect,
+        } => crate::network::serve(db, &listen, discover, &connect, json),
+        Command::Sync {
+            address,
+            expect_key,
+            live,
+        } => crate::network::sync(db, &address, expect_key.as_deref(), live, json),
+        Command::Peers { scan } => crate::network::peers(db, scan, json),
         Command::Init | Command::Join { .. } | Command::Demo => {
             unreachable!("handled before opening")
         }
     }
 }
 
-fn print(json: bool, value: serde_json::Value, text: impl FnOnce() -> String) {
+pub(crate) fn print(json: bool, value: serde_json::Value, text: impl FnOnce() -> String) {
     if json {
         println!("{value}");
     } else {
@@ -385,5 +396,17 @@ fn progress_bar(length: u64, message: &'static str) -> ProgressBar {
     let bar = ProgressBar::with_draw_target(Some(length), indicatif::ProgressDrawTarget::stderr());
     bar.set_style(bar_style("{msg} {bar:40} {pos}/{len} ({eta})"));
     bar.set_message(message);
+    bar
+}
+
+/// A spinner with a message on stderr, hidden when stderr is not a terminal.
+pub(crate) fn spinner(message: &'static str) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    bar.set_message(message);
+    bar.enable_steady_tick(std::time::Duration::from_millis(100));
     bar
 }

@@ -4,6 +4,7 @@
 
 mod commands;
 mod demo;
+mod network;
 mod output;
 
 use std::path::PathBuf;
@@ -107,6 +108,35 @@ pub(crate) enum Command {
     Verify,
     /// Drop the view and rebuild it from the log.
     Rebuild,
+    /// Accept peers and sync with them live, until Ctrl-C. Logs peers and counts.
+    Serve {
+        /// Address to listen on (IP:PORT; port 0 picks a free one).
+        #[arg(long, default_value = "127.0.0.1:7001", value_name = "ADDR")]
+        listen: String,
+        /// Announce this replica on the LAN (mDNS) and sync with the replicas of this database found there.
+        #[arg(long)]
+        discover: bool,
+        /// Also keep a live connection to this peer (HOST:PORT); repeatable.
+        #[arg(long, value_name = "ADDR")]
+        connect: Vec<String>,
+    },
+    /// Sync with a peer both ways: once (prints changes and bytes sent and received), or --live until Ctrl-C.
+    Sync {
+        /// The peer's address (HOST:PORT).
+        address: String,
+        /// Refuse the peer unless it proves this public key (64 hex digits).
+        #[arg(long, value_name = "KEY")]
+        expect_key: Option<String>,
+        /// Stay connected and push changes as they commit; reconnect when the connection drops.
+        #[arg(long)]
+        live: bool,
+    },
+    /// List the peers this replica has met (dialed, accepted, discovered).
+    Peers {
+        /// Also look for replicas of this database on the LAN for SECONDS.
+        #[arg(long, value_name = "SECONDS")]
+        scan: Option<u64>,
+    },
     /// Three replicas in a temporary directory converge after concurrent writes.
     Demo,
 }

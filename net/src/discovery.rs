@@ -124,9 +124,6 @@ impl Discovery {
     pub fn start(database: DatabaseId, author: Author, port: u16) -> Result<Discovery> {
         let token = discovery_token(&database);
         let daemon = ServiceDaemon::new().map_err(Error::Discovery)?;
-        if std::env::var("EXPERIMENT_NO_LOOPBACK").is_ok() {
-            daemon.disable_interface(vec![mdns_sd::IfKind::LoopbackV4, mdns_sd::IfKind::LoopbackV6, mdns_sd::IfKind::IPv6]).map_err(Error::Discovery)?;
-        }
         let info = service_info(&token, &author, port)?;
         let fullname = info.get_fullname().to_owned();
         // From here on, dropping `discovery` unregisters and stops the daemon.
@@ -140,10 +137,7 @@ impl Discovery {
             .daemon
             .browse(SERVICE_TYPE)
             .map_err(Error::Discovery)?;
-        discovery
-            .daemon
-            .register(info)
-            .map_err(Error::Discovery)?;
+        discovery.daemon.register(info).map_err(Error::Discovery)?;
         let filter = Filter { token, own: author };
         thread::Builder::new()
             .name("peers-discovery".to_owned())
@@ -305,9 +299,15 @@ struct Announcement {
 /// returned: a bad announcement is someone else's problem).
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum TxtFault {
-    Missing { key: &'static str },
-    NoValue { key: &'static str },
-    NotHex { key: &'static str },
+    Missing {
+        key: &'static str,
+    },
+    NoValue {
+        key: &'static str,
+    },
+    NotHex {
+        key: &'static str,
+    },
     WrongLength {
         key: &'static str,
         digits: usize,
@@ -325,7 +325,10 @@ impl std::fmt::Display for TxtFault {
                 key,
                 digits,
                 expected,
-            } => write!(f, "TXT key {key:?} has {digits} hex digits, expected {expected}"),
+            } => write!(
+                f,
+                "TXT key {key:?} has {digits} hex digits, expected {expected}"
+            ),
         }
     }
 }
@@ -386,7 +389,10 @@ mod tests {
         (hex::encode([1u8; 16]), hex::encode([2u8; 32]))
     }
 
-    fn parse(pairs: &[(&str, Option<&str>)]) -> Result<Announcement, TxtFault> {
+    /// TXT `(key, value)` pairs as text.
+    type Pairs<'a> = &'a [(&'a str, Option<&'a str>)];
+
+    fn parse(pairs: Pairs<'_>) -> Result<Announcement, TxtFault> {
         let pairs: Vec<(&str, Option<&[u8]>)> = pairs
             .iter()
             .map(|(key, value)| (*key, value.map(str::as_bytes)))
@@ -415,14 +421,16 @@ mod tests {
     #[test]
     fn txt_malformed_is_refused() {
         let (token, author) = good();
-        let cases: [(&[(&str, Option<&str>)], TxtFault); 6] = [
+        let cases: [(Pairs<'_>, TxtFault); 6] = [
             (
                 &[("author", Some(&author))],
                 TxtFault::Missing { key: TXT_KEY_TOKEN },
             ),
             (
                 &[("token", Some(&token))],
-                TxtFault::Missing { key: TXT_KEY_AUTHOR },
+                TxtFault::Missing {
+                    key: TXT_KEY_AUTHOR,
+                },
             ),
             (
                 &[("token", None), ("author", Some(&author))],
@@ -438,10 +446,15 @@ mod tests {
             ),
             (
                 &[("token", Some(&token)), ("author", Some(&"zz".repeat(32)))],
-                TxtFault::NotHex { key: TXT_KEY_AUTHOR },
+                TxtFault::NotHex {
+                    key: TXT_KEY_AUTHOR,
+                },
             ),
             (
-                &[("token", Some(&token)), ("author", Some(&format!("{author}00")))],
+                &[
+                    ("token", Some(&token)),
+                    ("author", Some(&format!("{author}00"))),
+                ],
                 TxtFault::WrongLength {
                     key: TXT_KEY_AUTHOR,
                     digits: 66,

@@ -148,7 +148,9 @@ pub enum Error {
         theirs: DatabaseId,
     },
     /// The peer speaks no sync protocol version we do.
-    #[error("peer speaks sync protocol versions {found_min}..={found_max}, we speak {supported_min}..={supported_max}")]
+    #[error(
+        "peer speaks sync protocol versions {found_min}..={found_max}, we speak {supported_min}..={supported_max}"
+    )]
     UnsupportedSyncVersion {
         /// The peer's lowest.
         found_min: u16,

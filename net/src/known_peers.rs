@@ -99,7 +99,9 @@ impl KnownPeers {
             .retain(|peer| !(peer.author == author && peer.how == how));
         let last_seen_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map_or(0, |since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX));
+            .map_or(0, |since| {
+                u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+            });
         self.peers.insert(
             0,
             KnownPeer {
@@ -138,7 +140,9 @@ pub fn known_peers(dir: &Path) -> Vec<KnownPeer> {
     for (number, line) in text.lines().enumerate().take(KNOWN_PEERS_MAX) {
         match parse_line(line) {
             Some(peer) => peers.push(peer),
-            None => tracing::warn!(path = %path.display(), line = number + 1, "skipping a line that does not parse"),
+            None => {
+                tracing::warn!(path = %path.display(), line = number + 1, "skipping a line that does not parse")
+            }
         }
     }
     peers
@@ -174,9 +178,15 @@ mod tests {
         let a = Author([1; 32]);
         let b = Author([2; 32]);
         let address: SocketAddr = "127.0.0.1:7001".parse().expect("address");
-        known.record(dir.path(), a, address, How::Dialed).expect("saves");
-        known.record(dir.path(), b, address, How::Inbound).expect("saves");
-        known.record(dir.path(), a, address, How::Dialed).expect("saves");
+        known
+            .record(dir.path(), a, address, How::Dialed)
+            .expect("saves");
+        known
+            .record(dir.path(), b, address, How::Inbound)
+            .expect("saves");
+        known
+            .record(dir.path(), a, address, How::Dialed)
+            .expect("saves");
         let read = known_peers(dir.path());
         assert_eq!(read.len(), 2);
         assert_eq!(read[0].author, a);

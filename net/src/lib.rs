@@ -17,7 +17,8 @@ mod node;
 mod session;
 
 pub use channel::{
-    ChannelOptions, HANDSHAKE_TIMEOUT, RECV_TIMEOUT, RecvHalf, SEND_TIMEOUT, SecureChannel, SendHalf,
+    ChannelOptions, HANDSHAKE_TIMEOUT, RECV_TIMEOUT, RecvHalf, SEND_TIMEOUT, SecureChannel,
+    SendHalf,
 };
 pub use discovery::{
     DISCOVERIES_QUEUED_MAX, DISCOVERY_TOKEN_BYTES, DISCOVERY_TOKEN_CONTEXT, Discovered, Discovery,
@@ -25,13 +26,14 @@ pub use discovery::{
 };
 pub use error::{Error, Result, Stage};
 pub use frame::{FRAME_BYTES_MAX, MESSAGE_BYTES_MAX, NOISE_MESSAGE_BYTES_MAX};
+pub use handshake::{CHANNEL_VERSION, CHANNEL_VERSION_MIN, IDENTITY_PROOF_DOMAIN, NOISE_PARAMS};
 pub use known_peers::{How, KNOWN_PEERS_FILE, KNOWN_PEERS_MAX, KnownPeer, known_peers};
 pub use message::{
-    BATCH_BYTES_MAX, BATCH_CHANGES_MAX, ByeReason, SYNC_VERSION, SYNC_VERSION_MIN, VECTOR_AUTHORS_MAX,
+    BATCH_BYTES_MAX, BATCH_CHANGES_MAX, ByeReason, Hello, Message, SYNC_VERSION, SYNC_VERSION_MIN,
+    VECTOR_AUTHORS_MAX, VectorEntry,
 };
 pub use node::{
-    CONNECTIONS_MAX, EVENTS_BUFFER, Event, KEEPALIVE_INTERVAL, Node, NodeConfig, RECONNECT_DELAY_MAX,
-    RECONNECT_DELAY_MIN,
+    CONNECTIONS_MAX, EVENTS_BUFFER, Event, KEEPALIVE_INTERVAL, Node, NodeConfig,
+    RECONNECT_DELAY_MAX, RECONNECT_DELAY_MIN,
 };
 pub use session::SyncReport;
-pub use handshake::{CHANNEL_VERSION, CHANNEL_VERSION_MIN, IDENTITY_PROOF_DOMAIN, NOISE_PARAMS};

@@ -40,26 +40,29 @@ const fn config() -> bincode::config::Configuration<
 
 /// The first message each side sends, both at once.
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
-pub(crate) struct Hello {
+pub struct Hello {
     /// Lowest sync version the sender speaks.
-    pub(crate) version_min: u16,
+    pub version_min: u16,
     /// Highest sync version the sender speaks.
-    pub(crate) version_max: u16,
+    pub version_max: u16,
     /// The database the sender syncs over this connection.
-    pub(crate) database: [u8; 32],
+    pub database: [u8; 32],
     /// [`VersionVector::digest`] of the sender's vector.
-    pub(crate) digest: [u8; 32],
+    pub digest: [u8; 32],
     /// Whether the sender wants the connection to stay open after catching
     /// up; it does only when both say so.
-    pub(crate) live: bool,
+    pub live: bool,
 }
 
 /// One author's entry in a `Vector` message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
-pub(crate) struct VectorEntry {
-    pub(crate) author: [u8; 32],
-    pub(crate) seq: u64,
-    pub(crate) hash: [u8; 32],
+pub struct VectorEntry {
+    /// The author's key.
+    pub author: [u8; 32],
+    /// Highest seq held.
+    pub seq: u64,
+    /// Hash of that change.
+    pub hash: [u8; 32],
 }
 
 /// Why a side ends the session on purpose.
@@ -79,7 +82,7 @@ pub enum ByeReason {
 
 /// A sync protocol message. The variant order is the wire's variant index.
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
-pub(crate) enum Message {
+pub enum Message {
     /// Index 0: see [`Hello`].
     Hello(Hello),
     /// Index 1: the sender's version vector, in author order.
@@ -101,7 +104,7 @@ pub(crate) enum Message {
 
 impl Message {
     /// Short name for errors and logs.
-    pub(crate) fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> &'static str {
         match self {
             Message::Hello(_) => "Hello",
             Message::Vector(_) => "Vector",
@@ -112,14 +115,18 @@ impl Message {
         }
     }
 
-    pub(crate) fn encode(&self) -> Vec<u8> {
+    /// The message's bytes (at most [`MESSAGE_BYTES_MAX`]).
+    pub fn encode(&self) -> Vec<u8> {
         let bytes = bincode::encode_to_vec(self, config()).expect("encoding into a Vec");
-        assert!(bytes.len() <= MESSAGE_BYTES_MAX, "we build bounded messages");
+        assert!(
+            bytes.len() <= MESSAGE_BYTES_MAX,
+            "we build bounded messages"
+        );
         bytes
     }
 
     /// Decodes one message; refuses trailing bytes and oversized claims.
-    pub(crate) fn decode(bytes: &[u8]) -> Result<Message> {
+    pub fn decode(bytes: &[u8]) -> Result<Message> {
         let malformed = |reason: String| Error::MalformedMessage {
             bytes: bytes.len() as u64,
             reason,
@@ -227,7 +234,10 @@ mod tests {
             Message::Bye(ByeReason::RefusedChange),
         ];
         for message in messages {
-            assert_eq!(Message::decode(&message.encode()).expect("decodes"), message);
+            assert_eq!(
+                Message::decode(&message.encode()).expect("decodes"),
+                message
+            );
         }
     }
 

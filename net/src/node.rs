@@ -191,7 +191,11 @@ impl Node {
             };
             let discovery =
                 Discovery::start(shared.db.database_id(), shared.db.author(), address.port())?;
-            tasks.spawn(discovery_loop(Arc::clone(&shared), tasks.clone(), discovery));
+            tasks.spawn(discovery_loop(
+                Arc::clone(&shared),
+                tasks.clone(),
+                discovery,
+            ));
         }
         Ok(Node {
             shared,
@@ -442,7 +446,8 @@ async fn discovery_loop(shared: Arc<Shared>, tasks: TaskTracker, mut discovery: 
             peer: found.author,
             addresses: found.addresses.clone(),
         });
-        let Some(address) = found.addresses.first().copied() else {
+        // Port 0: a `peers peers --scan` that listens nowhere.
+        let Some(address) = found.addresses.iter().copied().find(|a| a.port() != 0) else {
             continue;
         };
         shared.remember(found.author, address, How::Discovered);

@@ -1,0 +1,307 @@
+//! The network commands: `serve`, `sync` (one-shot or `--live`) and
+//! `peers`. Each runs a tokio runtime around a `peers_net::Node`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use peers_engine::{Author, Db};
+use peers_net::{Discovery, Event, Node, NodeConfig, known_peers};
+use serde_json::json;
+use tokio::sync::broadcast;
+
+use crate::commands::{print, spinner};
+
+/// `peers serve`: accept peers (and dial `connect`), until Ctrl-C.
+pub(crate) fn serve(
+    db: &Db,
+    listen: &str,
+    discover: bool,
+    connect: &[String],
+    json: bool,
+) -> Result<()> {
+    let listen: SocketAddr = listen
+        .parse()
+        .with_context(|| format!("--listen {listen:?} is not IP:PORT"))?;
+    runtime()?.block_on(async {
+        let config = NodeConfig {
+            listen: Some(listen),
+            discover,
+            ..NodeConfig::default()
+        };
+        let node = Node::start(db.clone(), config)
+            .await
+            .with_context(|| format!("listening on {listen}"))?;
+        let address = node.local_addr().context("node listens")?;
+        print(
+            json,
+            json!({ "event": "listening", "address": address.to_string(),
+                    "public_key": db.author().to_hex(), "database": db.database_id().to_hex() }),
+            || {
+                format!(
+                    "listening on {address} as {}{}; Ctrl-C stops",
+                    db.author(),
+                    if discover {
+                        ", announced on the LAN"
+                    } else {
+                        ""
+                    }
+                )
+            },
+        );
+        for peer in connect {
+            node.connect(peer, None).await?;
+        }
+        run_until_ctrl_c(node, json).await
+    })
+}
+
+/// `peers sync ADDR`: one session both ways, or `--live` until Ctrl-C.
+pub(crate) fn sync(
+    db: &Db,
+    address: &str,
+    expect_key: Option<&str>,
+    live: bool,
+    json: bool,
+) -> Result<()> {
+    let expected = expect_key
+        .map(|key| Author::from_hex(key).context("--expect-key must be 64 hex digits"))
+        .transpose()?;
+    runtime()?.block_on(async {
+        let node = Node::start(db.clone(), NodeConfig::default()).await?;
+        if live {
+            node.connect(address, expected).await?;
+            return run_until_ctrl_c(node, json).await;
+        }
+        let bar = spinner("syncing");
+        let mut events = node.events();
+        let counting = async {
+            let (mut received, mut sent) = (0u64, 0u64);
+            loop {
+                match events.recv().await {
+                    Ok(Event::Received { changes, .. }) => received += changes,
+                    Ok(Event::Sent { changes, .. }) => sent += changes,
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => break,
+                }
+                bar.set_message(format!("syncing: {received} changes in, {sent} out"));
+            }
+        };
+        let result = tokio::select! {
+            result = node.sync_once(address, expected) => result,
+            () = counting => unreachable!("the node outlives the sync"),
+        };
+        bar.finish_and_clear();
+        node.shutdown().await;
+        let report = result.with_context(|| format!("syncing with {address}"))?;
+        let peer = report.peer.map(|peer| peer.to_hex()).unwrap_or_default();
+        print(
+            json,
+            json!({
+                "peer": peer,
+                "changes_sent": report.changes_sent,
+                "changes_received": report.changes_received,
+                "duplicates_received": report.duplicates_received,
+                "bytes_sent": report.bytes_sent,
+                "bytes_received": report.bytes_received,
+                "round_trips": report.round_trips,
+                "forked_authors": report.forked_authors.iter().map(Author::to_hex).collect::<Vec<_>>(),
+            }),
+            || {
+                let mut text = format!(
+                    "synced with {peer}\nsent {} changes ({} bytes), received {} changes ({} bytes), {} round trip{}",
+                    report.changes_sent,
+                    report.bytes_sent,
+                    report.changes_received,
+                    report.bytes_received,
+                    report.round_trips,
+                    if report.round_trips == 1 { "" } else { "s" },
+                );
+                for author in &report.forked_authors {
+                    text.push_str(&format!("\nfork: {author} has two changes at one seq; cut"));
+                }
+                text
+            },
+        );
+        Ok(())
+    })
+}
+
+/// `peers peers`: the peers this replica met; with `scan`, also those
+/// announcing this database on the LAN during that many seconds.
+pub(crate) fn peers(db: &Db, scan_seconds: Option<u64>, json: bool) -> Result<()> {
+    let known = known_peers(db.dir());
+    let mut lines = Vec::new();
+    let mut records = Vec::new();
+    for peer in &known {
+        lines.push(format!(
+            "{}  {:<21}  {:<10}  last seen {}",
+            peer.author,
+            peer.address,
+            peer.how,
+            age(peer.last_seen_ms)
+        ));
+        records.push(json!({
+            "public_key": peer.author.to_hex(),
+            "address": peer.address.to_string(),
+            "how": peer.how.to_string(),
+            "last_seen_ms": peer.last_seen_ms,
+        }));
+    }
+    if let Some(seconds) = scan_seconds {
+        let found = runtime()?.block_on(scan(db, Duration::from_secs(seconds)))?;
+        for (author, addresses) in found {
+            let addresses: Vec<String> = addresses.iter().map(ToString::to_string).collect();
+            lines.push(format!("{author}  {}  on the LAN now", addresses.join(",")));
+            records.push(json!({
+                "public_key": author.to_hex(),
+                "addresses": addresses,
+                "how": "discovered now",
+            }));
+        }
+    }
+    if lines.is_empty() {
+        lines.push(
+            "no known peers (run `peers sync ADDR`, or `peers peers --scan 3` to look on the LAN)"
+                .to_owned(),
+        );
+    }
+    print(json, json!(records), || lines.join("\n"));
+    Ok(())
+}
+
+/// Browses the LAN for `duration`; announces nothing useful (port 0 means
+/// "not listening", so no peer dials it).
+async fn scan(db: &Db, duration: Duration) -> Result<Vec<(Author, Vec<SocketAddr>)>> {
+    let mut discovery =
+        Discovery::start(db.database_id(), db.author(), 0).context("starting LAN discovery")?;
+    let mut found: Vec<(Author, Vec<SocketAddr>)> = Vec::new();
+    let deadline = tokio::time::sleep(duration);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            () = &mut deadline => break,
+            next = discovery.next() => match next {
+                Some(peer) if !found.iter().any(|(author, _)| *author == peer.author) => {
+                    found.push((peer.author, peer.addresses));
+                }
+                Some(_) => {}
+                None => break,
+            },
+        }
+    }
+    discovery.shutdown();
+    Ok(found)
+}
+
+/// Prints node events (one line each, or JSON lines) until Ctrl-C, then
+/// shuts the node down and prints the totals.
+async fn run_until_ctrl_c(node: Node, json: bool) -> Result<()> {
+    let mut events = node.events();
+    let (mut received, mut sent) = (0u64, 0u64);
+    loop {
+        let event = tokio::select! {
+            signal = tokio::signal::ctrl_c() => {
+                signal.context("waiting for Ctrl-C")?;
+                break;
+            }
+            event = events.recv() => event,
+        };
+        let event = match event {
+            Ok(event) => event,
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                eprintln!("peers: {missed} events not shown (output too slow)");
+                continue;
+            }
+            Err(broadcast::error::RecvError::Closed) => break,
+        };
+        match &event {
+            Event::Received { changes, .. } => received += changes,
+            Event::Sent { changes, .. } => sent += changes,
+            _ => {}
+        }
+        print_event(&event, received, sent, json);
+    }
+    node.shutdown().await;
+    print(
+        json,
+        json!({ "event": "stopped", "changes_received": received, "changes_sent": sent }),
+        || format!("stopped; received {received} changes, sent {sent}"),
+    );
+    Ok(())
+}
+
+fn print_event(event: &Event, received: u64, sent: u64, json: bool) {
+    let (value, text) = match event {
+        Event::Connected {
+            peer,
+            address,
+            dialed,
+        } => (
+            json!({ "event": "connected", "peer": peer.to_hex(), "address": address.to_string(), "dialed": dialed }),
+            format!(
+                "connected {peer} ({address}, {})",
+                if *dialed { "dialed" } else { "inbound" }
+            ),
+        ),
+        Event::CaughtUp { peer } => (
+            json!({ "event": "caught_up", "peer": peer.to_hex() }),
+            format!("caught up with {peer}"),
+        ),
+        Event::Received { peer, changes } => (
+            json!({ "event": "received", "peer": peer.to_hex(), "changes": changes, "total": received }),
+            format!("received {changes} changes from {peer} ({received} in all)"),
+        ),
+        Event::Sent { peer, changes } => (
+            json!({ "event": "sent", "peer": peer.to_hex(), "changes": changes, "total": sent }),
+            format!("sent {changes} changes to {peer} ({sent} in all)"),
+        ),
+        Event::Disconnected { peer, address } => (
+            json!({ "event": "disconnected", "peer": peer.to_hex(), "address": address.to_string() }),
+            format!("disconnected {peer} ({address})"),
+        ),
+        Event::PeerError {
+            address,
+            peer,
+            error,
+        } => (
+            json!({ "event": "peer_error", "address": address.to_string(),
+                    "peer": peer.map(|p| p.to_hex()), "error": error.to_string() }),
+            format!("peer {address} dropped: {error}"),
+        ),
+        Event::Discovered { peer, addresses } => {
+            let addresses: Vec<String> = addresses.iter().map(ToString::to_string).collect();
+            (
+                json!({ "event": "discovered", "peer": peer.to_hex(), "addresses": addresses }),
+                format!("discovered {peer} at {}", addresses.join(",")),
+            )
+        }
+        other => (
+            json!({ "event": format!("{other:?}") }),
+            format!("{other:?}"),
+        ),
+    };
+    print(json, value, || text);
+}
+
+fn age(last_seen_ms: u64) -> String {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        });
+    let seconds = now_ms.saturating_sub(last_seen_ms) / 1000;
+    match seconds {
+        0..60 => format!("{seconds} s ago"),
+        60..3600 => format!("{} min ago", seconds / 60),
+        3600..86400 => format!("{} h ago", seconds / 3600),
+        _ => format!("{} days ago", seconds / 86400),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
