@@ -49,6 +49,12 @@ pub(crate) fn serve(
                 )
             },
         );
+        if discover && address.ip().is_loopback() {
+            eprintln!(
+                "peers: note: listening on loopback only; other machines cannot reach it (use --listen 0.0.0.0:{})",
+                address.port()
+            );
+        }
         for peer in connect {
             node.connect(peer, None).await?;
         }

@@ -620,3 +620,100 @@ fn errors_are_one_line() {
         "a refused join must not create the directory"
     );
 }
+
+/// `peers serve`, stopped with SIGINT when dropped (as Ctrl-C would).
+struct Server {
+    child: std::process::Child,
+    address: String,
+}
+
+impl Server {
+    /// Starts `peers --json --db DB serve --listen 127.0.0.1:0` and reads the
+    /// address from its first line.
+    fn start(db: &Path) -> Server {
+        use std::io::BufRead;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_peers"))
+            .env_remove("PEERS_DB")
+            .env_remove("PEERS_LOG")
+            .arg("--json")
+            .arg("--db")
+            .arg(db)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn peers serve");
+        let stdout = child.stdout.take().expect("piped");
+        let mut stdout = std::io::BufReader::new(stdout);
+        let mut first = String::new();
+        stdout.read_line(&mut first).expect("serve prints a line");
+        // Keep reading, as a terminal would: a closed pipe would stop it.
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+        let listening: Json = serde_json::from_str(&first).expect("JSON line");
+        assert_eq!(listening["event"], "listening", "{first}");
+        let address = listening["address"].as_str().expect("address").to_owned();
+        Server { child, address }
+    }
+
+    /// Sends SIGINT and requires a clean exit.
+    fn stop(self) {
+        let status = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .expect("kill -INT");
+        assert!(status.success());
+        let output = self.child.wait_with_output().expect("serve exits");
+        assert!(
+            output.status.success(),
+            "serve exited with {} after Ctrl-C: {}",
+            output.status,
+            text(&output.stderr)
+        );
+    }
+}
+
+// Guards the two-terminal story of issue 4: `serve` on one replica, `sync`
+// from another converges both ways and prints what moved; a second sync
+// moves nothing in one round trip; `peers` lists the server; a wrong
+// --expect-key and a dead address fail with one error line; Ctrl-C stops
+// the server cleanly.
+#[test]
+fn serve_and_sync_converge() {
+    let (_temp, a, id) = new_db("a");
+    let b = a.with_file_name("b");
+    ok(&b, &["join", id["database"].as_str().expect("id")]);
+    commit(&a, &["put", "notes", "n1", "title=from a"]);
+    commit(&b, &["put", "notes", "n2", "title=from b"]);
+    let server = Server::start(&a);
+
+    let report = ok_json(&b, &["sync", &server.address]);
+    assert_eq!(report["changes_sent"], 1, "{report}");
+    assert_eq!(report["changes_received"], 2, "genesis and n1: {report}");
+    assert_eq!(report["round_trips"], 2);
+    assert_eq!(report["peer"], id["public_key"]);
+    assert!(report["bytes_sent"].as_u64().expect("bytes") > 0);
+    let again = ok_json(&b, &["sync", &server.address]);
+    assert_eq!(again["round_trips"], 1, "{again}");
+    assert_eq!(again["changes_received"], 0);
+    let text = ok(&b, &["sync", &server.address]);
+    assert!(text.contains("sent 0 changes"), "{text}");
+
+    let peers = ok_json(&b, &["peers"]);
+    assert_eq!(peers[0]["public_key"], id["public_key"], "{peers}");
+    assert_eq!(peers[0]["how"], "dialed");
+
+    let wrong = "0".repeat(64);
+    let output = run(Some(&b), &["sync", &server.address, "--expect-key", &wrong]);
+    let stderr = fails_one_line(&output, "sync with a wrong --expect-key");
+    assert!(stderr.contains("expected peer"), "{stderr}");
+    let output = run(Some(&b), &["sync", "127.0.0.1:1"]);
+    fails_one_line(&output, "sync with a dead address");
+
+    server.stop();
+    assert_eq!(state_hash(&a), state_hash(&b));
+    assert_eq!(
+        ok_json(&a, &["get", "notes", "n2"])["title"],
+        "from b",
+        "a got b's change"
+    );
+}

@@ -229,11 +229,8 @@ impl Node {
             keepalive: self.shared.config.keepalive,
             stop: self.shared.stop.clone(),
         };
-        let result = dial(&self.shared, address, expected, &session).await;
-        if let Err(error) = &result {
-            self.shared.peer_error(address, None, error);
-        }
-        result
+        // Errors go to the caller, not to the log or the event stream.
+        dial(&self.shared, address, expected, &session).await
     }
 
     /// Keeps a live session with `address`: dials it now, and again with
@@ -446,8 +443,7 @@ async fn discovery_loop(shared: Arc<Shared>, tasks: TaskTracker, mut discovery: 
             peer: found.author,
             addresses: found.addresses.clone(),
         });
-        // Port 0: a `peers peers --scan` that listens nowhere.
-        let Some(address) = found.addresses.iter().copied().find(|a| a.port() != 0) else {
+        let Some(address) = dial_address(&found.addresses) else {
             continue;
         };
         shared.remember(found.author, address, How::Discovered);
@@ -466,4 +462,16 @@ async fn discovery_loop(shared: Arc<Shared>, tasks: TaskTracker, mut discovery: 
         tasks.spawn(live_loop(Arc::clone(&shared), address, Some(found.author)));
     }
     discovery.shutdown();
+}
+
+/// Which of a discovered peer's addresses to dial: IPv4 before IPv6 (an
+/// IPv6 link-local address needs its scope, and many listeners bind IPv4
+/// only), a LAN address before loopback. Port 0 is a `peers peers --scan`
+/// that listens nowhere: never dialed.
+fn dial_address(addresses: &[SocketAddr]) -> Option<SocketAddr> {
+    addresses
+        .iter()
+        .copied()
+        .filter(|address| address.port() != 0)
+        .min_by_key(|address| (address.is_ipv6(), address.ip().is_loopback()))
 }

@@ -12,8 +12,9 @@ use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::time::Duration;
 
-use peers_engine::{Author, DatabaseId, Identity};
-use peers_net::{Discovered, Discovery};
+use peers_engine::{Author, DatabaseId, Db, Identity};
+use peers_net::{Discovered, Discovery, Node, NodeConfig};
+use peers_tests::{relaxed, replica_of};
 use tokio::time::{Instant, timeout_at};
 
 /// How long two nodes get to find each other (mDNS probing alone takes ~1 s).
@@ -104,6 +105,51 @@ async fn same_database_nodes_find_each_other() -> anyhow::Result<()> {
     a.shutdown();
     b.shutdown();
     c.shutdown();
+    Ok(())
+}
+
+/// Two nodes of one database started with `discover` and nothing else (no
+/// address given to either) find each other, connect live, and converge;
+/// a later write on one reaches the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovering_nodes_sync_without_configuration() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let a = Db::create(dir.path().join("a"), relaxed())?;
+    let b = replica_of(&a, &dir.path().join("b"));
+    for (db, tag) in [(&a, "a"), (&b, "b")] {
+        let mut tx = db.transaction();
+        tx.set("notes", tag, "text", format!("written on {tag}"));
+        tx.commit()?;
+    }
+    let config = NodeConfig {
+        listen: Some("0.0.0.0:0".parse()?),
+        discover: true,
+        ..NodeConfig::default()
+    };
+    let node_a = Node::start(a.clone(), config.clone()).await?;
+    let node_b = Node::start(b.clone(), config).await?;
+    let converged = |a: &Db, b: &Db| -> anyhow::Result<bool> {
+        Ok(a.state_hash()? == b.state_hash()? && b.get_row("notes", "a")?.is_some())
+    };
+    let deadline = Instant::now() + FIND_TIMEOUT;
+    while !converged(&a, &b)? {
+        if Instant::now() > deadline {
+            node_a.shutdown().await;
+            node_b.shutdown().await;
+            return skip_or_fail(&BTreeMap::new(), &BTreeMap::new());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut tx = b.transaction();
+    tx.set("notes", "later", "text", "pushed live");
+    tx.commit()?;
+    let deadline = Instant::now() + FIND_TIMEOUT;
+    while a.get_row("notes", "later")?.is_none() {
+        assert!(Instant::now() < deadline, "live push after discovery");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    node_a.shutdown().await;
+    node_b.shutdown().await;
     Ok(())
 }
 
