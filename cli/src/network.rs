@@ -115,13 +115,12 @@ pub(crate) fn sync(
             }),
             || {
                 let mut text = format!(
-                    "synced with {peer}\nsent {} changes ({} bytes), received {} changes ({} bytes), {} round trip{}",
-                    report.changes_sent,
+                    "synced with {peer}\nsent {} ({} bytes), received {} ({} bytes), {}",
+                    count(report.changes_sent, "change"),
                     report.bytes_sent,
-                    report.changes_received,
+                    count(report.changes_received, "change"),
                     report.bytes_received,
-                    report.round_trips,
-                    if report.round_trips == 1 { "" } else { "s" },
+                    count(u64::from(report.round_trips), "round trip"),
                 );
                 for author in &report.forked_authors {
                     text.push_str(&format!("\nfork: {author} has two changes at one seq; cut"));
@@ -232,7 +231,13 @@ async fn run_until_ctrl_c(node: Node, json: bool) -> Result<()> {
     print(
         json,
         json!({ "event": "stopped", "changes_received": received, "changes_sent": sent }),
-        || format!("stopped; received {received} changes, sent {sent}"),
+        || {
+            format!(
+                "stopped; received {}, sent {}",
+                count(received, "change"),
+                count(sent, "change")
+            )
+        },
     );
     Ok(())
 }
@@ -256,11 +261,17 @@ fn print_event(event: &Event, received: u64, sent: u64, json: bool) {
         ),
         Event::Received { peer, changes } => (
             json!({ "event": "received", "peer": peer.to_hex(), "changes": changes, "total": received }),
-            format!("received {changes} changes from {peer} ({received} in all)"),
+            format!(
+                "received {} from {peer} ({received} in all)",
+                count(*changes, "change")
+            ),
         ),
         Event::Sent { peer, changes } => (
             json!({ "event": "sent", "peer": peer.to_hex(), "changes": changes, "total": sent }),
-            format!("sent {changes} changes to {peer} ({sent} in all)"),
+            format!(
+                "sent {} to {peer} ({sent} in all)",
+                count(*changes, "change")
+            ),
         ),
         Event::Disconnected { peer, address } => (
             json!({ "event": "disconnected", "peer": peer.to_hex(), "address": address.to_string() }),
@@ -288,6 +299,15 @@ fn print_event(event: &Event, received: u64, sent: u64, json: bool) {
         ),
     };
     print(json, value, || text);
+}
+
+/// `1 change`, `2 changes`.
+fn count(number: u64, noun: &str) -> String {
+    if number == 1 {
+        format!("{number} {noun}")
+    } else {
+        format!("{number} {noun}s")
+    }
 }
 
 fn age(last_seen_ms: u64) -> String {

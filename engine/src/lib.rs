@@ -65,7 +65,3 @@ impl From<f64> for Value {
         Value::F64(float)
     }
 }
-
-#[cfg(doctest)]
-#[doc = include_str!("../../README.md")]
-pub struct ReadmeDoctests;

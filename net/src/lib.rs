@@ -37,3 +37,7 @@ pub use node::{
     RECONNECT_DELAY_MAX, RECONNECT_DELAY_MIN,
 };
 pub use session::SyncReport;
+
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
