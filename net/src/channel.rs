@@ -305,12 +305,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecureChannel<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> SendHalf<S> {
-    /// See [`SecureChannel::send`].
+    /// See [`SecureChannel::send`]. Safe to cancel: the message is sealed
+    /// (and its nonces used) only once the sink has room for it, so a send
+    /// dropped while waiting leaves no gap in the nonce sequence, and a
+    /// message handed to the sink goes out with the next send or close.
     pub async fn send(&mut self, message: &[u8]) -> Result<()> {
-        let frame = frame::seal(&self.transport, &mut self.sent, message)?;
-        self.sent_bytes += wire_bytes(&frame);
+        let (transport, sent) = (&self.transport, &mut self.sent);
         let sink = &mut self.sink;
-        within(Stage::Send, self.options.send_timeout, sink.send(frame)).await
+        let send = async {
+            std::future::poll_fn(|context| sink.poll_ready_unpin(context)).await?;
+            let frame = frame::seal(transport, sent, message)?;
+            let bytes = wire_bytes(&frame);
+            sink.start_send_unpin(frame)?;
+            std::future::poll_fn(|context| sink.poll_flush_unpin(context)).await?;
+            Ok(bytes)
+        };
+        let bytes = within(Stage::Send, self.options.send_timeout, send).await?;
+        self.sent_bytes += bytes;
+        Ok(())
     }
 
     /// See [`SecureChannel::sent_bytes`].

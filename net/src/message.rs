@@ -100,6 +100,14 @@ pub enum Message {
     Keepalive,
     /// Index 5: the sender closes the session.
     Bye(ByeReason),
+    /// Index 6: the sender has applied every change the receiver sent
+    /// before its `CaughtUp`; `changes` counts the new ones. A one-shot
+    /// session is complete when each side has received `CaughtUp` and
+    /// `Applied`.
+    Applied {
+        /// New changes the sender applied from the catch-up.
+        changes: u64,
+    },
 }
 
 impl Message {
@@ -112,6 +120,7 @@ impl Message {
             Message::CaughtUp { .. } => "CaughtUp",
             Message::Keepalive => "Keepalive",
             Message::Bye(_) => "Bye",
+            Message::Applied { .. } => "Applied",
         }
     }
 
@@ -232,6 +241,7 @@ mod tests {
             Message::CaughtUp { changes: 70_000 },
             Message::Keepalive,
             Message::Bye(ByeReason::RefusedChange),
+            Message::Applied { changes: 3 },
         ];
         for message in messages {
             assert_eq!(
@@ -267,6 +277,10 @@ mod tests {
         assert_eq!(Message::CaughtUp { changes: 5 }.encode(), [3, 5]);
         assert_eq!(Message::Keepalive.encode(), [4]);
         assert_eq!(Message::Bye(ByeReason::WrongDatabase).encode(), [5, 1]);
+        assert_eq!(
+            Message::Applied { changes: 300 }.encode(),
+            [6, 251, 0x2C, 0x01]
+        );
     }
 
     /// Trailing bytes, an unknown variant, a truncated message and a
@@ -279,7 +293,7 @@ mod tests {
             Message::decode(&trailing),
             Err(Error::MalformedMessage { .. })
         ));
-        for bytes in [&[6u8][..], &[5, 9], &[], &[0, 1]] {
+        for bytes in [&[7u8][..], &[5, 9], &[], &[0, 1]] {
             assert!(
                 matches!(Message::decode(bytes), Err(Error::MalformedMessage { .. })),
                 "{bytes:?}"

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use peers_engine::{Author, Change, Db, VersionVector};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::channel::{RecvHalf, SecureChannel, SendHalf};
@@ -94,17 +94,13 @@ pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin + Send>(
 
     send.send(&Message::Hello(message::hello(db.database_id(), &ours, config.live)).encode())
         .await?;
-    let theirs = match receive(&mut recv).await? {
-        Message::Hello(hello) => hello,
-        other => return Err(unexpected("Hello", &other)),
+    let theirs = match receive(&mut recv).await {
+        Ok(Message::Hello(hello)) => hello,
+        Ok(other) => return Err(ending(&mut send, unexpected("Hello", &other)).await),
+        Err(error) => return Err(ending(&mut send, error).await),
     };
     if let Err(error) = check_hello(db, &theirs) {
-        let reason = match error {
-            Error::WrongDatabase { .. } => ByeReason::WrongDatabase,
-            _ => ByeReason::UnsupportedVersion,
-        };
-        let _ = send.send(&Message::Bye(reason).encode()).await;
-        return Err(error);
+        return Err(ending(&mut send, error).await);
     }
     let live = config.live && theirs.live;
     let equal = theirs.digest == ours.digest();
@@ -115,9 +111,14 @@ pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin + Send>(
         report.round_trips = 2;
         send.send(&Message::Vector(message::vector_entries(&ours)).encode())
             .await?;
-        match receive(&mut recv).await? {
-            Message::Vector(entries) => Some(message::vector_from_entries(&entries)?),
-            other => return Err(unexpected("Vector", &other)),
+        let vector = match receive(&mut recv).await {
+            Ok(Message::Vector(entries)) => message::vector_from_entries(&entries),
+            Ok(other) => Err(unexpected("Vector", &other)),
+            Err(error) => Err(error),
+        };
+        match vector {
+            Ok(vector) => Some(vector),
+            Err(error) => return Err(ending(&mut send, error).await),
         }
     };
     if let Some(vector) = &their_vector {
@@ -138,8 +139,18 @@ pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin + Send>(
         stop: &config.stop,
     };
 
-    let writing = ends.write(&mut send, their_vector.as_ref(), live, config, applied);
-    let reading = ends.read(&mut recv, their_vector.is_some(), live);
+    // The reader tells the writer when the peer's catch-up is applied, so
+    // the writer can confirm it with `Applied`.
+    let (caught_up, caught_up_signal) = oneshot::channel();
+    let writing = ends.write(
+        &mut send,
+        their_vector.as_ref(),
+        live,
+        config,
+        applied,
+        caught_up_signal,
+    );
+    let reading = ends.read(&mut recv, their_vector.is_some(), live, caught_up);
     let (wrote, read) = tokio::join!(writing, reading);
     report.bytes_sent = send.sent_bytes();
     report.bytes_received = recv.received_bytes();
@@ -149,19 +160,7 @@ pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin + Send>(
             report.changes_received = counts.received;
             report.duplicates_received = counts.duplicates;
         }
-        Err(error) => {
-            let reason = match &error {
-                Error::RefusedChange { .. } => Some(ByeReason::RefusedChange),
-                Error::MalformedMessage { .. } | Error::UnexpectedMessage { .. } => {
-                    Some(ByeReason::ProtocolViolation)
-                }
-                _ => None,
-            };
-            if let Some(reason) = reason {
-                let _ = send.send(&Message::Bye(reason).encode()).await;
-            }
-            return Err(error);
-        }
+        Err(error) => return Err(ending(&mut send, error).await),
     }
     let _ = send.close().await;
     if !live && config.stop.is_cancelled() {
@@ -198,6 +197,7 @@ impl Ends<'_> {
         live: bool,
         config: &SessionConfig,
         mut applied: broadcast::Receiver<Change>,
+        caught_up: oneshot::Receiver<u64>,
     ) -> Result<u64> {
         let mut sent = 0;
         let catch_up = async {
@@ -205,6 +205,10 @@ impl Ends<'_> {
                 sent += self.send_since(send, vector).await?;
                 send.send(&Message::CaughtUp { changes: sent }.encode())
                     .await?;
+                // A reader that fails drops the sender; `halt` ends us then.
+                if let Ok(changes) = caught_up.await {
+                    send.send(&Message::Applied { changes }.encode()).await?;
+                }
             }
             Ok::<_, Error>(())
         };
@@ -216,7 +220,7 @@ impl Ends<'_> {
         if let Err(error) = result {
             self.halt.cancel();
             if matches!(error, Error::ShuttingDown) {
-                let _ = send.send(&Message::Bye(ByeReason::Shutdown).encode()).await;
+                say_bye(send, ByeReason::Shutdown).await;
                 return Ok(sent);
             }
             return Err(error);
@@ -243,7 +247,7 @@ impl Ends<'_> {
         loop {
             let event = tokio::select! {
                 () = self.stop.cancelled() => {
-                    send.send(&Message::Bye(ByeReason::Shutdown).encode()).await?;
+                    say_bye(send, ByeReason::Shutdown).await;
                     return Ok(pushed);
                 }
                 () = self.halt.cancelled() => return Ok(pushed),
@@ -331,9 +335,13 @@ impl Ends<'_> {
         recv: &mut RecvHalf<S>,
         expect_catch_up: bool,
         live: bool,
+        caught_up_signal: oneshot::Sender<u64>,
     ) -> Result<Received> {
         let mut counts = Received::default();
         let mut caught_up = !expect_catch_up;
+        // Whether the peer confirmed it applied our catch-up.
+        let mut confirmed = !expect_catch_up;
+        let mut caught_up_signal = Some(caught_up_signal);
         if caught_up {
             self.observer.caught_up(self.peer);
             if !live {
@@ -358,12 +366,23 @@ impl Ends<'_> {
                 Message::CaughtUp { .. } if !caught_up => {
                     caught_up = true;
                     self.observer.caught_up(self.peer);
-                    if !live {
+                    if let Some(signal) = caught_up_signal.take() {
+                        let _ = signal.send(counts.received);
+                    }
+                    if !live && confirmed {
+                        break Ok(());
+                    }
+                }
+                Message::Applied { .. } if !confirmed => {
+                    confirmed = true;
+                    if !live && caught_up {
                         break Ok(());
                     }
                 }
                 Message::Keepalive if live => {}
-                Message::Bye(ByeReason::Shutdown) => break Ok(()),
+                // A one-shot session that ends before both confirmations
+                // did not finish, whatever the reason.
+                Message::Bye(ByeReason::Shutdown) if live => break Ok(()),
                 Message::Bye(reason) => break Err(Error::PeerBye { reason }),
                 other => break Err(unexpected("Changes", &other)),
             }
@@ -473,6 +492,35 @@ fn forked(ours: &VersionVector, theirs: &VersionVector) -> Vec<Author> {
         .map(|(author, _)| *author)
         .collect()
 }
+
+/// Ends a session on `error`: tells the peer why when the error is one the
+/// protocol names (PROTOCOL.md "Ending"), then returns the error.
+async fn ending<S: AsyncRead + AsyncWrite + Unpin>(send: &mut SendHalf<S>, error: Error) -> Error {
+    let reason = match &error {
+        Error::WrongDatabase { .. } => Some(ByeReason::WrongDatabase),
+        Error::UnsupportedSyncVersion { .. } => Some(ByeReason::UnsupportedVersion),
+        Error::RefusedChange { .. } => Some(ByeReason::RefusedChange),
+        Error::MalformedMessage { .. } | Error::UnexpectedMessage { .. } => {
+            Some(ByeReason::ProtocolViolation)
+        }
+        _ => None,
+    };
+    if let Some(reason) = reason {
+        say_bye(send, reason).await;
+    }
+    error
+}
+
+/// Sends `Bye` on a connection that is ending anyway: best effort, and
+/// never longer than [`BYE_TIMEOUT`] (a peer that stopped reading must not
+/// hold the connection's slot for a whole send timeout).
+async fn say_bye<S: AsyncRead + AsyncWrite + Unpin>(send: &mut SendHalf<S>, reason: ByeReason) {
+    let bye = Message::Bye(reason).encode();
+    let _ = tokio::time::timeout(BYE_TIMEOUT, send.send(&bye)).await;
+}
+
+/// How long a closing `Bye` may take to send.
+const BYE_TIMEOUT: Duration = Duration::from_secs(1);
 
 async fn receive<S: AsyncRead + AsyncWrite + Unpin>(recv: &mut RecvHalf<S>) -> Result<Message> {
     Message::decode(&recv.recv().await?)
