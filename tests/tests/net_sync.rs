@@ -391,3 +391,56 @@ async fn shutdown_mid_stream_keeps_acknowledged_changes() {
     server.shutdown().await;
     assert_eq!(state(&b), state(&dbs[0]));
 }
+
+/// A live connection survives the other node restarting: `connect` redials
+/// with backoff, catches up, and pushes live again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_connection_redials_after_restart() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let dbs = databases(&dir, 1);
+    let (a, b) = (&dbs[0], &dbs[1]);
+    let (a_node, address) = serve(a).await;
+    let fast = NodeConfig {
+        reconnect_delay_min: Duration::from_millis(20),
+        reconnect_delay_max: Duration::from_millis(100),
+        ..NodeConfig::default()
+    };
+    let b_node = Node::start(b.clone(), fast).await.expect("node");
+    let mut events = b_node.events();
+    b_node
+        .connect(&address, Some(a.author()))
+        .await
+        .expect("dial");
+    write(a, "before", 3);
+    eventually("first session", || state(a) == state(b)).await;
+
+    a_node.shutdown().await;
+    write(a, "while-down", 3);
+    write(b, "b-while-down", 3);
+    let restarted = Node::start(
+        a.clone(),
+        NodeConfig {
+            listen: Some(address.parse().expect("address")),
+            ..NodeConfig::default()
+        },
+    )
+    .await
+    .expect("restart on the same port");
+    eventually("caught up after the restart", || state(a) == state(b)).await;
+    let mut tx = a.transaction();
+    tx.set(TABLE, "after", "text", "live again");
+    tx.commit().expect("commit");
+    eventually("live push after the restart", || {
+        b.get_row(TABLE, "after").expect("read").is_some()
+    })
+    .await;
+    let mut connected = 0;
+    while let Ok(event) = events.try_recv() {
+        if matches!(event, Event::Connected { .. }) {
+            connected += 1;
+        }
+    }
+    assert!(connected >= 2, "redialed: {connected} connections");
+    b_node.shutdown().await;
+    restarted.shutdown().await;
+}
