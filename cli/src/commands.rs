@@ -7,8 +7,8 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use peers_engine::{
-    ApplyReport, Change, ChangeSetReader, ChangeSetWriter, DatabaseId, Db, Options, Refusal, Value,
-    VersionVector,
+    ApplyReport, Author, Change, ChangeSetReader, ChangeSetWriter, DatabaseId, Db, Options,
+    Refusal, Role, Value, VersionVector,
 };
 use serde_json::json;
 
@@ -31,7 +31,7 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
         .clone()
         .context("--db DIR is required (or set PEERS_DB)")?;
     match cli.command {
-        Command::Init => init(&dir, json),
+        Command::Init { open } => init(&dir, open, json),
         Command::Join { database } => join(&dir, &database, json),
         command => {
             let db = Db::open(&dir, Options::default())
@@ -76,6 +76,13 @@ fn run_on(db: &Db, command: Command, json: bool) -> Result<()> {
         }
         Command::Verify => verify(db, json),
         Command::Rebuild => rebuild(db, json),
+        Command::Grant { key, role } => {
+            let key = parse_key(&key)?;
+            let role: Role = role.parse().map_err(anyhow::Error::msg)?;
+            print_commit(db.grant(key, role)?, json)
+        }
+        Command::Revoke { key } => print_commit(db.revoke(parse_key(&key)?)?, json),
+        Command::Members => members(db, json),
         Command::Serve {
             listen,
             discover,
@@ -87,7 +94,7 @@ fn run_on(db: &Db, command: Command, json: bool) -> Result<()> {
             live,
         } => crate::network::sync(db, &address, expect_key.as_deref(), live, json),
         Command::Peers { scan } => crate::network::peers(db, scan, json),
-        Command::Init | Command::Join { .. } | Command::Demo => {
+        Command::Init { .. } | Command::Join { .. } | Command::Demo => {
             unreachable!("handled before opening")
         }
     }
@@ -101,9 +108,12 @@ pub(crate) fn print(json: bool, value: serde_json::Value, text: impl FnOnce() ->
     }
 }
 
-fn init(dir: &Path, json: bool) -> Result<()> {
-    let db = Db::create(dir, Options::default())
-        .with_context(|| format!("creating {}", dir.display()))?;
+fn init(dir: &Path, open: bool, json: bool) -> Result<()> {
+    let options = Options {
+        members_only: !open,
+        ..Options::default()
+    };
+    let db = Db::create(dir, options).with_context(|| format!("creating {}", dir.display()))?;
     print_id(&db, json)
 }
 
@@ -112,6 +122,48 @@ fn join(dir: &Path, database: &str, json: bool) -> Result<()> {
     let db = Db::join(dir, database, Options::default())
         .with_context(|| format!("creating {}", dir.display()))?;
     print_id(&db, json)
+}
+
+fn parse_key(key: &str) -> Result<Author> {
+    Author::from_hex(key).context("KEY must be a public key: 64 hex digits")
+}
+
+fn members(db: &Db, json: bool) -> Result<()> {
+    let Some(members_only) = db.is_members_only() else {
+        bail!("this replica has not synced its database yet (sync with a member first)");
+    };
+    let members = db.members();
+    let records: Vec<serde_json::Value> = members
+        .iter()
+        .map(|member| {
+            json!({
+                "public_key": member.key.to_hex(),
+                "role": member.role.map(|role| role.to_string()),
+                "revoked_after": member.revoked_after,
+            })
+        })
+        .collect();
+    print(
+        json,
+        json!({ "members_only": members_only, "members": records }),
+        || {
+            let mut lines: Vec<String> = members
+                .iter()
+                .map(|member| match (member.role, member.revoked_after) {
+                    (Some(role), _) => format!("{}  {role}", member.key),
+                    (None, Some(last)) => {
+                        format!("{}  revoked (changes after seq {last} refused)", member.key)
+                    }
+                    (None, None) => format!("{}  none", member.key),
+                })
+                .collect();
+            if !members_only {
+                lines.push("open database: any key that knows its id may write".to_owned());
+            }
+            lines.join("\n")
+        },
+    );
+    Ok(())
 }
 
 fn print_id(db: &Db, json: bool) -> Result<()> {

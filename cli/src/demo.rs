@@ -1,13 +1,14 @@
-//! `peers demo`: three replicas in a temporary directory write concurrently
-//! to the same fields, exchange change-set files in different orders, and
-//! end with one state hash.
+//! `peers demo`: alice creates a members-only database and grants bob and
+//! carol writer; the three replicas write concurrently to the same fields,
+//! exchange change-set files in different orders, and end with one state
+//! hash.
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter};
 use std::path::Path;
 
 use anyhow::{Context, Result, ensure};
-use peers_engine::{Change, ChangeSetReader, ChangeSetWriter, Db, Options};
+use peers_engine::{Change, ChangeSetReader, ChangeSetWriter, Db, Options, Role};
 
 use crate::output::row_text;
 
@@ -24,6 +25,9 @@ pub(crate) fn run() -> Result<()> {
         println!("  {name:<5} key {}", db.author());
     }
 
+    alice.grant(bob.author(), Role::Writer)?;
+    alice.grant(carol.author(), Role::Writer)?;
+    println!("\nalice (the owner) grants bob and carol the writer role");
     let mut tx = alice.transaction();
     tx.set("notes", "old", "title", "to be deleted");
     tx.set("notes", "plan", "title", "first draft").set(
@@ -33,7 +37,7 @@ pub(crate) fn run() -> Result<()> {
         peers_engine::Value::Counter(0),
     );
     tx.commit()?;
-    println!("\nalice writes notes/old and notes/plan, then bob and carol import her log");
+    println!("alice writes notes/old and notes/plan, then bob and carol import her log");
     exchange(root, &alice, &bob, "alice", "bob")?;
     exchange(root, &alice, &carol, "alice", "carol")?;
 

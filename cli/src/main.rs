@@ -29,7 +29,11 @@ pub(crate) struct Cli {
 #[derive(Subcommand, Debug)]
 pub(crate) enum Command {
     /// Create a new database and identity; print its id and public key.
-    Init,
+    Init {
+        /// Let any key that knows the database id write (default: members only, granted by the owner or an admin).
+        #[arg(long)]
+        open: bool,
+    },
     /// Create an empty replica of an existing database, with a new identity.
     Join {
         /// The database id (64 hex digits).
@@ -108,6 +112,20 @@ pub(crate) enum Command {
     Verify,
     /// Drop the view and rebuild it from the log.
     Rebuild,
+    /// Grant a role to a public key (owner or admin; below your own role).
+    Grant {
+        /// The member's public key (64 hex digits; `peers id` on its replica).
+        key: String,
+        /// reader (syncs only), writer, or admin (also grants and revokes writers and readers).
+        role: String,
+    },
+    /// Revoke a key: its later changes are refused everywhere, and peers stop syncing with it.
+    Revoke {
+        /// The key (64 hex digits).
+        key: String,
+    },
+    /// List the keys that hold or held a role.
+    Members,
     /// Accept peers and sync with them live, until Ctrl-C. Logs peers and counts.
     Serve {
         /// Address to listen on (IP:PORT; port 0 picks a free one).

@@ -360,21 +360,25 @@ fn log_and_history() {
 fn export_since_import_converges() {
     let (temp, a, id) = new_db("a");
     let b = temp.path().join("b");
-    ok(&b, &["join", id["database"].as_str().expect("database")]);
+    let b_id = ok_json(&b, &["join", id["database"].as_str().expect("database")]);
+    commit(
+        &a,
+        &["grant", b_id["public_key"].as_str().expect("key"), "writer"],
+    );
     commit(&a, &["put", "notes", "n1", "title=from a", "views=1"]);
     commit(&a, &["put", "notes", "n2", "title=also a"]);
 
     // First exchange: everything.
     let all = temp.path().join("all.peers");
-    assert_eq!(export(&a, &all, None), 3, "genesis and two writes");
+    assert_eq!(export(&a, &all, None), 4, "genesis, b's grant, two writes");
     let report = import(&b, &all);
-    assert_eq!(report["accepted"], 3, "{report}");
+    assert_eq!(report["accepted"], 4, "{report}");
     assert_eq!(report["refused"], serde_json::json!([]));
     assert_eq!(state_hash(&a), state_hash(&b));
     // Importing again is idempotent.
     let again = import(&b, &all);
     assert_eq!(again["accepted"], 0, "{again}");
-    assert_eq!(again["duplicates"], 3, "{again}");
+    assert_eq!(again["duplicates"], 4, "{again}");
 
     // Concurrent writes on both sides.
     let a_new = commit(&a, &["put", "notes", "n1", "title=a wins?"]);
@@ -387,7 +391,7 @@ fn export_since_import_converges() {
     let vv: Json = serde_json::from_str(&vv_json).expect("version vector JSON");
     assert_eq!(
         vv["authors"][id["public_key"].as_str().expect("key")]["seq"],
-        3,
+        4,
         "{vv}"
     );
     std::fs::write(&b_vv, vv_json).expect("writing vv");
@@ -672,25 +676,43 @@ impl Server {
     }
 }
 
-// Guards the two-terminal story of issue 4: `serve` on one replica, `sync`
-// from another converges both ways and prints what moved; a second sync
-// moves nothing in one round trip; `peers` lists the server; a wrong
-// --expect-key and a dead address fail with one error line; Ctrl-C stops
-// the server cleanly.
+// Guards the two-terminal stories of issues 4 and 5: `serve` on the owner's
+// replica; a joined replica is refused until the owner grants it; then
+// `sync` converges both ways and prints what moved; a second sync moves
+// nothing in one round trip; `peers` lists the server; a wrong --expect-key
+// and a dead address fail with one error line; after `revoke`, the revoked
+// replica can no longer sync and its later change never reaches the owner;
+// `members` lists roles; Ctrl-C stops the server cleanly.
 #[test]
-fn serve_and_sync_converge() {
+fn serve_grant_sync_revoke() {
     let (_temp, a, id) = new_db("a");
     let b = a.with_file_name("b");
-    ok(&b, &["join", id["database"].as_str().expect("id")]);
+    let b_id = ok_json(&b, &["join", id["database"].as_str().expect("id")]);
+    let b_key = b_id["public_key"].as_str().expect("key").to_owned();
     commit(&a, &["put", "notes", "n1", "title=from a"]);
-    commit(&b, &["put", "notes", "n2", "title=from b"]);
+    let server = Server::start(&a);
+
+    let output = run(Some(&b), &["sync", &server.address]);
+    let stderr = fails_one_line(&output, "sync before being granted");
+    assert!(
+        stderr.contains("not a member") || stderr.contains("closed"),
+        "{stderr}"
+    );
+    server.stop();
+    commit(&a, &["grant", &b_key, "writer"]);
     let server = Server::start(&a);
 
     let report = ok_json(&b, &["sync", &server.address]);
-    assert_eq!(report["changes_sent"], 1, "{report}");
-    assert_eq!(report["changes_received"], 2, "genesis and n1: {report}");
+    assert_eq!(report["changes_sent"], 0, "{report}");
+    assert_eq!(
+        report["changes_received"], 3,
+        "genesis, n1, grant: {report}"
+    );
     assert_eq!(report["round_trips"], 2);
     assert_eq!(report["peer"], id["public_key"]);
+    commit(&b, &["put", "notes", "n2", "title=from b"]);
+    let report = ok_json(&b, &["sync", &server.address]);
+    assert_eq!(report["changes_sent"], 1, "{report}");
     assert!(report["bytes_sent"].as_u64().expect("bytes") > 0);
     let again = ok_json(&b, &["sync", &server.address]);
     assert_eq!(again["round_trips"], 1, "{again}");
@@ -708,7 +730,6 @@ fn serve_and_sync_converge() {
     assert!(stderr.contains("expected peer"), "{stderr}");
     let output = run(Some(&b), &["sync", "127.0.0.1:1"]);
     fails_one_line(&output, "sync with a dead address");
-
     server.stop();
     assert_eq!(state_hash(&a), state_hash(&b));
     assert_eq!(
@@ -716,4 +737,17 @@ fn serve_and_sync_converge() {
         "from b",
         "a got b's change"
     );
+
+    commit(&a, &["revoke", &b_key]);
+    let members = ok_json(&a, &["members"]);
+    assert_eq!(members["members"][0]["role"], "owner", "{members}");
+    assert_eq!(members["members"][1]["public_key"], b_key.as_str());
+    assert_eq!(members["members"][1]["revoked_after"], 1, "{members}");
+    commit(&b, &["put", "notes", "n3", "title=after revocation"]);
+    let server = Server::start(&a);
+    let output = run(Some(&b), &["sync", &server.address]);
+    fails_one_line(&output, "sync after being revoked");
+    server.stop();
+    let output = run(Some(&a), &["get", "notes", "n3"]);
+    fails_one_line(&output, "b's change after its revocation");
 }

@@ -21,7 +21,10 @@ use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use crate::value::Value;
 
 /// Version of the change format written into every change body.
-pub const CHANGE_FORMAT_VERSION: u16 = 1;
+pub const CHANGE_FORMAT_VERSION: u16 = 2;
+/// The oldest change format version this build reads (FORMAT.md "Version
+/// changes"): version 1 changes are version 2 without the membership ops.
+pub const CHANGE_FORMAT_VERSION_MIN: u16 = 1;
 /// Most deps a change may list (its causal context).
 pub const DEPS_MAX: usize = 16;
 /// Most ops one change may hold.
@@ -146,6 +149,67 @@ pub enum Op {
         /// Random bytes.
         nonce: [u8; 16],
     },
+    /// Gives `key` a role (format version 2). Signed by the owner or an admin,
+    /// always below the signer's own role.
+    Grant {
+        /// The key that receives the role.
+        key: Author,
+        /// The role.
+        role: Role,
+    },
+    /// Ends `key`'s rights (format version 2): its changes after `last_seq`
+    /// are invalid, on every replica, whenever they arrive.
+    Revoke {
+        /// The key revoked.
+        key: Author,
+        /// Its last change that stays valid (0: none).
+        last_seq: u64,
+    },
+    /// Second op of a genesis change (format version 2): the database is
+    /// members-only. Without it (and in every version 1 database) any key
+    /// that knows the database id may write.
+    MembersOnly,
+}
+
+/// A key's rights in a members-only database. Order is rank: a reader may
+/// sync, a writer may also write rows, an admin may also grant and revoke
+/// writers and readers, the owner (the genesis author) may do everything.
+/// Variant order is part of the format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode)]
+pub enum Role {
+    /// Syncs; signs no change.
+    Reader,
+    /// Writes rows.
+    Writer,
+    /// Writes rows; grants and revokes writers and readers.
+    Admin,
+    /// The genesis author: writes; grants and revokes anyone but itself.
+    Owner,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Reader => "reader",
+            Role::Writer => "writer",
+            Role::Admin => "admin",
+            Role::Owner => "owner",
+        })
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Role, String> {
+        match text {
+            "reader" => Ok(Role::Reader),
+            "writer" => Ok(Role::Writer),
+            "admin" => Ok(Role::Admin),
+            "owner" => Ok(Role::Owner),
+            other => Err(format!("{other:?} is not a role (reader, writer, admin)")),
+        }
+    }
 }
 
 impl Op {
@@ -155,7 +219,20 @@ impl Op {
             Op::Set { table, row, .. }
             | Op::Delete { table, row }
             | Op::Increment { table, row, .. } => Some((table, row)),
-            Op::Genesis { .. } => None,
+            Op::Genesis { .. } | Op::Grant { .. } | Op::Revoke { .. } | Op::MembersOnly => None,
+        }
+    }
+
+    /// Whether this op grants or revokes a role.
+    pub fn is_membership(&self) -> bool {
+        matches!(self, Op::Grant { .. } | Op::Revoke { .. })
+    }
+
+    /// The oldest change format version that has this op.
+    fn since_version(&self) -> u16 {
+        match self {
+            Op::Grant { .. } | Op::Revoke { .. } | Op::MembersOnly => 2,
+            _ => 1,
         }
     }
 }
@@ -333,7 +410,7 @@ impl Change {
                 extra: body_bytes.len() - read,
             });
         }
-        if body.version != CHANGE_FORMAT_VERSION {
+        if !(CHANGE_FORMAT_VERSION_MIN..=CHANGE_FORMAT_VERSION).contains(&body.version) {
             return Err(FormatError::UnsupportedVersion {
                 found: body.version,
                 supported: CHANGE_FORMAT_VERSION,
@@ -425,6 +502,9 @@ fn check_structure(body: &ChangeBody) -> Result<(), &'static str> {
     if body.ops.len() > OPS_MAX {
         return Err("at most OPS_MAX ops");
     }
+    if body.ops.iter().any(|op| op.since_version() > body.version) {
+        return Err("an op newer than the change's format version");
+    }
     if body.database == DatabaseId::GENESIS {
         return check_genesis(body);
     }
@@ -446,9 +526,14 @@ pub(crate) fn check_ops(ops: &[Op]) -> Result<(), &'static str> {
 }
 
 fn check_genesis(body: &ChangeBody) -> Result<(), &'static str> {
-    let only_genesis_op = matches!(body.ops.as_slice(), [Op::Genesis { .. }]);
-    if body.seq != 1 || !body.deps.is_empty() || body.lamport != 1 || !only_genesis_op {
-        return Err("a genesis change is seq 1, lamport 1, no deps, one Genesis op");
+    let genesis_ops = matches!(
+        body.ops.as_slice(),
+        [Op::Genesis { .. }] | [Op::Genesis { .. }, Op::MembersOnly]
+    );
+    if body.seq != 1 || !body.deps.is_empty() || body.lamport != 1 || !genesis_ops {
+        return Err(
+            "a genesis change is seq 1, lamport 1, no deps, a Genesis op and an optional MembersOnly",
+        );
     }
     Ok(())
 }
@@ -463,6 +548,8 @@ fn check_op(op: &Op) -> Result<(), &'static str> {
         } => &[table, row, field],
         Op::Delete { table, row } => &[table, row],
         Op::Genesis { .. } => return Err("Genesis op only in a genesis change"),
+        Op::MembersOnly => return Err("MembersOnly op only in a genesis change"),
+        Op::Grant { .. } | Op::Revoke { .. } => &[],
     };
     for name in names {
         if name.is_empty() || name.len() > NAME_BYTES_MAX {
@@ -722,9 +809,9 @@ mod tests {
     fn non_canonical_refused() {
         let change = Change::sign(body(&key(1)), &key(1));
         let mut bytes = change.bytes().to_vec();
-        // The version (1) is the first byte: re-encode it as 0xfb 0x01 0x00.
-        assert_eq!(bytes[0], 1);
-        bytes.splice(0..1, [0xfb, 0x01, 0x00]);
+        // The version (2) is the first byte: re-encode it as 0xfb 0x02 0x00.
+        assert_eq!(bytes[0], 2);
+        bytes.splice(0..1, [0xfb, 0x02, 0x00]);
         assert_eq!(
             Change::decode(&bytes).err(),
             Some(FormatError::NonCanonical)

@@ -14,7 +14,7 @@ use rocksdb::DB;
 use tokio::sync::broadcast;
 
 use crate::change::{
-    Author, CHANGE_FORMAT_VERSION, Change, ChangeBody, ChangeHash, DEPS_MAX, DatabaseId, Op,
+    Author, CHANGE_FORMAT_VERSION, Change, ChangeBody, ChangeHash, DEPS_MAX, DatabaseId, Op, Role,
     StateHash,
 };
 use crate::engine::{ApplyReport, Engine, Source};
@@ -55,6 +55,10 @@ pub struct Options {
     pub pending_changes_max: usize,
     /// Identity for a new database or replica; generated when `None`.
     pub identity: Option<Identity>,
+    /// For [`Db::create`]: `true` (default), only keys the owner or an
+    /// admin granted may write (FORMAT.md "Authorization"); `false`, any
+    /// key that knows the database id may write.
+    pub members_only: bool,
 }
 
 impl Default for Options {
@@ -64,8 +68,20 @@ impl Default for Options {
             segment_bytes_max: 64 * 1024 * 1024,
             pending_changes_max: PENDING_CHANGES_MAX,
             identity: None,
+            members_only: true,
         }
     }
+}
+
+/// One entry of [`Db::members`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    /// The key.
+    pub key: Author,
+    /// Its role now; `None` once revoked.
+    pub role: Option<Role>,
+    /// For a revoked key: its last change that stays valid.
+    pub revoked_after: Option<u64>,
 }
 
 /// A row: field name to value.
@@ -154,7 +170,11 @@ impl Db {
                 deps: Vec::new(),
                 lamport: 1,
                 wall_ms: now_ms(),
-                ops: vec![Op::Genesis { nonce }],
+                ops: if options.members_only {
+                    vec![Op::Genesis { nonce }, Op::MembersOnly]
+                } else {
+                    vec![Op::Genesis { nonce }]
+                },
             },
             identity.signing_key(),
         );
@@ -282,6 +302,17 @@ impl Db {
     }
 
     fn commit_group(&self, engine: &mut Engine, requests: Vec<CommitRequest>) {
+        // Refused requests are answered alone; the others commit together.
+        let requests: Vec<CommitRequest> = requests
+            .into_iter()
+            .filter_map(|request| match self.check_local(engine, &request.ops) {
+                Ok(()) => Some(request),
+                Err(error) => {
+                    let _ = request.reply.send(Err(error));
+                    None
+                }
+            })
+            .collect();
         if requests.is_empty() {
             return;
         }
@@ -315,6 +346,47 @@ impl Db {
         }
     }
 
+    /// Whether this replica may commit `ops` (FORMAT.md "Authorization").
+    fn check_local(&self, engine: &Engine, ops: &[Op]) -> Result<()> {
+        let Some(owner) = engine.access.owner else {
+            return Err(Error::NotSynced);
+        };
+        if !engine.access.members_only {
+            return Ok(());
+        }
+        let me = self.author();
+        if let Some(last_seq) = engine.author(&me).and_then(|state| state.revoked) {
+            return Err(Error::NotAllowed(Refusal::Revoked {
+                author: me,
+                last_seq,
+            }));
+        }
+        let role = engine.verdicts.roles.get(&me).copied();
+        crate::access::check_admission(me, role, owner, ops).map_err(Error::NotAllowed)
+    }
+
+    /// The grant this replica's next change must name so that its chain's
+    /// named role reaches its current role, if it does not yet.
+    fn grant_to_name(&self, engine: &Engine) -> Result<Option<ChangeHash>> {
+        let me = self.author();
+        if !engine.access.members_only || engine.access.owner == Some(me) {
+            return Ok(None);
+        }
+        let Some(role) = engine.verdicts.roles.get(&me).copied() else {
+            return Ok(None);
+        };
+        let named = match engine.author(&me) {
+            Some(state) => engine
+                .held_meta(&state.head_hash)?
+                .and_then(|meta| meta.role),
+            None => None,
+        };
+        if named >= Some(role) {
+            return Ok(None);
+        }
+        Ok(engine.grant_to_name(&me, role))
+    }
+
     /// Signs one change per request, chained, with deps from the heads.
     fn build_changes(&self, engine: &Engine, requests: &[CommitRequest]) -> Result<Vec<Change>> {
         let author = self.author();
@@ -335,8 +407,20 @@ impl Db {
             .map(|(hash, (lamport, _))| (*lamport, *hash))
             .collect();
         others.sort_unstable_by(|a, b| b.cmp(a));
+        // A grant not yet named goes first: without it the change is refused.
+        if let Some(grant) = self.grant_to_name(engine)? {
+            let meta = engine
+                .held_meta(&grant)?
+                .ok_or(Error::MissingChange { hash: grant })?;
+            others.retain(|(_, hash)| *hash != grant);
+            others.insert(0, (meta.lamport, grant));
+        }
         others.truncate(DEPS_MAX);
-        let deps_lamport = others.first().map_or(0, |(lamport, _)| *lamport);
+        let deps_lamport = others
+            .iter()
+            .map(|(lamport, _)| *lamport)
+            .max()
+            .unwrap_or(0);
         let mut deps: Vec<ChangeHash> = others.into_iter().map(|(_, hash)| hash).collect();
         deps.sort_unstable();
         let mut changes = Vec::with_capacity(requests.len());
@@ -440,6 +524,81 @@ impl Db {
         let accepted = engine.ingest(entries, Source::New, report)?;
         self.publish(&accepted, report);
         Ok(())
+    }
+
+    /// Grants `role` to `key` in a members-only database, as one signed
+    /// change. Only the owner and admins grant, and only below their own
+    /// role ([`Error::NotAllowed`] otherwise). The grantee's next change
+    /// names this one and is valid from then on.
+    pub fn grant(&self, key: Author, role: Role) -> Result<ChangeHash> {
+        self.commit(vec![Op::Grant { key, role }])
+    }
+
+    /// Revokes `key`: its changes up to the last one this replica holds stay
+    /// valid, every later one is invalid on every replica, and sync stops
+    /// serving it. Owner and admins only; an admin may not revoke an admin.
+    pub fn revoke(&self, key: Author) -> Result<ChangeHash> {
+        let last_seq = self.engine().author(&key).map_or(0, |state| state.head_seq);
+        self.commit(vec![Op::Revoke { key, last_seq }])
+    }
+
+    /// `key`'s role now: `None` for a stranger or a revoked key. In an open
+    /// database every key is a writer (and the genesis author the owner);
+    /// before the genesis is held, nobody is known.
+    pub fn role_of(&self, key: &Author) -> Option<Role> {
+        let engine = self.engine();
+        let owner = engine.access.owner?;
+        if *key == owner {
+            return Some(Role::Owner);
+        }
+        if !engine.access.members_only {
+            return Some(Role::Writer);
+        }
+        engine.verdicts.roles.get(key).copied()
+    }
+
+    /// Whether the database is members-only (`None` until the genesis
+    /// change is held).
+    pub fn is_members_only(&self) -> Option<bool> {
+        let engine = self.engine();
+        engine.access.owner.map(|_| engine.access.members_only)
+    }
+
+    /// Every key that holds or held a role, the owner first, then by role
+    /// and key.
+    pub fn members(&self) -> Vec<Member> {
+        let engine = self.engine();
+        let mut members: BTreeMap<Author, Member> = BTreeMap::new();
+        for (key, role) in &engine.verdicts.roles {
+            members.insert(
+                *key,
+                Member {
+                    key: *key,
+                    role: Some(*role),
+                    revoked_after: None,
+                },
+            );
+        }
+        for (key, last_seq) in &engine.verdicts.revoked {
+            members.insert(
+                *key,
+                Member {
+                    key: *key,
+                    role: None,
+                    revoked_after: Some(*last_seq),
+                },
+            );
+        }
+        if let Some(owner) = engine.access.owner {
+            members.entry(owner).or_insert(Member {
+                key: owner,
+                role: Some(Role::Owner),
+                revoked_after: None,
+            });
+        }
+        let mut members: Vec<Member> = members.into_values().collect();
+        members.sort_by(|a, b| b.role.cmp(&a.role).then(a.key.cmp(&b.key)));
+        members
     }
 
     /// Subscribes to changes as they are applied (local and received).

@@ -14,7 +14,8 @@ use bincode::{Decode, Encode};
 use peers_wal::{Position, Wal};
 use rocksdb::DB;
 
-use crate::change::{Author, Change, ChangeHash, DatabaseId, verify_signatures};
+use crate::access::{self, Access, Verdicts};
+use crate::change::{Author, Change, ChangeHash, DatabaseId, Op, Role, verify_signatures};
 use crate::error::{Error, Refusal, Result};
 use crate::keys::{self, Stamp};
 use crate::pending::Pending;
@@ -27,25 +28,39 @@ pub(crate) struct ChangeMeta {
     pub author: Author,
     pub seq: u64,
     pub lamport: u64,
+    /// The author's named role after this change (FORMAT.md
+    /// "Authorization"); `None` in open databases and for non-members.
+    pub role: Option<Role>,
 }
 
 /// What the view records of every author.
 ///
 /// # Invariants
-/// `head_seq` is the highest seq held; `cut`, once set, only decreases. A
-/// change of this author is valid (in the view) iff `cut` is `None` or its
-/// seq is at most `cut`.
+/// `head_seq` is the highest seq held; `cut` (equivocation), once set, only
+/// decreases; `limit` (authorization) is what the last evaluation decided
+/// and moves both ways. A change of this author is valid (in the view) iff
+/// its seq is at most both.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
 pub(crate) struct AuthorState {
     pub head_seq: u64,
     pub head_hash: ChangeHash,
     pub head_lamport: u64,
     pub cut: Option<u64>,
+    pub limit: Option<u64>,
+    /// `last_seq` of an effective revocation of this author.
+    pub revoked: Option<u64>,
 }
 
 impl AuthorState {
     pub fn is_valid(&self, seq: u64) -> bool {
-        self.cut.is_none_or(|cut| seq <= cut)
+        self.cut.is_none_or(|cut| seq <= cut) && self.limit.is_none_or(|limit| seq <= limit)
+    }
+
+    /// The highest valid seq.
+    pub(crate) fn valid_until(&self) -> u64 {
+        self.head_seq
+            .min(self.cut.unwrap_or(u64::MAX))
+            .min(self.limit.unwrap_or(u64::MAX))
     }
 }
 
@@ -109,6 +124,10 @@ pub(crate) struct Engine {
     /// Metadata of recently applied changes, the ones new changes name as
     /// prev and deps. Bounded: cleared when full.
     recent: HashMap<ChangeHash, ChangeMeta>,
+    /// Authorization facts (mirrored in the view under META_ACCESS).
+    pub access: Access,
+    /// The last evaluation of `access`.
+    pub verdicts: Verdicts,
 }
 
 /// Most entries in [`Engine::recent`] before it is cleared.
@@ -118,7 +137,11 @@ const RECENT_CHANGES_MAX: usize = 65_536;
 struct Batch<'a> {
     group: Group<'a>,
     fresh: HashMap<ChangeHash, Change>,
+    /// Named roles of the fresh changes (their metas are written at finish).
+    fresh_roles: HashMap<ChangeHash, Option<Role>>,
     admitted: Vec<(Change, Option<Position>)>,
+    /// Whether this group changed what authorization depends on.
+    access_changed: bool,
 }
 
 impl Engine {
@@ -136,6 +159,8 @@ impl Engine {
             heads: HashMap::new(),
             authors: HashMap::new(),
             recent: HashMap::new(),
+            access: Access::default(),
+            verdicts: Verdicts::default(),
         };
         engine.reload_heads()?;
         Ok(engine)
@@ -144,6 +169,34 @@ impl Engine {
     /// An author's state as of the last applied group.
     pub fn author(&self, author: &Author) -> Option<AuthorState> {
         self.authors.get(author).copied()
+    }
+
+    /// A held change's metadata, outside any group.
+    pub(crate) fn held_meta(&self, hash: &ChangeHash) -> Result<Option<ChangeMeta>> {
+        if let Some(meta) = self.recent.get(hash) {
+            return Ok(Some(*meta));
+        }
+        let key = keys::change(hash);
+        self.view
+            .get(&key)?
+            .map(|bytes| decode(&bytes, &key))
+            .transpose()
+    }
+
+    /// A standing grant of `role` to `author` for its next change to name:
+    /// the one in the lowest-hash valid change that holds such a grant.
+    pub(crate) fn grant_to_name(&self, author: &Author, role: Role) -> Option<ChangeHash> {
+        self.access
+            .records
+            .iter()
+            .filter(|record| record.grants.contains(&(*author, role)))
+            .filter(|record| {
+                self.authors
+                    .get(&record.author)
+                    .is_some_and(|state| state.is_valid(record.seq))
+            })
+            .map(|record| record.hash)
+            .min()
     }
 
     /// Reloads the in-memory heads from the view.
@@ -159,6 +212,12 @@ impl Engine {
                 .map_err(|_| Error::ViewCorrupt { key: key.clone() })?;
             self.authors.insert(author, decode(&value, &key)?);
         }
+        let key = keys::meta(keys::META_ACCESS);
+        self.access = match group.get(&key)? {
+            Some(bytes) => decode(&bytes, &key)?,
+            None => Access::default(),
+        };
+        self.verdicts = self.access.evaluate(&self.fork_cuts(), &self.head_seqs());
         let key = keys::meta(keys::META_HEADS);
         if let Some(bytes) = group.get(&key)? {
             let heads: Vec<(ChangeHash, u64, Author)> = decode(&bytes, &key)?;
@@ -183,10 +242,13 @@ impl Engine {
         let mut batch = Batch {
             group: Group::new(&view),
             fresh: HashMap::new(),
+            fresh_roles: HashMap::new(),
             admitted: Vec::new(),
+            access_changed: false,
         };
         let before = (report.accepted.len(), report.inert.len());
         let outcome = self.admit_all(&mut batch, changes, report, source);
+        let outcome = outcome.and_then(|()| self.reevaluate(&mut batch));
         let outcome = outcome.and_then(|()| self.finish(batch, source));
         if outcome.is_err() {
             // Nothing of the group reached RocksDB: forget its in-memory effects.
@@ -256,6 +318,7 @@ impl Engine {
                 author: change.author(),
                 seq: change.seq(),
                 lamport: change.lamport(),
+                role: batch.fresh_roles.get(hash).copied().flatten(),
             }));
         }
         if let Some(meta) = self.recent.get(hash) {
@@ -302,10 +365,12 @@ impl Engine {
             }));
         }
         let mut lamport_max = 0;
+        let mut prev_role = None;
         if let Some(prev) = body.prev {
             let Some(meta) = self.meta(batch, &prev)? else {
                 return Ok(Admission::Wait(prev));
             };
+            prev_role = meta.role;
             if meta.author != body.author || meta.seq + 1 != body.seq {
                 let refusal = Refusal::BrokenChain {
                     author: body.author,
@@ -336,10 +401,20 @@ impl Engine {
                 actual: body.lamport,
             }));
         }
+        if let Some(owner) = self.access.owner.filter(|_| self.access.members_only) {
+            let role = self.named_role(prev_role, change);
+            if let Err(refusal) = access::check_admission(body.author, role, owner, &body.ops) {
+                return Ok(Admission::Refuse(refusal));
+            }
+        }
+        // Past a revocation (or any other limit) a change is held inert, as
+        // after a fork (DESIGN.md "Authorization"): never applied, never
+        // forwarded on its own, but held so that a valid change naming it
+        // can be checked, and so that the verdict depends only on the set.
+        let state = self.authors.get(&body.author);
         // An author's held changes form a tree rooted at seq 1 (each names
         // its prev), so every seq up to head_seq is taken: a new hash at
         // such a seq is a second change for it, a fork.
-        let state = self.authors.get(&body.author);
         if state.is_some_and(|state| state.head_seq >= body.seq) {
             return Ok(Admission::Accept(Kind::Fork));
         }
@@ -364,6 +439,8 @@ impl Engine {
             head_hash: hash,
             head_lamport: 0,
             cut: None,
+            limit: None,
+            revoked: None,
         });
         if body.seq > state.head_seq {
             state.head_seq = body.seq;
@@ -373,6 +450,28 @@ impl Engine {
         batch.group.put(keys::author(&body.author), encode(&state));
         self.authors.insert(body.author, state);
         batch.fresh.insert(hash, change.clone());
+        let prev_role = match body.prev {
+            Some(prev) => self.meta(batch, &prev)?.and_then(|meta| meta.role),
+            None => None,
+        };
+        batch
+            .fresh_roles
+            .insert(hash, self.named_role(prev_role, change));
+        if change.is_genesis() {
+            self.access.owner = Some(body.author);
+            self.access.members_only = body.ops.contains(&Op::MembersOnly);
+            batch.access_changed = true;
+        }
+        let named = self.named_grants(change);
+        if self
+            .access
+            .record(hash, body.author, body.seq, &body.ops, &named)
+        {
+            batch.access_changed = true;
+        }
+        if kind == Kind::Fork {
+            batch.access_changed = true;
+        }
         match kind {
             Kind::Valid => {
                 for (index, op) in body.ops.iter().enumerate() {
@@ -400,13 +499,32 @@ impl Engine {
         cut_seq: u64,
         mut state: AuthorState,
     ) -> Result<()> {
-        let valid_until = state.cut.unwrap_or(state.head_seq);
+        let valid_until = state.valid_until();
         if state.cut.is_some_and(|cut| cut <= cut_seq) {
             return Ok(());
         }
-        let mut rows: BTreeSet<(String, String)> = BTreeSet::new();
-        for seq in cut_seq + 1..=valid_until {
-            for (key, _) in batch.group.scan_prefix(&keys::chain_prefix(&author, seq))? {
+        let rows = self.rows_touched(batch, &author, cut_seq + 1, valid_until)?;
+        state.cut = Some(cut_seq);
+        batch.group.put(keys::author(&author), encode(&state));
+        self.authors.insert(author, state);
+        tracing::warn!(%author, cut_seq, rows = rows.len(), "equivocation: author's chain cut");
+        for (table, row) in rows {
+            self.recompute_row(batch, &table, &row)?;
+        }
+        Ok(())
+    }
+
+    /// The rows that `author`'s changes at seqs `from..=to` touch.
+    fn rows_touched(
+        &self,
+        batch: &Batch<'_>,
+        author: &Author,
+        from: u64,
+        to: u64,
+    ) -> Result<BTreeSet<(String, String)>> {
+        let mut rows = BTreeSet::new();
+        for seq in from..=to {
+            for (key, _) in batch.group.scan_prefix(&keys::chain_prefix(author, seq))? {
                 let (_, _, hash) = keys::parse_chain(&key)
                     .ok_or_else(|| Error::ViewCorrupt { key: key.clone() })?;
                 let change = self.load(batch, &hash)?;
@@ -419,13 +537,87 @@ impl Engine {
                 );
             }
         }
-        state.cut = Some(cut_seq);
-        batch.group.put(keys::author(&author), encode(&state));
-        self.authors.insert(author, state);
-        tracing::warn!(%author, cut_seq, rows = rows.len(), "equivocation: author's chain cut");
-        for (table, row) in rows {
-            self.recompute_row(batch, &table, &row)?;
+        Ok(rows)
+    }
+
+    /// The grants for `change`'s author in the changes it names: (grant
+    /// change, role).
+    fn named_grants(&self, change: &Change) -> Vec<(ChangeHash, Role)> {
+        let author = change.author();
+        let mut named = Vec::new();
+        for dep in &change.body().deps {
+            if let Some(record) = self.access.records.iter().find(|r| r.hash == *dep) {
+                for (key, role) in &record.grants {
+                    if *key == author {
+                        named.push((*dep, *role));
+                    }
+                }
+            }
         }
+        named
+    }
+
+    /// The author's named role after `change`.
+    fn named_role(&self, prev_role: Option<Role>, change: &Change) -> Option<Role> {
+        let named = self.named_grants(change);
+        access::named_role(prev_role, named.into_iter().map(|(_, role)| role))
+    }
+
+    fn fork_cuts(&self) -> HashMap<Author, u64> {
+        self.authors
+            .iter()
+            .filter_map(|(author, state)| state.cut.map(|cut| (*author, cut)))
+            .collect()
+    }
+
+    fn head_seqs(&self) -> HashMap<Author, u64> {
+        self.authors
+            .iter()
+            .map(|(author, state)| (*author, state.head_seq))
+            .collect()
+    }
+
+    /// Re-decides authorization when the group changed what it depends on,
+    /// and moves each author's limit: rows of the changes that left or
+    /// re-entered the valid range are recomputed.
+    fn reevaluate(&mut self, batch: &mut Batch<'_>) -> Result<()> {
+        if !batch.access_changed {
+            return Ok(());
+        }
+        batch
+            .group
+            .put(keys::meta(keys::META_ACCESS), encode(&self.access));
+        let verdicts = self.access.evaluate(&self.fork_cuts(), &self.head_seqs());
+        let mut authors: Vec<Author> = self.authors.keys().copied().collect();
+        authors.sort_unstable();
+        for author in authors {
+            let mut state = self.authors[&author];
+            let limit = verdicts.limits.get(&author).copied();
+            let revoked = verdicts.revoked.get(&author).copied();
+            if state.limit == limit && state.revoked == revoked {
+                continue;
+            }
+            let before = state.valid_until();
+            state.limit = limit;
+            state.revoked = revoked;
+            let after = state.valid_until();
+            let rows = match before.cmp(&after) {
+                std::cmp::Ordering::Equal => BTreeSet::new(),
+                std::cmp::Ordering::Greater => {
+                    self.rows_touched(batch, &author, after + 1, before)?
+                }
+                std::cmp::Ordering::Less => self.rows_touched(batch, &author, before + 1, after)?,
+            };
+            batch.group.put(keys::author(&author), encode(&state));
+            self.authors.insert(author, state);
+            if !rows.is_empty() {
+                tracing::info!(%author, before, after, rows = rows.len(), "authorization moved a chain's valid range");
+            }
+            for (table, row) in rows {
+                self.recompute_row(batch, &table, &row)?;
+            }
+        }
+        self.verdicts = verdicts;
         Ok(())
     }
 
@@ -496,6 +688,7 @@ impl Engine {
                 author: body.author,
                 seq: body.seq,
                 lamport: body.lamport,
+                role: batch.fresh_roles.get(&change.hash()).copied().flatten(),
             };
             batch.group.put(keys::change(&change.hash()), encode(&meta));
             batch.group.put(

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::change::{Author, ChangeHash, DatabaseId, FormatError, SignatureFault};
+use crate::change::{Author, ChangeHash, DatabaseId, FormatError, Role, SignatureFault};
 
 /// Why a received change was refused. Nothing of a refused change is written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -61,6 +61,52 @@ pub enum Refusal {
     MissingPredecessor {
         /// The predecessor not found.
         missing: ChangeHash,
+    },
+    /// Members-only database: the author's chain names no grant for it
+    /// (a stranger, or a member whose change does not name its grant).
+    #[error("{author} is not a member of this database")]
+    NotAMember {
+        /// The author.
+        author: Author,
+    },
+    /// Members-only database: a reader's change (readers sync, never write).
+    #[error("{author} is a reader: it may not write")]
+    ReadOnly {
+        /// The author.
+        author: Author,
+    },
+    /// A grant or revocation by a key below admin.
+    #[error("{author} is a {role}: only the owner and admins grant and revoke")]
+    NotAnAdmin {
+        /// The author.
+        author: Author,
+        /// Its role.
+        role: Role,
+    },
+    /// A grant at or above the granter's own role (an admin granting admin
+    /// or owner; anyone granting owner).
+    #[error("{author} ({own}) may not grant {granted}")]
+    GrantAboveOwnRole {
+        /// The granter.
+        author: Author,
+        /// Its role.
+        own: Role,
+        /// The role it tried to grant.
+        granted: Role,
+    },
+    /// A grant or revocation aimed at the owner, whose role is permanent.
+    #[error("{author} tried to grant or revoke the owner")]
+    TargetsOwner {
+        /// The author.
+        author: Author,
+    },
+    /// A change past its author's revocation.
+    #[error("{author} was revoked after its change {last_seq}")]
+    Revoked {
+        /// The author.
+        author: Author,
+        /// Its last valid seq.
+        last_seq: u64,
     },
     /// The bounded pending set is full.
     #[error("pending set is full ({limit} changes): change waits on a missing predecessor")]
@@ -153,6 +199,14 @@ pub enum Error {
         /// Last valid seq.
         cut_seq: u64,
     },
+    /// This replica may not commit this transaction in a members-only
+    /// database (not a member, a reader, revoked, or a grant above its role).
+    #[error("not allowed: {0}")]
+    NotAllowed(Refusal),
+    /// A joined replica has not received the database's genesis change yet,
+    /// so it cannot know who may write: sync with a member first.
+    #[error("this replica has not synced its database yet (sync with a member first)")]
+    NotSynced,
     /// Automerge refused an operation.
     #[error("automerge: {message}")]
     Automerge {

@@ -11,7 +11,7 @@ use bincode::{Decode, Encode};
 use crate::change::{Author, ChangeHash};
 
 /// Version of the view's key and value layout, stored under [`META_VIEW_FORMAT`].
-pub const VIEW_FORMAT_VERSION: u32 = 2;
+pub const VIEW_FORMAT_VERSION: u32 = 3;
 
 /// Family prefixes. Never reuse a retired byte.
 pub(crate) const META: u8 = 0x01;
@@ -29,6 +29,8 @@ pub(crate) const META_VIEW_FORMAT: &[u8] = b"view-format";
 pub(crate) const META_DATABASE: &[u8] = b"database";
 pub(crate) const META_APPLIED: &[u8] = b"applied-position";
 pub(crate) const META_HEADS: &[u8] = b"heads";
+/// The authorization facts, one value (view format 3).
+pub(crate) const META_ACCESS: &[u8] = b"access";
 
 const ESCAPE: u8 = 0x00;
 const ESCAPED_ZERO: u8 = 0xFF;

@@ -5,6 +5,7 @@
 //! Start with [`Db::create`] (a new database), [`Db::join`] (an empty
 //! replica of one) or [`Db::open`]. docs/FORMAT.md specifies every byte.
 
+mod access;
 mod change;
 mod changeset;
 mod db;
@@ -19,16 +20,17 @@ mod version_vector;
 mod view;
 
 pub use change::{
-    Author, CHANGE_BYTES_MAX, CHANGE_FORMAT_VERSION, Change, ChangeBody, ChangeHash, DEPS_MAX,
-    DatabaseId, FormatError, HASH_CONTEXT, NAME_BYTES_MAX, OPS_MAX, Op, SIGNATURE_DOMAIN,
-    SignatureFault, StateHash, verify_ed25519_strict, verify_signature, verify_signatures,
+    Author, CHANGE_BYTES_MAX, CHANGE_FORMAT_VERSION, CHANGE_FORMAT_VERSION_MIN, Change, ChangeBody,
+    ChangeHash, DEPS_MAX, DatabaseId, FormatError, HASH_CONTEXT, NAME_BYTES_MAX, OPS_MAX, Op, Role,
+    SIGNATURE_DOMAIN, SignatureFault, StateHash, verify_ed25519_strict, verify_signature,
+    verify_signatures,
 };
 pub use changeset::{
     CHANGE_SET_MAGIC, CHANGE_SET_VERSION, ChangeSetError, ChangeSetReader, ChangeSetWriter,
 };
 pub use db::{
-    Db, Options, Progress, REPLAY_GROUP_CHANGES, Row, SUBSCRIBE_BUFFER_CHANGES, Transaction,
-    VerifyReport,
+    Db, Member, Options, Progress, REPLAY_GROUP_CHANGES, Row, SUBSCRIBE_BUFFER_CHANGES,
+    Transaction, VerifyReport,
 };
 pub use engine::ApplyReport;
 pub use error::{Error, Refusal, Result};

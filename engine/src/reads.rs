@@ -196,11 +196,20 @@ pub(crate) fn changes_since(view: &DB, wal: &Wal, since: &VersionVector) -> Resu
             // somewhere below; send ours whole (the receiver drops duplicates).
             Some(_) => 1,
         };
-        let last_valid = state.cut.unwrap_or(state.head_seq);
+        let last_valid = state.valid_until();
         collect_chain(view, &author, from_seq, last_valid, &mut send)?;
         if let Some(cut) = state.cut {
             collect_chain(view, &author, cut + 1, cut + 1, &mut send)?;
-            cuts.insert(author, cut);
+        }
+        // Past this seq a change goes only when a sent change names it.
+        let boundary = state
+            .cut
+            .map(|cut| cut + 1)
+            .into_iter()
+            .chain(state.limit)
+            .min();
+        if let Some(boundary) = boundary {
+            cuts.insert(author, boundary);
         }
     }
     if !cuts.is_empty() {
@@ -244,8 +253,9 @@ fn collect_chain(
     Ok(())
 }
 
-/// Closes `send` over cut changes past the fork evidence that a change in
-/// it names (as a dep, or as the prev of such a cut change).
+/// Closes `send` over invalid changes (past the fork evidence, or past an
+/// authorization limit) that a change in it names (as a dep, or as the prev
+/// of such a change). `cuts`: per author, the last seq sent on its own.
 fn add_named_cut_changes(
     group: &Group<'_>,
     wal: &Wal,
@@ -259,7 +269,9 @@ fn add_named_cut_changes(
             let Ok(meta) = change_meta(group, &named) else {
                 continue;
             };
-            let past_evidence = cuts.get(&meta.author).is_some_and(|cut| meta.seq > cut + 1);
+            let past_evidence = cuts
+                .get(&meta.author)
+                .is_some_and(|boundary| meta.seq > *boundary);
             if past_evidence && send.insert(meta.position, named).is_none() {
                 queue.push((meta.position, named));
             }

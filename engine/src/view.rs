@@ -173,7 +173,8 @@ pub(crate) fn apply_op(group: &mut Group<'_>, stamp: Stamp, op: &Op) -> Result<(
             field,
             delta,
         } => apply_increment(group, stamp, table, row, field, *delta),
-        Op::Genesis { .. } => Ok(()),
+        // Membership ops act through authorization, not on rows.
+        Op::Genesis { .. } | Op::Grant { .. } | Op::Revoke { .. } | Op::MembersOnly => Ok(()),
     }
 }
 

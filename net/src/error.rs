@@ -171,10 +171,17 @@ pub enum Error {
         refusal: Refusal,
     },
     /// The peer ended the session for a reason other than shutting down.
-    #[error("peer ended the session: {reason:?}")]
+    #[error("peer ended the session: {reason}")]
     PeerBye {
         /// The reason it sent.
         reason: ByeReason,
+    },
+    /// The peer's key holds no role in this members-only database: nothing
+    /// is served to it (or it was revoked during the session).
+    #[error("peer {peer} is not a member of this database")]
+    NotAMember {
+        /// The peer's key.
+        peer: Author,
     },
     /// The local database failed.
     #[error(transparent)]

@@ -78,6 +78,24 @@ pub enum ByeReason {
     ProtocolViolation = 3,
     /// The peer sent a change the sender's engine refused.
     RefusedChange = 4,
+    /// The peer's key holds no role in the sender's members-only database
+    /// (a stranger, or revoked).
+    NotAMember = 5,
+}
+
+impl std::fmt::Display for ByeReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ByeReason::Shutdown => "it is shutting down",
+            ByeReason::WrongDatabase => "it syncs another database",
+            ByeReason::UnsupportedVersion => "no common sync protocol version",
+            ByeReason::ProtocolViolation => "it says we broke the protocol",
+            ByeReason::RefusedChange => "it refused a change we sent",
+            ByeReason::NotAMember => {
+                "our key is not a member of its database (ask its owner or an admin for a grant)"
+            }
+        })
+    }
 }
 
 /// A sync protocol message. The variant order is the wire's variant index.

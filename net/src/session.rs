@@ -13,7 +13,7 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use peers_engine::{Author, Change, Db, VersionVector};
+use peers_engine::{Author, Change, Db, Op, VersionVector};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{broadcast, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -91,11 +91,17 @@ pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin + Send>(
         peer: Some(peer),
         ..SyncReport::default()
     };
+    // Authorization gate: after the authenticated handshake, before any
+    // data (even the Hello's digest) moves.
+    if let Err(error) = check_member(db, &peer) {
+        return Err(ending(&mut send, error).await);
+    }
 
     send.send(&Message::Hello(message::hello(db.database_id(), &ours, config.live)).encode())
         .await?;
     let theirs = match receive(&mut recv).await {
         Ok(Message::Hello(hello)) => hello,
+        Ok(Message::Bye(reason)) => return Err(Error::PeerBye { reason }),
         Ok(other) => return Err(ending(&mut send, unexpected("Hello", &other)).await),
         Err(error) => return Err(ending(&mut send, error).await),
     };
@@ -113,6 +119,7 @@ pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin + Send>(
             .await?;
         let vector = match receive(&mut recv).await {
             Ok(Message::Vector(entries)) => message::vector_from_entries(&entries),
+            Ok(Message::Bye(reason)) => return Err(Error::PeerBye { reason }),
             Ok(other) => Err(unexpected("Vector", &other)),
             Err(error) => Err(error),
         };
@@ -269,6 +276,14 @@ impl Ends<'_> {
                 }
                 Err(broadcast::error::RecvError::Closed) => return Ok(pushed),
             };
+            if first.ops().iter().any(Op::is_membership) {
+                // A revocation of the peer ends the session at once.
+                if let Err(error) = check_member(self.db, &self.peer) {
+                    let reason = ByeReason::NotAMember;
+                    say_bye(send, reason).await;
+                    return Err(error);
+                }
+            }
             let mut batch = Vec::new();
             let mut batch_bytes = 0;
             let mut next = Some(first);
@@ -460,6 +475,16 @@ fn next_batch(changes: &mut peers_engine::ChangesSince) -> Result<Vec<Change>> {
     Ok(batch)
 }
 
+/// Whether `peer` may sync this database: any key in an open database (or
+/// before the genesis is held: there is nothing to leak, and what arrives
+/// is verified), only a key with a role in a members-only one.
+fn check_member(db: &Db, peer: &Author) -> Result<()> {
+    if db.is_members_only() == Some(true) && db.role_of(peer).is_none() {
+        return Err(Error::NotAMember { peer: *peer });
+    }
+    Ok(())
+}
+
 fn check_hello(db: &Db, hello: &Hello) -> Result<()> {
     if hello.database != db.database_id().0 {
         return Err(Error::WrongDatabase {
@@ -500,6 +525,7 @@ async fn ending<S: AsyncRead + AsyncWrite + Unpin>(send: &mut SendHalf<S>, error
         Error::WrongDatabase { .. } => Some(ByeReason::WrongDatabase),
         Error::UnsupportedSyncVersion { .. } => Some(ByeReason::UnsupportedVersion),
         Error::RefusedChange { .. } => Some(ByeReason::RefusedChange),
+        Error::NotAMember { .. } => Some(ByeReason::NotAMember),
         Error::MalformedMessage { .. } | Error::UnexpectedMessage { .. } => {
             Some(ByeReason::ProtocolViolation)
         }

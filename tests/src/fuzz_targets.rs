@@ -18,8 +18,8 @@ use std::sync::{Mutex, OnceLock, PoisonError};
 
 pub use crate::SplitMix;
 use peers_engine::{
-    CHANGE_FORMAT_VERSION, Change, ChangeBody, ChangeHash, ChangeSetReader, ChangeSetWriter,
-    DatabaseId, Db, Identity, Op, Options, SyncMode, Value, verify_signature, verify_signatures,
+    Change, ChangeBody, ChangeHash, ChangeSetReader, ChangeSetWriter, DatabaseId, Db, Identity, Op,
+    Options, SyncMode, Value, verify_signature, verify_signatures,
 };
 use peers_wal::{Position, Wal};
 
@@ -57,10 +57,12 @@ pub fn options(identity_index: u8) -> Options {
 
 /// The genesis change of the fixture database: fixed nonce, clock and
 /// author, so [`database_id`] is the same in every process and every seed.
+/// Change format version 1 (an open database), as the committed seeds were
+/// made with.
 pub fn genesis() -> Change {
     let author = identity(0);
     author.sign(ChangeBody {
-        version: CHANGE_FORMAT_VERSION,
+        version: 1,
         database: DatabaseId::GENESIS,
         author: author.author(),
         seq: 1,
@@ -570,14 +572,17 @@ impl Default for Model {
 }
 
 impl Model {
-    /// Three empty writers; writer 0 holds the genesis.
+    /// Three writers holding only the genesis (a replica writes once it
+    /// knows the genesis).
     pub fn new() -> Model {
         let dir = scratch_dir();
         let writers: Vec<Db> = (0..AUTHORS as u8)
             .map(|index| join_fixture(&dir.path().join(format!("w{index}")), index))
             .collect();
-        let report = writers[0].apply(vec![genesis()]).expect("apply genesis");
-        assert_eq!(report.accepted.len(), 1, "{report:?}");
+        for writer in &writers {
+            let report = writer.apply(vec![genesis()]).expect("apply genesis");
+            assert_eq!(report.accepted.len(), 1, "{report:?}");
+        }
         Model {
             writers,
             dir,

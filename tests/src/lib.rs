@@ -6,10 +6,13 @@ use std::path::Path;
 
 use peers_engine::{Author, Change, ChangeHash, Db, Op, Options, Row, Stamp, SyncMode, Value};
 
-/// Options for tests: fsync relaxed (a process crash still loses nothing).
+/// Options for tests: fsync relaxed (a process crash still loses nothing),
+/// and an open database (any key may write) for the tests of merging,
+/// storage and sync; tests/tests/authorization.rs creates members-only ones.
 pub fn relaxed() -> Options {
     Options {
         sync: SyncMode::Relaxed,
+        members_only: false,
         ..Options::default()
     }
 }
@@ -58,9 +61,17 @@ pub fn commit_ops(db: &Db, ops: &[Op]) -> ChangeHash {
     tx.commit().expect("commit")
 }
 
-/// A new empty replica of `db`'s database.
+/// A new replica of `db`'s database holding its genesis change (a replica
+/// writes only once it knows the genesis).
 pub fn replica_of(db: &Db, dir: &Path) -> Db {
-    Db::join(dir, db.database_id(), relaxed()).expect("join")
+    let replica = Db::join(dir, db.database_id(), relaxed()).expect("join");
+    let genesis = db
+        .get_change(&peers_engine::ChangeHash(db.database_id().0))
+        .expect("read genesis")
+        .expect("db holds its genesis");
+    let report = replica.apply(vec![genesis]).expect("apply genesis");
+    assert!(report.refused.is_empty(), "{report:?}");
+    replica
 }
 
 /// Every row of every table in `tables`, from the engine.

@@ -13,7 +13,7 @@ use peers_tests::{relaxed, replica_of, sync_into};
 fn subscribers_see_applied_changes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let a = Db::create(dir.path().join("a"), relaxed()).expect("create");
-    let b = replica_of(&a, &dir.path().join("b"));
+    let b = Db::join(dir.path().join("b"), a.database_id(), relaxed()).expect("join");
     let mut events = b.subscribe();
     sync_into(&a, &b);
     let genesis = events.try_recv().expect("genesis applied on b");

@@ -278,15 +278,15 @@ fn small_order_author_key_is_refused() {
     fx.assert_still_accepts_k2();
 }
 
-/// An overlong varint (the version 1 written as 0xfb 0x01 0x00) decodes in
+/// An overlong varint (the version 2 written as 0xfb 0x02 0x00) decodes in
 /// bincode but is refused as Malformed(NonCanonical): one change, one hash.
 #[test]
 fn non_canonical_encoding_is_refused() {
     let fx = fixture();
     let before = snapshot(&fx.db);
     let mut bytes = fx.k2.bytes().to_vec();
-    assert_eq!(bytes[0], 1, "the version is the first byte");
-    bytes.splice(0..1, [0xfb, 0x01, 0x00]);
+    assert_eq!(bytes[0], 2, "the version is the first byte");
+    bytes.splice(0..1, [0xfb, 0x02, 0x00]);
     let (hash, refusal) = only_refusal(&apply_bytes(&fx.db, &bytes));
     assert_eq!(hash, None);
     assert!(
