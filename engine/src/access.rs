@@ -247,7 +247,7 @@ impl Access {
             }
         }
         let mut verdicts = Verdicts::default();
-        for (author, head) in heads {
+        for author in heads.keys() {
             if *author == owner {
                 continue;
             }
@@ -257,7 +257,9 @@ impl Access {
                 let bound = revoked.get(author).copied().unwrap_or(u64::MAX);
                 bound.min(run.authority_limit(author, &admins, heads))
             };
-            if limit < *head {
+            // Kept even at or above the head: the author's next changes
+            // (after a revocation at its head) must be held past it.
+            if limit < u64::MAX {
                 verdicts.limits.insert(*author, limit);
             }
         }
