@@ -1,0 +1,213 @@
+//! Sync is gated by membership (issue 5): a stranger's connection ends right
+//! after the handshake with `Bye(NotAMember)` and nothing else; a live
+//! session with a key that gets revoked ends at the revocation; and a
+//! revoked writer's later change never reaches a third peer through an
+//! honest one.
+
+use std::time::Duration;
+
+use peers_engine::{Db, Identity, Options, Role};
+use peers_net::{
+    ByeReason, ChannelOptions, Error, Event, Message, Node, NodeConfig, SecureChannel,
+};
+use peers_tests::relaxed;
+
+fn members_only() -> Options {
+    Options {
+        members_only: true,
+        ..relaxed()
+    }
+}
+
+fn listening() -> NodeConfig {
+    NodeConfig {
+        listen: Some("127.0.0.1:0".parse().expect("address")),
+        ..NodeConfig::default()
+    }
+}
+
+/// A replica of `owner`'s database for `identity`, holding its genesis.
+fn member(owner: &Db, dir: &std::path::Path, identity: Identity) -> Db {
+    let db = Db::join(
+        dir,
+        owner.database_id(),
+        Options {
+            identity: Some(identity),
+            ..members_only()
+        },
+    )
+    .expect("join");
+    let genesis = owner
+        .get_change(&peers_engine::ChangeHash(owner.database_id().0))
+        .expect("read")
+        .expect("genesis");
+    db.apply(vec![genesis]).expect("genesis");
+    db
+}
+
+async fn sync_once(db: &Db, address: &str) -> Result<peers_net::SyncReport, Error> {
+    let node = Node::start(db.clone(), NodeConfig::default())
+        .await
+        .expect("node");
+    let result = node.sync_once(address, None).await;
+    node.shutdown().await;
+    result
+}
+
+/// A stranger (a valid identity, no role) that completes the handshake gets
+/// `Bye(NotAMember)` as the first and only message: no Hello, no digest, no
+/// change; then the connection closes. Through the Node API it is the typed
+/// `PeerBye { NotAMember }`, and the stranger's replica stays empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stranger_gets_nothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let owner = Db::create(dir.path().join("owner"), members_only()).expect("create");
+    let mut tx = owner.transaction();
+    tx.set("notes", "secret", "text", "members only");
+    tx.commit().expect("commit");
+    let node = Node::start(owner.clone(), listening()).await.expect("node");
+    let address = node.local_addr().expect("listens");
+
+    let stranger = Identity::generate();
+    let mut channel = SecureChannel::connect(address, &stranger, None, ChannelOptions::default())
+        .await
+        .expect("the handshake itself succeeds");
+    let first = Message::decode(&channel.recv().await.expect("one message")).expect("decodes");
+    assert_eq!(first, Message::Bye(ByeReason::NotAMember));
+    assert!(
+        matches!(channel.recv().await, Err(Error::Closed | Error::Io(_))),
+        "then the connection ends"
+    );
+
+    let replica = Db::join(
+        dir.path().join("stranger"),
+        owner.database_id(),
+        members_only(),
+    )
+    .expect("join");
+    let error = sync_once(&replica, &address.to_string())
+        .await
+        .expect_err("refused");
+    assert!(
+        matches!(
+            error,
+            Error::PeerBye {
+                reason: ByeReason::NotAMember
+            }
+        ),
+        "{error}"
+    );
+    assert!(replica.version_vector().expect("vector").is_empty());
+    assert_eq!(replica.get_row("notes", "secret").expect("read"), None);
+    node.shutdown().await;
+}
+
+/// A writer live-connected to the owner is disconnected when the owner
+/// revokes it; its change written afterwards is refused at the gate, held
+/// inert if it reaches the owner another way, and never forwarded to a
+/// third member that syncs with the owner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_writer_is_cut_off() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let owner = Db::create(dir.path().join("owner"), members_only()).expect("create");
+    let (b_key, c_key) = (Identity::generate(), Identity::generate());
+    owner.grant(b_key.author(), Role::Writer).expect("grant b");
+    owner.grant(c_key.author(), Role::Writer).expect("grant c");
+    let b = member(&owner, &dir.path().join("b"), b_key);
+    let c = member(&owner, &dir.path().join("c"), c_key);
+    let node = Node::start(owner.clone(), listening()).await.expect("node");
+    let address = node.local_addr().expect("listens").to_string();
+    let mut owner_events = node.events();
+
+    let b_node = Node::start(b.clone(), NodeConfig::default())
+        .await
+        .expect("node");
+    let mut b_events = b_node.events();
+    b_node
+        .connect(&address, Some(owner.author()))
+        .await
+        .expect("dial");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while b.role_of(&b.author()) != Some(Role::Writer) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "b never got its grant"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut tx = b.transaction();
+    tx.set("notes", "from-b", "text", "before the revocation");
+    tx.commit().expect("b writes");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while owner.get_row("notes", "from-b").expect("read").is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "b's write never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    owner.revoke(b.author()).expect("revoke");
+    // The owner's side ends the session with NotAMember.
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match owner_events.recv().await {
+                Ok(Event::PeerError { error, .. })
+                    if matches!(*error, Error::NotAMember { .. }) =>
+                {
+                    return;
+                }
+                Ok(_) => {}
+                Err(error) => panic!("events ended: {error}"),
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the revoked peer was not disconnected");
+    b_node.shutdown().await;
+    let mut saw_bye = false;
+    while let Ok(event) = b_events.try_recv() {
+        if let Event::PeerError { error, .. } = event {
+            saw_bye |= matches!(
+                *error,
+                Error::PeerBye {
+                    reason: ByeReason::NotAMember
+                }
+            );
+        }
+    }
+    assert!(saw_bye, "b was told why");
+
+    // b does not know yet that it is revoked, and writes on.
+    let mut tx = b.transaction();
+    tx.set("notes", "late", "text", "after the revocation");
+    let late = tx.commit().expect("b's replica does not know yet");
+    let error = sync_once(&b, &address).await.expect_err("gate");
+    assert!(
+        matches!(
+            error,
+            Error::PeerBye {
+                reason: ByeReason::NotAMember
+            }
+        ),
+        "{error}"
+    );
+    // The change reaches the owner another way (a file): held inert.
+    let late_change = b.get_change(&late).expect("read").expect("held");
+    let report = owner.apply(vec![late_change]).expect("apply");
+    assert_eq!(report.inert, vec![late], "{report:?}");
+    assert_eq!(owner.get_row("notes", "late").expect("read"), None);
+
+    // c syncs with the owner: gets b's valid write and the revocation, never
+    // the late change.
+    sync_once(&c, &address).await.expect("c is a member");
+    assert!(c.get_row("notes", "from-b").expect("read").is_some());
+    assert_eq!(c.get_change(&late).expect("read"), None);
+    assert_eq!(c.role_of(&b.author()), None);
+    assert_eq!(
+        c.state_hash().expect("hash"),
+        owner.state_hash().expect("hash")
+    );
+    assert!(owner.verify(&mut |_, _| {}).expect("verify").ok());
+    node.shutdown().await;
+}
