@@ -67,6 +67,9 @@ pub(crate) struct Verdicts {
     pub revoked: HashMap<Author, u64>,
     /// Current role of every key that holds one.
     pub roles: HashMap<Author, Role>,
+    /// Keys the owner made admin (a standing owner grant): no admin may
+    /// revoke them.
+    pub admins: HashSet<Author>,
 }
 
 /// The named role after a change: its prev's, raised by the grants for
@@ -220,7 +223,7 @@ impl Access {
             let mut moved = false;
             for admin in &admin_list {
                 let bound = fork(admin).min(owner_revokes.get(admin).copied().unwrap_or(u64::MAX));
-                let limit = bound.min(run.authority_limit(admin, &admins, heads));
+                let limit = bound.min(run.authority_limit(admin, heads));
                 if run.valid.insert(*admin, limit) != Some(limit) {
                     moved = true;
                 }
@@ -255,7 +258,7 @@ impl Access {
                 run.valid[author]
             } else {
                 let bound = revoked.get(author).copied().unwrap_or(u64::MAX);
-                bound.min(run.authority_limit(author, &admins, heads))
+                bound.min(run.authority_limit(author, heads))
             };
             // Kept even at or above the head: the author's next changes
             // (after a revocation at its head) must be held past it.
@@ -265,6 +268,7 @@ impl Access {
         }
         verdicts.revoked = revoked;
         verdicts.roles = run.roles(&verdicts.revoked);
+        verdicts.admins = admins;
         verdicts
     }
 }
@@ -321,13 +325,9 @@ impl Evaluation<'_> {
 
     /// The highest seq of `author` whose changes its role covers: every
     /// change needs writer; a change that grants or revokes needs admin and
-    /// a role above what it grants; an admin may not revoke an admin.
-    fn authority_limit(
-        &self,
-        author: &Author,
-        admins: &HashSet<Author>,
-        heads: &HashMap<Author, u64>,
-    ) -> u64 {
+    /// a role above what it grants. (An admin's revocation of an admin is
+    /// not a fault of its author: it has no effect, see `evaluate`.)
+    fn authority_limit(&self, author: &Author, heads: &HashMap<Author, u64>) -> u64 {
         let head = heads.get(author).copied().unwrap_or(0);
         if head == 0 {
             return u64::MAX;
@@ -342,11 +342,7 @@ impl Evaluation<'_> {
                 && record
                     .grants
                     .iter()
-                    .all(|(_, granted)| role > Some(*granted))
-                && record
-                    .revokes
-                    .iter()
-                    .all(|(key, _)| role == Some(Role::Owner) || !admins.contains(key));
+                    .all(|(_, granted)| role > Some(*granted));
             if !allowed {
                 limit = limit.min(record.seq - 1);
             }

@@ -355,14 +355,37 @@ impl Db {
             return Ok(());
         }
         let me = self.author();
-        if let Some(last_seq) = engine.author(&me).and_then(|state| state.revoked) {
-            return Err(Error::NotAllowed(Refusal::Revoked {
-                author: me,
-                last_seq,
-            }));
+        if let Some(state) = engine.author(&me) {
+            if let Some(last_seq) = state.revoked {
+                return Err(Error::NotAllowed(Refusal::Revoked {
+                    author: me,
+                    last_seq,
+                }));
+            }
+            // A chain cut below its head (its grant no longer stands) can
+            // never be valid again: a change signed now would vanish.
+            if !state.is_valid(state.head_seq + 1) {
+                return Err(Error::IdentityCut {
+                    author: me,
+                    cut_seq: state.valid_until(),
+                });
+            }
         }
         let role = engine.verdicts.roles.get(&me).copied();
-        crate::access::check_admission(me, role, owner, ops).map_err(Error::NotAllowed)
+        crate::access::check_admission(me, role, owner, ops).map_err(Error::NotAllowed)?;
+        if me != owner {
+            for op in ops {
+                if let Op::Revoke { key, .. } = op
+                    && engine.verdicts.admins.contains(key)
+                {
+                    return Err(Error::NotAllowed(Refusal::RevokesAnAdmin {
+                        author: me,
+                        key: *key,
+                    }));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The grant this replica's next change must name so that its chain's

@@ -279,7 +279,7 @@ impl Engine {
     ) -> Result<()> {
         let mut queue: VecDeque<(Change, Option<Position>)> = changes.into();
         while let Some((change, position)) = queue.pop_front() {
-            match self.admit(batch, &change)? {
+            match self.admit(batch, &change, source)? {
                 Admission::Accept(kind) => {
                     self.accept(batch, &change, kind)?;
                     for released in self.pending.release(&change.hash()) {
@@ -342,7 +342,7 @@ impl Engine {
 
     /// The validity rules of DESIGN.md "Changes", in order. The signature was
     /// checked before (in a batch) for new changes.
-    fn admit(&self, batch: &Batch<'_>, change: &Change) -> Result<Admission> {
+    fn admit(&self, batch: &Batch<'_>, change: &Change, source: Source) -> Result<Admission> {
         let hash = change.hash();
         if self.meta(batch, &hash)?.is_some() || self.pending.contains(&hash) {
             return Ok(Admission::Duplicate);
@@ -400,6 +400,12 @@ impl Engine {
                 expected,
                 actual: body.lamport,
             }));
+        }
+        // Before the genesis a replica cannot know who may write: a change
+        // waits for it (bounded pending set). Log replay keeps the order
+        // the log has, which older builds did not constrain.
+        if self.access.owner.is_none() && !change.is_genesis() && source == Source::New {
+            return Ok(Admission::Wait(ChangeHash(self.database.0)));
         }
         if let Some(owner) = self.access.owner.filter(|_| self.access.members_only) {
             let role = self.named_role(prev_role, change);

@@ -100,6 +100,15 @@ pub enum Refusal {
         /// The author.
         author: Author,
     },
+    /// A local revocation of an admin by an admin (only the owner revokes
+    /// admins; such a change would have no effect).
+    #[error("{author} is an admin and may not revoke the admin {key}")]
+    RevokesAnAdmin {
+        /// The revoking admin.
+        author: Author,
+        /// The admin it tried to revoke.
+        key: Author,
+    },
     /// A change past its author's revocation.
     #[error("{author} was revoked after its change {last_seq}")]
     Revoked {

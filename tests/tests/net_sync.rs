@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use peers_engine::{Db, Identity, Options, Value};
+use peers_engine::{Db, Identity, Value};
 use peers_net::{Event, Node, NodeConfig, SyncReport};
 use peers_tests::{SplitMix, all_changes, relaxed, replica_of};
 use tempfile::TempDir;
