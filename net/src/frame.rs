@@ -101,6 +101,22 @@ impl Decoder for FrameCodec {
         self.in_body = header_available && frame.is_none();
         Ok(frame)
     }
+
+    /// At EOF, a frame whose header was read is cut off: an I/O error, not
+    /// the clean close between frames that the default reports when the
+    /// remaining buffer is empty (the header was consumed already).
+    fn decode_eof(&mut self, source: &mut BytesMut) -> Result<Option<BytesMut>> {
+        if let Some(frame) = self.decode(source)? {
+            return Ok(Some(frame));
+        }
+        if self.in_body || !source.is_empty() {
+            return Err(Error::Io(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "connection closed inside a frame",
+            )));
+        }
+        Ok(None)
+    }
 }
 
 impl Encoder<Bytes> for FrameCodec {
@@ -226,6 +242,21 @@ mod tests {
             matches!(codec.decode(&mut source), Ok(None)),
             "waits for body"
         );
+    }
+
+    /// EOF after a whole header but before the body is a torn frame (I/O
+    /// error), not a clean close; EOF between frames is a clean close.
+    #[test]
+    fn eof_inside_a_frame_is_an_error() {
+        let mut codec = FrameCodec::new(100);
+        let mut source = BytesMut::from(&5u32.to_be_bytes()[..]);
+        assert!(matches!(codec.decode(&mut source), Ok(None)));
+        assert!(matches!(codec.decode_eof(&mut source), Err(Error::Io(_))));
+        let mut codec = FrameCodec::new(100);
+        let mut source = BytesMut::new();
+        assert!(matches!(codec.decode_eof(&mut source), Ok(None)));
+        let mut source = BytesMut::from(&[0u8, 0][..]);
+        assert!(matches!(codec.decode_eof(&mut source), Err(Error::Io(_))));
     }
 
     /// A header and its body arriving in separate reads: body bytes are

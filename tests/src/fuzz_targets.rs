@@ -10,18 +10,29 @@
 //!
 //! Databases live in the system temp dir and bare logs in `/dev/shm` when it
 //! exists (see [`scratch_dir`]); `PEERS_FUZZ_SCRATCH=DIR` puts both in DIR.
+//!
+//! The network targets ([`sync_message`], [`handshake_respond`],
+//! [`channel_frames`]) run real `peers_net` channels over in-memory
+//! `tokio::io::duplex` pipes on a current-thread runtime: no sockets, no
+//! sleeps, and every input ends in EOF, so nothing waits for a timer.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::Path;
 use std::sync::{Mutex, OnceLock, PoisonError};
+use std::time::Duration;
 
 pub use crate::SplitMix;
 use peers_engine::{
     Change, ChangeBody, ChangeHash, ChangeSetReader, ChangeSetWriter, DatabaseId, Db, Identity, Op,
     Options, SyncMode, Value, verify_signature, verify_signatures,
 };
+use peers_net::{
+    BATCH_CHANGES_MAX, CHANNEL_VERSION, CHANNEL_VERSION_MIN, ChannelOptions, FRAME_BYTES_MAX,
+    Message, NOISE_MESSAGE_BYTES_MAX, SecureChannel, VECTOR_AUTHORS_MAX,
+};
 use peers_wal::{Position, Wal};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::{all_changes, reference_model, rows, sync_into};
 
@@ -502,6 +513,275 @@ fn tables_of(changes: &[Change]) -> BTreeSet<String> {
         .flat_map(|change| change.ops().iter().filter_map(Op::row))
         .map(|(table, _)| table.to_owned())
         .collect()
+}
+
+// ---------------------------------------------------------------- net
+
+/// The limit of every channel in the network targets. Every input ends in
+/// EOF, so no read waits for a timer: a [`peers_net::Error::Timeout`] means
+/// a hang, and the targets refuse it. Generous for ASan on a busy machine,
+/// well under libFuzzer's `-timeout`.
+pub const NET_TIMEOUT: Duration = Duration::from_secs(5);
+/// Room in each direction of a pipe beyond the input, so that no handshake
+/// message (a few hundred bytes) waits for a reader.
+pub const PIPE_SLACK_BYTES: usize = 64 * 1024;
+/// A frame's length header: `u32` big endian (docs/PROTOCOL.md).
+pub const FRAME_HEADER_BYTES: usize = 4;
+/// ChaChaPoly's tag on every encrypted Noise message.
+pub const NOISE_TAG_BYTES: usize = 16;
+/// The initiator's ephemeral key, in clear at the start of handshake message 1.
+const EPHEMERAL_KEY_BYTES: usize = 32;
+/// Message 1's payload: `version_min: u16 LE | version_max: u16 LE`.
+const OFFER_BYTES: usize = 4;
+
+/// Options of every channel here: [`NET_TIMEOUT`] for each step.
+pub fn net_options() -> ChannelOptions {
+    ChannelOptions {
+        handshake_timeout: NET_TIMEOUT,
+        recv_timeout: NET_TIMEOUT,
+        send_timeout: NET_TIMEOUT,
+    }
+}
+
+/// Runs `future` on a new current-thread runtime with timers (the channels'
+/// timeouts need them): one thread, so a target's run depends on its input
+/// alone (and on the fresh Noise keys, which change no outcome).
+pub fn block_on<F: Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a current-thread runtime")
+        .block_on(future)
+}
+
+/// An honest handshake over `initiator` and `responder` (the two ends of a
+/// pipe): fixture identity 0 dials, 1 accepts.
+pub async fn channel_pair<A, B>(initiator: A, responder: B) -> (SecureChannel<A>, SecureChannel<B>)
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    let (dialer, listener) = (identity(0), identity(1));
+    let (dialed, accepted) = tokio::join!(
+        SecureChannel::initiate(initiator, &dialer, Some(listener.author()), net_options()),
+        SecureChannel::accept(responder, &listener, net_options()),
+    );
+    (
+        dialed.expect("an honest initiator over a pipe connects"),
+        accepted.expect("an honest responder over a pipe connects"),
+    )
+}
+
+/// `Message::decode` on arbitrary bytes: never panics and refuses with
+/// `MalformedMessage` (naming the input's length); a decoded message holds
+/// its limits, refuses a trailing byte, and encodes to bytes that decode to
+/// it again. Not canonical: bincode's varints accept non-minimal forms
+/// (`[3, 251, 5, 0]` is `CaughtUp { changes: 5 }`, as is `[3, 5]`), so the
+/// check is that the encoder writes the shortest form: never longer than
+/// the input, and as long only when it is the input itself.
+pub fn sync_message(data: &[u8]) {
+    let message = match Message::decode(data) {
+        Ok(message) => message,
+        Err(peers_net::Error::MalformedMessage { bytes, .. }) => {
+            assert_eq!(bytes, data.len() as u64, "the refusal names the length");
+            return;
+        }
+        Err(other) => panic!("bad bytes are a MalformedMessage, got {other:?}"),
+    };
+    match &message {
+        Message::Vector(entries) => assert!(entries.len() <= VECTOR_AUTHORS_MAX),
+        Message::Changes(changes) => assert!(changes.len() <= BATCH_CHANGES_MAX),
+        _ => {}
+    }
+    let encoded = message.encode();
+    assert_eq!(
+        Message::decode(&encoded).expect("a message's own bytes decode"),
+        message,
+        "decode(encode(m)) == m"
+    );
+    assert!(
+        encoded.len() <= data.len(),
+        "the encoding is the shortest form"
+    );
+    if encoded.len() == data.len() {
+        assert_eq!(encoded, data, "only one form has the shortest length");
+    }
+    let mut trailing = data.to_vec();
+    trailing.push(0);
+    assert!(
+        Message::decode(&trailing).is_err(),
+        "a trailing byte is refused"
+    );
+}
+
+/// The front of a stream of frames (`u32 BE length | body`), as a reader
+/// limited to `max` body bytes must see it before EOF.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameRead<'a> {
+    /// No bytes: the peer closed between frames.
+    End,
+    /// EOF inside a header.
+    TornHeader,
+    /// A header over the limit (refused before its body arrives).
+    TooLarge(u32),
+    /// EOF inside a body, after `read` of its bytes.
+    TornBody {
+        /// Body bytes that arrived.
+        read: usize,
+    },
+    /// A whole frame's body, and the bytes after it.
+    Frame(&'a [u8], &'a [u8]),
+}
+
+/// The reference reading of `stream`'s first frame (docs/PROTOCOL.md "Secure
+/// channel": the header is checked before the body is buffered).
+pub fn read_frame(stream: &[u8], max: usize) -> FrameRead<'_> {
+    let Some((header, rest)) = stream.split_first_chunk::<FRAME_HEADER_BYTES>() else {
+        return match stream.is_empty() {
+            true => FrameRead::End,
+            false => FrameRead::TornHeader,
+        };
+    };
+    let announced = u32::from_be_bytes(*header);
+    let length = usize::try_from(announced).expect("a u32 fits in usize");
+    if length > max {
+        FrameRead::TooLarge(announced)
+    } else if rest.len() < length {
+        FrameRead::TornBody { read: rest.len() }
+    } else {
+        let (body, after) = rest.split_at(length);
+        FrameRead::Frame(body, after)
+    }
+}
+
+/// Checks `error` against what a reader limited to `max` must report when
+/// `stream` holds no whole frame at its front; returns that frame otherwise
+/// (its body decides the error). `what` names the step for messages.
+fn expect_frame<'a>(
+    stream: &'a [u8],
+    max: usize,
+    error: &peers_net::Error,
+    what: &str,
+) -> Option<(&'a [u8], &'a [u8])> {
+    use peers_net::Error;
+    let read = read_frame(stream, max);
+    let fits = match read {
+        FrameRead::Frame(body, after) => return Some((body, after)),
+        FrameRead::End => matches!(error, Error::Closed),
+        FrameRead::TornHeader | FrameRead::TornBody { read: 1.. } => matches!(error, Error::Io(_)),
+        // EOF after a whole header is inside a frame: `Io`, like any tear.
+        FrameRead::TornBody { read: 0 } => matches!(error, Error::Io(_)),
+        FrameRead::TooLarge(announced) => matches!(
+            error,
+            Error::FrameTooLarge { bytes, max: limit }
+                if *bytes == u64::from(announced) && *limit == max as u64
+        ),
+    };
+    assert!(fits, "{what}: {read:?} gave {error:?}");
+    None
+}
+
+/// A responder (`SecureChannel::accept`) reading `data` then EOF: always an
+/// error (message 3 must be encrypted for the responder's fresh keys, which
+/// no input knows), never a panic or a hang, and the error the protocol
+/// calls for: the framing's (closed, torn, oversized), then message 1's
+/// (under 32 bytes of ephemeral key: Noise; an offer that is not 4 bytes:
+/// `MalformedHandshake`; no common version: `UnsupportedVersion` naming the
+/// highest offered), then message 3's framing or a Noise error.
+pub fn handshake_respond(data: &[u8]) {
+    use peers_net::Error;
+    let result = block_on(async {
+        let (mut initiator, responder) = tokio::io::duplex(data.len() + PIPE_SLACK_BYTES);
+        initiator
+            .write_all(data)
+            .await
+            .expect("the pipe holds the input");
+        // Half-close: the responder reads EOF after the input, and its
+        // message 2 still has somewhere to go.
+        initiator.shutdown().await.expect("half-close the pipe");
+        let result = SecureChannel::accept(responder, &identity(1), net_options()).await;
+        drop(initiator);
+        result
+    });
+    let error = match result {
+        Ok(channel) => panic!("a handshake completed with bytes fixed in advance: {channel:?}"),
+        Err(error) => error,
+    };
+    assert!(!matches!(error, Error::Timeout { .. }), "hung: {error:?}");
+    let max = NOISE_MESSAGE_BYTES_MAX;
+    let Some((first, rest)) = expect_frame(data, max, &error, "message 1") else {
+        return;
+    };
+    let Some(offer) = first.get(EPHEMERAL_KEY_BYTES..) else {
+        assert!(matches!(error, Error::Noise(_)), "short key: {error:?}");
+        return;
+    };
+    if offer.len() != OFFER_BYTES {
+        assert!(
+            matches!(
+                error,
+                Error::MalformedHandshake { message: 1, bytes, expected }
+                    if bytes == offer.len() as u64 && expected == OFFER_BYTES as u64
+            ),
+            "offer of {} bytes: {error:?}",
+            offer.len()
+        );
+        return;
+    }
+    let offered_min = u16::from_le_bytes([offer[0], offer[1]]);
+    let offered_max = u16::from_le_bytes([offer[2], offer[3]]);
+    let common = (offered_min..=offered_max)
+        .any(|version| (CHANNEL_VERSION_MIN..=CHANNEL_VERSION).contains(&version));
+    if !common {
+        assert!(
+            matches!(error, Error::UnsupportedVersion { found, .. } if found == offered_max),
+            "offer {offered_min}..={offered_max}: {error:?}"
+        );
+        return;
+    }
+    if expect_frame(rest, max, &error, "message 3").is_some() {
+        assert!(matches!(error, Error::Noise(_)), "message 3: {error:?}");
+    }
+}
+
+/// After an honest handshake between two in-memory ends, one side writes
+/// `data` raw into the stream (`SecureChannel::test_write_raw`) and closes;
+/// the other's `recv` must refuse the first frame with the error the frame
+/// layout calls for: the framing's (closed, torn, oversized), a
+/// `MalformedFrame` for a body no longer than a tag, else a Noise error.
+/// No frame can authenticate (the keys are fresh per run), so the first
+/// `recv` always errs: a receive loop would stop there, and an `Ok` is a bug.
+pub fn channel_frames(data: &[u8]) {
+    use peers_net::Error;
+    let error = block_on(async {
+        let (initiator, responder) = tokio::io::duplex(data.len() + PIPE_SLACK_BYTES);
+        let (mut sender, mut receiver) = channel_pair(initiator, responder).await;
+        sender
+            .test_write_raw(data)
+            .await
+            .expect("the pipe holds the input");
+        drop(sender);
+        match receiver.recv().await {
+            Ok(message) => panic!("a frame forged without the keys opened: {message:?}"),
+            Err(error) => error,
+        }
+    });
+    assert!(!matches!(error, Error::Timeout { .. }), "hung: {error:?}");
+    let Some((body, _)) = expect_frame(data, FRAME_BYTES_MAX, &error, "frame") else {
+        return;
+    };
+    if body.len() <= NOISE_TAG_BYTES {
+        assert!(
+            matches!(error, Error::MalformedFrame { bytes } if bytes == body.len() as u64),
+            "a frame of {} bytes: {error:?}",
+            body.len()
+        );
+    } else {
+        assert!(
+            matches!(error, Error::Noise(_)),
+            "a forged frame: {error:?}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------- merge

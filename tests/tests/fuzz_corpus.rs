@@ -10,7 +10,8 @@
 use std::path::{Path, PathBuf};
 
 use peers_tests::fuzz_targets::{
-    SplitMix, change_decode, changeset_import, merge_model, signed_import, wal_open,
+    SplitMix, change_decode, changeset_import, channel_frames, handshake_respond, merge_model,
+    signed_import, sync_message, wal_open,
 };
 
 fn seeds(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
@@ -139,4 +140,24 @@ fn signed_import_seeds_and_mutations() {
 #[test]
 fn merge_model_seeds_and_mutations() {
     exercise("merge_model", merge_model, 100);
+}
+
+/// Message::decode never panics; what decodes round trips, in its shortest form.
+#[test]
+fn sync_message_seeds_and_mutations() {
+    exercise("sync_message", sync_message, 5000);
+}
+
+/// A responder fed a hostile first message (then EOF) errs as the protocol
+/// says, never panics or hangs.
+#[test]
+fn handshake_respond_seeds_and_mutations() {
+    exercise("handshake_respond", handshake_respond, 3000);
+}
+
+/// Raw bytes after a real handshake are refused frame by frame with the
+/// error the frame layout calls for.
+#[test]
+fn channel_frames_seeds_and_mutations() {
+    exercise("channel_frames", channel_frames, 3000);
 }

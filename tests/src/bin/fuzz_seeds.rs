@@ -1,33 +1,47 @@
 //! Writes the seed corpus of the fuzz targets (see fuzz/README.md):
-//! `OUT/change_decode/`, `OUT/wal_open/`, `OUT/changeset_import/` and
-//! `OUT/merge_model/`, a few realistic files each: real signed changes, real
-//! log segments, real change-set files, and merge programs. Everything
-//! belongs to the fixture database of `peers_tests::fuzz_targets`.
+//! `OUT/change_decode/`, `OUT/wal_open/`, `OUT/changeset_import/`,
+//! `OUT/signed_import/`, `OUT/merge_model/`, `OUT/sync_message/`,
+//! `OUT/handshake_respond/` and `OUT/channel_frames/`, a few realistic files
+//! each: real signed changes, real log segments, real change-set files,
+//! merge programs, real sync messages, and what a real initiator writes on
+//! the wire. Everything belongs to the fixture database of
+//! `peers_tests::fuzz_targets`.
 //!
-//! Usage: fuzz-seeds OUT_DIR   (fuzz/seeds is the committed copy)
+//! Usage: fuzz-seeds OUT_DIR [TARGET...]   (fuzz/seeds is the committed copy;
+//! with TARGETs, only their directories are written)
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context as TaskContext, Poll};
 
 use anyhow::{Context, Result};
 use peers_engine::{
     CHANGE_FORMAT_VERSION, Change, ChangeBody, ChangeHash, ChangeSetWriter, DEPS_MAX, DatabaseId,
     Op, Value,
 };
+use peers_net::{ByeReason, FRAME_BYTES_MAX, Hello, Message, NOISE_MESSAGE_BYTES_MAX, VectorEntry};
 use peers_tests::all_changes;
 use peers_tests::fuzz_targets::program::{
     DELETE, INCREMENT, SET, SET_COUNTER, commit, reopen, sync, what,
 };
 use peers_tests::fuzz_targets::{
-    Model, SplitMix, database_id, genesis, identity, merge_model, scratch_dir, wal_input,
+    FRAME_HEADER_BYTES, FrameRead, Model, NOISE_TAG_BYTES, PIPE_SLACK_BYTES, SplitMix, block_on,
+    channel_frames, channel_pair, database_id, genesis, handshake_respond, identity, merge_model,
+    read_frame, scratch_dir, sync_message, wal_input,
 };
 use peers_wal::{SyncMode, Wal};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 fn main() -> Result<()> {
-    let out = std::env::args()
-        .nth(1)
+    let mut args = std::env::args().skip(1);
+    let out = args
+        .next()
         .map(PathBuf::from)
-        .context("usage: fuzz-seeds OUT_DIR")?;
+        .context("usage: fuzz-seeds OUT_DIR [TARGET...]")?;
+    let only: Vec<String> = args.collect();
+    let wanted = |target: &str| only.is_empty() || only.iter().any(|name| name == target);
     let programs = merge_programs();
     let mut model = Model::new();
     model.run(&programs[0].1);
@@ -35,18 +49,52 @@ fn main() -> Result<()> {
         peers_tests::sync_into(&model.writers[other], &model.writers[0]);
     }
     let history = all_changes(&model.writers[0]);
-    write_all(&out.join("merge_model"), &programs)?;
-    write_all(&out.join("change_decode"), &change_seeds(&history))?;
-    let changesets = changeset_seeds(&history)?;
-    write_all(&out.join("changeset_import"), &changesets)?;
-    write_all(&out.join("signed_import"), &changesets)?;
-    write_all(&out.join("wal_open"), &wal_seeds(&model, &history)?)?;
-    for (name, program) in &programs {
-        merge_model(program);
-        println!("merge_model seed {name} passes");
+    let mut seeds: Vec<(&str, Seeds)> = vec![
+        ("merge_model", programs),
+        ("change_decode", change_seeds(&history)),
+    ];
+    if wanted("changeset_import") || wanted("signed_import") {
+        let changesets = changeset_seeds(&history)?;
+        seeds.push(("changeset_import", changesets.clone()));
+        seeds.push(("signed_import", changesets));
     }
+    if wanted("wal_open") {
+        seeds.push(("wal_open", wal_seeds(&model, &history)?));
+    }
+    let messages = sync_messages(&model, &history)?;
+    seeds.push(("sync_message", sync_message_seeds(&messages)));
+    // Hello, Vector, Changes, Keepalive: a session's first frames.
+    let session: Vec<Message> = messages[1..5].iter().map(|(_, m)| m.clone()).collect();
+    let transcript = block_on(initiator_transcript(&session))?;
+    seeds.push(("handshake_respond", handshake_seeds(&transcript)));
+    seeds.push(("channel_frames", channel_frame_seeds(&transcript)));
+    for (target, target_seeds) in seeds.iter().filter(|(target, _)| wanted(target)) {
+        write_all(&out.join(target), target_seeds)?;
+    }
+    check_seeds(&seeds, &wanted);
     println!("wrote seeds to {}", out.display());
     Ok(())
+}
+
+/// Runs the cheap targets (and every merge program) over their new seeds:
+/// a seed that fails its own target is a bug here or there.
+fn check_seeds(seeds: &[(&str, Seeds)], wanted: &dyn Fn(&str) -> bool) {
+    type Target = fn(&[u8]);
+    let targets: [(&str, Target); 4] = [
+        ("merge_model", merge_model),
+        ("sync_message", sync_message),
+        ("handshake_respond", handshake_respond),
+        ("channel_frames", channel_frames),
+    ];
+    for (target, run) in targets.into_iter().filter(|(target, _)| wanted(target)) {
+        let Some((_, target_seeds)) = seeds.iter().find(|(name, _)| *name == target) else {
+            continue;
+        };
+        for (name, bytes) in target_seeds {
+            run(bytes);
+            println!("{target} seed {name} passes");
+        }
+    }
 }
 
 type Seeds = Vec<(String, Vec<u8>)>;
@@ -312,4 +360,266 @@ fn wal_seeds(model: &Model, history: &[Change]) -> Result<Seeds> {
         ("empty_record".into(), wal_of(&[b"", b"x", b""], 1 << 20)?),
         ("torn_header".into(), torn_header),
     ])
+}
+
+/// The sync messages of a session over the fixture database: both `Hello`s,
+/// writer 0's vector, a batch of real changes, and every other variant.
+fn sync_messages(model: &Model, history: &[Change]) -> Result<Vec<(String, Message)>> {
+    let vector = model.writers[0].version_vector()?;
+    let hello = |live| Hello {
+        version_min: peers_net::SYNC_VERSION_MIN,
+        version_max: peers_net::SYNC_VERSION,
+        database: database_id().0,
+        digest: vector.digest(),
+        live,
+    };
+    let entries: Vec<VectorEntry> = vector
+        .iter()
+        .map(|(author, head)| VectorEntry {
+            author: author.0,
+            seq: head.seq,
+            hash: head.hash.0,
+        })
+        .collect();
+    let batch: Vec<Vec<u8>> = history.iter().take(4).map(|c| c.bytes().to_vec()).collect();
+    let mut messages = vec![
+        ("hello_live".to_owned(), Message::Hello(hello(true))),
+        ("hello_once".to_owned(), Message::Hello(hello(false))),
+        ("vector".to_owned(), Message::Vector(entries)),
+        ("changes".to_owned(), Message::Changes(batch)),
+        ("keepalive".to_owned(), Message::Keepalive),
+        (
+            "caught_up".to_owned(),
+            Message::CaughtUp {
+                changes: history.len() as u64,
+            },
+        ),
+        (
+            "caught_up_most".to_owned(),
+            Message::CaughtUp { changes: u64::MAX },
+        ),
+        ("vector_empty".to_owned(), Message::Vector(Vec::new())),
+        ("changes_empty".to_owned(), Message::Changes(Vec::new())),
+        (
+            "changes_blank".to_owned(),
+            Message::Changes(vec![Vec::new(); 3]),
+        ),
+        (
+            "hello_future".to_owned(),
+            Message::Hello(Hello {
+                version_min: peers_net::SYNC_VERSION + 1,
+                version_max: 300,
+                ..hello(true)
+            }),
+        ),
+    ];
+    let reasons = [
+        ByeReason::Shutdown,
+        ByeReason::WrongDatabase,
+        ByeReason::UnsupportedVersion,
+        ByeReason::ProtocolViolation,
+        ByeReason::RefusedChange,
+    ];
+    for reason in reasons {
+        messages.push((format!("bye_{reason:?}"), Message::Bye(reason)));
+    }
+    Ok(messages)
+}
+
+/// Every message of [`sync_messages`] encoded, plus bytes that decode only
+/// loosely or not at all: a non-minimal varint (`CaughtUp { changes: 5 }`
+/// with a u16), a trailing byte, an unknown variant.
+fn sync_message_seeds(messages: &[(String, Message)]) -> Seeds {
+    let mut seeds: Seeds = messages
+        .iter()
+        .map(|(name, message)| (name.clone(), message.encode()))
+        .collect();
+    seeds.push(("non_minimal_varint".into(), vec![3, 251, 5, 0]));
+    seeds.push(("trailing_byte".into(), vec![4, 0]));
+    seeds.push(("unknown_variant".into(), vec![6]));
+    seeds
+}
+
+/// A stream that keeps a copy of everything written through it.
+struct Recorder<S> {
+    inner: S,
+    written: Arc<Mutex<Vec<u8>>>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Recorder<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Recorder<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(written)) = &poll {
+            self.written
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend_from_slice(&buf[..*written]);
+        }
+        poll
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// What a real initiator wrote on the wire in an honest session.
+struct Transcript {
+    /// Handshake messages 1 and 3, then the sealed sync messages.
+    bytes: Vec<u8>,
+    /// Where message 3 starts (so message 1 is `bytes[..message3_at]`).
+    message3_at: usize,
+    /// Where the first sealed frame starts.
+    frames_at: usize,
+}
+
+impl Transcript {
+    fn message1(&self) -> &[u8] {
+        &self.bytes[..self.message3_at]
+    }
+
+    fn frames(&self) -> &[u8] {
+        &self.bytes[self.frames_at..]
+    }
+}
+
+/// Records an honest session between two in-memory ends: the handshake,
+/// then `messages` sent by the initiator and received intact.
+async fn initiator_transcript(messages: &[Message]) -> Result<Transcript> {
+    let (initiator, responder) = tokio::io::duplex(PIPE_SLACK_BYTES);
+    let written = Arc::new(Mutex::new(Vec::new()));
+    let recorder = Recorder {
+        inner: initiator,
+        written: Arc::clone(&written),
+    };
+    let (mut sender, mut receiver) = channel_pair(recorder, responder).await;
+    let recorded = || {
+        written
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    };
+    let handshake = recorded();
+    let message3_at = match read_frame(&handshake, NOISE_MESSAGE_BYTES_MAX) {
+        FrameRead::Frame(body, _) => FRAME_HEADER_BYTES + body.len(),
+        other => anyhow::bail!("message 1 was recorded as {other:?}"),
+    };
+    for message in messages {
+        let bytes = message.encode();
+        sender.send(&bytes).await?;
+        anyhow::ensure!(receiver.recv().await? == bytes, "a message arrives intact");
+    }
+    Ok(Transcript {
+        bytes: recorded(),
+        message3_at,
+        frames_at: handshake.len(),
+    })
+}
+
+/// `u32 BE length | body`.
+fn frame(body: &[u8]) -> Vec<u8> {
+    let length = u32::try_from(body.len()).expect("a seed frame fits in u32");
+    [&length.to_be_bytes()[..], body].concat()
+}
+
+/// Message 1 with another offer payload (the ephemeral key kept).
+fn with_offer(transcript: &Transcript, offer: &[u8]) -> Vec<u8> {
+    let message1 = transcript.message1();
+    let key = &message1[FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + 32];
+    frame(&[key, offer].concat())
+}
+
+/// Responder inputs: a real initiator's message 1, with its message 3 and
+/// sealed frames after it; message 1 with offers of other versions and
+/// lengths; frames over the handshake limit; torn and empty streams.
+fn handshake_seeds(transcript: &Transcript) -> Seeds {
+    let message1 = transcript.message1().to_vec();
+    let over = u32::try_from(NOISE_MESSAGE_BYTES_MAX + 1).expect("fits");
+    let offer = |min: u16, max: u16| [min.to_le_bytes(), max.to_le_bytes()].concat();
+    let bytes = &transcript.bytes;
+    vec![
+        ("message1".into(), message1.clone()),
+        (
+            "message1_message3".into(),
+            bytes[..transcript.frames_at].to_vec(),
+        ),
+        ("whole_session".into(), bytes.clone()),
+        ("offer_future".into(), with_offer(transcript, &offer(2, 3))),
+        ("offer_zero".into(), with_offer(transcript, &offer(0, 0))),
+        ("offer_wide".into(), with_offer(transcript, &offer(0, 900))),
+        (
+            "offer_long".into(),
+            with_offer(transcript, &[1, 0, 1, 0, 1]),
+        ),
+        ("offer_missing".into(), with_offer(transcript, &[])),
+        ("short_key".into(), frame(&message1[4..35])),
+        (
+            "header_over_max".into(),
+            [&over.to_be_bytes()[..], &[0; 8]].concat(),
+        ),
+        ("header_u32_max".into(), vec![0xFF; 4]),
+        (
+            "torn_message1".into(),
+            message1[..message1.len() - 10].to_vec(),
+        ),
+        (
+            "message1_oversized_message3".into(),
+            [&message1[..], &over.to_be_bytes()[..]].concat(),
+        ),
+        (
+            "message1_torn_message3".into(),
+            bytes[..transcript.frames_at - 20].to_vec(),
+        ),
+        ("empty".into(), Vec::new()),
+    ]
+}
+
+/// Raw bytes after the handshake: sealed frames of another session (they
+/// fail authentication), frame headers over and at FRAME_BYTES_MAX, a lone
+/// header, an empty frame, a tiny frame, frames of a bare tag and of a tag
+/// and one byte, half a header, nothing.
+fn channel_frame_seeds(transcript: &Transcript) -> Seeds {
+    let frames = transcript.frames();
+    let first = match read_frame(frames, FRAME_BYTES_MAX) {
+        FrameRead::Frame(body, _) => frame(body),
+        other => panic!("the first sealed frame was recorded as {other:?}"),
+    };
+    let limit = u32::try_from(FRAME_BYTES_MAX).expect("FRAME_BYTES_MAX fits in u32");
+    vec![
+        ("sealed_frames".into(), frames.to_vec()),
+        ("sealed_frame".into(), first),
+        ("header_over_max".into(), (limit + 1).to_be_bytes().to_vec()),
+        (
+            "header_at_max_torn".into(),
+            [&limit.to_be_bytes()[..], &[0xA5; 16]].concat(),
+        ),
+        ("header_only".into(), 100u32.to_be_bytes().to_vec()),
+        ("empty_frame".into(), frame(&[])),
+        ("tiny_frame".into(), frame(&[1, 2, 3])),
+        ("chunk_16".into(), frame(&[0xA5; NOISE_TAG_BYTES])),
+        ("chunk_17".into(), frame(&[0xA5; NOISE_TAG_BYTES + 1])),
+        ("half_header".into(), vec![0, 0]),
+        ("empty".into(), Vec::new()),
+    ]
 }
