@@ -324,7 +324,7 @@ impl Db {
                 report.refused.is_empty() && report.pending.is_empty(),
                 "own changes are valid: {report:?}"
             );
-            self.publish(&accepted, &report);
+            self.publish(engine, &accepted, &report);
             Ok(accepted)
         });
         match result {
@@ -469,12 +469,17 @@ impl Db {
         Ok(changes)
     }
 
-    fn publish(&self, accepted: &[Change], report: &ApplyReport) {
+    fn publish(&self, engine: &mut Engine, accepted: &[Change], report: &ApplyReport) {
         for change in accepted {
             if !report.inert.contains(&change.hash()) {
                 // No subscriber is not an error.
                 let _ = self.inner.events.send(change.clone());
             }
+        }
+        // Changes an authorization limit let back in reach subscribers (and
+        // so live peers) too.
+        for change in engine.revived.drain(..) {
+            let _ = self.inner.events.send(change);
         }
     }
 
@@ -545,7 +550,7 @@ impl Db {
         let mut engine = self.engine();
         let entries = verified.into_iter().map(|change| (change, None)).collect();
         let accepted = engine.ingest(entries, Source::New, report)?;
-        self.publish(&accepted, report);
+        self.publish(&mut engine, &accepted, report);
         Ok(())
     }
 

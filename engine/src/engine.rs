@@ -128,6 +128,9 @@ pub(crate) struct Engine {
     pub access: Access,
     /// The last evaluation of `access`.
     pub verdicts: Verdicts,
+    /// Held changes that the last group made valid again (an authorization
+    /// limit rose): `Db` publishes them to subscribers like new ones.
+    pub revived: Vec<Change>,
 }
 
 /// Most entries in [`Engine::recent`] before it is cleared.
@@ -161,6 +164,7 @@ impl Engine {
             recent: HashMap::new(),
             access: Access::default(),
             verdicts: Verdicts::default(),
+            revived: Vec::new(),
         };
         engine.reload_heads()?;
         Ok(engine)
@@ -247,11 +251,13 @@ impl Engine {
             access_changed: false,
         };
         let before = (report.accepted.len(), report.inert.len());
+        self.revived.clear();
         let outcome = self.admit_all(&mut batch, changes, report, source);
         let outcome = outcome.and_then(|()| self.reevaluate(&mut batch));
         let outcome = outcome.and_then(|()| self.finish(batch, source));
         if outcome.is_err() {
             // Nothing of the group reached RocksDB: forget its in-memory effects.
+            self.revived.clear();
             self.reload_heads()?;
             report.accepted.truncate(before.0);
             report.inert.truncate(before.1);
@@ -546,6 +552,28 @@ impl Engine {
         Ok(rows)
     }
 
+    /// Remembers the held changes of `author` at seqs `from..=to` that were
+    /// held before this group (fresh ones are published as accepted).
+    fn collect_revived(
+        &mut self,
+        batch: &Batch<'_>,
+        author: &Author,
+        from: u64,
+        to: u64,
+    ) -> Result<()> {
+        for seq in from..=to {
+            for (key, _) in batch.group.scan_prefix(&keys::chain_prefix(author, seq))? {
+                let (_, _, hash) = keys::parse_chain(&key)
+                    .ok_or_else(|| Error::ViewCorrupt { key: key.clone() })?;
+                if !batch.fresh.contains_key(&hash) {
+                    let change = self.load(batch, &hash)?;
+                    self.revived.push(change);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The grants for `change`'s author in the changes it names: (grant
     /// change, role).
     fn named_grants(&self, change: &Change) -> Vec<(ChangeHash, Role)> {
@@ -612,7 +640,10 @@ impl Engine {
                 std::cmp::Ordering::Greater => {
                     self.rows_touched(batch, &author, after + 1, before)?
                 }
-                std::cmp::Ordering::Less => self.rows_touched(batch, &author, before + 1, after)?,
+                std::cmp::Ordering::Less => {
+                    self.collect_revived(batch, &author, before + 1, after)?;
+                    self.rows_touched(batch, &author, before + 1, after)?
+                }
             };
             batch.group.put(keys::author(&author), encode(&state));
             self.authors.insert(author, state);

@@ -930,8 +930,16 @@ fn a_revocation_falls_with_its_revoker() {
             last_seq: 0
         }]
     );
+    let mut events = owner.subscribe();
     assert_accepted(&owner, &owner_revokes);
     assert!(is_applied(&owner, &w2.hash()), "W's seq 2 comes back");
+    // Subscribers (and so live peers) hear of the revocation and of the
+    // change it let back in.
+    let published: Vec<ChangeHash> = std::iter::from_fn(|| events.try_recv().ok())
+        .map(|change| change.hash())
+        .collect();
+    assert!(published.contains(&owner_revokes.hash()), "{published:?}");
+    assert!(published.contains(&w2.hash()), "revived change published");
     assert_eq!(owner.role_of(&writer.author()), Some(Role::Writer));
     assert_eq!(owner.role_of(&admin.author()), None);
     let everything = all_changes(&owner);
