@@ -207,20 +207,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecureChannel<S> {
     /// Encrypts and sends one message of at most [`crate::MESSAGE_BYTES_MAX`]
     /// bytes.
     pub async fn send(&mut self, message: &[u8]) -> Result<()> {
-        let frame = frame::seal(&self.transport, &mut self.sent, message)?;
-        self.sent_bytes += wire_bytes(&frame);
-        let wire = &mut self.wire;
-        within(Stage::Send, self.options.send_timeout, wire.send(frame)).await
+        let direction = Direction {
+            transport: &self.transport,
+            nonce: &mut self.sent,
+            bytes: &mut self.sent_bytes,
+            options: &self.options,
+        };
+        send_on(&mut self.wire, direction, message).await
     }
 
     /// Receives and decrypts one message. [`Error::Closed`] if the peer
     /// closed the connection between messages.
     pub async fn recv(&mut self) -> Result<Vec<u8>> {
-        let wire = &mut self.wire;
-        let next = async { wire.next().await.ok_or(Error::Closed)? };
-        let frame = within(Stage::Recv, self.options.recv_timeout, next).await?;
-        self.received_bytes += wire_bytes(&frame);
-        frame::open(&self.transport, &mut self.received, &frame)
+        let direction = Direction {
+            transport: &self.transport,
+            nonce: &mut self.received,
+            bytes: &mut self.received_bytes,
+            options: &self.options,
+        };
+        recv_on(&mut self.wire, direction).await
     }
 
     /// Bytes written to the stream since the handshake (frame headers
@@ -305,24 +310,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecureChannel<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> SendHalf<S> {
-    /// See [`SecureChannel::send`]. Safe to cancel: the message is sealed
-    /// (and its nonces used) only once the sink has room for it, so a send
-    /// dropped while waiting leaves no gap in the nonce sequence, and a
-    /// message handed to the sink goes out with the next send or close.
+    /// See [`SecureChannel::send`] (both are safe to cancel).
     pub async fn send(&mut self, message: &[u8]) -> Result<()> {
-        let (transport, sent) = (&self.transport, &mut self.sent);
-        let sink = &mut self.sink;
-        let send = async {
-            std::future::poll_fn(|context| sink.poll_ready_unpin(context)).await?;
-            let frame = frame::seal(transport, sent, message)?;
-            let bytes = wire_bytes(&frame);
-            sink.start_send_unpin(frame)?;
-            std::future::poll_fn(|context| sink.poll_flush_unpin(context)).await?;
-            Ok(bytes)
+        let direction = Direction {
+            transport: &self.transport,
+            nonce: &mut self.sent,
+            bytes: &mut self.sent_bytes,
+            options: &self.options,
         };
-        let bytes = within(Stage::Send, self.options.send_timeout, send).await?;
-        self.sent_bytes += bytes;
-        Ok(())
+        send_on(&mut self.sink, direction, message).await
     }
 
     /// See [`SecureChannel::sent_bytes`].
@@ -346,11 +342,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SendHalf<S> {
 impl<S: AsyncRead + AsyncWrite + Unpin> RecvHalf<S> {
     /// See [`SecureChannel::recv`].
     pub async fn recv(&mut self) -> Result<Vec<u8>> {
-        let stream = &mut self.stream;
-        let next = async { stream.next().await.ok_or(Error::Closed)? };
-        let frame = within(Stage::Recv, self.options.recv_timeout, next).await?;
-        self.received_bytes += wire_bytes(&frame);
-        frame::open(&self.transport, &mut self.received, &frame)
+        let direction = Direction {
+            transport: &self.transport,
+            nonce: &mut self.received,
+            bytes: &mut self.received_bytes,
+            options: &self.options,
+        };
+        recv_on(&mut self.stream, direction).await
     }
 
     /// See [`SecureChannel::received_bytes`].
@@ -362,6 +360,54 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RecvHalf<S> {
     pub fn remote_author(&self) -> Author {
         self.remote
     }
+}
+
+/// One direction of a channel's state: the cipher, its next nonce, and
+/// the bytes counted so far.
+struct Direction<'a> {
+    transport: &'a snow::StatelessTransportState,
+    nonce: &'a mut u64,
+    bytes: &'a mut u64,
+    options: &'a ChannelOptions,
+}
+
+/// Seals and sends one message on a whole channel's or a send half's sink.
+/// Safe to cancel: the message is sealed (and its nonces used) only once
+/// the sink has room for it, so a send dropped while waiting leaves no gap
+/// in the nonce sequence, and a message handed to the sink goes out with
+/// the next send or close.
+async fn send_on<T>(sink: &mut T, direction: Direction<'_>, message: &[u8]) -> Result<()>
+where
+    T: futures_util::Sink<Bytes, Error = Error> + Unpin,
+{
+    let Direction {
+        transport,
+        nonce,
+        bytes,
+        options,
+    } = direction;
+    let send = async {
+        std::future::poll_fn(|context| sink.poll_ready_unpin(context)).await?;
+        let frame = frame::seal(transport, nonce, message)?;
+        let size = wire_bytes(&frame);
+        sink.start_send_unpin(frame)?;
+        std::future::poll_fn(|context| sink.poll_flush_unpin(context)).await?;
+        Ok(size)
+    };
+    *bytes += within(Stage::Send, options.send_timeout, send).await?;
+    Ok(())
+}
+
+/// Receives and opens one message from a whole channel's or a receive
+/// half's stream.
+async fn recv_on<T>(stream: &mut T, direction: Direction<'_>) -> Result<Vec<u8>>
+where
+    T: futures_util::Stream<Item = Result<bytes::BytesMut>> + Unpin,
+{
+    let next = async { stream.next().await.ok_or(Error::Closed)? };
+    let frame = within(Stage::Recv, direction.options.recv_timeout, next).await?;
+    *direction.bytes += wire_bytes(&frame);
+    frame::open(direction.transport, direction.nonce, &frame)
 }
 
 /// A frame's size on the wire: its body and the 4-byte length header.

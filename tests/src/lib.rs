@@ -37,8 +37,42 @@ pub fn sync_into(from: &Db, to: &Db) {
     assert!(report.refused.is_empty(), "refused: {:?}", report.refused);
 }
 
+/// A `Set` op.
+pub fn set(table: &str, row: &str, field: &str, value: impl Into<Value>) -> Op {
+    Op::Set {
+        table: table.into(),
+        row: row.into(),
+        field: field.into(),
+        value: value.into(),
+    }
+}
+
+/// An `Increment` op.
+pub fn increment(table: &str, row: &str, field: &str, delta: i64) -> Op {
+    Op::Increment {
+        table: table.into(),
+        row: row.into(),
+        field: field.into(),
+        delta,
+    }
+}
+
+/// A `Delete` op.
+pub fn delete(table: &str, row: &str) -> Op {
+    Op::Delete {
+        table: table.into(),
+        row: row.into(),
+    }
+}
+
 /// Commits `ops` (Set, Delete, Increment) as one transaction of `db`.
 pub fn commit_ops(db: &Db, ops: &[Op]) -> ChangeHash {
+    transaction_with(db, ops).commit().expect("commit")
+}
+
+/// A transaction of `db` holding `ops` (Set, Delete, Increment), not yet
+/// committed.
+pub fn transaction_with<'a>(db: &'a Db, ops: &[Op]) -> peers_engine::Transaction<'a> {
     let mut tx = db.transaction();
     for op in ops {
         match op {
@@ -58,7 +92,7 @@ pub fn commit_ops(db: &Db, ops: &[Op]) -> ChangeHash {
             other => panic!("not a transaction op: {other:?}"),
         };
     }
-    tx.commit().expect("commit")
+    tx
 }
 
 /// A new replica of `db`'s database holding its genesis change (a replica

@@ -20,7 +20,10 @@ use peers_engine::{
     ApplyReport, Author, CHANGE_FORMAT_VERSION, Change, ChangeBody, ChangeHash, Db, Error,
     Identity, Member, Op, Options, Refusal, Role, StateHash, Value, VersionVector,
 };
-use peers_tests::{SplitMix, all_changes, commit_ops, reference_model, relaxed, rows, shuffle};
+use peers_tests::{
+    SplitMix, all_changes, commit_ops, delete, increment, reference_model, relaxed, rows, set,
+    shuffle, transaction_with,
+};
 use proptest::prelude::*;
 use tempfile::TempDir;
 
@@ -46,31 +49,6 @@ fn signing_as(identity: &Identity) -> Options {
 /// A fixed identity per test role, so failures name the same keys each run.
 fn key(byte: u8) -> Identity {
     Identity::from_secret_bytes([byte; 32])
-}
-
-fn set(table: &str, row: &str, field: &str, value: impl Into<Value>) -> Op {
-    Op::Set {
-        table: table.into(),
-        row: row.into(),
-        field: field.into(),
-        value: value.into(),
-    }
-}
-
-fn increment(table: &str, row: &str, field: &str, delta: i64) -> Op {
-    Op::Increment {
-        table: table.into(),
-        row: row.into(),
-        field: field.into(),
-        delta,
-    }
-}
-
-fn delete(table: &str, row: &str) -> Op {
-    Op::Delete {
-        table: table.into(),
-        row: row.into(),
-    }
 }
 
 /// Applies what `from` holds and `to` lacks, as sync does, and returns the
@@ -1274,26 +1252,7 @@ fn run(initial: &[Option<Role>], script: &[Step]) -> World {
                 allowed(replicas[*actor].revoke(keys[*target].author()));
             }
             Step::Write { actor, ops } => {
-                let mut tx = replicas[*actor].transaction();
-                for op in ops {
-                    match op {
-                        Op::Set {
-                            table,
-                            row,
-                            field,
-                            value,
-                        } => tx.set(table, row, field, value.clone()),
-                        Op::Delete { table, row } => tx.delete(table, row),
-                        Op::Increment {
-                            table,
-                            row,
-                            field,
-                            delta,
-                        } => tx.increment(table, row, field, *delta),
-                        other => panic!("not a row op: {other:?}"),
-                    };
-                }
-                allowed(tx.commit());
+                allowed(transaction_with(&replicas[*actor], ops).commit());
             }
             Step::Sync { from, to } if from != to => {
                 let report = exchange(&replicas[*from], &replicas[*to]);

@@ -13,7 +13,8 @@ use peers_engine::{
     ApplyReport, Change, ChangeHash, Db, Error, Identity, Op, Options, Row, StateHash, Value,
 };
 use peers_tests::{
-    all_changes, commit_ops, reference_model, relaxed, replica_of, rows, shuffle, sync_into,
+    all_changes, commit_ops, delete, increment, reference_model, relaxed, replica_of, rows, set,
+    shuffle, sync_into,
 };
 use proptest::prelude::*;
 use tempfile::TempDir;
@@ -66,31 +67,6 @@ impl Scenario {
 
     fn replica(&self, name: &str) -> Db {
         replica_of(&self.owner, &self.dir.path().join(name))
-    }
-}
-
-fn set(table: &str, row: &str, field: &str, value: impl Into<Value>) -> Op {
-    Op::Set {
-        table: table.into(),
-        row: row.into(),
-        field: field.into(),
-        value: value.into(),
-    }
-}
-
-fn increment(table: &str, row: &str, field: &str, delta: i64) -> Op {
-    Op::Increment {
-        table: table.into(),
-        row: row.into(),
-        field: field.into(),
-        delta,
-    }
-}
-
-fn delete(table: &str, row: &str) -> Op {
-    Op::Delete {
-        table: table.into(),
-        row: row.into(),
     }
 }
 
