@@ -645,6 +645,14 @@ impl Db {
         self.engine().pending.len()
     }
 
+    /// Drops the named changes from the pending set if they still wait
+    /// there: the sync layer calls it for what a peer it dropped for
+    /// misbehaving had parked, so one hostile peer cannot keep the shared
+    /// set full. Returns how many were dropped.
+    pub fn discard_pending(&self, hashes: &[ChangeHash]) -> usize {
+        self.engine().pending.discard(hashes)
+    }
+
     /// Hashes that pending changes wait for.
     pub fn missing(&self) -> Vec<ChangeHash> {
         self.engine().pending.missing()

@@ -67,6 +67,27 @@ impl Pending {
         released
     }
 
+    /// Drops the named changes if they are still waiting (a peer that sent
+    /// them misbehaved and was dropped). Returns how many were dropped.
+    pub fn discard(&mut self, hashes: &[ChangeHash]) -> usize {
+        let mut dropped = 0;
+        for hash in hashes {
+            let Some(change) = self.changes.remove(hash) else {
+                continue;
+            };
+            self.bytes -= change.bytes().len();
+            dropped += 1;
+        }
+        if dropped > 0 {
+            let changes = &self.changes;
+            self.waiting.retain(|_, waiters| {
+                waiters.retain(|waiter| changes.contains_key(waiter));
+                !waiters.is_empty()
+            });
+        }
+        dropped
+    }
+
     /// Hashes that some pending change waits on (what a peer should send).
     pub fn missing(&self) -> Vec<ChangeHash> {
         self.waiting.keys().copied().collect()

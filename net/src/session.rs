@@ -157,18 +157,37 @@ pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin + Send>(
         applied,
         caught_up_signal,
     );
-    let reading = ends.read(&mut recv, their_vector.is_some(), live, caught_up);
+    let mut counts = Received::default();
+    let reading = ends.read(
+        &mut recv,
+        their_vector.is_some(),
+        live,
+        caught_up,
+        &mut counts,
+    );
     let (wrote, read) = tokio::join!(writing, reading);
     report.bytes_sent = send.sent_bytes();
     report.bytes_received = recv.received_bytes();
-    report.changes_sent = wrote?;
-    match read {
-        Ok(counts) => {
-            report.changes_received = counts.received;
-            report.duplicates_received = counts.duplicates;
+    report.changes_received = counts.received;
+    report.duplicates_received = counts.duplicates;
+    if let Err(error) = read {
+        if matches!(
+            error,
+            Error::RefusedChange { .. }
+                | Error::MalformedMessage { .. }
+                | Error::UnexpectedMessage { .. }
+        ) {
+            // A misbehaving peer's parked changes must not keep the shared
+            // pending set full.
+            let parked = std::mem::take(&mut counts.parked);
+            let dropped = blocking(db, move |db| Ok(db.discard_pending(&parked))).await?;
+            if dropped > 0 {
+                tracing::info!(%peer, dropped, "dropped the pending changes of a peer that misbehaved");
+            }
         }
-        Err(error) => return Err(ending(&mut send, error).await),
+        return Err(ending(&mut send, error).await);
     }
+    report.changes_sent = wrote?;
     let _ = send.close().await;
     if !live && config.stop.is_cancelled() {
         return Err(Error::ShuttingDown);
@@ -181,7 +200,14 @@ pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin + Send>(
 struct Received {
     received: u64,
     duplicates: u64,
+    /// Changes of this peer parked in the pending set (at most
+    /// [`PARKED_TRACKED_MAX`]): dropped if the peer turns out hostile.
+    parked: Vec<peers_engine::ChangeHash>,
 }
+
+/// Most parked changes a session remembers per peer (the engine's pending
+/// set is bounded on its own; this only bounds the session's memory).
+const PARKED_TRACKED_MAX: usize = 65_536;
 
 /// What the writing and reading halves share.
 struct Ends<'a> {
@@ -351,8 +377,8 @@ impl Ends<'_> {
         expect_catch_up: bool,
         live: bool,
         caught_up_signal: oneshot::Sender<u64>,
-    ) -> Result<Received> {
-        let mut counts = Received::default();
+        counts: &mut Received,
+    ) -> Result<()> {
         let mut caught_up = !expect_catch_up;
         // Whether the peer confirmed it applied our catch-up.
         let mut confirmed = !expect_catch_up;
@@ -360,7 +386,7 @@ impl Ends<'_> {
         if caught_up {
             self.observer.caught_up(self.peer);
             if !live {
-                return Ok(counts);
+                return Ok(());
             }
         }
         let result = loop {
@@ -374,7 +400,7 @@ impl Ends<'_> {
             };
             match message {
                 Message::Changes(batch) => {
-                    if let Err(error) = self.apply(batch, &mut counts).await {
+                    if let Err(error) = self.apply(batch, counts).await {
                         break Err(error);
                     }
                 }
@@ -405,7 +431,7 @@ impl Ends<'_> {
         if result.is_err() || live {
             self.halt.cancel();
         }
-        result.map(|()| counts)
+        result
     }
 
     /// Decodes, verifies and applies one received batch. Any refusal ends
@@ -428,6 +454,10 @@ impl Ends<'_> {
             self.mark_known(change);
         }
         let report = blocking(self.db, move |db| db.apply(changes)).await?;
+        let room = PARKED_TRACKED_MAX.saturating_sub(counts.parked.len());
+        counts
+            .parked
+            .extend(report.pending.iter().copied().take(room));
         if let Some((hash, refusal)) = report.refused.into_iter().next() {
             tracing::warn!(peer = %self.peer, ?hash, %refusal, "refused a change from the peer");
             return Err(Error::RefusedChange { hash, refusal });
