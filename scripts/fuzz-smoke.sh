@@ -29,6 +29,7 @@ export CARGO_TARGET_DIR="${PEERS_FUZZ_TARGET_DIR:-$HOME/.cache/peers-fuzz-target
 max_len() {
     case "$1" in
         merge_model) echo 512 ;;
+        authorization_model) echo 512 ;;
         *) echo 8192 ;;
     esac
 }

@@ -11,6 +11,9 @@
 //! Databases live in the system temp dir and bare logs in `/dev/shm` when it
 //! exists (see [`scratch_dir`]); `PEERS_FUZZ_SCRATCH=DIR` puts both in DIR.
 //!
+//! [`authorization_model`] (in `fuzz_targets/authorization.rs`) checks
+//! authorization against [`crate::authorization_model`].
+//!
 //! The network targets ([`sync_message`], [`handshake_respond`],
 //! [`channel_frames`]) run real `peers_net` channels over in-memory
 //! `tokio::io::duplex` pipes on a current-thread runtime: no sockets, no
@@ -35,6 +38,9 @@ use peers_wal::{Position, Wal};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::{all_changes, reference_model, rows, sync_into};
+
+mod authorization;
+pub use authorization::*;
 
 /// Most program steps [`merge_model`] runs, so one input takes milliseconds.
 pub const MERGE_STEPS_MAX: usize = 64;

@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use peers_engine::{Author, Change, ChangeHash, Db, Op, Options, Row, Stamp, SyncMode, Value};
+use peers_engine::{
+    ApplyReport, Author, Change, ChangeHash, Db, Op, Options, Row, Stamp, SyncMode, Value,
+};
 
 /// Options for tests: fsync relaxed (a process crash still loses nothing),
 /// and an open database (any key may write) for the tests of merging,
@@ -27,14 +29,20 @@ pub fn all_changes(db: &Db) -> Vec<Change> {
 
 /// Applies everything `from` holds to `to`; panics on any refusal.
 pub fn sync_into(from: &Db, to: &Db) {
+    let report = exchange(from, to);
+    assert!(report.refused.is_empty(), "refused: {:?}", report.refused);
+}
+
+/// Applies what `from` holds and `to` lacks, as sync does, and returns the
+/// report: unlike [`sync_into`], refusals are the caller's to check.
+pub fn exchange(from: &Db, to: &Db) -> ApplyReport {
     let since = to.version_vector().expect("version vector");
     let changes: Vec<Change> = from
         .changes_since(&since)
         .expect("changes since")
-        .map(|c| c.expect("change"))
+        .map(|change| change.expect("change"))
         .collect();
-    let report = to.apply(changes).expect("apply");
-    assert!(report.refused.is_empty(), "refused: {:?}", report.refused);
+    to.apply(changes).expect("apply")
 }
 
 /// A `Set` op.
@@ -212,6 +220,9 @@ pub fn reference_model(changes: &[Change]) -> BTreeMap<(String, String), Row> {
     }
     out
 }
+
+/// The reference model of authorization (docs/FORMAT.md "Authorization").
+pub mod authorization_model;
 
 /// libFuzzer targets, also run over fuzz/seeds by tests/fuzz_corpus.rs.
 pub mod fuzz_targets;

@@ -12,17 +12,20 @@
 //! revocations (by the owner, or by a valid admin of a non-admin) cut the
 //! revoked chain after `last_seq`; a chain whose named grants fall is cut
 //! where its role stops covering its ops. The proptest at the end checks the
-//! engine against a reference model of these rules written in this file.
+//! engine against the reference model of these rules in
+//! peers_tests::authorization_model (shared with the fuzz target
+//! `authorization_model`).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use peers_engine::{
     ApplyReport, Author, CHANGE_FORMAT_VERSION, Change, ChangeBody, ChangeHash, Db, Error,
     Identity, Member, Op, Options, Refusal, Role, StateHash, Value, VersionVector,
 };
+use peers_tests::authorization_model::{Model, applied, member_map};
 use peers_tests::{
-    SplitMix, all_changes, commit_ops, delete, increment, reference_model, relaxed, rows, set,
-    shuffle, transaction_with,
+    SplitMix, all_changes, commit_ops, delete, exchange, increment, reference_model, relaxed, rows,
+    set, shuffle, transaction_with,
 };
 use proptest::prelude::*;
 use tempfile::TempDir;
@@ -49,18 +52,6 @@ fn signing_as(identity: &Identity) -> Options {
 /// A fixed identity per test role, so failures name the same keys each run.
 fn key(byte: u8) -> Identity {
     Identity::from_secret_bytes([byte; 32])
-}
-
-/// Applies what `from` holds and `to` lacks, as sync does, and returns the
-/// report: unlike `peers_tests::sync_into`, refusals are the caller's to check.
-fn exchange(from: &Db, to: &Db) -> ApplyReport {
-    let since = to.version_vector().expect("version vector");
-    let changes: Vec<Change> = from
-        .changes_since(&since)
-        .expect("changes since")
-        .map(|change| change.expect("change"))
-        .collect();
-    to.apply(changes).expect("apply")
 }
 
 /// A held change by hash.
@@ -989,7 +980,7 @@ fn before_its_genesis_a_replica_applies_nothing() {
 }
 
 // ---------------------------------------------------------------------------
-// The reference model and the property test.
+// The property test (its reference model: peers_tests::authorization_model).
 
 /// Keys in the property test: the owner (index 0) and four others.
 const KEYS: usize = 5;
@@ -1017,182 +1008,6 @@ enum Step {
         from: usize,
         to: usize,
     },
-}
-
-/// The rules of authorization, computed from scratch over a set of changes
-/// of one database without forks, as plainly as possible: changes in
-/// lamport order (a causal order), each decided from the ones before it.
-struct Model {
-    valid: BTreeSet<ChangeHash>,
-    /// Every key that holds or held a role: (role now, revoked after).
-    members: BTreeMap<Author, (Option<Role>, Option<u64>)>,
-}
-
-/// Keeps the lower of two cuts.
-fn lower(cuts: &mut BTreeMap<Author, u64>, key: Author, last_seq: u64) {
-    let cut = cuts.entry(key).or_insert(last_seq);
-    *cut = (*cut).min(last_seq);
-}
-
-/// Whether `role` allows every op: rows need writer; a grant needs admin
-/// and a role above the one granted; a revocation needs admin (an admin's
-/// revocation of an admin is valid but has no effect).
-fn covers(role: Option<Role>, ops: &[Op]) -> bool {
-    ops.iter().all(|op| match op {
-        Op::Set { .. } | Op::Delete { .. } | Op::Increment { .. } => role >= Some(Role::Writer),
-        Op::Grant { role: granted, .. } => role >= Some(Role::Admin) && role > Some(*granted),
-        // An admin's revocation of an admin is void, not a fault.
-        Op::Revoke { .. } => role >= Some(Role::Admin),
-        _ => true,
-    })
-}
-
-/// The grants to `key` in `change`, if they stand: the change is valid and
-/// its author's role there is at least admin and above the role granted.
-fn standing_grants<'a>(
-    change: &'a Change,
-    key: &'a Author,
-    valid: &'a BTreeSet<ChangeHash>,
-    roles: &'a HashMap<ChangeHash, Option<Role>>,
-) -> impl Iterator<Item = Role> + 'a {
-    let granter = roles.get(&change.hash()).copied().flatten();
-    change.ops().iter().filter_map(move |op| match op {
-        Op::Grant { key: grantee, role }
-            if grantee == key
-                && valid.contains(&change.hash())
-                && granter >= Some(Role::Admin)
-                && granter > Some(*role) =>
-        {
-            Some(*role)
-        }
-        _ => None,
-    })
-}
-
-/// One pass over `order` with the revocation cuts `cuts`: each change's
-/// role (its prev's, raised by the standing grants it names) and validity
-/// (its prev valid, within its author's cut, its role covers its ops).
-fn decide(
-    order: &[&Change],
-    owner: Author,
-    cuts: &BTreeMap<Author, u64>,
-) -> (BTreeSet<ChangeHash>, HashMap<ChangeHash, Option<Role>>) {
-    let by_hash: HashMap<ChangeHash, &Change> = order.iter().map(|c| (c.hash(), *c)).collect();
-    let mut valid = BTreeSet::new();
-    let mut roles: HashMap<ChangeHash, Option<Role>> = HashMap::new();
-    for change in order {
-        let author = change.author();
-        if author == owner {
-            roles.insert(change.hash(), Some(Role::Owner));
-            valid.insert(change.hash());
-            continue;
-        }
-        let body = change.body();
-        let prev_role = body.prev.and_then(|prev| roles[&prev]);
-        let named = body
-            .deps
-            .iter()
-            .flat_map(|dep| standing_grants(by_hash[dep], &author, &valid, &roles))
-            .max();
-        let role = prev_role.max(named);
-        roles.insert(change.hash(), role);
-        let prev_valid = body.prev.is_none_or(|prev| valid.contains(&prev));
-        let within_cut = cuts.get(&author).is_none_or(|cut| change.seq() <= *cut);
-        if prev_valid && within_cut && covers(role, change.ops()) {
-            valid.insert(change.hash());
-        }
-    }
-    (valid, roles)
-}
-
-impl Model {
-    fn new(changes: &[Change]) -> Model {
-        let mut order: Vec<&Change> = changes.iter().collect();
-        order.sort_by_key(|change| (change.lamport(), change.hash()));
-        let owner = order
-            .iter()
-            .find(|change| change.is_genesis())
-            .expect("the genesis")
-            .author();
-        let owner_ops = || {
-            order
-                .iter()
-                .filter(|change| change.author() == owner)
-                .flat_map(|change| change.ops())
-        };
-        let admins: BTreeSet<Author> = owner_ops()
-            .filter_map(|op| match op {
-                Op::Grant {
-                    key,
-                    role: Role::Admin,
-                } => Some(*key),
-                _ => None,
-            })
-            .collect();
-        let mut owner_cuts = BTreeMap::new();
-        for op in owner_ops() {
-            if let Op::Revoke { key, last_seq } = op {
-                lower(&mut owner_cuts, *key, *last_seq);
-            }
-        }
-        // Admins' validity depends on the owner's revocations only; others'
-        // on the valid admins' revocations too: two passes settle it.
-        let mut cuts = owner_cuts.clone();
-        for _pass in 0..4 {
-            let (valid, roles) = decide(&order, owner, &cuts);
-            let mut next = owner_cuts.clone();
-            for change in order.iter().filter(|c| valid.contains(&c.hash())) {
-                for op in change.ops() {
-                    // An admin's revocation of an admin has no effect.
-                    if let Op::Revoke { key, last_seq } = op
-                        && (change.author() == owner || !admins.contains(key))
-                    {
-                        lower(&mut next, *key, *last_seq);
-                    }
-                }
-            }
-            if next == cuts {
-                return Model::finish(&order, owner, valid, &roles, &cuts);
-            }
-            cuts = next;
-        }
-        panic!("the model's revocation cuts do not settle");
-    }
-
-    /// Members: the owner; every revoked key; every other key holding a
-    /// standing grant, at its highest.
-    fn finish(
-        order: &[&Change],
-        owner: Author,
-        valid: BTreeSet<ChangeHash>,
-        roles: &HashMap<ChangeHash, Option<Role>>,
-        cuts: &BTreeMap<Author, u64>,
-    ) -> Model {
-        let mut members = BTreeMap::new();
-        members.insert(owner, (Some(Role::Owner), None));
-        for change in order {
-            for op in change.ops() {
-                if let Op::Grant { key, .. } = op
-                    && let Some(role) = standing_grants(change, key, &valid, roles).max()
-                {
-                    let entry = members.entry(*key).or_insert((Some(role), None));
-                    entry.0 = entry.0.max(Some(role));
-                }
-            }
-        }
-        for (key, last_seq) in cuts {
-            members.insert(*key, (None, Some(*last_seq)));
-        }
-        Model { valid, members }
-    }
-
-    fn valid_changes(&self, changes: &[Change]) -> Vec<Change> {
-        changes
-            .iter()
-            .filter(|change| self.valid.contains(&change.hash()))
-            .cloned()
-            .collect()
-    }
 }
 
 /// The per-key replicas a script ran on, and every change they signed.
@@ -1360,34 +1175,6 @@ fn deliver(world: &World, name: &str, seed: u64) -> Db {
 /// (past a revocation it is held inert).
 fn check_report(report: &ApplyReport) {
     assert!(report.refused.is_empty(), "{report:?}");
-}
-
-/// Whether each change that touches a row counts in `db`'s view (a change
-/// not held does not count).
-fn applied(db: &Db, changes: &[Change]) -> BTreeMap<ChangeHash, bool> {
-    let mut applied = BTreeMap::new();
-    for change in changes {
-        let Some((table, row)) = change.ops().iter().find_map(Op::row) else {
-            continue;
-        };
-        let valid = match db.get_change(&change.hash()).expect("lookup") {
-            None => false,
-            Some(_) => {
-                let history = db.history(table, row).expect("history");
-                let entry = history.iter().find(|entry| entry.hash == change.hash());
-                entry.expect("a held change is in its row's history").valid
-            }
-        };
-        applied.insert(change.hash(), valid);
-    }
-    applied
-}
-
-fn member_map(db: &Db) -> BTreeMap<Author, (Option<Role>, Option<u64>)> {
-    db.members()
-        .into_iter()
-        .map(|member| (member.key, (member.role, member.revoked_after)))
-        .collect()
 }
 
 fn step() -> impl Strategy<Value = Step> {

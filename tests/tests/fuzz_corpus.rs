@@ -10,8 +10,8 @@
 use std::path::{Path, PathBuf};
 
 use peers_tests::fuzz_targets::{
-    SplitMix, change_decode, changeset_import, channel_frames, handshake_respond, merge_model,
-    signed_import, sync_message, wal_open,
+    SplitMix, authorization_model, change_decode, changeset_import, channel_frames,
+    handshake_respond, merge_model, signed_import, sync_message, wal_open,
 };
 
 fn seeds(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
@@ -140,6 +140,13 @@ fn signed_import_seeds_and_mutations() {
 #[test]
 fn merge_model_seeds_and_mutations() {
     exercise("merge_model", merge_model, 100);
+}
+
+/// Random authorization scripts (grants, revocations, writes, syncs among
+/// five keys) converge to the reference model in any receive order.
+#[test]
+fn authorization_model_seeds_and_mutations() {
+    exercise("authorization_model", authorization_model, 40);
 }
 
 /// Message::decode never panics; what decodes round trips, in its shortest form.

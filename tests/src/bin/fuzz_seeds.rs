@@ -1,9 +1,9 @@
 //! Writes the seed corpus of the fuzz targets (see fuzz/README.md):
 //! `OUT/change_decode/`, `OUT/wal_open/`, `OUT/changeset_import/`,
-//! `OUT/signed_import/`, `OUT/merge_model/`, `OUT/sync_message/`,
-//! `OUT/handshake_respond/` and `OUT/channel_frames/`, a few realistic files
-//! each: real signed changes, real log segments, real change-set files,
-//! merge programs, real sync messages, and what a real initiator writes on
+//! `OUT/signed_import/`, `OUT/merge_model/`, `OUT/authorization_model/`,
+//! `OUT/sync_message/`, `OUT/handshake_respond/` and `OUT/channel_frames/`, a
+//! few realistic files each: real signed changes, real log segments, real
+//! change-set files, merge programs, authorization scripts, real sync messages, and what a real initiator writes on
 //! the wire. Everything belongs to the fixture database of
 //! `peers_tests::fuzz_targets`.
 //!
@@ -23,13 +23,14 @@ use peers_engine::{
 };
 use peers_net::{ByeReason, FRAME_BYTES_MAX, Hello, Message, NOISE_MESSAGE_BYTES_MAX, VectorEntry};
 use peers_tests::all_changes;
+use peers_tests::fuzz_targets::authorization_script as script;
 use peers_tests::fuzz_targets::program::{
     DELETE, INCREMENT, SET, SET_COUNTER, commit, reopen, sync, what,
 };
 use peers_tests::fuzz_targets::{
-    FRAME_HEADER_BYTES, FrameRead, Model, NOISE_TAG_BYTES, PIPE_SLACK_BYTES, SplitMix, block_on,
-    channel_frames, channel_pair, database_id, genesis, handshake_respond, identity, merge_model,
-    read_frame, scratch_dir, sync_message, wal_input,
+    FRAME_HEADER_BYTES, FrameRead, Model, NOISE_TAG_BYTES, PIPE_SLACK_BYTES, SplitMix,
+    authorization_model, block_on, channel_frames, channel_pair, database_id, genesis,
+    handshake_respond, identity, merge_model, read_frame, scratch_dir, sync_message, wal_input,
 };
 use peers_wal::{SyncMode, Wal};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -51,6 +52,7 @@ fn main() -> Result<()> {
     let history = all_changes(&model.writers[0]);
     let mut seeds: Vec<(&str, Seeds)> = vec![
         ("merge_model", programs),
+        ("authorization_model", authorization_scripts()),
         ("change_decode", change_seeds(&history)),
     ];
     if wanted("changeset_import") || wanted("signed_import") {
@@ -80,8 +82,9 @@ fn main() -> Result<()> {
 /// a seed that fails its own target is a bug here or there.
 fn check_seeds(seeds: &[(&str, Seeds)], wanted: &dyn Fn(&str) -> bool) {
     type Target = fn(&[u8]);
-    let targets: [(&str, Target); 4] = [
+    let targets: [(&str, Target); 5] = [
         ("merge_model", merge_model),
+        ("authorization_model", authorization_model),
         ("sync_message", sync_message),
         ("handshake_respond", handshake_respond),
         ("channel_frames", channel_frames),
@@ -198,6 +201,88 @@ fn merge_programs() -> Seeds {
     ];
     let mut random = SplitMix(2026);
     let long: Vec<u8> = (0..200).map(|_| random.next_u64() as u8).collect();
+    seeds.push(("random".to_owned(), long));
+    seeds
+}
+
+/// Authorization scripts (keys: 0 the owner, 1-4 others): a grant then a
+/// write; a revocation after a write and a write past it; an admin revoked
+/// (by an owner that had not heard) before its revocation of a writer;
+/// a grant concurrent with a revocation of the same key; a long
+/// pseudo-random one.
+fn authorization_scripts() -> Seeds {
+    use peers_engine::Role::{Admin, Reader, Writer};
+    use script::{delete, grant, increment, initial, revoke, set, sync, write};
+    let seeds = vec![
+        (
+            "grant_write".to_owned(),
+            concat(&[
+                initial([None, Some(Reader), None, None]),
+                grant(0, 1, Writer),
+                sync(1, 0),
+                write(1, &[set(0, 0, 0, 1), increment(0, 1, 1, 2)]),
+                write(2, &[set(0, 0, 0, 2)]),
+                sync(0, 1),
+                write(0, &[set(0, 0, 1, 3)]),
+                sync(2, 0),
+                write(1, &[delete(0, 0)]),
+            ]),
+        ),
+        (
+            "revoke_after_write".to_owned(),
+            concat(&[
+                initial([Some(Writer), Some(Writer), None, None]),
+                write(1, &[set(0, 0, 0, 1)]),
+                sync(0, 1),
+                revoke(0, 1),
+                write(1, &[set(0, 0, 0, 2), set(1, 2, 1, 5)]),
+                sync(2, 1),
+                write(2, &[increment(1, 2, 1, 1)]),
+                sync(0, 2),
+                sync(1, 0),
+                write(1, &[set(0, 1, 0, 3)]),
+            ]),
+        ),
+        (
+            "admin_revoked_before_its_revocation".to_owned(),
+            concat(&[
+                initial([Some(Admin), Some(Writer), None, None]),
+                write(2, &[set(0, 0, 0, 1)]),
+                sync(1, 2),
+                revoke(1, 2),
+                write(2, &[set(0, 0, 0, 2)]),
+                revoke(0, 1),
+                grant(1, 3, Writer),
+                sync(3, 1),
+                write(3, &[set(0, 1, 0, 4)]),
+                sync(0, 1),
+                sync(0, 2),
+                sync(0, 3),
+            ]),
+        ),
+        (
+            "concurrent_grant_and_revoke".to_owned(),
+            concat(&[
+                initial([Some(Writer), Some(Admin), Some(Admin), None]),
+                write(1, &[set(0, 0, 0, 1)]),
+                sync(2, 1),
+                revoke(0, 1),
+                grant(2, 1, Writer),
+                grant(3, 4, Writer),
+                revoke(2, 4),
+                sync(1, 2),
+                write(1, &[set(0, 0, 0, 2)]),
+                sync(4, 3),
+                write(4, &[set(1, 0, 0, 3)]),
+                sync(0, 2),
+                sync(0, 4),
+                grant(0, 2, Writer),
+            ]),
+        ),
+    ];
+    let mut seeds = seeds;
+    let mut random = SplitMix(5);
+    let long: Vec<u8> = (0..120).map(|_| random.next_u64() as u8).collect();
     seeds.push(("random".to_owned(), long));
     seeds
 }

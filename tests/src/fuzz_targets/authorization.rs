@@ -1,0 +1,529 @@
+//! The `authorization_model` target: scripts of grants, revocations, writes
+//! and syncs by an owner and four keys, each on its own replica of a fixed
+//! members-only database, checked against the reference model of
+//! docs/FORMAT.md "Authorization" ([`crate::authorization_model`]) as the
+//! proptest in tests/authorization.rs checks its generated scripts, but
+//! driven by fuzz bytes for deeper coverage of the engine's evaluation
+//! (engine/src/access.rs, `Engine::reevaluate`).
+//!
+//! Script bytes (past the end every byte is 0):
+//! - byte 0: the owner's grants before the script, 2 bits per key 1-4
+//!   (0 none, 1 reader, 2 writer, 3 admin), known to every replica;
+//! - then at most [`AUTHORIZATION_STEPS_MAX`] steps of a code byte (bits 0-3
+//!   the kind, 4-7 the actor, modulo [`AUTHORIZATION_KEYS`]) and an argument
+//!   byte: kinds 0-1 the actor grants, 2 the owner grants (argument: target
+//!   key modulo 5, then the role by [`authorization_script::ROLES`]); 3 the
+//!   actor revokes, 4 the owner revokes (argument: target key); 5-9 the actor
+//!   writes 1-3 ops (argument: count), two more bytes per op
+//!   ([`authorization_script::set`] and its siblings); 10-15 the actor
+//!   receives what the argument's key holds.
+//!
+//! A step the local API refuses (`NotAllowed`, `NotSynced`, `IdentityCut`)
+//! is skipped. A key's replica opens on first use (RocksDB opens dominate
+//! the cost of an input), holding what every replica held after the
+//! initial grants.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use peers_engine::{
+    ApplyReport, Author, Change, ChangeBody, ChangeHash, DatabaseId, Db, Error, Identity, Op,
+    Options, Role, SyncMode,
+};
+use tempfile::TempDir;
+
+use super::{Program, SplitMix, fnv1a, scratch_dir};
+use crate::authorization_model::{Model, applied, member_map};
+use crate::{all_changes, exchange, reference_model, rows, transaction_with};
+
+/// Most script steps [`authorization_model`] runs.
+pub const AUTHORIZATION_STEPS_MAX: usize = 40;
+/// Keys in [`authorization_model`]: the owner (index 0) and four others.
+pub const AUTHORIZATION_KEYS: usize = 5;
+/// Table names [`authorization_model`] writes.
+pub const AUTHORIZATION_TABLES: &[&str] = &["notes", "tasks"];
+const AUTHORIZATION_ROWS: &[&str] = &["r0", "r1", "r2"];
+const AUTHORIZATION_FIELDS: &[&str] = &["f0", "f1"];
+/// Most rounds of sync between the owner's replica and the others at the end.
+const SYNC_ROUNDS_MAX: usize = 8;
+
+/// Key `index` of [`authorization_model`] (0: the owner; 5: the fresh
+/// replica that only receives). Distinct from [`super::identity`].
+pub fn authorization_identity(index: usize) -> Identity {
+    let index = u8::try_from(index).expect("a small key index");
+    Identity::from_secret_bytes([0x40 + index; 32])
+}
+
+fn authorization_options(index: usize) -> Options {
+    Options {
+        sync: SyncMode::Relaxed,
+        identity: Some(authorization_identity(index)),
+        members_only: true,
+        ..Options::default()
+    }
+}
+
+/// The genesis of the members-only fixture database: change format 2,
+/// `Genesis` and `MembersOnly`, fixed nonce, clock and owner, so its id is
+/// the same in every process and every seed.
+pub fn authorization_genesis() -> Change {
+    let owner = authorization_identity(0);
+    owner.sign(ChangeBody {
+        version: 2,
+        database: DatabaseId::GENESIS,
+        author: owner.author(),
+        seq: 1,
+        prev: None,
+        deps: Vec::new(),
+        lamport: 1,
+        wall_ms: 1_700_000_000_000,
+        ops: vec![
+            Op::Genesis {
+                nonce: *b"peers auth nonce",
+            },
+            Op::MembersOnly,
+        ],
+    })
+}
+
+/// One step of a script, run on the replica of `actor` (a key index).
+#[derive(Clone, Debug)]
+enum Step {
+    Grant {
+        actor: usize,
+        target: usize,
+        role: Role,
+    },
+    Revoke {
+        actor: usize,
+        target: usize,
+    },
+    Write {
+        actor: usize,
+        ops: Vec<Op>,
+    },
+    /// `to` receives what `from` holds.
+    Sync {
+        from: usize,
+        to: usize,
+    },
+}
+
+/// Decodes a script: the initial roles of keys 1-4 and the steps.
+fn decode(data: &[u8]) -> ([Option<Role>; AUTHORIZATION_KEYS - 1], Vec<Step>) {
+    let mut program = Program { bytes: data };
+    let first = program.next_or_zero();
+    let initial = std::array::from_fn(|key| match (first >> (2 * key)) & 3 {
+        0 => None,
+        1 => Some(Role::Reader),
+        2 => Some(Role::Writer),
+        _ => Some(Role::Admin),
+    });
+    let mut steps = Vec::new();
+    while steps.len() < AUTHORIZATION_STEPS_MAX {
+        let Some(code) = program.next() else {
+            break;
+        };
+        let actor = usize::from(code >> 4) % AUTHORIZATION_KEYS;
+        let argument = program.next_or_zero();
+        let target = usize::from(argument) % AUTHORIZATION_KEYS;
+        let role = authorization_script::ROLES
+            [usize::from(argument) / AUTHORIZATION_KEYS % authorization_script::ROLES.len()];
+        steps.push(match code & 15 {
+            0 | 1 => Step::Grant {
+                actor,
+                target,
+                role,
+            },
+            2 => Step::Grant {
+                actor: 0,
+                target,
+                role,
+            },
+            3 => Step::Revoke { actor, target },
+            4 => Step::Revoke { actor: 0, target },
+            5..=9 => {
+                let count = 1 + usize::from(argument) % 3;
+                let ops = (0..count).map(|_| op(&mut program)).collect();
+                Step::Write { actor, ops }
+            }
+            _ => Step::Sync {
+                from: target,
+                to: actor,
+            },
+        });
+    }
+    (initial, steps)
+}
+
+/// A row op from two bytes: what (kind, table, row, field), then a value.
+fn op(program: &mut Program<'_>) -> Op {
+    let (what, argument) = (program.next_or_zero(), program.next_or_zero());
+    let table = AUTHORIZATION_TABLES[usize::from(what >> 3) % AUTHORIZATION_TABLES.len()];
+    let row = AUTHORIZATION_ROWS[usize::from(what >> 4) % AUTHORIZATION_ROWS.len()];
+    let field = AUTHORIZATION_FIELDS[usize::from(what >> 6) % AUTHORIZATION_FIELDS.len()];
+    let value = i64::from(argument as i8);
+    match what & 7 {
+        0..=3 => crate::set(table, row, field, value),
+        4 => crate::delete(table, row),
+        _ => crate::increment(table, row, field, value),
+    }
+}
+
+/// The key replicas of one script.
+struct Keys {
+    /// Replica `i` signs as [`authorization_identity`]`(i)`; `None` until
+    /// first used. Declared before `dir`: databases close first.
+    replicas: Vec<Option<Db>>,
+    /// What every replica holds when it opens: the genesis, the initial grants.
+    initial: Vec<Change>,
+    keys: Vec<Author>,
+    dir: TempDir,
+}
+
+impl Keys {
+    /// The owner's replica with the fixed genesis and the initial grants.
+    fn new(initial_roles: &[Option<Role>]) -> Keys {
+        let dir = scratch_dir();
+        let genesis = authorization_genesis();
+        let database = DatabaseId(genesis.hash().0);
+        let owner = Db::join(dir.path().join("k0"), database, authorization_options(0))
+            .expect("join the members-only fixture database");
+        check_report(&owner.apply(vec![genesis]).expect("apply genesis"));
+        assert_eq!(owner.is_members_only(), Some(true));
+        let keys: Vec<Author> = (0..AUTHORIZATION_KEYS)
+            .map(|index| authorization_identity(index).author())
+            .collect();
+        for (key, role) in keys[1..].iter().zip(initial_roles) {
+            if let Some(role) = role {
+                owner.grant(*key, *role).expect("the owner grants");
+            }
+        }
+        let initial = all_changes(&owner);
+        let mut replicas: Vec<Option<Db>> = (0..AUTHORIZATION_KEYS).map(|_| None).collect();
+        replicas[0] = Some(owner);
+        Keys {
+            replicas,
+            initial,
+            keys,
+            dir,
+        }
+    }
+
+    /// Key `index`'s replica, opened (and given the initial changes) on first use.
+    fn replica(&mut self, index: usize) -> &Db {
+        let (dir, initial) = (&self.dir, &self.initial);
+        self.replicas[index].get_or_insert_with(|| {
+            let path = dir.path().join(format!("k{index}"));
+            let database = DatabaseId(initial[0].hash().0);
+            let db = Db::join(path, database, authorization_options(index)).expect("join");
+            check_report(
+                &db.apply(initial.clone())
+                    .expect("apply the initial changes"),
+            );
+            db
+        })
+    }
+
+    fn step(&mut self, step: &Step) {
+        match step {
+            Step::Grant {
+                actor,
+                target,
+                role,
+            } => {
+                let key = self.keys[*target];
+                allowed(self.replica(*actor).grant(key, *role));
+            }
+            Step::Revoke { actor, target } => {
+                let key = self.keys[*target];
+                allowed(self.replica(*actor).revoke(key));
+            }
+            Step::Write { actor, ops } => {
+                allowed(transaction_with(self.replica(*actor), ops).commit());
+            }
+            // A replica not opened yet holds nothing the other lacks.
+            Step::Sync { from, to } if from != to && self.replicas[*from].is_some() => {
+                self.replica(*to);
+                let (Some(from), Some(to)) = (&self.replicas[*from], &self.replicas[*to]) else {
+                    unreachable!("both replicas are open");
+                };
+                check_report(&exchange(from, to));
+            }
+            Step::Sync { .. } => {}
+        }
+    }
+
+    fn open(&self) -> impl Iterator<Item = &Db> {
+        self.replicas.iter().flatten()
+    }
+
+    /// Every change any replica holds, deduplicated, in a causal order that
+    /// does not depend on the hashes (wall clocks are in them): lamport,
+    /// author, seq.
+    fn changes(&self) -> Vec<Change> {
+        let mut seen = BTreeSet::new();
+        let mut changes: Vec<Change> = self
+            .open()
+            .flat_map(all_changes)
+            .filter(|change| seen.insert(change.hash()))
+            .collect();
+        changes.sort_by_key(|change| (change.lamport(), change.author(), change.seq()));
+        changes
+    }
+}
+
+/// Whether a local operation was done or refused by the rules (a skipped step).
+fn allowed(result: peers_engine::Result<ChangeHash>) -> bool {
+    match result {
+        Ok(_) => true,
+        Err(Error::NotAllowed(_) | Error::NotSynced | Error::IdentityCut { .. }) => false,
+        Err(other) => panic!("a local operation failed: {other}"),
+    }
+}
+
+/// Admission depends only on a change and what it names, and every change
+/// here was admitted by its author's replica: nobody refuses one (past a
+/// limit it is held inert).
+fn check_report(report: &ApplyReport) {
+    assert!(report.refused.is_empty(), "refused: {report:?}");
+}
+
+/// Delivers `changes` to a fresh replica: shuffled, some twice, in batches
+/// of 1 to `batch_max`; then all once more in causal order.
+fn deliver(dir: &TempDir, changes: &[Change], random: &mut SplitMix) -> Db {
+    let database = DatabaseId(changes[0].hash().0);
+    let options = authorization_options(AUTHORIZATION_KEYS);
+    let db = Db::join(dir.path().join("fresh"), database, options).expect("join");
+    let mut shuffled = changes.to_vec();
+    for _ in 0..random.below(changes.len() / 4 + 1) {
+        shuffled.push(changes[random.below(changes.len())].clone());
+    }
+    crate::shuffle(&mut shuffled, random.next_u64());
+    let batch_max = 1 + random.below(8);
+    let mut rest = shuffled.as_slice();
+    while !rest.is_empty() {
+        let size = (1 + random.below(batch_max)).min(rest.len());
+        let (batch, tail) = rest.split_at(size);
+        check_report(&db.apply(batch.to_vec()).expect("apply"));
+        rest = tail;
+    }
+    check_report(
+        &db.apply(changes.to_vec())
+            .expect("apply again, in causal order"),
+    );
+    db
+}
+
+/// Authorization against the reference model on a script of at most
+/// [`AUTHORIZATION_STEPS_MAX`] steps (module doc): a fresh replica that
+/// receives every change in an input-chosen order, batching and duplication
+/// holds nothing pending, applies exactly the changes the model holds
+/// valid, shows the model's rows and members (and roles), and a rebuild
+/// equals its live view; the key replicas, synced through the owner's until
+/// nothing moves, reach the same rows and state hash.
+pub fn authorization_model(data: &[u8]) {
+    let (initial, steps) = decode(data);
+    let mut keys = Keys::new(&initial);
+    for step in &steps {
+        keys.step(step);
+    }
+    let changes = keys.changes();
+    let model = Model::new(&changes);
+    let expected_rows = reference_model(&model.valid_changes(&changes));
+    let fresh = deliver(&keys.dir, &changes, &mut SplitMix(fnv1a(data)));
+    let story = || describe(&keys.keys, &changes, &model, &fresh);
+    assert_eq!(fresh.pending_len(), 0, "waits on {:?}", fresh.missing());
+    for change in &changes {
+        let held = fresh.get_change(&change.hash()).expect("lookup");
+        assert!(held.is_some(), "refused nothing, so holds {change:?}");
+    }
+    let expected_applied: BTreeMap<ChangeHash, bool> = applied(&fresh, &changes)
+        .into_keys()
+        .map(|hash| (hash, model.valid.contains(&hash)))
+        .collect();
+    assert_eq!(
+        applied(&fresh, &changes),
+        expected_applied,
+        "applied vs model\n{}",
+        story()
+    );
+    assert_eq!(
+        rows(&fresh, AUTHORIZATION_TABLES),
+        expected_rows,
+        "rows vs model\n{}",
+        story()
+    );
+    assert_eq!(
+        member_map(&fresh),
+        model.members,
+        "members vs model\n{}",
+        story()
+    );
+    for key in &keys.keys {
+        let role = model.members.get(key).and_then(|(role, _)| *role);
+        assert_eq!(fresh.role_of(key), role, "role of {key:?}\n{}", story());
+    }
+    let verified = fresh.verify(&mut |_, _| {}).expect("verify");
+    assert!(verified.ok(), "rebuilt vs live: {verified:?}");
+    let state = fresh.state_hash().expect("state hash");
+    converge(&keys);
+    let open = keys.replicas.iter().enumerate();
+    for (index, replica) in open.filter_map(|(index, db)| Some((index, db.as_ref()?))) {
+        assert_eq!(replica.pending_len(), 0, "replica {index} waits");
+        let rows = rows(replica, AUTHORIZATION_TABLES);
+        assert_eq!(rows, expected_rows, "replica {index} vs model\n{}", story());
+        let replica_state = replica.state_hash().expect("state hash");
+        assert_eq!(replica_state, state, "replica {index} vs fresh");
+    }
+}
+
+/// Syncs every open replica with the owner's, both ways, until a round
+/// moves nothing (one may not do: a change held inert by its only holder,
+/// past a limit that more knowledge lifts, is served once that holder
+/// learns it).
+fn converge(keys: &Keys) {
+    let owner = keys.replicas[0].as_ref().expect("the owner's replica");
+    for _round in 0..SYNC_ROUNDS_MAX {
+        let mut moved = 0;
+        for replica in keys.open().skip(1) {
+            for (from, to) in [(replica, owner), (owner, replica)] {
+                let report = exchange(from, to);
+                check_report(&report);
+                moved += report.accepted.len();
+            }
+        }
+        if moved == 0 {
+            return;
+        }
+    }
+    panic!("sync does not settle in {SYNC_ROUNDS_MAX} rounds");
+}
+
+/// The changes, one a line, for a failure message: key index and seq,
+/// lamport, what it names, its ops, the model's verdict and `db`'s.
+fn describe(keys: &[Author], changes: &[Change], model: &Model, db: &Db) -> String {
+    let key_of = |author: &Author| keys.iter().position(|key| key == author).unwrap_or(9);
+    let name_of = |hash: &ChangeHash| {
+        changes
+            .iter()
+            .find(|change| change.hash() == *hash)
+            .map_or("?".to_owned(), |change| {
+                format!("k{}/{}", key_of(&change.author()), change.seq())
+            })
+    };
+    let mut out = String::new();
+    for change in changes {
+        let deps: Vec<String> = change.body().deps.iter().map(name_of).collect();
+        let ops: Vec<String> = change
+            .ops()
+            .iter()
+            .map(|op| match op {
+                Op::Grant { key, role } => format!("grant k{} {role}", key_of(key)),
+                Op::Revoke { key, last_seq } => format!("revoke k{} after {last_seq}", key_of(key)),
+                Op::Genesis { .. } | Op::MembersOnly => "genesis".to_owned(),
+                other => format!("{:?}", other.row().unwrap_or(("", ""))),
+            })
+            .collect();
+        let applied = applied(db, std::slice::from_ref(change));
+        out += &format!(
+            "{} lamport {} deps {deps:?} ops {ops:?} model-valid {} applied {:?}\n",
+            name_of(&change.hash()),
+            change.lamport(),
+            model.valid.contains(&change.hash()),
+            applied.get(&change.hash()),
+        );
+    }
+    out
+}
+
+/// Builders of [`authorization_model`] scripts (the inverse of its
+/// decoding), for seeds.
+pub mod authorization_script {
+    use peers_engine::Role;
+
+    use super::AUTHORIZATION_KEYS;
+
+    /// Roles by `argument / 5 % 8` in a grant step: mostly writers, now
+    /// and then an owner (which the local API refuses).
+    pub const ROLES: [Role; 8] = [
+        Role::Reader,
+        Role::Writer,
+        Role::Admin,
+        Role::Reader,
+        Role::Writer,
+        Role::Admin,
+        Role::Writer,
+        Role::Owner,
+    ];
+
+    fn key(index: u8) -> u8 {
+        assert!(usize::from(index) < AUTHORIZATION_KEYS, "key {index}");
+        index
+    }
+
+    /// Byte 0: the owner's grants to keys 1-4 before the script.
+    pub fn initial(roles: [Option<Role>; AUTHORIZATION_KEYS - 1]) -> Vec<u8> {
+        let bits = |role: Option<Role>| match role {
+            None => 0,
+            Some(Role::Reader) => 1,
+            Some(Role::Writer) => 2,
+            Some(Role::Admin) => 3,
+            Some(Role::Owner) => panic!("the owner is key 0"),
+        };
+        let byte = roles
+            .iter()
+            .enumerate()
+            .fold(0u8, |byte, (index, role)| byte | bits(*role) << (2 * index));
+        vec![byte]
+    }
+
+    /// Key `actor` grants `role` to key `target`.
+    pub fn grant(actor: u8, target: u8, role: Role) -> Vec<u8> {
+        let index = ROLES.iter().position(|r| *r == role).expect("a role");
+        let argument = usize::from(key(target)) + AUTHORIZATION_KEYS * index;
+        let argument = u8::try_from(argument).expect("fits a byte");
+        vec![key(actor) << 4, argument]
+    }
+
+    /// Key `actor` revokes key `target` (as of the last change it holds).
+    pub fn revoke(actor: u8, target: u8) -> Vec<u8> {
+        vec![3 | key(actor) << 4, key(target)]
+    }
+
+    /// Key `actor` commits 1-3 ops, each from [`set`], [`delete`] or [`increment`].
+    pub fn write(actor: u8, ops: &[[u8; 2]]) -> Vec<u8> {
+        assert!((1..=3).contains(&ops.len()), "1 to 3 ops");
+        let count = u8::try_from(ops.len() - 1).expect("fits a byte");
+        let mut bytes = vec![5 | key(actor) << 4, count];
+        bytes.extend(ops.iter().flatten());
+        bytes
+    }
+
+    fn what(kind: u8, table: u8, row: u8, field: u8) -> u8 {
+        assert!(
+            table < 2 && row < 3 && field < 2,
+            "table 0-1, row 0-2, field 0-1"
+        );
+        kind | table << 3 | row << 4 | field << 6
+    }
+
+    /// Sets a field of table 0-1, row 0-2 to an integer.
+    pub fn set(table: u8, row: u8, field: u8, value: i8) -> [u8; 2] {
+        [what(0, table, row, field), value as u8]
+    }
+
+    /// Deletes a row.
+    pub fn delete(table: u8, row: u8) -> [u8; 2] {
+        [what(4, table, row, 0), 0]
+    }
+
+    /// Increments a field.
+    pub fn increment(table: u8, row: u8, field: u8, delta: i8) -> [u8; 2] {
+        [what(5, table, row, field), delta as u8]
+    }
+
+    /// Key `to` receives what key `from` holds.
+    pub fn sync(to: u8, from: u8) -> Vec<u8> {
+        vec![10 | key(to) << 4, key(from)]
+    }
+}
