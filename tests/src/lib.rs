@@ -224,6 +224,10 @@ pub fn reference_model(changes: &[Change]) -> BTreeMap<(String, String), Row> {
 /// The reference model of authorization (docs/FORMAT.md "Authorization").
 pub mod authorization_model;
 
+/// Runs authorization scripts on per-key replicas (the proptest's and the
+/// fuzz target's shared runner).
+pub mod authorization_runner;
+
 /// libFuzzer targets, also run over fuzz/seeds by tests/fuzz_corpus.rs.
 pub mod fuzz_targets;
 

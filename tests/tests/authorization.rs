@@ -19,13 +19,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use peers_engine::{
-    ApplyReport, Author, CHANGE_FORMAT_VERSION, Change, ChangeBody, ChangeHash, Db, Error,
-    Identity, Member, Op, Options, Refusal, Role, StateHash, Value, VersionVector,
+    CHANGE_FORMAT_VERSION, Change, ChangeBody, ChangeHash, Db, Error, Identity, Member, Op,
+    Options, Refusal, Role, StateHash, Value, VersionVector,
 };
 use peers_tests::authorization_model::{Model, applied, member_map};
+use peers_tests::authorization_runner::{Refusals, Replicas, Step, check_report, describe};
 use peers_tests::{
     SplitMix, all_changes, commit_ops, delete, exchange, increment, reference_model, relaxed, rows,
-    set, shuffle, transaction_with,
+    set,
 };
 use proptest::prelude::*;
 use tempfile::TempDir;
@@ -987,194 +988,21 @@ const KEYS: usize = 5;
 /// Most rounds of sync between the key replicas and the synced replica.
 const SYNC_ROUNDS_MAX: usize = 8;
 
-/// One step of a script, run on the replica of `actor` (a key index).
-#[derive(Clone, Debug)]
-enum Step {
-    Grant {
-        actor: usize,
-        target: usize,
-        role: Role,
-    },
-    Revoke {
-        actor: usize,
-        target: usize,
-    },
-    Write {
-        actor: usize,
-        ops: Vec<Op>,
-    },
-    /// `to` receives what `from` holds (sync in one direction).
-    Sync {
-        from: usize,
-        to: usize,
-    },
-}
-
-/// The per-key replicas a script ran on, and every change they signed.
-struct World {
-    dir: TempDir,
-    database: peers_engine::DatabaseId,
-    /// The keys, by index (0: the owner).
-    keys: Vec<Author>,
-    replicas: Vec<Db>,
-    /// Every change, deduplicated, in a causal order (lamport, author, seq).
-    changes: Vec<Change>,
-}
-
-/// Whether a local operation was refused by the rules (skipped) or done.
-fn allowed(result: peers_engine::Result<ChangeHash>) -> bool {
-    match result {
-        Ok(_) => true,
-        Err(Error::NotAllowed(_)) => false,
-        Err(other) => panic!("a local operation failed: {other}"),
-    }
-}
-
 /// Runs `script` on one replica per key (index 0 creates the database, and
-/// first grants `initial[k - 1]` to key k and syncs to every replica),
+/// first grants `initial[k - 1]` to key k; every replica opens holding that),
 /// skipping what the local rules refuse.
-fn run(initial: &[Option<Role>], script: &[Step]) -> World {
+fn run(initial: &[Option<Role>], script: &[Step]) -> Replicas {
     let dir = tempfile::tempdir().expect("tempdir");
-    let keys: Vec<Identity> = (0..KEYS).map(|index| key(100 + index as u8)).collect();
-    let owner = Db::create(dir.path().join("k0"), signing_as(&keys[0])).expect("create");
-    let database = owner.database_id();
-    let mut replicas = vec![owner];
-    for (index, identity) in keys.iter().enumerate().skip(1) {
-        let path = dir.path().join(format!("k{index}"));
-        let replica = Db::join(path, database, signing_as(identity)).expect("join");
-        replicas.push(replica);
-    }
-    for (target, role) in initial.iter().enumerate() {
-        if let Some(role) = role {
-            replicas[0]
-                .grant(keys[target + 1].author(), *role)
-                .expect("grant");
-        }
-    }
-    for replica in &replicas[1..] {
-        check_report(&exchange(&replicas[0], replica));
-    }
-    for step in script {
-        match step {
-            Step::Grant {
-                actor,
-                target,
-                role,
-            } => {
-                allowed(replicas[*actor].grant(keys[*target].author(), *role));
-            }
-            Step::Revoke { actor, target } => {
-                allowed(replicas[*actor].revoke(keys[*target].author()));
-            }
-            Step::Write { actor, ops } => {
-                allowed(transaction_with(&replicas[*actor], ops).commit());
-            }
-            Step::Sync { from, to } if from != to => {
-                let report = exchange(&replicas[*from], &replicas[*to]);
-                check_report(&report);
-            }
-            Step::Sync { .. } => {}
-        }
-    }
-    let mut seen = BTreeSet::new();
-    let mut changes: Vec<Change> = replicas
-        .iter()
-        .flat_map(all_changes)
-        .filter(|change| seen.insert(change.hash()))
+    let options: Vec<Options> = (0..KEYS)
+        .map(|index| signing_as(&key(100 + index as u8)))
         .collect();
-    // Not by hash: wall clocks are in the hashes, and a causal order that
-    // is the same on every run lets proptest shrink a failure.
-    changes.sort_by_key(|change| (change.lamport(), change.author(), change.seq()));
-    World {
-        dir,
-        database,
-        keys: keys.iter().map(Identity::author).collect(),
-        replicas,
-        changes,
+    let owner = Db::create(dir.path().join("k0"), options[0].clone()).expect("create");
+    let mut replicas = Replicas::new(dir, owner, options, initial, Refusals::NotAllowed);
+    replicas.open_all();
+    for step in script {
+        replicas.step(step);
     }
-}
-
-/// The world's changes, one a line, for a failure message: key index, seq,
-/// lamport, what it names, its ops, the model's verdict and each replica's.
-fn describe(world: &World, model: &Model, replicas: &[(&str, &Db)]) -> String {
-    let name_of = |hash: &ChangeHash| {
-        let change = world.changes.iter().find(|c| c.hash() == *hash);
-        change.map_or("?".to_owned(), |c| {
-            let index = world.keys.iter().position(|k| *k == c.author());
-            format!("k{}/{}", index.map_or(9, |i| i), c.seq())
-        })
-    };
-    let key_of = |author: &Author| world.keys.iter().position(|k| k == author).map_or(9, |i| i);
-    let mut out = String::new();
-    for change in &world.changes {
-        let deps: Vec<String> = change.body().deps.iter().map(name_of).collect();
-        let ops: Vec<String> = change
-            .ops()
-            .iter()
-            .map(|op| match op {
-                Op::Grant { key, role } => format!("grant k{} {role}", key_of(key)),
-                Op::Revoke { key, last_seq } => format!("revoke k{} after {last_seq}", key_of(key)),
-                Op::Genesis { .. } | Op::MembersOnly => "genesis".to_owned(),
-                other => format!("{:?}", other.row().unwrap_or(("", ""))),
-            })
-            .collect();
-        let verdicts: Vec<String> = replicas
-            .iter()
-            .map(|(name, db)| {
-                let held = db.get_change(&change.hash()).expect("lookup").is_some();
-                let valid = applied(db, std::slice::from_ref(change))
-                    .get(&change.hash())
-                    .copied();
-                format!("{name}: held {held} applied {valid:?}")
-            })
-            .collect();
-        out += &format!(
-            "{} lamport {} deps {deps:?} ops {ops:?} model-valid {} | {}\n",
-            name_of(&change.hash()),
-            change.lamport(),
-            model.valid.contains(&change.hash()),
-            verdicts.join(", ")
-        );
-    }
-    out
-}
-
-/// Delivers `world.changes` to a fresh replica: shuffled by `seed`, some
-/// twice, in random batch sizes; then all once more in causal order (a
-/// change refused as Revoked while a revocation stood gets a second chance
-/// once that revocation fell).
-fn deliver(world: &World, name: &str, seed: u64) -> Db {
-    let path = world.dir.path().join(name);
-    let db = Db::join(path, world.database, members_only()).expect("join");
-    let mut random = SplitMix(seed);
-    let mut shuffled = world.changes.clone();
-    for _ in 0..random.below(world.changes.len() / 4 + 1) {
-        shuffled.push(world.changes[random.below(world.changes.len())].clone());
-    }
-    shuffle(&mut shuffled, random.next_u64());
-    // One change per apply is the hardest case for verdicts taken per
-    // group; larger groups mix grants, revocations and writes.
-    let batch_max = if name.ends_with('0') {
-        1
-    } else {
-        1 + random.below(8)
-    };
-    let mut rest = shuffled.as_slice();
-    while !rest.is_empty() {
-        let size = (1 + random.below(batch_max)).min(rest.len());
-        let (batch, tail) = rest.split_at(size);
-        check_report(&db.apply(batch.to_vec()).expect("apply"));
-        rest = tail;
-    }
-    check_report(&db.apply(world.changes.clone()).expect("apply"));
-    db
-}
-
-/// Every change in a script was admitted by its author's replica, and
-/// admission depends only on the change and what it names: nobody refuses it
-/// (past a revocation it is held inert).
-fn check_report(report: &ApplyReport) {
-    assert!(report.refused.is_empty(), "{report:?}");
+    replicas
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -1223,9 +1051,11 @@ proptest! {
         seeds in prop::array::uniform3(any::<u64>()),
     ) {
         let world = run(&initial, &script);
-        let model = Model::new(&world.changes);
-        let expected_rows = reference_model(&model.valid_changes(&world.changes));
-        let expected_applied: BTreeMap<ChangeHash, bool> = applied(&world.replicas[0], &world.changes)
+        let changes = world.changes();
+        let model = Model::new(&changes);
+        let expected_rows = reference_model(&model.valid_changes(&changes));
+        let (_, owner) = world.open().next().expect("the owner's replica");
+        let expected_applied: BTreeMap<ChangeHash, bool> = applied(owner, &changes)
             .into_keys()
             .map(|hash| (hash, model.valid.contains(&hash)))
             .collect();
@@ -1234,7 +1064,11 @@ proptest! {
             .enumerate()
             .map(|(index, seed)| {
                 let name = format!("fresh{index}");
-                let db = deliver(&world, &name, *seed);
+                // One change per apply for the first: the hardest case for
+                // verdicts taken per group; larger groups mix grants,
+                // revocations and writes.
+                let mut random = SplitMix(*seed);
+                let db = world.deliver(&name, members_only(), &changes, &mut random, index == 0);
                 (name, db)
             })
             .collect();
@@ -1243,12 +1077,12 @@ proptest! {
         // every change a valid change names. (One round may not do: a change
         // held inert by its only holder, past a revocation that more
         // knowledge voids, is served once that holder learns it.)
-        let path = world.dir.path().join("synced");
-        let synced = Db::join(path, world.database, members_only()).expect("join");
+        let path = world.dir().join("synced");
+        let synced = Db::join(path, world.database(), members_only()).expect("join");
         for round in 0.. {
             prop_assert!(round < SYNC_ROUNDS_MAX, "sync does not settle");
             let mut moved = 0;
-            for replica in &world.replicas {
+            for (_, replica) in world.open() {
                 for (from, to) in [(replica, &synced), (&synced, replica)] {
                     let report = exchange(from, to);
                     check_report(&report);
@@ -1262,15 +1096,15 @@ proptest! {
         replicas.push(("synced".to_owned(), synced));
         let expected_hash = replicas[0].1.state_hash().expect("state hash");
         for (name, db) in &replicas {
-            let story = || describe(&world, &model, &[(name.as_str(), db)]);
+            let story = || describe(world.keys(), &changes, &model, &[(name.as_str(), db)]);
             prop_assert_eq!(db.pending_len(), 0, "{}: waits on {:?}\n{}", name, db.missing(), story());
             if name.starts_with("fresh") {
-                for change in &world.changes {
+                for change in &changes {
                     let held = db.get_change(&change.hash()).expect("lookup").is_some();
                     prop_assert!(held, "{} refused nothing, so holds {:?}", name, change);
                 }
             }
-            prop_assert_eq!(&applied(db, &world.changes), &expected_applied, "{}\n{}", name, story());
+            prop_assert_eq!(&applied(db, &changes), &expected_applied, "{}\n{}", name, story());
             prop_assert_eq!(&rows(db, TABLES), &expected_rows, "{}\n{}", name, story());
             prop_assert_eq!(&member_map(db), &model.members, "{}\n{}", name, story());
             prop_assert_eq!(db.state_hash().expect("state hash"), expected_hash, "{}", name);
@@ -1282,9 +1116,9 @@ proptest! {
         prop_assert_eq!(&member_map(&replicas[2].1), &model.members, "members after rebuild");
         // And the key replicas, after those rounds, hold the same view
         // (their own inert changes included).
-        for (index, replica) in world.replicas.iter().enumerate() {
+        for (index, replica) in world.open() {
             let name = format!("k{index}");
-            let story = || describe(&world, &model, &[(name.as_str(), replica)]);
+            let story = || describe(world.keys(), &changes, &model, &[(name.as_str(), replica)]);
             prop_assert_eq!(replica.pending_len(), 0, "{}", name);
             prop_assert_eq!(&rows(replica, TABLES), &expected_rows, "{}\n{}", name, story());
             prop_assert_eq!(replica.state_hash().expect("state hash"), expected_hash, "{}", name);

@@ -23,17 +23,16 @@
 //! the cost of an input), holding what every replica held after the
 //! initial grants.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use peers_engine::{
-    ApplyReport, Author, Change, ChangeBody, ChangeHash, DatabaseId, Db, Error, Identity, Op,
-    Options, Role, SyncMode,
+    Change, ChangeBody, ChangeHash, DatabaseId, Db, Identity, Op, Options, Role, SyncMode,
 };
-use tempfile::TempDir;
 
 use super::{Program, SplitMix, fnv1a, scratch_dir};
 use crate::authorization_model::{Model, applied, member_map};
-use crate::{all_changes, exchange, reference_model, rows, transaction_with};
+use crate::authorization_runner::{Refusals, Replicas, Step, check_report, describe};
+use crate::{exchange, reference_model, rows};
 
 /// Most script steps [`authorization_model`] runs.
 pub const AUTHORIZATION_STEPS_MAX: usize = 40;
@@ -83,29 +82,6 @@ pub fn authorization_genesis() -> Change {
             Op::MembersOnly,
         ],
     })
-}
-
-/// One step of a script, run on the replica of `actor` (a key index).
-#[derive(Clone, Debug)]
-enum Step {
-    Grant {
-        actor: usize,
-        target: usize,
-        role: Role,
-    },
-    Revoke {
-        actor: usize,
-        target: usize,
-    },
-    Write {
-        actor: usize,
-        ops: Vec<Op>,
-    },
-    /// `to` receives what `from` holds.
-    Sync {
-        from: usize,
-        to: usize,
-    },
 }
 
 /// Decodes a script: the initial roles of keys 1-4 and the steps.
@@ -169,149 +145,18 @@ fn op(program: &mut Program<'_>) -> Op {
     }
 }
 
-/// The key replicas of one script.
-struct Keys {
-    /// Replica `i` signs as [`authorization_identity`]`(i)`; `None` until
-    /// first used. Declared before `dir`: databases close first.
-    replicas: Vec<Option<Db>>,
-    /// What every replica holds when it opens: the genesis, the initial grants.
-    initial: Vec<Change>,
-    keys: Vec<Author>,
-    dir: TempDir,
-}
-
-impl Keys {
-    /// The owner's replica with the fixed genesis and the initial grants.
-    fn new(initial_roles: &[Option<Role>]) -> Keys {
-        let dir = scratch_dir();
-        let genesis = authorization_genesis();
-        let database = DatabaseId(genesis.hash().0);
-        let owner = Db::join(dir.path().join("k0"), database, authorization_options(0))
-            .expect("join the members-only fixture database");
-        check_report(&owner.apply(vec![genesis]).expect("apply genesis"));
-        assert_eq!(owner.is_members_only(), Some(true));
-        let keys: Vec<Author> = (0..AUTHORIZATION_KEYS)
-            .map(|index| authorization_identity(index).author())
-            .collect();
-        for (key, role) in keys[1..].iter().zip(initial_roles) {
-            if let Some(role) = role {
-                owner.grant(*key, *role).expect("the owner grants");
-            }
-        }
-        let initial = all_changes(&owner);
-        let mut replicas: Vec<Option<Db>> = (0..AUTHORIZATION_KEYS).map(|_| None).collect();
-        replicas[0] = Some(owner);
-        Keys {
-            replicas,
-            initial,
-            keys,
-            dir,
-        }
-    }
-
-    /// Key `index`'s replica, opened (and given the initial changes) on first use.
-    fn replica(&mut self, index: usize) -> &Db {
-        let (dir, initial) = (&self.dir, &self.initial);
-        self.replicas[index].get_or_insert_with(|| {
-            let path = dir.path().join(format!("k{index}"));
-            let database = DatabaseId(initial[0].hash().0);
-            let db = Db::join(path, database, authorization_options(index)).expect("join");
-            check_report(
-                &db.apply(initial.clone())
-                    .expect("apply the initial changes"),
-            );
-            db
-        })
-    }
-
-    fn step(&mut self, step: &Step) {
-        match step {
-            Step::Grant {
-                actor,
-                target,
-                role,
-            } => {
-                let key = self.keys[*target];
-                allowed(self.replica(*actor).grant(key, *role));
-            }
-            Step::Revoke { actor, target } => {
-                let key = self.keys[*target];
-                allowed(self.replica(*actor).revoke(key));
-            }
-            Step::Write { actor, ops } => {
-                allowed(transaction_with(self.replica(*actor), ops).commit());
-            }
-            // A replica not opened yet holds nothing the other lacks.
-            Step::Sync { from, to } if from != to && self.replicas[*from].is_some() => {
-                self.replica(*to);
-                let (Some(from), Some(to)) = (&self.replicas[*from], &self.replicas[*to]) else {
-                    unreachable!("both replicas are open");
-                };
-                check_report(&exchange(from, to));
-            }
-            Step::Sync { .. } => {}
-        }
-    }
-
-    fn open(&self) -> impl Iterator<Item = &Db> {
-        self.replicas.iter().flatten()
-    }
-
-    /// Every change any replica holds, deduplicated, in a causal order that
-    /// does not depend on the hashes (wall clocks are in them): lamport,
-    /// author, seq.
-    fn changes(&self) -> Vec<Change> {
-        let mut seen = BTreeSet::new();
-        let mut changes: Vec<Change> = self
-            .open()
-            .flat_map(all_changes)
-            .filter(|change| seen.insert(change.hash()))
-            .collect();
-        changes.sort_by_key(|change| (change.lamport(), change.author(), change.seq()));
-        changes
-    }
-}
-
-/// Whether a local operation was done or refused by the rules (a skipped step).
-fn allowed(result: peers_engine::Result<ChangeHash>) -> bool {
-    match result {
-        Ok(_) => true,
-        Err(Error::NotAllowed(_) | Error::NotSynced | Error::IdentityCut { .. }) => false,
-        Err(other) => panic!("a local operation failed: {other}"),
-    }
-}
-
-/// Admission depends only on a change and what it names, and every change
-/// here was admitted by its author's replica: nobody refuses one (past a
-/// limit it is held inert).
-fn check_report(report: &ApplyReport) {
-    assert!(report.refused.is_empty(), "refused: {report:?}");
-}
-
-/// Delivers `changes` to a fresh replica: shuffled, some twice, in batches
-/// of 1 to `batch_max`; then all once more in causal order.
-fn deliver(dir: &TempDir, changes: &[Change], random: &mut SplitMix) -> Db {
-    let database = DatabaseId(changes[0].hash().0);
-    let options = authorization_options(AUTHORIZATION_KEYS);
-    let db = Db::join(dir.path().join("fresh"), database, options).expect("join");
-    let mut shuffled = changes.to_vec();
-    for _ in 0..random.below(changes.len() / 4 + 1) {
-        shuffled.push(changes[random.below(changes.len())].clone());
-    }
-    crate::shuffle(&mut shuffled, random.next_u64());
-    let batch_max = 1 + random.below(8);
-    let mut rest = shuffled.as_slice();
-    while !rest.is_empty() {
-        let size = (1 + random.below(batch_max)).min(rest.len());
-        let (batch, tail) = rest.split_at(size);
-        check_report(&db.apply(batch.to_vec()).expect("apply"));
-        rest = tail;
-    }
-    check_report(
-        &db.apply(changes.to_vec())
-            .expect("apply again, in causal order"),
-    );
-    db
+/// The key replicas of a script: the owner's with the fixed genesis and
+/// the initial grants; the others open on first use.
+fn replicas(initial_roles: &[Option<Role>]) -> Replicas {
+    let dir = scratch_dir();
+    let genesis = authorization_genesis();
+    let database = DatabaseId(genesis.hash().0);
+    let owner = Db::join(dir.path().join("k0"), database, authorization_options(0))
+        .expect("join the members-only fixture database");
+    check_report(&owner.apply(vec![genesis]).expect("apply genesis"));
+    assert_eq!(owner.is_members_only(), Some(true));
+    let options = (0..AUTHORIZATION_KEYS).map(authorization_options).collect();
+    Replicas::new(dir, owner, options, initial_roles, Refusals::AnyRule)
 }
 
 /// Authorization against the reference model on a script of at most
@@ -323,15 +168,17 @@ fn deliver(dir: &TempDir, changes: &[Change], random: &mut SplitMix) -> Db {
 /// nothing moves, reach the same rows and state hash.
 pub fn authorization_model(data: &[u8]) {
     let (initial, steps) = decode(data);
-    let mut keys = Keys::new(&initial);
+    let mut keys = replicas(&initial);
     for step in &steps {
         keys.step(step);
     }
     let changes = keys.changes();
     let model = Model::new(&changes);
     let expected_rows = reference_model(&model.valid_changes(&changes));
-    let fresh = deliver(&keys.dir, &changes, &mut SplitMix(fnv1a(data)));
-    let story = || describe(&keys.keys, &changes, &model, &fresh);
+    let options = authorization_options(AUTHORIZATION_KEYS);
+    let mut random = SplitMix(fnv1a(data));
+    let fresh = keys.deliver("fresh", options, &changes, &mut random, false);
+    let story = || describe(keys.keys(), &changes, &model, &[("fresh", &fresh)]);
     assert_eq!(fresh.pending_len(), 0, "waits on {:?}", fresh.missing());
     for change in &changes {
         let held = fresh.get_change(&change.hash()).expect("lookup");
@@ -359,7 +206,7 @@ pub fn authorization_model(data: &[u8]) {
         "members vs model\n{}",
         story()
     );
-    for key in &keys.keys {
+    for key in keys.keys() {
         let role = model.members.get(key).and_then(|(role, _)| *role);
         assert_eq!(fresh.role_of(key), role, "role of {key:?}\n{}", story());
     }
@@ -367,8 +214,7 @@ pub fn authorization_model(data: &[u8]) {
     assert!(verified.ok(), "rebuilt vs live: {verified:?}");
     let state = fresh.state_hash().expect("state hash");
     converge(&keys);
-    let open = keys.replicas.iter().enumerate();
-    for (index, replica) in open.filter_map(|(index, db)| Some((index, db.as_ref()?))) {
+    for (index, replica) in keys.open() {
         assert_eq!(replica.pending_len(), 0, "replica {index} waits");
         let rows = rows(replica, AUTHORIZATION_TABLES);
         assert_eq!(rows, expected_rows, "replica {index} vs model\n{}", story());
@@ -381,12 +227,14 @@ pub fn authorization_model(data: &[u8]) {
 /// moves nothing (one may not do: a change held inert by its only holder,
 /// past a limit that more knowledge lifts, is served once that holder
 /// learns it).
-fn converge(keys: &Keys) {
-    let owner = keys.replicas[0].as_ref().expect("the owner's replica");
+fn converge(keys: &Replicas) {
+    let mut open = keys.open();
+    let (_, owner) = open.next().expect("the owner's replica");
+    let others: Vec<&Db> = open.map(|(_, db)| db).collect();
     for _round in 0..SYNC_ROUNDS_MAX {
         let mut moved = 0;
-        for replica in keys.open().skip(1) {
-            for (from, to) in [(replica, owner), (owner, replica)] {
+        for replica in &others {
+            for (from, to) in [(*replica, owner), (owner, *replica)] {
                 let report = exchange(from, to);
                 check_report(&report);
                 moved += report.accepted.len();
@@ -397,43 +245,6 @@ fn converge(keys: &Keys) {
         }
     }
     panic!("sync does not settle in {SYNC_ROUNDS_MAX} rounds");
-}
-
-/// The changes, one a line, for a failure message: key index and seq,
-/// lamport, what it names, its ops, the model's verdict and `db`'s.
-fn describe(keys: &[Author], changes: &[Change], model: &Model, db: &Db) -> String {
-    let key_of = |author: &Author| keys.iter().position(|key| key == author).unwrap_or(9);
-    let name_of = |hash: &ChangeHash| {
-        changes
-            .iter()
-            .find(|change| change.hash() == *hash)
-            .map_or("?".to_owned(), |change| {
-                format!("k{}/{}", key_of(&change.author()), change.seq())
-            })
-    };
-    let mut out = String::new();
-    for change in changes {
-        let deps: Vec<String> = change.body().deps.iter().map(name_of).collect();
-        let ops: Vec<String> = change
-            .ops()
-            .iter()
-            .map(|op| match op {
-                Op::Grant { key, role } => format!("grant k{} {role}", key_of(key)),
-                Op::Revoke { key, last_seq } => format!("revoke k{} after {last_seq}", key_of(key)),
-                Op::Genesis { .. } | Op::MembersOnly => "genesis".to_owned(),
-                other => format!("{:?}", other.row().unwrap_or(("", ""))),
-            })
-            .collect();
-        let applied = applied(db, std::slice::from_ref(change));
-        out += &format!(
-            "{} lamport {} deps {deps:?} ops {ops:?} model-valid {} applied {:?}\n",
-            name_of(&change.hash()),
-            change.lamport(),
-            model.valid.contains(&change.hash()),
-            applied.get(&change.hash()),
-        );
-    }
-    out
 }
 
 /// Builders of [`authorization_model`] scripts (the inverse of its
