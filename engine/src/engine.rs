@@ -80,7 +80,8 @@ pub(crate) enum Kind {
 
 /// The verdict on one change.
 pub(crate) enum Admission {
-    Accept(Kind),
+    /// Accepted as `Kind`, with the author's named role after it.
+    Accept(Kind, Option<Role>),
     Duplicate,
     Wait(ChangeHash),
     Refuse(Refusal),
@@ -286,8 +287,8 @@ impl Engine {
         let mut queue: VecDeque<(Change, Option<Position>)> = changes.into();
         while let Some((change, position)) = queue.pop_front() {
             match self.admit(batch, &change, source)? {
-                Admission::Accept(kind) => {
-                    self.accept(batch, &change, kind)?;
+                Admission::Accept(kind, role) => {
+                    self.accept(batch, &change, kind, role)?;
                     for released in self.pending.release(&change.hash()) {
                         report.pending.retain(|hash| *hash != released.hash());
                         queue.push_back((released, None));
@@ -413,11 +414,11 @@ impl Engine {
         if self.access.owner.is_none() && !change.is_genesis() && source == Source::New {
             return Ok(Admission::Wait(ChangeHash(self.database.0)));
         }
-        if let Some(owner) = self.access.owner.filter(|_| self.access.members_only) {
-            let role = self.named_role(prev_role, change);
-            if let Err(refusal) = access::check_admission(body.author, role, owner, &body.ops) {
-                return Ok(Admission::Refuse(refusal));
-            }
+        let role = self.named_role(prev_role, change);
+        if let Some(owner) = self.access.owner.filter(|_| self.access.members_only)
+            && let Err(refusal) = access::check_admission(body.author, role, owner, &body.ops)
+        {
+            return Ok(Admission::Refuse(refusal));
         }
         // Past a revocation (or any other limit) a change is held inert, as
         // after a fork (DESIGN.md "Authorization"): never applied, never
@@ -428,16 +429,22 @@ impl Engine {
         // its prev), so every seq up to head_seq is taken: a new hash at
         // such a seq is a second change for it, a fork.
         if state.is_some_and(|state| state.head_seq >= body.seq) {
-            return Ok(Admission::Accept(Kind::Fork));
+            return Ok(Admission::Accept(Kind::Fork, role));
         }
         if state.is_some_and(|state| !state.is_valid(body.seq)) {
-            return Ok(Admission::Accept(Kind::Inert));
+            return Ok(Admission::Accept(Kind::Inert, role));
         }
-        Ok(Admission::Accept(Kind::Valid))
+        Ok(Admission::Accept(Kind::Valid, role))
     }
 
     /// Records an admitted change in the indexes and, if valid, the view.
-    fn accept(&mut self, batch: &mut Batch<'_>, change: &Change, kind: Kind) -> Result<()> {
+    fn accept(
+        &mut self,
+        batch: &mut Batch<'_>,
+        change: &Change,
+        kind: Kind,
+        role: Option<Role>,
+    ) -> Result<()> {
         let hash = change.hash();
         let body = change.body();
         write_chain_and_history(&mut batch.group, change, POSITION_UNKNOWN);
@@ -462,13 +469,7 @@ impl Engine {
         batch.group.put(keys::author(&body.author), encode(&state));
         self.authors.insert(body.author, state);
         batch.fresh.insert(hash, change.clone());
-        let prev_role = match body.prev {
-            Some(prev) => self.meta(batch, &prev)?.and_then(|meta| meta.role),
-            None => None,
-        };
-        batch
-            .fresh_roles
-            .insert(hash, self.named_role(prev_role, change));
+        batch.fresh_roles.insert(hash, role);
         if change.is_genesis() {
             self.access.owner = Some(body.author);
             self.access.members_only = body.ops.contains(&Op::MembersOnly);

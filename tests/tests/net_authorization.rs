@@ -45,6 +45,19 @@ fn member(owner: &Db, dir: &std::path::Path, identity: Identity) -> Db {
     db
 }
 
+/// The peer ended the session because our key holds no role.
+fn assert_told_not_a_member(error: &Error) {
+    assert!(
+        matches!(
+            error,
+            Error::PeerBye {
+                reason: ByeReason::NotAMember
+            }
+        ),
+        "{error}"
+    );
+}
+
 async fn sync_once(db: &Db, address: &str) -> Result<peers_net::SyncReport, Error> {
     let node = Node::start(db.clone(), NodeConfig::default())
         .await
@@ -88,15 +101,7 @@ async fn stranger_gets_nothing() {
     let error = sync_once(&replica, &address.to_string())
         .await
         .expect_err("refused");
-    assert!(
-        matches!(
-            error,
-            Error::PeerBye {
-                reason: ByeReason::NotAMember
-            }
-        ),
-        "{error}"
-    );
+    assert_told_not_a_member(&error);
     assert!(replica.version_vector().expect("vector").is_empty());
     assert_eq!(replica.get_row("notes", "secret").expect("read"), None);
     node.shutdown().await;
@@ -183,15 +188,7 @@ async fn revoked_writer_is_cut_off() {
     tx.set("notes", "late", "text", "after the revocation");
     let late = tx.commit().expect("b's replica does not know yet");
     let error = sync_once(&b, &address).await.expect_err("gate");
-    assert!(
-        matches!(
-            error,
-            Error::PeerBye {
-                reason: ByeReason::NotAMember
-            }
-        ),
-        "{error}"
-    );
+    assert_told_not_a_member(&error);
     // The change reaches the owner another way (a file): held inert.
     let late_change = b.get_change(&late).expect("read").expect("held");
     let report = owner.apply(vec![late_change]).expect("apply");
