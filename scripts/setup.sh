@@ -15,36 +15,22 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 say "cargo: $(cargo --version)"
 
-# 2. libclang (RocksDB's bindgen)
-have_libclang() {
-    if [[ -n "${LIBCLANG_PATH:-}" ]] && compgen -G "${LIBCLANG_PATH}/libclang*.so*" >/dev/null; then
-        return 0
-    fi
-    # grep without -q: an early exit would SIGPIPE ldconfig and fail the pipe.
-    if command -v ldconfig >/dev/null 2>&1 && ldconfig -p 2>/dev/null | grep libclang >/dev/null; then
-        return 0
-    fi
-    compgen -G '/usr/lib/llvm-*/lib/libclang*.so*' >/dev/null \
-        || compgen -G '/usr/lib*/libclang*.so*' >/dev/null \
-        || compgen -G '/usr/lib/*-linux-gnu/libclang*.so*' >/dev/null \
-        || compgen -G '/usr/local/opt/llvm/lib/libclang*.dylib' >/dev/null \
-        || compgen -G '/opt/homebrew/opt/llvm/lib/libclang*.dylib' >/dev/null \
-        || compgen -G '/Library/Developer/CommandLineTools/usr/lib/libclang*.dylib' >/dev/null
-}
+# 2. libclang (RocksDB's bindgen loads it at build time). scripts/find-libclang.sh
+# looks where bindgen looks, for the file names bindgen loads (not libclang-cpp).
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="${PEERS_SETUP_ROOT:-/}"   # a fake root for the detection test
+missing="libclang not found: RocksDB's bindgen needs libclang.so (libclang-cpp is not enough). Install the package libclang-dev (Debian/Ubuntu: sudo apt-get install libclang-dev; Fedora: sudo dnf install clang-devel; Arch: sudo pacman -S clang; macOS: xcode-select --install), or set LIBCLANG_PATH to the directory that holds libclang.so, then run this again."
 
-if have_libclang; then
-    say "libclang: found"
+if found="$("$here/find-libclang.sh" "$root")"; then
+    say "libclang: $found"
+elif [[ "$root" == / && "$(id -u)" -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    say "libclang: missing; installing libclang-dev with apt-get"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq libclang-dev >/dev/null
+    found="$("$here/find-libclang.sh" "$root")" \
+        || die "installed libclang-dev but still cannot find a loadable libclang; set LIBCLANG_PATH to the directory holding libclang.so"
+    say "libclang: installed $found"
 else
-    if [[ "$(id -u)" -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
-        say "libclang: missing; installing libclang-dev with apt-get"
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get update
-        apt-get install -y libclang-dev
-        have_libclang || die "installed libclang-dev but still cannot find libclang; set LIBCLANG_PATH to the directory holding libclang.so"
-        say "libclang: installed"
-    else
-        die "libclang not found: RocksDB's bindgen needs it. Install the package libclang-dev (Debian/Ubuntu: sudo apt-get install libclang-dev; Fedora: clang-devel; macOS: xcode-select --install), or set LIBCLANG_PATH, then run this again."
-    fi
+    die "$missing"
 fi
-
-say "ok"
