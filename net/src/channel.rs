@@ -14,7 +14,7 @@ use tokio_util::codec::Framed;
 
 use crate::error::{Error, Result, Stage};
 use crate::frame::{self, FRAME_BYTES_MAX, FrameCodec, HANDSHAKE_FRAME_BYTES_MAX};
-use crate::handshake::{self, Local};
+use crate::handshake::{self, HANDSHAKE_HASH_BYTES, Local};
 
 /// Default limit for the whole handshake, TCP connect included.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -66,6 +66,7 @@ pub struct SecureChannel<S> {
     received_bytes: u64,
     remote: Author,
     version: u16,
+    handshake_hash: [u8; HANDSHAKE_HASH_BYTES],
     options: ChannelOptions,
 }
 
@@ -190,6 +191,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecureChannel<S> {
             received_bytes: 0,
             remote: established.remote,
             version: established.version,
+            handshake_hash: established.handshake_hash,
             options,
         })
     }
@@ -202,6 +204,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecureChannel<S> {
     /// The channel protocol version both sides agreed on.
     pub fn version(&self) -> u16 {
         self.version
+    }
+
+    /// Noise's handshake hash: both sides hold the same value, no other
+    /// connection has it, and nobody outside the connection learns it. The
+    /// sync protocol binds its proof of the database id to it (PROTOCOL.md
+    /// "Hello").
+    pub fn handshake_hash(&self) -> [u8; HANDSHAKE_HASH_BYTES] {
+        self.handshake_hash
     }
 
     /// Encrypts and sends one message of at most [`crate::MESSAGE_BYTES_MAX`]

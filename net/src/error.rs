@@ -139,13 +139,12 @@ pub enum Error {
         /// What arrived.
         found: &'static str,
     },
-    /// The peer syncs another database.
-    #[error("peer syncs database {theirs}, this is {ours}")]
+    /// The peer's `Hello` does not prove that it knows our database's id:
+    /// it syncs another database (the id itself never travels).
+    #[error("peer syncs another database than {ours} (it does not prove knowing its id)")]
     WrongDatabase {
         /// Ours.
         ours: DatabaseId,
-        /// The peer's.
-        theirs: DatabaseId,
     },
     /// The peer speaks no sync protocol version we do.
     #[error(

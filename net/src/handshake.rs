@@ -58,7 +58,13 @@ pub(crate) struct Established {
     pub(crate) transport: snow::StatelessTransportState,
     pub(crate) remote: Author,
     pub(crate) version: u16,
+    /// Noise's handshake hash `h`: the same on both sides, different for
+    /// every connection (both sides' ephemeral keys are in it).
+    pub(crate) handshake_hash: [u8; HANDSHAKE_HASH_BYTES],
 }
+
+/// The length of Noise's handshake hash with BLAKE2s.
+pub const HANDSHAKE_HASH_BYTES: usize = 32;
 
 type Wire<S> = Framed<S, FrameCodec>;
 
@@ -145,10 +151,13 @@ fn finish(state: snow::HandshakeState, remote: Author, version: u16) -> Result<E
         state.is_handshake_finished(),
         "XX has exactly three messages"
     );
+    let mut handshake_hash = [0u8; HANDSHAKE_HASH_BYTES];
+    handshake_hash.copy_from_slice(state.get_handshake_hash());
     Ok(Established {
         transport: state.into_stateless_transport_mode()?,
         remote,
         version,
+        handshake_hash,
     })
 }
 

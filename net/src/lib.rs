@@ -26,11 +26,13 @@ pub use discovery::{
 };
 pub use error::{Error, Result, Stage};
 pub use frame::{FRAME_BYTES_MAX, MESSAGE_BYTES_MAX, NOISE_MESSAGE_BYTES_MAX};
-pub use handshake::{CHANNEL_VERSION, CHANNEL_VERSION_MIN, IDENTITY_PROOF_DOMAIN, NOISE_PARAMS};
+pub use handshake::{
+    CHANNEL_VERSION, CHANNEL_VERSION_MIN, HANDSHAKE_HASH_BYTES, IDENTITY_PROOF_DOMAIN, NOISE_PARAMS,
+};
 pub use known_peers::{How, KNOWN_PEERS_FILE, KNOWN_PEERS_MAX, KnownPeer, known_peers};
 pub use message::{
-    BATCH_BYTES_MAX, BATCH_CHANGES_MAX, ByeReason, Hello, Message, SYNC_VERSION, SYNC_VERSION_MIN,
-    VECTOR_AUTHORS_MAX, VectorEntry,
+    BATCH_BYTES_MAX, BATCH_CHANGES_MAX, ByeReason, DATABASE_PROOF_DOMAIN, Hello, Message,
+    SYNC_VERSION, SYNC_VERSION_MIN, VECTOR_AUTHORS_MAX, VectorEntry, database_proof,
 };
 pub use node::{
     CONNECTIONS_MAX, EVENTS_BUFFER, Event, KEEPALIVE_INTERVAL, Node, NodeConfig,

@@ -13,20 +13,28 @@ use peers_engine::{Author, ChangeHash, DatabaseId, Head, VersionVector};
 use crate::error::{Error, Result};
 use crate::frame::MESSAGE_BYTES_MAX;
 
-/// The sync protocol version this build speaks (lowest and highest).
-pub const SYNC_VERSION: u16 = 1;
-/// The lowest sync protocol version this build speaks.
-pub const SYNC_VERSION_MIN: u16 = 1;
+/// The highest sync protocol version this build speaks.
+pub const SYNC_VERSION: u16 = 2;
+/// The lowest sync protocol version this build speaks. Version 1 is no
+/// longer spoken: its `Hello` sent the database id in clear, and in an open
+/// database the id is the capability to write (PROTOCOL.md "Version
+/// changes").
+pub const SYNC_VERSION_MIN: u16 = 2;
+/// Prefixed to what [`database_proof`] MACs, so the MAC means nothing in
+/// any other protocol.
+pub const DATABASE_PROOF_DOMAIN: &[u8] = b"peers sync hello database proof v2";
 /// A `Changes` message holds at most this many changes...
 pub const BATCH_CHANGES_MAX: usize = 4096;
-/// ...and stops growing once its changes reach this many bytes (a single
-/// larger change still travels alone: [`MESSAGE_BYTES_MAX`] has room for it).
+/// ...and at most this many bytes of changes, unless it holds one change
+/// alone (a change of up to `CHANGE_BYTES_MAX` still travels:
+/// [`MESSAGE_BYTES_MAX`] has room for it, but not for it and a full batch).
 pub const BATCH_BYTES_MAX: usize = 1024 * 1024;
 /// Most authors a `Vector` message may list: 72 bytes each must fit in one
 /// message. Larger author sets need range-based reconciliation (PROTOCOL.md).
 pub const VECTOR_AUTHORS_MAX: usize = MESSAGE_BYTES_MAX / 80;
 
 const _: () = assert!(BATCH_BYTES_MAX + BATCH_CHANGES_MAX * 8 < MESSAGE_BYTES_MAX);
+const _: () = assert!(peers_engine::CHANGE_BYTES_MAX + 16 < MESSAGE_BYTES_MAX);
 
 /// Bincode's configuration for sync messages. The limit bounds what a
 /// decoder allocates for any claimed container length.
@@ -45,8 +53,9 @@ pub struct Hello {
     pub version_min: u16,
     /// Highest sync version the sender speaks.
     pub version_max: u16,
-    /// The database the sender syncs over this connection.
-    pub database: [u8; 32],
+    /// Proves that the sender knows the database id without revealing it:
+    /// see [`database_proof`].
+    pub database_proof: [u8; 32],
     /// [`VersionVector::digest`] of the sender's vector.
     pub digest: [u8; 32],
     /// Whether the sender wants the connection to stay open after catching
@@ -70,7 +79,8 @@ pub struct VectorEntry {
 pub enum ByeReason {
     /// The sender is shutting down (a clean close).
     Shutdown = 0,
-    /// The peer's database is not the sender's.
+    /// The peer's database is not the sender's (or the peer does not know
+    /// its id).
     WrongDatabase = 1,
     /// No common sync protocol version.
     UnsupportedVersion = 2,
@@ -142,14 +152,19 @@ impl Message {
         }
     }
 
-    /// The message's bytes (at most [`MESSAGE_BYTES_MAX`]).
-    pub fn encode(&self) -> Vec<u8> {
-        let bytes = bincode::encode_to_vec(self, config()).expect("encoding into a Vec");
-        assert!(
-            bytes.len() <= MESSAGE_BYTES_MAX,
-            "we build bounded messages"
-        );
-        bytes
+    /// The message's bytes. [`Error::MessageTooLarge`] when they would be
+    /// more than [`MESSAGE_BYTES_MAX`]: the session that built it ends with
+    /// that error (no input, ours or a peer's, may panic a node).
+    pub fn encode(&self) -> Result<Vec<u8>> {
+        let bytes =
+            bincode::encode_to_vec(self, bincode::config::standard()).expect("encoding into a Vec");
+        if bytes.len() > MESSAGE_BYTES_MAX {
+            return Err(Error::MessageTooLarge {
+                bytes: bytes.len() as u64,
+                max: MESSAGE_BYTES_MAX as u64,
+            });
+        }
+        Ok(bytes)
     }
 
     /// Decodes one message; refuses trailing bytes and oversized claims.
@@ -220,12 +235,53 @@ pub(crate) fn negotiate(ours: (u16, u16), theirs: (u16, u16)) -> Option<u16> {
     (high >= low).then_some(high)
 }
 
-/// Our `Hello` for `database` at `vector`.
-pub(crate) fn hello(database: DatabaseId, vector: &VersionVector, live: bool) -> Hello {
+/// What `sender` puts in its `Hello` to show that it knows `database`, on
+/// the connection whose Noise handshake hash is `handshake_hash`:
+///
+/// ```text
+/// blake3::keyed_hash(key = database id,
+///                    DATABASE_PROOF_DOMAIN || handshake hash (32) || sender's key (32))
+/// ```
+///
+/// Only a holder of the id can make it or check it; it is good on one
+/// connection only (the handshake hash is), and for one direction only (a
+/// peer that reflects our own proof back names our key, not its own).
+pub fn database_proof(
+    database: DatabaseId,
+    handshake_hash: &[u8; 32],
+    sender: &Author,
+) -> [u8; 32] {
+    let mut hasher = blake3::Hasher::new_keyed(&database.0);
+    hasher.update(DATABASE_PROOF_DOMAIN);
+    hasher.update(handshake_hash);
+    hasher.update(&sender.0);
+    *hasher.finalize().as_bytes()
+}
+
+/// Whether `hello` proves that its sender, `peer`, knows `database`
+/// (compared in constant time).
+pub(crate) fn proves_database(
+    hello: &Hello,
+    database: DatabaseId,
+    handshake_hash: &[u8; 32],
+    peer: &Author,
+) -> bool {
+    blake3::Hash::from_bytes(database_proof(database, handshake_hash, peer))
+        == blake3::Hash::from_bytes(hello.database_proof)
+}
+
+/// Our `Hello` on a connection, at `vector`.
+pub(crate) fn hello(
+    database: DatabaseId,
+    handshake_hash: &[u8; 32],
+    us: &Author,
+    vector: &VersionVector,
+    live: bool,
+) -> Hello {
     Hello {
         version_min: SYNC_VERSION_MIN,
         version_max: SYNC_VERSION,
-        database: database.0,
+        database_proof: database_proof(database, handshake_hash, us),
         digest: vector.digest(),
         live,
     }
@@ -237,9 +293,9 @@ mod tests {
 
     fn sample_hello() -> Message {
         Message::Hello(Hello {
-            version_min: 1,
-            version_max: 1,
-            database: [7; 32],
+            version_min: 2,
+            version_max: 2,
+            database_proof: [7; 32],
             digest: [9; 32],
             live: true,
         })
@@ -263,7 +319,7 @@ mod tests {
         ];
         for message in messages {
             assert_eq!(
-                Message::decode(&message.encode()).expect("decodes"),
+                Message::decode(&message.encode().expect("encodes")).expect("decodes"),
                 message
             );
         }
@@ -273,11 +329,12 @@ mod tests {
     /// varints below 251 are one byte, 251 prefixes a u16.
     #[test]
     fn layout_vectors() {
-        let mut expected = vec![0u8, 1, 1];
+        let encode = |message: Message| message.encode().expect("encodes");
+        let mut expected = vec![0u8, 2, 2];
         expected.extend_from_slice(&[7; 32]);
         expected.extend_from_slice(&[9; 32]);
         expected.push(1);
-        assert_eq!(sample_hello().encode(), expected);
+        assert_eq!(encode(sample_hello()), expected);
         let vector = Message::Vector(vec![VectorEntry {
             author: [1; 32],
             seq: 300,
@@ -287,16 +344,16 @@ mod tests {
         expected.extend_from_slice(&[1; 32]);
         expected.extend_from_slice(&[251, 0x2C, 0x01]);
         expected.extend_from_slice(&[2; 32]);
-        assert_eq!(vector.encode(), expected);
+        assert_eq!(encode(vector), expected);
         assert_eq!(
-            Message::Changes(vec![vec![0xAA, 0xBB]]).encode(),
+            encode(Message::Changes(vec![vec![0xAA, 0xBB]])),
             [2, 1, 2, 0xAA, 0xBB]
         );
-        assert_eq!(Message::CaughtUp { changes: 5 }.encode(), [3, 5]);
-        assert_eq!(Message::Keepalive.encode(), [4]);
-        assert_eq!(Message::Bye(ByeReason::WrongDatabase).encode(), [5, 1]);
+        assert_eq!(encode(Message::CaughtUp { changes: 5 }), [3, 5]);
+        assert_eq!(encode(Message::Keepalive), [4]);
+        assert_eq!(encode(Message::Bye(ByeReason::WrongDatabase)), [5, 1]);
         assert_eq!(
-            Message::Applied { changes: 300 }.encode(),
+            encode(Message::Applied { changes: 300 }),
             [6, 251, 0x2C, 0x01]
         );
     }
@@ -305,7 +362,7 @@ mod tests {
     /// container claiming more than a message can hold are all refused.
     #[test]
     fn hostile_bytes_refused() {
-        let mut trailing = Message::Keepalive.encode();
+        let mut trailing = Message::Keepalive.encode().expect("encodes");
         trailing.push(0);
         assert!(matches!(
             Message::decode(&trailing),
@@ -330,8 +387,61 @@ mod tests {
     fn oversized_batch_refused() {
         let message = Message::Changes(vec![Vec::new(); BATCH_CHANGES_MAX + 1]);
         assert!(matches!(
-            Message::decode(&message.encode()),
+            Message::decode(&message.encode().expect("encodes")),
             Err(Error::MalformedMessage { .. })
+        ));
+    }
+
+    /// A message over the limit is an error to the caller, not a panic.
+    #[test]
+    fn oversized_message_is_an_error() {
+        let message = Message::Changes(vec![vec![0; MESSAGE_BYTES_MAX]]);
+        assert!(matches!(
+            message.encode(),
+            Err(Error::MessageTooLarge { max, .. }) if max == MESSAGE_BYTES_MAX as u64
+        ));
+    }
+
+    /// The proof of the database id: a vector computed with blake3's keyed
+    /// hash directly, over the bytes PROTOCOL.md lists; and it binds the
+    /// database, the connection and the sender.
+    #[test]
+    fn database_proof_vector_and_binding() {
+        let database = DatabaseId([7; 32]);
+        let handshake_hash = [8; 32];
+        let sender = Author([9; 32]);
+        let mut input = b"peers sync hello database proof v2".to_vec();
+        input.extend_from_slice(&[8; 32]);
+        input.extend_from_slice(&[9; 32]);
+        let expected = blake3::keyed_hash(&[7; 32], &input);
+        let proof = database_proof(database, &handshake_hash, &sender);
+        assert_eq!(&proof, expected.as_bytes());
+        assert_eq!(
+            hex::encode(proof),
+            "45100e360249c4ca38bd1328c6a12bcf14b848cf59ea4f0f68c64a39c8f8ebb1",
+            "PROTOCOL.md's vector"
+        );
+        let hello = hello(
+            database,
+            &handshake_hash,
+            &sender,
+            &VersionVector::new(),
+            true,
+        );
+        assert!(proves_database(&hello, database, &handshake_hash, &sender));
+        assert!(!proves_database(
+            &hello,
+            DatabaseId([6; 32]),
+            &handshake_hash,
+            &sender
+        ));
+        assert!(!proves_database(&hello, database, &[0; 32], &sender));
+        // Reflected: the proof names its sender, not the peer that echoes it.
+        assert!(!proves_database(
+            &hello,
+            database,
+            &handshake_hash,
+            &Author([1; 32])
         ));
     }
 

@@ -411,9 +411,15 @@ async fn live_loop(shared: Arc<Shared>, address: SocketAddr, expected: Option<Au
     let mut delay = shared.config.reconnect_delay_min;
     while !shared.stop.is_cancelled() {
         let session = shared.session(true);
+        let started = tokio::time::Instant::now();
         match dial(&shared, address, expected, &session).await {
-            // A session that got going resets the backoff.
-            Ok(_) => delay = shared.config.reconnect_delay_min,
+            // Only a session that did work resets the backoff: one that
+            // ended at once (a peer that says `Bye(Shutdown)` on every
+            // connection, say) keeps backing off like a failure.
+            Ok(report) if did_work(&report, started.elapsed(), &shared.config) => {
+                delay = shared.config.reconnect_delay_min;
+            }
+            Ok(_) => {}
             Err(Error::ShuttingDown) => break,
             Err(error) => shared.emit_error(address, expected, error),
         }
@@ -426,6 +432,13 @@ async fn live_loop(shared: Arc<Shared>, address: SocketAddr, expected: Option<Au
     if let Some(peer) = expected {
         shared.dialing.lock().expect("dialing lock").remove(&peer);
     }
+}
+
+/// Whether a live session that ended cleanly did enough to reset the
+/// reconnect backoff: it moved a change, or it stayed up at least as long as
+/// the longest backoff.
+fn did_work(report: &SyncReport, lasted: Duration, config: &NodeConfig) -> bool {
+    report.changes_sent + report.changes_received > 0 || lasted >= config.reconnect_delay_max
 }
 
 /// Dials every peer discovery finds, once per peer. Of two nodes that find

@@ -13,7 +13,7 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use peers_engine::{Author, Change, Db, Op, VersionVector};
+use peers_engine::{Author, Change, Db, VersionVector};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{broadcast, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -82,30 +82,38 @@ pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin + Send>(
     observer: &dyn Observer,
 ) -> Result<SyncReport> {
     let peer = channel.remote_author();
-    // Subscribe before reading the vector: every change applied after the
-    // vector is read reaches the live loop.
-    let applied = db.subscribe();
-    let ours = blocking(db, |db| db.version_vector()).await?;
+    let handshake_hash = channel.handshake_hash();
     let (mut send, mut recv) = channel.split();
     let mut report = SyncReport {
         peer: Some(peer),
         ..SyncReport::default()
     };
     // Authorization gate: after the authenticated handshake, before any
-    // data (even the Hello's digest) moves.
-    if let Err(error) = check_member(db, &peer) {
+    // data (even the Hello's digest) moves, and before a stranger costs us
+    // a read of the version vector.
+    if let Err(error) = blocking(db, move |db| Ok(check_member(db, &peer))).await? {
         return Err(ending(&mut send, error).await);
     }
+    // Subscribe before reading the vector: every change applied after the
+    // vector is read reaches the live loop.
+    let applied = db.subscribe();
+    let ours = blocking(db, |db| db.version_vector()).await?;
 
-    send.send(&Message::Hello(message::hello(db.database_id(), &ours, config.live)).encode())
-        .await?;
+    let hello = message::hello(
+        db.database_id(),
+        &handshake_hash,
+        &db.author(),
+        &ours,
+        config.live,
+    );
+    send.send(&Message::Hello(hello).encode()?).await?;
     let theirs = match receive(&mut recv).await {
         Ok(Message::Hello(hello)) => hello,
         Ok(Message::Bye(reason)) => return Err(Error::PeerBye { reason }),
         Ok(other) => return Err(ending(&mut send, unexpected("Hello", &other)).await),
         Err(error) => return Err(ending(&mut send, error).await),
     };
-    if let Err(error) = check_hello(db, &theirs) {
+    if let Err(error) = check_hello(db, &theirs, &handshake_hash, &peer) {
         return Err(ending(&mut send, error).await);
     }
     let live = config.live && theirs.live;
@@ -115,7 +123,7 @@ pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin + Send>(
         None
     } else {
         report.round_trips = 2;
-        send.send(&Message::Vector(message::vector_entries(&ours)).encode())
+        send.send(&Message::Vector(message::vector_entries(&ours)).encode()?)
             .await?;
         let vector = match receive(&mut recv).await {
             Ok(Message::Vector(entries)) => message::vector_from_entries(&entries),
@@ -236,11 +244,25 @@ impl Ends<'_> {
         let catch_up = async {
             if let Some(vector) = their_vector {
                 sent += self.send_since(send, vector).await?;
-                send.send(&Message::CaughtUp { changes: sent }.encode())
+                send.send(&Message::CaughtUp { changes: sent }.encode()?)
                     .await?;
-                // A reader that fails drops the sender; `halt` ends us then.
-                if let Ok(changes) = caught_up.await {
-                    send.send(&Message::Applied { changes }.encode()).await?;
+                // While our reader applies the peer's catch-up, however long
+                // that takes, keepalives tell the peer (which waits for our
+                // `Applied`) that we are still at work. A reader that fails
+                // drops the sender; `halt` ends us then.
+                let mut caught_up = std::pin::pin!(caught_up);
+                loop {
+                    tokio::select! {
+                        changes = &mut caught_up => {
+                            if let Ok(changes) = changes {
+                                send.send(&Message::Applied { changes }.encode()?).await?;
+                            }
+                            break;
+                        }
+                        () = tokio::time::sleep(config.keepalive) => {
+                            send.send(&Message::Keepalive.encode()?).await?;
+                        }
+                    }
                 }
             }
             Ok::<_, Error>(())
@@ -270,6 +292,8 @@ impl Ends<'_> {
     }
 
     /// The live loop: pushes applied changes the peer lacks; keepalives.
+    /// The peer's membership is checked before every batch, so a revoked
+    /// peer receives nothing applied after its revocation.
     async fn push<S: AsyncRead + AsyncWrite + Unpin>(
         &self,
         send: &mut SendHalf<S>,
@@ -277,58 +301,93 @@ impl Ends<'_> {
         keepalive: Duration,
     ) -> Result<u64> {
         let mut pushed = 0;
+        // A change that did not fit the last batch: it opens the next one.
+        let mut carry: Option<Change> = None;
         loop {
-            let event = tokio::select! {
-                () = self.stop.cancelled() => {
-                    say_bye(send, ByeReason::Shutdown).await;
-                    return Ok(pushed);
-                }
-                () = self.halt.cancelled() => return Ok(pushed),
-                () = tokio::time::sleep(keepalive) => {
-                    send.send(&Message::Keepalive.encode()).await?;
-                    continue;
-                }
-                event = applied.recv() => event,
+            let first = match carry.take() {
+                Some(change) => Ok(change),
+                None => tokio::select! {
+                    () = self.stop.cancelled() => {
+                        say_bye(send, ByeReason::Shutdown).await;
+                        return Ok(pushed);
+                    }
+                    () = self.halt.cancelled() => return Ok(pushed),
+                    () = tokio::time::sleep(keepalive) => {
+                        send.send(&Message::Keepalive.encode()?).await?;
+                        continue;
+                    }
+                    event = applied.recv() => event,
+                },
             };
-            let first = match event {
-                Ok(change) => change,
+            let mut batch = Batch::default();
+            let mut lagged = false;
+            let mut next = match first {
+                Ok(change) => Some(change),
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    // Fell behind the broadcast: ask the log what the peer
-                    // lacks instead.
                     tracing::debug!(peer = %self.peer, missed, "push lagged; resending from the log");
-                    let known = self.known_vector();
-                    pushed += self.send_since(send, &known).await?;
-                    continue;
+                    lagged = true;
+                    None
                 }
                 Err(broadcast::error::RecvError::Closed) => return Ok(pushed),
             };
-            if first.ops().iter().any(Op::is_membership) {
-                // A revocation of the peer ends the session at once.
-                if let Err(error) = check_member(self.db, &self.peer) {
-                    let reason = ByeReason::NotAMember;
-                    say_bye(send, reason).await;
-                    return Err(error);
-                }
-            }
-            let mut batch = Vec::new();
-            let mut batch_bytes = 0;
-            let mut next = Some(first);
             while let Some(change) = next.take() {
-                if self.mark_known(&change) {
-                    batch_bytes += change.bytes().len();
-                    batch.push(change.bytes().to_vec());
+                if !self.is_known(&change)
+                    && let Err(change) = batch.add(change)
+                {
+                    carry = Some(change);
+                    break;
                 }
-                if batch.len() < BATCH_CHANGES_MAX && batch_bytes < BATCH_BYTES_MAX {
-                    next = applied.try_recv().ok();
+                if batch.is_full() {
+                    break;
                 }
+                next = match applied.try_recv() {
+                    Ok(change) => Some(change),
+                    Err(broadcast::error::TryRecvError::Lagged(missed)) => {
+                        tracing::debug!(peer = %self.peer, missed, "push lagged; resending from the log");
+                        lagged = true;
+                        None
+                    }
+                    Err(_) => None,
+                };
             }
-            if !batch.is_empty() {
-                let count = batch.len() as u64;
-                send.send(&Message::Changes(batch).encode()).await?;
-                self.observer.sent(self.peer, count);
-                pushed += count;
+            if !batch.changes.is_empty() {
+                pushed += self.send_batch(send, batch).await?;
+            }
+            if lagged {
+                // Fell behind the broadcast: ask the log what the peer lacks
+                // instead.
+                let known = self.known_vector();
+                pushed += self.send_since(send, &known).await?;
             }
         }
+    }
+
+    /// Sends one batch, after checking that the peer still holds a role: a
+    /// revocation applied since the last batch ends the session with
+    /// `Bye(NotAMember)` before anything more goes out. Returns how many
+    /// changes were sent.
+    async fn send_batch<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        send: &mut SendHalf<S>,
+        batch: Batch,
+    ) -> Result<u64> {
+        let peer = self.peer;
+        if let Err(error) = blocking(self.db, move |db| Ok(check_member(db, &peer))).await? {
+            say_bye(send, ByeReason::NotAMember).await;
+            return Err(error);
+        }
+        let count = batch.changes.len() as u64;
+        let encoded = batch
+            .changes
+            .iter()
+            .map(|change| {
+                self.mark_known(change);
+                change.bytes().to_vec()
+            })
+            .collect::<Vec<_>>();
+        send.send(&Message::Changes(encoded).encode()?).await?;
+        self.observer.sent(self.peer, count);
+        Ok(count)
     }
 
     /// Streams the changes `vector` lacks in bounded batches. Returns how
@@ -339,33 +398,24 @@ impl Ends<'_> {
         vector: &VersionVector,
     ) -> Result<u64> {
         let vector = vector.clone();
-        let mut changes = blocking(self.db, move |db| db.changes_since(&vector)).await?;
+        let changes = blocking(self.db, move |db| db.changes_since(&vector)).await?;
+        let mut source = (changes, None);
         let mut sent = 0;
         loop {
             let (rest, batch) = tokio::task::spawn_blocking(move || {
-                let batch = next_batch(&mut changes);
-                (changes, batch)
+                let batch = next_batch(&mut source.0, &mut source.1);
+                (source, batch)
             })
             .await
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic()));
-            changes = rest;
+            source = rest;
             let batch = batch?;
-            if batch.is_empty() {
+            if batch.changes.is_empty() {
                 return Ok(sent);
             }
             // Everything goes, even below the known head: a diverged
             // author's chain is sent whole (the receiver drops duplicates).
-            let count = batch.len() as u64;
-            let encoded = batch
-                .iter()
-                .map(|change| {
-                    self.mark_known(change);
-                    change.bytes().to_vec()
-                })
-                .collect::<Vec<_>>();
-            send.send(&Message::Changes(encoded).encode()).await?;
-            self.observer.sent(self.peer, count);
-            sent += count;
+            sent += self.send_batch(send, batch).await?;
         }
     }
 
@@ -420,7 +470,8 @@ impl Ends<'_> {
                         break Ok(());
                     }
                 }
-                Message::Keepalive if live => {}
+                // Live, or a catch-up the peer is still applying.
+                Message::Keepalive => {}
                 // A one-shot session that ends before both confirmations
                 // did not finish, whatever the reason.
                 Message::Bye(ByeReason::Shutdown) if live => break Ok(()),
@@ -471,6 +522,12 @@ impl Ends<'_> {
         Ok(())
     }
 
+    /// Whether the peer is known to hold `change`'s seq of its author.
+    fn is_known(&self, change: &Change) -> bool {
+        let known = self.known.lock().expect("known vector lock");
+        known.seq(&change.author()) >= change.seq()
+    }
+
     /// Records that the peer holds `change`; false if it was known to.
     fn mark_known(&self, change: &Change) -> bool {
         let mut known = self.known.lock().expect("known vector lock");
@@ -492,17 +549,54 @@ impl Ends<'_> {
     }
 }
 
-/// The next batch from a `changes_since` iterator (empty at its end).
-fn next_batch(changes: &mut peers_engine::ChangesSince) -> Result<Vec<Change>> {
-    let mut batch = Vec::new();
-    let mut bytes = 0;
-    while batch.len() < BATCH_CHANGES_MAX && bytes < BATCH_BYTES_MAX {
-        let Some(change) = changes.next() else { break };
-        let change = change?;
-        bytes += change.bytes().len();
-        batch.push(change);
+/// The changes of one `Changes` message: at most [`BATCH_CHANGES_MAX`], and
+/// at most [`BATCH_BYTES_MAX`] bytes of changes unless one change is alone,
+/// so the message always fits in [`crate::MESSAGE_BYTES_MAX`].
+#[derive(Default)]
+struct Batch {
+    changes: Vec<Change>,
+    bytes: usize,
+}
+
+impl Batch {
+    /// Adds `change`, or hands it back when it would take the batch over
+    /// its limits (it then opens the next batch).
+    fn add(&mut self, change: Change) -> std::result::Result<(), Change> {
+        let bytes = change.bytes().len();
+        if !self.changes.is_empty() && (self.is_full() || self.bytes + bytes > BATCH_BYTES_MAX) {
+            return Err(change);
+        }
+        self.bytes += bytes;
+        self.changes.push(change);
+        Ok(())
     }
-    Ok(batch)
+
+    /// Whether no further change may join.
+    fn is_full(&self) -> bool {
+        self.changes.len() >= BATCH_CHANGES_MAX || self.bytes >= BATCH_BYTES_MAX
+    }
+}
+
+/// The next batch from a `changes_since` iterator (empty at its end).
+/// `carry` holds the change that did not fit the previous batch.
+fn next_batch(
+    changes: &mut peers_engine::ChangesSince,
+    carry: &mut Option<Change>,
+) -> Result<Batch> {
+    let mut batch = Batch::default();
+    loop {
+        let change = match carry.take() {
+            Some(change) => change,
+            None => match changes.next() {
+                Some(change) => change?,
+                None => return Ok(batch),
+            },
+        };
+        if let Err(change) = batch.add(change) {
+            *carry = Some(change);
+            return Ok(batch);
+        }
+    }
 }
 
 /// Whether `peer` may sync this database: any key in an open database (or
@@ -515,14 +609,10 @@ fn check_member(db: &Db, peer: &Author) -> Result<()> {
     Ok(())
 }
 
-fn check_hello(db: &Db, hello: &Hello) -> Result<()> {
-    if hello.database != db.database_id().0 {
-        return Err(Error::WrongDatabase {
-            ours: db.database_id(),
-            theirs: peers_engine::DatabaseId(hello.database),
-        });
-    }
-    match message::negotiate(
+/// Checks the peer's `Hello`: a version we speak first (an older peer is
+/// told so, not that its database differs), then its proof of our id.
+fn check_hello(db: &Db, hello: &Hello, handshake_hash: &[u8; 32], peer: &Author) -> Result<()> {
+    let version = match message::negotiate(
         (SYNC_VERSION_MIN, SYNC_VERSION),
         (hello.version_min, hello.version_max),
     ) {
@@ -533,7 +623,14 @@ fn check_hello(db: &Db, hello: &Hello) -> Result<()> {
             supported_min: SYNC_VERSION_MIN,
             supported_max: SYNC_VERSION,
         }),
+    };
+    version?;
+    if !message::proves_database(hello, db.database_id(), handshake_hash, peer) {
+        return Err(Error::WrongDatabase {
+            ours: db.database_id(),
+        });
     }
+    Ok(())
 }
 
 /// Authors both hold at the same seq with different hashes.
@@ -571,7 +668,9 @@ async fn ending<S: AsyncRead + AsyncWrite + Unpin>(send: &mut SendHalf<S>, error
 /// never longer than [`BYE_TIMEOUT`] (a peer that stopped reading must not
 /// hold the connection's slot for a whole send timeout).
 async fn say_bye<S: AsyncRead + AsyncWrite + Unpin>(send: &mut SendHalf<S>, reason: ByeReason) {
-    let bye = Message::Bye(reason).encode();
+    let Ok(bye) = Message::Bye(reason).encode() else {
+        return;
+    };
     let _ = tokio::time::timeout(BYE_TIMEOUT, send.send(&bye)).await;
 }
 

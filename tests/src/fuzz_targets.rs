@@ -599,7 +599,9 @@ pub fn sync_message(data: &[u8]) {
         Message::Changes(changes) => assert!(changes.len() <= BATCH_CHANGES_MAX),
         _ => {}
     }
-    let encoded = message.encode();
+    let encoded = message
+        .encode()
+        .expect("a message that decoded is within the limit");
     assert_eq!(
         Message::decode(&encoded).expect("a message's own bytes decode"),
         message,

@@ -208,3 +208,83 @@ async fn revoked_writer_is_cut_off() {
     assert!(owner.verify(&mut |_, _| {}).expect("verify").ok());
     node.shutdown().await;
 }
+
+/// A revocation in the middle of a burst stops the push at once: an admin's
+/// write, its revocation of a live reader and a later write reach the owner
+/// in one apply, and the reader's session, which drains the burst in one
+/// go, sends none of it. Only the first change of a burst used to be
+/// checked, so the reader received the write made after its revocation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_inside_a_burst_stops_the_push() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let owner = Db::create(dir.path().join("owner"), members_only()).expect("create");
+    let (admin_key, reader_key) = (Identity::generate(), Identity::generate());
+    owner
+        .grant(admin_key.author(), Role::Admin)
+        .expect("grant admin");
+    owner
+        .grant(reader_key.author(), Role::Reader)
+        .expect("grant reader");
+    let admin = member(&owner, &dir.path().join("admin"), admin_key);
+    peers_tests::sync_into(&owner, &admin);
+    let reader = member(&owner, &dir.path().join("reader"), reader_key);
+
+    let node = Node::start(owner.clone(), listening()).await.expect("node");
+    let address = node.local_addr().expect("listens").to_string();
+    let mut owner_events = node.events();
+    let reader_node = Node::start(reader.clone(), NodeConfig::default())
+        .await
+        .expect("node");
+    reader_node
+        .connect(&address, Some(owner.author()))
+        .await
+        .expect("dial");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while reader.role_of(&reader.author()) != Some(Role::Reader) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the reader never caught up"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let before = peers_tests::all_changes(&admin).len();
+    let mut tx = admin.transaction();
+    tx.set("notes", "n1", "text", "before the revocation");
+    tx.commit().expect("write");
+    admin.revoke(reader.author()).expect("revoke");
+    let mut tx = admin.transaction();
+    tx.set("notes", "n2", "text", "after the revocation");
+    let after = tx.commit().expect("write");
+    let burst: Vec<_> = peers_tests::all_changes(&admin)
+        .into_iter()
+        .skip(before)
+        .collect();
+    assert_eq!(burst.len(), 3);
+    let report = owner.apply(burst).expect("apply");
+    assert_eq!(report.accepted.len(), 3, "{report:?}");
+
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match owner_events.recv().await {
+                Ok(Event::PeerError { error, .. })
+                    if matches!(*error, Error::NotAMember { .. }) =>
+                {
+                    return;
+                }
+                Ok(_) => {}
+                Err(error) => panic!("events ended: {error}"),
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the revoked reader was not disconnected");
+    reader_node.shutdown().await;
+    assert_eq!(
+        reader.get_change(&after).expect("read"),
+        None,
+        "a change applied after the revocation reached the revoked reader"
+    );
+    assert_eq!(reader.get_row("notes", "n2").expect("read"), None);
+    node.shutdown().await;
+}

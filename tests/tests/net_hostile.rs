@@ -25,7 +25,7 @@ use peers_engine::{
 };
 use peers_net::{
     ByeReason, ChannelOptions, Error, Event, FRAME_BYTES_MAX, Hello, Message,
-    NOISE_MESSAGE_BYTES_MAX, Node, NodeConfig, SYNC_VERSION, SecureChannel, Stage,
+    NOISE_MESSAGE_BYTES_MAX, Node, NodeConfig, SYNC_VERSION, SecureChannel, Stage, database_proof,
 };
 use peers_tests::{all_changes, relaxed, replica_of, sync_into};
 use tempfile::TempDir;
@@ -200,17 +200,22 @@ impl Attacker {
     /// empty `Vector`. The node then streams its catch-up and reads batches.
     async fn open_sync(address: SocketAddr, database: DatabaseId) -> Attacker {
         let mut attacker = Attacker::connect(address).await;
+        let handshake_hash = attacker.channel.handshake_hash();
         attacker
             .send(&Message::Hello(Hello {
                 version_min: SYNC_VERSION,
                 version_max: SYNC_VERSION,
-                database: database.0,
+                database_proof: database_proof(database, &handshake_hash, &attacker.author),
                 digest: VersionVector::new().digest(),
                 live: false,
             }))
             .await;
+        let node = attacker.channel.remote_author();
         match attacker.recv().await {
-            Message::Hello(hello) => assert_eq!(hello.database, database.0),
+            Message::Hello(hello) => assert_eq!(
+                hello.database_proof,
+                database_proof(database, &handshake_hash, &node)
+            ),
             other => panic!("expected Hello, got {other:?}"),
         }
         match attacker.recv().await {
@@ -222,7 +227,8 @@ impl Attacker {
     }
 
     async fn send(&mut self, message: &Message) {
-        self.channel.send(&message.encode()).await.expect("send");
+        let bytes = message.encode().expect("encodes");
+        self.channel.send(&bytes).await.expect("send");
     }
 
     async fn recv(&mut self) -> Message {
@@ -446,7 +452,7 @@ async fn garbage_after_handshake_refused() {
     let hello = Message::Hello(Hello {
         version_min: SYNC_VERSION,
         version_max: SYNC_VERSION,
-        database: database.0,
+        database_proof: [0; 32],
         digest: [0; 32],
         live: false,
     });
@@ -641,4 +647,57 @@ async fn pending_flood_bounded() {
     let db = honest.db.clone();
     honest.assert_serves(&writer).await;
     assert_eq!(db.pending_len(), 0);
+}
+
+/// In an open database the id is the capability to write, and any TCP peer
+/// completes the handshake: so the id must never travel. A stranger that
+/// does not know it receives the node's `Hello` (whose proof it cannot
+/// check) and `Bye(WrongDatabase)`, and no byte it received contains the
+/// id; a stranger that reflects the node's own `Hello` back (a proof made
+/// on this very connection) is refused the same way, because a proof names
+/// its sender.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_id_never_travels() {
+    let mut honest = honest(relaxed(), ChannelOptions::default()).await;
+    let (address, database) = (honest.address, honest.db.database_id());
+    let holds_the_id = |bytes: &[u8]| bytes.windows(32).any(|window| window == database.0);
+
+    // A guess.
+    let mut attacker = Attacker::connect(address).await;
+    let node_hello = attacker.channel.recv().await.expect("the node's Hello");
+    assert!(!holds_the_id(&node_hello), "the node's Hello holds the id");
+    assert!(matches!(
+        Message::decode(&node_hello),
+        Ok(Message::Hello(_))
+    ));
+    attacker
+        .send(&Message::Hello(Hello {
+            version_min: SYNC_VERSION,
+            version_max: SYNC_VERSION,
+            database_proof: [0x42; 32],
+            digest: VersionVector::new().digest(),
+            live: false,
+        }))
+        .await;
+    let error = honest
+        .refused(attacker, Some(ByeReason::WrongDatabase))
+        .await;
+    assert!(matches!(*error, Error::WrongDatabase { .. }), "{error:?}");
+
+    // A reflection.
+    let mut attacker = Attacker::connect(address).await;
+    let node_hello = attacker.channel.recv().await.expect("the node's Hello");
+    assert!(!holds_the_id(&node_hello));
+    attacker
+        .channel
+        .send(&node_hello)
+        .await
+        .expect("send it back");
+    let error = honest
+        .refused(attacker, Some(ByeReason::WrongDatabase))
+        .await;
+    assert!(matches!(*error, Error::WrongDatabase { .. }), "{error:?}");
+
+    honest.assert_unchanged();
+    honest.assert_serves_a_new_replica().await;
 }

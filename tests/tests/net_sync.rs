@@ -446,3 +446,153 @@ async fn live_connection_redials_after_restart() {
     b_node.shutdown().await;
     restarted.shutdown().await;
 }
+
+/// A change too big to share a message with a full batch still travels:
+/// one of ~900 KB then one of ~3.5 MB (under `CHANGE_BYTES_MAX`) once in a
+/// catch-up and once pushed live. Each used to go into one message past
+/// `MESSAGE_BYTES_MAX`, and the sender panicked (a remote crash any writer
+/// could cause, and a replica that never finished its catch-up).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_changes_after_a_full_batch_travel() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let dbs = databases(&dir, 2);
+    let (a, fresh, live) = (&dbs[0], &dbs[1], &dbs[2]);
+    let big = |db: &Db, row: &str, bytes: usize| {
+        let mut tx = db.transaction();
+        tx.set(TABLE, row, "blob", "x".repeat(bytes));
+        tx.commit().expect("commit");
+    };
+    let (node, address) = serve(a).await;
+    let live_node = Node::start(live.clone(), NodeConfig::default())
+        .await
+        .expect("node");
+    live_node
+        .connect(&address, Some(a.author()))
+        .await
+        .expect("dial");
+    eventually("the live session is up", || state(live) == state(a)).await;
+
+    big(a, "first", 900 * 1024);
+    big(a, "second", 3500 * 1024);
+    eventually("the live push of both", || state(live) == state(a)).await;
+
+    let report = sync_once(fresh, &address).await;
+    assert!(report.changes_received >= 2, "{report:?}");
+    assert_eq!(state(fresh), state(a));
+    live_node.shutdown().await;
+    node.shutdown().await;
+}
+
+/// A catch-up whose apply takes longer than the peer's receive timeout
+/// completes: while one side applies, its writer sends keepalives to the
+/// other, which waits for `Applied`. The dialer sends 20 000 changes that
+/// the listener applies (about half a second here) against a 150 ms receive
+/// timeout: the dialer's wait for `Applied` used to be silent and end the
+/// sync with `Timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catch_up_longer_than_the_receive_timeout_completes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let dbs = databases(&dir, 1);
+    let (a, b) = (&dbs[0], &dbs[1]);
+    write(b, "bulk", 20_000);
+    let impatient = NodeConfig {
+        channel: peers_net::ChannelOptions {
+            recv_timeout: Duration::from_millis(150),
+            ..peers_net::ChannelOptions::default()
+        },
+        keepalive: Duration::from_millis(30),
+        ..NodeConfig::default()
+    };
+    // The listener must send keepalives often; only the dialer, which
+    // waits, is impatient (its other waits are short: a Hello, a two-author
+    // Vector, the listener's immediate CaughtUp).
+    let server = Node::start(
+        a.clone(),
+        NodeConfig {
+            keepalive: Duration::from_millis(30),
+            ..listening()
+        },
+    )
+    .await
+    .expect("node");
+    let address = server.local_addr().expect("listens").to_string();
+    let client = Node::start(b.clone(), impatient).await.expect("node");
+    let started = std::time::Instant::now();
+    let report = client.sync_once(&address, None).await.expect("sync");
+    let took = started.elapsed();
+    client.shutdown().await;
+    server.shutdown().await;
+    assert_eq!(report.changes_sent, 20_000, "{report:?}");
+    assert_eq!(state(a), state(b));
+    println!("catch-up of 20 000 changes took {took:?} against a 150 ms receive timeout");
+}
+
+/// A peer that ends every live session at once with `Bye(Shutdown)` is
+/// redialed with growing delays, not at the minimum delay each time: only a
+/// session that did work resets the backoff.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backoff_grows_against_a_peer_that_hangs_up_at_once() {
+    use peers_net::{ByeReason, ChannelOptions, Hello, Message, SecureChannel};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let dbs = databases(&dir, 0);
+    let db = dbs[0].clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    let identity = Identity::generate();
+    let (database, digest) = (
+        db.database_id(),
+        db.version_vector().expect("vector").digest(),
+    );
+    let dials = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = std::sync::Arc::clone(&dials);
+    let rude = tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.expect("accept");
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let Ok(mut channel) =
+                SecureChannel::accept(stream, &identity, ChannelOptions::default()).await
+            else {
+                continue;
+            };
+            // The same digest as the dialer (so a live session starts at
+            // once), then goodbye.
+            let hello = Message::Hello(Hello {
+                version_min: peers_net::SYNC_VERSION,
+                version_max: peers_net::SYNC_VERSION,
+                database_proof: peers_net::database_proof(
+                    database,
+                    &channel.handshake_hash(),
+                    &identity.author(),
+                ),
+                digest,
+                live: true,
+            });
+            let _ = channel.send(&hello.encode().expect("encodes")).await;
+            let _ = channel.recv().await;
+            let bye = Message::Bye(ByeReason::Shutdown).encode().expect("encodes");
+            let _ = channel.send(&bye).await;
+        }
+    });
+    let node = Node::start(
+        db.clone(),
+        NodeConfig {
+            reconnect_delay_min: Duration::from_millis(25),
+            reconnect_delay_max: Duration::from_millis(800),
+            ..NodeConfig::default()
+        },
+    )
+    .await
+    .expect("node");
+    node.connect(&address.to_string(), None)
+        .await
+        .expect("dial");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    node.shutdown().await;
+    rude.abort();
+    // Backoff: dials at about 0, 25, 75, 175, 375, 775 ms, then every
+    // 800 ms: 7 in 1.5 s. Reset after each session: one every ~25 ms.
+    let dials = dials.load(std::sync::atomic::Ordering::SeqCst);
+    assert!((2..=10).contains(&dials), "{dials} dials in 1.5 s");
+}

@@ -454,7 +454,13 @@ fn sync_messages(model: &Model, history: &[Change]) -> Result<Vec<(String, Messa
     let hello = |live| Hello {
         version_min: peers_net::SYNC_VERSION_MIN,
         version_max: peers_net::SYNC_VERSION,
-        database: database_id().0,
+        // As the first writer would prove the id on a connection whose
+        // handshake hash is all zeros.
+        database_proof: peers_net::database_proof(
+            database_id(),
+            &[0; 32],
+            &model.writers[0].author(),
+        ),
         digest: vector.digest(),
         live,
     };
@@ -504,6 +510,7 @@ fn sync_messages(model: &Model, history: &[Change]) -> Result<Vec<(String, Messa
         ByeReason::UnsupportedVersion,
         ByeReason::ProtocolViolation,
         ByeReason::RefusedChange,
+        ByeReason::NotAMember,
     ];
     for reason in reasons {
         messages.push((format!("bye_{reason:?}"), Message::Bye(reason)));
@@ -517,7 +524,10 @@ fn sync_messages(model: &Model, history: &[Change]) -> Result<Vec<(String, Messa
 fn sync_message_seeds(messages: &[(String, Message)]) -> Seeds {
     let mut seeds: Seeds = messages
         .iter()
-        .map(|(name, message)| (name.clone(), message.encode()))
+        .map(|(name, message)| {
+            let bytes = message.encode().expect("seed messages are small");
+            (name.clone(), bytes)
+        })
         .collect();
     seeds.push(("non_minimal_varint".into(), vec![3, 251, 5, 0]));
     seeds.push(("trailing_byte".into(), vec![4, 0]));
@@ -611,7 +621,7 @@ async fn initiator_transcript(messages: &[Message]) -> Result<Transcript> {
         other => anyhow::bail!("message 1 was recorded as {other:?}"),
     };
     for message in messages {
-        let bytes = message.encode();
+        let bytes = message.encode()?;
         sender.send(&bytes).await?;
         anyhow::ensure!(receiver.recv().await? == bytes, "a message arrives intact");
     }
