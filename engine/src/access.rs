@@ -25,6 +25,49 @@ use bincode::{Decode, Encode};
 use crate::change::{Author, ChangeHash, Op, Role};
 use crate::error::Refusal;
 
+/// Who holds which role, as of the last group applied: a snapshot that
+/// `Db` publishes after every group, so a network task checks a peer
+/// without the engine's lock (held across fsyncs and for a whole rebuild).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Membership {
+    /// [`crate::engine::Engine::access_generation`] it was taken at.
+    pub generation: u64,
+    /// The genesis author, once the genesis is held.
+    pub owner: Option<Author>,
+    /// Whether the genesis says members-only.
+    pub members_only: bool,
+    /// Current role of every key that holds one (the owner aside).
+    pub roles: HashMap<Author, Role>,
+}
+
+impl Membership {
+    pub(crate) fn new(generation: u64, access: &Access, verdicts: &Verdicts) -> Membership {
+        Membership {
+            generation,
+            owner: access.owner,
+            members_only: access.members_only,
+            roles: verdicts.roles.clone(),
+        }
+    }
+
+    /// See [`crate::Db::role_of`].
+    pub(crate) fn role_of(&self, key: &Author) -> Option<Role> {
+        let owner = self.owner?;
+        if *key == owner {
+            return Some(Role::Owner);
+        }
+        if !self.members_only {
+            return Some(Role::Writer);
+        }
+        self.roles.get(key).copied()
+    }
+
+    /// See [`crate::Db::is_members_only`].
+    pub(crate) fn is_members_only(&self) -> Option<bool> {
+        self.owner.map(|_| self.members_only)
+    }
+}
+
 /// One held change that grants or revokes.
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
 pub(crate) struct MembershipRecord {

@@ -7,12 +7,13 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{SyncSender, sync_channel};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use peers_wal::{Position, SyncMode, Wal};
 use rocksdb::DB;
 use tokio::sync::broadcast;
 
+use crate::access::Membership;
 use crate::change::{
     Author, CHANGE_FORMAT_VERSION, Change, ChangeBody, ChangeHash, DEPS_MAX, DatabaseId, Op, Role,
     StateHash,
@@ -102,6 +103,10 @@ struct Inner {
     wal: Wal,
     view: Arc<DB>,
     engine: Mutex<Engine>,
+    /// Who holds which role, as of the last applied group; replaced (never
+    /// held across I/O) after each group that changed it, before the
+    /// group's changes are published to subscribers.
+    membership: RwLock<Arc<Membership>>,
     queue: Mutex<Vec<CommitRequest>>,
     events: broadcast::Sender<Change>,
 }
@@ -226,12 +231,15 @@ impl Db {
         let applied = applied_position(&view)?.unwrap_or(wal.start());
         replay(&mut engine, applied, false, &mut |_, _| {})?;
         let (events, _) = broadcast::channel(SUBSCRIBE_BUFFER_CHANGES);
+        let membership =
+            Membership::new(engine.access_generation, &engine.access, &engine.verdicts);
         let inner = Inner {
             dir,
             database,
             identity,
             wal,
             view,
+            membership: RwLock::new(Arc::new(membership)),
             engine: Mutex::new(engine),
             queue: Mutex::new(Vec::new()),
             events,
@@ -470,6 +478,9 @@ impl Db {
     }
 
     fn publish(&self, engine: &mut Engine, accepted: &[Change], report: &ApplyReport) {
+        // Membership first: a subscriber that sees a revocation and then
+        // checks the revoked key must find it revoked.
+        self.publish_membership(engine);
         for change in accepted {
             if !report.inert.contains(&change.hash()) {
                 // No subscriber is not an error.
@@ -481,6 +492,30 @@ impl Db {
         for change in engine.revived.drain(..) {
             let _ = self.inner.events.send(change);
         }
+    }
+
+    /// Replaces the membership snapshot if authorization was decided anew
+    /// since it was taken.
+    fn publish_membership(&self, engine: &Engine) {
+        let current = self.membership().generation;
+        if current != engine.access_generation {
+            let fresh = Membership::new(engine.access_generation, &engine.access, &engine.verdicts);
+            *self
+                .inner
+                .membership
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(fresh);
+        }
+    }
+
+    fn membership(&self) -> Arc<Membership> {
+        Arc::clone(
+            &self
+                .inner
+                .membership
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        )
     }
 
     /// Verifies and applies encoded changes from anywhere (a peer, a file).
@@ -572,24 +607,18 @@ impl Db {
 
     /// `key`'s role now: `None` for a stranger or a revoked key. In an open
     /// database every key is a writer (and the genesis author the owner);
-    /// before the genesis is held, nobody is known.
+    /// before the genesis is held, nobody is known. As of the last applied
+    /// group, from a snapshot: it never waits for a commit, an fsync or a
+    /// rebuild in progress, so a network task may call it.
     pub fn role_of(&self, key: &Author) -> Option<Role> {
-        let engine = self.engine();
-        let owner = engine.access.owner?;
-        if *key == owner {
-            return Some(Role::Owner);
-        }
-        if !engine.access.members_only {
-            return Some(Role::Writer);
-        }
-        engine.verdicts.roles.get(key).copied()
+        self.membership().role_of(key)
     }
 
     /// Whether the database is members-only (`None` until the genesis
-    /// change is held).
+    /// change is held). Like [`Db::role_of`], it never waits for a commit
+    /// or a rebuild in progress.
     pub fn is_members_only(&self) -> Option<bool> {
-        let engine = self.engine();
-        engine.access.owner.map(|_| engine.access.members_only)
+        self.membership().is_members_only()
     }
 
     /// Every key that holds or held a role, the owner first, then by role
@@ -762,6 +791,7 @@ impl Db {
         engine.reload_heads()?;
         let changes = replay(&mut engine, self.inner.wal.start(), false, progress)?;
         self.inner.view.flush()?;
+        self.publish_membership(&engine);
         Ok((changes, self.state_hash()?))
     }
 

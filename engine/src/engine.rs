@@ -129,6 +129,9 @@ pub(crate) struct Engine {
     pub access: Access,
     /// The last evaluation of `access`.
     pub verdicts: Verdicts,
+    /// Grows whenever `verdicts` is decided anew, so `Db` republishes its
+    /// membership snapshot only then.
+    pub access_generation: u64,
     /// Held changes that the last group made valid again (an authorization
     /// limit rose): `Db` publishes them to subscribers like new ones.
     pub revived: Vec<Change>,
@@ -165,6 +168,7 @@ impl Engine {
             recent: HashMap::new(),
             access: Access::default(),
             verdicts: Verdicts::default(),
+            access_generation: 0,
             revived: Vec::new(),
         };
         engine.reload_heads()?;
@@ -223,6 +227,7 @@ impl Engine {
             None => Access::default(),
         };
         self.verdicts = self.access.evaluate(&self.fork_cuts(), &self.head_seqs());
+        self.access_generation += 1;
         let key = keys::meta(keys::META_HEADS);
         if let Some(bytes) = group.get(&key)? {
             let heads: Vec<(ChangeHash, u64, Author)> = decode(&bytes, &key)?;
@@ -656,6 +661,7 @@ impl Engine {
             }
         }
         self.verdicts = verdicts;
+        self.access_generation += 1;
         Ok(())
     }
 

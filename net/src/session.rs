@@ -91,7 +91,7 @@ pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin + Send>(
     // Authorization gate: after the authenticated handshake, before any
     // data (even the Hello's digest) moves, and before a stranger costs us
     // a read of the version vector.
-    if let Err(error) = blocking(db, move |db| Ok(check_member(db, &peer))).await? {
+    if let Err(error) = check_member(db, &peer) {
         return Err(ending(&mut send, error).await);
     }
     // Subscribe before reading the vector: every change applied after the
@@ -372,7 +372,7 @@ impl Ends<'_> {
         batch: Batch,
     ) -> Result<u64> {
         let peer = self.peer;
-        if let Err(error) = blocking(self.db, move |db| Ok(check_member(db, &peer))).await? {
+        if let Err(error) = check_member(self.db, &peer) {
             say_bye(send, ByeReason::NotAMember).await;
             return Err(error);
         }
@@ -601,7 +601,8 @@ fn next_batch(
 
 /// Whether `peer` may sync this database: any key in an open database (or
 /// before the genesis is held: there is nothing to leak, and what arrives
-/// is verified), only a key with a role in a members-only one.
+/// is verified), only a key with a role in a members-only one. Reads the
+/// engine's membership snapshot: no lock, no I/O, fine on an async worker.
 fn check_member(db: &Db, peer: &Author) -> Result<()> {
     if db.is_members_only() == Some(true) && db.role_of(peer).is_none() {
         return Err(Error::NotAMember { peer: *peer });

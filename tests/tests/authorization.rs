@@ -1125,3 +1125,42 @@ proptest! {
         }
     }
 }
+
+/// Who holds which role is read from a snapshot, not under the engine's
+/// lock: while a rebuild holds that lock (and its view is half rebuilt), a
+/// network task on another thread still learns at once that the database is
+/// members-only, that a member is a writer and that a stranger is nobody.
+/// The check used to wait for the whole rebuild.
+#[test]
+fn roles_are_read_while_a_rebuild_holds_the_engine() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let owner = Db::create(dir.path().join("owner"), members_only()).expect("create");
+    let member = Identity::generate().author();
+    owner.grant(member, Role::Writer).expect("grant");
+    for index in 0..50 {
+        let mut tx = owner.transaction();
+        tx.set("notes", &format!("n{index}"), "text", "x");
+        tx.commit().expect("commit");
+    }
+    let stranger = Identity::generate().author();
+    let mut checked = 0;
+    owner
+        .rebuild(&mut |_, _| {
+            let db = owner.clone();
+            let (sender, receiver) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let _ = sender.send((
+                    db.is_members_only(),
+                    db.role_of(&member),
+                    db.role_of(&stranger),
+                ));
+            });
+            let seen = receiver
+                .recv_timeout(std::time::Duration::from_secs(5))
+                .expect("roles read while the rebuild runs");
+            assert_eq!(seen, (Some(true), Some(Role::Writer), None));
+            checked += 1;
+        })
+        .expect("rebuild");
+    assert!(checked > 0, "the rebuild reported progress");
+}

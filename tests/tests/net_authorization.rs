@@ -169,19 +169,27 @@ async fn revoked_writer_is_cut_off() {
     })
     .await;
     assert!(ended.is_ok(), "the revoked peer was not disconnected");
-    b_node.shutdown().await;
-    let mut saw_bye = false;
-    while let Ok(event) = b_events.try_recv() {
-        if let Event::PeerError { error, .. } = event {
-            saw_bye |= matches!(
-                *error,
-                Error::PeerBye {
-                    reason: ByeReason::NotAMember
+    let told = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match b_events.recv().await {
+                Ok(Event::PeerError { error, .. })
+                    if matches!(
+                        *error,
+                        Error::PeerBye {
+                            reason: ByeReason::NotAMember
+                        }
+                    ) =>
+                {
+                    return;
                 }
-            );
+                Ok(_) => {}
+                Err(error) => panic!("events ended: {error}"),
+            }
         }
-    }
-    assert!(saw_bye, "b was told why");
+    })
+    .await;
+    assert!(told.is_ok(), "b was told why");
+    b_node.shutdown().await;
 
     // b does not know yet that it is revoked, and writes on.
     let mut tx = b.transaction();
