@@ -25,7 +25,8 @@ use bincode::{Decode, Encode};
 use crate::change::{Author, ChangeHash, Op, Role};
 use crate::error::Refusal;
 
-/// Who holds which role, as of the last group applied: a snapshot that
+/// Who holds which role and which authors are cut for a fork, as of the
+/// last group applied: a snapshot that
 /// `Db` publishes after every group, so a network task checks a peer
 /// without the engine's lock (held across fsyncs and for a whole rebuild).
 #[derive(Clone, Debug, Default)]
@@ -38,15 +39,23 @@ pub(crate) struct Membership {
     pub members_only: bool,
     /// Current role of every key that holds one (the owner aside).
     pub roles: HashMap<Author, Role>,
+    /// Authors cut for a fork, and their cut (the last valid seq).
+    pub fork_cuts: HashMap<Author, u64>,
 }
 
 impl Membership {
-    pub(crate) fn new(generation: u64, access: &Access, verdicts: &Verdicts) -> Membership {
+    pub(crate) fn new(
+        generation: u64,
+        access: &Access,
+        verdicts: &Verdicts,
+        fork_cuts: HashMap<Author, u64>,
+    ) -> Membership {
         Membership {
             generation,
             owner: access.owner,
             members_only: access.members_only,
             roles: verdicts.roles.clone(),
+            fork_cuts,
         }
     }
 
@@ -60,6 +69,13 @@ impl Membership {
             return Some(Role::Writer);
         }
         self.roles.get(key).copied()
+    }
+
+    /// See [`crate::Db::is_fork_evidence`].
+    pub(crate) fn is_fork_evidence(&self, change: &crate::change::Change) -> bool {
+        self.fork_cuts
+            .get(&change.author())
+            .is_some_and(|cut| change.seq() == cut + 1)
     }
 
     /// See [`crate::Db::is_members_only`].

@@ -23,7 +23,7 @@ use crate::error::{Error, Refusal, Result};
 use crate::identity::Identity;
 use crate::keys::{self, VIEW_FORMAT_VERSION};
 use crate::pending::PENDING_CHANGES_MAX;
-use crate::version_vector::{Head, VersionVector};
+use crate::version_vector::VersionVector;
 use crate::view::{FieldState, decode};
 use crate::{Value, reads};
 
@@ -231,8 +231,12 @@ impl Db {
         let applied = applied_position(&view)?.unwrap_or(wal.start());
         replay(&mut engine, applied, false, &mut |_, _| {})?;
         let (events, _) = broadcast::channel(SUBSCRIBE_BUFFER_CHANGES);
-        let membership =
-            Membership::new(engine.access_generation, &engine.access, &engine.verdicts);
+        let membership = Membership::new(
+            engine.access_generation,
+            &engine.access,
+            &engine.verdicts,
+            engine.fork_cuts(),
+        );
         let inner = Inner {
             dir,
             database,
@@ -481,8 +485,11 @@ impl Db {
         // Membership first: a subscriber that sees a revocation and then
         // checks the revoked key must find it revoked.
         self.publish_membership(engine);
+        let membership = self.membership();
         for change in accepted {
-            if !report.inert.contains(&change.hash()) {
+            // Fork evidence is inert but travels: live peers learn of the
+            // fork at once.
+            if !report.inert.contains(&change.hash()) || membership.is_fork_evidence(change) {
                 // No subscriber is not an error.
                 let _ = self.inner.events.send(change.clone());
             }
@@ -499,7 +506,12 @@ impl Db {
     fn publish_membership(&self, engine: &Engine) {
         let current = self.membership().generation;
         if current != engine.access_generation {
-            let fresh = Membership::new(engine.access_generation, &engine.access, &engine.verdicts);
+            let fresh = Membership::new(
+                engine.access_generation,
+                &engine.access,
+                &engine.verdicts,
+                engine.fork_cuts(),
+            );
             *self
                 .inner
                 .membership
@@ -614,6 +626,19 @@ impl Db {
         self.membership().role_of(key)
     }
 
+    /// The last valid seq of `author` when it is cut for a fork (it signed
+    /// two changes at the next seq), from the same snapshot as
+    /// [`Db::role_of`].
+    pub fn fork_cut(&self, author: &Author) -> Option<u64> {
+        self.membership().fork_cuts.get(author).copied()
+    }
+
+    /// Whether `change` is fork evidence: a change at the seq right after
+    /// its author's cut, which sync forwards although it is not applied.
+    pub fn is_fork_evidence(&self, change: &Change) -> bool {
+        self.membership().is_fork_evidence(change)
+    }
+
     /// Whether the database is members-only (`None` until the genesis
     /// change is held). Like [`Db::role_of`], it never waits for a commit
     /// or a rebuild in progress.
@@ -658,7 +683,9 @@ impl Db {
         members
     }
 
-    /// Subscribes to changes as they are applied (local and received).
+    /// Subscribes to changes as they are applied (local and received), and
+    /// to fork evidence as it arrives (not applied: [`Db::is_fork_evidence`]
+    /// tells it apart), so that sync forwards it.
     pub fn subscribe(&self) -> broadcast::Receiver<Change> {
         self.inner.events.subscribe()
     }
@@ -729,26 +756,12 @@ impl Db {
         read_change(&self.inner.wal, meta.position, hash).map(Some)
     }
 
-    /// Per author: the highest seq held and its hash.
+    /// Per author: the highest seq held and its hash; for an author cut
+    /// for a fork, its cut and the hash of its change there (FORMAT.md
+    /// "Version vector"), so replicas that hold the same fork, on whatever
+    /// branch tips, advertise the same vector.
     pub fn version_vector(&self) -> Result<VersionVector> {
-        let group = crate::view::Group::new(&self.inner.view);
-        let mut vector = VersionVector::new();
-        for (key, value) in group.scan_prefix(&[keys::AUTHORS])? {
-            let author = Author(
-                key[1..]
-                    .try_into()
-                    .map_err(|_| Error::ViewCorrupt { key: key.clone() })?,
-            );
-            let state: crate::engine::AuthorState = decode(&value, &key)?;
-            vector.insert(
-                author,
-                Head {
-                    seq: state.head_seq,
-                    hash: state.head_hash,
-                },
-            );
-        }
-        Ok(vector)
+        reads::version_vector(&self.inner.view)
     }
 
     /// The held changes that a replica at `since` lacks, in log order (a

@@ -525,6 +525,8 @@ impl Engine {
         state.cut = Some(cut_seq);
         batch.group.put(keys::author(&author), encode(&state));
         self.authors.insert(author, state);
+        // Published with the membership: sync pushes fork evidence by it.
+        self.access_generation += 1;
         tracing::warn!(%author, cut_seq, rows = rows.len(), "equivocation: author's chain cut");
         for (table, row) in rows {
             self.recompute_row(batch, &table, &row)?;
@@ -603,7 +605,7 @@ impl Engine {
         access::named_role(prev_role, named.into_iter().map(|(_, role)| role))
     }
 
-    fn fork_cuts(&self) -> HashMap<Author, u64> {
+    pub(crate) fn fork_cuts(&self) -> HashMap<Author, u64> {
         self.authors
             .iter()
             .filter_map(|(author, state)| state.cut.map(|cut| (*author, cut)))

@@ -11,7 +11,7 @@ use crate::db::{Row, read_change};
 use crate::engine::{AuthorState, ChangeMeta, Engine};
 use crate::error::{Error, Result};
 use crate::keys;
-use crate::version_vector::VersionVector;
+use crate::version_vector::{Head, VersionVector};
 use crate::view::{FieldState, Group, decode};
 
 /// Streams rows of a table (or of one row prefix) from RocksDB, grouping
@@ -140,6 +140,59 @@ fn change_meta(group: &Group<'_>, hash: &ChangeHash) -> Result<ChangeMeta> {
         .get(&key)?
         .ok_or(Error::MissingChange { hash: *hash })?;
     decode(&bytes, &key)
+}
+
+/// Every author's advertised head (see [`crate::Db::version_vector`]): its
+/// highest seq held, or, once it is cut for a fork, its cut. The change at
+/// the cut is the same on every replica (the chain below the first fork is
+/// one chain); a fork at seq 1 is advertised as seq 0 with the zero hash.
+pub(crate) fn version_vector(view: &DB) -> Result<VersionVector> {
+    let group = Group::new(view);
+    let mut vector = VersionVector::new();
+    for (key, value) in group.scan_prefix(&[keys::AUTHORS])? {
+        let author = Author(
+            key[1..]
+                .try_into()
+                .map_err(|_| Error::ViewCorrupt { key: key.clone() })?,
+        );
+        let state: AuthorState = decode(&value, &key)?;
+        let head = match state.cut {
+            None => Head {
+                seq: state.head_seq,
+                hash: state.head_hash,
+            },
+            Some(0) => Head {
+                seq: 0,
+                hash: ChangeHash([0; 32]),
+            },
+            Some(cut) => Head {
+                seq: cut,
+                hash: chain_entry(view, &author, cut)?.ok_or(Error::ViewCorrupt {
+                    key: keys::chain_prefix(&author, cut),
+                })?,
+            },
+        };
+        vector.insert(author, head);
+    }
+    Ok(vector)
+}
+
+/// The hash of `author`'s change at `seq` (the lowest, if several).
+fn chain_entry(view: &DB, author: &Author, seq: u64) -> Result<Option<ChangeHash>> {
+    let prefix = keys::chain_prefix(author, seq);
+    let Some(item) = view
+        .iterator(IteratorMode::From(&prefix, Direction::Forward))
+        .next()
+    else {
+        return Ok(None);
+    };
+    let (key, _) = item?;
+    if !key.starts_with(&prefix) {
+        return Ok(None);
+    }
+    let (_, _, hash) =
+        keys::parse_chain(&key).ok_or_else(|| Error::ViewCorrupt { key: key.to_vec() })?;
+    Ok(Some(hash))
 }
 
 /// Changes a replica lacks, in log order, read lazily from the log.

@@ -331,7 +331,9 @@ impl Ends<'_> {
                 Err(broadcast::error::RecvError::Closed) => return Ok(pushed),
             };
             while let Some(change) = next.take() {
-                if !self.is_known(&change)
+                // Fork evidence goes even at a seq the peer holds: it may
+                // hold the other change there.
+                if (!self.is_known(&change) || self.db.is_fork_evidence(&change))
                     && let Err(change) = batch.add(change)
                 {
                     carry = Some(change);

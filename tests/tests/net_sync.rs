@@ -596,3 +596,81 @@ async fn backoff_grows_against_a_peer_that_hangs_up_at_once() {
     let dials = dials.load(std::sync::atomic::Ordering::SeqCst);
     assert!((2..=10).contains(&dials), "{dials} dials in 1.5 s");
 }
+
+/// Forks settle. Key K signs two changes at seq 2 on two devices. Replicas
+/// C and D each hold the fork (so K is cut at seq 1 on both) but C holds a
+/// longer branch: they advertise K at its cut, so their digests are equal
+/// and they sync in one round trip, sending nothing (K's chain used to be
+/// re-sent on every session). And the evidence of a fork found on a node
+/// reaches its live peer at once, although that peer already holds a longer
+/// branch at that seq.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forks_settle_and_their_evidence_is_pushed() {
+    use peers_engine::Options;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let dbs = databases(&dir, 3);
+    let (a, b, c, d) = (&dbs[0], &dbs[1], &dbs[2], &dbs[3]);
+    let k = Identity::generate();
+    let device = |name: &str| {
+        let db = Db::join(
+            dir.path().join(name),
+            a.database_id(),
+            Options {
+                identity: Some(k.clone()),
+                ..relaxed()
+            },
+        )
+        .expect("join");
+        peers_tests::sync_into(a, &db);
+        db
+    };
+    let (k1, k2) = (device("k1"), device("k2"));
+    write(&k1, "k", 1);
+    peers_tests::sync_into(&k1, &k2);
+    write(&k1, "branch-one", 3);
+    write(&k2, "branch-two", 1);
+    let (one, two) = (all_changes(&k1), all_changes(&k2));
+
+    // A serves B live; A holds branch one, then learns branch two.
+    let (a_node, address) = serve(a).await;
+    let b_node = Node::start(b.clone(), NodeConfig::default())
+        .await
+        .expect("node");
+    b_node
+        .connect(&address, Some(a.author()))
+        .await
+        .expect("dial");
+    a.apply(one.clone()).expect("branch one");
+    eventually("B holds branch one", || state(b) == state(a)).await;
+    let report = a.apply(two.clone()).expect("branch two");
+    assert_eq!(report.inert.len(), 1, "{report:?}");
+    assert_eq!(a.fork_cut(&k.author()), Some(1));
+    eventually("B learns of the fork live", || {
+        b.fork_cut(&k.author()) == Some(1)
+    })
+    .await;
+    assert_eq!(state(b), state(a));
+    b_node.shutdown().await;
+    a_node.shutdown().await;
+
+    // C: branch one whole, then branch two's change. D: the other way round.
+    c.apply(one.clone()).expect("apply");
+    c.apply(two.clone()).expect("apply");
+    d.apply(two).expect("apply");
+    // The genesis, K's seq 1 and branch one's seq 2.
+    d.apply(one.into_iter().take(3).collect()).expect("apply");
+    assert_eq!(
+        (c.fork_cut(&k.author()), d.fork_cut(&k.author())),
+        (Some(1), Some(1))
+    );
+    assert_eq!(
+        c.version_vector().expect("vector"),
+        d.version_vector().expect("vector")
+    );
+    let (c_node, address) = serve(c).await;
+    let report = sync_once(d, &address).await;
+    c_node.shutdown().await;
+    assert_eq!(report.round_trips, 1, "{report:?}");
+    assert_eq!((report.changes_sent, report.changes_received), (0, 0));
+    assert_eq!(state(c), state(d));
+}
