@@ -1,7 +1,9 @@
 //! Reads of the view: scans, history, changes since a version vector, and
 //! the state hash.
 
-use std::collections::{BTreeMap, HashMap};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+use std::sync::Arc;
 
 use peers_wal::Wal;
 use rocksdb::{DB, DBIteratorWithThreadMode, Direction, IteratorMode};
@@ -195,16 +197,106 @@ fn chain_entry(view: &DB, author: &Author, seq: u64) -> Result<Option<ChangeHash
     Ok(Some(hash))
 }
 
-/// Changes a replica lacks, in log order, read lazily from the log.
+/// Changes a replica lacks, in log order, read lazily from the log: a merge
+/// of per-author cursors over the chain index, so memory grows with the
+/// number of authors that have something to send, not with the number of
+/// changes, and dropping it stops the work at once (a peer that hangs up
+/// costs nothing more).
 pub struct ChangesSince {
+    view: Arc<DB>,
     wal: Wal,
-    positions: std::vec::IntoIter<(u64, ChangeHash)>,
+    /// The next chain entry of every range with something left, by log
+    /// position.
+    heads: BinaryHeap<Reverse<(u64, ChangeHash, usize)>>,
+    ranges: Vec<ChainRange>,
+    /// Per author with a boundary (cut or authorization limit): the last seq
+    /// sent on its own; past it a change goes only when a sent change names
+    /// it.
+    boundaries: HashMap<Author, u64>,
+    /// Per cut author, the seq of its fork evidence (sent by a cursor).
+    evidence: HashMap<Author, u64>,
+    /// Cut changes queued because a change being sent names them.
+    named: HashSet<ChangeHash>,
+    /// Read changes waiting for their turn, by log position.
+    ready: BTreeMap<u64, Change>,
+    /// An upper bound of what remains (the named cut changes aside).
+    remaining: usize,
+}
+
+/// The seqs `first..=last` of one author's chain (both branches of a fork,
+/// when there are two changes at a seq).
+struct ChainRange {
+    author: Author,
+    last: u64,
 }
 
 impl ChangesSince {
-    /// How many changes remain.
+    /// How many changes remain, at most (a chain whose changes were held
+    /// twice at a seq counts once per seq; the cut changes that sent ones
+    /// name come on top).
     pub fn remaining(&self) -> usize {
-        self.positions.len()
+        self.remaining
+    }
+
+    /// Takes the next chain entry of `range` after `after` (a chain key).
+    fn advance(&mut self, range: usize, after: &[u8]) -> Result<()> {
+        let author = self.ranges[range].author;
+        let last = self.ranges[range].last;
+        let mut iter = self
+            .view
+            .iterator(IteratorMode::From(after, Direction::Forward));
+        for item in iter.by_ref() {
+            let (key, value) = item?;
+            if &key[..] == after {
+                continue;
+            }
+            let Some((key_author, seq, hash)) = keys::parse_chain(&key) else {
+                return Ok(());
+            };
+            if key_author != author || seq > last {
+                return Ok(());
+            }
+            let position: [u8; 8] = value
+                .as_ref()
+                .try_into()
+                .map_err(|_| Error::ViewCorrupt { key: key.to_vec() })?;
+            self.heads
+                .push(Reverse((u64::from_be_bytes(position), hash, range)));
+            return Ok(());
+        }
+        Ok(())
+    }
+
+    /// Queues the cut changes `change` names that the peer is not sent on
+    /// their own, and, recursively, the ones those name.
+    fn queue_named(&mut self, change: &Change) -> Result<()> {
+        if self.boundaries.is_empty() {
+            return Ok(());
+        }
+        let group = Group::new(&self.view);
+        let mut stack: Vec<ChangeHash> = change.predecessors().collect();
+        while let Some(named) = stack.pop() {
+            if self.named.contains(&named) {
+                continue;
+            }
+            let Ok(meta) = change_meta(&group, &named) else {
+                continue;
+            };
+            let past = self
+                .boundaries
+                .get(&meta.author)
+                .is_some_and(|boundary| meta.seq > *boundary);
+            // Fork evidence has a cursor of its own.
+            let evidence = self.evidence.get(&meta.author) == Some(&meta.seq);
+            if !past || evidence {
+                continue;
+            }
+            self.named.insert(named);
+            let cut_change = read_change(&self.wal, meta.position, &named)?;
+            stack.extend(cut_change.predecessors());
+            self.ready.insert(meta.position, cut_change);
+        }
+        Ok(())
     }
 }
 
@@ -212,8 +304,34 @@ impl Iterator for ChangesSince {
     type Item = Result<Change>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let (position, hash) = self.positions.next()?;
-        Some(read_change(&self.wal, position, &hash))
+        // A queued change goes first when no chain entry comes before it.
+        let next_chain = self.heads.peek().map(|Reverse((position, ..))| *position);
+        if let Some((&position, _)) = self.ready.first_key_value()
+            && next_chain.is_none_or(|chain| position < chain)
+        {
+            return self.ready.pop_first().map(|(_, change)| Ok(change));
+        }
+        let Reverse((position, hash, range)) = self.heads.pop()?;
+        self.remaining = self.remaining.saturating_sub(1);
+        let step = (|| {
+            let change = read_change(&self.wal, position, &hash)?;
+            let key = keys::chain(&change.author(), change.seq(), &hash);
+            self.advance(range, &key)?;
+            self.queue_named(&change)?;
+            Ok(change)
+        })();
+        match step {
+            Ok(change) => {
+                self.ready.insert(position, change);
+                self.ready.pop_first().map(|(_, change)| Ok(change))
+            }
+            Err(error) => {
+                // A failed read ends the stream.
+                self.heads.clear();
+                self.ready.clear();
+                Some(Err(error))
+            }
+        }
     }
 }
 
@@ -225,11 +343,26 @@ impl Iterator for ChangesSince {
 /// - any other cut change only when a change being sent names it (with the
 ///   chain below it), so the receiver can check that change's lamport.
 ///
-/// Cost is O(changes sent), plus reading them when some author is cut.
-pub(crate) fn changes_since(view: &DB, wal: &Wal, since: &VersionVector) -> Result<ChangesSince> {
+/// Setting it up costs one look at each author; each change then costs a
+/// seek in the chain index and a read of the log (and, when some author is
+/// cut, a lookup of each change it names).
+pub(crate) fn changes_since(
+    view: &Arc<DB>,
+    wal: &Wal,
+    since: &VersionVector,
+) -> Result<ChangesSince> {
     let group = Group::new(view);
-    let mut send: BTreeMap<u64, ChangeHash> = BTreeMap::new();
-    let mut cuts: HashMap<Author, u64> = HashMap::new();
+    let mut stream = ChangesSince {
+        view: Arc::clone(view),
+        wal: wal.clone(),
+        heads: BinaryHeap::new(),
+        ranges: Vec::new(),
+        boundaries: HashMap::new(),
+        evidence: HashMap::new(),
+        named: HashSet::new(),
+        ready: BTreeMap::new(),
+        remaining: 0,
+    };
     for (key, value) in group.scan_prefix(&[keys::AUTHORS])? {
         let author = Author(
             key[1..]
@@ -249,12 +382,23 @@ pub(crate) fn changes_since(view: &DB, wal: &Wal, since: &VersionVector) -> Resu
             // somewhere below; send ours whole (the receiver drops duplicates).
             Some(_) => 1,
         };
-        let last_valid = state.valid_until();
-        collect_chain(view, &author, from_seq, last_valid, &mut send)?;
+        let mut ranges = vec![(from_seq, state.valid_until())];
         if let Some(cut) = state.cut {
-            collect_chain(view, &author, cut + 1, cut + 1, &mut send)?;
+            ranges.push((cut + 1, cut + 1));
+            stream.evidence.insert(author, cut + 1);
         }
-        // Past this seq a change goes only when a sent change names it.
+        for (first, last) in ranges {
+            if first > last {
+                continue;
+            }
+            stream.remaining += usize::try_from(last - first + 1).unwrap_or(usize::MAX);
+            stream.ranges.push(ChainRange { author, last });
+            let range = stream.ranges.len() - 1;
+            // The entry before `first` does not exist: start the cursor at
+            // the prefix of `first` itself.
+            let start = keys::chain_prefix(&author, first);
+            stream.advance(range, &start)?;
+        }
         let boundary = state
             .cut
             .map(|cut| cut + 1)
@@ -262,75 +406,10 @@ pub(crate) fn changes_since(view: &DB, wal: &Wal, since: &VersionVector) -> Resu
             .chain(state.limit)
             .min();
         if let Some(boundary) = boundary {
-            cuts.insert(author, boundary);
+            stream.boundaries.insert(author, boundary);
         }
     }
-    if !cuts.is_empty() {
-        add_named_cut_changes(&group, wal, &cuts, &mut send)?;
-    }
-    Ok(ChangesSince {
-        wal: wal.clone(),
-        positions: send.into_iter().collect::<Vec<_>>().into_iter(),
-    })
-}
-
-/// Adds every chain entry of `author` with seq in `first..=last`.
-fn collect_chain(
-    view: &DB,
-    author: &Author,
-    first: u64,
-    last: u64,
-    send: &mut BTreeMap<u64, ChangeHash>,
-) -> Result<()> {
-    if first > last {
-        return Ok(());
-    }
-    let start = keys::chain_prefix(author, first);
-    let author_prefix = &start[..33];
-    for item in view.iterator(IteratorMode::From(&start, Direction::Forward)) {
-        let (key, value) = item?;
-        if !key.starts_with(author_prefix) {
-            break;
-        }
-        let (_, seq, hash) =
-            keys::parse_chain(&key).ok_or_else(|| Error::ViewCorrupt { key: key.to_vec() })?;
-        if seq > last {
-            break;
-        }
-        let position: [u8; 8] = value
-            .as_ref()
-            .try_into()
-            .map_err(|_| Error::ViewCorrupt { key: key.to_vec() })?;
-        send.insert(u64::from_be_bytes(position), hash);
-    }
-    Ok(())
-}
-
-/// Closes `send` over invalid changes (past the fork evidence, or past an
-/// authorization limit) that a change in it names (as a dep, or as the prev
-/// of such a change). `cuts`: per author, the last seq sent on its own.
-fn add_named_cut_changes(
-    group: &Group<'_>,
-    wal: &Wal,
-    cuts: &HashMap<Author, u64>,
-    send: &mut BTreeMap<u64, ChangeHash>,
-) -> Result<()> {
-    let mut queue: Vec<(u64, ChangeHash)> = send.iter().map(|(p, h)| (*p, *h)).collect();
-    while let Some((position, hash)) = queue.pop() {
-        let change = read_change(wal, position, &hash)?;
-        for named in change.predecessors() {
-            let Ok(meta) = change_meta(group, &named) else {
-                continue;
-            };
-            let past_evidence = cuts
-                .get(&meta.author)
-                .is_some_and(|boundary| meta.seq > *boundary);
-            if past_evidence && send.insert(meta.position, named).is_none() {
-                queue.push((meta.position, named));
-            }
-        }
-    }
-    Ok(())
+    Ok(stream)
 }
 
 /// blake3 over every materialized entry (fields, tombstones, increments) in
