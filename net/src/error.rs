@@ -182,6 +182,14 @@ pub enum Error {
         /// The peer's key.
         peer: Author,
     },
+    /// The peer's key already holds [`crate::SESSIONS_PER_KEY_MAX`]
+    /// sessions with this node; the connection is refused after the
+    /// handshake with `Bye(TooManySessions)`.
+    #[error("peer {peer} already holds the most sessions one key may")]
+    TooManySessions {
+        /// The peer's key.
+        peer: Author,
+    },
     /// The local database failed.
     #[error(transparent)]
     Engine(#[from] peers_engine::Error),

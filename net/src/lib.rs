@@ -36,7 +36,7 @@ pub use message::{
 };
 pub use node::{
     CONNECTIONS_MAX, EVENTS_BUFFER, Event, KEEPALIVE_INTERVAL, Node, NodeConfig,
-    RECONNECT_DELAY_MAX, RECONNECT_DELAY_MIN,
+    RECONNECT_DELAY_MAX, RECONNECT_DELAY_MIN, SESSIONS_PER_KEY_MAX,
 };
 pub use session::SyncReport;
 

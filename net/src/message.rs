@@ -91,6 +91,9 @@ pub enum ByeReason {
     /// The peer's key holds no role in the sender's members-only database
     /// (a stranger, or revoked).
     NotAMember = 5,
+    /// The peer's key already holds as many sessions with the sender as it
+    /// may (`SESSIONS_PER_KEY_MAX`).
+    TooManySessions = 6,
 }
 
 impl std::fmt::Display for ByeReason {
@@ -103,6 +106,9 @@ impl std::fmt::Display for ByeReason {
             ByeReason::RefusedChange => "it refused a change we sent",
             ByeReason::NotAMember => {
                 "our key is not a member of its database (ask its owner or an admin for a grant)"
+            }
+            ByeReason::TooManySessions => {
+                "our key already holds as many sessions with it as it allows"
             }
         })
     }

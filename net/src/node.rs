@@ -10,7 +10,7 @@
 //! `Bye(Shutdown)`, and waits for the batches being applied: a change the
 //! node acknowledged (applied) is in the log before `shutdown` returns.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,6 +25,7 @@ use crate::channel::{ChannelOptions, SecureChannel};
 use crate::discovery::Discovery;
 use crate::error::{Error, Result};
 use crate::known_peers::{How, KnownPeers};
+use crate::message::{ByeReason, Message};
 use crate::session::{self, Observer, SessionConfig, SyncReport};
 
 /// Most connections (inbound and outbound) a node runs at once.
@@ -36,6 +37,10 @@ pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
 pub const RECONNECT_DELAY_MIN: Duration = Duration::from_millis(250);
 /// ...up to this.
 pub const RECONNECT_DELAY_MAX: Duration = Duration::from_secs(30);
+/// Most inbound sessions one key may hold with a node at once: a member (or
+/// a stranger, in an open database) cannot multiply the catch-ups it makes
+/// us serve beyond this.
+pub const SESSIONS_PER_KEY_MAX: usize = 4;
 /// Events buffered for a slow [`Node::events`] receiver before it lags.
 pub const EVENTS_BUFFER: usize = 1024;
 
@@ -155,6 +160,8 @@ struct Shared {
     slots: Arc<Semaphore>,
     /// Peers with a live dial loop, so discovery does not start two.
     dialing: Mutex<HashSet<Author>>,
+    /// Inbound sessions per key (see [`SESSIONS_PER_KEY_MAX`]).
+    sessions: Mutex<HashMap<Author, usize>>,
     known: Mutex<KnownPeers>,
 }
 
@@ -171,6 +178,7 @@ impl Node {
             stop: CancellationToken::new(),
             slots: Arc::new(Semaphore::new(CONNECTIONS_MAX)),
             dialing: Mutex::new(HashSet::new()),
+            sessions: Mutex::new(HashMap::new()),
             known: Mutex::new(known),
         });
         let tasks = TaskTracker::new();
@@ -384,11 +392,18 @@ async fn serve(
 ) -> Result<(), (Option<Author>, Error)> {
     let _ = stream.set_nodelay(true);
     let handshake = SecureChannel::accept(stream, shared.db.identity(), shared.config.channel);
-    let channel = tokio::select! {
+    let mut channel = tokio::select! {
         channel = handshake => channel.map_err(|error| (None, error))?,
         () = shared.stop.cancelled() => return Ok(()),
     };
     let peer = channel.remote_author();
+    let Some(_session) = SessionClaim::new(shared, peer) else {
+        tracing::warn!(%peer, %address, limit = SESSIONS_PER_KEY_MAX, "too many sessions for one key; refused");
+        if let Ok(bye) = Message::Bye(ByeReason::TooManySessions).encode() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), channel.send(&bye)).await;
+        }
+        return Err((Some(peer), Error::TooManySessions { peer }));
+    };
     tracing::info!(%peer, %address, "accepted");
     let _ = shared.events.send(Event::Connected {
         peer,
@@ -404,6 +419,37 @@ async fn serve(
     );
     let _ = shared.events.send(Event::Disconnected { peer, address });
     Ok(())
+}
+
+/// One of a key's inbound sessions, counted while it lives.
+struct SessionClaim<'a> {
+    shared: &'a Shared,
+    peer: Author,
+}
+
+impl<'a> SessionClaim<'a> {
+    /// Counts a session for `peer`, or `None` when it holds the most.
+    fn new(shared: &'a Shared, peer: Author) -> Option<SessionClaim<'a>> {
+        let mut sessions = shared.sessions.lock().expect("sessions lock");
+        let count = sessions.entry(peer).or_insert(0);
+        if *count >= SESSIONS_PER_KEY_MAX {
+            return None;
+        }
+        *count += 1;
+        Some(SessionClaim { shared, peer })
+    }
+}
+
+impl Drop for SessionClaim<'_> {
+    fn drop(&mut self) {
+        let mut sessions = self.shared.sessions.lock().expect("sessions lock");
+        if let Some(count) = sessions.get_mut(&self.peer) {
+            *count -= 1;
+            if *count == 0 {
+                sessions.remove(&self.peer);
+            }
+        }
+    }
 }
 
 /// Keeps a live session with one peer, redialing with exponential backoff.

@@ -701,3 +701,52 @@ async fn database_id_never_travels() {
     honest.assert_unchanged();
     honest.assert_serves_a_new_replica().await;
 }
+
+/// One key may hold at most `SESSIONS_PER_KEY_MAX` sessions with a node: a
+/// member cannot multiply the catch-ups it makes the node serve. The next
+/// connection under the same key gets `Bye(TooManySessions)` right after the
+/// handshake, the node reports it, and once one session ends the key is
+/// served again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_per_key_are_bounded() {
+    let mut honest = honest(relaxed(), ChannelOptions::default()).await;
+    let identity = Identity::generate();
+    let address = honest.address;
+    let connect = || SecureChannel::connect(address, &identity, None, ChannelOptions::default());
+    let mut open = Vec::new();
+    for _ in 0..peers_net::SESSIONS_PER_KEY_MAX {
+        let mut channel = connect().await.expect("handshake");
+        // The node's Hello: the session is up.
+        let hello = channel.recv().await.expect("Hello");
+        assert!(matches!(Message::decode(&hello), Ok(Message::Hello(_))));
+        open.push(channel);
+    }
+    let mut extra = connect().await.expect("handshake");
+    let bye = extra.recv().await.expect("a Bye");
+    assert_eq!(
+        Message::decode(&bye).expect("well-formed"),
+        Message::Bye(ByeReason::TooManySessions)
+    );
+    let error = honest
+        .peer_error(|_, peer| peer == Some(identity.author()))
+        .await;
+    assert!(matches!(*error, Error::TooManySessions { .. }), "{error:?}");
+
+    drop(open.pop());
+    let deadline = tokio::time::Instant::now() + PROMPTLY;
+    loop {
+        let mut again = connect().await.expect("handshake");
+        let first = Message::decode(&again.recv().await.expect("a message")).expect("decodes");
+        if matches!(first, Message::Hello(_)) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the key was not served again after a session ended"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(open);
+    honest.assert_unchanged();
+    honest.assert_serves_a_new_replica().await;
+}
