@@ -4,32 +4,35 @@
 //! # What is announced
 //!
 //! Each node registers one service instance of [`SERVICE_TYPE`] on every
-//! interface. docs/PROTOCOL.md "LAN discovery" specifies it byte for byte:
+//! interface, and a new one every [`DISCOVERY_EPOCH_SECONDS`].
+//! docs/PROTOCOL.md "LAN discovery" specifies it byte for byte:
 //!
-//! - the instance and host name: 32 hex digits of the node's [`Author`] and 16
-//!   of its discovery token (so the same key in two databases gives two names);
+//! - the instance and host name: the hex of a random nonce, new with each
+//!   registration;
 //! - the SRV port: the node's TCP sync listener;
 //! - A/AAAA records: the interface addresses, which any packet reveals anyway;
-//! - two TXT properties: [`TXT_KEY_TOKEN`], the [`discovery_token`] of the
-//!   database, and [`TXT_KEY_AUTHOR`], the node's public key, both hex.
+//! - three TXT properties: [`TXT_KEY_NONCE`], [`TXT_KEY_TOKEN`] (a MAC of the
+//!   nonce under a key derived from the database id and the epoch) and
+//!   [`TXT_KEY_AUTHOR`] (the node's public key, encrypted under that key).
 //!
-//! # Why it leaks nothing else
+//! # Why it leaks nothing
 //!
-//! The token is a keyed one-way function (blake3 `derive_key`) of the
-//! [`DatabaseId`]: an observer learns that two nodes share a database, not
-//! which database, and cannot turn the token back into the id that the sync
-//! protocol asks for. The public key is what the secure channel proves
-//! anyway. No change, field, name or host name of the machine is announced:
-//! the mDNS host name is derived from the key and token too.
+//! Without the database id an observer sees random bytes that change every
+//! epoch: it cannot tell which database, nor which key, nor link today's
+//! announcement of a device to yesterday's. A member derives the key, checks
+//! the token and recovers the author. No change, field, name or host name of
+//! the machine is announced.
 //!
 //! # What a discovery is worth
 //!
-//! A hint, never a credential: anyone on the link can announce any token and
-//! any key. The caller dials the [`Discovered`] addresses, and the secure
-//! channel's identity proof (pinned to [`Discovered::author`]) is what
-//! authenticates the peer.
+//! A hint, never a credential: anyone on the link can replay an announcement
+//! with other addresses. The caller dials the [`Discovered`] addresses, the
+//! secure channel's identity proof (pinned to [`Discovered::author`]) is
+//! what authenticates the peer, and a node updates a peer's address when it
+//! announces again and stops dialing one that keeps failing.
 
 use std::net::{IpAddr, SocketAddr, SocketAddrV6};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
@@ -42,16 +45,25 @@ use crate::error::{Error, Result};
 /// The DNS-SD service type every Peers node registers and browses.
 pub const SERVICE_TYPE: &str = "_peers._tcp.local.";
 
-/// blake3 `derive_key` context of [`discovery_token`].
-pub const DISCOVERY_TOKEN_CONTEXT: &str = "peers 2026-11-28 lan discovery token v1";
+/// blake3 `derive_key` context of [`discovery_key`].
+pub const DISCOVERY_KEY_CONTEXT: &str = "peers 2026-12-02 lan discovery key v2";
 
-/// Length of a [`discovery_token`]: the first bytes of the derived key.
+/// An announcement's key changes every this many seconds of Unix time; a
+/// node re-registers with a fresh nonce when it does, and accepts the
+/// previous and the next epoch too (clock skew).
+pub const DISCOVERY_EPOCH_SECONDS: u64 = 3600;
+
+/// Length of an announcement's nonce and of its token.
 pub const DISCOVERY_TOKEN_BYTES: usize = 16;
 
-/// TXT key of the database's discovery token, 32 hex digits.
+/// TXT key of the announcement's random nonce, 32 hex digits.
+pub const TXT_KEY_NONCE: &str = "nonce";
+
+/// TXT key of the announcement's token, 32 hex digits: it tells members of
+/// the database that the announcement is theirs.
 pub const TXT_KEY_TOKEN: &str = "token";
 
-/// TXT key of the announcing node's public key, 64 hex digits.
+/// TXT key of the announcing node's public key, encrypted: 64 hex digits.
 pub const TXT_KEY_AUTHOR: &str = "author";
 
 /// Discoveries waiting for [`Discovery::next`]; more are dropped (and logged)
@@ -63,21 +75,24 @@ pub const DISCOVERIES_QUEUED_MAX: usize = 64;
 /// while no mDNS event arrives.
 const FORWARD_POLL_INTERVAL: Duration = Duration::from_millis(500);
 
-/// Hex digits of the author and of the token in the instance name; together
-/// with the `-` they must fit one DNS label (63 bytes).
-const INSTANCE_AUTHOR_HEX_DIGITS: usize = 32;
-const INSTANCE_TOKEN_HEX_DIGITS: usize = 16;
-const _: () = assert!(INSTANCE_AUTHOR_HEX_DIGITS + 1 + INSTANCE_TOKEN_HEX_DIGITS <= 63);
-const _: () = assert!(INSTANCE_TOKEN_HEX_DIGITS <= DISCOVERY_TOKEN_BYTES * 2);
+// The instance name, the nonce's hex digits, is one DNS label.
+const _: () = assert!(DISCOVERY_TOKEN_BYTES * 2 <= 63);
 
-/// The token a node of `database` announces: the first
-/// [`DISCOVERY_TOKEN_BYTES`] of `blake3::derive_key(DISCOVERY_TOKEN_CONTEXT,
-/// database)`. It names the database on the link without revealing its id.
-pub fn discovery_token(database: &DatabaseId) -> [u8; DISCOVERY_TOKEN_BYTES] {
-    let key = blake3::derive_key(DISCOVERY_TOKEN_CONTEXT, &database.0);
-    let mut token = [0u8; DISCOVERY_TOKEN_BYTES];
-    token.copy_from_slice(&key[..DISCOVERY_TOKEN_BYTES]);
-    token
+/// The key of `database`'s announcements during `epoch` (Unix seconds /
+/// [`DISCOVERY_EPOCH_SECONDS`]): `blake3::derive_key(DISCOVERY_KEY_CONTEXT,
+/// database id (32) || epoch (u64 LE))`.
+pub fn discovery_key(database: &DatabaseId, epoch: u64) -> [u8; 32] {
+    let mut material = [0u8; 40];
+    material[..32].copy_from_slice(&database.0);
+    material[32..].copy_from_slice(&epoch.to_le_bytes());
+    blake3::derive_key(DISCOVERY_KEY_CONTEXT, &material)
+}
+
+/// The current discovery epoch.
+fn current_epoch() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs() / DISCOVERY_EPOCH_SECONDS)
 }
 
 /// A node of the same database that announced itself on the link. A hint to
@@ -99,8 +114,9 @@ pub struct Discovered {
 /// repeats); callers skip peers they are already connected to.
 pub struct Discovery {
     daemon: ServiceDaemon,
-    /// The registered instance's full name, to unregister it.
-    fullname: String,
+    /// The registered instance's full name, to unregister it (the
+    /// forwarding thread replaces it every epoch).
+    fullname: Arc<Mutex<String>>,
     discovered: mpsc::Receiver<Discovered>,
 }
 
@@ -122,15 +138,20 @@ impl Discovery {
     /// service; [`Error::Io`] if the forwarding thread cannot be spawned.
     /// A link without multicast is not an error here: nothing is found.
     pub fn start(database: DatabaseId, author: Author, port: u16) -> Result<Discovery> {
-        let token = discovery_token(&database);
         let daemon = ServiceDaemon::new().map_err(Error::Discovery)?;
-        let info = service_info(&token, &author, port)?;
-        let fullname = info.get_fullname().to_owned();
+        let own = Own {
+            database,
+            author,
+            port,
+        };
+        let epoch = current_epoch();
+        let info = own.service_info(epoch)?;
+        let fullname = Arc::new(Mutex::new(info.get_fullname().to_owned()));
         // From here on, dropping `discovery` unregisters and stops the daemon.
         let (sender, discovered) = mpsc::channel(DISCOVERIES_QUEUED_MAX);
         let discovery = Discovery {
             daemon,
-            fullname,
+            fullname: Arc::clone(&fullname),
             discovered,
         };
         let events = discovery
@@ -138,10 +159,15 @@ impl Discovery {
             .browse(SERVICE_TYPE)
             .map_err(Error::Discovery)?;
         discovery.daemon.register(info).map_err(Error::Discovery)?;
-        let filter = Filter { token, own: author };
+        let announcer = Announcer {
+            daemon: discovery.daemon.clone(),
+            fullname,
+            epoch,
+            own,
+        };
         thread::Builder::new()
             .name("peers-discovery".to_owned())
-            .spawn(move || forward(events, sender, filter))?;
+            .spawn(move || forward(events, sender, announcer))?;
         Ok(discovery)
     }
 
@@ -161,8 +187,13 @@ impl Discovery {
 impl Drop for Discovery {
     fn drop(&mut self) {
         // Commands run in order: the goodbye goes out before the daemon exits.
-        if let Err(error) = self.daemon.unregister(&self.fullname) {
-            tracing::debug!(%error, fullname = %self.fullname, "discovery: unregister failed");
+        let fullname = self
+            .fullname
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if let Err(error) = self.daemon.unregister(&fullname) {
+            tracing::debug!(%error, %fullname, "discovery: unregister failed");
         }
         if let Err(error) = self.daemon.shutdown() {
             tracing::debug!(%error, "discovery: mDNS daemon shutdown failed");
@@ -170,51 +201,125 @@ impl Drop for Discovery {
     }
 }
 
-/// The service this node registers: see the module doc and PROTOCOL.md.
-fn service_info(
-    token: &[u8; DISCOVERY_TOKEN_BYTES],
-    author: &Author,
+/// What this node announces.
+struct Own {
+    database: DatabaseId,
+    author: Author,
     port: u16,
-) -> Result<ServiceInfo> {
-    let token_hex = hex::encode(token);
-    let author_hex = author.to_hex();
-    let instance = instance_name(&token_hex, &author_hex);
+}
+
+impl Own {
+    /// The service this node registers during `epoch`, under a fresh nonce:
+    /// see the module doc and PROTOCOL.md.
+    fn service_info(&self, epoch: u64) -> Result<ServiceInfo> {
+        let mut nonce = [0u8; DISCOVERY_TOKEN_BYTES];
+        getrandom::fill(&mut nonce).map_err(|error| {
+            Error::Io(std::io::Error::other(format!(
+                "the operating system's random source: {error}"
+            )))
+        })?;
+        let announcement = Announcement::seal(&self.database, epoch, nonce, &self.author);
+        service_info(&announcement, self.port)
+    }
+}
+
+/// The service for `announcement`: instance and host named after its nonce.
+fn service_info(announcement: &Announcement, port: u16) -> Result<ServiceInfo> {
+    let nonce_hex = hex::encode(announcement.nonce);
     // A host name of our own: the machine's would tell who owns the device.
-    let host = format!("{instance}.local.");
+    let host = format!("{nonce_hex}.local.");
+    let token_hex = hex::encode(announcement.token);
+    let sealed_hex = hex::encode(announcement.sealed_author);
     let properties = [
+        (TXT_KEY_NONCE, nonce_hex.as_str()),
         (TXT_KEY_TOKEN, token_hex.as_str()),
-        (TXT_KEY_AUTHOR, author_hex.as_str()),
+        (TXT_KEY_AUTHOR, sealed_hex.as_str()),
     ];
-    let info = ServiceInfo::new(SERVICE_TYPE, &instance, &host, "", port, &properties[..])
+    let info = ServiceInfo::new(SERVICE_TYPE, &nonce_hex, &host, "", port, &properties[..])
         .map_err(Error::Discovery)?;
     Ok(info.enable_addr_auto())
 }
 
-/// `<32 hex digits of the author>-<16 hex digits of the token>`.
-fn instance_name(token_hex: &str, author_hex: &str) -> String {
-    assert_eq!(token_hex.len(), DISCOVERY_TOKEN_BYTES * 2);
-    assert_eq!(author_hex.len(), 64);
-    format!(
-        "{}-{}",
-        &author_hex[..INSTANCE_AUTHOR_HEX_DIGITS],
-        &token_hex[..INSTANCE_TOKEN_HEX_DIGITS]
-    )
+/// The forwarding thread's half of the announcement: it re-registers under a
+/// new nonce when the epoch changes.
+struct Announcer {
+    daemon: ServiceDaemon,
+    fullname: Arc<Mutex<String>>,
+    epoch: u64,
+    own: Own,
 }
 
-/// What the forwarding thread keeps: our database's token and our own key.
-struct Filter {
-    token: [u8; DISCOVERY_TOKEN_BYTES],
-    own: Author,
+impl Announcer {
+    fn rotate_if_due(&mut self) {
+        let epoch = current_epoch();
+        if epoch == self.epoch {
+            return;
+        }
+        let info = match self.own.service_info(epoch) {
+            Ok(info) => info,
+            Err(error) => {
+                tracing::debug!(%error, "discovery: new announcement refused");
+                return;
+            }
+        };
+        let mut fullname = self
+            .fullname
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _ = self.daemon.unregister(&fullname);
+        *fullname = info.get_fullname().to_owned();
+        if let Err(error) = self.daemon.register(info) {
+            tracing::debug!(%error, "discovery: re-registering failed");
+        }
+        self.epoch = epoch;
+    }
+
+    /// The service as a [`Discovered`] if it is another node of our
+    /// database (announced in this epoch or the one before or after).
+    fn accept(&self, service: &ResolvedService) -> Option<Discovered> {
+        let properties: Vec<(&str, Option<&[u8]>)> = service
+            .txt_properties
+            .iter()
+            .map(|property| (property.key(), property.val()))
+            .collect();
+        let announcement = match Announcement::parse(&properties) {
+            Ok(announcement) => announcement,
+            Err(fault) => {
+                tracing::debug!(fullname = %service.fullname, %fault, "discovery: ignored");
+                return None;
+            }
+        };
+        let Some(author) = announcement.open(&self.own.database, current_epoch()) else {
+            tracing::debug!(fullname = %service.fullname, "discovery: not ours, ignored");
+            return None;
+        };
+        if author == self.own.author {
+            return None;
+        }
+        let mut addresses: Vec<SocketAddr> = service
+            .addresses
+            .iter()
+            .map(|address| socket_address(address, service.port))
+            .collect();
+        addresses.sort_unstable();
+        if addresses.is_empty() {
+            tracing::debug!(fullname = %service.fullname, "discovery: no address, ignored");
+            return None;
+        }
+        Some(Discovered { author, addresses })
+    }
 }
 
 /// Runs on its own thread until the daemon stops or the [`Discovery`] is
-/// dropped: turns resolved services into [`Discovered`], bounded.
+/// dropped: turns resolved services into [`Discovered`], bounded, and
+/// re-announces every epoch.
 fn forward(
     events: mdns_sd::Receiver<ServiceEvent>,
     sender: mpsc::Sender<Discovered>,
-    filter: Filter,
+    mut announcer: Announcer,
 ) {
     loop {
+        announcer.rotate_if_due();
         let event = match events.recv_timeout(FORWARD_POLL_INTERVAL) {
             Ok(event) => event,
             Err(mdns_sd::RecvTimeoutError::Timeout) if !sender.is_closed() => continue,
@@ -223,7 +328,7 @@ fn forward(
         let ServiceEvent::ServiceResolved(service) = event else {
             continue;
         };
-        let Some(discovered) = filter.accept(&service) else {
+        let Some(discovered) = announcer.accept(&service) else {
             continue;
         };
         match sender.try_send(discovered) {
@@ -240,45 +345,6 @@ fn forward(
     }
 }
 
-impl Filter {
-    /// The service as a [`Discovered`] if it is another node of our database.
-    fn accept(&self, service: &ResolvedService) -> Option<Discovered> {
-        let properties: Vec<(&str, Option<&[u8]>)> = service
-            .txt_properties
-            .iter()
-            .map(|property| (property.key(), property.val()))
-            .collect();
-        let announcement = match Announcement::parse(&properties) {
-            Ok(announcement) => announcement,
-            Err(fault) => {
-                tracing::debug!(fullname = %service.fullname, %fault, "discovery: ignored");
-                return None;
-            }
-        };
-        if announcement.token != self.token {
-            tracing::debug!(fullname = %service.fullname, "discovery: other database, ignored");
-            return None;
-        }
-        if announcement.author == self.own {
-            return None;
-        }
-        let mut addresses: Vec<SocketAddr> = service
-            .addresses
-            .iter()
-            .map(|address| socket_address(address, service.port))
-            .collect();
-        addresses.sort_unstable();
-        if addresses.is_empty() {
-            tracing::debug!(fullname = %service.fullname, "discovery: no address, ignored");
-            return None;
-        }
-        Some(Discovered {
-            author: announcement.author,
-            addresses,
-        })
-    }
-}
-
 fn socket_address(address: &ScopedIp, port: u16) -> SocketAddr {
     match (address, address.to_ip_addr()) {
         (ScopedIp::V6(scoped), IpAddr::V6(ip)) if ip.is_unicast_link_local() => {
@@ -288,11 +354,71 @@ fn socket_address(address: &ScopedIp, port: u16) -> SocketAddr {
     }
 }
 
-/// The TXT properties of an announcement, checked.
+/// The TXT properties of an announcement: a nonce, a token that members
+/// recognise, and the author encrypted under the epoch's key.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Announcement {
+pub(crate) struct Announcement {
+    nonce: [u8; DISCOVERY_TOKEN_BYTES],
     token: [u8; DISCOVERY_TOKEN_BYTES],
-    author: Author,
+    sealed_author: [u8; 32],
+}
+
+impl Announcement {
+    /// `author`'s announcement for `database` during `epoch`:
+    /// `token = keyed_hash(key, "token" || nonce)[0..16]`,
+    /// `sealed_author = author XOR keyed_hash(key, "author" || nonce)`, with
+    /// `key = discovery_key(database, epoch)`.
+    pub(crate) fn seal(
+        database: &DatabaseId,
+        epoch: u64,
+        nonce: [u8; DISCOVERY_TOKEN_BYTES],
+        author: &Author,
+    ) -> Announcement {
+        let key = discovery_key(database, epoch);
+        let (token, pad) = Self::token_and_pad(&key, &nonce);
+        let mut sealed_author = author.0;
+        for (byte, pad) in sealed_author.iter_mut().zip(pad) {
+            *byte ^= pad;
+        }
+        Announcement {
+            nonce,
+            token,
+            sealed_author,
+        }
+    }
+
+    /// The author, if the announcement is of `database` in the epoch
+    /// before, at or after `epoch`.
+    pub(crate) fn open(&self, database: &DatabaseId, epoch: u64) -> Option<Author> {
+        [epoch.wrapping_sub(1), epoch, epoch.wrapping_add(1)]
+            .into_iter()
+            .find_map(|epoch| {
+                let key = discovery_key(database, epoch);
+                let (token, pad) = Self::token_and_pad(&key, &self.nonce);
+                (token == self.token).then(|| {
+                    let mut author = self.sealed_author;
+                    for (byte, pad) in author.iter_mut().zip(pad) {
+                        *byte ^= pad;
+                    }
+                    Author(author)
+                })
+            })
+    }
+
+    fn token_and_pad(
+        key: &[u8; 32],
+        nonce: &[u8; DISCOVERY_TOKEN_BYTES],
+    ) -> ([u8; DISCOVERY_TOKEN_BYTES], [u8; 32]) {
+        let mut token_input = b"token".to_vec();
+        token_input.extend_from_slice(nonce);
+        let mut pad_input = b"author".to_vec();
+        pad_input.extend_from_slice(nonce);
+        let mut token = [0u8; DISCOVERY_TOKEN_BYTES];
+        token.copy_from_slice(
+            &blake3::keyed_hash(key, &token_input).as_bytes()[..DISCOVERY_TOKEN_BYTES],
+        );
+        (token, *blake3::keyed_hash(key, &pad_input).as_bytes())
+    }
 }
 
 /// Why an announcement's TXT properties were refused (logged, never
@@ -334,16 +460,18 @@ impl std::fmt::Display for TxtFault {
 }
 
 impl Announcement {
-    /// Reads [`TXT_KEY_TOKEN`] and [`TXT_KEY_AUTHOR`] from `(key, value)`
-    /// pairs. Keys compare case-insensitively and the first occurrence
-    /// counts (RFC 6763 section 6.4); unknown keys are ignored so a later
-    /// version can add some.
+    /// Reads [`TXT_KEY_NONCE`], [`TXT_KEY_TOKEN`] and [`TXT_KEY_AUTHOR`]
+    /// from `(key, value)` pairs. Keys compare case-insensitively and the
+    /// first occurrence counts (RFC 6763 section 6.4); unknown keys are
+    /// ignored so a later version can add some.
     fn parse(properties: &[(&str, Option<&[u8]>)]) -> Result<Announcement, TxtFault> {
+        let nonce = hex_property::<DISCOVERY_TOKEN_BYTES>(properties, TXT_KEY_NONCE)?;
         let token = hex_property::<DISCOVERY_TOKEN_BYTES>(properties, TXT_KEY_TOKEN)?;
-        let author = hex_property::<32>(properties, TXT_KEY_AUTHOR)?;
+        let sealed_author = hex_property::<32>(properties, TXT_KEY_AUTHOR)?;
         Ok(Announcement {
+            nonce,
             token,
-            author: Author(author),
+            sealed_author,
         })
     }
 }
@@ -374,19 +502,60 @@ fn hex_property<const N: usize>(
 mod tests {
     use super::*;
 
-    /// Fixed vector: changing the context or the truncation breaks every
-    /// deployed node's discovery, so it must show up here.
+    /// Fixed vector, computed with the Python `blake3` package from the bytes
+    /// PROTOCOL.md lists: changing the context, the layout or the truncation
+    /// breaks every deployed node's discovery, so it must show up here.
     #[test]
-    fn token_vector() {
-        let token = discovery_token(&DatabaseId([7u8; 32]));
-        assert_eq!(hex::encode(token), "5c2c0dba5f2b34be8cc6859ebb41dff2");
-        let full = blake3::derive_key(DISCOVERY_TOKEN_CONTEXT, &[7u8; 32]);
-        assert_eq!(token[..], full[..DISCOVERY_TOKEN_BYTES]);
-        assert_ne!(token, discovery_token(&DatabaseId([8u8; 32])));
+    fn announcement_vector() {
+        let key = discovery_key(&DatabaseId([7u8; 32]), 5);
+        assert_eq!(
+            hex::encode(key),
+            "91cc1ce0852df1bccbc56632cb8b2895e0747794ff7a82b15394840ffb394ac1",
+        );
+        let announcement =
+            Announcement::seal(&DatabaseId([7u8; 32]), 5, [1u8; 16], &Author([2u8; 32]));
+        assert_eq!(
+            hex::encode(announcement.token),
+            "d04dd1627d728a5c8e73c705eae43fe3"
+        );
+        assert_eq!(
+            hex::encode(announcement.sealed_author),
+            "ae6d96b35d206e7281eb45b5051d2f19b87afc7f98a45096478f2e632dea2355"
+        );
     }
 
-    fn good() -> (String, String) {
-        (hex::encode([1u8; 16]), hex::encode([2u8; 32]))
+    /// A member opens announcements of this epoch and the next and previous
+    /// ones; another database, or an epoch further away, opens nothing.
+    /// Two announcements of one key (another nonce, another epoch) share no
+    /// TXT value, so a non-member cannot link them.
+    #[test]
+    fn announcements_open_for_members_only_and_do_not_link() {
+        let database = DatabaseId([7u8; 32]);
+        let author = Author([2u8; 32]);
+        let first = Announcement::seal(&database, 100, [1u8; 16], &author);
+        for epoch in [99, 100, 101] {
+            assert_eq!(first.open(&database, epoch), Some(author), "epoch {epoch}");
+        }
+        assert_eq!(first.open(&database, 102), None);
+        assert_eq!(first.open(&DatabaseId([8u8; 32]), 100), None);
+        let later = Announcement::seal(&database, 101, [3u8; 16], &author);
+        assert_eq!(later.open(&database, 101), Some(author));
+        assert_ne!(first.nonce, later.nonce);
+        assert_ne!(first.token, later.token);
+        assert_ne!(first.sealed_author, later.sealed_author);
+        assert_ne!(first.sealed_author, author.0);
+        // Same nonce, next epoch: still unrelated values.
+        let same_nonce = Announcement::seal(&database, 101, [1u8; 16], &author);
+        assert_ne!(first.token, same_nonce.token);
+        assert_ne!(first.sealed_author, same_nonce.sealed_author);
+    }
+
+    fn good() -> (String, String, String) {
+        (
+            hex::encode([1u8; 16]),
+            hex::encode([4u8; 16]),
+            hex::encode([2u8; 32]),
+        )
     }
 
     /// TXT `(key, value)` pairs as text.
@@ -402,42 +571,50 @@ mod tests {
 
     #[test]
     fn txt_parses_and_ignores_unknown_keys() {
-        let (token, author) = good();
+        let (nonce, token, author) = good();
         let parsed = parse(&[
             ("future", Some("x")),
             ("AUTHOR", Some(&author)),
+            ("Nonce", Some(&nonce)),
             ("token", Some(&token)),
             ("token", Some("garbage after the first occurrence")),
         ]);
         assert_eq!(
             parsed,
             Ok(Announcement {
-                token: [1u8; 16],
-                author: Author([2u8; 32]),
+                nonce: [1u8; 16],
+                token: [4u8; 16],
+                sealed_author: [2u8; 32],
             })
         );
     }
 
     #[test]
     fn txt_malformed_is_refused() {
-        let (token, author) = good();
+        let (nonce, token, author) = good();
         let cases: [(Pairs<'_>, TxtFault); 6] = [
             (
-                &[("author", Some(&author))],
+                &[("nonce", Some(&nonce)), ("author", Some(&author))],
                 TxtFault::Missing { key: TXT_KEY_TOKEN },
             ),
             (
-                &[("token", Some(&token))],
-                TxtFault::Missing {
-                    key: TXT_KEY_AUTHOR,
-                },
+                &[("token", Some(&token)), ("author", Some(&author))],
+                TxtFault::Missing { key: TXT_KEY_NONCE },
             ),
             (
-                &[("token", None), ("author", Some(&author))],
+                &[
+                    ("nonce", Some(&nonce)),
+                    ("token", None),
+                    ("author", Some(&author)),
+                ],
                 TxtFault::NoValue { key: TXT_KEY_TOKEN },
             ),
             (
-                &[("token", Some(&token[..30])), ("author", Some(&author))],
+                &[
+                    ("nonce", Some(&nonce)),
+                    ("token", Some(&token[..30])),
+                    ("author", Some(&author)),
+                ],
                 TxtFault::WrongLength {
                     key: TXT_KEY_TOKEN,
                     digits: 30,
@@ -445,13 +622,18 @@ mod tests {
                 },
             ),
             (
-                &[("token", Some(&token)), ("author", Some(&"zz".repeat(32)))],
+                &[
+                    ("nonce", Some(&nonce)),
+                    ("token", Some(&token)),
+                    ("author", Some(&"zz".repeat(32))),
+                ],
                 TxtFault::NotHex {
                     key: TXT_KEY_AUTHOR,
                 },
             ),
             (
                 &[
+                    ("nonce", Some(&nonce)),
                     ("token", Some(&token)),
                     ("author", Some(&format!("{author}00"))),
                 ],
@@ -468,14 +650,15 @@ mod tests {
     }
 
     #[test]
-    fn instance_name_fits_a_label() {
-        let token = discovery_token(&DatabaseId([7u8; 32]));
-        let info = service_info(&token, &Author([0xab; 32]), 4242).expect("valid service");
-        let instance = instance_name(&hex::encode(token), &Author([0xab; 32]).to_hex());
-        assert_eq!(instance.len(), 49);
-        assert!(instance.starts_with(&"ab".repeat(16)));
-        assert_eq!(info.get_fullname(), format!("{instance}.{SERVICE_TYPE}"));
+    fn instance_name_is_the_nonce() {
+        let announcement =
+            Announcement::seal(&DatabaseId([7u8; 32]), 5, [0xab; 16], &Author([1; 32]));
+        let info = service_info(&announcement, 4242).expect("valid service");
+        assert_eq!(
+            info.get_fullname(),
+            format!("{}.{SERVICE_TYPE}", "ab".repeat(16))
+        );
         assert_eq!(info.get_port(), 4242);
-        assert_eq!(info.get_properties().len(), 2);
+        assert_eq!(info.get_properties().len(), 3);
     }
 }

@@ -26,7 +26,7 @@ pub enum How {
     Dialed,
     /// It dialed us and proved its key (the address is its outgoing one).
     Inbound,
-    /// LAN discovery announced it (not yet proved).
+    /// LAN discovery announced it, and it proved its key when dialed.
     Discovered,
 }
 

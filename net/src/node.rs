@@ -10,8 +10,8 @@
 //! `Bye(Shutdown)`, and waits for the batches being applied: a change the
 //! node acknowledged (applied) is in the log before `shutdown` returns.
 
-use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -41,6 +41,10 @@ pub const RECONNECT_DELAY_MAX: Duration = Duration::from_secs(30);
 /// a stranger, in an open database) cannot multiply the catch-ups it makes
 /// us serve beyond this.
 pub const SESSIONS_PER_KEY_MAX: usize = 4;
+/// A peer found by LAN discovery is dialed until this many attempts in a
+/// row fail; then the node stops (a stale or spoofed announcement cannot
+/// keep a loop dialing a dead address), and a new announcement starts over.
+pub const DISCOVERED_DIAL_FAILURES_MAX: u32 = 5;
 /// Events buffered for a slow [`Node::events`] receiver before it lags.
 pub const EVENTS_BUFFER: usize = 1024;
 
@@ -126,6 +130,17 @@ pub enum Event {
         /// What went wrong.
         error: Arc<Error>,
     },
+    /// The node stopped dialing a peer that LAN discovery found, after
+    /// [`DISCOVERED_DIAL_FAILURES_MAX`] failed attempts in a row; a new
+    /// announcement of it starts over.
+    StoppedDialing {
+        /// The peer.
+        peer: Author,
+        /// The address last dialed.
+        address: SocketAddr,
+        /// Failed attempts in a row.
+        failures: u32,
+    },
     /// LAN discovery found a peer of this database.
     Discovered {
         /// The key it announced (the handshake will prove it).
@@ -158,8 +173,10 @@ struct Shared {
     events: broadcast::Sender<Event>,
     stop: CancellationToken,
     slots: Arc<Semaphore>,
-    /// Peers with a live dial loop, so discovery does not start two.
-    dialing: Mutex<HashSet<Author>>,
+    /// Peers found by discovery with a live dial loop, and the address the
+    /// loop dials next (a new announcement updates it), so discovery does
+    /// not start two.
+    dialing: Mutex<HashMap<Author, Arc<Mutex<SocketAddr>>>>,
     /// Inbound sessions per key (see [`SESSIONS_PER_KEY_MAX`]).
     sessions: Mutex<HashMap<Author, usize>>,
     known: Mutex<KnownPeers>,
@@ -177,7 +194,7 @@ impl Node {
             events,
             stop: CancellationToken::new(),
             slots: Arc::new(Semaphore::new(CONNECTIONS_MAX)),
-            dialing: Mutex::new(HashSet::new()),
+            dialing: Mutex::new(HashMap::new()),
             sessions: Mutex::new(HashMap::new()),
             known: Mutex::new(known),
         });
@@ -238,15 +255,21 @@ impl Node {
             stop: self.shared.stop.clone(),
         };
         // Errors go to the caller, not to the log or the event stream.
-        dial(&self.shared, address, expected, &session).await
+        dial(&self.shared, address, expected, &session, How::Dialed).await
     }
 
     /// Keeps a live session with `address`: dials it now, and again with
     /// backoff whenever the connection ends, until shutdown. Returns at once.
     pub async fn connect(&self, address: &str, expected: Option<Author>) -> Result<()> {
         let address = resolve(address).await?;
+        let target = Target {
+            address: Arc::new(Mutex::new(address)),
+            expected,
+            how: How::Dialed,
+            give_up_after: None,
+        };
         self.tasks
-            .spawn(live_loop(Arc::clone(&self.shared), address, expected));
+            .spawn(live_loop(Arc::clone(&self.shared), target));
         Ok(())
     }
 
@@ -327,6 +350,7 @@ async fn dial(
     address: SocketAddr,
     expected: Option<Author>,
     session: &SessionConfig,
+    how: How,
 ) -> Result<SyncReport> {
     let _slot = shared
         .slots
@@ -345,7 +369,9 @@ async fn dial(
         address,
         dialed: true,
     });
-    shared.remember(peer, address, How::Dialed);
+    // Remembered once the peer proved its key (a discovery alone is not
+    // enough to take a place among the known peers).
+    shared.remember(peer, address, how);
     let report = session::run(channel, &shared.db, session, shared.as_ref()).await?;
     tracing::info!(
         %peer, sent = report.changes_sent, received = report.changes_received,
@@ -452,22 +478,50 @@ impl Drop for SessionClaim<'_> {
     }
 }
 
+/// Whom a live loop dials.
+struct Target {
+    /// Read before every dial: discovery updates it when the peer announces
+    /// another address.
+    address: Arc<Mutex<SocketAddr>>,
+    expected: Option<Author>,
+    how: How,
+    /// Stop after this many failed attempts in a row (`None`: never).
+    give_up_after: Option<u32>,
+}
+
 /// Keeps a live session with one peer, redialing with exponential backoff.
-async fn live_loop(shared: Arc<Shared>, address: SocketAddr, expected: Option<Author>) {
+async fn live_loop(shared: Arc<Shared>, target: Target) {
     let mut delay = shared.config.reconnect_delay_min;
+    let mut failures = 0;
     while !shared.stop.is_cancelled() {
         let session = shared.session(true);
         let started = tokio::time::Instant::now();
-        match dial(&shared, address, expected, &session).await {
+        let address = *target.address.lock().expect("target lock");
+        match dial(&shared, address, target.expected, &session, target.how).await {
             // Only a session that did work resets the backoff: one that
             // ended at once (a peer that says `Bye(Shutdown)` on every
             // connection, say) keeps backing off like a failure.
             Ok(report) if did_work(&report, started.elapsed(), &shared.config) => {
                 delay = shared.config.reconnect_delay_min;
+                failures = 0;
             }
-            Ok(_) => {}
+            Ok(_) => failures = 0,
             Err(Error::ShuttingDown) => break,
-            Err(error) => shared.emit_error(address, expected, error),
+            Err(error) => {
+                failures += 1;
+                shared.emit_error(address, target.expected, error);
+            }
+        }
+        if target.give_up_after.is_some_and(|most| failures >= most) {
+            tracing::info!(peer = ?target.expected, %address, failures, "stopped dialing a discovered peer");
+            if let Some(peer) = target.expected {
+                let _ = shared.events.send(Event::StoppedDialing {
+                    peer,
+                    address,
+                    failures,
+                });
+            }
+            break;
         }
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
@@ -475,7 +529,9 @@ async fn live_loop(shared: Arc<Shared>, address: SocketAddr, expected: Option<Au
         }
         delay = (delay * 2).min(shared.config.reconnect_delay_max);
     }
-    if let Some(peer) = expected {
+    if let Some(peer) = target.expected
+        && target.how == How::Discovered
+    {
         shared.dialing.lock().expect("dialing lock").remove(&peer);
     }
 }
@@ -502,35 +558,138 @@ async fn discovery_loop(shared: Arc<Shared>, tasks: TaskTracker, mut discovery: 
             peer: found.author,
             addresses: found.addresses.clone(),
         });
-        let Some(address) = dial_address(&found.addresses) else {
+        let Some(address) = dial_address(&found.addresses, &local_networks()) else {
+            tracing::debug!(peer = %found.author, addresses = ?found.addresses, "discovered, but no on-link address");
             continue;
         };
-        shared.remember(found.author, address, How::Discovered);
         if ours >= found.author {
             continue;
         }
-        if !shared
-            .dialing
-            .lock()
-            .expect("dialing lock")
-            .insert(found.author)
-        {
-            continue;
-        }
+        let target = {
+            let mut dialing = shared.dialing.lock().expect("dialing lock");
+            if let Some(current) = dialing.get(&found.author) {
+                // A new announcement: the running loop dials it next time.
+                *current.lock().expect("target lock") = address;
+                continue;
+            }
+            let current = Arc::new(Mutex::new(address));
+            dialing.insert(found.author, Arc::clone(&current));
+            Target {
+                address: current,
+                expected: Some(found.author),
+                how: How::Discovered,
+                give_up_after: Some(DISCOVERED_DIAL_FAILURES_MAX),
+            }
+        };
         tracing::info!(peer = %found.author, %address, "discovered; dialing");
-        tasks.spawn(live_loop(Arc::clone(&shared), address, Some(found.author)));
+        tasks.spawn(live_loop(Arc::clone(&shared), target));
     }
     discovery.shutdown();
 }
 
-/// Which of a discovered peer's addresses to dial: IPv4 before IPv6 (an
+/// Which of a discovered peer's addresses to dial: only on-link ones (an
+/// IPv6 link-local address with its scope, or an address inside the subnet
+/// of one of our interfaces other than loopback), so an announcement
+/// cannot make us dial loopback or an arbitrary host; IPv4 before IPv6 (an
 /// IPv6 link-local address needs its scope, and many listeners bind IPv4
-/// only), a LAN address before loopback. Port 0 is a `peers peers --scan`
-/// that listens nowhere: never dialed.
-fn dial_address(addresses: &[SocketAddr]) -> Option<SocketAddr> {
+/// only). Port 0 is a `peers peers --scan` that listens nowhere: never
+/// dialed.
+fn dial_address(addresses: &[SocketAddr], networks: &[(IpAddr, IpAddr)]) -> Option<SocketAddr> {
     addresses
         .iter()
         .copied()
-        .filter(|address| address.port() != 0)
-        .min_by_key(|address| (address.is_ipv6(), address.ip().is_loopback()))
+        .filter(|address| address.port() != 0 && on_link(address, networks))
+        .min_by_key(|address| address.is_ipv6())
+}
+
+/// Whether `address` is on one of `networks` (interface address, netmask).
+fn on_link(address: &SocketAddr, networks: &[(IpAddr, IpAddr)]) -> bool {
+    let ip = address.ip();
+    if ip.is_loopback() || ip.is_unspecified() || ip.is_multicast() {
+        return false;
+    }
+    if let SocketAddr::V6(v6) = address
+        && v6.ip().is_unicast_link_local()
+    {
+        return v6.scope_id() != 0;
+    }
+    networks
+        .iter()
+        .any(|(network, mask)| match (ip, network, mask) {
+            (IpAddr::V4(ip), IpAddr::V4(network), IpAddr::V4(mask)) => {
+                !network.is_loopback()
+                    && u32::from(ip) & u32::from(*mask) == u32::from(*network) & u32::from(*mask)
+            }
+            (IpAddr::V6(ip), IpAddr::V6(network), IpAddr::V6(mask)) => {
+                !network.is_loopback()
+                    && u128::from(ip) & u128::from(*mask)
+                        == u128::from(*network) & u128::from(*mask)
+            }
+            _ => false,
+        })
+}
+
+/// This machine's interface addresses and netmasks (empty if they cannot be
+/// read: then only scoped link-local IPv6 addresses are dialed).
+fn local_networks() -> Vec<(IpAddr, IpAddr)> {
+    match if_addrs::get_if_addrs() {
+        Ok(interfaces) => interfaces
+            .into_iter()
+            .map(|interface| match interface.addr {
+                if_addrs::IfAddr::V4(v4) => (IpAddr::V4(v4.ip), IpAddr::V4(v4.netmask)),
+                if_addrs::IfAddr::V6(v6) => (IpAddr::V6(v6.ip), IpAddr::V6(v6.netmask)),
+            })
+            .collect(),
+        Err(error) => {
+            tracing::debug!(%error, "cannot list the interfaces");
+            Vec::new()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An announcement names loopback, a host elsewhere, a LAN neighbour, a
+    /// scoped and an unscoped link-local IPv6 address: only the neighbour
+    /// and the scoped one are on-link, and IPv4 is preferred.
+    #[test]
+    fn only_on_link_addresses_are_dialed() {
+        let networks = [
+            (
+                "127.0.0.1".parse().expect("ip"),
+                "255.0.0.0".parse().expect("ip"),
+            ),
+            (
+                "192.168.7.20".parse().expect("ip"),
+                "255.255.255.0".parse().expect("ip"),
+            ),
+        ];
+        let address = |text: &str| -> SocketAddr { text.parse().expect("address") };
+        let offers = [
+            address("127.0.0.1:7000"),
+            address("203.0.113.9:7000"),
+            address("[fe80::1]:7000"),
+            address("[fe80::2%3]:7000"),
+            address("192.168.7.44:7000"),
+            address("192.168.7.45:0"),
+        ];
+        for offer in &offers {
+            let expected = matches!(
+                offer.to_string().as_str(),
+                "[fe80::2%3]:7000" | "192.168.7.44:7000" | "192.168.7.45:0"
+            );
+            assert_eq!(on_link(offer, &networks), expected, "{offer}");
+        }
+        assert_eq!(
+            dial_address(&offers, &networks),
+            Some(address("192.168.7.44:7000"))
+        );
+        assert_eq!(
+            dial_address(&offers[..4], &networks),
+            Some(address("[fe80::2%3]:7000"))
+        );
+        assert_eq!(dial_address(&offers[..2], &networks), None);
+    }
 }

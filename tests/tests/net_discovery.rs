@@ -13,7 +13,7 @@ use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::time::Duration;
 
 use peers_engine::{Author, DatabaseId, Db, Identity};
-use peers_net::{Discovered, Discovery, Node, NodeConfig};
+use peers_net::{Discovered, Discovery, Event, Node, NodeConfig};
 use peers_tests::{relaxed, replica_of};
 use tokio::time::{Instant, timeout_at};
 
@@ -212,4 +212,59 @@ fn multicast_round_trip() -> Result<(), String> {
     } else {
         Err("a foreign datagram arrived instead of ours".to_owned())
     }
+}
+
+/// A stale or spoofed announcement cannot pin a dial loop to a dead address
+/// for ever: a key announced on the link with a port nobody listens on is
+/// dialed, fails `DISCOVERED_DIAL_FAILURES_MAX` times in a row, and the node
+/// stops dialing it (`Event::StoppedDialing`) and never records it among
+/// its known peers (it never proved its key).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_announcement_stops_being_dialed() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let db = Db::create(dir.path().join("a"), relaxed())?;
+    // A port that refuses connections: bound, then closed.
+    let dead_port = std::net::TcpListener::bind("0.0.0.0:0")?
+        .local_addr()?
+        .port();
+    // The largest key, so the node (smaller) is the side that dials.
+    let ghost = Author([0xff; 32]);
+    let announcement = Discovery::start(db.database_id(), ghost, dead_port)?;
+    let node = Node::start(
+        db.clone(),
+        NodeConfig {
+            listen: Some("0.0.0.0:0".parse()?),
+            discover: true,
+            reconnect_delay_min: Duration::from_millis(20),
+            reconnect_delay_max: Duration::from_millis(100),
+            ..NodeConfig::default()
+        },
+    )
+    .await?;
+    let mut events = node.events();
+    let deadline = Instant::now() + FIND_TIMEOUT;
+    let (mut failures, mut stopped) = (0, None);
+    while stopped.is_none() {
+        match timeout_at(deadline, events.recv()).await {
+            Ok(Ok(Event::PeerError { peer, .. })) if peer == Some(ghost) => failures += 1,
+            Ok(Ok(Event::StoppedDialing { peer, failures, .. })) if peer == ghost => {
+                stopped = Some(failures);
+            }
+            Ok(_) => {}
+            Err(_) => {
+                node.shutdown().await;
+                announcement.shutdown();
+                return skip_or_fail(&BTreeMap::new(), &BTreeMap::new());
+            }
+        }
+    }
+    assert_eq!(stopped, Some(peers_net::DISCOVERED_DIAL_FAILURES_MAX));
+    assert_eq!(failures, peers_net::DISCOVERED_DIAL_FAILURES_MAX);
+    assert!(
+        node.known_peers().iter().all(|known| known.author != ghost),
+        "an unproved key among the known peers"
+    );
+    node.shutdown().await;
+    announcement.shutdown();
+    Ok(())
 }
