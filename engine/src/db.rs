@@ -764,6 +764,45 @@ impl Db {
         reads::version_vector(&self.inner.view)
     }
 
+    /// [`VersionVector::digest`] of [`Db::version_vector`], computed without
+    /// holding the vector (a replica may have millions of authors).
+    pub fn version_digest(&self) -> Result<[u8; 32]> {
+        let mut digest = crate::VectorDigest::new();
+        reads::heads_between(
+            &self.inner.view,
+            &Author([0; 32]),
+            None,
+            &mut |author, head| {
+                digest.push(&author, &head);
+                true
+            },
+        )?;
+        Ok(digest.finish())
+    }
+
+    /// The advertised heads ([`Db::version_vector`]) of the authors whose
+    /// keys are at least `from` and below `until` (`None`: to the last), in
+    /// key order, until `visit` returns false. Range-based reconciliation
+    /// reads the vector this way, one range at a time.
+    pub fn heads_between(
+        &self,
+        from: &Author,
+        until: Option<&Author>,
+        visit: &mut dyn FnMut(Author, crate::Head) -> bool,
+    ) -> Result<()> {
+        reads::heads_between(&self.inner.view, from, until, visit)
+    }
+
+    /// [`Db::changes_since`] for the listed authors only, each with the
+    /// peer's advertised head (`None`: it holds none of that author's
+    /// changes): what range-based reconciliation found to differ.
+    pub fn changes_since_heads(
+        &self,
+        heads: &[(Author, Option<crate::Head>)],
+    ) -> Result<reads::ChangesSince> {
+        reads::changes_since_heads(&self.inner.view, &self.inner.wal, heads)
+    }
+
     /// The held changes that a replica at `since` lacks, in log order (a
     /// causal order), read lazily from the log.
     pub fn changes_since(&self, since: &VersionVector) -> Result<reads::ChangesSince> {
@@ -772,7 +811,22 @@ impl Db {
 
     /// Every change in the log, in log order.
     pub fn log(&self) -> Result<impl Iterator<Item = Result<(Position, Change)>> + '_> {
-        let iter = self.inner.wal.iter_from(self.inner.wal.start())?;
+        self.log_from(self.inner.wal.start())
+    }
+
+    /// Where the next change will be appended: every change read from the
+    /// log at or past this position was appended after this call.
+    pub fn log_end(&self) -> Position {
+        self.inner.wal.end()
+    }
+
+    /// The log's changes from `position` (a record's start, or
+    /// [`Db::log_end`]), in log order.
+    pub fn log_from(
+        &self,
+        position: Position,
+    ) -> Result<impl Iterator<Item = Result<(Position, Change)>> + '_> {
+        let iter = self.inner.wal.iter_from(position)?;
         Ok(iter.map(|item| {
             let (position, bytes) = item?;
             let change = Change::decode(&bytes).map_err(|error| Error::LogCorrupt {

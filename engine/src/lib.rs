@@ -36,11 +36,11 @@ pub use engine::ApplyReport;
 pub use error::{Error, Refusal, Result};
 pub use identity::Identity;
 pub use keys::{Stamp, VIEW_FORMAT_VERSION};
-pub use peers_wal::SyncMode;
+pub use peers_wal::{Position, SyncMode};
 pub use pending::{PENDING_BYTES_MAX, PENDING_CHANGES_MAX};
 pub use reads::{ChangesSince, HistoryEntry, Scan};
 pub use value::{UnknownScalar, Value};
-pub use version_vector::{Head, VersionVector};
+pub use version_vector::{Head, VectorDigest, VersionVector};
 
 impl From<&str> for Value {
     fn from(text: &str) -> Self {

@@ -149,34 +149,63 @@ fn change_meta(group: &Group<'_>, hash: &ChangeHash) -> Result<ChangeMeta> {
 /// the cut is the same on every replica (the chain below the first fork is
 /// one chain); a fork at seq 1 is advertised as seq 0 with the zero hash.
 pub(crate) fn version_vector(view: &DB) -> Result<VersionVector> {
-    let group = Group::new(view);
     let mut vector = VersionVector::new();
-    for (key, value) in group.scan_prefix(&[keys::AUTHORS])? {
+    heads_between(view, &Author([0; 32]), None, &mut |author, head| {
+        vector.insert(author, head);
+        true
+    })?;
+    Ok(vector)
+}
+
+/// The advertised heads of the authors whose keys are at least `from` and
+/// below `until` (`None`: to the last), in key order, until `visit` returns
+/// false. Holds one RocksDB iterator, never the vector.
+pub(crate) fn heads_between(
+    view: &DB,
+    from: &Author,
+    until: Option<&Author>,
+    visit: &mut dyn FnMut(Author, Head) -> bool,
+) -> Result<()> {
+    let start = keys::author(from);
+    for item in view.iterator(IteratorMode::From(&start, Direction::Forward)) {
+        let (key, value) = item?;
+        if key.first() != Some(&keys::AUTHORS) {
+            break;
+        }
         let author = Author(
             key[1..]
                 .try_into()
-                .map_err(|_| Error::ViewCorrupt { key: key.clone() })?,
+                .map_err(|_| Error::ViewCorrupt { key: key.to_vec() })?,
         );
+        if until.is_some_and(|until| author >= *until) {
+            break;
+        }
         let state: AuthorState = decode(&value, &key)?;
-        let head = match state.cut {
-            None => Head {
-                seq: state.head_seq,
-                hash: state.head_hash,
-            },
-            Some(0) => Head {
-                seq: 0,
-                hash: ChangeHash([0; 32]),
-            },
-            Some(cut) => Head {
-                seq: cut,
-                hash: chain_entry(view, &author, cut)?.ok_or(Error::ViewCorrupt {
-                    key: keys::chain_prefix(&author, cut),
-                })?,
-            },
-        };
-        vector.insert(author, head);
+        if !visit(author, advertised_head(view, &author, &state)?) {
+            break;
+        }
     }
-    Ok(vector)
+    Ok(())
+}
+
+/// An author's head as sync advertises it.
+fn advertised_head(view: &DB, author: &Author, state: &AuthorState) -> Result<Head> {
+    Ok(match state.cut {
+        None => Head {
+            seq: state.head_seq,
+            hash: state.head_hash,
+        },
+        Some(0) => Head {
+            seq: 0,
+            hash: ChangeHash([0; 32]),
+        },
+        Some(cut) => Head {
+            seq: cut,
+            hash: chain_entry(view, author, cut)?.ok_or(Error::ViewCorrupt {
+                key: keys::chain_prefix(author, cut),
+            })?,
+        },
+    })
 }
 
 /// The hash of `author`'s change at `seq` (the lowest, if several).
@@ -352,17 +381,7 @@ pub(crate) fn changes_since(
     since: &VersionVector,
 ) -> Result<ChangesSince> {
     let group = Group::new(view);
-    let mut stream = ChangesSince {
-        view: Arc::clone(view),
-        wal: wal.clone(),
-        heads: BinaryHeap::new(),
-        ranges: Vec::new(),
-        boundaries: HashMap::new(),
-        evidence: HashMap::new(),
-        named: HashSet::new(),
-        ready: BTreeMap::new(),
-        remaining: 0,
-    };
+    let mut stream = ChangesSince::empty(view, wal);
     for (key, value) in group.scan_prefix(&[keys::AUTHORS])? {
         let author = Author(
             key[1..]
@@ -370,14 +389,62 @@ pub(crate) fn changes_since(
                 .map_err(|_| Error::ViewCorrupt { key: key.clone() })?,
         );
         let state: AuthorState = decode(&value, &key)?;
-        let from_seq = match since.get(&author) {
+        stream.add_author(&group, author, &state, since.get(&author))?;
+    }
+    Ok(stream)
+}
+
+/// [`changes_since`] for the listed authors only, each with the peer's
+/// advertised head (`None`: it holds none of that author's changes); the
+/// authors not listed are the peer's business (range reconciliation found
+/// them equal). An author this replica does not hold is skipped.
+pub(crate) fn changes_since_heads(
+    view: &Arc<DB>,
+    wal: &Wal,
+    heads: &[(Author, Option<Head>)],
+) -> Result<ChangesSince> {
+    let group = Group::new(view);
+    let mut stream = ChangesSince::empty(view, wal);
+    for (author, head) in heads {
+        let Some(state) = crate::engine::Engine::author_state(&group, author)? else {
+            continue;
+        };
+        stream.add_author(&group, *author, &state, head.as_ref())?;
+    }
+    Ok(stream)
+}
+
+impl ChangesSince {
+    fn empty(view: &Arc<DB>, wal: &Wal) -> ChangesSince {
+        ChangesSince {
+            view: Arc::clone(view),
+            wal: wal.clone(),
+            heads: BinaryHeap::new(),
+            ranges: Vec::new(),
+            boundaries: HashMap::new(),
+            evidence: HashMap::new(),
+            named: HashSet::new(),
+            ready: BTreeMap::new(),
+            remaining: 0,
+        }
+    }
+
+    /// Adds what a peer at `head` lacks of `author`'s chain.
+    fn add_author(
+        &mut self,
+        group: &Group<'_>,
+        author: Author,
+        state: &AuthorState,
+        head: Option<&Head>,
+    ) -> Result<()> {
+        let from_seq = match head {
             None => 1,
             Some(head) if group.contains(&keys::change(&head.hash))? => head.seq + 1,
             // Ahead of us on a chain we do not know: nothing of ours is new to
             // them unless they forked, and then their side sends us their
             // branch (our head is unknown to them), we cut, and the evidence
             // goes back below.
-            Some(head) if head.seq > state.head_seq && state.cut.is_none() => continue,
+            Some(head) if head.seq > state.head_seq && state.cut.is_none() => return Ok(()),
             // Our heads differ at a seq we both hold: the chains diverged
             // somewhere below; send ours whole (the receiver drops duplicates).
             Some(_) => 1,
@@ -385,19 +452,19 @@ pub(crate) fn changes_since(
         let mut ranges = vec![(from_seq, state.valid_until())];
         if let Some(cut) = state.cut {
             ranges.push((cut + 1, cut + 1));
-            stream.evidence.insert(author, cut + 1);
+            self.evidence.insert(author, cut + 1);
         }
         for (first, last) in ranges {
             if first > last {
                 continue;
             }
-            stream.remaining += usize::try_from(last - first + 1).unwrap_or(usize::MAX);
-            stream.ranges.push(ChainRange { author, last });
-            let range = stream.ranges.len() - 1;
+            self.remaining += usize::try_from(last - first + 1).unwrap_or(usize::MAX);
+            self.ranges.push(ChainRange { author, last });
+            let range = self.ranges.len() - 1;
             // The entry before `first` does not exist: start the cursor at
             // the prefix of `first` itself.
             let start = keys::chain_prefix(&author, first);
-            stream.advance(range, &start)?;
+            self.advance(range, &start)?;
         }
         let boundary = state
             .cut
@@ -406,10 +473,10 @@ pub(crate) fn changes_since(
             .chain(state.limit)
             .min();
         if let Some(boundary) = boundary {
-            stream.boundaries.insert(author, boundary);
+            self.boundaries.insert(author, boundary);
         }
+        Ok(())
     }
-    Ok(stream)
 }
 
 /// blake3 over every materialized entry (fields, tombstones, increments) in

@@ -50,13 +50,43 @@ impl VersionVector {
     }
     /// A digest of the whole vector: equal digests, equal vectors.
     pub fn digest(&self) -> [u8; 32] {
-        let mut hasher =
-            blake3::Hasher::new_derive_key("peers 2026-11-28 version vector digest v1");
+        let mut digest = VectorDigest::new();
         for (author, head) in &self.heads {
-            hasher.update(&author.0);
-            hasher.update(&head.seq.to_le_bytes());
-            hasher.update(&head.hash.0);
+            digest.push(author, head);
         }
-        *hasher.finalize().as_bytes()
+        digest.finish()
+    }
+}
+
+/// [`VersionVector::digest`] built one author at a time, in author order,
+/// so a replica of many authors never holds its whole vector to digest it.
+pub struct VectorDigest {
+    hasher: blake3::Hasher,
+}
+
+impl Default for VectorDigest {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl VectorDigest {
+    /// The digest of an empty vector, so far.
+    pub fn new() -> Self {
+        VectorDigest {
+            hasher: blake3::Hasher::new_derive_key("peers 2026-11-28 version vector digest v1"),
+        }
+    }
+
+    /// Adds the next author (authors must come in byte order).
+    pub fn push(&mut self, author: &Author, head: &Head) {
+        self.hasher.update(&author.0);
+        self.hasher.update(&head.seq.to_le_bytes());
+        self.hasher.update(&head.hash.0);
+    }
+
+    /// The digest.
+    pub fn finish(&self) -> [u8; 32] {
+        *self.hasher.finalize().as_bytes()
     }
 }

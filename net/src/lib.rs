@@ -14,6 +14,7 @@ mod handshake;
 mod known_peers;
 mod message;
 mod node;
+mod reconcile;
 mod session;
 
 pub use channel::{
@@ -33,11 +34,16 @@ pub use handshake::{
 pub use known_peers::{How, KNOWN_PEERS_FILE, KNOWN_PEERS_MAX, KnownPeer, known_peers};
 pub use message::{
     BATCH_BYTES_MAX, BATCH_CHANGES_MAX, ByeReason, DATABASE_PROOF_DOMAIN, Hello, Message,
-    SYNC_VERSION, SYNC_VERSION_MIN, VECTOR_AUTHORS_MAX, VectorEntry, database_proof,
+    SYNC_VERSION, SYNC_VERSION_MIN, VectorEntry, database_proof,
 };
 pub use node::{
     CONNECTIONS_MAX, DISCOVERED_DIAL_FAILURES_MAX, EVENTS_BUFFER, Event, KEEPALIVE_INTERVAL, Node,
     NodeConfig, RECONNECT_DELAY_MAX, RECONNECT_DELAY_MIN, SESSIONS_PER_KEY_MAX,
+};
+pub use reconcile::{
+    Difference, Heads, ITEM_CONTEXT, RANGE_CONTEXT, RECONCILE_DIFFERENCES_MAX, RECONCILE_ITEMS_MAX,
+    RECONCILE_RANGES_MAX, RECONCILE_REPLY_BYTES, RECONCILE_ROUNDS_MAX, RECONCILE_SPLIT, Range,
+    RangeKind, Reconciler, fingerprint,
 };
 pub use session::SyncReport;
 

@@ -8,10 +8,11 @@
 //! refuses trailing bytes and any container that claims more than that.
 
 use bincode::{Decode, Encode};
-use peers_engine::{Author, ChangeHash, DatabaseId, Head, VersionVector};
+use peers_engine::{Author, DatabaseId};
 
 use crate::error::{Error, Result};
 use crate::frame::MESSAGE_BYTES_MAX;
+use crate::reconcile::Range;
 
 /// The highest sync protocol version this build speaks.
 pub const SYNC_VERSION: u16 = 2;
@@ -29,9 +30,6 @@ pub const BATCH_CHANGES_MAX: usize = 4096;
 /// alone (a change of up to `CHANGE_BYTES_MAX` still travels:
 /// [`MESSAGE_BYTES_MAX`] has room for it, but not for it and a full batch).
 pub const BATCH_BYTES_MAX: usize = 1024 * 1024;
-/// Most authors a `Vector` message may list: 72 bytes each must fit in one
-/// message. Larger author sets need range-based reconciliation (PROTOCOL.md).
-pub const VECTOR_AUTHORS_MAX: usize = MESSAGE_BYTES_MAX / 80;
 
 const _: () = assert!(BATCH_BYTES_MAX + BATCH_CHANGES_MAX * 8 < MESSAGE_BYTES_MAX);
 const _: () = assert!(peers_engine::CHANGE_BYTES_MAX + 16 < MESSAGE_BYTES_MAX);
@@ -56,14 +54,14 @@ pub struct Hello {
     /// Proves that the sender knows the database id without revealing it:
     /// see [`database_proof`].
     pub database_proof: [u8; 32],
-    /// [`VersionVector::digest`] of the sender's vector.
+    /// `VersionVector::digest` of the sender's vector (its advertised heads).
     pub digest: [u8; 32],
     /// Whether the sender wants the connection to stay open after catching
     /// up; it does only when both say so.
     pub live: bool,
 }
 
-/// One author's entry in a `Vector` message.
+/// One author's advertised head, as a `Reconcile` list carries it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
 pub struct VectorEntry {
     /// The author's key.
@@ -119,13 +117,14 @@ impl std::fmt::Display for ByeReason {
 pub enum Message {
     /// Index 0: see [`Hello`].
     Hello(Hello),
-    /// Index 1: the sender's version vector, in author order.
-    Vector(Vec<VectorEntry>),
+    /// Index 1: a round of range-based reconciliation (PROTOCOL.md
+    /// "Reconciliation"); empty: the sender is done.
+    Reconcile(Vec<Range>),
     /// Index 2: encoded changes (FORMAT.md "Change"), in the sender's log
     /// order.
     Changes(Vec<Vec<u8>>),
     /// Index 3: the sender has sent every change the receiver lacked when
-    /// the vectors were exchanged; `changes` counts them.
+    /// the reconciliation ended; `changes` counts them.
     CaughtUp {
         /// Changes sent during the catch-up.
         changes: u64,
@@ -149,7 +148,7 @@ impl Message {
     pub fn kind(&self) -> &'static str {
         match self {
             Message::Hello(_) => "Hello",
-            Message::Vector(_) => "Vector",
+            Message::Reconcile(_) => "Reconcile",
             Message::Changes(_) => "Changes",
             Message::CaughtUp { .. } => "CaughtUp",
             Message::Keepalive => "Keepalive",
@@ -189,49 +188,16 @@ impl Message {
             )));
         }
         match &message {
-            Message::Vector(entries) if entries.len() > VECTOR_AUTHORS_MAX => {
-                Err(malformed(format!("vector of {} authors", entries.len())))
-            }
+            Message::Reconcile(ranges) => match crate::reconcile::validate(ranges) {
+                Ok(()) => Ok(message),
+                Err(error) => Err(malformed(error.to_string())),
+            },
             Message::Changes(changes) if changes.len() > BATCH_CHANGES_MAX => {
                 Err(malformed(format!("batch of {} changes", changes.len())))
             }
             _ => Ok(message),
         }
     }
-}
-
-/// A version vector as `Vector` entries.
-pub(crate) fn vector_entries(vector: &VersionVector) -> Vec<VectorEntry> {
-    vector
-        .iter()
-        .map(|(author, head)| VectorEntry {
-            author: author.0,
-            seq: head.seq,
-            hash: head.hash.0,
-        })
-        .collect()
-}
-
-/// `Vector` entries as a version vector; a repeated author is malformed.
-pub(crate) fn vector_from_entries(entries: &[VectorEntry]) -> Result<VersionVector> {
-    let mut vector = VersionVector::new();
-    for entry in entries {
-        let author = Author(entry.author);
-        if vector.get(&author).is_some() {
-            return Err(Error::MalformedMessage {
-                bytes: 0,
-                reason: format!("author {author} twice in a vector"),
-            });
-        }
-        vector.insert(
-            author,
-            Head {
-                seq: entry.seq,
-                hash: ChangeHash(entry.hash),
-            },
-        );
-    }
-    Ok(vector)
 }
 
 /// The sync version two sides agree on, if any: the highest both speak.
@@ -276,19 +242,19 @@ pub(crate) fn proves_database(
         == blake3::Hash::from_bytes(hello.database_proof)
 }
 
-/// Our `Hello` on a connection, at `vector`.
+/// Our `Hello` on a connection, with our vector's `digest`.
 pub(crate) fn hello(
     database: DatabaseId,
     handshake_hash: &[u8; 32],
     us: &Author,
-    vector: &VersionVector,
+    digest: [u8; 32],
     live: bool,
 ) -> Hello {
     Hello {
         version_min: SYNC_VERSION_MIN,
         version_max: SYNC_VERSION,
         database_proof: database_proof(database, handshake_hash, us),
-        digest: vector.digest(),
+        digest,
         live,
     }
 }
@@ -312,11 +278,21 @@ mod tests {
     fn round_trip() {
         let messages = [
             sample_hello(),
-            Message::Vector(vec![VectorEntry {
-                author: [1; 32],
-                seq: 300,
-                hash: [2; 32],
-            }]),
+            Message::Reconcile(vec![
+                Range {
+                    upper: Some([1; 32]),
+                    kind: crate::RangeKind::Fingerprint([3; 16]),
+                },
+                Range {
+                    upper: None,
+                    kind: crate::RangeKind::Items(vec![VectorEntry {
+                        author: [1; 32],
+                        seq: 300,
+                        hash: [2; 32],
+                    }]),
+                },
+            ]),
+            Message::Reconcile(Vec::new()),
             Message::Changes(vec![vec![1, 2, 3], vec![]]),
             Message::CaughtUp { changes: 70_000 },
             Message::Keepalive,
@@ -341,16 +317,33 @@ mod tests {
         expected.extend_from_slice(&[9; 32]);
         expected.push(1);
         assert_eq!(encode(sample_hello()), expected);
-        let vector = Message::Vector(vec![VectorEntry {
-            author: [1; 32],
-            seq: 300,
-            hash: [2; 32],
-        }]);
-        let mut expected = vec![1u8, 1];
+        // Reconcile: count 2; range 1: upper Some (1) + 32 bytes, kind 1
+        // (Fingerprint) + 16 bytes; range 2: upper None (0), kind 2 (Items),
+        // count 1, the head: author, seq 300 (fb 2c 01), hash.
+        let reconcile = Message::Reconcile(vec![
+            Range {
+                upper: Some([1; 32]),
+                kind: crate::RangeKind::Fingerprint([3; 16]),
+            },
+            Range {
+                upper: None,
+                kind: crate::RangeKind::Items(vec![VectorEntry {
+                    author: [4; 32],
+                    seq: 300,
+                    hash: [2; 32],
+                }]),
+            },
+        ]);
+        let mut expected = vec![1u8, 2, 1];
         expected.extend_from_slice(&[1; 32]);
+        expected.push(1);
+        expected.extend_from_slice(&[3; 16]);
+        expected.extend_from_slice(&[0, 2, 1]);
+        expected.extend_from_slice(&[4; 32]);
         expected.extend_from_slice(&[251, 0x2C, 0x01]);
         expected.extend_from_slice(&[2; 32]);
-        assert_eq!(encode(vector), expected);
+        assert_eq!(encode(reconcile), expected);
+        assert_eq!(encode(Message::Reconcile(Vec::new())), [1, 0]);
         assert_eq!(
             encode(Message::Changes(vec![vec![0xAA, 0xBB]])),
             [2, 1, 2, 0xAA, 0xBB]
@@ -427,13 +420,7 @@ mod tests {
             "45100e360249c4ca38bd1328c6a12bcf14b848cf59ea4f0f68c64a39c8f8ebb1",
             "PROTOCOL.md's vector"
         );
-        let hello = hello(
-            database,
-            &handshake_hash,
-            &sender,
-            &VersionVector::new(),
-            true,
-        );
+        let hello = hello(database, &handshake_hash, &sender, [0; 32], true);
         assert!(proves_database(&hello, database, &handshake_hash, &sender));
         assert!(!proves_database(
             &hello,
@@ -458,16 +445,17 @@ mod tests {
         assert_eq!(negotiate((1, 1), (2, 2)), None);
     }
 
-    /// A vector that names an author twice is malformed.
+    /// A `Reconcile` whose shape is wrong is malformed at decoding.
     #[test]
-    fn repeated_author_refused() {
-        let entry = VectorEntry {
-            author: [1; 32],
-            seq: 1,
-            hash: [0; 32],
-        };
-        assert!(vector_from_entries(&[entry, entry]).is_err());
-        let vector = vector_from_entries(&[entry]).expect("one author");
-        assert_eq!(vector_entries(&vector), vec![entry]);
+    fn malformed_reconcile_refused() {
+        let bounded_last = Message::Reconcile(vec![Range {
+            upper: Some([1; 32]),
+            kind: crate::RangeKind::Skip,
+        }]);
+        let bytes = bounded_last.encode().expect("encodes");
+        assert!(matches!(
+            Message::decode(&bytes),
+            Err(Error::MalformedMessage { .. })
+        ));
     }
 }

@@ -249,11 +249,7 @@ impl Node {
     /// set, a peer that proves another key is refused before we reveal ours.
     pub async fn sync_once(&self, address: &str, expected: Option<Author>) -> Result<SyncReport> {
         let address = resolve(address).await?;
-        let session = SessionConfig {
-            live: false,
-            keepalive: self.shared.config.keepalive,
-            stop: self.shared.stop.clone(),
-        };
+        let session = self.shared.session(false, true);
         // Errors go to the caller, not to the log or the event stream.
         dial(&self.shared, address, expected, &session, How::Dialed).await
     }
@@ -325,11 +321,13 @@ impl Shared {
         }
     }
 
-    fn session(&self, live: bool) -> SessionConfig {
+    /// A session's configuration; `initiator` when we dialed.
+    fn session(&self, live: bool, initiator: bool) -> SessionConfig {
         SessionConfig {
             live,
             keepalive: self.config.keepalive,
             stop: self.stop.clone(),
+            initiator,
         }
     }
 }
@@ -437,9 +435,14 @@ async fn serve(
         dialed: false,
     });
     shared.remember(peer, address, How::Inbound);
-    let report = session::run(channel, &shared.db, &shared.session(true), shared.as_ref())
-        .await
-        .map_err(|error| (Some(peer), error))?;
+    let report = session::run(
+        channel,
+        &shared.db,
+        &shared.session(true, false),
+        shared.as_ref(),
+    )
+    .await
+    .map_err(|error| (Some(peer), error))?;
     tracing::info!(
         %peer, sent = report.changes_sent, received = report.changes_received, "session ended"
     );
@@ -494,7 +497,7 @@ async fn live_loop(shared: Arc<Shared>, target: Target) {
     let mut delay = shared.config.reconnect_delay_min;
     let mut failures = 0;
     while !shared.stop.is_cancelled() {
-        let session = shared.session(true);
+        let session = shared.session(true, true);
         let started = tokio::time::Instant::now();
         let address = *target.address.lock().expect("target lock");
         match dial(&shared, address, target.expected, &session, target.how).await {

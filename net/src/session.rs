@@ -13,7 +13,7 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use peers_engine::{Author, Change, Db, VersionVector};
+use peers_engine::{Author, Change, Db, Head, Position, VersionVector};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{broadcast, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -24,6 +24,7 @@ use crate::message::{
     self, BATCH_BYTES_MAX, BATCH_CHANGES_MAX, ByeReason, Hello, Message, SYNC_VERSION,
     SYNC_VERSION_MIN,
 };
+use crate::reconcile::{Difference, Reconciler};
 
 /// What one session did, from this side.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -42,8 +43,9 @@ pub struct SyncReport {
     pub bytes_sent: u64,
     /// Encrypted bytes this side read after the handshake.
     pub bytes_received: u64,
-    /// Round trips of the catch-up: 1 when the digests were equal, 2 when
-    /// vectors were exchanged (the changes then follow without waiting).
+    /// Round trips before the changes flow: 1 when the digests were equal
+    /// (the `Hello`s), else 1 plus half the `Reconcile` messages, rounded
+    /// down (the last one goes out with the changes).
     pub round_trips: u32,
     /// Authors whose heads the two sides hold at the same seq with
     /// different hashes: a fork, which the engines then cut (FORMAT.md).
@@ -70,6 +72,8 @@ pub(crate) struct SessionConfig {
     pub(crate) keepalive: Duration,
     /// Ends the session (live or not) with `Bye(Shutdown)`.
     pub(crate) stop: CancellationToken,
+    /// Whether this side dialed (it starts the reconciliation).
+    pub(crate) initiator: bool,
 }
 
 /// Runs one session to its end. A one-shot session ends after both
@@ -94,16 +98,18 @@ pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin + Send>(
     if let Err(error) = check_member(db, &peer) {
         return Err(ending(&mut send, error).await);
     }
-    // Subscribe before reading the vector: every change applied after the
-    // vector is read reaches the live loop.
+    // Subscribe before reading the digest: every change applied after it
+    // reaches the live loop, and every change past `start` in the log was
+    // applied after it (the fallback of a live loop that lags).
     let applied = db.subscribe();
-    let ours = blocking(db, |db| db.version_vector()).await?;
+    let start = db.log_end();
+    let digest = blocking(db, |db| db.version_digest()).await?;
 
     let hello = message::hello(
         db.database_id(),
         &handshake_hash,
         &db.author(),
-        &ours,
+        digest,
         config.live,
     );
     send.send(&Message::Hello(hello).encode()?).await?;
@@ -117,38 +123,48 @@ pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin + Send>(
         return Err(ending(&mut send, error).await);
     }
     let live = config.live && theirs.live;
-    let equal = theirs.digest == ours.digest();
-    let their_vector = if equal {
+    let catch_up = if theirs.digest == digest {
         report.round_trips = 1;
         None
     } else {
-        report.round_trips = 2;
-        send.send(&Message::Vector(message::vector_entries(&ours)).encode()?)
-            .await?;
-        let vector = match receive(&mut recv).await {
-            Ok(Message::Vector(entries)) => message::vector_from_entries(&entries),
-            Ok(Message::Bye(reason)) => return Err(Error::PeerBye { reason }),
-            Ok(other) => Err(unexpected("Vector", &other)),
-            Err(error) => Err(error),
-        };
-        match vector {
-            Ok(vector) => Some(vector),
+        let reconciled = reconcile(db, &mut send, &mut recv, config.initiator).await;
+        let (differences, messages) = match reconciled {
+            Ok(reconciled) => reconciled,
+            Err(Error::PeerBye { reason }) => return Err(Error::PeerBye { reason }),
             Err(error) => return Err(ending(&mut send, error).await),
-        }
+        };
+        // The Hellos, then the reconciliation's messages, two to a trip
+        // (the last one goes out with the changes, without waiting).
+        report.round_trips = 1 + messages / 2;
+        Some(differences)
     };
-    if let Some(vector) = &their_vector {
-        report.forked_authors = forked(&ours, vector);
-        for author in &report.forked_authors {
+    // What the peer is known to hold beyond what we both held when the
+    // session started: its heads where they differ from ours, and what was
+    // sent and received since. Only grows; decides what to push.
+    let mut known = VersionVector::new();
+    let mut lacking: Vec<(Author, Option<Head>)> = Vec::new();
+    for (author, difference) in catch_up.iter().flatten() {
+        if let Some(head) = difference.theirs {
+            known.insert(*author, head);
+        }
+        if difference.ours.is_some() {
+            lacking.push((*author, difference.theirs));
+        }
+        if let (Some(ours), Some(theirs)) = (difference.ours, difference.theirs)
+            && ours.seq == theirs.seq
+            && ours.hash != theirs.hash
+        {
             tracing::warn!(%peer, %author, "fork: same seq, different head hash");
+            report.forked_authors.push(*author);
         }
     }
-    // What the peer is known to hold: only grows; decides what to push.
-    let known = Mutex::new(their_vector.clone().unwrap_or(ours));
+    let known = Mutex::new(known);
     let halt = CancellationToken::new();
     let ends = Ends {
         db,
         peer,
         known: &known,
+        start,
         observer,
         halt: &halt,
         stop: &config.stop,
@@ -159,20 +175,14 @@ pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin + Send>(
     let (caught_up, caught_up_signal) = oneshot::channel();
     let writing = ends.write(
         &mut send,
-        their_vector.as_ref(),
+        catch_up.as_ref().map(|_| lacking.as_slice()),
         live,
         config,
         applied,
         caught_up_signal,
     );
     let mut counts = Received::default();
-    let reading = ends.read(
-        &mut recv,
-        their_vector.is_some(),
-        live,
-        caught_up,
-        &mut counts,
-    );
+    let reading = ends.read(&mut recv, catch_up.is_some(), live, caught_up, &mut counts);
     let (wrote, read) = tokio::join!(writing, reading);
     report.bytes_sent = send.sent_bytes();
     report.bytes_received = recv.received_bytes();
@@ -222,6 +232,8 @@ struct Ends<'a> {
     db: &'a Db,
     peer: Author,
     known: &'a Mutex<VersionVector>,
+    /// The end of our log when the session started.
+    start: Position,
     observer: &'a dyn Observer,
     /// Set when either half fails, so the other stops too.
     halt: &'a CancellationToken,
@@ -234,7 +246,7 @@ impl Ends<'_> {
     async fn write<S: AsyncRead + AsyncWrite + Unpin>(
         &self,
         send: &mut SendHalf<S>,
-        their_vector: Option<&VersionVector>,
+        lacking: Option<&[(Author, Option<Head>)]>,
         live: bool,
         config: &SessionConfig,
         mut applied: broadcast::Receiver<Change>,
@@ -242,8 +254,10 @@ impl Ends<'_> {
     ) -> Result<u64> {
         let mut sent = 0;
         let catch_up = async {
-            if let Some(vector) = their_vector {
-                sent += self.send_since(send, vector).await?;
+            if let Some(lacking) = lacking {
+                let lacking = lacking.to_vec();
+                let changes = blocking(self.db, move |db| db.changes_since_heads(&lacking)).await?;
+                sent += self.send_stream(send, changes).await?;
                 send.send(&Message::CaughtUp { changes: sent }.encode()?)
                     .await?;
                 // While our reader applies the peer's catch-up, however long
@@ -356,10 +370,9 @@ impl Ends<'_> {
                 pushed += self.send_batch(send, batch).await?;
             }
             if lagged {
-                // Fell behind the broadcast: ask the log what the peer lacks
-                // instead.
-                let known = self.known_vector();
-                pushed += self.send_since(send, &known).await?;
+                // Fell behind the broadcast: send what was applied since
+                // the session started that the peer is not known to hold.
+                pushed += self.send_applied_since_start(send).await?;
             }
         }
     }
@@ -392,15 +405,12 @@ impl Ends<'_> {
         Ok(count)
     }
 
-    /// Streams the changes `vector` lacks in bounded batches. Returns how
-    /// many were sent.
-    async fn send_since<S: AsyncRead + AsyncWrite + Unpin>(
+    /// Streams `changes` in bounded batches. Returns how many were sent.
+    async fn send_stream<S: AsyncRead + AsyncWrite + Unpin>(
         &self,
         send: &mut SendHalf<S>,
-        vector: &VersionVector,
+        changes: peers_engine::ChangesSince,
     ) -> Result<u64> {
-        let vector = vector.clone();
-        let changes = blocking(self.db, move |db| db.changes_since(&vector)).await?;
         let mut source = (changes, None);
         let mut sent = 0;
         loop {
@@ -418,6 +428,45 @@ impl Ends<'_> {
             // Everything goes, even below the known head: a diverged
             // author's chain is sent whole (the receiver drops duplicates).
             sent += self.send_batch(send, batch).await?;
+        }
+    }
+
+    /// The lagging live loop's fallback: every change in our log past the
+    /// session's start that the peer is not known to hold, in log order.
+    async fn send_applied_since_start<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        send: &mut SendHalf<S>,
+    ) -> Result<u64> {
+        let mut position = self.start;
+        let mut sent = 0;
+        loop {
+            let from = position;
+            let (read, next) = blocking(self.db, move |db| {
+                let mut batch = Batch::default();
+                let mut next = None;
+                for item in db.log_from(from)? {
+                    let (at, change) = item?;
+                    if batch.add(change).is_err() {
+                        next = Some(at);
+                        break;
+                    }
+                }
+                Ok((batch, next))
+            })
+            .await?;
+            let mut batch = Batch::default();
+            for change in read.changes {
+                if !self.is_known(&change) {
+                    let _ = batch.add(change);
+                }
+            }
+            if !batch.changes.is_empty() {
+                sent += self.send_batch(send, batch).await?;
+            }
+            match next {
+                Some(next) => position = next,
+                None => return Ok(sent),
+            }
         }
     }
 
@@ -545,10 +594,6 @@ impl Ends<'_> {
         );
         true
     }
-
-    fn known_vector(&self) -> VersionVector {
-        self.known.lock().expect("known vector lock").clone()
-    }
 }
 
 /// The changes of one `Changes` message: at most [`BATCH_CHANGES_MAX`], and
@@ -636,16 +681,54 @@ fn check_hello(db: &Db, hello: &Hello, handshake_hash: &[u8; 32], peer: &Author)
     Ok(())
 }
 
-/// Authors both hold at the same seq with different hashes.
-fn forked(ours: &VersionVector, theirs: &VersionVector) -> Vec<Author> {
-    ours.iter()
-        .filter(|(author, head)| {
-            theirs
-                .get(author)
-                .is_some_and(|their| their.seq == head.seq && their.hash != head.hash)
+/// Runs range-based reconciliation (PROTOCOL.md "Reconciliation") until
+/// one side sends an empty `Reconcile`: the differing authors, and how many
+/// `Reconcile` messages went either way. The channel's initiator starts.
+async fn reconcile<S: AsyncRead + AsyncWrite + Unpin>(
+    db: &Db,
+    send: &mut SendHalf<S>,
+    recv: &mut RecvHalf<S>,
+    initiator: bool,
+) -> Result<(std::collections::BTreeMap<Author, Difference>, u32)> {
+    let mut reconciler = Reconciler::new(db.clone());
+    let mut messages = 0;
+    if initiator {
+        let (back, first) = tokio::task::spawn_blocking(move || {
+            let first = reconciler.initiate();
+            (reconciler, first)
         })
-        .map(|(author, _)| *author)
-        .collect()
+        .await
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic()));
+        reconciler = back;
+        send.send(&Message::Reconcile(first?).encode()?).await?;
+        messages += 1;
+    }
+    loop {
+        let ranges = match receive(recv).await? {
+            Message::Reconcile(ranges) => ranges,
+            Message::Bye(reason) => return Err(Error::PeerBye { reason }),
+            other => return Err(unexpected("Reconcile", &other)),
+        };
+        messages += 1;
+        if ranges.is_empty() {
+            break;
+        }
+        let (back, reply) = tokio::task::spawn_blocking(move || {
+            let reply = reconciler.respond(&ranges);
+            (reconciler, reply)
+        })
+        .await
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic()));
+        reconciler = back;
+        let reply = reply?;
+        let done = reply.is_empty();
+        send.send(&Message::Reconcile(reply).encode()?).await?;
+        messages += 1;
+        if done {
+            break;
+        }
+    }
+    Ok((reconciler.into_differences(), messages))
 }
 
 /// Ends a session on `error`: tells the peer why when the error is one the

@@ -32,7 +32,7 @@ use peers_engine::{
 };
 use peers_net::{
     BATCH_CHANGES_MAX, CHANNEL_VERSION, CHANNEL_VERSION_MIN, ChannelOptions, FRAME_BYTES_MAX,
-    Message, NOISE_MESSAGE_BYTES_MAX, SecureChannel, VECTOR_AUTHORS_MAX,
+    Message, NOISE_MESSAGE_BYTES_MAX, SecureChannel,
 };
 use peers_wal::{Position, Wal};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -595,7 +595,7 @@ pub fn sync_message(data: &[u8]) {
         Err(other) => panic!("bad bytes are a MalformedMessage, got {other:?}"),
     };
     match &message {
-        Message::Vector(entries) => assert!(entries.len() <= VECTOR_AUTHORS_MAX),
+        Message::Reconcile(ranges) => assert!(ranges.len() <= peers_net::RECONCILE_RANGES_MAX),
         Message::Changes(changes) => assert!(changes.len() <= BATCH_CHANGES_MAX),
         _ => {}
     }

@@ -25,7 +25,8 @@ use peers_engine::{
 };
 use peers_net::{
     ByeReason, ChannelOptions, Error, Event, FRAME_BYTES_MAX, Hello, Message,
-    NOISE_MESSAGE_BYTES_MAX, Node, NodeConfig, SYNC_VERSION, SecureChannel, Stage, database_proof,
+    NOISE_MESSAGE_BYTES_MAX, Node, NodeConfig, Range, RangeKind, SYNC_VERSION, SecureChannel,
+    Stage, database_proof,
 };
 use peers_tests::{all_changes, relaxed, replica_of, sync_into};
 use tempfile::TempDir;
@@ -196,8 +197,9 @@ impl Attacker {
     }
 
     /// Dials and opens a sync session of `database` as the protocol asks:
-    /// `Hello` claiming an empty vector, the node's `Hello` and `Vector`, an
-    /// empty `Vector`. The node then streams its catch-up and reads batches.
+    /// `Hello` claiming an empty vector, the node's `Hello`, a reconciliation
+    /// that lists nothing on our side. The node then streams its catch-up and
+    /// reads batches.
     async fn open_sync(address: SocketAddr, database: DatabaseId) -> Attacker {
         let mut attacker = Attacker::connect(address).await;
         let handshake_hash = attacker.channel.handshake_hash();
@@ -218,11 +220,23 @@ impl Attacker {
             ),
             other => panic!("expected Hello, got {other:?}"),
         }
+        // The dialer starts the reconciliation: it holds nothing.
+        attacker
+            .send(&Message::Reconcile(vec![Range {
+                upper: None,
+                kind: RangeKind::Items(Vec::new()),
+            }]))
+            .await;
         match attacker.recv().await {
-            Message::Vector(entries) => assert!(!entries.is_empty()),
-            other => panic!("expected Vector, got {other:?}"),
+            Message::Reconcile(ranges) => assert!(
+                ranges.iter().any(
+                    |range| matches!(&range.kind, RangeKind::ItemsFinal(items) if !items.is_empty())
+                ),
+                "{ranges:?}"
+            ),
+            other => panic!("expected Reconcile, got {other:?}"),
         }
-        attacker.send(&Message::Vector(Vec::new())).await;
+        attacker.send(&Message::Reconcile(Vec::new())).await;
         attacker
     }
 

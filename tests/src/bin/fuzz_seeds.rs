@@ -21,7 +21,10 @@ use peers_engine::{
     CHANGE_FORMAT_VERSION, Change, ChangeBody, ChangeHash, ChangeSetWriter, DEPS_MAX, DatabaseId,
     Op, Value,
 };
-use peers_net::{ByeReason, FRAME_BYTES_MAX, Hello, Message, NOISE_MESSAGE_BYTES_MAX, VectorEntry};
+use peers_net::{
+    ByeReason, FRAME_BYTES_MAX, Hello, Message, NOISE_MESSAGE_BYTES_MAX, Range, RangeKind,
+    VectorEntry,
+};
 use peers_tests::all_changes;
 use peers_tests::fuzz_targets::authorization_script as script;
 use peers_tests::fuzz_targets::program::{
@@ -476,7 +479,36 @@ fn sync_messages(model: &Model, history: &[Change]) -> Result<Vec<(String, Messa
     let mut messages = vec![
         ("hello_live".to_owned(), Message::Hello(hello(true))),
         ("hello_once".to_owned(), Message::Hello(hello(false))),
-        ("vector".to_owned(), Message::Vector(entries)),
+        (
+            "reconcile_items".to_owned(),
+            Message::Reconcile(vec![Range {
+                upper: None,
+                kind: RangeKind::Items(entries.clone()),
+            }]),
+        ),
+        (
+            "reconcile_split".to_owned(),
+            Message::Reconcile(vec![
+                Range {
+                    upper: Some([0x40; 32]),
+                    kind: RangeKind::Fingerprint([7; 16]),
+                },
+                Range {
+                    upper: Some([0x80; 32]),
+                    kind: RangeKind::Skip,
+                },
+                Range {
+                    upper: None,
+                    kind: RangeKind::ItemsFinal(
+                        entries
+                            .iter()
+                            .filter(|entry| entry.author >= [0x80; 32])
+                            .copied()
+                            .collect(),
+                    ),
+                },
+            ]),
+        ),
         ("changes".to_owned(), Message::Changes(batch)),
         ("keepalive".to_owned(), Message::Keepalive),
         (
@@ -489,7 +521,7 @@ fn sync_messages(model: &Model, history: &[Change]) -> Result<Vec<(String, Messa
             "caught_up_most".to_owned(),
             Message::CaughtUp { changes: u64::MAX },
         ),
-        ("vector_empty".to_owned(), Message::Vector(Vec::new())),
+        ("reconcile_done".to_owned(), Message::Reconcile(Vec::new())),
         ("changes_empty".to_owned(), Message::Changes(Vec::new())),
         (
             "changes_blank".to_owned(),
@@ -511,6 +543,7 @@ fn sync_messages(model: &Model, history: &[Change]) -> Result<Vec<(String, Messa
         ByeReason::ProtocolViolation,
         ByeReason::RefusedChange,
         ByeReason::NotAMember,
+        ByeReason::TooManySessions,
     ];
     for reason in reasons {
         messages.push((format!("bye_{reason:?}"), Message::Bye(reason)));
