@@ -280,7 +280,7 @@ mod tests {
             sample_hello(),
             Message::Reconcile(vec![
                 Range {
-                    upper: Some([1; 32]),
+                    upper: Some(vec![1; 32]),
                     kind: crate::RangeKind::Fingerprint([3; 16]),
                 },
                 Range {
@@ -317,12 +317,12 @@ mod tests {
         expected.extend_from_slice(&[9; 32]);
         expected.push(1);
         assert_eq!(encode(sample_hello()), expected);
-        // Reconcile: count 2; range 1: upper Some (1) + 32 bytes, kind 1
+        // Reconcile: count 2; range 1: upper Some (1), length 32, 32 bytes, kind 1
         // (Fingerprint) + 16 bytes; range 2: upper None (0), kind 2 (Items),
         // count 1, the head: author, seq 300 (fb 2c 01), hash.
         let reconcile = Message::Reconcile(vec![
             Range {
-                upper: Some([1; 32]),
+                upper: Some(vec![1; 32]),
                 kind: crate::RangeKind::Fingerprint([3; 16]),
             },
             Range {
@@ -334,7 +334,7 @@ mod tests {
                 }]),
             },
         ]);
-        let mut expected = vec![1u8, 2, 1];
+        let mut expected = vec![1u8, 2, 1, 32];
         expected.extend_from_slice(&[1; 32]);
         expected.push(1);
         expected.extend_from_slice(&[3; 16]);
@@ -449,7 +449,7 @@ mod tests {
     #[test]
     fn malformed_reconcile_refused() {
         let bounded_last = Message::Reconcile(vec![Range {
-            upper: Some([1; 32]),
+            upper: Some(vec![1; 32]),
             kind: crate::RangeKind::Skip,
         }]);
         let bytes = bounded_last.encode().expect("encodes");

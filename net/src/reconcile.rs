@@ -20,18 +20,23 @@ use peers_engine::{Author, ChangeHash, Db, Head};
 use crate::error::{Error, Result};
 use crate::message::VectorEntry;
 
-/// A range whose items are at most this many is listed, not fingerprinted.
-pub const RECONCILE_ITEMS_MAX: usize = 32;
+/// A range that differs and holds at most this many heads is listed, not
+/// fingerprinted.
+pub const RECONCILE_ITEMS_MAX: usize = 16;
+/// A part of a split is listed (not fingerprinted) when it holds at most
+/// this many heads: a fingerprint is cheaper than a list, and most parts of
+/// a split are equal.
+pub const RECONCILE_SPLIT_ITEMS_MAX: usize = 1;
 /// A range that differs and holds more items is split into this many.
 pub const RECONCILE_SPLIT: usize = 16;
 /// Most ranges one `Reconcile` message may carry.
-pub const RECONCILE_RANGES_MAX: usize = 4096;
+pub const RECONCILE_RANGES_MAX: usize = 16_384;
 /// A reply stops splitting ranges once it is this large (the ranges left
 /// are answered with one fingerprint each, and split in a later round).
-pub const RECONCILE_REPLY_BYTES: usize = 256 * 1024;
+pub const RECONCILE_REPLY_BYTES: usize = 1024 * 1024;
 /// Most messages one side answers in a reconciliation: far more than the
 /// ~log16(authors) an honest peer needs.
-pub const RECONCILE_ROUNDS_MAX: u32 = 64;
+pub const RECONCILE_ROUNDS_MAX: u32 = 128;
 /// Most differing authors one reconciliation records.
 pub const RECONCILE_DIFFERENCES_MAX: usize = 1 << 20;
 /// blake3 `derive_key` context of an item's fingerprint value.
@@ -44,8 +49,11 @@ pub const RANGE_CONTEXT: &str = "peers 2026-12-02 reconcile range v3";
 /// ended (the first at the all-zero key).
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
 pub struct Range {
-    /// Exclusive upper bound; `None` for the last range.
-    pub upper: Option<[u8; 32]>,
+    /// Exclusive upper bound, as a prefix of 1 to 32 bytes of an author
+    /// key that stands for that prefix padded with zeros (a splitter sends
+    /// the shortest prefix that separates two neighbours); `None` for the
+    /// last range.
+    pub upper: Option<Vec<u8>>,
     /// What the sender says of the range.
     pub kind: RangeKind,
 }
@@ -202,42 +210,45 @@ impl<H: Heads> Reconciler<H> {
         let mut out: Vec<Range> = Vec::new();
         let mut budget = RECONCILE_REPLY_BYTES;
         let mut lower = Author([0; 32]);
-        for range in incoming {
-            let upper = range.upper.map(Author);
+        for (index, range) in incoming.iter().enumerate() {
+            // Room for a split: the ranges still to answer need one each.
+            let ranges_left =
+                RECONCILE_RANGES_MAX.saturating_sub(out.len() + (incoming.len() - index));
+            let split_budget = if ranges_left >= RECONCILE_SPLIT {
+                budget
+            } else {
+                0
+            };
+            let bound = range.upper.clone();
+            let upper = range.upper.as_deref().map(padded);
             let answer = match &range.kind {
-                RangeKind::Skip => vec![skip(upper)],
+                RangeKind::Skip => vec![skip(bound)],
                 RangeKind::Fingerprint(theirs) => {
                     let (sum, items) = self.sum_and_items(&lower, upper.as_ref())?;
                     if sum.fingerprint() == *theirs {
-                        vec![skip(upper)]
+                        vec![skip(bound)]
                     } else if let Some(items) = items {
-                        vec![Range {
-                            upper: upper.map(|author| author.0),
-                            kind: RangeKind::Items(items),
-                        }]
+                        listed_or_fingerprint(bound, RangeKind::Items(items), sum, budget)
                     } else {
-                        self.split_or_fingerprint(&lower, upper, sum, &mut budget)?
+                        self.split_or_fingerprint(&lower, bound, sum, split_budget)?
                     }
                 }
                 RangeKind::Items(theirs) => {
                     let (sum, items) = self.sum_and_items(&lower, upper.as_ref())?;
                     let equal = self.record(&lower, upper.as_ref(), theirs)?;
                     if equal {
-                        vec![skip(upper)]
+                        vec![skip(bound)]
                     } else if let Some(items) = items {
-                        vec![Range {
-                            upper: upper.map(|author| author.0),
-                            kind: RangeKind::ItemsFinal(items),
-                        }]
+                        listed_or_fingerprint(bound, RangeKind::ItemsFinal(items), sum, budget)
                     } else {
                         // Too many of ours to list: the peer lists its side
                         // of each part, until ours fit.
-                        self.split_or_fingerprint(&lower, upper, sum, &mut budget)?
+                        self.split_or_fingerprint(&lower, bound, sum, split_budget)?
                     }
                 }
                 RangeKind::ItemsFinal(theirs) => {
                     self.record(&lower, upper.as_ref(), theirs)?;
-                    vec![skip(upper)]
+                    vec![skip(bound)]
                 }
             };
             for range in answer {
@@ -288,50 +299,53 @@ impl<H: Heads> Reconciler<H> {
     /// Splits our `[lower, upper)` (which holds more than
     /// [`RECONCILE_ITEMS_MAX`] items, summing to `whole`) into
     /// [`RECONCILE_SPLIT`] parts of equal counts, each listed or
-    /// fingerprinted; or, when the reply is already over its budget, answers
-    /// with our fingerprint of the whole range (the peer splits it instead).
+    /// fingerprinted; or, when the reply has no `budget` (bytes) left for a
+    /// split, answers with our fingerprint of the whole range (the peer
+    /// splits it instead).
     fn split_or_fingerprint(
         &self,
         lower: &Author,
-        upper: Option<Author>,
+        bound: Option<Vec<u8>>,
         whole: Sum,
-        budget: &mut usize,
+        budget: usize,
     ) -> Result<Vec<Range>> {
-        let one = || {
-            vec![Range {
-                upper: upper.map(|author| author.0),
-                kind: RangeKind::Fingerprint(whole.fingerprint()),
-            }]
-        };
+        let upper = bound.as_deref().map(padded);
         // A split costs at most this much.
-        let split_bytes = RECONCILE_SPLIT * (34 + 2 + RECONCILE_ITEMS_MAX * 75);
-        if *budget < split_bytes {
-            return Ok(one());
+        let split_bytes = RECONCILE_SPLIT * (36 + 17 + RECONCILE_SPLIT_ITEMS_MAX * 75);
+        if budget < split_bytes {
+            return Ok(vec![Range {
+                upper: bound,
+                kind: RangeKind::Fingerprint(whole.fingerprint()),
+            }]);
         }
         let per_part = usize::try_from(whole.count)
             .unwrap_or(usize::MAX)
             .div_ceil(RECONCILE_SPLIT)
             .max(1);
-        let mut parts: Vec<(Sum, Vec<VectorEntry>, Option<Author>)> = Vec::new();
+        let mut parts: Vec<(Sum, Vec<VectorEntry>, Option<Vec<u8>>)> = Vec::new();
         let mut current = (Sum::default(), Vec::new());
+        let mut previous: Option<Author> = None;
         self.heads
             .scan(lower, upper.as_ref(), &mut |author, head| {
-                if current.0.count as usize == per_part {
+                if current.0.count as usize == per_part
+                    && let Some(previous) = previous
+                {
                     let done = std::mem::take(&mut current);
-                    parts.push((done.0, done.1, Some(author)));
+                    parts.push((done.0, done.1, Some(separator(&previous, &author))));
                 }
                 current.0.add(&author, &head);
-                if current.1.len() <= RECONCILE_ITEMS_MAX {
+                if current.1.len() <= RECONCILE_SPLIT_ITEMS_MAX {
                     current.1.push(entry(author, head));
                 }
+                previous = Some(author);
                 true
             })?;
-        parts.push((current.0, current.1, upper));
+        parts.push((current.0, current.1, bound));
         Ok(parts
             .into_iter()
             .map(|(sum, items, upper)| Range {
-                upper: upper.map(|author| author.0),
-                kind: if items.len() <= RECONCILE_ITEMS_MAX {
+                upper,
+                kind: if items.len() <= RECONCILE_SPLIT_ITEMS_MAX {
                     RangeKind::Items(items)
                 } else {
                     RangeKind::Fingerprint(sum.fingerprint())
@@ -425,9 +439,16 @@ pub fn validate(ranges: &[Range]) -> Result<()> {
     if last.upper.is_some() {
         return Err(malformed("the last range is bounded".to_owned()));
     }
-    let mut lower: Option<[u8; 32]> = None;
+    let mut lower: Option<Author> = None;
     for range in ranges {
-        if let (Some(lower), Some(upper)) = (lower, range.upper)
+        let upper = match range.upper.as_deref() {
+            Some(prefix) if prefix.is_empty() || prefix.len() > 32 => {
+                return Err(malformed(format!("a bound of {} bytes", prefix.len())));
+            }
+            Some(prefix) => Some(padded(prefix)),
+            None => None,
+        };
+        if let (Some(lower), Some(upper)) = (lower, upper)
             && upper <= lower
         {
             return Err(malformed("range bounds out of order".to_owned()));
@@ -437,8 +458,8 @@ pub fn validate(ranges: &[Range]) -> Result<()> {
                 return Err(malformed(format!("a list of {} heads", items.len())));
             }
             let outside = items.iter().any(|item| {
-                lower.is_some_and(|lower| item.author < lower)
-                    || range.upper.is_some_and(|upper| item.author >= upper)
+                lower.is_some_and(|lower| Author(item.author) < lower)
+                    || upper.is_some_and(|upper| Author(item.author) >= upper)
             });
             if outside {
                 return Err(malformed("a listed head outside its range".to_owned()));
@@ -450,16 +471,55 @@ pub fn validate(ranges: &[Range]) -> Result<()> {
                 return Err(malformed("listed heads out of order".to_owned()));
             }
         }
-        if range.upper.is_some() {
-            lower = range.upper;
+        if upper.is_some() {
+            lower = upper;
         }
     }
     Ok(())
 }
 
-fn skip(upper: Option<Author>) -> Range {
+/// The author key a bound's prefix stands for: padded with zeros.
+fn padded(prefix: &[u8]) -> Author {
+    let mut key = [0u8; 32];
+    let length = prefix.len().min(32);
+    key[..length].copy_from_slice(&prefix[..length]);
+    Author(key)
+}
+
+/// The shortest prefix of `next` that, padded with zeros, is above
+/// `previous` (so it separates the two: `previous < bound <= next`).
+fn separator(previous: &Author, next: &Author) -> Vec<u8> {
+    (1..=32)
+        .map(|length| next.0[..length].to_vec())
+        .find(|prefix| padded(prefix) > *previous)
+        .unwrap_or_else(|| next.0.to_vec())
+}
+
+/// A list for a range, or, when the reply has no room left for it, our
+/// fingerprint of the range: the peer, whose fingerprint differs, lists its
+/// side in the next round and we list ours then.
+fn listed_or_fingerprint(
+    upper: Option<Vec<u8>>,
+    listed: RangeKind,
+    sum: Sum,
+    budget: usize,
+) -> Vec<Range> {
+    let range = Range {
+        upper,
+        kind: listed,
+    };
+    if encoded_bytes(&range) <= budget {
+        return vec![range];
+    }
+    vec![Range {
+        upper: range.upper,
+        kind: RangeKind::Fingerprint(sum.fingerprint()),
+    }]
+}
+
+fn skip(upper: Option<Vec<u8>>) -> Range {
     Range {
-        upper: upper.map(|author| author.0),
+        upper,
         kind: RangeKind::Skip,
     }
 }
@@ -478,11 +538,12 @@ fn push_merged(out: &mut Vec<Range>, range: Range) {
 
 /// An upper estimate of a range's encoded size.
 fn encoded_bytes(range: &Range) -> usize {
-    34 + match &range.kind {
-        RangeKind::Skip => 1,
-        RangeKind::Fingerprint(_) => 17,
-        RangeKind::Items(items) | RangeKind::ItemsFinal(items) => 3 + items.len() * 75,
-    }
+    2 + range.upper.as_ref().map_or(0, Vec::len)
+        + match &range.kind {
+            RangeKind::Skip => 1,
+            RangeKind::Fingerprint(_) => 17,
+            RangeKind::Items(items) | RangeKind::ItemsFinal(items) => 3 + items.len() * 75,
+        }
 }
 
 fn entry(author: Author, head: Head) -> VectorEntry {
@@ -581,6 +642,40 @@ mod tests {
             .collect()
     }
 
+    /// Fingerprint vectors computed with the Python `blake3` package from
+    /// the bytes PROTOCOL.md lists.
+    #[test]
+    fn fingerprint_vectors() {
+        let one = (
+            Author([1; 32]),
+            Head {
+                seq: 300,
+                hash: ChangeHash([2; 32]),
+            },
+        );
+        let two = (
+            Author([3; 32]),
+            Head {
+                seq: 1,
+                hash: ChangeHash([4; 32]),
+            },
+        );
+        assert_eq!(
+            hex::encode(fingerprint(&[])),
+            "2839344dbc510f960380963bf54f6df9"
+        );
+        assert_eq!(
+            hex::encode(fingerprint(&[one])),
+            "cc7c07d3412052fda526150bc6ac116f"
+        );
+        assert_eq!(
+            hex::encode(fingerprint(&[one, two])),
+            "18fc47a9d8e01d77c4ba3df55b18923c"
+        );
+        // Order-free: a sum.
+        assert_eq!(fingerprint(&[two, one]), fingerprint(&[one, two]));
+    }
+
     #[test]
     fn equal_sets_finish_at_once() {
         let heads = set(0..5000);
@@ -630,16 +725,16 @@ mod tests {
         };
         let cases = vec![
             vec![Range {
-                upper: Some([1; 32]),
+                upper: Some(vec![1; 32]),
                 kind: RangeKind::Skip,
             }],
             vec![
                 Range {
-                    upper: Some([5; 32]),
+                    upper: Some(vec![5; 32]),
                     kind: RangeKind::Skip,
                 },
                 Range {
-                    upper: Some([4; 32]),
+                    upper: Some(vec![4; 32]),
                     kind: RangeKind::Skip,
                 },
                 Range {
@@ -657,7 +752,7 @@ mod tests {
             }],
             vec![
                 Range {
-                    upper: Some([5; 32]),
+                    upper: Some(vec![5; 32]),
                     kind: RangeKind::Items(vec![item(6)]),
                 },
                 Range {
@@ -667,7 +762,7 @@ mod tests {
             ],
             vec![
                 Range {
-                    upper: Some([5; 32]),
+                    upper: Some(vec![5; 32]),
                     kind: RangeKind::Skip,
                 },
                 Range {

@@ -490,11 +490,11 @@ fn sync_messages(model: &Model, history: &[Change]) -> Result<Vec<(String, Messa
             "reconcile_split".to_owned(),
             Message::Reconcile(vec![
                 Range {
-                    upper: Some([0x40; 32]),
+                    upper: Some(vec![0x40; 32]),
                     kind: RangeKind::Fingerprint([7; 16]),
                 },
                 Range {
-                    upper: Some([0x80; 32]),
+                    upper: Some(vec![0x80; 32]),
                     kind: RangeKind::Skip,
                 },
                 Range {
@@ -503,6 +503,7 @@ fn sync_messages(model: &Model, history: &[Change]) -> Result<Vec<(String, Messa
                         entries
                             .iter()
                             .filter(|entry| entry.author >= [0x80; 32])
+                            .take(peers_net::RECONCILE_ITEMS_MAX)
                             .copied()
                             .collect(),
                     ),
