@@ -27,8 +27,8 @@ use std::time::Duration;
 
 pub use crate::SplitMix;
 use peers_engine::{
-    Change, ChangeBody, ChangeHash, ChangeSetReader, ChangeSetWriter, DatabaseId, Db, Identity, Op,
-    Options, SyncMode, Value, verify_signature, verify_signatures,
+    Author, Change, ChangeBody, ChangeHash, ChangeSetReader, ChangeSetWriter, DatabaseId, Db,
+    Identity, Op, Options, SyncMode, Value, verify_signature, verify_signatures,
 };
 use peers_net::{
     BATCH_CHANGES_MAX, CHANNEL_VERSION, CHANNEL_VERSION_MIN, ChannelOptions, FRAME_BYTES_MAX,
@@ -595,7 +595,10 @@ pub fn sync_message(data: &[u8]) {
         Err(other) => panic!("bad bytes are a MalformedMessage, got {other:?}"),
     };
     match &message {
-        Message::Reconcile(ranges) => assert!(ranges.len() <= peers_net::RECONCILE_RANGES_MAX),
+        Message::Reconcile(ranges) => {
+            assert!(ranges.len() <= peers_net::RECONCILE_RANGES_MAX);
+            reconcile_answer(ranges);
+        }
         Message::Changes(changes) => assert!(changes.len() <= BATCH_CHANGES_MAX),
         _ => {}
     }
@@ -620,6 +623,35 @@ pub fn sync_message(data: &[u8]) {
         Message::decode(&trailing).is_err(),
         "a trailing byte is refused"
     );
+}
+
+/// A side holding a fixed set of 200 heads answers a `Reconcile` a peer
+/// sent: it may refuse (a typed error), but never panics, and an answer is
+/// a well-formed message within the limits.
+fn reconcile_answer(ranges: &[peers_net::Range]) {
+    let mut heads: Vec<(Author, peers_engine::Head)> = (0..200u64)
+        .map(|index| {
+            let mut key = [0u8; 32];
+            key[..8].copy_from_slice(&(index * 0x0147_ae14_7ae1_47ae).to_be_bytes());
+            (
+                Author(key),
+                peers_engine::Head {
+                    seq: index + 1,
+                    hash: ChangeHash([index as u8; 32]),
+                },
+            )
+        })
+        .collect();
+    heads.sort_by_key(|(author, _)| *author);
+    let mut side = peers_net::Reconciler::new(heads);
+    let Ok(answer) = side.respond(ranges) else {
+        return;
+    };
+    assert!(answer.len() <= peers_net::RECONCILE_RANGES_MAX);
+    let bytes = Message::Reconcile(answer)
+        .encode()
+        .expect("an answer fits in a message");
+    Message::decode(&bytes).expect("an answer is well-formed");
 }
 
 /// The front of a stream of frames (`u32 BE length | body`), as a reader
