@@ -7,13 +7,13 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use peers_engine::{
-    ApplyReport, Author, Change, ChangeSetReader, ChangeSetWriter, DatabaseId, Db, Options,
+    ApplyReport, Author, Change, ChangeSetReader, ChangeSetWriter, DatabaseId, Db, Op, Options,
     Refusal, Role, Value, VersionVector,
 };
 use serde_json::json;
 
 use crate::output::{
-    history_json, op_json, op_text, report_json, row_json, row_text, version_vector_from_json,
+    history_json, op_json, report_json, row_json, row_text, version_vector_from_json,
     version_vector_json,
 };
 use crate::{Cli, Command};
@@ -229,7 +229,7 @@ fn log(db: &Db, json: bool) -> Result<()> {
             "ops": body.ops.iter().map(op_json).collect::<Vec<_>>(),
         });
         print(json, value, || {
-            let ops: Vec<String> = body.ops.iter().map(op_text).collect();
+            let ops: Vec<String> = body.ops.iter().map(Op::to_string).collect();
             format!(
                 "{:>10} {} author {} seq {} lamport {}: {}",
                 position.0,
@@ -247,7 +247,7 @@ fn log(db: &Db, json: bool) -> Result<()> {
 fn history(db: &Db, table: &str, row: &str, json: bool) -> Result<()> {
     for entry in db.history(table, row)? {
         print(json, history_json(&entry), || {
-            let ops: Vec<String> = entry.ops.iter().map(op_text).collect();
+            let ops: Vec<String> = entry.ops.iter().map(Op::to_string).collect();
             let cut = if entry.valid { "" } else { " [cut]" };
             format!(
                 "{} author {} seq {} lamport {}{cut}: {}",

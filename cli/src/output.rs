@@ -1,6 +1,6 @@
 //! Text and JSON renderings of engine values.
 
-use peers_engine::{ApplyReport, HistoryEntry, Op, Row, Value, VersionVector};
+use peers_engine::{ApplyReport, HistoryEntry, Op, OpPart, Row, Value, VersionVector};
 use serde_json::{Value as Json, json};
 
 pub(crate) fn value_json(value: &Value) -> Json {
@@ -33,48 +33,24 @@ pub(crate) fn row_text(row: &Row) -> String {
         .join(" ")
 }
 
+/// An op as JSON: `{"op": kind, ...its parts}` (the engine's
+/// [`Op::parts`], so every op has a form).
 pub(crate) fn op_json(op: &Op) -> Json {
-    match op {
-        Op::Set {
-            table,
-            row,
-            field,
-            value,
-        } => {
-            json!({ "op": "set", "table": table, "row": row, "field": field, "value": value_json(value) })
-        }
-        Op::Delete { table, row } => json!({ "op": "delete", "table": table, "row": row }),
-        Op::Increment {
-            table,
-            row,
-            field,
-            delta,
-        } => {
-            json!({ "op": "increment", "table": table, "row": row, "field": field, "delta": delta })
-        }
-        Op::Genesis { nonce } => json!({ "op": "genesis", "nonce": hex::encode(nonce) }),
-        _ => json!({ "op": "unknown" }),
+    let mut object = serde_json::Map::new();
+    object.insert("op".to_owned(), json!(op.kind()));
+    for part in op.parts() {
+        let (name, value) = match part {
+            OpPart::Name(name, text) => (name, json!(text)),
+            OpPart::Value(name, value) => (name, value_json(value)),
+            OpPart::Int(name, number) => (name, json!(number)),
+            OpPart::Uint(name, number) => (name, json!(number)),
+            OpPart::Key(name, key) => (name, json!(key.to_hex())),
+            OpPart::Role(name, role) => (name, json!(role.to_string())),
+            OpPart::Bytes(name, bytes) => (name, json!(hex::encode(bytes))),
+        };
+        object.insert(name.to_owned(), value);
     }
-}
-
-pub(crate) fn op_text(op: &Op) -> String {
-    match op {
-        Op::Set {
-            table,
-            row,
-            field,
-            value,
-        } => format!("set {table}/{row}.{field} = {value}"),
-        Op::Delete { table, row } => format!("delete {table}/{row}"),
-        Op::Increment {
-            table,
-            row,
-            field,
-            delta,
-        } => format!("incr {table}/{row}.{field} by {delta}"),
-        Op::Genesis { .. } => "genesis".to_owned(),
-        _ => "unknown op".to_owned(),
-    }
+    Json::Object(object)
 }
 
 pub(crate) fn history_json(entry: &HistoryEntry) -> Json {

@@ -751,3 +751,38 @@ fn serve_grant_sync_revoke() {
     let output = run(Some(&a), &["get", "notes", "n3"]);
     fails_one_line(&output, "b's change after its revocation");
 }
+
+/// Every op has a text and a JSON form in `peers log` (the genesis, the
+/// members-only flag, grants and revocations used to print "unknown op").
+#[test]
+fn log_shows_every_op() {
+    let (_temp, db, id) = new_db("a");
+    let key = "ab".repeat(32);
+    commit(&db, &["grant", &key, "writer"]);
+    commit(&db, &["revoke", &key]);
+    let text = ok(&db, &["log"]);
+    assert!(!text.contains("unknown"), "{text}");
+    assert!(text.contains("genesis (nonce "), "{text}");
+    assert!(text.contains("members-only"), "{text}");
+    assert!(text.contains(&format!("grant writer to {key}")), "{text}");
+    assert!(
+        text.contains(&format!("revoke {key} after seq 0")),
+        "{text}"
+    );
+    let log = ok_json_lines(&db, &["log"]);
+    let ops: Vec<&Json> = log
+        .iter()
+        .flat_map(|entry| entry["ops"].as_array().expect("ops"))
+        .collect();
+    let kinds: Vec<&str> = ops
+        .iter()
+        .map(|op| op["op"].as_str().expect("op"))
+        .collect();
+    assert_eq!(kinds, ["genesis", "members-only", "grant", "revoke"]);
+    assert_eq!(ops[0]["nonce"].as_str().map(str::len), Some(32));
+    assert_eq!(ops[2]["key"], key);
+    assert_eq!(ops[2]["role"], "writer");
+    assert_eq!(ops[3]["key"], key);
+    assert_eq!(ops[3]["last_seq"], 0);
+    assert_eq!(log[0]["hash"], id["database"]);
+}

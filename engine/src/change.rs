@@ -171,6 +171,108 @@ pub enum Op {
     MembersOnly,
 }
 
+/// One named part of an op, for showing it (see [`Op::parts`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum OpPart<'a> {
+    /// A name (table, row, field).
+    Name(&'static str, &'a str),
+    /// A field value.
+    Value(&'static str, &'a Value),
+    /// A signed number.
+    Int(&'static str, i64),
+    /// An unsigned number.
+    Uint(&'static str, u64),
+    /// A key.
+    Key(&'static str, &'a Author),
+    /// A role.
+    Role(&'static str, Role),
+    /// Raw bytes (shown as hex).
+    Bytes(&'static str, &'a [u8]),
+}
+
+impl Op {
+    /// The op's kind, as the CLI and its JSON name it: `set`, `delete`,
+    /// `increment`, `genesis`, `grant`, `revoke`, `members-only`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Op::Set { .. } => "set",
+            Op::Delete { .. } => "delete",
+            Op::Increment { .. } => "increment",
+            Op::Genesis { .. } => "genesis",
+            Op::Grant { .. } => "grant",
+            Op::Revoke { .. } => "revoke",
+            Op::MembersOnly => "members-only",
+        }
+    }
+
+    /// Every part of the op, named, in order: the one description that the
+    /// text ([`Op`]'s `Display`) and the CLI's JSON are made from, so a new
+    /// op cannot be shown as "unknown" anywhere.
+    pub fn parts(&self) -> Vec<OpPart<'_>> {
+        match self {
+            Op::Set {
+                table,
+                row,
+                field,
+                value,
+            } => vec![
+                OpPart::Name("table", table),
+                OpPart::Name("row", row),
+                OpPart::Name("field", field),
+                OpPart::Value("value", value),
+            ],
+            Op::Delete { table, row } => {
+                vec![OpPart::Name("table", table), OpPart::Name("row", row)]
+            }
+            Op::Increment {
+                table,
+                row,
+                field,
+                delta,
+            } => vec![
+                OpPart::Name("table", table),
+                OpPart::Name("row", row),
+                OpPart::Name("field", field),
+                OpPart::Int("delta", *delta),
+            ],
+            Op::Genesis { nonce } => vec![OpPart::Bytes("nonce", nonce)],
+            Op::Grant { key, role } => vec![OpPart::Key("key", key), OpPart::Role("role", *role)],
+            Op::Revoke { key, last_seq } => {
+                vec![OpPart::Key("key", key), OpPart::Uint("last_seq", *last_seq)]
+            }
+            Op::MembersOnly => Vec::new(),
+        }
+    }
+}
+
+/// One line per op, e.g. `set notes/n1.title = "Hello"`, `incr notes/n1.views
+/// by 2`, `grant writer to <key>`, `revoke <key> after seq 4`.
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Op::Set {
+                table,
+                row,
+                field,
+                value,
+            } => write!(f, "set {table}/{row}.{field} = {value}"),
+            Op::Delete { table, row } => write!(f, "delete {table}/{row}"),
+            Op::Increment {
+                table,
+                row,
+                field,
+                delta,
+            } => write!(f, "incr {table}/{row}.{field} by {delta}"),
+            Op::Genesis { nonce } => write!(f, "genesis (nonce {})", hex::encode(nonce)),
+            Op::Grant { key, role } => write!(f, "grant {role} to {}", key.to_hex()),
+            Op::Revoke { key, last_seq } => {
+                write!(f, "revoke {} after seq {last_seq}", key.to_hex())
+            }
+            Op::MembersOnly => f.write_str("members-only"),
+        }
+    }
+}
+
 /// A key's rights in a members-only database. Order is rank: a reader may
 /// sync, a writer may also write rows, an admin may also grant and revoke
 /// writers and readers, the owner (the genesis author) may do everything.

@@ -21,9 +21,9 @@ mod view;
 
 pub use change::{
     Author, CHANGE_BYTES_MAX, CHANGE_FORMAT_VERSION, CHANGE_FORMAT_VERSION_MIN, Change, ChangeBody,
-    ChangeHash, DEPS_MAX, DatabaseId, FormatError, HASH_CONTEXT, NAME_BYTES_MAX, OPS_MAX, Op, Role,
-    SIGNATURE_DOMAIN, SignatureFault, StateHash, verify_ed25519_strict, verify_signature,
-    verify_signatures,
+    ChangeHash, DEPS_MAX, DatabaseId, FormatError, HASH_CONTEXT, NAME_BYTES_MAX, OPS_MAX, Op,
+    OpPart, Role, SIGNATURE_DOMAIN, SignatureFault, StateHash, verify_ed25519_strict,
+    verify_signature, verify_signatures,
 };
 pub use changeset::{
     CHANGE_SET_MAGIC, CHANGE_SET_VERSION, ChangeSetError, ChangeSetReader, ChangeSetWriter,
