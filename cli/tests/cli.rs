@@ -786,3 +786,19 @@ fn log_shows_every_op() {
     assert_eq!(ops[3]["last_seq"], 0);
     assert_eq!(log[0]["hash"], id["database"]);
 }
+
+/// `peers incr` on a field that holds text is refused with a message that
+/// says why, and nothing is signed.
+#[test]
+fn incr_of_text_is_refused() {
+    let (_temp, db, _id) = new_db("a");
+    commit(&db, &["put", "notes", "n1", "title=hello"]);
+    let before = ok_json_lines(&db, &["log"]).len();
+    let stderr = fails_one_line(
+        &run(Some(&db), &["incr", "notes", "n1", "title", "1"]),
+        "incr of a text field",
+    );
+    assert!(stderr.contains("not a counter"), "{stderr}");
+    assert_eq!(ok_json_lines(&db, &["log"]).len(), before);
+    commit(&db, &["incr", "notes", "n1", "views", "2"]);
+}

@@ -613,6 +613,23 @@ fn check_structure(body: &ChangeBody) -> Result<(), &'static str> {
     check_ops(&body.ops)
 }
 
+/// Most bytes a change's ops may take: [`CHANGE_BYTES_MAX`] less room for
+/// the largest possible rest of a change (its fixed fields, `DEPS_MAX`
+/// deps, the ops' count and the signature), so ops within it always make a
+/// change within the limit.
+pub(crate) const OPS_BYTES_MAX: usize =
+    CHANGE_BYTES_MAX - (2 + 3 * 33 + 10 * 3 + 5 + DEPS_MAX * 32 + 5 + SIGNATURE_BYTES);
+
+/// What `ops` take encoded (as in a change body).
+pub(crate) fn ops_bytes(ops: &[Op]) -> usize {
+    ops.iter()
+        .map(|op| {
+            bincode::encode_to_vec(op, bincode::config::standard())
+                .map_or(usize::MAX, |bytes| bytes.len())
+        })
+        .fold(0usize, usize::saturating_add)
+}
+
 /// The rules on the ops of a non-genesis change.
 pub(crate) fn check_ops(ops: &[Op]) -> Result<(), &'static str> {
     if ops.is_empty() {

@@ -293,6 +293,14 @@ impl Db {
     /// gets the engine first commits everything queued, with one fsync.
     fn commit(&self, ops: Vec<Op>) -> Result<ChangeHash> {
         crate::change::check_ops(&ops).map_err(|rule| Error::InvalidTransaction { rule })?;
+        let bytes = crate::change::ops_bytes(&ops);
+        if bytes > crate::change::OPS_BYTES_MAX {
+            return Err(Error::TransactionTooLarge {
+                bytes: bytes as u64,
+                max: crate::change::OPS_BYTES_MAX as u64,
+            });
+        }
+        self.check_increments(&ops)?;
         let (reply, answer) = sync_channel(1);
         self.inner
             .queue
@@ -395,6 +403,45 @@ impl Db {
                         key: *key,
                     }));
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses an increment of a field whose value, after the ops before it
+    /// in the same transaction, is set and not a counter.
+    fn check_increments(&self, ops: &[Op]) -> Result<()> {
+        for (index, op) in ops.iter().enumerate() {
+            let Op::Increment {
+                table, row, field, ..
+            } = op
+            else {
+                continue;
+            };
+            // The last earlier op of this transaction on the field decides.
+            let earlier = ops[..index].iter().rev().find_map(|earlier| match earlier {
+                Op::Set {
+                    table: t,
+                    row: r,
+                    field: f,
+                    value,
+                } if t == table && r == row && f == field => Some(Some(value.clone())),
+                Op::Delete { table: t, row: r } if t == table && r == row => Some(None),
+                _ => None,
+            });
+            let current = match earlier {
+                Some(value) => value,
+                None => self.get_field(table, row, field)?,
+            };
+            if let Some(current) = current
+                && !matches!(current, Value::Counter(_))
+            {
+                return Err(Error::NotACounter {
+                    table: table.clone(),
+                    row: row.clone(),
+                    field: field.clone(),
+                    current,
+                });
             }
         }
         Ok(())

@@ -186,6 +186,35 @@ pub enum Error {
         /// The rule.
         rule: &'static str,
     },
+    /// A transaction's ops would make a change over
+    /// [`crate::CHANGE_BYTES_MAX`] (with the change's own fields): nothing
+    /// is signed. Split it into smaller transactions, or store large blobs
+    /// outside the database.
+    #[error(
+        "transaction too large: its ops take {bytes} bytes, and a change may hold at most {max} (split it, or keep large blobs outside the database)"
+    )]
+    TransactionTooLarge {
+        /// Bytes of the encoded ops.
+        bytes: u64,
+        /// What the ops of one change may take.
+        max: u64,
+    },
+    /// An increment of a field whose current value is not a counter: it
+    /// would be signed, synced and never shown (a non-counter value hides
+    /// increments), so it is refused before signing.
+    #[error(
+        "{table}/{row}.{field} holds {current}, not a counter: an increment would have no effect (increment a field that was never set, or that holds a counter)"
+    )]
+    NotACounter {
+        /// The table.
+        table: String,
+        /// The row.
+        row: String,
+        /// The field.
+        field: String,
+        /// Its current value.
+        current: crate::Value,
+    },
     /// A change-set file is malformed.
     #[error("change-set file: {reason}")]
     ChangeSet {

@@ -68,6 +68,9 @@ pub fn allowed(result: peers_engine::Result<ChangeHash>, refusals: Refusals) -> 
     match (result, refusals) {
         (Ok(_), _) => true,
         (Err(Error::NotAllowed(_)), _) => false,
+        // An increment of a field that holds a non-counter value does
+        // nothing, so its replica refuses to sign it.
+        (Err(Error::NotACounter { .. }), _) => false,
         (Err(Error::NotSynced | Error::IdentityCut { .. }), Refusals::AnyRule) => false,
         (Err(other), _) => panic!("a local operation failed: {other}"),
     }

@@ -73,9 +73,32 @@ pub fn delete(table: &str, row: &str) -> Op {
     }
 }
 
-/// Commits `ops` (Set, Delete, Increment) as one transaction of `db`.
+/// Commits `ops` (Set, Delete, Increment) as one transaction of `db`. A
+/// replica refuses to sign an increment of a field that holds a non-counter
+/// value (it would do nothing): such an op of a generated script becomes a
+/// set of a counter to its delta, so each call still signs one change.
 pub fn commit_ops(db: &Db, ops: &[Op]) -> ChangeHash {
-    transaction_with(db, ops).commit().expect("commit")
+    let mut ops = ops.to_vec();
+    loop {
+        match transaction_with(db, &ops).commit() {
+            Ok(hash) => return hash,
+            Err(peers_engine::Error::NotACounter {
+                table, row, field, ..
+            }) => {
+                let refused = ops
+                    .iter()
+                    .position(|op| {
+                        matches!(op, Op::Increment { table: t, row: r, field: f, .. }
+                            if *t == table && *r == row && *f == field)
+                    })
+                    .expect("the refused increment is in the transaction");
+                if let Op::Increment { delta, .. } = ops[refused] {
+                    ops[refused] = set(&table, &row, &field, Value::Counter(delta));
+                }
+            }
+            Err(error) => panic!("commit: {error}"),
+        }
+    }
 }
 
 /// A transaction of `db` holding `ops` (Set, Delete, Increment), not yet

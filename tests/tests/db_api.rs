@@ -208,3 +208,96 @@ fn automerge_round_trip() {
     assert_eq!(original, copy);
     assert_eq!(copy.len(), 2);
 }
+
+/// Honest writes: an increment of a field that holds a non-counter value
+/// would be signed and synced and never shown, so it is refused before
+/// signing (`NotACounter`), judged after the earlier ops of the same
+/// transaction; a transaction too large for one change is refused with
+/// `TransactionTooLarge` (it used to panic while signing). Nothing reaches
+/// the log either way.
+#[test]
+fn useless_or_oversized_writes_are_refused_before_signing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Db::create(dir.path().join("a"), relaxed()).expect("create");
+    let mut tx = db.transaction();
+    tx.set("t", "r", "title", "text");
+    tx.set("t", "r", "views", Value::Counter(1));
+    tx.commit().expect("commit");
+    let logged = || peers_tests::all_changes(&db).len();
+    let before = logged();
+
+    let mut tx = db.transaction();
+    tx.increment("t", "r", "title", 1);
+    match tx.commit() {
+        Err(peers_engine::Error::NotACounter {
+            table,
+            row,
+            field,
+            current,
+        }) => {
+            assert_eq!(
+                (table.as_str(), row.as_str(), field.as_str()),
+                ("t", "r", "title")
+            );
+            assert_eq!(current, Value::Str("text".into()));
+        }
+        other => panic!("expected NotACounter, got {other:?}"),
+    }
+    let mut tx = db.transaction();
+    tx.set("t", "r", "views", "now text");
+    tx.increment("t", "r", "views", 1);
+    assert!(matches!(
+        tx.commit(),
+        Err(peers_engine::Error::NotACounter { .. })
+    ));
+    assert_eq!(logged(), before, "nothing refused was signed");
+
+    // Allowed: a counter, a field never set, a counter set earlier in the
+    // same transaction, a field of a row deleted earlier in it.
+    for setup in 0..4 {
+        let mut tx = db.transaction();
+        match setup {
+            0 => {}
+            1 => {}
+            2 => {
+                tx.set("t", "r", "title", Value::Counter(0));
+            }
+            _ => {
+                tx.delete("t", "r");
+            }
+        }
+        let field = if setup == 1 {
+            "fresh"
+        } else if setup == 0 {
+            "views"
+        } else {
+            "title"
+        };
+        tx.increment("t", "r", field, 2);
+        tx.commit()
+            .unwrap_or_else(|error| panic!("setup {setup}: {error}"));
+    }
+
+    let before = logged();
+    let mut tx = db.transaction();
+    tx.set(
+        "t",
+        "big",
+        "blob",
+        "x".repeat(peers_engine::CHANGE_BYTES_MAX),
+    );
+    assert!(matches!(
+        tx.commit(),
+        Err(peers_engine::Error::TransactionTooLarge { .. })
+    ));
+    assert_eq!(logged(), before);
+    // Just under the limit still commits.
+    let mut tx = db.transaction();
+    tx.set(
+        "t",
+        "big",
+        "blob",
+        "x".repeat(peers_engine::CHANGE_BYTES_MAX - 4096),
+    );
+    tx.commit().expect("a change just under the limit");
+}
