@@ -135,6 +135,13 @@ pub(crate) struct Engine {
     /// Held changes that the last group made valid again (an authorization
     /// limit rose): `Db` publishes them to subscribers like new ones.
     pub revived: Vec<Change>,
+    /// Set when a group failed after its changes started to reach the log:
+    /// the view and the in-memory state no longer match the log, and only
+    /// a reopen (which replays the log) can make them match. Every later
+    /// ingest is refused with [`Error::Poisoned`] until then.
+    pub poisoned: Option<String>,
+    /// Whether the group being finished has started to append to the log.
+    appending: bool,
 }
 
 /// Most entries in [`Engine::recent`] before it is cleared.
@@ -170,6 +177,8 @@ impl Engine {
             verdicts: Verdicts::default(),
             access_generation: 0,
             revived: Vec::new(),
+            poisoned: None,
+            appending: false,
         };
         engine.reload_heads()?;
         Ok(engine)
@@ -248,6 +257,12 @@ impl Engine {
         source: Source,
         report: &mut ApplyReport,
     ) -> Result<Vec<Change>> {
+        if let Some(reason) = &self.poisoned {
+            return Err(Error::Poisoned {
+                reason: reason.clone(),
+            });
+        }
+        self.appending = false;
         let view = Arc::clone(&self.view);
         let mut batch = Batch {
             group: Group::new(&view),
@@ -261,6 +276,20 @@ impl Engine {
         let outcome = self.admit_all(&mut batch, changes, report, source);
         let outcome = outcome.and_then(|()| self.reevaluate(&mut batch));
         let outcome = outcome.and_then(|()| self.finish(batch, source));
+        if let Err(error) = &outcome
+            && self.appending
+        {
+            // Part of the group may be in the log: reloading the heads from
+            // the view would let the next commit reuse a seq that is in the
+            // log with another hash (a fork of our own key). Refuse every
+            // later ingest until a reopen replays the log.
+            tracing::error!(%error, "failed after appending to the log; the database must be reopened");
+            self.poisoned = Some(error.to_string());
+            self.revived.clear();
+            report.accepted.truncate(before.0);
+            report.inert.truncate(before.1);
+            return outcome;
+        }
         if outcome.is_err() {
             // Nothing of the group reached RocksDB: forget its in-memory effects.
             self.revived.clear();
@@ -719,7 +748,10 @@ impl Engine {
             return Ok(Vec::new());
         }
         let positions: Vec<Position> = match source {
-            Source::New => self.append(&batch.admitted)?,
+            Source::New => {
+                self.appending = true;
+                self.append(&batch.admitted)?
+            }
             Source::Log => batch
                 .admitted
                 .iter()
@@ -771,6 +803,10 @@ impl Engine {
             .collect();
         let mut write_options = rocksdb::WriteOptions::default();
         write_options.disable_wal(true);
+        fail::fail_point!("engine::view-write", |_| Err(Error::Io {
+            path: std::path::PathBuf::from("view"),
+            source: std::io::Error::other("failpoint engine::view-write"),
+        }));
         self.view
             .write_opt(batch.group.into_batch(), &write_options)?;
         Ok(accepted)

@@ -241,6 +241,17 @@ pub enum Error {
     /// database (not a member, a reader, revoked, or a grant above its role).
     #[error("not allowed: {0}")]
     NotAllowed(Refusal),
+    /// An earlier write failed after its changes reached the log (a view
+    /// write, an fsync): the in-memory state no longer matches the log, so
+    /// nothing more is written until the database is reopened, which
+    /// replays the log. Reads still answer, from the view as it was.
+    #[error(
+        "the database stopped writing after an error that followed a log append ({reason}); close and reopen it: reopening replays the log, and nothing durable is lost"
+    )]
+    Poisoned {
+        /// The error that poisoned it.
+        reason: String,
+    },
     /// A joined replica has not received the database's genesis change yet,
     /// so it cannot know who may write: sync with a member first.
     #[error("this replica has not synced its database yet (sync with a member first)")]
