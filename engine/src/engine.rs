@@ -381,7 +381,7 @@ impl Engine {
             .transpose()
     }
 
-    /// The validity rules of DESIGN.md "Changes", in order. The signature was
+    /// The validity rules of docs/DESIGN.md "Changes", in order. The signature was
     /// checked before (in a batch) for new changes.
     fn admit(&self, batch: &Batch<'_>, change: &Change, source: Source) -> Result<Admission> {
         let hash = change.hash();
@@ -455,7 +455,7 @@ impl Engine {
             return Ok(Admission::Refuse(refusal));
         }
         // Past a revocation (or any other limit) a change is held inert, as
-        // after a fork (DESIGN.md "Authorization"): never applied, never
+        // after a fork (docs/DESIGN.md "Authorization"): never applied, never
         // forwarded on its own, but held so that a valid change naming it
         // can be checked, and so that the verdict depends only on the set.
         let state = self.authors.get(&body.author);

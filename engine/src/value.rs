@@ -26,7 +26,7 @@ pub enum Value {
     Bytes(Vec<u8>),
     /// Milliseconds since the Unix epoch.
     Timestamp(i64),
-    /// A counter: `Increment` ops add to it (see DESIGN.md "Merge").
+    /// A counter: `Increment` ops add to it (see docs/DESIGN.md "Merge").
     Counter(i64),
 }
 

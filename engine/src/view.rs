@@ -2,7 +2,7 @@
 //!
 //! Writes of one applied group go to a [`Group`], an in-memory overlay over
 //! RocksDB that later reads in the same group see; the group becomes one
-//! `WriteBatch`. The merge rules (DESIGN.md "Merge") live in the `apply_*`
+//! `WriteBatch`. The merge rules (docs/DESIGN.md "Merge") live in the `apply_*`
 //! functions here and nowhere else.
 
 use std::collections::BTreeMap;

@@ -1,5 +1,5 @@
 //! Every replica must reach the same verdict on every signature, whichever
-//! path checked it (DESIGN.md "Dependencies"). The edge-case vectors of
+//! path checked it (docs/DESIGN.md "Dependencies"). The edge-case vectors of
 //! "Taming the many EdDSAs" (Chalkias, Garillot, Nikolaenko, 2020; the
 //! ed25519-speccheck cases) are checked one at a time and inside batches of
 //! valid signatures, in every position: the verdicts must agree, and match

@@ -1,4 +1,4 @@
-//! Range-based set reconciliation of version vectors (sync version 3,
+//! Range-based set reconciliation of version vectors (sync version 2,
 //! docs/PROTOCOL.md "Reconciliation"), in the style of negentropy and
 //! iroh-docs' ranger: the two sides compare fingerprints of ranges of the
 //! author key space and split the ranges that differ, until the differing

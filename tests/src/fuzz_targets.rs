@@ -1,5 +1,5 @@
 //! Fuzz targets: one per decoder, plus one model target (STYLE.md habit 14,
-//! DESIGN.md "Bad input").
+//! docs/DESIGN.md "Bad input").
 //!
 //! Each function takes arbitrary bytes and panics only on a bug: a decoder
 //! that panics, or a broken property checked here (round trips, stable
@@ -353,7 +353,7 @@ pub fn changeset_import(data: &[u8]) {
 /// forged seqs, prevs, deps, lamports and forks (equivocations) reach the
 /// engine's admission rules instead of stopping at the signature. Besides
 /// [`changeset_import`]'s checks: rows equal the reference model over the
-/// changes that survive the equivocation cuts (DESIGN.md "Changes"), and a
+/// changes that survive the equivocation cuts (docs/DESIGN.md "Changes"), and a
 /// second replica that receives the accepted changes in another order and
 /// batching holds the same state hash.
 pub fn signed_import(data: &[u8]) {

@@ -1,5 +1,5 @@
 //! Shared helpers of the scenario tests: replicas, exchange, and a reference
-//! model of the merge rules (DESIGN.md "Merge") written as plainly as possible.
+//! model of the merge rules (docs/DESIGN.md "Merge") written as plainly as possible.
 
 use std::collections::BTreeMap;
 use std::path::Path;

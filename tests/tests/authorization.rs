@@ -2,7 +2,7 @@
 //! or an admin granted may write; a change past a revocation is held inert
 //! (never applied), and one already applied leaves the view; the verdicts
 //! depend only on the set of changes held, never on the order they came in
-//! (DESIGN.md "Authorization").
+//! (docs/DESIGN.md "Authorization").
 //!
 //! Admission checks a change against the changes it names: its author's
 //! *named role* (the highest role granted to it in a change its chain names
@@ -399,7 +399,7 @@ fn each_refusal_has_its_own_reason_and_changes_nothing() {
         assert_refused(db, &change, expected, name);
     }
     // Past its revocation a change is not refused but held inert (as after
-    // a fork: DESIGN.md "Authorization"), so that a valid change naming it
+    // a fork: docs/DESIGN.md "Authorization"), so that a valid change naming it
     // can still be checked; it changes nothing in the view.
     let past = craft(db, &m.revoked, Some(&m.revoked_first), &[], note());
     assert_inert(db, &past, "a revoked writer writes on");

@@ -1,6 +1,6 @@
 //! Equivocation: one key K, used on two replicas E1 and E2, signs two
 //! different changes for seq 3 (branch A on E1; branch B, seq 3 and 4, on
-//! E2), touching the same rows and fields as the owner O. DESIGN.md
+//! E2), touching the same rows and fields as the owner O. docs/DESIGN.md
 //! "Changes": every replica that holds both cuts K at seq 2, the view
 //! becomes what it would be had K's seq >= 3 never been applied, the log
 //! keeps them, and O's change that lists a cut change in `deps` stays valid.
@@ -480,7 +480,7 @@ fn is_applied(db: &Db, scenario: &Scenario, hash: &ChangeHash) -> bool {
 
 /// Sync ships the fork: after E1 and E2 (one branch each) sync both ways
 /// with `changes_since`, each holds both branches, nothing is left pending,
-/// K is cut on both, and they hold the same state (DESIGN.md "Sync":
+/// K is cut on both, and they hold the same state (docs/DESIGN.md "Sync":
 /// head hashes detect forks; "Authorization": the two changes that prove an
 /// equivocation are shipped by sync like any change).
 #[test]
@@ -521,7 +521,7 @@ fn sync_ships_the_fork_between_the_branches() {
 }
 
 /// A cut change that no valid change names is kept inert: "never applied,
-/// never pushed to peers on its own" (DESIGN.md "Authorization"), so a key
+/// never pushed to peers on its own" (docs/DESIGN.md "Authorization"), so a key
 /// that forked cannot keep growing every replica's log through sync.
 #[test]
 fn sync_does_not_forward_cut_changes_on_their_own() {
@@ -557,7 +557,7 @@ fn sync_does_not_forward_cut_changes_on_their_own() {
 
 /// Detecting forks by head hash must not cost the common case: a replica
 /// whose peer is simply ahead on an author (the peer's head hash is unknown
-/// here, but nothing forked) has nothing to send for that author (DESIGN.md
+/// here, but nothing forked) has nothing to send for that author (docs/DESIGN.md
 /// "Sync": bytes on the wire within a small constant of what is missing).
 #[test]
 fn sync_to_a_replica_that_is_ahead_sends_nothing() {

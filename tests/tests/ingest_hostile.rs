@@ -5,7 +5,7 @@
 //! the genuine change is still accepted: a refusal leaves nothing behind.
 //!
 //! The changes are hand-crafted with `Identity::sign` for an author K whose
-//! chain no `Db` drives, so each rule of DESIGN.md "Changes" can be broken
+//! chain no `Db` drives, so each rule of docs/DESIGN.md "Changes" can be broken
 //! on its own.
 
 use std::collections::BTreeMap;

@@ -1,4 +1,4 @@
-//! The log is the truth, RocksDB is the view (DESIGN.md "Storage"): after
+//! The log is the truth, RocksDB is the view (docs/DESIGN.md "Storage"): after
 //! any workload, `rebuild()` and deleting `view/` then reopening both give
 //! back the same view (state hash, rows, history, version vector, heads),
 //! a database dropped and reopened at any moment reads what it read before,
@@ -73,7 +73,7 @@ fn delete_view(path: &Path) {
 }
 
 /// The deps the next commit of `db` must name: the heads of the other
-/// authors (held changes that no held change names), as DESIGN.md says.
+/// authors (held changes that no held change names), as docs/DESIGN.md says.
 fn expected_deps(db: &Db) -> Vec<ChangeHash> {
     let held = all_changes(db);
     let named: BTreeSet<ChangeHash> = held.iter().flat_map(Change::predecessors).collect();
