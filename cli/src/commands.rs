@@ -23,8 +23,19 @@ const IMPORT_BATCH_CHANGES: usize = 4096;
 
 pub(crate) fn run(cli: Cli) -> Result<()> {
     let json = cli.json;
-    if let Command::Demo = cli.command {
-        return crate::demo::run();
+    match cli.command {
+        Command::Demo => return crate::demo::run(),
+        Command::Completions { shell } => {
+            let mut command = crate::command();
+            clap_complete::generate(shell, &mut command, "peers", &mut std::io::stdout());
+            return Ok(());
+        }
+        Command::Man => {
+            let command = crate::command();
+            clap_mangen::Man::new(command).render(&mut std::io::stdout())?;
+            return Ok(());
+        }
+        _ => {}
     }
     let dir = cli
         .db
@@ -94,7 +105,11 @@ fn run_on(db: &Db, command: Command, json: bool) -> Result<()> {
             live,
         } => crate::network::sync(db, &address, expect_key.as_deref(), live, json),
         Command::Peers { scan } => crate::network::peers(db, scan, json),
-        Command::Init { .. } | Command::Join { .. } | Command::Demo => {
+        Command::Init { .. }
+        | Command::Join { .. }
+        | Command::Demo
+        | Command::Completions { .. }
+        | Command::Man => {
             unreachable!("handled before opening")
         }
     }

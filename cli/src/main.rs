@@ -12,9 +12,33 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// The version line: the program's, and the formats and protocols it speaks
+/// (from the constants that define them, so it cannot drift).
+fn version() -> String {
+    format!(
+        "{} (change format {}, reads {}; sync protocol {}, from {}; secure channel {}; view format {}; log format {})",
+        env!("CARGO_PKG_VERSION"),
+        peers_engine::CHANGE_FORMAT_VERSION,
+        peers_engine::CHANGE_FORMAT_VERSION_MIN,
+        peers_net::SYNC_VERSION,
+        peers_net::SYNC_VERSION_MIN,
+        peers_net::CHANNEL_VERSION,
+        peers_engine::VIEW_FORMAT_VERSION,
+        peers_engine::LOG_FORMAT_VERSION,
+    )
+}
+
+/// The command line, with its version line.
+pub(crate) fn command() -> clap::Command {
+    // Leaked once per call (a process makes one or two): clap keeps a
+    // `&'static str` version.
+    let version: &'static str = Box::leak(version().into_boxed_str());
+    <Cli as clap::CommandFactory>::command().version(version)
+}
+
 /// Peers: a local-first, peer-to-peer database. Every write is a signed change.
 #[derive(Parser, Debug)]
-#[command(name = "peers", version, about, propagate_version = true)]
+#[command(name = "peers", about, propagate_version = true)]
 pub(crate) struct Cli {
     /// Database directory.
     #[arg(long, global = true, env = "PEERS_DB", value_name = "DIR")]
@@ -157,6 +181,14 @@ pub(crate) enum Command {
     },
     /// Three replicas in a temporary directory converge after concurrent writes.
     Demo,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell),
+    /// e.g. `peers completions bash > ~/.local/share/bash-completion/completions/peers`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), e.g. `peers man | man -l -`.
+    Man,
 }
 
 fn main() -> ExitCode {
@@ -167,7 +199,11 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+    let matches = command().get_matches();
+    let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(error) => error.exit(),
+    };
     match commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

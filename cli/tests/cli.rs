@@ -802,3 +802,36 @@ fn incr_of_text_is_refused() {
     assert_eq!(ok_json_lines(&db, &["log"]).len(), before);
     commit(&db, &["incr", "notes", "n1", "views", "2"]);
 }
+
+/// `peers --version` names the formats and protocols this build speaks (from
+/// their constants); `peers completions SHELL` and `peers man` print a
+/// completion script and a manual page that know every command.
+#[test]
+fn version_completions_and_man() {
+    let version = text(&run(None, &["--version"]).stdout);
+    for part in [
+        format!("change format {}", peers_engine::CHANGE_FORMAT_VERSION),
+        format!("sync protocol {}", peers_net::SYNC_VERSION),
+        format!("secure channel {}", peers_net::CHANNEL_VERSION),
+        format!("view format {}", peers_engine::VIEW_FORMAT_VERSION),
+        format!("log format {}", peers_engine::LOG_FORMAT_VERSION),
+    ] {
+        assert!(version.contains(&part), "{version} lacks {part}");
+    }
+    for shell in ["bash", "zsh", "fish"] {
+        let output = run(None, &["completions", shell]);
+        assert!(output.status.success(), "{shell}");
+        let script = text(&output.stdout);
+        for command in ["serve", "sync", "grant", "history", "completions"] {
+            assert!(script.contains(command), "{shell} script lacks {command}");
+        }
+    }
+    let output = run(None, &["completions", "tcsh"]);
+    assert!(!output.status.success(), "an unknown shell is refused");
+    let man = text(&run(None, &["man"]).stdout);
+    assert!(
+        man.starts_with(".ie") || man.contains(".TH peers 1"),
+        "{man}"
+    );
+    assert!(man.contains("serve") && man.contains("grant"), "{man}");
+}

@@ -36,7 +36,7 @@ pub use engine::ApplyReport;
 pub use error::{Error, Refusal, Result};
 pub use identity::Identity;
 pub use keys::{Stamp, VIEW_FORMAT_VERSION};
-pub use peers_wal::{Position, SyncMode};
+pub use peers_wal::{FORMAT_VERSION as LOG_FORMAT_VERSION, Position, SyncMode};
 pub use pending::{PENDING_BYTES_MAX, PENDING_CHANGES_MAX};
 pub use reads::{ChangesSince, HistoryEntry, Scan};
 pub use value::{UnknownScalar, Value};
