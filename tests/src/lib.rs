@@ -8,6 +8,16 @@ use peers_engine::{
     ApplyReport, Author, Change, ChangeHash, Db, Op, Options, Row, Stamp, SyncMode, Value,
 };
 
+/// Cases for a property test: `PROPTEST_CASES` when set (a nightly campaign
+/// raises it: `PROPTEST_CASES=10000 cargo test --release -p peers-tests`),
+/// else `default` (CI's small count).
+pub fn proptest_cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|cases| cases.parse().ok())
+        .unwrap_or(default)
+}
+
 /// Options for tests: fsync relaxed (a process crash still loses nothing),
 /// and an open database (any key may write) for the tests of merging,
 /// storage and sync; tests/tests/authorization.rs creates members-only ones.

@@ -1037,7 +1037,7 @@ fn initial_roles() -> impl Strategy<Value = Vec<Option<Role>>> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: peers_tests::proptest_cases(48), ..ProptestConfig::default() })]
 
     /// Any script of grants, revocations, writes and syncs among five keys
     /// (so grants, revocations and writes run concurrently), delivered to

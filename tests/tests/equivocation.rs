@@ -601,7 +601,7 @@ fn scenario_ops() -> impl Strategy<Value = ScenarioOps> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: peers_tests::proptest_cases(16), ..ProptestConfig::default() })]
 
     /// Any delivery order and batching of a fork's change set (random ops
     /// over a few shared rows) gives one state hash, equal on two replicas,

@@ -4,12 +4,14 @@
 //! holds only what is durable truth (`database`, `identity.key`, `log/`);
 //! the view is rebuilt from the log on open.
 //!
-//! Regenerate (only when deliberately starting a new fixture version):
-//! `PEERS_WRITE_FIXTURE=1 cargo test --release -p peers-tests --test format_fixture_v1`
+//! The fixture was written once by a build that wrote format version 1, and
+//! is never regenerated: today's writer writes a later version, so a
+//! rewrite would silently replace the very thing this test keeps. The test
+//! checks that every change in it is of version 1.
 
 use std::path::{Path, PathBuf};
 
-use peers_engine::{Db, Identity, Options, Value};
+use peers_engine::{Db, Options, Value};
 
 fn fixture_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/v1/db")
@@ -17,35 +19,6 @@ fn fixture_dir() -> PathBuf {
 
 /// The state hash the v1 fixture had when it was written.
 const STATE_HASH_V1: &str = include_str!("../fixtures/v1/state-hash");
-
-fn write_fixture(dir: &Path) {
-    let options = Options {
-        identity: Some(Identity::from_secret_bytes([0x11; 32])),
-        ..Options::default()
-    };
-    let db = Db::create(dir, options).expect("create");
-    let mut tx = db.transaction();
-    tx.set("notes", "n1", "title", "hello")
-        .set("notes", "n1", "pinned", true)
-        .increment("notes", "n1", "views", 3);
-    tx.set("notes", "n2", "blob", Value::Bytes(vec![0, 1, 2]))
-        .set("notes", "n2", "size", Value::Uint(7));
-    tx.commit().expect("commit");
-    let mut tx = db.transaction();
-    tx.set("notes", "n1", "title", "hello again")
-        .delete("notes", "n2")
-        .set("tasks", "t\0x", "due", Value::Timestamp(1));
-    tx.commit().expect("commit");
-    let hash = db.state_hash().expect("state hash");
-    drop(db);
-    std::fs::remove_dir_all(dir.join("view"))
-        .expect("drop the view: it is not part of the fixture");
-    std::fs::write(
-        dir.parent().expect("parent").join("state-hash"),
-        hash.to_hex(),
-    )
-    .expect("write hash");
-}
 
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("mkdir");
@@ -62,11 +35,6 @@ fn copy_dir(from: &Path, to: &Path) {
 
 #[test]
 fn v1_database_opens_and_reads_the_same() {
-    if std::env::var_os("PEERS_WRITE_FIXTURE").is_some() {
-        let dir = fixture_dir();
-        let _ = std::fs::remove_dir_all(&dir);
-        write_fixture(&dir);
-    }
     let scratch = tempfile::tempdir().expect("tempdir");
     let dir = scratch.path().join("db");
     copy_dir(&fixture_dir(), &dir);
@@ -86,4 +54,12 @@ fn v1_database_opens_and_reads_the_same() {
     let report = db.verify(&mut |_, _| {}).expect("verify");
     assert!(report.ok());
     assert_eq!(report.changes, 3);
+    for item in db.log().expect("log") {
+        let (position, change) = item.expect("record");
+        assert_eq!(
+            change.body().version,
+            1,
+            "the change at {position} is not of format version 1: the fixture was rewritten"
+        );
+    }
 }

@@ -97,7 +97,7 @@ fn generate(dir: &std::path::Path, authors: usize, actions: &[Action]) -> (Db, V
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: peers_tests::proptest_cases(24), ..ProptestConfig::default() })]
 
     #[test]
     fn replicas_converge_in_any_order(

@@ -141,7 +141,7 @@ fn action() -> impl Strategy<Value = Action> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: peers_tests::proptest_cases(16), ..ProptestConfig::default() })]
 
     /// Two authors write and exchange changes; each replica is dropped and
     /// reopened after every step and reads the same view and the reference

@@ -205,7 +205,10 @@ fn wal_is_send_sync_clone_and_defaults() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(32))]
+    // `PROPTEST_CASES` raises (or lowers) the count, as in peers-tests.
+    #![proptest_config(ProptestConfig::with_cases(
+        std::env::var("PROPTEST_CASES").ok().and_then(|cases| cases.parse().ok()).unwrap_or(32)
+    ))]
 
     // Guards the round trip for arbitrary record sizes and contents, batch shapes
     // and segment limits: append, reopen, iterate, compare.
