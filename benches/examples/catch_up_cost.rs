@@ -12,20 +12,6 @@ use std::time::Instant;
 use peers_benches::{Spec, generate};
 use peers_engine::{Db, Identity, Options, VersionVector};
 
-/// This process's resident memory, in KiB (Linux; 0 elsewhere).
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find(|line| line.starts_with("VmRSS:"))
-                .and_then(|line| line.split_whitespace().nth(1))
-                .and_then(|kib| kib.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 fn main() {
     let mut args = std::env::args().skip(1);
     let changes: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(200_000);
@@ -73,14 +59,14 @@ fn main() {
     source.apply(fork).expect("apply the fork");
     assert_eq!(source.fork_cut(&forker.author()), Some(0));
 
-    let before = rss_kib();
+    let before = peers_benches::status_kib("VmRSS:");
     let started = Instant::now();
     let mut stream = source
         .changes_since(&VersionVector::new())
         .expect("changes since");
     let first = stream.next().expect("a first change").expect("read");
     let to_first = started.elapsed();
-    let memory = rss_kib().saturating_sub(before);
+    let memory = peers_benches::status_kib("VmRSS:").saturating_sub(before);
     let mut count = 1;
     for change in stream {
         change.expect("read");

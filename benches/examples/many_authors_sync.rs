@@ -12,20 +12,6 @@ use peers_engine::{
 };
 use peers_net::{Node, NodeConfig};
 
-/// A line of /proc/self/status, in KiB.
-fn status_kib(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find(|line| line.starts_with(field))
-                .and_then(|line| line.split_whitespace().nth(1))
-                .and_then(|kib| kib.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 fn main() {
     let mut args = std::env::args().skip(1);
     let authors: u64 = args
@@ -106,11 +92,11 @@ fn main() {
             .await
             .expect("node");
         let _ = std::fs::write("/proc/self/clear_refs", "5");
-        let before = status_kib("VmRSS:");
+        let before = peers_benches::status_kib("VmRSS:");
         let started = Instant::now();
         let report = client.sync_once(&address, None).await.expect("sync");
         let took = started.elapsed();
-        let peak = status_kib("VmHWM:");
+        let peak = peers_benches::status_kib("VmHWM:");
         assert_eq!(
             replica.state_hash().expect("hash"),
             source.state_hash().expect("hash")

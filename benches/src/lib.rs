@@ -318,3 +318,18 @@ fn automerge_commit(
         .raw_bytes()
         .to_vec()
 }
+
+/// A line of this process's /proc/self/status (`"VmRSS:"`, `"VmHWM:"`), in
+/// KiB; 0 where there is none (not Linux).
+pub fn status_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|line| line.starts_with(field))
+                .and_then(|line| line.split_whitespace().nth(1))
+                .and_then(|kib| kib.parse().ok())
+        })
+        .unwrap_or(0)
+}

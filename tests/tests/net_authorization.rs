@@ -45,6 +45,25 @@ fn member(owner: &Db, dir: &std::path::Path, identity: Identity) -> Db {
     db
 }
 
+/// Whether a node reports, within 10 s, a `PeerError` that `wanted` picks
+/// (other events are skipped).
+async fn peer_error(
+    events: &mut tokio::sync::broadcast::Receiver<Event>,
+    wanted: impl Fn(&Error) -> bool,
+) -> bool {
+    let found = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match events.recv().await {
+                Ok(Event::PeerError { error, .. }) if wanted(&error) => return,
+                Ok(_) => {}
+                Err(error) => panic!("events ended: {error}"),
+            }
+        }
+    })
+    .await;
+    found.is_ok()
+}
+
 /// The peer ended the session because our key holds no role.
 fn assert_told_not_a_member(error: &Error) {
     assert!(
@@ -154,41 +173,24 @@ async fn revoked_writer_is_cut_off() {
 
     owner.revoke(b.author()).expect("revoke");
     // The owner's side ends the session with NotAMember.
-    let ended = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match owner_events.recv().await {
-                Ok(Event::PeerError { error, .. })
-                    if matches!(*error, Error::NotAMember { .. }) =>
-                {
-                    return;
-                }
-                Ok(_) => {}
-                Err(error) => panic!("events ended: {error}"),
+    assert!(
+        peer_error(&mut owner_events, |error| matches!(
+            error,
+            Error::NotAMember { .. }
+        ))
+        .await,
+        "the revoked peer was not disconnected"
+    );
+    let told = peer_error(&mut b_events, |error| {
+        matches!(
+            error,
+            Error::PeerBye {
+                reason: ByeReason::NotAMember
             }
-        }
+        )
     })
     .await;
-    assert!(ended.is_ok(), "the revoked peer was not disconnected");
-    let told = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match b_events.recv().await {
-                Ok(Event::PeerError { error, .. })
-                    if matches!(
-                        *error,
-                        Error::PeerBye {
-                            reason: ByeReason::NotAMember
-                        }
-                    ) =>
-                {
-                    return;
-                }
-                Ok(_) => {}
-                Err(error) => panic!("events ended: {error}"),
-            }
-        }
-    })
-    .await;
-    assert!(told.is_ok(), "b was told why");
+    assert!(told, "b was told why");
     b_node.shutdown().await;
 
     // b does not know yet that it is revoked, and writes on.
@@ -272,21 +274,14 @@ async fn revocation_inside_a_burst_stops_the_push() {
     let report = owner.apply(burst).expect("apply");
     assert_eq!(report.accepted.len(), 3, "{report:?}");
 
-    let ended = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match owner_events.recv().await {
-                Ok(Event::PeerError { error, .. })
-                    if matches!(*error, Error::NotAMember { .. }) =>
-                {
-                    return;
-                }
-                Ok(_) => {}
-                Err(error) => panic!("events ended: {error}"),
-            }
-        }
-    })
-    .await;
-    assert!(ended.is_ok(), "the revoked reader was not disconnected");
+    assert!(
+        peer_error(&mut owner_events, |error| matches!(
+            error,
+            Error::NotAMember { .. }
+        ))
+        .await,
+        "the revoked reader was not disconnected"
+    );
     reader_node.shutdown().await;
     assert_eq!(
         reader.get_change(&after).expect("read"),
