@@ -620,14 +620,20 @@ fn check_structure(body: &ChangeBody) -> Result<(), &'static str> {
 pub(crate) const OPS_BYTES_MAX: usize =
     CHANGE_BYTES_MAX - (2 + 3 * 33 + 10 * 3 + 5 + DEPS_MAX * 32 + 5 + SIGNATURE_BYTES);
 
-/// What `ops` take encoded (as in a change body).
+/// What `ops` take encoded (as in a change body), counted without
+/// building the bytes (a commit encodes them once, when it signs).
 pub(crate) fn ops_bytes(ops: &[Op]) -> usize {
-    ops.iter()
-        .map(|op| {
-            bincode::encode_to_vec(op, bincode::config::standard())
-                .map_or(usize::MAX, |bytes| bytes.len())
-        })
-        .fold(0usize, usize::saturating_add)
+    use bincode::Encode;
+    let mut encoder = bincode::enc::EncoderImpl::new(
+        bincode::enc::write::SizeWriter::default(),
+        bincode::config::standard(),
+    );
+    for op in ops {
+        if op.encode(&mut encoder).is_err() {
+            return usize::MAX;
+        }
+    }
+    encoder.into_writer().bytes_written
 }
 
 /// The rules on the ops of a non-genesis change.

@@ -676,6 +676,25 @@ mod tests {
         assert_eq!(fingerprint(&[two, one]), fingerprint(&[one, two]));
     }
 
+    /// A peer that keeps a reconciliation going (here: the same mismatching
+    /// fingerprint over and over) is refused after RECONCILE_ROUNDS_MAX
+    /// answers: each answer costs a scan of the ranges it names.
+    #[test]
+    fn endless_reconciliation_is_refused() {
+        let mut side = Reconciler::new(set(0..100));
+        let nagging = [Range {
+            upper: None,
+            kind: RangeKind::Fingerprint([0xAB; 16]),
+        }];
+        for _ in 0..RECONCILE_ROUNDS_MAX {
+            assert!(!side.respond(&nagging).expect("answers").is_empty());
+        }
+        assert!(matches!(
+            side.respond(&nagging),
+            Err(Error::MalformedMessage { .. })
+        ));
+    }
+
     #[test]
     fn equal_sets_finish_at_once() {
         let heads = set(0..5000);
