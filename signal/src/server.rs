@@ -49,7 +49,7 @@ pub const DELIVERIES_QUEUED_MAX: usize = 16;
 pub const REFUSING_MAX: usize = 64;
 /// The WebSocket read buffer per connection. tungstenite allocates it up front
 /// (its default is 128 KiB); it grows for a larger message.
-pub const CONNECTION_READ_BUFFER_BYTES: usize = 4 * 1024;
+pub const CONNECTION_READ_BUFFER_BYTES: usize = 2 * 1024;
 /// How long a connection being refused gets for the WebSocket handshake and the `Refused` frame.
 const REFUSE_TIMEOUT: Duration = Duration::from_secs(2);
 
