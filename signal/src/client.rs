@@ -302,6 +302,13 @@ async fn next_frame(socket: &mut Socket, url: &str) -> Result<Frame> {
     }
 }
 
+/// A `Send` waiting for its `Result`.
+struct Pending {
+    to: [u8; 32],
+    bytes: usize,
+    reply: oneshot::Sender<Result<()>>,
+}
+
 /// The background task's state; it outlives connections.
 struct Task {
     url: String,
@@ -380,7 +387,7 @@ impl Task {
 
     /// Serves one registered connection until it drops or the client closes.
     async fn serve(&mut self, mut socket: Socket) -> Ended {
-        let mut pending: HashMap<u64, ([u8; 32], oneshot::Sender<Result<()>>)> = HashMap::new();
+        let mut pending: HashMap<u64, Pending> = HashMap::new();
         let mut ping = tokio::time::interval_at(Instant::now() + PING_INTERVAL, PING_INTERVAL);
         let silence = tokio::time::sleep(SERVER_SILENCE_MAX);
         tokio::pin!(silence);
@@ -422,7 +429,7 @@ impl Task {
                 () = &mut silence => break Ended::Dropped,
             }
         };
-        for (_, (_, reply)) in pending.drain() {
+        for (_, Pending { reply, .. }) in pending.drain() {
             let _ = reply.send(Err(Error::Disconnected));
         }
         ended
@@ -433,7 +440,7 @@ impl Task {
     async fn start_send(
         &mut self,
         socket: &mut Socket,
-        pending: &mut HashMap<u64, ([u8; 32], oneshot::Sender<Result<()>>)>,
+        pending: &mut HashMap<u64, Pending>,
         to: [u8; 32],
         body: &[u8],
         reply: oneshot::Sender<Result<()>>,
@@ -461,7 +468,7 @@ impl Task {
         self.counter += 1;
         let id = self.next_id;
         self.next_id += 1;
-        pending.insert(id, (to, reply));
+        pending.insert(id, Pending { to, bytes, reply });
         socket
             .send(Message::Binary(frame::encode_send(id, &to, &sealed).into()))
             .await
@@ -471,19 +478,24 @@ impl Task {
     fn receive(
         &mut self,
         bytes: &[u8],
-        pending: &mut HashMap<u64, ([u8; 32], oneshot::Sender<Result<()>>)>,
+        pending: &mut HashMap<u64, Pending>,
     ) -> std::result::Result<(), FrameError> {
         match Frame::decode(bytes)? {
             Frame::Result { id, status } => {
                 // An unknown id (a late answer) is ignored.
-                if let Some((to, reply)) = pending.remove(&id) {
+                if let Some(Pending {
+                    to,
+                    bytes: sent_bytes,
+                    reply,
+                }) = pending.remove(&id)
+                {
                     let result = match status {
                         Status::Delivered => Ok(()),
                         Status::Offline => Err(Error::Offline { to }),
                         Status::Busy => Err(Error::Busy { to }),
                         Status::RateLimited => Err(Error::RateLimited),
                         Status::TooLarge => Err(Error::TooLarge {
-                            bytes: 0,
+                            bytes: sent_bytes,
                             max: self.message_bytes_max,
                         }),
                     };

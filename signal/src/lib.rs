@@ -18,9 +18,9 @@
 //!
 //! # Memory
 //!
-//! An idle registered client costs the server 6.9 KiB of RSS (measured on the
+//! An idle registered client costs the server 6.8 KiB of RSS (measured on the
 //! project's 2-core Linux machine, 10 000 clients from one process against a server
-//! in another: 3.6 MiB at start, 38.8 MiB with 5 000, 73.2 MiB with 10 000), with
+//! in another: 3 748 KiB at start, 38 944 KiB with 5 000, 73 092 KiB with 10 000), with
 //! [`CONNECTION_READ_BUFFER_BYTES`] = 2 KiB of it the WebSocket read buffer. The
 //! kernel's socket buffers come on top and are not in RSS. To measure again:
 //!

@@ -42,8 +42,9 @@ pub const REGISTRATIONS_PER_KEY_MAX: usize = 4;
 pub const REGISTRATION_TIMEOUT: Duration = Duration::from_secs(10);
 /// A registered connection that sends nothing (not even a ping) this long is closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-/// `Deliver` frames queued per connection before senders get `Busy`.
-pub const DELIVERIES_QUEUED_MAX: usize = 16;
+/// `Deliver` frames queued per connection before senders get `Busy`. tokio's
+/// channel allocates its slots 32 at a time, so fewer would save no memory.
+pub const DELIVERIES_QUEUED_MAX: usize = 32;
 /// Connections being refused (over a limit) at once; beyond it they are dropped
 /// without a `Refused` frame.
 pub const REFUSING_MAX: usize = 64;

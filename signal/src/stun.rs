@@ -155,11 +155,11 @@ fn xor_mask(transaction: Option<&TransactionId>) -> [u8; 16] {
     mask
 }
 
-/// The responder's answer to a datagram from `source`: a Binding success response
+/// The responder's answer (sans-IO) to a datagram from `source`: a Binding success response
 /// with one XOR-MAPPED-ADDRESS (32 bytes for IPv4, 44 for IPv6, against a request
 /// of at least 20) if the datagram is a well-formed Binding request; `None` for
 /// anything else, which is ignored.
-pub(crate) fn answer(request: &[u8], source: SocketAddr) -> Option<Vec<u8>> {
+pub fn answer(request: &[u8], source: SocketAddr) -> Option<Vec<u8>> {
     let message = parse(request)?;
     if message.kind != BINDING_REQUEST {
         return None;

@@ -266,9 +266,11 @@ async fn oversized_frames_are_refused() {
 /// A flooding client gets RateLimited; another client's sends are unaffected.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flooding_is_rate_limited() {
+    // A queue deeper than the burst, so the recipient is never Busy here.
     let limits = Limits {
         messages_per_second: 10,
         burst: 20,
+        deliveries_queued: 64,
         ..Limits::default()
     };
     let server = server(limits).await;
