@@ -110,7 +110,8 @@ impl Client {
     /// Connects to `url` (`ws://host:port`), registers (proves our key over the
     /// server's nonce), and returns once registered. The task stays registered:
     /// when the connection drops it redials with backoff (250 ms doubling to 30 s)
-    /// until `close` or all handles dropped.
+    /// until `close` or all handles dropped. If this first dial or registration
+    /// fails, the error is returned and nothing is retried.
     pub async fn connect(url: &str, keys: Arc<dyn Keys>) -> Result<(Client, Incoming)> {
         if !url.starts_with("ws://") {
             let reason = if url.starts_with("wss://") {

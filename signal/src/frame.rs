@@ -629,6 +629,28 @@ mod tests {
         }
     }
 
+    /// Any first byte with any short tail decodes or fails with a typed error, never a panic.
+    #[test]
+    fn short_inputs_never_panic() {
+        for kind in 0..=u8::MAX {
+            for length in 0..=REGISTER_BYTES + 2 {
+                for fill in [0x00, 0x01, 0xff] {
+                    let mut bytes = vec![fill; length];
+                    if let Some(first) = bytes.first_mut() {
+                        *first = kind;
+                    }
+                    if let Ok(frame) = Frame::decode(&bytes) {
+                        assert_eq!(
+                            frame.encode(),
+                            bytes,
+                            "what decodes encodes back to the same bytes"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
     /// `split_send` agrees with `decode` and refuses other frames.
     #[test]
     fn split_send_matches_decode() {

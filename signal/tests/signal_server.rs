@@ -441,3 +441,23 @@ async fn stun_responder_reports_the_source_address() {
     );
     server.shutdown().await;
 }
+
+/// A URL that is not ws:// and a server that is not there are clear errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_urls_are_clear_errors() {
+    for url in ["wss://example.invalid", "http://127.0.0.1:1"] {
+        match peers_signal::Client::connect(url, key(1)).await {
+            Err(Error::Url { .. }) => {}
+            other => panic!("{url}: expected Url, got {other:?}"),
+        }
+    }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let closed = format!("ws://{}", listener.local_addr().expect("addr"));
+    drop(listener);
+    match peers_signal::Client::connect(&closed, key(1)).await {
+        Err(error @ Error::Connect { .. }) => {
+            assert!(error.to_string().contains("check the address"))
+        }
+        other => panic!("expected Connect, got {other:?}"),
+    }
+}
