@@ -268,7 +268,7 @@ async fn oversized_frames_are_refused() {
 async fn flooding_is_rate_limited() {
     // A queue deeper than the burst, so the recipient is never Busy here.
     let limits = Limits {
-        messages_per_second: 10,
+        messages_per_second: 1,
         burst: 20,
         deliveries_queued: 64,
         ..Limits::default()
@@ -292,7 +292,7 @@ async fn flooding_is_rate_limited() {
             Err(other) => panic!("unexpected {other}"),
         }
     }
-    assert!((20..40).contains(&delivered), "delivered {delivered}");
+    assert!((20..25).contains(&delivered), "delivered {delivered}");
     assert_eq!(delivered + limited, 100);
     carol
         .send(public(2), b"still fine")
