@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Checks (and where it can, installs) what building Peers needs:
 #   - cargo (the Rust toolchain, see rust-version in Cargo.toml);
-#   - libclang, which RocksDB's bindgen loads at build time.
+#   - libclang, which RocksDB's bindgen loads at build time;
+#   - for the test across NATs (cli/tests/nat.rs), which only runs as root:
+#     iproute2 (`ip netns`) and iptables. Installed as root when missing;
+#     otherwise that one test skips and says why.
 # Idempotent: on a machine that has both it only checks and prints "ok".
 # It exports nothing; set CARGO_TARGET_DIR yourself to reuse a warm target dir.
 set -euo pipefail
@@ -33,4 +36,23 @@ elif [[ "$root" == / && "$(id -u)" -eq 0 ]] && command -v apt-get >/dev/null 2>&
     say "libclang: installed $found"
 else
     die "$missing"
+fi
+
+# 3. iptables and ip, for the NAT test (optional: it skips without them).
+if [[ "$root" == / && "$(id -u)" -eq 0 ]]; then
+    need=()
+    command -v ip >/dev/null 2>&1 || need+=(iproute2)
+    command -v iptables >/dev/null 2>&1 || need+=(iptables)
+    if (( ${#need[@]} )) && command -v apt-get >/dev/null 2>&1; then
+        say "NAT test: installing ${need[*]} with apt-get"
+        export DEBIAN_FRONTEND=noninteractive
+        { apt-get install -y -qq "${need[@]}" >/dev/null 2>&1 \
+            || { apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null; }; } \
+            || say "NAT test: could not install ${need[*]}; that test will skip"
+    fi
+    if command -v ip >/dev/null 2>&1 && command -v iptables >/dev/null 2>&1; then
+        say "NAT test: ip and iptables present"
+    fi
+else
+    say "NAT test: not root; cli/tests/nat.rs will skip (it needs network namespaces)"
 fi

@@ -35,6 +35,9 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
             clap_mangen::Man::new(command).render(&mut std::io::stdout())?;
             return Ok(());
         }
+        Command::Signal { listen, stun } => {
+            return crate::network::signal(listen, stun.as_deref(), json);
+        }
         _ => {}
     }
     let dir = cli
@@ -98,15 +101,18 @@ fn run_on(db: &Db, command: Command, json: bool) -> Result<()> {
             listen,
             discover,
             connect,
-        } => crate::network::serve(db, &listen, discover, &connect, json),
+            across,
+        } => crate::network::serve(db, &listen, discover, &connect, &across, json),
         Command::Sync {
             address,
             expect_key,
             live,
-        } => crate::network::sync(db, &address, expect_key.as_deref(), live, json),
+            across,
+        } => crate::network::sync(db, &address, expect_key.as_deref(), live, &across, json),
         Command::Peers { scan } => crate::network::peers(db, scan, json),
         Command::Init { .. }
         | Command::Join { .. }
+        | Command::Signal { .. }
         | Command::Demo
         | Command::Completions { .. }
         | Command::Man => {

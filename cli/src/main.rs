@@ -36,6 +36,17 @@ pub(crate) fn command() -> clap::Command {
     <Cli as clap::CommandFactory>::command().version(version)
 }
 
+/// How to reach peers across networks (WebRTC through signaling servers).
+#[derive(clap::Args, Debug, Default)]
+pub(crate) struct Across {
+    /// A signaling server (ws://HOST:PORT, see `peers signal`) to stay registered with and to dial keys through; repeatable.
+    #[arg(long, value_name = "URL")]
+    signal: Vec<String>,
+    /// A STUN server (HOST:PORT, UDP) that tells this replica its public address (default: each --signal server's host and port); repeatable.
+    #[arg(long, value_name = "ADDR")]
+    stun: Vec<String>,
+}
+
 /// Peers: a local-first, peer-to-peer database. Every write is a signed change.
 #[derive(Parser, Debug)]
 #[command(name = "peers", about, propagate_version = true)]
@@ -158,13 +169,16 @@ pub(crate) enum Command {
         /// Announce this replica on the LAN (mDNS) and sync with the replicas of this database found there.
         #[arg(long)]
         discover: bool,
-        /// Also keep a live connection to this peer (HOST:PORT); repeatable.
-        #[arg(long, value_name = "ADDR")]
+        /// Also keep a live connection to this peer (HOST:PORT, or a public key with --signal); repeatable.
+        #[arg(long, value_name = "ADDR|KEY")]
         connect: Vec<String>,
+        #[command(flatten)]
+        across: Across,
     },
     /// Sync with a peer both ways: once (prints changes and bytes sent and received), or --live until Ctrl-C.
     Sync {
-        /// The peer's address (HOST:PORT).
+        /// The peer's address (HOST:PORT), or its public key (64 hex digits) to reach it through --signal.
+        #[arg(value_name = "ADDR|KEY")]
         address: String,
         /// Refuse the peer unless it proves this public key (64 hex digits).
         #[arg(long, value_name = "KEY")]
@@ -172,6 +186,17 @@ pub(crate) enum Command {
         /// Stay connected and push changes as they commit; reconnect when the connection drops.
         #[arg(long)]
         live: bool,
+        #[command(flatten)]
+        across: Across,
+    },
+    /// Run a signaling server: peers behind NATs find each other through it by key (it sees only sealed payloads), with a STUN responder on the same port over UDP.
+    Signal {
+        /// Address to listen on (IP:PORT) for WebSocket clients.
+        #[arg(long, default_value = "0.0.0.0:7400", value_name = "ADDR")]
+        listen: String,
+        /// The STUN responder's UDP address (default: the --listen address over UDP).
+        #[arg(long, value_name = "ADDR")]
+        stun: Option<String>,
     },
     /// List the peers this replica has met (dialed, accepted, discovered).
     Peers {

@@ -10,7 +10,93 @@ use peers_net::{Discovery, Event, Node, NodeConfig, known_peers};
 use serde_json::json;
 use tokio::sync::broadcast;
 
+use crate::Across;
 use crate::commands::{print, spinner};
+
+/// The node configuration `--signal` and `--stun` ask for: the signaling
+/// servers, and STUN at each server's host and port unless `--stun` names
+/// others.
+async fn across_config(across: &Across, mut config: NodeConfig) -> Result<NodeConfig> {
+    for url in &across.signal {
+        let authority = url
+            .strip_prefix("ws://")
+            .with_context(|| format!("--signal {url:?} must start with ws://"))?;
+        let authority = authority.split('/').next().unwrap_or(authority);
+        if across.stun.is_empty() {
+            let address = tokio::net::lookup_host(authority)
+                .await
+                .with_context(|| format!("resolving the signaling server {authority}"))?
+                .next()
+                .with_context(|| format!("{authority} resolves to no address"))?;
+            config.webrtc.stun_servers.push(address);
+        }
+        config.signal.push(url.clone());
+    }
+    for stun in &across.stun {
+        let address = tokio::net::lookup_host(stun.as_str())
+            .await
+            .with_context(|| format!("resolving the STUN server {stun}"))?
+            .next()
+            .with_context(|| format!("{stun} resolves to no address"))?;
+        config.webrtc.stun_servers.push(address);
+    }
+    Ok(config)
+}
+
+/// A `--connect` or `sync` target: a public key (64 hex digits) is dialed
+/// through the signaling servers, anything else is an address.
+fn as_key(target: &str) -> Option<Author> {
+    if target.len() == 64 {
+        Author::from_hex(target).ok()
+    } else {
+        None
+    }
+}
+
+/// `peers signal`: a signaling server and STUN responder, until Ctrl-C.
+pub(crate) fn signal(listen: String, stun: Option<&str>, json: bool) -> Result<()> {
+    let listen: SocketAddr = listen
+        .parse()
+        .with_context(|| format!("--listen {listen:?} is not IP:PORT"))?;
+    let stun: SocketAddr = match stun {
+        Some(stun) => stun
+            .parse()
+            .with_context(|| format!("--stun {stun:?} is not IP:PORT"))?,
+        None => listen,
+    };
+    runtime()?.block_on(async {
+        let config = peers_signal::ServerConfig::new(listen).with_stun(stun);
+        let server = peers_signal::Server::start(config)
+            .await
+            .with_context(|| format!("starting the signaling server on {listen}"))?;
+        let address = server.local_addr();
+        let stun = server.stun_addr();
+        print(
+            json,
+            json!({ "event": "signaling", "address": address.to_string(),
+                    "stun": stun.map(|stun| stun.to_string()) }),
+            || {
+                format!(
+                    "signaling on ws://{address}{}; peers use --signal ws://HOST:{}; Ctrl-C stops",
+                    stun.map(|stun| format!(", STUN on udp {stun}"))
+                        .unwrap_or_default(),
+                    address.port()
+                )
+            },
+        );
+        tokio::signal::ctrl_c()
+            .await
+            .context("waiting for Ctrl-C")?;
+        let clients = server.clients();
+        server.shutdown().await;
+        print(
+            json,
+            json!({ "event": "stopped", "clients": clients }),
+            || format!("stopped; {clients} clients were registered"),
+        );
+        Ok(())
+    })
+}
 
 /// `peers serve`: accept peers (and dial `connect`), until Ctrl-C.
 pub(crate) fn serve(
@@ -18,6 +104,7 @@ pub(crate) fn serve(
     listen: &str,
     discover: bool,
     connect: &[String],
+    across: &Across,
     json: bool,
 ) -> Result<()> {
     let listen: SocketAddr = listen
@@ -29,6 +116,7 @@ pub(crate) fn serve(
             discover,
             ..NodeConfig::default()
         };
+        let config = across_config(across, config).await?;
         let node = Node::start(db.clone(), config)
             .await
             .with_context(|| format!("listening on {listen}"))?;
@@ -55,8 +143,17 @@ pub(crate) fn serve(
                 address.port()
             );
         }
+        for url in &across.signal {
+            if !node.signaling_servers().contains(url) {
+                eprintln!("peers: note: {url} does not answer yet; retrying in the background");
+            }
+        }
         for peer in connect {
-            node.connect(peer, None).await?;
+            match as_key(peer) {
+                Some(key) if !across.signal.is_empty() => node.connect_key(key).await?,
+                Some(_) => anyhow::bail!("--connect {peer} is a key: reaching it needs --signal URL"),
+                None => node.connect(peer, None).await?,
+            }
         }
         run_until_ctrl_c(node, json).await
     })
@@ -68,15 +165,31 @@ pub(crate) fn sync(
     address: &str,
     expect_key: Option<&str>,
     live: bool,
+    across: &Across,
     json: bool,
 ) -> Result<()> {
     let expected = expect_key
         .map(|key| Author::from_hex(key).context("--expect-key must be 64 hex digits"))
         .transpose()?;
+    let key = as_key(address);
+    if key.is_some() && across.signal.is_empty() {
+        anyhow::bail!("{address} is a public key: reaching it needs --signal ws://HOST:PORT (a signaling server both replicas use)");
+    }
     runtime()?.block_on(async {
-        let node = Node::start(db.clone(), NodeConfig::default()).await?;
+        let config = across_config(across, NodeConfig::default()).await?;
+        let node = Node::start(db.clone(), config).await?;
+        if key.is_some() && node.signaling_servers().is_empty() {
+            node.shutdown().await;
+            anyhow::bail!(
+                "no signaling server answered ({}); is `peers signal` running there?",
+                across.signal.join(", ")
+            );
+        }
         if live {
-            node.connect(address, expected).await?;
+            match key {
+                Some(key) => node.connect_key(key).await?,
+                None => node.connect(address, expected).await?,
+            }
             return run_until_ctrl_c(node, json).await;
         }
         let bar = spinner("syncing");
@@ -93,8 +206,14 @@ pub(crate) fn sync(
                 bar.set_message(format!("syncing: {received} changes in, {sent} out"));
             }
         };
+        let once = async {
+            match key {
+                Some(key) => node.sync_key(key).await,
+                None => node.sync_once(address, expected).await,
+            }
+        };
         let result = tokio::select! {
-            result = node.sync_once(address, expected) => result,
+            result = once => result,
             () = counting => unreachable!("the node outlives the sync"),
         };
         bar.finish_and_clear();
@@ -285,6 +404,10 @@ fn print_event(event: &Event, received: u64, sent: u64, json: bool) {
             json!({ "event": "peer_error", "address": address.to_string(),
                     "peer": peer.map(|p| p.to_hex()), "error": error.to_string() }),
             format!("peer {address} dropped: {error}"),
+        ),
+        Event::Registered { url } => (
+            json!({ "event": "registered", "signal": url }),
+            format!("registered with {url}; peers can dial this replica by key"),
         ),
         Event::Discovered { peer, addresses } => {
             let addresses: Vec<String> = addresses.iter().map(ToString::to_string).collect();

@@ -61,6 +61,18 @@ impl Identity {
         self.key.sign(message).to_bytes()
     }
 
+    /// X25519 Diffie-Hellman between this identity's key, converted to
+    /// X25519 (the clamped scalar ed25519 derives from its secret, as
+    /// libsodium's `crypto_sign_ed25519_sk_to_curve25519`), and `public`, an
+    /// X25519 public key. Payloads sealed to an [`Author`] (its key converted
+    /// with the birational map) are opened with this; the secret never leaves
+    /// the identity.
+    pub fn agree_x25519(&self, public: &[u8; 32]) -> [u8; 32] {
+        curve25519_dalek::MontgomeryPoint(*public)
+            .mul_clamped(self.key.to_scalar_bytes())
+            .to_bytes()
+    }
+
     pub(crate) fn signing_key(&self) -> &SigningKey {
         &self.key
     }

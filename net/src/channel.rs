@@ -148,7 +148,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecureChannel<S> {
             identity,
             proof_signer: identity,
         };
-        Self::establish(stream, local, Some(expected), options).await
+        Self::establish(stream, local, Some(expected), options, &[]).await
     }
 
     /// Runs the handshake as responder over an accepted stream. The caller
@@ -162,7 +162,38 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecureChannel<S> {
             identity,
             proof_signer: identity,
         };
-        Self::establish(stream, local, None, options).await
+        Self::establish(stream, local, None, options, &[]).await
+    }
+
+    /// [`SecureChannel::initiate`] on a transport that binds `binding` into
+    /// the handshake (docs/PROTOCOL.md "WebRTC transport").
+    pub(crate) async fn initiate_bound(
+        stream: S,
+        identity: &Identity,
+        expected: Option<Author>,
+        options: ChannelOptions,
+        binding: &[u8],
+    ) -> Result<SecureChannel<S>> {
+        let local = Local {
+            identity,
+            proof_signer: identity,
+        };
+        Self::establish(stream, local, Some(expected), options, binding).await
+    }
+
+    /// [`SecureChannel::accept`] on a transport that binds `binding` into
+    /// the handshake.
+    pub(crate) async fn accept_bound(
+        stream: S,
+        identity: &Identity,
+        options: ChannelOptions,
+        binding: &[u8],
+    ) -> Result<SecureChannel<S>> {
+        let local = Local {
+            identity,
+            proof_signer: identity,
+        };
+        Self::establish(stream, local, None, options, binding).await
     }
 
     /// `initiator` is `Some(expected)` for the initiator, `None` for the
@@ -172,12 +203,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecureChannel<S> {
         local: Local<'_>,
         initiator: Option<Option<Author>>,
         options: ChannelOptions,
+        binding: &[u8],
     ) -> Result<SecureChannel<S>> {
         let mut wire = Framed::new(stream, FrameCodec::new(HANDSHAKE_FRAME_BYTES_MAX));
         let run = async {
             match initiator {
-                Some(expected) => handshake::initiate(&mut wire, local, expected).await,
-                None => handshake::respond(&mut wire, local).await,
+                Some(expected) => handshake::initiate(&mut wire, local, expected, binding).await,
+                None => handshake::respond(&mut wire, local, binding).await,
             }
         };
         let established = within(Stage::Handshake, options.handshake_timeout, run).await?;
@@ -298,7 +330,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecureChannel<S> {
             identity,
             proof_signer,
         };
-        Self::establish(stream, local, Some(None), options).await
+        Self::establish(stream, local, Some(None), options, &[]).await
     }
 
     /// Like [`SecureChannel::accept`], with a forged proof (see
@@ -315,7 +347,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecureChannel<S> {
             identity,
             proof_signer,
         };
-        Self::establish(stream, local, None, options).await
+        Self::establish(stream, local, None, options, &[]).await
     }
 }
 

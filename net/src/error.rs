@@ -196,6 +196,46 @@ pub enum Error {
     /// The node is shutting down.
     #[error("node is shutting down")]
     ShuttingDown,
+    /// Dialing by key needs a signaling server, and none is registered.
+    #[error(
+        "no signaling server is registered: start the node with a signaling server (peers serve --signal ws://HOST:PORT) or dial an address"
+    )]
+    NoSignaling,
+    /// No signaling server this node uses has the peer registered.
+    #[error(
+        "peer {peer} is not registered with our signaling servers: is its node running with the same --signal server?"
+    )]
+    PeerOffline {
+        /// The peer's key.
+        peer: Author,
+    },
+    /// A signaling server failed or refused us.
+    #[error("signaling: {0}")]
+    Signal(#[source] peers_signal::Error),
+    /// A rendezvous message could not be made (a bug) or read.
+    #[error("rendezvous message: {0}")]
+    Rendezvous(#[source] crate::webrtc::RendezvousError),
+    /// The peer refused our WebRTC offer.
+    #[error("peer {peer} refused the connection: {reason:?}")]
+    Refused {
+        /// The peer's key.
+        peer: Author,
+        /// Its reason.
+        reason: crate::webrtc::RefuseReason,
+    },
+    /// No WebRTC path opened between us and the peer.
+    #[error(
+        "no WebRTC path to {peer}: {reason}. If both sides are behind symmetric NATs (or a firewall drops UDP), they cannot connect without a relay; sync through a peer both can reach (peers sync HOST:PORT), or on the same LAN"
+    )]
+    NoPath {
+        /// The peer's key.
+        peer: Author,
+        /// What happened.
+        reason: String,
+    },
+    /// The node runs the most connection attempts it allows at once.
+    #[error("too many connection attempts in progress")]
+    Busy,
 }
 
 impl From<snow::Error> for Error {

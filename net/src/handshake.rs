@@ -75,8 +75,9 @@ pub(crate) async fn initiate<S: AsyncRead + AsyncWrite + Unpin>(
     wire: &mut Wire<S>,
     local: Local<'_>,
     expected: Option<Author>,
+    binding: &[u8],
 ) -> Result<Established> {
-    let (mut state, static_public) = new_state(true)?;
+    let (mut state, static_public) = new_state(true, binding)?;
     let mut offer = [0u8; OFFER_BYTES];
     offer[..2].copy_from_slice(&CHANNEL_VERSION_MIN.to_le_bytes());
     offer[2..].copy_from_slice(&CHANNEL_VERSION.to_le_bytes());
@@ -105,8 +106,9 @@ pub(crate) async fn initiate<S: AsyncRead + AsyncWrite + Unpin>(
 pub(crate) async fn respond<S: AsyncRead + AsyncWrite + Unpin>(
     wire: &mut Wire<S>,
     local: Local<'_>,
+    binding: &[u8],
 ) -> Result<Established> {
-    let (mut state, static_public) = new_state(false)?;
+    let (mut state, static_public) = new_state(false, binding)?;
     let offer = read_message(wire, &mut state).await?;
     if offer.len() != OFFER_BYTES {
         return Err(malformed(1, offer.len(), OFFER_BYTES));
@@ -129,15 +131,22 @@ pub(crate) async fn respond<S: AsyncRead + AsyncWrite + Unpin>(
     finish(state, remote, version)
 }
 
-fn new_state(initiator: bool) -> Result<(snow::HandshakeState, [u8; X25519_KEY_BYTES])> {
+/// `binding` is appended to [`PROLOGUE`]: what the transport below knows
+/// about this connection that both sides must agree on (over WebRTC, both
+/// DTLS fingerprints; nothing over TCP).
+fn new_state(
+    initiator: bool,
+    binding: &[u8],
+) -> Result<(snow::HandshakeState, [u8; X25519_KEY_BYTES])> {
     let params: snow::params::NoiseParams = NOISE_PARAMS.parse()?;
     let builder = snow::Builder::new(params);
     let keypair = builder.generate_keypair()?;
     let mut static_public = [0u8; X25519_KEY_BYTES];
     static_public.copy_from_slice(&keypair.public);
+    let prologue = [PROLOGUE, binding].concat();
     let builder = builder
         .local_private_key(&keypair.private)?
-        .prologue(PROLOGUE)?;
+        .prologue(&prologue)?;
     let state = if initiator {
         builder.build_initiator()?
     } else {

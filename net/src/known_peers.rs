@@ -3,7 +3,7 @@
 //!
 //! Format of `DIR/known-peers` (text, one peer per line, newest first, at
 //! most [`KNOWN_PEERS_MAX`] lines):
-//! `{author: 64 hex} {address: ip:port} {how: dialed|inbound|discovered} {last_seen_ms: decimal}`.
+//! `{author: 64 hex} {address: ip:port} {how: dialed|inbound|discovered|webrtc} {last_seen_ms: decimal}`.
 //! It is a convenience, not a credential: a line that does not parse is
 //! skipped with a warning, and the file is rewritten whole (via a temporary
 //! file and a rename) on every change.
@@ -28,6 +28,9 @@ pub enum How {
     Inbound,
     /// LAN discovery announced it, and it proved its key when dialed.
     Discovered,
+    /// Over WebRTC, through a signaling server, either way (the address is
+    /// where its packets came from).
+    WebRtc,
 }
 
 impl How {
@@ -36,6 +39,7 @@ impl How {
             How::Dialed => "dialed",
             How::Inbound => "inbound",
             How::Discovered => "discovered",
+            How::WebRtc => "webrtc",
         }
     }
 
@@ -44,6 +48,7 @@ impl How {
             "dialed" => Some(How::Dialed),
             "inbound" => Some(How::Inbound),
             "discovered" => Some(How::Discovered),
+            "webrtc" => Some(How::WebRtc),
             _ => None,
         }
     }

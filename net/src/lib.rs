@@ -16,6 +16,7 @@ mod message;
 mod node;
 mod reconcile;
 mod session;
+pub mod webrtc;
 
 pub use channel::{
     ChannelOptions, HANDSHAKE_TIMEOUT, RECV_TIMEOUT, RecvHalf, SEND_TIMEOUT, SecureChannel,

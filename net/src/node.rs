@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use peers_engine::{Author, Db};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream, lookup_host};
 use tokio::sync::{Semaphore, broadcast};
 use tokio_util::sync::CancellationToken;
@@ -27,6 +28,10 @@ use crate::error::{Error, Result};
 use crate::known_peers::{How, KnownPeers};
 use crate::message::{ByeReason, Message};
 use crate::session::{self, Observer, SessionConfig, SyncReport};
+use crate::webrtc::{
+    IdentityKeys, Opened, RefuseReason, Rendezvous, Signaling, WEBRTC_CONNECT_TIMEOUT,
+    WebRtcConfig, offer_proof,
+};
 
 /// Most connections (inbound and outbound) a node runs at once.
 pub const CONNECTIONS_MAX: usize = 64;
@@ -67,6 +72,14 @@ pub struct NodeConfig {
     /// Announce this node on the LAN and dial the peers of the same
     /// database found there (needs `listen`).
     pub discover: bool,
+    /// Signaling servers (`ws://HOST:PORT`) to stay registered with: peers
+    /// dial this node by key through them ([`Node::connect_key`]), and it
+    /// accepts WebRTC offers from keys that may sync this database.
+    pub signal: Vec<String>,
+    /// Sockets and STUN servers of WebRTC connections.
+    pub webrtc: WebRtcConfig,
+    /// See [`WEBRTC_CONNECT_TIMEOUT`].
+    pub webrtc_connect_timeout: Duration,
 }
 
 impl Default for NodeConfig {
@@ -78,6 +91,9 @@ impl Default for NodeConfig {
             reconnect_delay_min: RECONNECT_DELAY_MIN,
             reconnect_delay_max: RECONNECT_DELAY_MAX,
             discover: false,
+            signal: Vec::new(),
+            webrtc: WebRtcConfig::default(),
+            webrtc_connect_timeout: WEBRTC_CONNECT_TIMEOUT,
         }
     }
 }
@@ -141,6 +157,12 @@ pub enum Event {
         /// Failed attempts in a row.
         failures: u32,
     },
+    /// The node registered with a signaling server (again, after a
+    /// reconnect).
+    Registered {
+        /// The server.
+        url: String,
+    },
     /// LAN discovery found a peer of this database.
     Discovered {
         /// The key it announced (the handshake will prove it).
@@ -180,6 +202,7 @@ struct Shared {
     /// Inbound sessions per key (see [`SESSIONS_PER_KEY_MAX`]).
     sessions: Mutex<HashMap<Author, usize>>,
     known: Mutex<KnownPeers>,
+    signaling: Signaling,
 }
 
 impl Node {
@@ -197,6 +220,7 @@ impl Node {
             dialing: Mutex::new(HashMap::new()),
             sessions: Mutex::new(HashMap::new()),
             known: Mutex::new(known),
+            signaling: Signaling::default(),
         });
         let tasks = TaskTracker::new();
         let mut local_addr = None;
@@ -222,11 +246,45 @@ impl Node {
                 discovery,
             ));
         }
+        let urls = shared.config.signal.clone();
+        let registering = urls.into_iter().map(|url| {
+            let (shared, tasks) = (Arc::clone(&shared), tasks.clone());
+            async move { register(shared, tasks, url).await }
+        });
+        futures_util::future::join_all(registering).await;
         Ok(Node {
             shared,
             tasks,
             local_addr,
         })
+    }
+
+    /// Dials `peer` by its key through the signaling servers (over WebRTC),
+    /// falling back to the addresses it was last reached at directly; syncs
+    /// both ways once and hangs up.
+    pub async fn sync_key(&self, peer: Author) -> Result<SyncReport> {
+        let session = self.shared.session(false, true);
+        dial_key(&self.shared, peer, &session).await
+    }
+
+    /// Keeps a live session with `peer`, dialed by key as in
+    /// [`Node::sync_key`], redialing with backoff until shutdown. Returns at
+    /// once.
+    pub async fn connect_key(&self, peer: Author) -> Result<()> {
+        let target = Target {
+            via: Via::Key,
+            expected: Some(peer),
+            how: How::WebRtc,
+            give_up_after: None,
+        };
+        self.tasks
+            .spawn(live_loop(Arc::clone(&self.shared), target));
+        Ok(())
+    }
+
+    /// The signaling servers this node is registered with now.
+    pub fn signaling_servers(&self) -> Vec<String> {
+        self.shared.signaling.urls()
     }
 
     /// The address the node accepts peers on, if it listens.
@@ -259,7 +317,7 @@ impl Node {
     pub async fn connect(&self, address: &str, expected: Option<Author>) -> Result<()> {
         let address = resolve(address).await?;
         let target = Target {
-            address: Arc::new(Mutex::new(address)),
+            via: Via::Address(Arc::new(Mutex::new(address))),
             expected,
             how: How::Dialed,
             give_up_after: None,
@@ -360,6 +418,17 @@ async fn dial(
         channel = SecureChannel::connect(address, identity, expected, shared.config.channel) => channel?,
         () = shared.stop.cancelled() => return Err(Error::ShuttingDown),
     };
+    run_dialed(shared, channel, address, session, how).await
+}
+
+/// Runs one session on a channel we dialed.
+async fn run_dialed<S: AsyncRead + AsyncWrite + Unpin + Send>(
+    shared: &Arc<Shared>,
+    channel: SecureChannel<S>,
+    address: SocketAddr,
+    session: &SessionConfig,
+    how: How,
+) -> Result<SyncReport> {
     let peer = channel.remote_author();
     tracing::info!(%peer, %address, live = session.live, "connected");
     let _ = shared.events.send(Event::Connected {
@@ -416,10 +485,20 @@ async fn serve(
 ) -> Result<(), (Option<Author>, Error)> {
     let _ = stream.set_nodelay(true);
     let handshake = SecureChannel::accept(stream, shared.db.identity(), shared.config.channel);
-    let mut channel = tokio::select! {
+    let channel = tokio::select! {
         channel = handshake => channel.map_err(|error| (None, error))?,
         () = shared.stop.cancelled() => return Ok(()),
     };
+    serve_channel(shared, channel, address, How::Inbound).await
+}
+
+/// Runs the session of an inbound channel.
+async fn serve_channel<S: AsyncRead + AsyncWrite + Unpin + Send>(
+    shared: &Arc<Shared>,
+    mut channel: SecureChannel<S>,
+    address: SocketAddr,
+    how: How,
+) -> Result<(), (Option<Author>, Error)> {
     let peer = channel.remote_author();
     let Some(_session) = SessionClaim::new(shared, peer) else {
         tracing::warn!(%peer, %address, limit = SESSIONS_PER_KEY_MAX, "too many sessions for one key; refused");
@@ -434,7 +513,7 @@ async fn serve(
         address,
         dialed: false,
     });
-    shared.remember(peer, address, How::Inbound);
+    shared.remember(peer, address, how);
     let report = session::run(
         channel,
         &shared.db,
@@ -481,11 +560,18 @@ impl Drop for SessionClaim<'_> {
     }
 }
 
+/// How a live loop reaches its peer.
+enum Via {
+    /// At an address, read before every dial: discovery updates it when the
+    /// peer announces another one.
+    Address(Arc<Mutex<SocketAddr>>),
+    /// By key ([`Target::expected`]), see [`dial_key`].
+    Key,
+}
+
 /// Whom a live loop dials.
 struct Target {
-    /// Read before every dial: discovery updates it when the peer announces
-    /// another address.
-    address: Arc<Mutex<SocketAddr>>,
+    via: Via,
     expected: Option<Author>,
     how: How,
     /// Stop after this many failed attempts in a row (`None`: never).
@@ -499,8 +585,16 @@ async fn live_loop(shared: Arc<Shared>, target: Target) {
     while !shared.stop.is_cancelled() {
         let session = shared.session(true, true);
         let started = tokio::time::Instant::now();
-        let address = *target.address.lock().expect("target lock");
-        match dial(&shared, address, target.expected, &session, target.how).await {
+        let (address, outcome) = match (&target.via, target.expected) {
+            (Via::Address(address), expected) => {
+                let address = *address.lock().expect("target lock");
+                let outcome = dial(&shared, address, expected, &session, target.how).await;
+                (address, outcome)
+            }
+            (Via::Key, Some(peer)) => (UNKNOWN_ADDRESS, dial_key(&shared, peer, &session).await),
+            (Via::Key, None) => break,
+        };
+        match outcome {
             // Only a session that did work resets the backoff: one that
             // ended at once (a peer that says `Bye(Shutdown)` on every
             // connection, say) keeps backing off like a failure.
@@ -546,6 +640,205 @@ fn did_work(report: &SyncReport, lasted: Duration, config: &NodeConfig) -> bool 
     report.changes_sent + report.changes_received > 0 || lasted >= config.reconnect_delay_max
 }
 
+/// The address reported for a WebRTC attempt that failed before any path
+/// opened.
+const UNKNOWN_ADDRESS: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
+/// How long [`Node::start`] waits for a signaling server before going on
+/// (it keeps trying in the background).
+const REGISTER_WAIT: Duration = Duration::from_secs(5);
+
+/// Registers with one signaling server (waiting up to [`REGISTER_WAIT`]),
+/// then serves the offers it delivers; a failed first registration is
+/// retried in the background with backoff.
+async fn register(shared: Arc<Shared>, tasks: TaskTracker, url: String) {
+    let keys: Arc<dyn peers_signal::Keys> = Arc::new(IdentityKeys(shared.db.identity().clone()));
+    let first = tokio::time::timeout(REGISTER_WAIT, peers_signal::Client::connect(&url, Arc::clone(&keys))).await;
+    let connected = match first {
+        Ok(Ok(connected)) => Some(connected),
+        Ok(Err(error)) => {
+            tracing::warn!(%url, %error, "signaling server unavailable; retrying in the background");
+            None
+        }
+        Err(_) => {
+            tracing::warn!(%url, "signaling server did not answer; retrying in the background");
+            None
+        }
+    };
+    let task_shared = Arc::clone(&shared);
+    tasks.clone().spawn(async move {
+        let shared = task_shared;
+        let mut delay = shared.config.reconnect_delay_min;
+        let (client, incoming) = match connected {
+            Some(connected) => connected,
+            None => loop {
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = shared.stop.cancelled() => return,
+                }
+                delay = (delay * 2).min(shared.config.reconnect_delay_max);
+                match peers_signal::Client::connect(&url, Arc::clone(&keys)).await {
+                    Ok(connected) => break connected,
+                    Err(error) => tracing::debug!(%url, %error, "signaling server still unavailable"),
+                }
+            },
+        };
+        tracing::info!(%url, "registered with the signaling server");
+        let _ = shared.events.send(Event::Registered { url: url.clone() });
+        shared.signaling.add(client.clone());
+        signal_loop(&shared, &tasks, incoming).await;
+        client.close().await;
+    });
+}
+
+/// Serves what one signaling server delivers until shutdown: offers are
+/// answered (after the gate), other rendezvous messages go to their attempt.
+async fn signal_loop(shared: &Arc<Shared>, tasks: &TaskTracker, mut incoming: peers_signal::Incoming) {
+    loop {
+        let delivery = tokio::select! {
+            delivery = incoming.recv() => delivery,
+            () = shared.stop.cancelled() => return,
+        };
+        let Some(delivery) = delivery else { return };
+        let (from, body) = match delivery {
+            peers_signal::Delivery::Message { from, body } => (Author(from), body),
+            peers_signal::Delivery::Rejected { from, error } => {
+                tracing::warn!(from = %Author(from), %error, "signaling payload rejected");
+                continue;
+            }
+        };
+        let message = match Rendezvous::decode(&body) {
+            Ok(message) => message,
+            Err(error) => {
+                tracing::debug!(%from, %error, "rendezvous message refused");
+                continue;
+            }
+        };
+        let Rendezvous::Offer { session, database_proof, ice, candidates } = message else {
+            if !shared.signaling.route(from, message) {
+                tracing::debug!(%from, "rendezvous message for no attempt; ignored");
+            }
+            continue;
+        };
+        // The gate, before a socket is bound: the offer proves the database
+        // id, the key may sync, and there is a connection slot.
+        let expected = offer_proof(shared.db.database_id(), &session, &from, &shared.db.author());
+        let refusal = if blake3::Hash::from(expected) != blake3::Hash::from(database_proof) {
+            Some(RefuseReason::OtherDatabase)
+        } else if session::check_member(&shared.db, &from).is_err() {
+            Some(RefuseReason::NotAMember)
+        } else {
+            None
+        };
+        let slot = match refusal {
+            None => match Arc::clone(&shared.slots).try_acquire_owned() {
+                Ok(slot) => Some(slot),
+                Err(_) => None,
+            },
+            Some(_) => None,
+        };
+        let Some(slot) = slot else {
+            let reason = refusal.unwrap_or(RefuseReason::Busy);
+            tracing::info!(peer = %from, ?reason, "WebRTC offer refused");
+            let shared = Arc::clone(shared);
+            tasks.spawn(async move {
+                let _ = shared.signaling.send(from, &Rendezvous::Refuse { session, reason }).await;
+            });
+            continue;
+        };
+        let shared = Arc::clone(shared);
+        tasks.spawn(async move {
+            let _slot = slot;
+            let opened = tokio::select! {
+                opened = shared.signaling.answer(from, session, ice, candidates, &shared.config.webrtc, shared.config.webrtc_connect_timeout) => opened,
+                () = shared.stop.cancelled() => return,
+            };
+            let result = match opened {
+                Ok(opened) => serve_webrtc(&shared, from, opened).await,
+                Err(error) => Err((Some(from), error)),
+            };
+            if let Err((peer, error)) = result {
+                shared.emit_error(UNKNOWN_ADDRESS, peer, error);
+            }
+        });
+    }
+}
+
+/// The handshake and session of an answered WebRTC connection: the key the
+/// Noise handshake proves must be the one that signed the offer.
+async fn serve_webrtc(
+    shared: &Arc<Shared>,
+    from: Author,
+    opened: Opened,
+) -> Result<(), (Option<Author>, Error)> {
+    let Opened { stream, remote, binding } = opened;
+    let handshake = SecureChannel::accept_bound(stream, shared.db.identity(), shared.config.channel, &binding);
+    let channel = tokio::select! {
+        channel = handshake => channel.map_err(|error| (Some(from), error))?,
+        () = shared.stop.cancelled() => return Ok(()),
+    };
+    if channel.remote_author() != from {
+        return Err((Some(from), Error::UnexpectedKey { expected: from, actual: channel.remote_author() }));
+    }
+    serve_channel(shared, channel, remote, How::WebRtc).await
+}
+
+/// Dials `peer` by key: over WebRTC through the signaling servers, then at
+/// the addresses it was last dialed at directly. The last error is returned
+/// if every way fails.
+async fn dial_key(shared: &Arc<Shared>, peer: Author, session: &SessionConfig) -> Result<SyncReport> {
+    let mut last = None;
+    if !shared.signaling.is_empty() {
+        match dial_webrtc(shared, peer, session).await {
+            Ok(report) => return Ok(report),
+            Err(Error::ShuttingDown) => return Err(Error::ShuttingDown),
+            Err(error) => {
+                tracing::debug!(%peer, %error, "WebRTC dial failed");
+                last = Some(error);
+            }
+        }
+    }
+    let direct: Vec<SocketAddr> = {
+        let known = shared.known.lock().expect("known peers lock");
+        known
+            .list()
+            .into_iter()
+            .filter(|known| known.author == peer && matches!(known.how, How::Dialed | How::Discovered))
+            .map(|known| known.address)
+            .collect()
+    };
+    for address in direct {
+        match dial(shared, address, Some(peer), session, How::Dialed).await {
+            Ok(report) => return Ok(report),
+            Err(Error::ShuttingDown) => return Err(Error::ShuttingDown),
+            Err(error) => last = Some(error),
+        }
+    }
+    Err(last.unwrap_or(Error::NoSignaling))
+}
+
+/// One WebRTC dial: rendezvous, the bound handshake, the session.
+async fn dial_webrtc(shared: &Arc<Shared>, peer: Author, session: &SessionConfig) -> Result<SyncReport> {
+    let _slot = shared.slots.acquire().await.map_err(|_| Error::ShuttingDown)?;
+    let rendezvous = shared.signaling.dial(
+        shared.db.database_id(),
+        shared.db.author(),
+        peer,
+        &shared.config.webrtc,
+        shared.config.webrtc_connect_timeout,
+    );
+    let opened = tokio::select! {
+        opened = rendezvous => opened?,
+        () = shared.stop.cancelled() => return Err(Error::ShuttingDown),
+    };
+    let Opened { stream, remote, binding } = opened;
+    let identity = shared.db.identity();
+    let channel = tokio::select! {
+        channel = SecureChannel::initiate_bound(stream, identity, Some(peer), shared.config.channel, &binding) => channel?,
+        () = shared.stop.cancelled() => return Err(Error::ShuttingDown),
+    };
+    run_dialed(shared, channel, remote, session, How::WebRtc).await
+}
+
 /// Dials every peer discovery finds, once per peer. Of two nodes that find
 /// each other, only the one with the smaller key dials, so they keep one
 /// connection, not two.
@@ -578,7 +871,7 @@ async fn discovery_loop(shared: Arc<Shared>, tasks: TaskTracker, mut discovery: 
             let current = Arc::new(Mutex::new(address));
             dialing.insert(found.author, Arc::clone(&current));
             Target {
-                address: current,
+                via: Via::Address(current),
                 expected: Some(found.author),
                 how: How::Discovered,
                 give_up_after: Some(DISCOVERED_DIAL_FAILURES_MAX),

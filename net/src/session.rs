@@ -650,7 +650,7 @@ fn next_batch(
 /// before the genesis is held: there is nothing to leak, and what arrives
 /// is verified), only a key with a role in a members-only one. Reads the
 /// engine's membership snapshot: no lock, no I/O, fine on an async worker.
-fn check_member(db: &Db, peer: &Author) -> Result<()> {
+pub(crate) fn check_member(db: &Db, peer: &Author) -> Result<()> {
     if db.is_members_only() == Some(true) && db.role_of(peer).is_none() {
         return Err(Error::NotAMember { peer: *peer });
     }

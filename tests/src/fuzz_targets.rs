@@ -1094,3 +1094,42 @@ pub mod program {
         vec![7 | author << 3]
     }
 }
+
+/// A rendezvous message (the body of a sealed signaling payload between two
+/// nodes, docs/PROTOCOL.md "WebRTC transport") never panics the decoder, and
+/// what decodes encodes back to the same bytes (the layout has one form).
+pub fn rendezvous_decode(data: &[u8]) {
+    use peers_net::webrtc::Rendezvous;
+    if let Ok(message) = Rendezvous::decode(data) {
+        let again = message.encode().expect("a decoded message encodes");
+        assert_eq!(again, data, "{message:?} has a second encoding");
+    }
+}
+
+/// A signaling frame (docs/PROTOCOL.md "Signaling") never panics the
+/// decoder, and what decodes encodes back to the same bytes.
+pub fn signal_frame(data: &[u8]) {
+    if let Ok(frame) = peers_signal::Frame::decode(data) {
+        assert_eq!(frame.encode(), data, "{frame:?} has a second encoding");
+    }
+}
+
+/// Bytes a hostile signaling server delivers as a sealed payload: opening
+/// them never panics and never succeeds (nobody but the sender's key makes
+/// a payload that opens); the STUN responder and the STUN answer parser
+/// never panic on them either, and a response is never more than 2.2 times
+/// the request (no amplification).
+pub fn signal_sealed(data: &[u8]) {
+    let ours = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+    let sender = ed25519_dalek::SigningKey::from_bytes(&[9; 32])
+        .verifying_key()
+        .to_bytes();
+    let mut replay = peers_signal::ReplayGuard::new(16);
+    let opened = peers_signal::open(&ours, &sender, data, 1_800_000_000_000, &mut replay);
+    assert!(opened.is_err(), "a payload forged without the sender's key opened");
+    let source = std::net::SocketAddr::from(([192, 0, 2, 1], 4000));
+    if let Some(answer) = peers_signal::stun::answer(data, source) {
+        assert!(answer.len() * 5 <= data.len() * 11, "{} -> {} bytes", data.len(), answer.len());
+    }
+    let _ = peers_signal::stun::binding_response(data, &[1; 12]);
+}

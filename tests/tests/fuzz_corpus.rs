@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 
 use peers_tests::fuzz_targets::{
     SplitMix, authorization_model, change_decode, changeset_import, channel_frames,
-    handshake_respond, merge_model, signed_import, sync_message, wal_open,
+    handshake_respond, merge_model, rendezvous_decode, signal_frame, signal_sealed,
+    signed_import, sync_message, wal_open,
 };
 
 fn seeds(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
@@ -167,4 +168,23 @@ fn handshake_respond_seeds_and_mutations() {
 #[test]
 fn channel_frames_seeds_and_mutations() {
     exercise("channel_frames", channel_frames, 3000);
+}
+
+/// Rendezvous::decode never panics; what decodes has one encoding.
+#[test]
+fn rendezvous_decode_seeds_and_mutations() {
+    exercise("rendezvous_decode", rendezvous_decode, 5000);
+}
+
+/// Signaling frames: no panic, one encoding.
+#[test]
+fn signal_frame_seeds_and_mutations() {
+    exercise("signal_frame", signal_frame, 5000);
+}
+
+/// Sealed payloads never open without the sender's key; STUN never panics
+/// or amplifies.
+#[test]
+fn signal_sealed_seeds_and_mutations() {
+    exercise("signal_sealed", signal_sealed, 5000);
 }

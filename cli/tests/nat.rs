@@ -1,0 +1,261 @@
+//! Two replicas behind two NATs sync through a signaling server (issue 12).
+//!
+//! The test builds its own little internet out of network namespaces: `wan`
+//! routes between two home routers and runs `peers signal` (WebSocket and
+//! STUN); each router `r1`, `r2` masquerades its home network (iptables
+//! MASQUERADE) and drops unsolicited inbound traffic, as a home NAT does;
+//! `h1` and `h2` sit behind them with private addresses that cannot reach
+//! each other. Replica A serves in `h1`, replica B syncs by A's key from
+//! `h2`: the only way through is WebRTC with server-reflexive candidates
+//! and hole punching. Every packet stays inside the namespaces the test
+//! made; they are deleted at the end, even when it fails.
+//!
+//! It needs root, `ip` (iproute2) and `iptables` (`scripts/setup.sh`
+//! installs them as root). Without them it prints why it skipped.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value as Json;
+
+/// Namespaces (and the veths inside them) that are deleted on drop.
+struct Namespaces {
+    names: Vec<String>,
+}
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for name in &self.names {
+            let _ = Command::new("ip").args(["netns", "del", name]).status();
+        }
+    }
+}
+
+/// A child process killed on drop.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn skip(reason: &str) {
+    eprintln!("SKIPPED two_replicas_behind_different_nats_sync: {reason}");
+}
+
+fn run(program: &str, args: &[&str]) -> Result<Output, String> {
+    Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|error| format!("{program}: {error}"))
+}
+
+fn must(program: &str, args: &[&str]) {
+    let output = run(program, args).expect("runs");
+    assert!(
+        output.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn in_ns(ns: &str, args: &[&str]) {
+    let mut all = vec!["netns", "exec", ns];
+    all.extend_from_slice(args);
+    must("ip", &all);
+}
+
+fn peers(db: &Path, args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_peers"))
+        .env_remove("PEERS_DB")
+        .arg("--db")
+        .arg(db)
+        .args(args)
+        .output()
+        .expect("runs peers");
+    assert!(
+        output.status.success(),
+        "peers {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("UTF-8")
+}
+
+/// Starts `peers ARGS` inside `ns` and waits (up to 20 s) for a JSON line
+/// on its stdout whose "event" is `event`.
+fn spawn_until(ns: &str, args: &[&str], event: &str) -> (Running, Json) {
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", ns, env!("CARGO_BIN_EXE_peers")])
+        .args(args)
+        .env("PEERS_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawns peers");
+    let stdout = child.stdout.take().expect("piped");
+    let running = Running(child);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Ok(value) = serde_json::from_str::<Json>(&line) {
+                if tx.send(value).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let value = rx
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("peers {args:?} in {ns} never printed {event}"));
+        if value["event"] == event {
+            return (running, value);
+        }
+    }
+}
+
+#[test]
+fn two_replicas_behind_different_nats_sync() {
+    let uid = run("id", &["-u"]).map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned());
+    if uid.as_deref() != Ok("0") {
+        return skip("not root (network namespaces need CAP_SYS_ADMIN); CI runs as root");
+    }
+    for tool in ["ip", "iptables"] {
+        if run(tool, &["-V"]).is_err() && run(tool, &["--version"]).is_err() {
+            return skip(&format!("{tool} not installed (scripts/setup.sh installs it as root)"));
+        }
+    }
+    let tag = format!("pn{}", std::process::id() % 10000);
+    let ns = |name: &str| format!("{tag}-{name}");
+    let mut namespaces = Namespaces { names: Vec::new() };
+    for name in ["wan", "r1", "r2", "h1", "h2"] {
+        let full = ns(name);
+        match run("ip", &["netns", "add", &full]) {
+            Ok(output) if output.status.success() => namespaces.names.push(full),
+            Ok(output) => {
+                return skip(&format!(
+                    "cannot make network namespaces: {}",
+                    String::from_utf8_lossy(&output.stderr).trim()
+                ));
+            }
+            Err(error) => return skip(&error),
+        }
+    }
+    // Addresses: wan 10.213.i.1 toward router i (10.213.i.2); home i is
+    // 192.168.21i.0/24 with its router at .1 and the host at .2.
+    for side in ["1", "2"] {
+        let (wan, router, host) = (ns("wan"), ns(&format!("r{side}")), ns(&format!("h{side}")));
+        let (w, rw, rh, h) = (
+            format!("{tag}w{side}"),
+            format!("{tag}r{side}w"),
+            format!("{tag}r{side}h"),
+            format!("{tag}h{side}"),
+        );
+        must("ip", &["link", "add", &w, "type", "veth", "peer", "name", &rw]);
+        must("ip", &["link", "set", &w, "netns", &wan]);
+        must("ip", &["link", "set", &rw, "netns", &router]);
+        must("ip", &["link", "add", &rh, "type", "veth", "peer", "name", &h]);
+        must("ip", &["link", "set", &rh, "netns", &router]);
+        must("ip", &["link", "set", &h, "netns", &host]);
+        let public = format!("10.213.{side}");
+        let home = format!("192.168.21{side}");
+        in_ns(&wan, &["ip", "addr", "add", &format!("{public}.1/24"), "dev", &w]);
+        in_ns(&wan, &["ip", "link", "set", &w, "up"]);
+        in_ns(&router, &["ip", "addr", "add", &format!("{public}.2/24"), "dev", &rw]);
+        in_ns(&router, &["ip", "addr", "add", &format!("{home}.1/24"), "dev", &rh]);
+        in_ns(&router, &["ip", "link", "set", &rw, "up"]);
+        in_ns(&router, &["ip", "link", "set", &rh, "up"]);
+        in_ns(&router, &["ip", "route", "add", "default", "via", &format!("{public}.1")]);
+        in_ns(&router, &["sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"]);
+        in_ns(&router, &["iptables", "-t", "nat", "-A", "POSTROUTING", "-o", &rw, "-j", "MASQUERADE"]);
+        // A home NAT: replies come in, nothing unsolicited does.
+        in_ns(&router, &["iptables", "-A", "FORWARD", "-i", &rw, "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"]);
+        in_ns(&router, &["iptables", "-A", "FORWARD", "-i", &rw, "-j", "DROP"]);
+        in_ns(&host, &["ip", "addr", "add", &format!("{home}.2/24"), "dev", &h]);
+        in_ns(&host, &["ip", "link", "set", &h, "up"]);
+        in_ns(&host, &["ip", "link", "set", "lo", "up"]);
+        in_ns(&host, &["ip", "route", "add", "default", "via", &format!("{home}.1")]);
+    }
+    in_ns(&ns("wan"), &["ip", "link", "set", "lo", "up"]);
+    in_ns(&ns("wan"), &["sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"]);
+
+    // The homes cannot reach each other directly: h2 cannot open TCP to h1.
+    let direct = Command::new("ip")
+        .args(["netns", "exec", &ns("h2"), "sh", "-c", "exec 3<>/dev/tcp/192.168.211.2/9 2>/dev/null"])
+        .status();
+    if let Ok(status) = direct {
+        assert!(!status.success(), "h2 reached h1's private address directly");
+    }
+
+    // Replica A (members only) grants B, writes.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let init: Json = serde_json::from_str(&peers(&a, &["--json", "init"])).expect("json");
+    let database = init["database"].as_str().expect("id").to_owned();
+    let a_key = init["public_key"].as_str().expect("key").to_owned();
+    let joined: Json = serde_json::from_str(&peers(&b, &["--json", "join", &database])).expect("json");
+    let b_key = joined["public_key"].as_str().expect("key").to_owned();
+    peers(&a, &["grant", &b_key, "writer"]);
+    peers(&a, &["put", "notes", "n1", "text=written behind NAT 1"]);
+    peers(&b, &["put", "notes", "n2", "text=written behind NAT 2"]);
+
+    let signal = "ws://10.213.1.1:7400";
+    let (_server, _) = spawn_until(
+        &ns("wan"),
+        &["--json", "signal", "--listen", "0.0.0.0:7400"],
+        "signaling",
+    );
+    let a_db = a.to_str().expect("utf-8 path");
+    let (a_node, _) = spawn_until(
+        &ns("h1"),
+        &["--db", a_db, "--json", "serve", "--listen", "127.0.0.1:0", "--signal", signal],
+        "registered",
+    );
+
+    let started = Instant::now();
+    let output = Command::new("ip")
+        .args(["netns", "exec", &ns("h2"), env!("CARGO_BIN_EXE_peers")])
+        .arg("--db")
+        .arg(&b)
+        .args(["--json", "sync", "--signal", signal, &a_key])
+        .output()
+        .expect("runs peers sync");
+    let took = started.elapsed();
+    assert!(
+        output.status.success(),
+        "sync across the NATs failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Json = serde_json::from_slice(&output.stdout).expect("json");
+    eprintln!("sync across two NATs, process start to exit: {took:?}; {report}");
+    assert_eq!(report["peer"], a_key.as_str());
+    assert!(report["changes_received"].as_u64() >= Some(3), "{report}");
+    assert_eq!(report["changes_sent"], 1, "{report}");
+
+    // B reached A at A's router's public address: a server-reflexive path.
+    let known: Json = serde_json::from_str(&peers(&b, &["--json", "peers"])).expect("json");
+    let entry = known
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|peer| peer["public_key"] == a_key.as_str())
+        .expect("A is a known peer");
+    assert_eq!(entry["how"], "webrtc", "{entry}");
+    assert!(
+        entry["address"].as_str().expect("address").starts_with("10.213.1.2:"),
+        "the path goes through A's NAT: {entry}"
+    );
+    drop(a_node);
+    let row = peers(&a, &["--json", "get", "notes", "n2"]);
+    assert!(row.contains("written behind NAT 2"), "{row}");
+    let row = peers(&b, &["--json", "get", "notes", "n1"]);
+    assert!(row.contains("written behind NAT 1"), "{row}");
+    drop(namespaces);
+}
