@@ -143,8 +143,11 @@ pub(crate) fn serve(
                 address.port()
             );
         }
+        let registered = node.signaling_servers();
         for url in &across.signal {
-            if !node.signaling_servers().contains(url) {
+            if registered.contains(url) {
+                print_event(&Event::Registered { url: url.clone() }, 0, 0, json);
+            } else {
                 eprintln!("peers: note: {url} does not answer yet; retrying in the background");
             }
         }
@@ -173,7 +176,9 @@ pub(crate) fn sync(
         .transpose()?;
     let key = as_key(address);
     if key.is_some() && across.signal.is_empty() {
-        anyhow::bail!("{address} is a public key: reaching it needs --signal ws://HOST:PORT (a signaling server both replicas use)");
+        anyhow::bail!(
+            "{address} is a public key: reaching it needs --signal ws://HOST:PORT (a signaling server both replicas use)"
+        );
     }
     runtime()?.block_on(async {
         let config = across_config(across, NodeConfig::default()).await?;

@@ -353,11 +353,11 @@ mod tests {
                 identity: &identity,
                 proof_signer: &identity,
             };
-            respond(&mut wire, local).await
+            respond(&mut wire, local, &[]).await
         };
         let initiator = async {
             let mut wire = Framed::new(a, FrameCodec::new(NOISE_MESSAGE_BYTES_MAX));
-            let (mut state, _) = new_state(true).expect("state");
+            let (mut state, _) = new_state(true, &[]).expect("state");
             let future = CHANNEL_VERSION + 1;
             let mut offer = future.to_le_bytes().to_vec();
             offer.extend_from_slice(&future.to_le_bytes());

@@ -652,7 +652,11 @@ const REGISTER_WAIT: Duration = Duration::from_secs(5);
 /// retried in the background with backoff.
 async fn register(shared: Arc<Shared>, tasks: TaskTracker, url: String) {
     let keys: Arc<dyn peers_signal::Keys> = Arc::new(IdentityKeys(shared.db.identity().clone()));
-    let first = tokio::time::timeout(REGISTER_WAIT, peers_signal::Client::connect(&url, Arc::clone(&keys))).await;
+    let first = tokio::time::timeout(
+        REGISTER_WAIT,
+        peers_signal::Client::connect(&url, Arc::clone(&keys)),
+    )
+    .await;
     let connected = match first {
         Ok(Ok(connected)) => Some(connected),
         Ok(Err(error)) => {
@@ -664,27 +668,38 @@ async fn register(shared: Arc<Shared>, tasks: TaskTracker, url: String) {
             None
         }
     };
+    if let Some((client, _)) = &connected {
+        // Usable as soon as `Node::start` returns.
+        shared.signaling.add(client.clone());
+        tracing::info!(%url, "registered with the signaling server");
+        let _ = shared.events.send(Event::Registered { url: url.clone() });
+    }
     let task_shared = Arc::clone(&shared);
     tasks.clone().spawn(async move {
         let shared = task_shared;
         let mut delay = shared.config.reconnect_delay_min;
         let (client, incoming) = match connected {
             Some(connected) => connected,
-            None => loop {
-                tokio::select! {
-                    () = tokio::time::sleep(delay) => {}
-                    () = shared.stop.cancelled() => return,
-                }
-                delay = (delay * 2).min(shared.config.reconnect_delay_max);
-                match peers_signal::Client::connect(&url, Arc::clone(&keys)).await {
-                    Ok(connected) => break connected,
-                    Err(error) => tracing::debug!(%url, %error, "signaling server still unavailable"),
-                }
-            },
+            None => {
+                let connected = loop {
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = shared.stop.cancelled() => return,
+                    }
+                    delay = (delay * 2).min(shared.config.reconnect_delay_max);
+                    match peers_signal::Client::connect(&url, Arc::clone(&keys)).await {
+                        Ok(connected) => break connected,
+                        Err(error) => {
+                            tracing::debug!(%url, %error, "signaling server still unavailable")
+                        }
+                    }
+                };
+                tracing::info!(%url, "registered with the signaling server");
+                let _ = shared.events.send(Event::Registered { url: url.clone() });
+                shared.signaling.add(connected.0.clone());
+                connected
+            }
         };
-        tracing::info!(%url, "registered with the signaling server");
-        let _ = shared.events.send(Event::Registered { url: url.clone() });
-        shared.signaling.add(client.clone());
         signal_loop(&shared, &tasks, incoming).await;
         client.close().await;
     });
@@ -692,7 +707,11 @@ async fn register(shared: Arc<Shared>, tasks: TaskTracker, url: String) {
 
 /// Serves what one signaling server delivers until shutdown: offers are
 /// answered (after the gate), other rendezvous messages go to their attempt.
-async fn signal_loop(shared: &Arc<Shared>, tasks: &TaskTracker, mut incoming: peers_signal::Incoming) {
+async fn signal_loop(
+    shared: &Arc<Shared>,
+    tasks: &TaskTracker,
+    mut incoming: peers_signal::Incoming,
+) {
     loop {
         let delivery = tokio::select! {
             delivery = incoming.recv() => delivery,
@@ -713,7 +732,13 @@ async fn signal_loop(shared: &Arc<Shared>, tasks: &TaskTracker, mut incoming: pe
                 continue;
             }
         };
-        let Rendezvous::Offer { session, database_proof, ice, candidates } = message else {
+        let Rendezvous::Offer {
+            session,
+            database_proof,
+            ice,
+            candidates,
+        } = message
+        else {
             if !shared.signaling.route(from, message) {
                 tracing::debug!(%from, "rendezvous message for no attempt; ignored");
             }
@@ -721,7 +746,12 @@ async fn signal_loop(shared: &Arc<Shared>, tasks: &TaskTracker, mut incoming: pe
         };
         // The gate, before a socket is bound: the offer proves the database
         // id, the key may sync, and there is a connection slot.
-        let expected = offer_proof(shared.db.database_id(), &session, &from, &shared.db.author());
+        let expected = offer_proof(
+            shared.db.database_id(),
+            &session,
+            &from,
+            &shared.db.author(),
+        );
         let refusal = if blake3::Hash::from(expected) != blake3::Hash::from(database_proof) {
             Some(RefuseReason::OtherDatabase)
         } else if session::check_member(&shared.db, &from).is_err() {
@@ -730,10 +760,7 @@ async fn signal_loop(shared: &Arc<Shared>, tasks: &TaskTracker, mut incoming: pe
             None
         };
         let slot = match refusal {
-            None => match Arc::clone(&shared.slots).try_acquire_owned() {
-                Ok(slot) => Some(slot),
-                Err(_) => None,
-            },
+            None => Arc::clone(&shared.slots).try_acquire_owned().ok(),
             Some(_) => None,
         };
         let Some(slot) = slot else {
@@ -741,15 +768,25 @@ async fn signal_loop(shared: &Arc<Shared>, tasks: &TaskTracker, mut incoming: pe
             tracing::info!(peer = %from, ?reason, "WebRTC offer refused");
             let shared = Arc::clone(shared);
             tasks.spawn(async move {
-                let _ = shared.signaling.send(from, &Rendezvous::Refuse { session, reason }).await;
+                let _ = shared
+                    .signaling
+                    .send(from, &Rendezvous::Refuse { session, reason })
+                    .await;
             });
             continue;
+        };
+        let messages = match shared.signaling.reserve(from, session) {
+            Ok(messages) => messages,
+            Err(error) => {
+                tracing::debug!(peer = %from, %error, "offer dropped");
+                continue;
+            }
         };
         let shared = Arc::clone(shared);
         tasks.spawn(async move {
             let _slot = slot;
             let opened = tokio::select! {
-                opened = shared.signaling.answer(from, session, ice, candidates, &shared.config.webrtc, shared.config.webrtc_connect_timeout) => opened,
+                opened = shared.signaling.answer(from, session, messages, ice, candidates, &shared.config.webrtc, shared.config.webrtc_connect_timeout) => opened,
                 () = shared.stop.cancelled() => return,
             };
             let result = match opened {
@@ -770,14 +807,29 @@ async fn serve_webrtc(
     from: Author,
     opened: Opened,
 ) -> Result<(), (Option<Author>, Error)> {
-    let Opened { stream, remote, binding } = opened;
-    let handshake = SecureChannel::accept_bound(stream, shared.db.identity(), shared.config.channel, &binding);
+    let Opened {
+        stream,
+        remote,
+        binding,
+    } = opened;
+    let handshake = SecureChannel::accept_bound(
+        stream,
+        shared.db.identity(),
+        shared.config.channel,
+        &binding,
+    );
     let channel = tokio::select! {
         channel = handshake => channel.map_err(|error| (Some(from), error))?,
         () = shared.stop.cancelled() => return Ok(()),
     };
     if channel.remote_author() != from {
-        return Err((Some(from), Error::UnexpectedKey { expected: from, actual: channel.remote_author() }));
+        return Err((
+            Some(from),
+            Error::UnexpectedKey {
+                expected: from,
+                actual: channel.remote_author(),
+            },
+        ));
     }
     serve_channel(shared, channel, remote, How::WebRtc).await
 }
@@ -785,7 +837,11 @@ async fn serve_webrtc(
 /// Dials `peer` by key: over WebRTC through the signaling servers, then at
 /// the addresses it was last dialed at directly. The last error is returned
 /// if every way fails.
-async fn dial_key(shared: &Arc<Shared>, peer: Author, session: &SessionConfig) -> Result<SyncReport> {
+async fn dial_key(
+    shared: &Arc<Shared>,
+    peer: Author,
+    session: &SessionConfig,
+) -> Result<SyncReport> {
     let mut last = None;
     if !shared.signaling.is_empty() {
         match dial_webrtc(shared, peer, session).await {
@@ -802,7 +858,9 @@ async fn dial_key(shared: &Arc<Shared>, peer: Author, session: &SessionConfig) -
         known
             .list()
             .into_iter()
-            .filter(|known| known.author == peer && matches!(known.how, How::Dialed | How::Discovered))
+            .filter(|known| {
+                known.author == peer && matches!(known.how, How::Dialed | How::Discovered)
+            })
             .map(|known| known.address)
             .collect()
     };
@@ -817,8 +875,16 @@ async fn dial_key(shared: &Arc<Shared>, peer: Author, session: &SessionConfig) -
 }
 
 /// One WebRTC dial: rendezvous, the bound handshake, the session.
-async fn dial_webrtc(shared: &Arc<Shared>, peer: Author, session: &SessionConfig) -> Result<SyncReport> {
-    let _slot = shared.slots.acquire().await.map_err(|_| Error::ShuttingDown)?;
+async fn dial_webrtc(
+    shared: &Arc<Shared>,
+    peer: Author,
+    session: &SessionConfig,
+) -> Result<SyncReport> {
+    let _slot = shared
+        .slots
+        .acquire()
+        .await
+        .map_err(|_| Error::ShuttingDown)?;
     let rendezvous = shared.signaling.dial(
         shared.db.database_id(),
         shared.db.author(),
@@ -830,7 +896,11 @@ async fn dial_webrtc(shared: &Arc<Shared>, peer: Author, session: &SessionConfig
         opened = rendezvous => opened?,
         () = shared.stop.cancelled() => return Err(Error::ShuttingDown),
     };
-    let Opened { stream, remote, binding } = opened;
+    let Opened {
+        stream,
+        remote,
+        binding,
+    } = opened;
     let identity = shared.db.identity();
     let channel = tokio::select! {
         channel = SecureChannel::initiate_bound(stream, identity, Some(peer), shared.config.channel, &binding) => channel?,

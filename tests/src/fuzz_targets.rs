@@ -1126,10 +1126,18 @@ pub fn signal_sealed(data: &[u8]) {
         .to_bytes();
     let mut replay = peers_signal::ReplayGuard::new(16);
     let opened = peers_signal::open(&ours, &sender, data, 1_800_000_000_000, &mut replay);
-    assert!(opened.is_err(), "a payload forged without the sender's key opened");
+    assert!(
+        opened.is_err(),
+        "a payload forged without the sender's key opened"
+    );
     let source = std::net::SocketAddr::from(([192, 0, 2, 1], 4000));
     if let Some(answer) = peers_signal::stun::answer(data, source) {
-        assert!(answer.len() * 5 <= data.len() * 11, "{} -> {} bytes", data.len(), answer.len());
+        assert!(
+            answer.len() * 5 <= data.len() * 11,
+            "{} -> {} bytes",
+            data.len(),
+            answer.len()
+        );
     }
     let _ = peers_signal::stun::binding_response(data, &[1; 12]);
 }

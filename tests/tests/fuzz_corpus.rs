@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 
 use peers_tests::fuzz_targets::{
     SplitMix, authorization_model, change_decode, changeset_import, channel_frames,
-    handshake_respond, merge_model, rendezvous_decode, signal_frame, signal_sealed,
-    signed_import, sync_message, wal_open,
+    handshake_respond, merge_model, rendezvous_decode, signal_frame, signal_sealed, signed_import,
+    sync_message, wal_open,
 };
 
 fn seeds(target: &str) -> Vec<(PathBuf, Vec<u8>)> {

@@ -17,8 +17,8 @@ const TABLE: &str = "notes";
 
 async fn signaling() -> (Server, String) {
     let server = Server::start(ServerConfig::new("127.0.0.1:0".parse().expect("address")))
-    .await
-    .expect("signaling server");
+        .await
+        .expect("signaling server");
     let url = format!("ws://{}", server.local_addr());
     (server, url)
 }
@@ -46,7 +46,12 @@ async fn node(db: &Db, url: &str) -> Node {
 fn write(db: &Db, tag: &str, count: usize) {
     for index in 0..count {
         let mut tx = db.transaction();
-        tx.set(TABLE, &format!("{tag}-{}", index % 50), "text", format!("{tag} {index}"));
+        tx.set(
+            TABLE,
+            &format!("{tag}-{}", index % 50),
+            "text",
+            format!("{tag} {index}"),
+        );
         tx.increment(TABLE, "shared", "count", 1);
         tx.commit().expect("commit");
     }
@@ -143,7 +148,10 @@ async fn live_push_and_redial_after_restart() {
     let a_node = node(a, &url).await;
     let b_node = node(b, &url).await;
     let mut events = b_node.events();
-    b_node.connect_key(a.author()).await.expect("connect by key");
+    b_node
+        .connect_key(a.author())
+        .await
+        .expect("connect by key");
     loop {
         match tokio::time::timeout(Duration::from_secs(20), events.recv()).await {
             Ok(Ok(Event::CaughtUp { .. })) => break,
@@ -180,7 +188,12 @@ async fn bulk_catch_up_over_one_data_channel() {
     for chunk in 0..40 {
         let mut tx = dbs[0].transaction();
         for row in 0..100 {
-            tx.set(TABLE, &format!("bulk-{chunk}-{row}"), "text", "x".repeat(200));
+            tx.set(
+                TABLE,
+                &format!("bulk-{chunk}-{row}"),
+                "text",
+                "x".repeat(200),
+            );
         }
         tx.commit().expect("commit");
         tx_count += 1;
@@ -215,24 +228,50 @@ async fn strangers_and_other_databases_are_refused_at_the_offer() {
     let stranger_node = node(&stranger, &url).await;
     let other_node = node(&other, &url).await;
 
-    let error = stranger_node.sync_key(owner.author()).await.expect_err("refused");
+    let error = stranger_node
+        .sync_key(owner.author())
+        .await
+        .expect_err("refused");
     assert!(
-        matches!(error, Error::Refused { reason: RefuseReason::NotAMember, .. }),
+        matches!(
+            error,
+            Error::Refused {
+                reason: RefuseReason::NotAMember,
+                ..
+            }
+        ),
         "{error}"
     );
-    let error = other_node.sync_key(owner.author()).await.expect_err("refused");
+    let error = other_node
+        .sync_key(owner.author())
+        .await
+        .expect_err("refused");
     assert!(
-        matches!(error, Error::Refused { reason: RefuseReason::OtherDatabase, .. }),
+        matches!(
+            error,
+            Error::Refused {
+                reason: RefuseReason::OtherDatabase,
+                ..
+            }
+        ),
         "{error}"
     );
     let nobody = peers_engine::Identity::generate().author();
     let error = owner_node.sync_key(nobody).await.expect_err("offline");
     assert!(matches!(error, Error::PeerOffline { .. }), "{error}");
-    assert!(error.to_string().contains("--signal"), "says what to do: {error}");
+    assert!(
+        error.to_string().contains("--signal"),
+        "says what to do: {error}"
+    );
 
     // Granted a role, the same key syncs.
-    owner.grant(stranger.author(), peers_engine::Role::Writer).expect("grant");
-    stranger_node.sync_key(owner.author()).await.expect("member now");
+    owner
+        .grant(stranger.author(), peers_engine::Role::Writer)
+        .expect("grant");
+    stranger_node
+        .sync_key(owner.author())
+        .await
+        .expect("member now");
     assert_eq!(state(&owner), state(&stranger));
     for node in [owner_node, stranger_node, other_node] {
         node.shutdown().await;

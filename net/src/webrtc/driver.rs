@@ -359,7 +359,8 @@ impl Task {
                             tracing::debug!(?state, "ICE state");
                             match state {
                                 IceConnectionState::Disconnected => {
-                                    disconnected_since.get_or_insert_with(tokio::time::Instant::now);
+                                    disconnected_since
+                                        .get_or_insert_with(tokio::time::Instant::now);
                                 }
                                 _ => disconnected_since = None,
                             }
@@ -400,7 +401,8 @@ impl Task {
                 self.flush().await;
                 return Ok(());
             }
-            let read_app = open && outgoing.is_none() && !app_closed && buffered < CHANNEL_BUFFERED_HIGH;
+            let read_app =
+                open && outgoing.is_none() && !app_closed && buffered < CHANNEL_BUFFERED_HIGH;
             let stun_at = asks.iter().map(|ask| ask.next).min();
             let rtc_at = tokio::time::Instant::from_std(timeout);
             tokio::select! {
@@ -516,14 +518,27 @@ impl Task {
 
     /// Sends one datagram from the socket str0m chose.
     async fn transmit(&self, transmit: str0m::net::Transmit) {
+        let local = |socket: &&Arc<UdpSocket>| socket.local_addr().ok();
         let socket = self
             .sockets
             .iter()
-            .find(|socket| socket.local_addr().is_ok_and(|local| local == transmit.source));
-        if let Some(socket) = socket {
-            if let Err(error) = socket.send_to(&transmit.contents, transmit.destination).await {
-                tracing::debug!(destination = %transmit.destination, %error, "WebRTC send failed");
-            }
+            .find(|socket| local(socket) == Some(transmit.source))
+            .or_else(|| {
+                // A source we hold no socket for (str0m names a candidate's
+                // base; a server-reflexive one's is ours): the first socket
+                // of the same family.
+                tracing::debug!(source = %transmit.source, "no socket at this source");
+                self.sockets.iter().find(|socket| {
+                    local(socket)
+                        .is_some_and(|address| address.is_ipv4() == transmit.destination.is_ipv4())
+                })
+            });
+        let Some(socket) = socket else { return };
+        if let Err(error) = socket
+            .send_to(&transmit.contents, transmit.destination)
+            .await
+        {
+            tracing::debug!(destination = %transmit.destination, %error, "WebRTC send failed");
         }
     }
 
@@ -584,7 +599,11 @@ impl Task {
             let socket = &self.sockets[ask.socket];
             let _ = socket.send_to(&ask.request, ask.server).await;
             ask.sent += 1;
-            ask.next = now + STUN_RETRIES.get(ask.sent).copied().unwrap_or(STUN_ANSWER_WAIT);
+            ask.next = now
+                + STUN_RETRIES
+                    .get(ask.sent)
+                    .copied()
+                    .unwrap_or(STUN_ANSWER_WAIT);
         }
     }
 }

@@ -15,7 +15,7 @@ mod wire;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use peers_engine::{Author, DatabaseId, Identity};
@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 
 pub use driver::{
     CHANNEL_BUFFERED_HIGH, CHANNEL_BUFFERED_LOW, CHANNEL_MESSAGE_BYTES_MAX, DISCONNECTED_GRACE,
-    WebRtcConfig, RECEIVED_PENDING_MAX,
+    RECEIVED_PENDING_MAX, WebRtcConfig,
 };
 use driver::{Control, Driver, Report};
 pub use wire::{
@@ -131,7 +131,10 @@ impl Signaling {
     /// The servers' addresses, for `peers peers` and errors.
     pub(crate) fn urls(&self) -> Vec<String> {
         let clients = self.clients.lock().expect("clients lock");
-        clients.iter().map(|client| client.url().to_owned()).collect()
+        clients
+            .iter()
+            .map(|client| client.url().to_owned())
+            .collect()
     }
 
     /// Sends `message` to `to` through the first server that delivers it.
@@ -169,17 +172,29 @@ impl Signaling {
     }
 
     fn open_route(&self, peer: Author, session: SessionId) -> Result<Route<'_>> {
+        let messages = self.reserve(peer, session)?;
+        Ok(Route {
+            signaling: self,
+            key: (peer, session),
+            messages,
+        })
+    }
+
+    /// Opens the route of an attempt at once, so that what the peer sends
+    /// right after its offer (a trickle) is not lost while the answering
+    /// task starts; [`Signaling::answer`] takes the receiver.
+    pub(crate) fn reserve(
+        &self,
+        peer: Author,
+        session: SessionId,
+    ) -> Result<mpsc::Receiver<Rendezvous>> {
         let (sender, messages) = mpsc::channel(ROUTE_QUEUE);
         let mut routes = self.routes.lock().expect("routes lock");
         if routes.len() >= ATTEMPTS_MAX || routes.contains_key(&(peer, session)) {
             return Err(Error::Busy);
         }
         routes.insert((peer, session), sender);
-        Ok(Route {
-            signaling: self,
-            key: (peer, session),
-            messages,
-        })
+        Ok(messages)
     }
 
     /// Dials `peer`: offers, waits for the answer, trickles candidates, and
@@ -261,19 +276,28 @@ impl Signaling {
 
     /// Answers an offer that passed the node's gate: binds, answers,
     /// trickles, and returns once the data channel is open.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn answer(
         &self,
         peer: Author,
         session: SessionId,
+        messages: mpsc::Receiver<Rendezvous>,
         ice: IceParams,
         candidates: Vec<WireCandidate>,
         config: &WebRtcConfig,
         timeout: Duration,
     ) -> Result<Opened> {
-        let mut route = self.open_route(peer, session)?;
+        let mut route = Route {
+            signaling: self,
+            key: (peer, session),
+            messages,
+        };
         let mut driver = Driver::start(config, false).await?;
         let theirs = ice.fingerprint;
-        let _ = driver.control.send(Control::Remote { ice, candidates }).await;
+        let _ = driver
+            .control
+            .send(Control::Remote { ice, candidates })
+            .await;
         let answer = Rendezvous::Answer {
             session,
             ice: driver.local.clone(),
@@ -309,12 +333,13 @@ impl Signaling {
                 }
             }
         };
-        let remote = tokio::time::timeout(timeout, attempt)
-            .await
-            .map_err(|_| Error::NoPath {
-                peer,
-                reason: format!("no path within {} s", timeout.as_secs()),
-            })??;
+        let remote =
+            tokio::time::timeout(timeout, attempt)
+                .await
+                .map_err(|_| Error::NoPath {
+                    peer,
+                    reason: format!("no path within {} s", timeout.as_secs()),
+                })??;
         Ok(Opened {
             stream: driver.stream,
             remote,
