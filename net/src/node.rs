@@ -778,7 +778,15 @@ async fn signal_loop(
         let messages = match shared.signaling.reserve(from, session) {
             Ok(messages) => messages,
             Err(error) => {
-                tracing::debug!(peer = %from, %error, "offer dropped");
+                tracing::debug!(peer = %from, %error, "offer refused");
+                let shared = Arc::clone(shared);
+                tasks.spawn(async move {
+                    let refuse = Rendezvous::Refuse {
+                        session,
+                        reason: RefuseReason::Busy,
+                    };
+                    let _ = shared.signaling.send(from, &refuse).await;
+                });
                 continue;
             }
         };

@@ -278,3 +278,62 @@ async fn strangers_and_other_databases_are_refused_at_the_offer() {
     }
     server.shutdown().await;
 }
+
+/// A member that sends offers and never finishes them holds at most
+/// `SESSIONS_PER_KEY_MAX` attempts: the next offer is refused as busy, so
+/// it cannot take every connection slot of the node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_key_cannot_hold_more_than_its_share_of_attempts() {
+    use peers_net::webrtc::{IceParams, Rendezvous, offer_proof};
+    let (server, url) = signaling().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let dbs = databases(&dir, 0);
+    let owner = node(&dbs[0], &url).await;
+    let secret = [42u8; 32];
+    let member = peers_engine::Identity::from_secret_bytes(secret).author();
+    let keys = std::sync::Arc::new(ed25519_dalek::SigningKey::from_bytes(&secret));
+    let (client, mut incoming) = peers_signal::Client::connect(&url, keys)
+        .await
+        .expect("client");
+    let attempts = peers_net::SESSIONS_PER_KEY_MAX + 1;
+    for index in 0..attempts {
+        let session = [index as u8; 16];
+        let offer = Rendezvous::Offer {
+            session,
+            database_proof: offer_proof(dbs[0].database_id(), &session, &member, &dbs[0].author()),
+            ice: IceParams {
+                ufrag: "ufrag".into(),
+                password: "p".repeat(24),
+                fingerprint: [1; 32],
+            },
+            candidates: Vec::new(),
+        };
+        client
+            .send(dbs[0].author().0, &offer.encode().expect("encodes"))
+            .await
+            .expect("delivered");
+    }
+    let (mut answers, mut busy) = (0, 0);
+    while answers + busy < attempts {
+        let delivery = tokio::time::timeout(Duration::from_secs(10), incoming.recv())
+            .await
+            .expect("a reply to every offer")
+            .expect("client open");
+        let peers_signal::Delivery::Message { body, .. } = delivery else {
+            panic!("rejected: {delivery:?}");
+        };
+        match Rendezvous::decode(&body).expect("decodes") {
+            Rendezvous::Answer { .. } => answers += 1,
+            Rendezvous::Refuse {
+                reason: RefuseReason::Busy,
+                ..
+            } => busy += 1,
+            Rendezvous::Trickle { .. } => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!((answers, busy), (attempts - 1, 1));
+    client.close().await;
+    owner.shutdown().await;
+    server.shutdown().await;
+}

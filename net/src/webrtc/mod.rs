@@ -190,7 +190,13 @@ impl Signaling {
     ) -> Result<mpsc::Receiver<Rendezvous>> {
         let (sender, messages) = mpsc::channel(ROUTE_QUEUE);
         let mut routes = self.routes.lock().expect("routes lock");
-        if routes.len() >= ATTEMPTS_MAX || routes.contains_key(&(peer, session)) {
+        // One key holds at most `SESSIONS_PER_KEY_MAX` attempts: a member
+        // cannot take every connection slot with offers it never finishes.
+        let of_peer = routes.keys().filter(|(key, _)| *key == peer).count();
+        if routes.len() >= ATTEMPTS_MAX
+            || of_peer >= crate::SESSIONS_PER_KEY_MAX
+            || routes.contains_key(&(peer, session))
+        {
             return Err(Error::Busy);
         }
         routes.insert((peer, session), sender);
