@@ -121,11 +121,19 @@ fn run_on(db: &Db, command: Command, json: bool) -> Result<()> {
     }
 }
 
+/// Prints one result line. When whoever reads stdout has gone (`peers scan
+/// t | head -1`, a script that stopped reading a serving node's events),
+/// the program stops quietly, as Unix tools do, instead of panicking.
 pub(crate) fn print(json: bool, value: serde_json::Value, text: impl FnOnce() -> String) {
-    if json {
-        println!("{value}");
-    } else {
-        println!("{}", text());
+    use std::io::Write;
+    let line = if json { value.to_string() } else { text() };
+    let mut out = std::io::stdout().lock();
+    if let Err(error) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+        if error.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("peers: cannot write to stdout: {error}");
+        std::process::exit(1);
     }
 }
 

@@ -3,7 +3,8 @@
 //! The test builds its own little internet out of network namespaces: `wan`
 //! routes between two home routers and runs `peers signal` (WebSocket and
 //! STUN); each router `r1`, `r2` masquerades its home network (iptables
-//! MASQUERADE) and drops unsolicited inbound traffic, as a home NAT does;
+//! MASQUERADE) and drops unsolicited inbound traffic, forwarded or to itself,
+//! as a home router does;
 //! `h1` and `h2` sit behind them with private addresses that cannot reach
 //! each other. Replica A serves in `h1`, replica B syncs by A's key from
 //! `h2`: the only way through is WebRTC with server-reflexive candidates
@@ -86,46 +87,66 @@ fn peers(db: &Path, args: &[&str]) -> String {
     String::from_utf8(output.stdout).expect("UTF-8")
 }
 
-/// Starts `peers ARGS` inside `ns` and waits (up to 20 s) for a JSON line
-/// on its stdout whose "event" is `event`.
-fn spawn_until(ns: &str, args: &[&str], event: &str) -> (Running, Json) {
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", ns, env!("CARGO_BIN_EXE_peers")])
-        .args(args)
-        .env(
-            "PEERS_LOG",
-            std::env::var("NAT_TEST_LOG").unwrap_or_else(|_| "warn".into()),
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawns peers");
-    let stdout = child.stdout.take().expect("piped");
-    let running = Running(child);
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Ok(value) = serde_json::from_str::<Json>(&line)
-                && tx.send(value).is_err()
-            {
-                return;
+/// A `peers` process in a namespace, and the JSON lines it prints.
+struct Spawned {
+    _running: Running,
+    events: mpsc::Receiver<Json>,
+}
+
+impl Spawned {
+    /// Starts `peers ARGS` inside `ns`.
+    fn start(ns: &str, args: &[&str]) -> Spawned {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", ns, env!("CARGO_BIN_EXE_peers")])
+            .args(args)
+            .env(
+                "PEERS_LOG",
+                std::env::var("NAT_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawns peers");
+        let stdout = child.stdout.take().expect("piped");
+        let (tx, events) = mpsc::channel();
+        std::thread::spawn(move || {
+            // Keeps reading after the test stopped listening: a closed pipe
+            // would stop the node at its next event.
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(value) = serde_json::from_str::<Json>(&line) {
+                    let _ = tx.send(value);
+                }
             }
+        });
+        Spawned {
+            _running: Running(child),
+            events,
         }
-    });
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let value = rx
-            .recv_timeout(left)
-            .unwrap_or_else(|_| panic!("peers {args:?} in {ns} never printed {event}"));
-        if value["event"] == event {
-            return (running, value);
+    }
+
+    /// Waits (up to 20 s) for a line whose "event" is `event`.
+    fn wait_for(&self, event: &str) -> Json {
+        self.wait_until(event, |_| true)
+    }
+
+    /// Waits (up to 20 s) for a line whose "event" is `event` and that
+    /// `wanted` accepts.
+    fn wait_until(&self, event: &str, wanted: impl Fn(&Json) -> bool) -> Json {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let value = self
+                .events
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("peers never printed {event}"));
+            if value["event"] == event && wanted(&value) {
+                return value;
+            }
         }
     }
 }
 
 #[test]
-#[ignore = "open in issue 12: both sides gather their server-reflexive candidates and trickle them, but ICE checks across the two MASQUERADE NATs never succeed yet; run with --ignored while fixing it"]
 fn two_replicas_behind_different_nats_sync() {
     let uid =
         run("id", &["-u"]).map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned());
@@ -244,6 +265,32 @@ fn two_replicas_behind_different_nats_sync() {
             &router,
             &["iptables", "-A", "FORWARD", "-i", &rw, "-j", "DROP"],
         );
+        // Nor does anything unsolicited reach the router itself. Without
+        // this rule the peer's first check, arriving before our own first
+        // packet, becomes a conntrack entry on the router's public port, and
+        // MASQUERADE then maps our outgoing check to another port: the NAT
+        // acts as a symmetric one and no path opens (docs/PROTOCOL.md, "What
+        // cannot connect").
+        in_ns(
+            &router,
+            &[
+                "iptables",
+                "-A",
+                "INPUT",
+                "-i",
+                &rw,
+                "-m",
+                "conntrack",
+                "--ctstate",
+                "ESTABLISHED,RELATED",
+                "-j",
+                "ACCEPT",
+            ],
+        );
+        in_ns(
+            &router,
+            &["iptables", "-A", "INPUT", "-i", &rw, "-j", "DROP"],
+        );
         in_ns(
             &host,
             &["ip", "addr", "add", &format!("{home}.2/24"), "dev", &h],
@@ -294,16 +341,16 @@ fn two_replicas_behind_different_nats_sync() {
     peers(&a, &["put", "notes", "n1", "text=written behind NAT 1"]);
 
     let signal = "ws://10.213.1.1:7400";
-    let (_server, _) = spawn_until(
+    let server = Spawned::start(
         &ns("wan"),
         // Bound to one address: a UDP socket on 0.0.0.0 of a multi-homed
         // host answers STUN from whichever address routes back, which the
         // asking NAT does not match.
         &["--json", "signal", "--listen", "10.213.1.1:7400"],
-        "signaling",
     );
+    server.wait_for("signaling");
     let a_db = a.to_str().expect("utf-8 path");
-    let (a_node, _) = spawn_until(
+    let a_node = Spawned::start(
         &ns("h1"),
         &[
             "--db",
@@ -315,8 +362,8 @@ fn two_replicas_behind_different_nats_sync() {
             "--signal",
             signal,
         ],
-        "registered",
     );
+    a_node.wait_for("registered");
 
     let sync = || {
         let started = Instant::now();
@@ -364,9 +411,37 @@ fn two_replicas_behind_different_nats_sync() {
             .starts_with("10.213.1.2:"),
         "the path goes through A's NAT: {entry}"
     );
+
+    // Live: B serves too and keeps a connection to A by key; a change B
+    // wrote before starting reaches A's running node over it.
+    peers(&b, &["put", "notes", "n3", "text=pushed live"]);
+    let b_db = b.to_str().expect("utf-8 path");
+    let b_node = Spawned::start(
+        &ns("h2"),
+        &[
+            "--db",
+            b_db,
+            "--json",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--signal",
+            signal,
+            "--connect",
+            &a_key,
+        ],
+    );
+    let connected = b_node.wait_for("connected");
+    assert_eq!(connected["peer"], a_key.as_str(), "{connected}");
+    // A received n2 from the second one-shot sync (total 1); n3 is its second.
+    let received = a_node.wait_until("received", |event| event["total"] == 2);
+    assert_eq!(received["peer"], b_key.as_str(), "{received}");
+    drop(b_node);
     drop(a_node);
-    let row = peers(&a, &["--json", "get", "notes", "n2"]);
-    assert!(row.contains("written behind NAT 2"), "{row}");
+    for (row, text) in [("n2", "written behind NAT 2"), ("n3", "pushed live")] {
+        let got = peers(&a, &["--json", "get", "notes", row]);
+        assert!(got.contains(text), "{got}");
+    }
     let row = peers(&b, &["--json", "get", "notes", "n1"]);
     assert!(row.contains("written behind NAT 1"), "{row}");
     drop(namespaces);
