@@ -32,14 +32,21 @@
 //! ```
 
 mod error;
+mod fault;
 mod format;
+mod fs;
 mod options;
 mod read;
 mod recovery;
 mod segment;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod wal;
 
 pub use crate::error::{CorruptReason, Error};
+pub use crate::fault::FAIL_POINTS;
+#[cfg(feature = "failpoints")]
+pub use crate::fault::hits as fail_point_hits;
 pub use crate::format::{BATCH_BYTES_MAX, FORMAT_VERSION, RECORD_BYTES_MAX};
 pub use crate::options::{OpenReport, Options, Position, SyncMode, TornTail};
 pub use crate::read::Iter;

@@ -14,8 +14,7 @@
 //! - Everything else (a checksum mismatch followed by data, an oversized length
 //!   within the file, any defect in an earlier segment) is [`Error::Corrupt`].
 
-use std::fs;
-use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -24,8 +23,9 @@ use crate::format::{
     FRAME_HEADER_BYTES, FrameHeader, HEADER_BYTES, POSITION_MAX, RECORD_BYTES_MAX, SegmentHeader,
     SegmentName, parse_segment_file_name,
 };
+use crate::fs::Fs;
 use crate::options::{OpenReport, Position, TornTail};
-use crate::segment::{Segment, Syncer};
+use crate::segment::{Segment, Syncer, create_dir_all, remove_file};
 
 /// Read buffer for the sequential frame scan.
 const SCAN_BUFFER_BYTES: usize = 256 * 1024;
@@ -48,15 +48,15 @@ pub(crate) struct Recovered {
 }
 
 /// Opens (or creates) the log in `dir` and checks it from the first byte to the last.
-pub(crate) fn recover(dir: &Path, syncer: &Syncer) -> Result<Recovered, Error> {
-    ensure_dir(dir, syncer)?;
-    let mut listed = list_segments(dir)?;
-    let removed = remove_torn_last_segment(dir, &mut listed, syncer)?;
+pub(crate) fn recover(fs: &dyn Fs, dir: &Path, syncer: &Syncer) -> Result<Recovered, Error> {
+    ensure_dir(fs, dir, syncer)?;
+    let mut listed = list_segments(fs, dir)?;
+    let removed = remove_torn_last_segment(fs, dir, &mut listed, syncer)?;
     let removed_base = removed.as_ref().map(|(base, _)| *base);
     let mut torn_tail = removed.map(|(_, torn_tail)| torn_tail);
     if listed.is_empty() {
         // A fresh log, or one whose only segment was never completely created.
-        let segment = Segment::create(dir, removed_base.unwrap_or(0), syncer)?;
+        let segment = Segment::create(fs, dir, removed_base.unwrap_or(0), syncer)?;
         return Ok(single_empty_segment(segment, torn_tail));
     }
     let last_index = listed.len() - 1;
@@ -68,7 +68,7 @@ pub(crate) fn recover(dir: &Path, syncer: &Syncer) -> Result<Recovered, Error> {
     for (index, (base, path)) in listed.iter().enumerate() {
         let is_last = index == last_index;
         let tolerate_torn_tail = is_last && removed_base.is_none();
-        let checked = check_segment(path, *base, is_last, previous_end, tolerate_torn_tail)?;
+        let checked = check_segment(fs, path, *base, is_last, previous_end, tolerate_torn_tail)?;
         records += checked.scan.records;
         if checked.scan.valid_len < checked.file_len {
             torn_tail = Some(cut_torn_tail(&checked, syncer)?);
@@ -77,7 +77,7 @@ pub(crate) fn recover(dir: &Path, syncer: &Syncer) -> Result<Recovered, Error> {
             // What was written before a crash of the process may still be only in
             // the page cache; make it durable before reporting it, as the caller
             // may act on it.
-            syncer.sync_data(&checked.segment.file, &checked.segment.path)?;
+            syncer.sync_data(&checked.segment)?;
         }
         end = checked.segment.base + checked.scan.valid_len;
         previous_end = Some(end);
@@ -112,29 +112,37 @@ fn single_empty_segment(segment: Segment, torn_tail: Option<TornTail>) -> Recove
     }
 }
 
-/// Creates `dir` if missing, and fsyncs its parent so the new directory stays.
-fn ensure_dir(dir: &Path, syncer: &Syncer) -> Result<(), Error> {
-    if dir.is_dir() {
+/// Creates `dir` if missing, with any missing parents, and fsyncs the parent of
+/// each directory it created (outermost first) so the new directories stay.
+fn ensure_dir(fs: &dyn Fs, dir: &Path, syncer: &Syncer) -> Result<(), Error> {
+    let missing: Vec<&Path> = dir
+        .ancestors()
+        .filter(|ancestor| !ancestor.as_os_str().is_empty())
+        .take_while(|ancestor| !fs.is_dir(ancestor))
+        .collect();
+    if missing.is_empty() {
         return Ok(());
     }
-    fs::create_dir_all(dir).map_err(|source| Error::io(dir, source))?;
-    let parent = dir
-        .parent()
-        .filter(|parent| !parent.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    syncer.sync_dir(parent)
+    create_dir_all(fs, dir)?;
+    for created in missing.iter().rev() {
+        let parent = created
+            .parent()
+            .filter(|parent| !parent.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        syncer.sync_dir(fs, parent)?;
+    }
+    Ok(())
 }
 
 /// The segment files in `dir`, sorted by base. Files not ending in `.wal` are
 /// ignored; a `.wal` file with a malformed name is refused rather than ignored,
 /// because it may be a segment someone renamed.
-fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, Error> {
-    let entries = fs::read_dir(dir).map_err(|source| Error::io(dir, source))?;
+fn list_segments(fs: &dyn Fs, dir: &Path) -> Result<Vec<(u64, PathBuf)>, Error> {
+    let names = fs.list_dir(dir).map_err(|source| Error::io(dir, source))?;
     let mut listed = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|source| Error::io(dir, source))?;
-        let path = entry.path();
-        match parse_segment_file_name(Path::new(&entry.file_name())) {
+    for name in names {
+        let path = dir.join(&name);
+        match parse_segment_file_name(Path::new(&name)) {
             SegmentName::Other => {}
             SegmentName::Invalid => {
                 return Err(Error::corrupt(&path, 0, CorruptReason::FileName));
@@ -149,6 +157,7 @@ fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, Error> {
 /// Removes the last segment if its header is torn: a crash while rotation was
 /// creating it. Such a file holds no record. Returns its base and the report.
 fn remove_torn_last_segment(
+    fs: &dyn Fs,
     dir: &Path,
     listed: &mut Vec<(u64, PathBuf)>,
     syncer: &Syncer,
@@ -156,15 +165,15 @@ fn remove_torn_last_segment(
     let Some((base, path)) = listed.last().cloned() else {
         return Ok(None);
     };
-    let segment = Segment::open(&path, base, false)?;
+    let segment = Segment::open(fs, &path, base, false)?;
     let file_len = segment.file_len()?;
     let header_torn = file_len < HEADER_BYTES || zero_filled(&segment, 0, file_len)?;
     if !header_torn {
         return Ok(None);
     }
     drop(segment);
-    fs::remove_file(&path).map_err(|source| Error::io(&path, source))?;
-    syncer.sync_dir(dir)?;
+    remove_file(fs, &path)?;
+    syncer.sync_dir(fs, dir)?;
     tracing::warn!(
         segment = %path.display(),
         bytes_cut = file_len,
@@ -190,13 +199,14 @@ struct CheckedSegment {
 
 /// Opens a segment and checks its header, its place in the chain and its frames.
 fn check_segment(
+    fs: &dyn Fs,
     path: &Path,
     name_base: u64,
     writable: bool,
     previous_end: Option<u64>,
     tolerate_torn_tail: bool,
 ) -> Result<CheckedSegment, Error> {
-    let segment = Segment::open(path, name_base, writable)?;
+    let segment = Segment::open(fs, path, name_base, writable)?;
     let file_len = segment.file_len()?;
     if file_len < HEADER_BYTES {
         let reason = CorruptReason::HeaderTruncated { bytes: file_len };
@@ -257,10 +267,7 @@ struct Scan {
 /// Reads every frame after the header, checking lengths and checksums.
 fn scan_frames(segment: &Segment, file_len: u64, tolerate_torn_tail: bool) -> Result<Scan, Error> {
     let io_error = |source| Error::io(&segment.path, source);
-    let mut reader = BufReader::with_capacity(SCAN_BUFFER_BYTES, &segment.file);
-    reader
-        .seek(SeekFrom::Start(HEADER_BYTES))
-        .map_err(io_error)?;
+    let mut reader = BufReader::with_capacity(SCAN_BUFFER_BYTES, segment.reader_at(HEADER_BYTES));
     let mut payload = Vec::new();
     let mut scan = Scan {
         records: 0,
@@ -409,11 +416,8 @@ fn cut_torn_tail(checked: &CheckedSegment, syncer: &Syncer) -> Result<TornTail, 
     let segment = &checked.segment;
     let offset = checked.scan.valid_len;
     let bytes_cut = checked.file_len - offset;
-    segment
-        .file
-        .set_len(offset)
-        .map_err(|source| Error::io(&segment.path, source))?;
-    syncer.sync_all(&segment.file, &segment.path)?;
+    segment.set_len(offset)?;
+    syncer.sync_all(segment)?;
     tracing::warn!(
         segment = %segment.path.display(),
         offset,

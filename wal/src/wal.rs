@@ -17,10 +17,19 @@
 //!   everything up to its end durable.
 //! - Once `poisoned` is set it stays set; no write or fsync happens after.
 //!
+//! - Every fsync of a segment file (group commit and rotation) holds `sync_turn`,
+//!   so two never run at once on one file and a failed one is seen (the log is
+//!   poisoned) before any later one is trusted. After a failed fsync Linux may
+//!   have marked the lost pages clean; a concurrent or later fsync can then return
+//!   success without the data on disk.
+//! - After a failed write or fsync the last segment is cut back to the bytes known
+//!   good (the end of the last complete write, or the last successful fsync) before
+//!   the log is poisoned, so a reopen does not find frames whose write failed, nor
+//!   pages that a failed fsync left in the page cache but maybe not on disk.
+//!
 //! Lock order: `sync_turn` before `writer` before `segments`.
 
 use std::fmt;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
@@ -29,6 +38,7 @@ use crate::error::Error;
 use crate::format::{
     BATCH_BYTES_MAX, HEADER_BYTES, POSITION_MAX, encode_frame, record_frame_bytes,
 };
+use crate::fs::{Fs, StdFs};
 use crate::options::{OpenReport, Options, Position, SyncMode};
 use crate::read::Iter;
 use crate::recovery::recover;
@@ -49,6 +59,8 @@ pub struct Wal {
 
 /// The state all clones of a [`Wal`] share.
 pub(crate) struct Shared {
+    /// The file system: [`StdFs`], or a simulated one in tests.
+    fs: Arc<dyn Fs>,
     dir: PathBuf,
     options: Options,
     /// Position of the first record: the first segment's base plus its header.
@@ -84,8 +96,17 @@ impl Wal {
     /// A torn tail in the last segment is cut and reported; any other damage is
     /// [`Error::Corrupt`] (or [`Error::BadMagic`], [`Error::UnsupportedVersion`]).
     pub fn open(dir: &Path, options: Options) -> Result<(Wal, OpenReport), Error> {
+        Self::open_on(Arc::new(StdFs), dir, options)
+    }
+
+    /// [`Wal::open`] on the file system `fs`.
+    pub(crate) fn open_on(
+        fs: Arc<dyn Fs>,
+        dir: &Path,
+        options: Options,
+    ) -> Result<(Wal, OpenReport), Error> {
         let syncer = Syncer::default();
-        let recovered = recover(dir, &syncer)?;
+        let recovered = recover(&*fs, dir, &syncer)?;
         let (Some(first), Some(last)) = (recovered.segments.first(), recovered.segments.last())
         else {
             unreachable!("recovery yields at least one segment");
@@ -99,6 +120,7 @@ impl Wal {
             buffer: Vec::new(),
         };
         let shared = Shared {
+            fs,
             dir: dir.to_path_buf(),
             options,
             start,
@@ -256,6 +278,29 @@ impl Shared {
         Ok(writer)
     }
 
+    /// Cuts the last segment back to the logical end `keep` after a failed write or
+    /// fsync (the log is already poisoned). If the cut fails too, reopen checks the
+    /// tail as after a crash.
+    fn cut_back(&self, writer: &mut Writer, keep: u64) {
+        let len = keep.saturating_sub(writer.segment.base).max(HEADER_BYTES);
+        if len >= writer.len {
+            return;
+        }
+        match writer.segment.set_len(len) {
+            Ok(()) => writer.len = len,
+            Err(error) => tracing::error!(
+                %error,
+                "wal: could not cut back the last segment after a failure; reopen checks it"
+            ),
+        }
+    }
+
+    /// Whether `frames_bytes` more bytes must go to a new segment: the last one
+    /// holds a record and would grow past the limit.
+    fn needs_rotation(&self, writer: &Writer, frames_bytes: u64) -> bool {
+        writer.len > HEADER_BYTES && writer.len + frames_bytes > self.options.segment_bytes_max
+    }
+
     /// Writes the frames of `records` with one write, rotating first if needed.
     /// Returns their positions and the end after them.
     fn write_frames(
@@ -264,49 +309,61 @@ impl Shared {
         frames_bytes: u64,
     ) -> Result<(Vec<Position>, u64), Error> {
         let mut writer = self.lock_writer()?;
-        if writer.len > HEADER_BYTES && writer.len + frames_bytes > self.options.segment_bytes_max {
-            self.rotate(&mut writer)?;
-        }
-        let Writer {
-            segment,
-            len,
-            buffer,
-        } = &mut *writer;
-        let first = segment.base + *len;
+        // Rotation fsyncs the last segment, so it takes the sync turn (first, by the
+        // lock order) like every fsync of a segment.
+        let _turn = if self.needs_rotation(&writer, frames_bytes) {
+            drop(writer);
+            let turn = self.sync_turn.lock().map_err(|_| Error::Poisoned)?;
+            writer = self.lock_writer()?;
+            if self.needs_rotation(&writer, frames_bytes) {
+                self.rotate(&mut writer)?;
+            }
+            Some(turn)
+        } else {
+            None
+        };
+        let writer = &mut *writer;
+        let first = writer.segment.base + writer.len;
         debug_assert!(first + frames_bytes <= POSITION_MAX);
-        buffer.clear();
+        writer.buffer.clear();
         let mut positions = Vec::with_capacity(records.len());
         for record in records {
-            positions.push(Position(first + buffer.len() as u64));
-            encode_frame(record, buffer);
+            positions.push(Position(first + writer.buffer.len() as u64));
+            encode_frame(record, &mut writer.buffer);
         }
-        debug_assert_eq!(buffer.len() as u64, frames_bytes);
-        if let Err(source) = (&segment.file).write_all(buffer) {
-            // Part of the frames may be in the file: only reopen can sort it out.
-            return Err(self.poison(Error::io(&segment.path, source)));
+        debug_assert_eq!(writer.buffer.len() as u64, frames_bytes);
+        if let Err(error) = writer.segment.write_all(&writer.buffer) {
+            // Part of the frames may be in the file: cut them off.
+            let error = self.poison(error);
+            self.cut_back(writer, first);
+            return Err(error);
         }
-        *len += frames_bytes;
-        let end = segment.base + *len;
+        writer.len += frames_bytes;
+        let end = first + frames_bytes;
         self.written.store(end, Ordering::Release);
-        if buffer.capacity() > ENCODE_BUFFER_BYTES_KEPT {
-            buffer.clear();
-            buffer.shrink_to(ENCODE_BUFFER_BYTES_KEPT);
+        if writer.buffer.capacity() > ENCODE_BUFFER_BYTES_KEPT {
+            writer.buffer.clear();
+            writer.buffer.shrink_to(ENCODE_BUFFER_BYTES_KEPT);
         }
         Ok((positions, end))
     }
 
     /// Closes the last segment and starts the next, at its end. Called with the
-    /// writer locked.
+    /// sync turn and the writer locked.
     fn rotate(&self, writer: &mut Writer) -> Result<(), Error> {
         let old = Arc::clone(&writer.segment);
         // The old segment must be complete on disk before a newer one exists:
         // recovery allows a torn tail only in the last segment.
-        if let Err(error) = self.syncer.sync_data(&old.file, &old.path) {
-            return Err(self.poison(error));
+        if let Err(error) = self.syncer.sync_data(&old) {
+            let error = self.poison(error);
+            self.cut_back(writer, self.synced.load(Ordering::Acquire));
+            return Err(error);
         }
         let base = old.base + writer.len;
         self.synced.fetch_max(base, Ordering::AcqRel);
-        let segment = match Segment::create(&self.dir, base, &self.syncer) {
+        // A failure here leaves no file, or a new last segment with a torn or
+        // complete header and no record: reopen removes or keeps it.
+        let segment = match Segment::create(&*self.fs, &self.dir, base, &self.syncer) {
             Ok(segment) => Arc::new(segment),
             Err(error) => return Err(self.poison(error)),
         };
@@ -346,8 +403,14 @@ impl Shared {
         };
         debug_assert!(target >= end);
         // Outside the writer lock: appends go on while the disk works.
-        if let Err(error) = self.syncer.sync_data(&segment.file, &segment.path) {
-            return Err(self.poison(error));
+        if let Err(error) = self.syncer.sync_data(&segment) {
+            let error = self.poison(error);
+            // Rotation takes the sync turn, so the segment is still the last.
+            if let Ok(mut writer) = self.writer.lock() {
+                debug_assert!(Arc::ptr_eq(&writer.segment, &segment));
+                self.cut_back(&mut writer, self.synced.load(Ordering::Acquire));
+            }
+            return Err(error);
         }
         self.synced.fetch_max(target, Ordering::AcqRel);
         Ok(())
