@@ -46,7 +46,17 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
         .context("--db DIR is required (or set PEERS_DB)")?;
     match cli.command {
         Command::Init { open } => init(&dir, open, json),
-        Command::Join { database } => join(&dir, &database, json),
+        Command::Join { database, across } => {
+            if database
+                .trim_start()
+                .to_ascii_uppercase()
+                .starts_with(peers_net::invite::TICKET_PREFIX)
+            {
+                crate::network::join_ticket(&dir, &database, &across, json)
+            } else {
+                join(&dir, &database, json)
+            }
+        }
         command => {
             let db = Db::open(&dir, Options::default())
                 .with_context(|| format!("opening {}", dir.display()))?;
@@ -110,6 +120,27 @@ fn run_on(db: &Db, command: Command, json: bool) -> Result<()> {
             across,
         } => crate::network::sync(db, &address, expect_key.as_deref(), live, &across, json),
         Command::Peers { scan } => crate::network::peers(db, scan, json),
+        Command::Invite {
+            role,
+            expires,
+            uses,
+            address,
+            signal,
+            no_qr,
+        } => {
+            let role: Role = role.parse().map_err(anyhow::Error::msg)?;
+            let options = peers_net::invite::InviteOptions {
+                role,
+                expires: parse_duration(&expires)?,
+                uses,
+                addresses: address
+                    .iter()
+                    .map(|address| resolve_address(address))
+                    .collect::<Result<_>>()?,
+                signal,
+            };
+            crate::network::invite(db, &options, !no_qr, json)
+        }
         Command::Init { .. }
         | Command::Join { .. }
         | Command::Signal { .. }
@@ -151,6 +182,39 @@ fn join(dir: &Path, database: &str, json: bool) -> Result<()> {
     let db = Db::join(dir, database, Options::default())
         .with_context(|| format!("creating {}", dir.display()))?;
     print_id(&db, json)
+}
+
+/// `90s`, `30m`, `24h`, `7d`.
+fn parse_duration(text: &str) -> Result<std::time::Duration> {
+    let text = text.trim();
+    let split = text.len().saturating_sub(1);
+    let (number, unit) = (
+        text.get(..split).unwrap_or(""),
+        text.get(split..).unwrap_or(""),
+    );
+    let seconds_per = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => bail!("duration {text:?} needs a unit: s, m, h or d (e.g. 24h)"),
+    };
+    let number: u64 = number.parse().with_context(|| {
+        format!("duration {text:?} must be a whole number then a unit (e.g. 24h)")
+    })?;
+    Ok(std::time::Duration::from_secs(
+        number.saturating_mul(seconds_per),
+    ))
+}
+
+/// HOST:PORT to one socket address (a ticket carries addresses, not names).
+fn resolve_address(address: &str) -> Result<std::net::SocketAddr> {
+    use std::net::ToSocketAddrs;
+    address
+        .to_socket_addrs()
+        .with_context(|| format!("{address:?} is not HOST:PORT"))?
+        .next()
+        .with_context(|| format!("{address} resolves to no address"))
 }
 
 fn parse_key(key: &str) -> Result<Author> {

@@ -69,10 +69,34 @@ pub(crate) enum Command {
         #[arg(long)]
         open: bool,
     },
-    /// Create an empty replica of an existing database, with a new identity.
+    /// Create a replica of an existing database, with a new identity: from a ticket (`peers invite` on a member's replica; reaches it, redeems the invite and syncs), or empty from the database id.
     Join {
-        /// The database id (64 hex digits).
+        /// A ticket (PEERS...), or the database id (64 hex digits).
+        #[arg(value_name = "TICKET|DB_ID")]
         database: String,
+        #[command(flatten)]
+        across: Across,
+    },
+    /// Invite a device: print a ticket (and its QR code) that `peers join TICKET` redeems once for a role; then run `peers serve` so the joiner can reach this replica.
+    Invite {
+        /// The role to grant: reader, writer or admin (admin needs the owner).
+        #[arg(long, default_value = "writer")]
+        role: String,
+        /// How long the ticket stays valid: a number with s, m, h or d (90m, 24h, 7d).
+        #[arg(long, default_value = "24h", value_name = "DURATION")]
+        expires: String,
+        /// How many devices may redeem it.
+        #[arg(long, default_value_t = 1, value_name = "N")]
+        uses: u32,
+        /// An address (HOST:PORT) where `peers serve --listen` will accept the joiner directly; repeatable.
+        #[arg(long, value_name = "HOST:PORT")]
+        address: Vec<String>,
+        /// A signaling server `peers serve --signal` will stay registered with (ws://HOST:PORT); repeatable.
+        #[arg(long, value_name = "URL")]
+        signal: Vec<String>,
+        /// Print the ticket only, without its QR code.
+        #[arg(long)]
+        no_qr: bool,
     },
     /// Print the database id and this replica's public key.
     Id,

@@ -4,9 +4,12 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use std::path::Path;
+
 use anyhow::{Context, Result};
-use peers_engine::{Author, Db};
-use peers_net::{Discovery, Event, Node, NodeConfig, known_peers};
+use peers_engine::{Author, Db, Options};
+use peers_net::invite::{InviteOptions, Invites, Ticket};
+use peers_net::{Discovery, Event, Node, NodeConfig, SyncReport, known_peers};
 use serde_json::json;
 use tokio::sync::broadcast;
 
@@ -197,63 +200,191 @@ pub(crate) fn sync(
             }
             return run_until_ctrl_c(node, json).await;
         }
-        let bar = spinner("syncing");
-        let mut events = node.events();
-        let counting = async {
-            let (mut received, mut sent) = (0u64, 0u64);
-            loop {
-                match events.recv().await {
-                    Ok(Event::Received { changes, .. }) => received += changes,
-                    Ok(Event::Sent { changes, .. }) => sent += changes,
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(broadcast::error::RecvError::Closed) => break,
-                }
-                bar.set_message(format!("syncing: {received} changes in, {sent} out"));
-            }
-        };
         let once = async {
             match key {
                 Some(key) => node.sync_key(key).await,
                 None => node.sync_once(address, expected).await,
             }
         };
-        let result = tokio::select! {
-            result = once => result,
-            () = counting => unreachable!("the node outlives the sync"),
-        };
-        bar.finish_and_clear();
+        let result = with_progress(&node, "syncing", once).await;
         node.shutdown().await;
         let report = result.with_context(|| format!("syncing with {address}"))?;
-        let peer = report.peer.map(|peer| peer.to_hex()).unwrap_or_default();
-        print(
-            json,
-            json!({
-                "peer": peer,
-                "changes_sent": report.changes_sent,
-                "changes_received": report.changes_received,
-                "duplicates_received": report.duplicates_received,
-                "bytes_sent": report.bytes_sent,
-                "bytes_received": report.bytes_received,
-                "round_trips": report.round_trips,
-                "forked_authors": report.forked_authors.iter().map(Author::to_hex).collect::<Vec<_>>(),
-            }),
-            || {
-                let mut text = format!(
-                    "synced with {peer}\nsent {} ({} bytes), received {} ({} bytes), {}",
-                    count(report.changes_sent, "change"),
-                    report.bytes_sent,
-                    count(report.changes_received, "change"),
-                    report.bytes_received,
-                    count(u64::from(report.round_trips), "round trip"),
-                );
-                for author in &report.forked_authors {
-                    text.push_str(&format!("\nfork: {author} has two changes at one seq; cut"));
-                }
-                text
-            },
-        );
+        print_report(&report, json);
         Ok(())
     })
+}
+
+/// Runs `work` (one sync) with a spinner that counts the changes the
+/// node's events report.
+async fn with_progress(
+    node: &Node,
+    what: &'static str,
+    work: impl std::future::Future<Output = peers_net::Result<SyncReport>>,
+) -> peers_net::Result<SyncReport> {
+    let bar = spinner(what);
+    let mut events = node.events();
+    let counting = async {
+        let (mut received, mut sent) = (0u64, 0u64);
+        loop {
+            match events.recv().await {
+                Ok(Event::Received { changes, .. }) => received += changes,
+                Ok(Event::Sent { changes, .. }) => sent += changes,
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => break,
+            }
+            bar.set_message(format!("{what}: {received} changes in, {sent} out"));
+        }
+    };
+    let result = tokio::select! {
+        result = work => result,
+        () = counting => unreachable!("the node outlives the sync"),
+    };
+    bar.finish_and_clear();
+    result
+}
+
+/// Prints what one sync did.
+fn print_report(report: &SyncReport, json: bool) {
+    let (value, text) = report_output(report);
+    print(json, value, || text);
+}
+
+/// What one sync did, as JSON and as text.
+fn report_output(report: &SyncReport) -> (serde_json::Value, String) {
+    let peer = report.peer.map(|peer| peer.to_hex()).unwrap_or_default();
+    let value = json!({
+        "peer": peer,
+        "changes_sent": report.changes_sent,
+        "changes_received": report.changes_received,
+        "duplicates_received": report.duplicates_received,
+        "bytes_sent": report.bytes_sent,
+        "bytes_received": report.bytes_received,
+        "round_trips": report.round_trips,
+        "forked_authors": report.forked_authors.iter().map(Author::to_hex).collect::<Vec<_>>(),
+    });
+    let mut text = format!(
+        "synced with {peer}\nsent {} ({} bytes), received {} ({} bytes), {}",
+        count(report.changes_sent, "change"),
+        report.bytes_sent,
+        count(report.changes_received, "change"),
+        report.bytes_received,
+        count(u64::from(report.round_trips), "round trip"),
+    );
+    for author in &report.forked_authors {
+        text.push_str(&format!("\nfork: {author} has two changes at one seq; cut"));
+    }
+    (value, text)
+}
+
+/// `peers invite`: makes an invite, prints its ticket (and a QR code).
+pub(crate) fn invite(db: &Db, options: &InviteOptions, qr: bool, json: bool) -> Result<()> {
+    for url in &options.signal {
+        if !url.starts_with("ws://") {
+            anyhow::bail!("--signal {url:?} must start with ws://");
+        }
+    }
+    let ticket = Invites::load(db.dir()).create(db, options)?;
+    let text = ticket.encode();
+    let code = if qr && !json {
+        let code = qrcode::QrCode::new(text.as_bytes()).context("making the QR code")?;
+        Some(
+            code.render::<qrcode::render::unicode::Dense1x2>()
+                .dark_color(qrcode::render::unicode::Dense1x2::Light)
+                .light_color(qrcode::render::unicode::Dense1x2::Dark)
+                .quiet_zone(true)
+                .build(),
+        )
+    } else {
+        None
+    };
+    let hours = options.expires.as_secs_f64() / 3600.0;
+    print(
+        json,
+        json!({
+            "ticket": text,
+            "role": options.role.to_string(),
+            "uses": options.uses,
+            "expires_ms": ticket.expires_ms,
+            "inviter": ticket.inviter.to_hex(),
+        }),
+        || {
+            let mut out = String::new();
+            if let Some(code) = &code {
+                out.push_str(code);
+                out.push('\n');
+            }
+            out.push_str(&text);
+            out.push_str(&format!(
+                "\n\nOn the new device: peers --db DIR join {}...\nIt grants {} ({}, valid {hours:.1} h). Keep `peers serve{}{}` running here until it has joined.",
+                &text[..16],
+                options.role,
+                count(u64::from(options.uses), "use"),
+                options.signal.iter().map(|url| format!(" --signal {url}")).collect::<String>(),
+                options.addresses.first().map(|address| format!(" --listen {address}")).unwrap_or_default(),
+            ));
+            out
+        },
+    );
+    Ok(())
+}
+
+/// `peers join TICKET`: creates the replica, reaches the inviter, redeems
+/// the invite and runs the first sync. A failed join leaves no directory
+/// behind, so it can be retried as it was typed.
+pub(crate) fn join_ticket(dir: &Path, text: &str, across: &Across, json: bool) -> Result<()> {
+    let ticket = Ticket::decode(text)?;
+    if ticket.is_expired() {
+        anyhow::bail!("the ticket has expired; ask the inviter for a new one (peers invite)");
+    }
+    if ticket.addresses.is_empty() && ticket.signal.is_empty() && across.signal.is_empty() {
+        anyhow::bail!("the ticket names no way to reach the inviter; give --signal ws://HOST:PORT");
+    }
+    let existed = dir.exists();
+    let db = Db::join(dir, ticket.database, Options::default())
+        .with_context(|| format!("creating {}", dir.display()))?;
+    let result = runtime().and_then(|runtime| {
+        runtime.block_on(async {
+            let mut across_ticket = Across {
+                signal: ticket.signal.clone(),
+                stun: across.stun.clone(),
+            };
+            for url in &across.signal {
+                if !across_ticket.signal.contains(url) {
+                    across_ticket.signal.push(url.clone());
+                }
+            }
+            let config = across_config(&across_ticket, NodeConfig::default()).await?;
+            let node = Node::start(db.clone(), config).await?;
+            let result = with_progress(&node, "joining", node.redeem(&ticket)).await;
+            node.shutdown().await;
+            Ok(result.context("redeeming the invite")?)
+        })
+    });
+    let report = match result {
+        Ok(report) => report,
+        Err(error) => {
+            drop(db);
+            if !existed {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            return Err(error);
+        }
+    };
+    let role = db
+        .role_of(&db.author())
+        .map_or_else(|| "no role".to_owned(), |role| role.to_string());
+    let (mut value, text) = report_output(&report);
+    value["database"] = json!(db.database_id().to_hex());
+    value["public_key"] = json!(db.author().to_hex());
+    value["role"] = json!(role);
+    print(json, value, || {
+        format!(
+            "joined database {} as {role}; this replica's key is {}\n{text}",
+            db.database_id(),
+            db.author()
+        )
+    });
+    Ok(())
 }
 
 /// `peers peers`: the peers this replica met; with `scan`, also those

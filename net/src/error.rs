@@ -169,6 +169,13 @@ pub enum Error {
         /// Why the engine refused it.
         refusal: Refusal,
     },
+    /// A redemption of an invite was refused: on the inviter's side, a
+    /// stranger's; on the joiner's, an expired ticket before dialing.
+    #[error("invite refused: {reason}")]
+    InviteRefused {
+        /// Why.
+        reason: crate::invite::InviteRefusal,
+    },
     /// The peer ended the session for a reason other than shutting down.
     #[error("peer ended the session: {reason}")]
     PeerBye {
@@ -216,7 +223,7 @@ pub enum Error {
     #[error("rendezvous message: {0}")]
     Rendezvous(#[source] crate::webrtc::RendezvousError),
     /// The peer refused our WebRTC offer.
-    #[error("peer {peer} refused the connection: {reason:?}")]
+    #[error("peer {peer} refused the connection: {reason}")]
     Refused {
         /// The peer's key.
         peer: Author,

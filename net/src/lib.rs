@@ -11,6 +11,7 @@ mod discovery;
 mod error;
 mod frame;
 mod handshake;
+pub mod invite;
 mod known_peers;
 mod message;
 mod node;

@@ -15,7 +15,10 @@ use crate::frame::MESSAGE_BYTES_MAX;
 use crate::reconcile::Range;
 
 /// The highest sync protocol version this build speaks.
-pub const SYNC_VERSION: u16 = 2;
+/// Version 3 added `Redeem` (invites by ticket) and the invite `Bye`
+/// reasons; a version 2 peer never receives them (only a joiner holding a
+/// ticket from a version 3 node sends `Redeem`).
+pub const SYNC_VERSION: u16 = 3;
 /// The lowest sync protocol version this build speaks. Version 1 is no
 /// longer spoken: its `Hello` sent the database id in clear, and in an open
 /// database the id is the capability to write (PROTOCOL.md "Version
@@ -92,6 +95,13 @@ pub enum ByeReason {
     /// The peer's key already holds as many sessions with the sender as it
     /// may (`SESSIONS_PER_KEY_MAX`).
     TooManySessions = 6,
+    /// The `Redeem` named no invite the sender holds, or its proof did not
+    /// match (version 3).
+    InviteUnknown = 7,
+    /// The invite the `Redeem` named has expired (version 3).
+    InviteExpired = 8,
+    /// Every use of the invite was spent (version 3).
+    InviteUsed = 9,
 }
 
 impl std::fmt::Display for ByeReason {
@@ -108,6 +118,11 @@ impl std::fmt::Display for ByeReason {
             ByeReason::TooManySessions => {
                 "our key already holds as many sessions with it as it allows"
             }
+            ByeReason::InviteUnknown => {
+                "it knows no such invite (a forged ticket, or one from another replica)"
+            }
+            ByeReason::InviteExpired => "the invite has expired; ask for a new one",
+            ByeReason::InviteUsed => "the invite was already used; ask for a new one",
         })
     }
 }
@@ -141,6 +156,15 @@ pub enum Message {
         /// New changes the sender applied from the catch-up.
         changes: u64,
     },
+    /// Index 7 (version 3): a joiner redeems an invite; sent before its
+    /// `Hello`, and only to the inviter whose ticket it holds. The inviter
+    /// grants the role before its own `Hello`, or ends with `Bye`.
+    Redeem {
+        /// The invite's id (`invite::invite_id`).
+        invite: [u8; 16],
+        /// `invite::redeem_proof` on this channel.
+        proof: [u8; 32],
+    },
 }
 
 impl Message {
@@ -154,6 +178,7 @@ impl Message {
             Message::Keepalive => "Keepalive",
             Message::Bye(_) => "Bye",
             Message::Applied { .. } => "Applied",
+            Message::Redeem { .. } => "Redeem",
         }
     }
 
@@ -355,6 +380,17 @@ mod tests {
             encode(Message::Applied { changes: 300 }),
             [6, 251, 0x2C, 0x01]
         );
+        let mut redeem = vec![7];
+        redeem.extend([1; 16]);
+        redeem.extend([2; 32]);
+        assert_eq!(
+            encode(Message::Redeem {
+                invite: [1; 16],
+                proof: [2; 32]
+            }),
+            redeem
+        );
+        assert_eq!(encode(Message::Bye(ByeReason::InviteUsed)), [5, 9]);
     }
 
     /// Trailing bytes, an unknown variant, a truncated message and a
@@ -367,7 +403,7 @@ mod tests {
             Message::decode(&trailing),
             Err(Error::MalformedMessage { .. })
         ));
-        for bytes in [&[7u8][..], &[5, 9], &[], &[0, 1]] {
+        for bytes in [&[8u8][..], &[5, 10], &[7, 1], &[], &[0, 1]] {
             assert!(
                 matches!(Message::decode(bytes), Err(Error::MalformedMessage { .. })),
                 "{bytes:?}"

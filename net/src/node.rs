@@ -25,6 +25,7 @@ use tokio_util::task::TaskTracker;
 use crate::channel::{ChannelOptions, SecureChannel};
 use crate::discovery::Discovery;
 use crate::error::{Error, Result};
+use crate::invite::{InviteError, InviteOptions, InviteRefusal, Invites, Ticket};
 use crate::known_peers::{How, KnownPeers};
 use crate::message::{ByeReason, Message};
 use crate::session::{self, Observer, SessionConfig, SyncReport};
@@ -203,6 +204,8 @@ struct Shared {
     sessions: Mutex<HashMap<Author, usize>>,
     known: Mutex<KnownPeers>,
     signaling: Signaling,
+    /// Open invites (`DIR/invites`), redeemed by accepted sessions.
+    invites: Arc<Mutex<Invites>>,
 }
 
 impl Node {
@@ -211,6 +214,7 @@ impl Node {
     pub async fn start(db: Db, config: NodeConfig) -> Result<Node> {
         let (events, _) = broadcast::channel(EVENTS_BUFFER);
         let known = KnownPeers::load(db.dir());
+        let db_dir = &db.dir().to_path_buf();
         let shared = Arc::new(Shared {
             db,
             config,
@@ -221,6 +225,7 @@ impl Node {
             sessions: Mutex::new(HashMap::new()),
             known: Mutex::new(known),
             signaling: Signaling::default(),
+            invites: Arc::new(Mutex::new(Invites::load(db_dir))),
         });
         let tasks = TaskTracker::new();
         let mut local_addr = None;
@@ -280,6 +285,71 @@ impl Node {
         self.tasks
             .spawn(live_loop(Arc::clone(&self.shared), target));
         Ok(())
+    }
+
+    /// Makes an invite and returns its ticket (give the joiner
+    /// `ticket.encode()`, or a QR code of it). Without signaling servers in
+    /// `options`, the ticket names the node's. The node honours the invite
+    /// while it runs, and later runs honour it too (`DIR/invites`).
+    pub fn invite(&self, options: &InviteOptions) -> Result<Ticket, InviteError> {
+        let mut options = options.clone();
+        if options.signal.is_empty() {
+            options.signal.clone_from(&self.shared.config.signal);
+        }
+        self.shared
+            .invites
+            .lock()
+            .expect("invites lock")
+            .create(&self.shared.db, &options)
+    }
+
+    /// Redeems `ticket`: dials the inviter at the ticket's addresses (the
+    /// inviter's key pinned), then through this node's signaling servers,
+    /// proves the invite's secret, and syncs once; the inviter grants the
+    /// role first, so the first sync brings the grant with everything else.
+    /// The node's database must be the ticket's (see `Db::join`), and its
+    /// signaling servers should include the ticket's.
+    pub async fn redeem(&self, ticket: &Ticket) -> Result<SyncReport> {
+        if ticket.database != self.shared.db.database_id() {
+            return Err(Error::WrongDatabase {
+                ours: self.shared.db.database_id(),
+            });
+        }
+        if ticket.is_expired() {
+            return Err(Error::InviteRefused {
+                reason: InviteRefusal::Expired,
+            });
+        }
+        let mut session = self.shared.session(false, true);
+        session.redeem = Some((ticket.id(), ticket.secret));
+        let mut last = None;
+        for address in &ticket.addresses {
+            match dial(
+                &self.shared,
+                *address,
+                Some(ticket.inviter),
+                &session,
+                How::Dialed,
+            )
+            .await
+            {
+                Ok(report) => return Ok(report),
+                Err(Error::ShuttingDown) => return Err(Error::ShuttingDown),
+                // The inviter answered and said no: no other way will differ.
+                Err(error @ Error::PeerBye { .. }) => return Err(error),
+                Err(error) => {
+                    tracing::debug!(%address, %error, "invite: direct dial failed");
+                    last = Some(error);
+                }
+            }
+        }
+        if !self.shared.signaling.is_empty() {
+            match dial_webrtc(&self.shared, ticket.inviter, Some(ticket.id()), &session).await {
+                Ok(report) => return Ok(report),
+                Err(error) => last = Some(error),
+            }
+        }
+        Err(last.unwrap_or(Error::NoSignaling))
     }
 
     /// The signaling servers this node is registered with now.
@@ -386,6 +456,8 @@ impl Shared {
             keepalive: self.config.keepalive,
             stop: self.stop.clone(),
             initiator,
+            redeem: None,
+            invites: (!initiator).then(|| Arc::clone(&self.invites)),
         }
     }
 }
@@ -737,6 +809,7 @@ async fn signal_loop(
             database_proof,
             ice,
             candidates,
+            invite,
         } = message
         else {
             if !shared.signaling.route(from, message) {
@@ -755,7 +828,15 @@ async fn signal_loop(
         let refusal = if blake3::Hash::from(expected) != blake3::Hash::from(database_proof) {
             Some(RefuseReason::OtherDatabase)
         } else if session::check_member(&shared.db, &from).is_err() {
-            Some(RefuseReason::NotAMember)
+            // A stranger passes only with an open invite it names; the
+            // session checks its proof of the secret.
+            match invite.map(|id| shared.invites.lock().expect("invites lock").check(&id)) {
+                None => Some(RefuseReason::NotAMember),
+                Some(Ok(_)) => None,
+                Some(Err(InviteRefusal::Unknown)) => Some(RefuseReason::InviteUnknown),
+                Some(Err(InviteRefusal::Expired)) => Some(RefuseReason::InviteExpired),
+                Some(Err(InviteRefusal::Used)) => Some(RefuseReason::InviteUsed),
+            }
         } else {
             None
         };
@@ -852,7 +933,7 @@ async fn dial_key(
 ) -> Result<SyncReport> {
     let mut last = None;
     if !shared.signaling.is_empty() {
-        match dial_webrtc(shared, peer, session).await {
+        match dial_webrtc(shared, peer, None, session).await {
             Ok(report) => return Ok(report),
             Err(Error::ShuttingDown) => return Err(Error::ShuttingDown),
             Err(error) => {
@@ -886,6 +967,7 @@ async fn dial_key(
 async fn dial_webrtc(
     shared: &Arc<Shared>,
     peer: Author,
+    invite: Option<[u8; 16]>,
     session: &SessionConfig,
 ) -> Result<SyncReport> {
     let _slot = shared
@@ -897,6 +979,7 @@ async fn dial_webrtc(
         shared.db.database_id(),
         shared.db.author(),
         peer,
+        invite,
         &shared.config.webrtc,
         shared.config.webrtc_connect_timeout,
     );

@@ -10,7 +10,7 @@
 //! session then pushes every change the local database applies that the peer
 //! is not known to hold, and a keepalive when idle.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use peers_engine::{Author, Change, Db, Head, Position, VersionVector};
@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::channel::{RecvHalf, SecureChannel, SendHalf};
 use crate::error::{Error, Result};
+use crate::invite::{INVITE_ID_BYTES, INVITE_SECRET_BYTES, InviteRefusal, Invites, redeem_proof};
 use crate::message::{
     self, BATCH_BYTES_MAX, BATCH_CHANGES_MAX, ByeReason, Hello, Message, SYNC_VERSION,
     SYNC_VERSION_MIN,
@@ -74,6 +75,10 @@ pub(crate) struct SessionConfig {
     pub(crate) stop: CancellationToken,
     /// Whether this side dialed (it starts the reconciliation).
     pub(crate) initiator: bool,
+    /// Joiner: the invite to redeem first (its id and secret).
+    pub(crate) redeem: Option<([u8; INVITE_ID_BYTES], [u8; INVITE_SECRET_BYTES])>,
+    /// Inviter: the open invites a stranger may redeem.
+    pub(crate) invites: Option<Arc<Mutex<Invites>>>,
 }
 
 /// Runs one session to its end. A one-shot session ends after both
@@ -92,11 +97,33 @@ pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin + Send>(
         peer: Some(peer),
         ..SyncReport::default()
     };
+    // A joiner redeems its invite before anything else.
+    if let Some((invite, secret)) = &config.redeem {
+        let proof = redeem_proof(secret, &handshake_hash, &db.author());
+        let redeem = Message::Redeem {
+            invite: *invite,
+            proof,
+        };
+        send.send(&redeem.encode()?).await?;
+    }
     // Authorization gate: after the authenticated handshake, before any
     // data (even the Hello's digest) moves, and before a stranger costs us
-    // a read of the version vector.
+    // a read of the version vector. A stranger may hold an invite: while
+    // any is remembered, its first message is read, and must redeem one.
+    let mut redeemed = false;
     if let Err(error) = check_member(db, &peer) {
-        return Err(ending(&mut send, error).await);
+        let remembered = config
+            .invites
+            .as_ref()
+            .is_some_and(|invites| !invites.lock().expect("invites lock").is_empty());
+        if !remembered {
+            return Err(ending(&mut send, error).await);
+        }
+        let invites = config.invites.clone().expect("checked above");
+        match admit(db, &mut recv, &invites, &handshake_hash, peer).await {
+            Ok(()) => redeemed = true,
+            Err(error) => return Err(ending(&mut send, error).await),
+        }
     }
     // Subscribe before reading the digest: every change applied after it
     // reaches the live loop, and every change past `start` in the log was
@@ -113,7 +140,13 @@ pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin + Send>(
         config.live,
     );
     send.send(&Message::Hello(hello).encode()?).await?;
-    let theirs = match receive(&mut recv).await {
+    let mut first = receive(&mut recv).await;
+    if !redeemed && matches!(first, Ok(Message::Redeem { .. })) {
+        // A member that redeemed before (its last session broke after the
+        // grant) redeems again: nothing to spend, nothing to grant.
+        first = receive(&mut recv).await;
+    }
+    let theirs = match first {
         Ok(Message::Hello(hello)) => hello,
         Ok(Message::Bye(reason)) => return Err(Error::PeerBye { reason }),
         Ok(other) => return Err(ending(&mut send, unexpected("Hello", &other)).await),
@@ -650,6 +683,31 @@ fn next_batch(
 /// before the genesis is held: there is nothing to leak, and what arrives
 /// is verified), only a key with a role in a members-only one. Reads the
 /// engine's membership snapshot: no lock, no I/O, fine on an async worker.
+/// The inviter's side of a redemption: the stranger's first message must
+/// be a `Redeem` whose proof matches an open invite; the use is written
+/// down, then the role is granted with a signed `Grant` (after which
+/// `check_member` admits the peer).
+async fn admit<S: AsyncRead + AsyncWrite + Unpin>(
+    db: &Db,
+    recv: &mut RecvHalf<S>,
+    invites: &Mutex<Invites>,
+    handshake_hash: &[u8; 32],
+    peer: Author,
+) -> Result<()> {
+    let (invite, proof) = match receive(recv).await? {
+        Message::Redeem { invite, proof } => (invite, proof),
+        _ => return Err(Error::NotAMember { peer }),
+    };
+    let role = invites
+        .lock()
+        .expect("invites lock")
+        .redeem(&invite, &proof, handshake_hash, &peer)
+        .map_err(|reason| Error::InviteRefused { reason })?;
+    let hash = blocking(db, move |db| db.grant(peer, role)).await?;
+    tracing::info!(%peer, %role, grant = %hash, "invite redeemed; role granted");
+    check_member(db, &peer)
+}
+
 pub(crate) fn check_member(db: &Db, peer: &Author) -> Result<()> {
     if db.is_members_only() == Some(true) && db.role_of(peer).is_none() {
         return Err(Error::NotAMember { peer: *peer });
@@ -739,6 +797,11 @@ async fn ending<S: AsyncRead + AsyncWrite + Unpin>(send: &mut SendHalf<S>, error
         Error::UnsupportedSyncVersion { .. } => Some(ByeReason::UnsupportedVersion),
         Error::RefusedChange { .. } => Some(ByeReason::RefusedChange),
         Error::NotAMember { .. } => Some(ByeReason::NotAMember),
+        Error::InviteRefused { reason } => Some(match reason {
+            InviteRefusal::Unknown => ByeReason::InviteUnknown,
+            InviteRefusal::Expired => ByeReason::InviteExpired,
+            InviteRefusal::Used => ByeReason::InviteUsed,
+        }),
         Error::MalformedMessage { .. } | Error::UnexpectedMessage { .. } => {
             Some(ByeReason::ProtocolViolation)
         }

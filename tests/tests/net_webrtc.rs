@@ -301,6 +301,7 @@ async fn one_key_cannot_hold_more_than_its_share_of_attempts() {
         let offer = Rendezvous::Offer {
             session,
             database_proof: offer_proof(dbs[0].database_id(), &session, &member, &dbs[0].author()),
+            invite: None,
             ice: IceParams {
                 ufrag: "ufrag".into(),
                 password: "p".repeat(24),

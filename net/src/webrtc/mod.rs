@@ -203,13 +203,15 @@ impl Signaling {
         Ok(messages)
     }
 
-    /// Dials `peer`: offers, waits for the answer, trickles candidates, and
-    /// returns once the data channel is open.
+    /// Dials `peer`: offers (a `Join` when redeeming `invite`), waits for
+    /// the answer, trickles candidates, and returns once the data channel is
+    /// open.
     pub(crate) async fn dial(
         &self,
         database: DatabaseId,
         ours: Author,
         peer: Author,
+        invite: Option<[u8; 16]>,
         config: &WebRtcConfig,
         timeout: Duration,
     ) -> Result<Opened> {
@@ -220,6 +222,7 @@ impl Signaling {
         let offer = Rendezvous::Offer {
             session,
             database_proof: offer_proof(database, &session, &ours, &peer),
+            invite,
             ice: driver.local.clone(),
             candidates: driver.host_candidates.clone(),
         };

@@ -10,6 +10,7 @@
 //! Trickle(3) = candidates
 //! Refuse (4) = reason: u8
 //! Hangup (5) = (nothing)
+//! Join   (6) = database_proof: [32] | invite: [16] | ice | candidates   (an Offer that redeems an invite)
 //! ice        = ufrag: u8 len + UTF-8 | password: u8 len + UTF-8 | fingerprint: [32] (SHA-256 of the DTLS certificate)
 //! candidates = count: u8 (<= 16) | count x candidate
 //! candidate  = type: u8 (0 host, 1 server-reflexive) | family: u8 (4, 6) | ip: [4 or 16] | port: u16 BE
@@ -72,6 +73,30 @@ pub enum RefuseReason {
     Busy,
     /// We are shutting down.
     ShuttingDown,
+    /// A `Join` named no invite we hold.
+    InviteUnknown,
+    /// A `Join` named an expired invite.
+    InviteExpired,
+    /// A `Join` named an invite whose uses are spent.
+    InviteUsed,
+}
+
+impl std::fmt::Display for RefuseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RefuseReason::OtherDatabase => "it syncs another database",
+            RefuseReason::NotAMember => {
+                "our key is not a member of its database (ask its owner or an admin for a grant, or an invite)"
+            }
+            RefuseReason::Busy => "it is busy (too many connections); try again later",
+            RefuseReason::ShuttingDown => "it is shutting down",
+            RefuseReason::InviteUnknown => {
+                "it knows no such invite (a forged ticket, or one from another replica)"
+            }
+            RefuseReason::InviteExpired => "the invite has expired; ask for a new one",
+            RefuseReason::InviteUsed => "the invite was already used; ask for a new one",
+        })
+    }
 }
 
 /// A rendezvous message.
@@ -87,6 +112,10 @@ pub enum Rendezvous {
         ice: IceParams,
         /// The dialer's candidates known so far.
         candidates: Vec<WireCandidate>,
+        /// The invite the dialer redeems (`crate::invite::invite_id`): then
+        /// the message's kind is `Join` (6), and the gate admits a key
+        /// without a role while the invite is open.
+        invite: Option<[u8; 16]>,
     },
     /// The acceptor's reply.
     Answer {
@@ -153,6 +182,7 @@ const KIND_ANSWER: u8 = 2;
 const KIND_TRICKLE: u8 = 3;
 const KIND_REFUSE: u8 = 4;
 const KIND_HANGUP: u8 = 5;
+const KIND_JOIN: u8 = 6;
 
 impl Rendezvous {
     /// The attempt this message belongs to.
@@ -172,7 +202,10 @@ impl Rendezvous {
     pub fn encode(&self) -> Result<Vec<u8>, RendezvousError> {
         let mut out = Vec::with_capacity(128);
         let kind = match self {
-            Rendezvous::Offer { .. } => KIND_OFFER,
+            Rendezvous::Offer { invite: None, .. } => KIND_OFFER,
+            Rendezvous::Offer {
+                invite: Some(_), ..
+            } => KIND_JOIN,
             Rendezvous::Answer { .. } => KIND_ANSWER,
             Rendezvous::Trickle { .. } => KIND_TRICKLE,
             Rendezvous::Refuse { .. } => KIND_REFUSE,
@@ -186,9 +219,13 @@ impl Rendezvous {
                 database_proof,
                 ice,
                 candidates,
+                invite,
                 ..
             } => {
                 out.extend_from_slice(database_proof);
+                if let Some(invite) = invite {
+                    out.extend_from_slice(invite);
+                }
                 encode_ice(&mut out, ice)?;
                 encode_candidates(&mut out, candidates)?;
             }
@@ -204,6 +241,9 @@ impl Rendezvous {
                 RefuseReason::NotAMember => 2,
                 RefuseReason::Busy => 3,
                 RefuseReason::ShuttingDown => 4,
+                RefuseReason::InviteUnknown => 5,
+                RefuseReason::InviteExpired => 6,
+                RefuseReason::InviteUsed => 7,
             }),
             Rendezvous::Hangup { .. } => {}
         }
@@ -223,6 +263,14 @@ impl Rendezvous {
             KIND_OFFER => Rendezvous::Offer {
                 session,
                 database_proof: reader.array()?,
+                invite: None,
+                ice: reader.ice()?,
+                candidates: reader.candidates()?,
+            },
+            KIND_JOIN => Rendezvous::Offer {
+                session,
+                database_proof: reader.array()?,
+                invite: Some(reader.array()?),
                 ice: reader.ice()?,
                 candidates: reader.candidates()?,
             },
@@ -242,6 +290,9 @@ impl Rendezvous {
                     2 => RefuseReason::NotAMember,
                     3 => RefuseReason::Busy,
                     4 => RefuseReason::ShuttingDown,
+                    5 => RefuseReason::InviteUnknown,
+                    6 => RefuseReason::InviteExpired,
+                    7 => RefuseReason::InviteUsed,
                     value => {
                         return Err(RendezvousError::Unknown {
                             what: "refusal reason",
@@ -391,6 +442,7 @@ mod tests {
         Rendezvous::Offer {
             session: [7; SESSION_ID_BYTES],
             database_proof: [9; 32],
+            invite: None,
             ice: IceParams {
                 ufrag: "abcd".into(),
                 password: "p".repeat(24),
@@ -412,7 +464,27 @@ mod tests {
     #[test]
     fn every_message_round_trips() {
         let session = [1; SESSION_ID_BYTES];
+        let join = match offer() {
+            Rendezvous::Offer {
+                session,
+                database_proof,
+                ice,
+                candidates,
+                ..
+            } => Rendezvous::Offer {
+                session,
+                database_proof,
+                invite: Some([5; 16]),
+                ice,
+                candidates,
+            },
+            _ => unreachable!("offer() makes an Offer"),
+        };
+        let bytes = join.encode().expect("encodes");
+        assert_eq!(bytes[0], 6, "an offer with an invite is a Join");
+        assert_eq!(&bytes[2 + 16 + 32..2 + 16 + 32 + 16], &[5; 16]);
         let messages = [
+            join,
             offer(),
             Rendezvous::Answer {
                 session,
