@@ -7,8 +7,9 @@
 //!   and fsynced) and reported. Torn means: fewer than 8 bytes left for a frame
 //!   header, a frame running past the end of the file, or a checksum mismatch on a
 //!   frame followed only by zero bytes (or by nothing).
-//! - A last segment whose header is torn (shorter than 32 bytes, or all zero bytes)
-//!   holds no record: it is removed and reported. The segment before it then gets
+//! - A last segment whose header is torn (shorter than 32 bytes, all zero bytes,
+//!   or 32 bytes that are its expected header with some bytes zero) holds no
+//!   record: it is removed and reported. The segment before it then gets
 //!   no torn-tail allowance, because rotation fsyncs a segment before creating the
 //!   next one.
 //! - Everything else (a checksum mismatch followed by data, an oversized length
@@ -167,7 +168,9 @@ fn remove_torn_last_segment(
     };
     let segment = Segment::open(fs, &path, base, false)?;
     let file_len = segment.file_len()?;
-    let header_torn = file_len < HEADER_BYTES || zero_filled(&segment, 0, file_len)?;
+    let header_torn = file_len < HEADER_BYTES
+        || zero_filled(&segment, 0, file_len)?
+        || (file_len == HEADER_BYTES && header_partly_zero(&segment, base)?);
     if !header_torn {
         return Ok(None);
     }
@@ -187,6 +190,22 @@ fn remove_torn_last_segment(
         segment_removed: true,
     };
     Ok(Some((base, torn_tail)))
+}
+
+/// Whether the 32 bytes of a segment file are the header a segment with this
+/// `base` starts with, except that some of them are zero: its creation was cut
+/// before the header's fsync (the length reached the disk, not all of the data).
+/// Rotation writes no frame before that fsync returns, so such a file holds no
+/// record.
+fn header_partly_zero(segment: &Segment, base: u64) -> Result<bool, Error> {
+    let mut bytes = [0u8; HEADER_BYTES as usize];
+    segment.read_exact_at(&mut bytes, 0)?;
+    let expected = SegmentHeader { base }.encode();
+    let consistent = bytes
+        .iter()
+        .zip(&expected)
+        .all(|(byte, expected)| byte == expected || *byte == 0);
+    Ok(consistent && bytes != expected)
 }
 
 /// A segment whose header and frames were checked.

@@ -242,6 +242,43 @@ fn torn_header_of_last_segment_is_removed() {
     }
 }
 
+// Guards a crash during rotation that left the new segment's full length but
+// only part of its header (the rest zeros), as the power-loss simulation found:
+// the segment holds no record and is removed. A 32-byte header with a wrong
+// non-zero byte is still corruption.
+#[test]
+fn partly_zero_header_of_last_segment_is_removed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let paths = several_segments(dir.path());
+    let last = paths.last().expect("last").clone();
+    let base = base_of(&last);
+    // Keep the header of the last segment only; its records are given up here.
+    set_len(&last, HEADER_BYTES);
+    let kept = all_records(&open(dir.path(), 200).0).len();
+    flip_byte(&last, 24, 0x01);
+    let error = peers_wal::Wal::open(dir.path(), peers_wal::Options::default()).expect_err("open");
+    assert!(matches!(
+        error,
+        Error::Corrupt {
+            reason: CorruptReason::HeaderChecksumMismatch { .. },
+            ..
+        }
+    ));
+    flip_byte(&last, 24, 0x01);
+    // Zero the checksum and the reserved field: a torn header write.
+    set_len(&last, 24);
+    set_len(&last, HEADER_BYTES);
+
+    let (wal, report) = open(dir.path(), 200);
+    let torn = report.torn_tail.expect("reported");
+    assert_eq!(torn.segment, last);
+    assert!(torn.segment_removed);
+    assert_eq!(torn.bytes_cut, HEADER_BYTES);
+    assert!(!last.exists());
+    assert_eq!(wal.end(), Position(base));
+    assert_eq!(all_records(&wal).len(), kept);
+}
+
 // Guards the magic check: a file that is not a segment is refused.
 #[test]
 fn wrong_magic_is_refused() {
