@@ -14,6 +14,8 @@
 //!   next one.
 //! - Everything else (a checksum mismatch followed by data, an oversized length
 //!   within the file, any defect in an earlier segment) is [`Error::Corrupt`].
+//! - What open reports is durable: the last segment and the directory (and the
+//!   directory's entry in its parent) are fsynced before it returns.
 
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -85,6 +87,10 @@ pub(crate) fn recover(fs: &dyn Fs, dir: &Path, syncer: &Syncer) -> Result<Recove
         last_len = checked.scan.valid_len;
         segments.push(Arc::new(checked.segment));
     }
+    // The segments' names must be durable before they are reported: an earlier
+    // rotation or open may have created the last one and failed before its
+    // directory fsync.
+    syncer.sync_dir(fs, dir)?;
     let report = OpenReport {
         torn_tail,
         segments: segments.len(),
@@ -113,18 +119,20 @@ fn single_empty_segment(segment: Segment, torn_tail: Option<TornTail>) -> Recove
     }
 }
 
-/// Creates `dir` if missing, with any missing parents, and fsyncs the parent of
-/// each directory it created (outermost first) so the new directories stay.
+/// Creates `dir` if missing, with any missing parents, then fsyncs the parent of
+/// each directory it created (outermost first) and the parent of `dir` in any
+/// case: an earlier open may have created `dir` and failed before that fsync.
 fn ensure_dir(fs: &dyn Fs, dir: &Path, syncer: &Syncer) -> Result<(), Error> {
-    let missing: Vec<&Path> = dir
+    let mut missing: Vec<&Path> = dir
         .ancestors()
         .filter(|ancestor| !ancestor.as_os_str().is_empty())
         .take_while(|ancestor| !fs.is_dir(ancestor))
         .collect();
     if missing.is_empty() {
-        return Ok(());
+        missing.push(dir);
+    } else {
+        create_dir_all(fs, dir)?;
     }
-    create_dir_all(fs, dir)?;
     for created in missing.iter().rev() {
         let parent = created
             .parent()

@@ -283,9 +283,7 @@ impl Shared {
     /// tail as after a crash.
     fn cut_back(&self, writer: &mut Writer, keep: u64) {
         let len = keep.saturating_sub(writer.segment.base).max(HEADER_BYTES);
-        if len >= writer.len {
-            return;
-        }
+        debug_assert!(len <= writer.len);
         match writer.segment.set_len(len) {
             Ok(()) => writer.len = len,
             Err(error) => tracing::error!(
