@@ -12,7 +12,15 @@
 //!   the last segment (the trace of a crash mid-append) is cut and reported in
 //!   [`OpenReport::torn_tail`]; any other damage is [`Error::Corrupt`], never skipped.
 //! - **Failure.** A failed write or fsync poisons the log: every later call returns
-//!   [`Error::Poisoned`] until it is reopened. An fsync is never retried.
+//!   [`Error::Poisoned`] until it is reopened. An fsync is never retried. Before
+//!   poisoning, the last segment is cut back to the bytes known good (the end of
+//!   the last complete write, or of the last successful fsync), so a reopen does
+//!   not report a record whose append failed.
+//!
+//! Features for tests: `failpoints` adds fail points on every write, fsync,
+//! creation, truncation and removal ([`FAIL_POINTS`]); `testing` adds
+//! `peers_wal::testing`, a simulated disk that loses what was not fsynced when
+//! the power is cut. `docs/RELIABILITY.md` lists the guarantees and their tests.
 //!
 //! The byte layout is specified in `docs/FORMAT.md`.
 //!

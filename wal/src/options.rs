@@ -32,7 +32,9 @@ pub enum SyncMode {
     Always,
     /// An append returns after its write(2): the record survives a crash of the
     /// process but maybe not of the machine. [`Wal::sync`](crate::Wal::sync) makes
-    /// everything appended so far durable. Segment rotation always fsyncs.
+    /// everything appended so far durable. Segment rotation always fsyncs. If an
+    /// fsync fails, what it was to cover is cut off (crate documentation, "Failure"):
+    /// relaxed appends not yet synced are then lost even without a crash.
     Relaxed,
 }
 
