@@ -357,7 +357,7 @@ pub(crate) fn join_ticket(dir: &Path, text: &str, across: &Across, json: bool) -
             let node = Node::start(db.clone(), config).await?;
             let result = with_progress(&node, "joining", node.redeem(&ticket)).await;
             node.shutdown().await;
-            Ok(result.context("redeeming the invite")?)
+            result.context("redeeming the invite")
         })
     });
     let report = match result {

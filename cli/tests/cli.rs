@@ -635,6 +635,11 @@ impl Server {
     /// Starts `peers --json --db DB serve --listen 127.0.0.1:0` and reads the
     /// address from its first line.
     fn start(db: &Path) -> Server {
+        Server::start_at(db, "127.0.0.1:0")
+    }
+
+    /// Starts `peers --json --db DB serve --listen LISTEN`.
+    fn start_at(db: &Path, listen: &str) -> Server {
         use std::io::BufRead;
         let mut child = Command::new(env!("CARGO_BIN_EXE_peers"))
             .env_remove("PEERS_DB")
@@ -642,7 +647,7 @@ impl Server {
             .arg("--json")
             .arg("--db")
             .arg(db)
-            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(["serve", "--listen", listen])
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -750,6 +755,65 @@ fn serve_grant_sync_revoke() {
     server.stop();
     let output = run(Some(&a), &["get", "notes", "n3"]);
     fails_one_line(&output, "b's change after its revocation");
+}
+
+// Guards the join-by-ticket story (issue 12): `invite` prints a ticket and
+// its QR code; with `serve` running, `join TICKET` creates the replica,
+// redeems the invite and syncs with a role; a spent, damaged or expired
+// ticket fails with one error line and leaves no directory behind; a
+// writer cannot invite.
+#[test]
+fn invite_and_join_by_ticket() {
+    let (_temp, a, id) = new_db("a");
+    commit(&a, &["put", "notes", "n1", "title=from a"]);
+    // A free port for the ticket: `serve` must know it before it starts.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port();
+    let address = format!("127.0.0.1:{port}");
+    let shown = ok(&a, &["invite", "--address", &address]);
+    assert!(shown.contains('█'), "a QR code: {shown}");
+    assert!(shown.contains("\nPEERS"), "the ticket's text: {shown}");
+    let invite = ok_json(&a, &["invite", "--address", &address, "--role", "writer"]);
+    let ticket = invite["ticket"].as_str().expect("ticket").to_owned();
+    assert_eq!(invite["role"], "writer");
+    let short = ok_json(&a, &["invite", "--address", &address, "--expires", "1s"]);
+    let server = Server::start_at(&a, &address);
+
+    let b = a.with_file_name("b");
+    let joined = ok_json(&b, &["join", &ticket]);
+    assert_eq!(joined["role"], "writer", "{joined}");
+    assert_eq!(joined["database"], id["database"]);
+    assert_eq!(joined["peer"], id["public_key"]);
+    assert_eq!(
+        joined["changes_received"], 3,
+        "genesis, n1, grant: {joined}"
+    );
+    assert_eq!(ok_json(&b, &["get", "notes", "n1"])["title"], "from a");
+
+    let c = a.with_file_name("c");
+    let stderr = fails_one_line(&run(Some(&c), &["join", &ticket]), "a spent ticket");
+    assert!(stderr.contains("already used"), "{stderr}");
+    assert!(!c.exists(), "a failed join leaves no directory");
+    let mut damaged = ticket.clone();
+    damaged.replace_range(30..31, if &ticket[30..31] == "A" { "B" } else { "A" });
+    let stderr = fails_one_line(&run(Some(&c), &["join", &damaged]), "a damaged ticket");
+    assert!(stderr.contains("damaged"), "{stderr}");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let short = short["ticket"].as_str().expect("ticket");
+    let stderr = fails_one_line(&run(Some(&c), &["join", short]), "an expired ticket");
+    assert!(stderr.contains("expired"), "{stderr}");
+    assert!(!c.exists());
+    server.stop();
+
+    let stderr = fails_one_line(
+        &run(Some(&b), &["invite", "--address", &address]),
+        "a writer invites",
+    );
+    assert!(stderr.contains("cannot grant"), "{stderr}");
+    let stderr = fails_one_line(&run(Some(&a), &["invite"]), "a ticket without a way in");
+    assert!(stderr.contains("--signal"), "{stderr}");
 }
 
 /// Every op has a text and a JSON form in `peers log` (the genesis, the

@@ -464,11 +464,11 @@ impl Invites {
             return Err(InviteError::NotSynced);
         }
         let held = db.role_of(&db.author());
-        let allowed = match (held, options.role) {
-            (Some(Role::Owner), Role::Reader | Role::Writer | Role::Admin) => true,
-            (Some(Role::Admin), Role::Reader | Role::Writer) => true,
-            _ => false,
-        };
+        let allowed = matches!(
+            (held, options.role),
+            (Some(Role::Owner), Role::Reader | Role::Writer | Role::Admin)
+                | (Some(Role::Admin), Role::Reader | Role::Writer)
+        );
         if !allowed {
             return Err(InviteError::CannotGrant {
                 role: options.role,
