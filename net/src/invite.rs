@@ -159,17 +159,7 @@ impl Ticket {
         let addresses = &self.addresses[..self.addresses.len().min(TICKET_ADDRESSES_MAX)];
         bytes.push(addresses.len() as u8);
         for address in addresses {
-            match address.ip() {
-                IpAddr::V4(ip) => {
-                    bytes.push(4);
-                    bytes.extend_from_slice(&ip.octets());
-                }
-                IpAddr::V6(ip) => {
-                    bytes.push(6);
-                    bytes.extend_from_slice(&ip.octets());
-                }
-            }
-            bytes.extend_from_slice(&address.port().to_be_bytes());
+            crate::webrtc::encode_address(&mut bytes, address);
         }
         let signal: Vec<&String> = self
             .signal

@@ -28,6 +28,7 @@ pub use driver::{
     RECEIVED_PENDING_MAX, WebRtcConfig,
 };
 use driver::{Control, Driver, Report};
+pub(crate) use wire::encode_address;
 pub use wire::{
     CANDIDATES_MAX, CandidateType, FINGERPRINT_BYTES, ICE_TEXT_BYTES_MAX, IceParams,
     RENDEZVOUS_VERSION, RefuseReason, Rendezvous, RendezvousError, SESSION_ID_BYTES, SessionId,

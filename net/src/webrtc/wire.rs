@@ -328,6 +328,22 @@ fn encode_ice(out: &mut Vec<u8>, ice: &IceParams) -> Result<(), RendezvousError>
     Ok(())
 }
 
+/// `family: u8 (4 or 6) | ip: [4 or 16] | port: u16 BE`, the address layout of
+/// rendezvous candidates and of tickets.
+pub(crate) fn encode_address(out: &mut Vec<u8>, address: &SocketAddr) {
+    match address.ip() {
+        IpAddr::V4(ip) => {
+            out.push(4);
+            out.extend_from_slice(&ip.octets());
+        }
+        IpAddr::V6(ip) => {
+            out.push(6);
+            out.extend_from_slice(&ip.octets());
+        }
+    }
+    out.extend_from_slice(&address.port().to_be_bytes());
+}
+
 fn encode_candidates(
     out: &mut Vec<u8>,
     candidates: &[WireCandidate],
@@ -341,17 +357,7 @@ fn encode_candidates(
             CandidateType::Host => 0,
             CandidateType::ServerReflexive => 1,
         });
-        match candidate.address.ip() {
-            IpAddr::V4(ip) => {
-                out.push(4);
-                out.extend_from_slice(&ip.octets());
-            }
-            IpAddr::V6(ip) => {
-                out.push(6);
-                out.extend_from_slice(&ip.octets());
-            }
-        }
-        out.extend_from_slice(&candidate.address.port().to_be_bytes());
+        encode_address(out, &candidate.address);
     }
     Ok(())
 }
