@@ -3,6 +3,7 @@
 use std::fs::File;
 use std::io::{BufReader, BufWriter};
 use std::path::Path;
+use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -12,31 +13,35 @@ use peers_engine::{
 };
 use serde_json::json;
 
+use crate::control::{self, Route};
 use crate::output::{
     history_json, op_json, report_json, row_json, row_text, version_vector_from_json,
     version_vector_json,
 };
-use crate::{Cli, Command};
+use crate::{Cli, Command, console};
 
 /// Changes handed to the engine per batch during an import.
 const IMPORT_BATCH_CHANGES: usize = 4096;
 
-pub(crate) fn run(cli: Cli) -> Result<()> {
+/// Runs a command typed at this terminal: directly, or through the process
+/// that holds the database (`crate::control`).
+pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
     let json = cli.json;
     match cli.command {
-        Command::Demo => return crate::demo::run(),
+        Command::Demo => return crate::demo::run().map(|()| ExitCode::SUCCESS),
         Command::Completions { shell } => {
             let mut command = crate::command();
             clap_complete::generate(shell, &mut command, "peers", &mut std::io::stdout());
-            return Ok(());
+            return Ok(ExitCode::SUCCESS);
         }
         Command::Man => {
             let command = crate::command();
             clap_mangen::Man::new(command).render(&mut std::io::stdout())?;
-            return Ok(());
+            return Ok(ExitCode::SUCCESS);
         }
         Command::Signal { listen, stun } => {
-            return crate::network::signal(listen, stun.as_deref(), json);
+            crate::network::signal(listen, stun.as_deref(), json)?;
+            return Ok(ExitCode::SUCCESS);
         }
         _ => {}
     }
@@ -45,22 +50,84 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
         .clone()
         .context("--db DIR is required (or set PEERS_DB)")?;
     match cli.command {
-        Command::Init { open } => init(&dir, open, json),
+        Command::Init { open } => init(&dir, open, json)?,
         Command::Join { database, across } => {
             if database
                 .trim_start()
                 .to_ascii_uppercase()
                 .starts_with(peers_net::invite::TICKET_PREFIX)
             {
-                crate::network::join_ticket(&dir, &database, &across, json)
+                crate::network::join_ticket(&dir, &database, &across, json)?;
             } else {
-                join(&dir, &database, json)
+                join(&dir, &database, json)?;
             }
         }
-        command => {
-            let db = Db::open(&dir, Options::default())
-                .with_context(|| format!("opening {}", dir.display()))?;
-            run_on(&db, command, json)
+        command => match control::route(&dir)? {
+            Route::Holder(stream) => return control::forward(&stream, &dir),
+            Route::Direct(db) => {
+                // While this command runs, others reach the database through
+                // it; except a rebuild, which needs the view to itself.
+                let listening = match command {
+                    Command::Rebuild => None,
+                    _ => match control::Control::start(&db) {
+                        Ok(listening) => Some(listening),
+                        Err(error) => {
+                            tracing::warn!(%error, "no control socket in {}: other commands cannot reach this process", dir.display());
+                            None
+                        }
+                    },
+                };
+                let result = run_on(&db, command, json);
+                drop(listening);
+                result?;
+            }
+        },
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs a command another `peers` process sent through the control socket
+/// (its output goes back through `console`); returns its exit code: 0, 1
+/// for an error, 2 for a command line this build does not take.
+pub(crate) fn run_for_client(db: &Db, args: Vec<String>) -> u8 {
+    let matches = match crate::command()
+        .try_get_matches_from(std::iter::once("peers".to_owned()).chain(args))
+    {
+        Ok(matches) => matches,
+        Err(error) => {
+            console::err(error.render().to_string().trim_end());
+            return u8::try_from(error.exit_code()).unwrap_or(2);
+        }
+    };
+    let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(error) => {
+            console::err(error.render().to_string().trim_end());
+            return 2;
+        }
+    };
+    let needs_it_alone = |what: &str| {
+        anyhow::anyhow!(
+            "{} is open in {}, and {what} needs the database to itself: stop that process first (every other command works while it runs)",
+            db.dir().display(),
+            control::holder()
+        )
+    };
+    let result = match cli.command {
+        Command::Serve { .. } => Err(needs_it_alone("serve")),
+        Command::Rebuild => Err(needs_it_alone("rebuild")),
+        Command::Init { .. } | Command::Join { .. } => Err(anyhow::anyhow!(
+            "{} already holds a database, open in {}",
+            db.dir().display(),
+            control::holder()
+        )),
+        command => run_on(db, command, cli.json),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(error) => {
+            console::err(&crate::error_line(&error));
+            1
         }
     }
 }
@@ -88,8 +155,18 @@ fn run_on(db: &Db, command: Command, json: bool) -> Result<()> {
         Command::Scan { table } => scan(db, &table, json),
         Command::Log => log(db, json),
         Command::History { table, row } => history(db, &table, &row, json),
-        Command::Export { file, since } => export(db, &file, since.as_deref(), json),
-        Command::Import { file } => import(db, &file, json),
+        Command::Export {
+            file,
+            automerge: Some(table),
+            ..
+        } => export_automerge(db, &table, &file, json),
+        Command::Export { file, since, .. } => export(db, &file, since.as_deref(), json),
+        Command::Import {
+            file,
+            automerge: Some(table),
+        } => import_automerge(db, &table, &file, json),
+        Command::Import { file, .. } => import(db, &file, json),
+        Command::Watch { table, row } => watch(db, &table, row.as_deref(), json),
         Command::VersionVector => version_vector(db, json),
         Command::StateHash => {
             let hash = db.state_hash()?;
@@ -156,16 +233,8 @@ fn run_on(db: &Db, command: Command, json: bool) -> Result<()> {
 /// t | head -1`, a script that stopped reading a serving node's events),
 /// the program stops quietly, as Unix tools do, instead of panicking.
 pub(crate) fn print(json: bool, value: serde_json::Value, text: impl FnOnce() -> String) {
-    use std::io::Write;
     let line = if json { value.to_string() } else { text() };
-    let mut out = std::io::stdout().lock();
-    if let Err(error) = writeln!(out, "{line}").and_then(|()| out.flush()) {
-        if error.kind() == std::io::ErrorKind::BrokenPipe {
-            std::process::exit(0);
-        }
-        eprintln!("peers: cannot write to stdout: {error}");
-        std::process::exit(1);
-    }
+    console::out(&line);
 }
 
 fn init(dir: &Path, open: bool, json: bool) -> Result<()> {
@@ -358,7 +427,7 @@ fn history(db: &Db, table: &str, row: &str, json: bool) -> Result<()> {
 fn export(db: &Db, file: &Path, since: Option<&Path>, json: bool) -> Result<()> {
     let since = match since {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
+            let text = std::fs::read_to_string(console::path(path))
                 .with_context(|| format!("reading {}", path.display()))?;
             version_vector_from_json(&text)
                 .with_context(|| format!("parsing {}", path.display()))?
@@ -367,7 +436,8 @@ fn export(db: &Db, file: &Path, since: Option<&Path>, json: bool) -> Result<()> 
     };
     let changes = db.changes_since(&since)?;
     let bar = progress_bar(changes.remaining() as u64, "exporting");
-    let out = File::create(file).with_context(|| format!("creating {}", file.display()))?;
+    let out = File::create(console::path(file))
+        .with_context(|| format!("creating {}", file.display()))?;
     let mut writer = ChangeSetWriter::new(BufWriter::new(out), db.database_id())?;
     for change in changes {
         writer.write(&change?)?;
@@ -384,10 +454,11 @@ fn export(db: &Db, file: &Path, since: Option<&Path>, json: bool) -> Result<()> 
 }
 
 fn import(db: &Db, file: &Path, json: bool) -> Result<()> {
-    let length = std::fs::metadata(file)
+    let length = std::fs::metadata(console::path(file))
         .with_context(|| format!("reading {}", file.display()))?
         .len();
-    let input = File::open(file).with_context(|| format!("opening {}", file.display()))?;
+    let input =
+        File::open(console::path(file)).with_context(|| format!("opening {}", file.display()))?;
     let mut reader = ChangeSetReader::new(BufReader::new(input))
         .with_context(|| format!("reading {}", file.display()))?;
     if reader.database() != db.database_id() {
@@ -437,7 +508,7 @@ fn import(db: &Db, file: &Path, json: bool) -> Result<()> {
     print_import(&total, json);
     if !refused_records.is_empty() {
         for line in &refused_records {
-            eprintln!("refused {line}");
+            console::err(&format!("refused {line}"));
         }
         bail!(
             "{} of {index} changes in {} were refused",
@@ -446,6 +517,130 @@ fn import(db: &Db, file: &Path, json: bool) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// `peers export --automerge TABLE FILE`: the table as an automerge
+/// document (`Db::export_automerge`), written whole then fsynced.
+fn export_automerge(db: &Db, table: &str, file: &Path, json: bool) -> Result<()> {
+    let mut document = db.export_automerge(table)?;
+    let rows = automerge::ReadDoc::length(&document, automerge::ROOT);
+    let bytes = document.save();
+    write_file(&console::path(file), &bytes)
+        .with_context(|| format!("writing {}", file.display()))?;
+    print(
+        json,
+        json!({ "table": table, "rows": rows, "bytes": bytes.len(), "file": file }),
+        || {
+            format!(
+                "exported {rows} rows of {table} as an automerge document to {} ({} bytes)",
+                file.display(),
+                bytes.len()
+            )
+        },
+    );
+    Ok(())
+}
+
+/// Writes `bytes` to a new file and fsyncs it.
+fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = File::create(path)?;
+    out.write_all(bytes)?;
+    out.sync_all()
+}
+
+/// `peers import --automerge TABLE FILE`: an automerge document's rows into
+/// the table, as one signed change (`Db::import_automerge`).
+fn import_automerge(db: &Db, table: &str, file: &Path, json: bool) -> Result<()> {
+    let bytes = std::fs::read(console::path(file))
+        .with_context(|| format!("reading {}", file.display()))?;
+    let document = automerge::AutoCommit::load(&bytes)
+        .with_context(|| format!("{} is not an automerge document", file.display()))?;
+    let rows = automerge::ReadDoc::length(&document, automerge::ROOT);
+    let hash = db.import_automerge(table, &document)?;
+    print(
+        json,
+        json!({ "table": table, "rows": rows, "change": hash.to_hex() }),
+        || format!("imported {rows} rows into {table} as change {hash}"),
+    );
+    Ok(())
+}
+
+/// `peers watch TABLE [ROW]`: each applied change's ops on the table (or
+/// row), as they are applied, until interrupted.
+fn watch(db: &Db, table: &str, row: Option<&str>, json: bool) -> Result<()> {
+    let mut changes = db.subscribe();
+    let what = match row {
+        Some(row) => format!("{table}/{row}"),
+        None => table.to_owned(),
+    };
+    if !json {
+        console::err(&format!("watching {what}; Ctrl-C stops"));
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        loop {
+            let change = tokio::select! {
+                () = console::interrupted() => break,
+                change = changes.recv() => change,
+            };
+            let change = match change {
+                Ok(change) => change,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                    console::err(&format!(
+                        "peers: {missed} changes not shown (output too slow); `peers history` has them"
+                    ));
+                    continue;
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            };
+            if db.is_fork_evidence(&change) {
+                continue;
+            }
+            let ops: Vec<&Op> = change
+                .body()
+                .ops
+                .iter()
+                .filter(|op| {
+                    op.row().is_some_and(|(op_table, op_row)| {
+                        op_table == table && row.is_none_or(|row| row == op_row)
+                    })
+                })
+                .collect();
+            if !ops.is_empty() {
+                print_watched(db, &change, &ops, json);
+            }
+        }
+    });
+    Ok(())
+}
+
+fn print_watched(db: &Db, change: &Change, ops: &[&Op], json: bool) {
+    let body = change.body();
+    let local = body.author == db.author();
+    let value = json!({
+        "hash": change.hash().to_hex(),
+        "author": body.author.to_hex(),
+        "local": local,
+        "seq": body.seq,
+        "lamport": body.lamport,
+        "wall_ms": body.wall_ms,
+        "ops": ops.iter().map(|op| op_json(op)).collect::<Vec<_>>(),
+    });
+    print(json, value, || {
+        let ops: Vec<String> = ops.iter().map(ToString::to_string).collect();
+        format!(
+            "{} author {}{} seq {}: {}",
+            &change.hash().to_hex()[..16],
+            &body.author.to_hex()[..16],
+            if local { " (here)" } else { "" },
+            body.seq,
+            ops.join("; ")
+        )
+    });
 }
 
 fn merge_reports(total: &mut ApplyReport, part: ApplyReport) {
@@ -536,17 +731,19 @@ fn bar_style(template: &str) -> ProgressStyle {
     ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar())
 }
 
-/// A progress bar on stderr, hidden when stderr is not a terminal.
+/// A progress bar on stderr, hidden when stderr is not a terminal (or the
+/// command runs for a client of the control socket).
 fn progress_bar(length: u64, message: &'static str) -> ProgressBar {
-    let bar = ProgressBar::with_draw_target(Some(length), indicatif::ProgressDrawTarget::stderr());
+    let bar = ProgressBar::with_draw_target(Some(length), console::progress_target());
     bar.set_style(bar_style("{msg} {bar:40} {pos}/{len} ({eta})"));
     bar.set_message(message);
     bar
 }
 
-/// A spinner with a message on stderr, hidden when stderr is not a terminal.
+/// A spinner with a message on stderr, hidden when stderr is not a terminal
+/// (or the command runs for a client of the control socket).
 pub(crate) fn spinner(message: &'static str) -> ProgressBar {
-    let bar = ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+    let bar = ProgressBar::with_draw_target(None, console::progress_target());
     bar.set_style(
         ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
             .unwrap_or_else(|_| ProgressStyle::default_spinner()),

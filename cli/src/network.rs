@@ -13,8 +13,8 @@ use peers_net::{Discovery, Event, Node, NodeConfig, SyncReport, known_peers};
 use serde_json::json;
 use tokio::sync::broadcast;
 
-use crate::Across;
 use crate::commands::{print, spinner};
+use crate::{Across, console};
 
 /// The node configuration `--signal` and `--stun` ask for: the signaling
 /// servers, and STUN at each server's host and port unless `--stun` names
@@ -87,9 +87,7 @@ pub(crate) fn signal(listen: String, stun: Option<&str>, json: bool) -> Result<(
                 )
             },
         );
-        tokio::signal::ctrl_c()
-            .await
-            .context("waiting for Ctrl-C")?;
+        console::interrupted().await;
         let clients = server.clients();
         server.shutdown().await;
         print(
@@ -141,17 +139,19 @@ pub(crate) fn serve(
             },
         );
         if discover && address.ip().is_loopback() {
-            eprintln!(
+            console::err(&format!(
                 "peers: note: listening on loopback only; other machines cannot reach it (use --listen 0.0.0.0:{})",
                 address.port()
-            );
+            ));
         }
         let registered = node.signaling_servers();
         for url in &across.signal {
             if registered.contains(url) {
                 print_event(&Event::Registered { url: url.clone() }, 0, 0, json);
             } else {
-                eprintln!("peers: note: {url} does not answer yet; retrying in the background");
+                console::err(&format!(
+                    "peers: note: {url} does not answer yet; retrying in the background"
+                ));
             }
         }
         for peer in connect {
@@ -454,23 +454,23 @@ async fn scan(db: &Db, duration: Duration) -> Result<Vec<(Author, Vec<SocketAddr
     Ok(found)
 }
 
-/// Prints node events (one line each, or JSON lines) until Ctrl-C, then
-/// shuts the node down and prints the totals.
+/// Prints node events (one line each, or JSON lines) until Ctrl-C (or, for
+/// a client of the control socket, until it hangs up), then shuts the node
+/// down and prints the totals.
 async fn run_until_ctrl_c(node: Node, json: bool) -> Result<()> {
     let mut events = node.events();
     let (mut received, mut sent) = (0u64, 0u64);
     loop {
         let event = tokio::select! {
-            signal = tokio::signal::ctrl_c() => {
-                signal.context("waiting for Ctrl-C")?;
-                break;
-            }
+            () = console::interrupted() => break,
             event = events.recv() => event,
         };
         let event = match event {
             Ok(event) => event,
             Err(broadcast::error::RecvError::Lagged(missed)) => {
-                eprintln!("peers: {missed} events not shown (output too slow)");
+                console::err(&format!(
+                    "peers: {missed} events not shown (output too slow)"
+                ));
                 continue;
             }
             Err(broadcast::error::RecvError::Closed) => break,

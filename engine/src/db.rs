@@ -1,8 +1,8 @@
 //! The embedder's API: [`Db`], [`Options`], [`Transaction`] and reads.
 //!
 //! A database directory holds `database` (the id, hex), `identity.key` (this
-//! replica's secret key, owner-only), `log/` (the wal: the truth) and `view/`
-//! (RocksDB: rebuildable from the log).
+//! replica's secret key, owner-only), `lock` (who has it open), `log/` (the
+//! wal: the truth) and `view/` (RocksDB: rebuildable from the log).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -42,6 +42,9 @@ const DATABASE_FILE: &str = "database";
 const IDENTITY_FILE: &str = "identity.key";
 const LOG_DIR: &str = "log";
 const VIEW_DIR: &str = "view";
+/// The file whose advisory lock makes one process the directory's user; it
+/// holds that process's id and command line, for the error another gets.
+pub const LOCK_FILE: &str = "lock";
 
 /// How a database is opened.
 #[derive(Clone, Debug)]
@@ -97,6 +100,8 @@ struct CommitRequest {
 }
 
 struct Inner {
+    /// Held (locked) while open; unlocked when the last clone drops.
+    _lock: std::fs::File,
     dir: PathBuf,
     database: DatabaseId,
     identity: Identity,
@@ -149,6 +154,46 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
         path: path.to_owned(),
         source,
     }
+}
+
+/// Takes the directory's lock (an advisory lock on `DIR/lock`, released by
+/// the OS when the process ends, however it ends) and writes this process's
+/// id and command line into it; a directory locked elsewhere is
+/// [`Error::InUse`], naming the holder from what it wrote.
+fn lock_dir(dir: &Path) -> Result<std::fs::File> {
+    use std::io::{Read, Seek, Write};
+    let path = dir.join(LOCK_FILE);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io_error(&path))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            // Best effort: the holder writes its line just after locking.
+            let _ = file.take(1024).read_to_string(&mut holder);
+            let mut lines = holder.lines();
+            return Err(Error::InUse {
+                path: dir.to_owned(),
+                pid: lines.next().and_then(|pid| pid.trim().parse().ok()),
+                command: lines.next().unwrap_or_default().to_owned(),
+            });
+        }
+        Err(std::fs::TryLockError::Error(source)) => return Err(io_error(&path)(source)),
+    }
+    let command: Vec<String> = std::env::args_os()
+        .map(|arg| arg.to_string_lossy().into_owned())
+        .collect();
+    let holder = format!("{}\n{}\n", std::process::id(), command.join(" "));
+    file.set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| file.write_all(holder.as_bytes()))
+        .map_err(io_error(&path))?;
+    Ok(file)
 }
 
 fn now_ms() -> u64 {
@@ -210,9 +255,11 @@ impl Db {
         let dir = dir.as_ref().to_owned();
         let database = read_database_file(&dir)?;
         let identity = Identity::load(&dir.join(IDENTITY_FILE))?;
-        // RocksDB's LOCK file makes this process the directory's only user:
-        // take it before the wal's recovery may cut a "torn" tail that is in
-        // fact another process's append in flight.
+        // The lock makes this process the directory's only user: take it
+        // before the wal's recovery may cut a "torn" tail that is in fact
+        // another process's append in flight. (RocksDB's LOCK is a second,
+        // inner guard of the view alone.)
+        let lock = lock_dir(&dir)?;
         let view = Arc::new(open_view(&dir.join(VIEW_DIR), database)?);
         let wal_options = peers_wal::Options {
             segment_bytes_max: options.segment_bytes_max,
@@ -238,6 +285,7 @@ impl Db {
             engine.fork_cuts(),
         );
         let inner = Inner {
+            _lock: lock,
             dir,
             database,
             identity,

@@ -166,6 +166,18 @@ pub enum Error {
         /// The path.
         path: PathBuf,
     },
+    /// Another process (or another `Db` in this one) has the directory
+    /// open: one process at a time may. Use it through that process, or
+    /// close it there first.
+    #[error("{path} is open in {}", holder(*.pid, .command))]
+    InUse {
+        /// The database directory.
+        path: PathBuf,
+        /// The holder's process id, as it wrote it in `DIR/lock`.
+        pid: Option<u32>,
+        /// The holder's command line, as it wrote it (may be empty).
+        command: String,
+    },
     /// A database already exists at the path.
     #[error("a Peers database already exists at {path}")]
     AlreadyExists {
@@ -272,3 +284,12 @@ pub enum Error {
 
 /// `Result` with the engine's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// "process 1234 (peers serve)", or what is known of it.
+fn holder(pid: Option<u32>, command: &str) -> String {
+    match (pid, command.is_empty()) {
+        (Some(pid), false) => format!("process {pid} ({command})"),
+        (Some(pid), true) => format!("process {pid}"),
+        (None, _) => "another process".to_owned(),
+    }
+}

@@ -1,0 +1,307 @@
+//! `peers`: the command-line program, as a library. Thin: it parses
+//! arguments, calls the engine, and prints (as text, or JSON with `--json`).
+//! Any error exits non-zero with a one-line reason.
+//!
+//! A process that holds a database listens on its control socket
+//! ([`control`]), and every `peers` command run elsewhere on that database
+//! runs there: an embedding application gets that with
+//! [`control::Control::start`].
+
+mod commands;
+mod console;
+pub mod control;
+mod demo;
+mod network;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// The version line: the program's, and the formats and protocols it speaks
+/// (from the constants that define them, so it cannot drift).
+fn version() -> String {
+    format!(
+        "{} (change format {}, reads {}; sync protocol {}, from {}; secure channel {}; view format {}; log format {})",
+        env!("CARGO_PKG_VERSION"),
+        peers_engine::CHANGE_FORMAT_VERSION,
+        peers_engine::CHANGE_FORMAT_VERSION_MIN,
+        peers_net::SYNC_VERSION,
+        peers_net::SYNC_VERSION_MIN,
+        peers_net::CHANNEL_VERSION,
+        peers_engine::VIEW_FORMAT_VERSION,
+        peers_engine::LOG_FORMAT_VERSION,
+    )
+}
+
+/// The command line, with its version line.
+pub(crate) fn command() -> clap::Command {
+    // Leaked once per call (a process makes one or two): clap keeps a
+    // `&'static str` version.
+    let version: &'static str = Box::leak(version().into_boxed_str());
+    <Cli as clap::CommandFactory>::command().version(version)
+}
+
+/// How to reach peers across networks (WebRTC through signaling servers).
+#[derive(clap::Args, Debug, Default)]
+pub(crate) struct Across {
+    /// A signaling server (ws://HOST:PORT, see `peers signal`) to stay registered with and to dial keys through; repeatable.
+    #[arg(long, value_name = "URL")]
+    signal: Vec<String>,
+    /// A STUN server (HOST:PORT, UDP) that tells this replica its public address (default: each --signal server's host and port); repeatable.
+    #[arg(long, value_name = "ADDR")]
+    stun: Vec<String>,
+}
+
+/// Peers: a local-first, peer-to-peer database. Every write is a signed change.
+#[derive(Parser, Debug)]
+#[command(name = "peers", about, propagate_version = true)]
+pub(crate) struct Cli {
+    /// Database directory.
+    #[arg(long, global = true, env = "PEERS_DB", value_name = "DIR")]
+    db: Option<PathBuf>,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum Command {
+    /// Create a new database and identity; print its id and public key.
+    Init {
+        /// Let any key that knows the database id write (default: members only, granted by the owner or an admin).
+        #[arg(long)]
+        open: bool,
+    },
+    /// Create a replica of an existing database, with a new identity: from a ticket (`peers invite` on a member's replica; reaches it, redeems the invite and syncs), or empty from the database id.
+    Join {
+        /// A ticket (PEERS...), or the database id (64 hex digits).
+        #[arg(value_name = "TICKET|DB_ID")]
+        database: String,
+        #[command(flatten)]
+        across: Across,
+    },
+    /// Invite a device: print a ticket (and its QR code) that `peers join TICKET` redeems once for a role; then run `peers serve` so the joiner can reach this replica.
+    Invite {
+        /// The role to grant: reader, writer or admin (admin needs the owner).
+        #[arg(long, default_value = "writer")]
+        role: String,
+        /// How long the ticket stays valid: a number with s, m, h or d (90m, 24h, 7d).
+        #[arg(long, default_value = "24h", value_name = "DURATION")]
+        expires: String,
+        /// How many devices may redeem it.
+        #[arg(long, default_value_t = 1, value_name = "N")]
+        uses: u32,
+        /// An address (HOST:PORT) where `peers serve --listen` will accept the joiner directly; repeatable.
+        #[arg(long, value_name = "HOST:PORT")]
+        address: Vec<String>,
+        /// A signaling server `peers serve --signal` will stay registered with (ws://HOST:PORT); repeatable.
+        #[arg(long, value_name = "URL")]
+        signal: Vec<String>,
+        /// Print the ticket only, without its QR code.
+        #[arg(long)]
+        no_qr: bool,
+    },
+    /// Print the database id and this replica's public key.
+    Id,
+    /// Set fields of a row, all in one change. VALUE is a JSON scalar, else a string.
+    Put {
+        /// Table name.
+        table: String,
+        /// Row id.
+        row: String,
+        /// FIELD=VALUE pairs.
+        #[arg(required = true, value_name = "FIELD=VALUE")]
+        fields: Vec<String>,
+    },
+    /// Add DELTA to a counter field.
+    Incr {
+        /// Table name.
+        table: String,
+        /// Row id.
+        row: String,
+        /// Field name.
+        field: String,
+        /// Amount (may be negative).
+        #[arg(allow_hyphen_values = true)]
+        delta: i64,
+    },
+    /// Delete a row.
+    Delete {
+        /// Table name.
+        table: String,
+        /// Row id.
+        row: String,
+    },
+    /// Print a row.
+    Get {
+        /// Table name.
+        table: String,
+        /// Row id.
+        row: String,
+    },
+    /// Print every row of a table, in row-id order.
+    Scan {
+        /// Table name.
+        table: String,
+    },
+    /// Print the change log, in log order.
+    Log,
+    /// Print the signed changes that touched a row.
+    History {
+        /// Table name.
+        table: String,
+        /// Row id.
+        row: String,
+    },
+    /// Write a change-set file with the changes another replica lacks; or, with --automerge TABLE, the table as an automerge document.
+    Export {
+        /// Output file.
+        file: PathBuf,
+        /// The other replica's version vector (`peers version-vector --json`); all changes if absent.
+        #[arg(long, value_name = "VV_FILE", conflicts_with = "automerge")]
+        since: Option<PathBuf>,
+        /// Write this table as an automerge document (a map per row, keyed by row id) instead of a change-set file.
+        #[arg(long, value_name = "TABLE")]
+        automerge: Option<String>,
+    },
+    /// Verify and apply every change of a change-set file; or, with --automerge TABLE, write an automerge document's rows into the table as one change.
+    Import {
+        /// Input file.
+        file: PathBuf,
+        /// Read an automerge document (a map per row, keyed by row id) into this table.
+        #[arg(long, value_name = "TABLE")]
+        automerge: Option<String>,
+    },
+    /// Print changes to a table (or one row) as they are applied, local and received, until Ctrl-C.
+    Watch {
+        /// Table name.
+        table: String,
+        /// Only this row.
+        row: Option<String>,
+    },
+    /// Print the version vector (per author: highest seq and its hash).
+    VersionVector,
+    /// Print the digest of the materialized state.
+    StateHash,
+    /// Re-check every hash, signature, chain and lamport, and that a rebuild gives the same state.
+    Verify,
+    /// Drop the view and rebuild it from the log.
+    Rebuild,
+    /// Grant a role to a public key (owner or admin; below your own role).
+    Grant {
+        /// The member's public key (64 hex digits; `peers id` on its replica).
+        key: String,
+        /// reader (syncs only), writer, or admin (also grants and revokes writers and readers).
+        role: String,
+    },
+    /// Revoke a key: its later changes are refused everywhere, and peers stop syncing with it.
+    Revoke {
+        /// The key (64 hex digits).
+        key: String,
+    },
+    /// List the keys that hold or held a role.
+    Members,
+    /// Accept peers and sync with them live, until Ctrl-C. Logs peers and counts.
+    Serve {
+        /// Address to listen on (IP:PORT; port 0 picks a free one).
+        #[arg(long, default_value = "127.0.0.1:7001", value_name = "ADDR")]
+        listen: String,
+        /// Announce this replica on the LAN (mDNS) and sync with the replicas of this database found there.
+        #[arg(long)]
+        discover: bool,
+        /// Also keep a live connection to this peer (HOST:PORT, or a public key with --signal); repeatable.
+        #[arg(long, value_name = "ADDR|KEY")]
+        connect: Vec<String>,
+        #[command(flatten)]
+        across: Across,
+    },
+    /// Sync with a peer both ways: once (prints changes and bytes sent and received), or --live until Ctrl-C.
+    Sync {
+        /// The peer's address (HOST:PORT), or its public key (64 hex digits) to reach it through --signal.
+        #[arg(value_name = "ADDR|KEY")]
+        address: String,
+        /// Refuse the peer unless it proves this public key (64 hex digits).
+        #[arg(long, value_name = "KEY")]
+        expect_key: Option<String>,
+        /// Stay connected and push changes as they commit; reconnect when the connection drops.
+        #[arg(long)]
+        live: bool,
+        #[command(flatten)]
+        across: Across,
+    },
+    /// Run a signaling server: peers behind NATs find each other through it by key (it sees only sealed payloads), with a STUN responder on the same port over UDP.
+    Signal {
+        /// Address to listen on (IP:PORT) for WebSocket clients.
+        #[arg(long, default_value = "0.0.0.0:7400", value_name = "ADDR")]
+        listen: String,
+        /// The STUN responder's UDP address (default: the --listen address over UDP).
+        #[arg(long, value_name = "ADDR")]
+        stun: Option<String>,
+    },
+    /// List the peers this replica has met (dialed, accepted, discovered).
+    Peers {
+        /// Also look for replicas of this database on the LAN for SECONDS.
+        #[arg(long, value_name = "SECONDS")]
+        scan: Option<u64>,
+    },
+    /// Three replicas in a temporary directory converge after concurrent writes.
+    Demo,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell),
+    /// e.g. `peers completions bash > ~/.local/share/bash-completion/completions/peers`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), e.g. `peers man | man -l -`.
+    Man,
+}
+
+/// The program: parses the command line, runs the command (directly, or
+/// through the process that holds the database) and returns its exit code.
+pub fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PEERS_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let matches = command().get_matches();
+    let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(error) => error.exit(),
+    };
+    match commands::run(cli) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("{}", error_line(&error));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// What a failed command prints on stderr, the same wherever it ran.
+pub(crate) fn error_line(error: &anyhow::Error) -> String {
+    format!("peers: error: {}", one_line(error))
+}
+
+/// The error and its causes on one line. A cause whose text is already part of
+/// the line (an error that prints its source as well as exposing it) is skipped.
+fn one_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line.replace('\n', " ")
+}
