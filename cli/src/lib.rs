@@ -266,7 +266,9 @@ pub fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("PEERS_LOG")
-                .unwrap_or_else(|_| "warn".into()),
+                // automerge logs at ERROR what it also returns: the error
+                // line says it once.
+                .unwrap_or_else(|_| "warn,automerge=off".into()),
         )
         .with_writer(std::io::stderr)
         .init();

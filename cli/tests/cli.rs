@@ -640,6 +640,11 @@ impl Server {
 
     /// Starts `peers --json --db DB serve --listen LISTEN`.
     fn start_at(db: &Path, listen: &str) -> Server {
+        Server::start_with(db, &["--listen", listen])
+    }
+
+    /// Starts `peers --json --db DB serve ARGS...`.
+    fn start_with(db: &Path, args: &[&str]) -> Server {
         use std::io::BufRead;
         let mut child = Command::new(env!("CARGO_BIN_EXE_peers"))
             .env_remove("PEERS_DB")
@@ -647,7 +652,8 @@ impl Server {
             .arg("--json")
             .arg("--db")
             .arg(db)
-            .args(["serve", "--listen", listen])
+            .arg("serve")
+            .args(args)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -898,4 +904,342 @@ fn version_completions_and_man() {
         "{man}"
     );
     assert!(man.contains("serve") && man.contains("grant"), "{man}");
+}
+
+/// Every command that reads, as `peers` prints it (text and JSON), with its
+/// exit code and stderr: the same whether it ran here or in the holder.
+fn read_commands(db: &Path) -> Vec<(Vec<&'static str>, Output)> {
+    let commands: Vec<Vec<&'static str>> = vec![
+        vec!["id"],
+        vec!["get", "notes", "n1"],
+        vec!["get", "notes", "missing"],
+        vec!["scan", "notes"],
+        vec!["log"],
+        vec!["history", "notes", "n1"],
+        vec!["version-vector"],
+        vec!["state-hash"],
+        vec!["verify"],
+        vec!["members"],
+        vec!["peers"],
+        vec!["incr", "notes", "n1", "title", "1"],
+        vec!["grant", "not-a-key", "writer"],
+    ];
+    let mut outputs = Vec::new();
+    for command in commands {
+        for json in [false, true] {
+            let mut args = if json { vec!["--json"] } else { vec![] };
+            args.extend_from_slice(&command);
+            let output = run(Some(db), &args);
+            outputs.push((args, output));
+        }
+    }
+    outputs
+}
+
+/// The control socket's path.
+fn socket(db: &Path) -> PathBuf {
+    db.join("control.sock")
+}
+
+// Guards issue 13's first story: with `serve` holding the database, every
+// command typed in another terminal works (through the control socket), and
+// prints exactly what it prints with no holder, with the same exit code;
+// writes are signed by the holder's identity; relative paths mean the
+// client's directory; the socket is owner-only and goes away with the
+// holder; a second `serve`, and `rebuild`, are refused naming the holder.
+#[test]
+fn every_command_works_while_served_with_the_same_output() {
+    use std::os::unix::fs::PermissionsExt;
+    let (temp, a, id) = new_db("a");
+    commit(&a, &["put", "notes", "n1", "title=hello", "votes=2"]);
+    commit(&a, &["incr", "notes", "n1", "likes", "3"]);
+    let direct = read_commands(&a);
+    assert!(!socket(&a).exists(), "no holder, no socket");
+
+    let server = Server::start(&a);
+    let mode = std::fs::metadata(socket(&a))
+        .expect("the holder listens on DIR/control.sock")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "socket mode {mode:o}");
+    let leftovers: Vec<_> = std::fs::read_dir(&a)
+        .expect("read dir")
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .filter(|name| name.starts_with(".control"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    let held = read_commands(&a);
+    for ((args, direct), (_, held)) in direct.iter().zip(&held) {
+        assert_eq!(
+            (text(&held.stdout), text(&held.stderr), held.status.code()),
+            (
+                text(&direct.stdout),
+                text(&direct.stderr),
+                direct.status.code()
+            ),
+            "peers {args:?} through the holder (left) and directly (right)"
+        );
+    }
+
+    // Writes through the holder, signed by its key; the holder's own
+    // subscribers see them (they are its commits).
+    let change = commit(&a, &["put", "notes", "n2", "title=typed elsewhere"]);
+    commit(&a, &["delete", "notes", "n1"]);
+    let log = ok_json_lines(&a, &["log"]);
+    let last = log.iter().find(|entry| entry["hash"] == change.as_str());
+    assert_eq!(
+        last.expect("the change is in the log")["author"],
+        id["public_key"]
+    );
+    let (_b_temp, b, _) = new_db("b");
+    let b_key = ok_json(&b, &["id"])["public_key"]
+        .as_str()
+        .expect("key")
+        .to_owned();
+    commit(&a, &["grant", &b_key, "reader"]);
+    commit(&a, &["revoke", &b_key]);
+
+    // Export and import with relative paths, from another directory: the
+    // files are where the client meant them, and the output names them as
+    // typed.
+    let elsewhere = temp.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).expect("mkdir");
+    let in_elsewhere = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_peers"))
+            .env_remove("PEERS_DB")
+            .env_remove("PEERS_LOG")
+            .current_dir(&elsewhere)
+            .arg("--db")
+            .arg(&a)
+            .args(args)
+            .output()
+            .expect("run peers")
+    };
+    let output = in_elsewhere(&["export", "all.peers"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert_eq!(text(&output.stdout), "exported 7 changes to all.peers\n");
+    assert!(elsewhere.join("all.peers").exists());
+    let output = in_elsewhere(&["import", "all.peers"]);
+    assert_eq!(
+        text(&output.stdout),
+        "accepted 0 (inert 0), duplicates 7, pending 0, refused 0\n",
+        "{}",
+        text(&output.stderr)
+    );
+
+    let output = run(Some(&a), &["serve", "--listen", "127.0.0.1:0"]);
+    let stderr = fails_one_line(&output, "a second serve");
+    let pid = server.child.id().to_string();
+    assert!(
+        stderr.contains(&format!("process {pid} (")) && stderr.contains("serve needs"),
+        "{stderr}"
+    );
+    let stderr = fails_one_line(&run(Some(&a), &["rebuild"]), "rebuild while served");
+    assert!(stderr.contains(&pid), "{stderr}");
+
+    server.stop();
+    assert!(!socket(&a).exists(), "the holder removes its socket");
+    assert_eq!(
+        ok(&a, &["get", "notes", "n2"]),
+        "title=\"typed elsewhere\"\n"
+    );
+}
+
+// Guards: a holder killed with SIGKILL leaves its socket behind; the next
+// command finds nobody there, removes it and opens the database itself.
+// (cli/tests/embed.rs: a holder without a socket is named in the error.)
+#[test]
+fn stale_socket_is_removed() {
+    let (_temp, a, _) = new_db("a");
+    commit(&a, &["put", "notes", "n1", "title=before"]);
+    let mut server = Server::start(&a);
+    server.child.kill().expect("SIGKILL");
+    server.child.wait().expect("reaped");
+    assert!(socket(&a).exists(), "SIGKILL leaves the socket file");
+    assert_eq!(ok(&a, &["get", "notes", "n1"]), "title=\"before\"\n");
+    assert!(!socket(&a).exists(), "the stale socket was removed");
+}
+
+// Guards: commands racing the holder's shutdown never hang, never lose an
+// acknowledged write, and either succeed or fail with one clear line: each
+// reaches the holder before it stops, or waits for it to let go and opens
+// the database itself.
+#[test]
+fn commands_racing_the_holders_shutdown_lose_nothing() {
+    let (_temp, a, _) = new_db("a");
+    let server = Server::start(&a);
+    let writers: Vec<_> = (0..12)
+        .map(|index| {
+            let a = a.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(40 * index));
+                let row = format!("r{index}");
+                let output = run(Some(&a), &["--json", "put", "notes", &row, "n=1"]);
+                (row, output)
+            })
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    server.stop();
+    let mut acknowledged = 0;
+    for writer in writers {
+        let (row, output) = writer.join().expect("writer thread");
+        if output.status.success() {
+            acknowledged += 1;
+            assert_eq!(
+                ok_json(&a, &["get", "notes", &row])["n"],
+                1,
+                "acknowledged {row} is there"
+            );
+        } else {
+            let stderr = fails_one_line(&output, "a put racing the shutdown");
+            assert!(
+                stderr.contains("stopped before the command ended"),
+                "{stderr}"
+            );
+        }
+    }
+    assert!(acknowledged > 0, "some writes went through");
+}
+
+// Guards `peers watch`: through a serving holder, it prints a change made
+// on another replica as it arrives (and a local one, marked), one JSON
+// object per line; hanging up ends it without stopping the holder; with no
+// holder, `watch` holds the database itself and prints what other commands
+// write through it.
+#[test]
+fn watch_prints_remote_and_local_changes_as_they_apply() {
+    use std::io::BufRead;
+    let (_temp, a, id) = new_db("a");
+    let b = a.with_file_name("b");
+    let b_id = ok_json(&b, &["join", id["database"].as_str().expect("id")]);
+    let b_key = b_id["public_key"].as_str().expect("key").to_owned();
+    commit(&a, &["grant", &b_key, "writer"]);
+    let server_a = Server::start(&a);
+    let server_b = Server::start_with(
+        &b,
+        &["--listen", "127.0.0.1:0", "--connect", &server_a.address],
+    );
+
+    let spawn_watch = |db: &Path, args: &[&str]| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_peers"))
+            .env_remove("PEERS_DB")
+            .env_remove("PEERS_LOG")
+            .arg("--db")
+            .arg(db)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn peers watch");
+        let stdout = std::io::BufReader::new(child.stdout.take().expect("piped"));
+        let (lines, receive) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stdout.lines() {
+                let Ok(line) = line else { break };
+                if lines.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        (child, receive)
+    };
+    let next = |receive: &std::sync::mpsc::Receiver<String>, what: &str| -> Json {
+        let line = receive
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .unwrap_or_else(|error| panic!("watch printed nothing for {what}: {error}"));
+        serde_json::from_str(&line).unwrap_or_else(|error| panic!("{line}: {error}"))
+    };
+
+    let (mut watch, lines) = spawn_watch(&a, &["--json", "watch", "notes"]);
+    // Wait until the watch subscribed: a local write shows up.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let local = loop {
+        commit(&a, &["put", "notes", "local", "k=v"]);
+        if let Ok(line) = lines.recv_timeout(std::time::Duration::from_millis(500)) {
+            break serde_json::from_str::<Json>(&line).expect("JSON");
+        }
+        assert!(std::time::Instant::now() < deadline, "watch never started");
+    };
+    assert_eq!(local["local"], true, "{local}");
+    assert_eq!(local["ops"][0]["op"], "set", "{local}");
+    commit(&a, &["put", "other", "x", "k=v"]);
+    commit(&b, &["put", "notes", "n1", "title=from b"]);
+    let remote = next(&lines, "b's change");
+    assert_eq!(remote["local"], false, "{remote}");
+    assert_eq!(remote["author"], b_key.as_str());
+    assert_eq!(remote["ops"][0]["row"], "n1", "{remote}");
+    assert_eq!(remote["ops"][0]["value"], "from b", "{remote}");
+    watch.kill().expect("kill watch");
+    watch.wait().expect("reaped");
+    assert_eq!(ok_json(&a, &["get", "notes", "n1"])["title"], "from b");
+    server_b.stop();
+    server_a.stop();
+
+    // No holder: the watch holds the database and listens.
+    let (mut watch, lines) = spawn_watch(&a, &["watch", "notes", "n2"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !socket(&a).exists() {
+        assert!(std::time::Instant::now() < deadline, "watch never listened");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    commit(&a, &["put", "notes", "n1", "title=not watched"]);
+    commit(&a, &["put", "notes", "n2", "title=watched"]);
+    let line = lines
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("watch prints the n2 change");
+    assert!(
+        line.contains("(here)") && line.contains("n2") && !line.contains("n1"),
+        "{line}"
+    );
+    watch.kill().expect("kill watch");
+    watch.wait().expect("reaped");
+}
+
+// Guards `peers export --automerge` and `import --automerge`: the file is an
+// automerge document the automerge library reads by itself (a map per row),
+// and importing it writes the rows into a table as one change.
+#[test]
+fn automerge_export_and_import() {
+    use automerge::ReadDoc;
+    let (temp, a, _) = new_db("a");
+    commit(&a, &["put", "notes", "n1", "title=hello", "votes=2"]);
+    commit(&a, &["incr", "notes", "n2", "likes", "5"]);
+    let file = temp.path().join("notes.automerge");
+    let file_arg = file.to_str().expect("UTF-8");
+    let report = ok_json(&a, &["export", "--automerge", "notes", file_arg]);
+    assert_eq!(report["rows"], 2, "{report}");
+    let document = automerge::AutoCommit::load(&std::fs::read(&file).expect("read"))
+        .expect("automerge loads it");
+    let (_, n1) = document
+        .get(automerge::ROOT, "n1")
+        .expect("read")
+        .expect("row n1");
+    let (title, _) = document.get(&n1, "title").expect("read").expect("title");
+    assert_eq!(title.to_string(), "\"hello\"");
+    let (votes, _) = document.get(&n1, "votes").expect("read").expect("votes");
+    assert_eq!(votes.to_string(), "2");
+
+    let imported = ok_json(&a, &["import", "--automerge", "copy", file_arg]);
+    assert_eq!(imported["rows"], 2, "{imported}");
+    assert_eq!(
+        ok(&a, &["scan", "copy"]),
+        ok(&a, &["scan", "notes"]),
+        "the copy holds the same rows"
+    );
+    let output = run(Some(&a), &["import", "--automerge", "t", "/nonexistent/x"]);
+    fails_one_line(&output, "import of a missing file");
+    std::fs::write(&file, b"not automerge").expect("write");
+    let output = run(Some(&a), &["import", "--automerge", "t", file_arg]);
+    let stderr = fails_one_line(&output, "import of a file that is not automerge");
+    assert!(stderr.contains("not an automerge document"), "{stderr}");
+    let output = run(
+        Some(&a),
+        &["export", "--automerge", "t", "x", "--since", "vv"],
+    );
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "--since and --automerge conflict"
+    );
 }

@@ -100,8 +100,6 @@ struct CommitRequest {
 }
 
 struct Inner {
-    /// Held (locked) while open; unlocked when the last clone drops.
-    _lock: std::fs::File,
     dir: PathBuf,
     database: DatabaseId,
     identity: Identity,
@@ -114,6 +112,10 @@ struct Inner {
     membership: RwLock<Arc<Membership>>,
     queue: Mutex<Vec<CommitRequest>>,
     events: broadcast::Sender<Change>,
+    /// Held (locked) while open; unlocked when the last clone drops, after
+    /// the fields above (it is declared last, so dropped last: the view and
+    /// log are closed before another process may open them).
+    _lock: std::fs::File,
 }
 
 /// An open database. Cheap to clone; `Send + Sync`; commits from many
@@ -285,7 +287,6 @@ impl Db {
             engine.fork_cuts(),
         );
         let inner = Inner {
-            _lock: lock,
             dir,
             database,
             identity,
@@ -295,6 +296,7 @@ impl Db {
             engine: Mutex::new(engine),
             queue: Mutex::new(Vec::new()),
             events,
+            _lock: lock,
         };
         Ok(Db {
             inner: Arc::new(inner),

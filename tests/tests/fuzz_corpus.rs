@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 
 use peers_tests::fuzz_targets::{
     SplitMix, authorization_model, change_decode, changeset_import, channel_frames,
-    handshake_respond, merge_model, rendezvous_decode, signal_frame, signal_sealed, signed_import,
-    sync_message, ticket_decode, wal_open,
+    control_request, handshake_respond, merge_model, rendezvous_decode, signal_frame,
+    signal_sealed, signed_import, sync_message, ticket_decode, wal_open,
 };
 
 fn seeds(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
@@ -174,6 +174,11 @@ fn channel_frames_seeds_and_mutations() {
 #[test]
 fn rendezvous_decode_seeds_and_mutations() {
     exercise("rendezvous_decode", rendezvous_decode, 5000);
+}
+
+#[test]
+fn control_request_seeds_and_mutations() {
+    exercise("control_request", control_request, 5000);
 }
 
 #[test]
