@@ -6,19 +6,19 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use indicatif::{ProgressBar, ProgressStyle};
 use peers_engine::{
     ApplyReport, Author, Change, ChangeSetReader, ChangeSetWriter, DatabaseId, Db, Op, Options,
     Refusal, Role, Value, VersionVector,
 };
 use serde_json::json;
 
+use crate::console::{self, bar_style, print, progress_bar};
 use crate::control::{self, Route};
 use crate::output::{
     history_json, op_json, report_json, row_json, row_text, version_vector_from_json,
     version_vector_json,
 };
-use crate::{Cli, Command, console};
+use crate::{Cli, Command};
 
 /// Changes handed to the engine per batch during an import.
 const IMPORT_BATCH_CHANGES: usize = 4096;
@@ -227,14 +227,6 @@ fn run_on(db: &Db, command: Command, json: bool) -> Result<()> {
             unreachable!("handled before opening")
         }
     }
-}
-
-/// Prints one result line. When whoever reads stdout has gone (`peers scan
-/// t | head -1`, a script that stopped reading a serving node's events),
-/// the program stops quietly, as Unix tools do, instead of panicking.
-pub(crate) fn print(json: bool, value: serde_json::Value, text: impl FnOnce() -> String) {
-    let line = if json { value.to_string() } else { text() };
-    console::out(&line);
 }
 
 fn init(dir: &Path, open: bool, json: bool) -> Result<()> {
@@ -725,30 +717,4 @@ fn rebuild(db: &Db, json: bool) -> Result<()> {
         || format!("rebuilt the view from {changes} changes; state hash {hash}"),
     );
     Ok(())
-}
-
-fn bar_style(template: &str) -> ProgressStyle {
-    ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar())
-}
-
-/// A progress bar on stderr, hidden when stderr is not a terminal (or the
-/// command runs for a client of the control socket).
-fn progress_bar(length: u64, message: &'static str) -> ProgressBar {
-    let bar = ProgressBar::with_draw_target(Some(length), console::progress_target());
-    bar.set_style(bar_style("{msg} {bar:40} {pos}/{len} ({eta})"));
-    bar.set_message(message);
-    bar
-}
-
-/// A spinner with a message on stderr, hidden when stderr is not a terminal
-/// (or the command runs for a client of the control socket).
-pub(crate) fn spinner(message: &'static str) -> ProgressBar {
-    let bar = ProgressBar::with_draw_target(None, console::progress_target());
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
-            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-    );
-    bar.set_message(message);
-    bar.enable_steady_tick(std::time::Duration::from_millis(100));
-    bar
 }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use indicatif::ProgressDrawTarget;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::watch;
 
 use crate::control::wire;
@@ -43,6 +43,15 @@ pub(crate) fn for_client<T>(client: Client, work: impl FnOnce() -> T) -> T {
 /// Whether the command runs for a client of the control socket.
 pub(crate) fn is_remote() -> bool {
     CLIENT.with(|slot| slot.borrow().is_some())
+}
+
+/// Prints one result line: `value` with `--json`, else `text()`. When
+/// whoever reads stdout has gone (`peers scan t | head -1`, a script that
+/// stopped reading a serving node's events), the program stops quietly, as
+/// Unix tools do, instead of panicking.
+pub(crate) fn print(json: bool, value: serde_json::Value, text: impl FnOnce() -> String) {
+    let line = if json { value.to_string() } else { text() };
+    out(&line);
 }
 
 /// Writes one line to stdout (the terminal's, or the client's).
@@ -102,9 +111,36 @@ pub(crate) fn path(path: &Path) -> PathBuf {
     })
 }
 
+/// A progress bar's look from an indicatif template.
+pub(crate) fn bar_style(template: &str) -> ProgressStyle {
+    ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar())
+}
+
+/// A progress bar on stderr, hidden when stderr is not a terminal (or the
+/// command runs for a client of the control socket).
+pub(crate) fn progress_bar(length: u64, message: &'static str) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(length), progress_target());
+    bar.set_style(bar_style("{msg} {bar:40} {pos}/{len} ({eta})"));
+    bar.set_message(message);
+    bar
+}
+
+/// A spinner with a message on stderr, hidden when stderr is not a terminal
+/// (or the command runs for a client of the control socket).
+pub(crate) fn spinner(message: &'static str) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(None, progress_target());
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    bar.set_message(message);
+    bar.enable_steady_tick(std::time::Duration::from_millis(100));
+    bar
+}
+
 /// Where progress bars draw: stderr at a terminal, nowhere for a client
 /// (its output is a stream of lines).
-pub(crate) fn progress_target() -> ProgressDrawTarget {
+fn progress_target() -> ProgressDrawTarget {
     if is_remote() {
         ProgressDrawTarget::hidden()
     } else {

@@ -13,8 +13,8 @@ use peers_net::{Discovery, Event, Node, NodeConfig, SyncReport, known_peers};
 use serde_json::json;
 use tokio::sync::broadcast;
 
-use crate::commands::{print, spinner};
-use crate::{Across, console};
+use crate::Across;
+use crate::console::{self, print, spinner};
 
 /// The node configuration `--signal` and `--stun` ask for: the signaling
 /// servers, and STUN at each server's host and port unless `--stun` names
@@ -283,7 +283,10 @@ pub(crate) fn invite(db: &Db, options: &InviteOptions, qr: bool, json: bool) -> 
             anyhow::bail!("--signal {url:?} must start with ws://");
         }
     }
-    let ticket = Invites::load(db.dir()).create(db, options)?;
+    let ticket = Invites::shared(db.dir())
+        .lock()
+        .map_err(|_| anyhow::anyhow!("the invites book is poisoned"))?
+        .create(db, options)?;
     let text = ticket.encode();
     let code = if qr && !json {
         let code = qrcode::QrCode::new(text.as_bytes()).context("making the QR code")?;

@@ -811,6 +811,12 @@ fn invite_and_join_by_ticket() {
     let stderr = fails_one_line(&run(Some(&c), &["join", short]), "an expired ticket");
     assert!(stderr.contains("expired"), "{stderr}");
     assert!(!c.exists());
+    // An invite made while `serve` runs (through its control socket) is
+    // honoured by the serving node at once.
+    let ticket = ok_json(&a, &["invite", "--address", &address, "--role", "reader"]);
+    let ticket = ticket["ticket"].as_str().expect("ticket");
+    let joined = ok_json(&c, &["join", ticket]);
+    assert_eq!(joined["role"], "reader", "{joined}");
     server.stop();
 
     let stderr = fails_one_line(

@@ -11,8 +11,10 @@
 //! The file is rewritten whole, through a temporary file and a rename, and
 //! a use is written down before the grant it pays for.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use peers_engine::{Author, DatabaseId, Db, Role};
@@ -416,8 +418,31 @@ pub(crate) fn now_ms() -> u64 {
 }
 
 impl Invites {
+    /// The invites of the database in `dir`, one copy shared by everything
+    /// in this process that uses them (its nodes, and `peers invite` run
+    /// through the control socket): one process holds a database directory,
+    /// so an invite made by one is honoured by the others, and no copy
+    /// saves over another's.
+    pub fn shared(dir: &Path) -> Arc<Mutex<Invites>> {
+        type Books = HashMap<PathBuf, Weak<Mutex<Invites>>>;
+        static BOOKS: OnceLock<Mutex<Books>> = OnceLock::new();
+        let key = dir.canonicalize().unwrap_or_else(|_| dir.to_owned());
+        let mut books = BOOKS
+            .get_or_init(Mutex::default)
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        books.retain(|_, book| book.strong_count() > 0);
+        if let Some(book) = books.get(&key).and_then(Weak::upgrade) {
+            return book;
+        }
+        let book = Arc::new(Mutex::new(Invites::load(dir)));
+        books.insert(key, Arc::downgrade(&book));
+        book
+    }
+
     /// The invites kept in database directory `dir` (none when the file is
     /// missing; a line that does not parse is skipped with a warning).
+    /// Within a process, use [`Invites::shared`].
     pub fn load(dir: &Path) -> Invites {
         let path = dir.join(INVITES_FILE);
         let mut entries = Vec::new();

@@ -225,7 +225,7 @@ impl Node {
             sessions: Mutex::new(HashMap::new()),
             known: Mutex::new(known),
             signaling: Signaling::default(),
-            invites: Arc::new(Mutex::new(Invites::load(db_dir))),
+            invites: Invites::shared(db_dir),
         });
         let tasks = TaskTracker::new();
         let mut local_addr = None;

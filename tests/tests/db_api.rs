@@ -209,6 +209,53 @@ fn automerge_round_trip() {
     assert_eq!(copy.len(), 2);
 }
 
+/// A document written by another automerge program: a string made as
+/// collaborative text (what automerge's JavaScript library makes of one)
+/// imports as its text; a list in a field, or a root entry that is not a
+/// map, is refused with the place named, and nothing is written.
+#[test]
+fn automerge_import_reads_text_and_refuses_what_has_no_peers_form() {
+    use automerge::transaction::Transactable;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Db::create(dir.path().join("db"), relaxed()).expect("create");
+    let mut document = automerge::AutoCommit::new();
+    let row = document
+        .put_object(automerge::ROOT, "n1", automerge::ObjType::Map)
+        .expect("row");
+    let title = document
+        .put_object(&row, "title", automerge::ObjType::Text)
+        .expect("text");
+    document
+        .splice_text(&title, 0, 0, "Call Ada")
+        .expect("splice");
+    document.put(&row, "done", false).expect("put");
+    db.import_automerge("notes", &document).expect("import");
+    assert_eq!(
+        db.get_field("notes", "n1", "title").expect("read"),
+        Some(Value::Str("Call Ada".into()))
+    );
+    assert_eq!(
+        db.get_field("notes", "n1", "done").expect("read"),
+        Some(Value::Bool(false))
+    );
+
+    let before = db.state_hash().expect("hash");
+    document
+        .put_object(&row, "tags", automerge::ObjType::List)
+        .expect("list");
+    let error = db.import_automerge("notes", &document).expect_err("a list");
+    assert!(error.to_string().contains("n1.tags is a list"), "{error}");
+    let mut flat = automerge::AutoCommit::new();
+    flat.put(automerge::ROOT, "title", "not a row")
+        .expect("put");
+    let error = db.import_automerge("notes", &flat).expect_err("not a map");
+    assert!(
+        error.to_string().contains("\"title\" is not a map"),
+        "{error}"
+    );
+    assert_eq!(db.state_hash().expect("hash"), before, "nothing written");
+}
+
 /// Honest writes: an increment of a field that holds a non-counter value
 /// would be signed and synced and never shown, so it is refused before
 /// signing (`NotACounter`), judged after the earlier ops of the same

@@ -200,13 +200,15 @@ mod tests {
     fn request_round_trips_and_frames_have_the_documented_bytes() {
         let request = Request {
             cwd: "/home/ada".to_owned(),
-            args: vec!["scan".to_owned(), "notes".to_owned()],
+            args: ["--db", "notes", "scan", "notes"]
+                .map(str::to_owned)
+                .to_vec(),
         };
         let mut bytes = Vec::new();
         write_frame(&mut bytes, REQUEST, &request.encode()).expect("to a Vec");
         // docs/PROTOCOL.md "Control socket": the example request, byte for byte.
-        let payload = br#"{"version":1,"cwd":"/home/ada","args":["scan","notes"]}"#;
-        let mut expected = vec![0, 0, 0, payload.len() as u8 + 1, REQUEST];
+        let payload = br#"{"version":1,"cwd":"/home/ada","args":["--db","notes","scan","notes"]}"#;
+        let mut expected = vec![0, 0, 0, 0x47, REQUEST];
         expected.extend_from_slice(payload);
         assert_eq!(bytes, expected);
         let (kind, payload) = read_frame(&bytes[..], REQUEST_BYTES_MAX).expect("one frame");
