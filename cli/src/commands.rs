@@ -20,6 +20,10 @@ use crate::output::{
 };
 use crate::{Cli, Command};
 
+/// How many holders in a row may turn a command away (they were stopping)
+/// before it gives up.
+const HOLDER_RETRIES: u32 = 10;
+
 /// Changes handed to the engine per batch during an import.
 const IMPORT_BATCH_CHANGES: usize = 4096;
 
@@ -62,26 +66,39 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
                 join(&dir, &database, json)?;
             }
         }
-        command => match control::route(&dir)? {
-            Route::Holder(stream) => return control::forward(&stream, &dir),
-            Route::Direct(db) => {
-                // While this command runs, others reach the database through
-                // it; except a rebuild, which needs the view to itself.
-                let listening = match command {
-                    Command::Rebuild => None,
-                    _ => match control::Control::start(&db) {
-                        Ok(listening) => Some(listening),
-                        Err(error) => {
-                            tracing::warn!(%error, "no control socket in {}: other commands cannot reach this process", dir.display());
-                            None
-                        }
+        command => {
+            // A holder that was stopping answers "not run": then the
+            // directory is free, or about to be.
+            let mut turned_away = 0;
+            let db = loop {
+                match control::route(&dir)? {
+                    Route::Holder(stream) => match control::forward(&stream, &dir)? {
+                        Some(code) => return Ok(code),
+                        None if turned_away < HOLDER_RETRIES => turned_away += 1,
+                        None => bail!(
+                            "the processes holding {} kept stopping before running the command; run it again",
+                            dir.display()
+                        ),
                     },
-                };
-                let result = run_on(&db, command, json);
-                drop(listening);
-                result?;
-            }
-        },
+                    Route::Direct(db) => break db,
+                }
+            };
+            // While this command runs, others reach the database through
+            // it; except a rebuild, which needs the view to itself.
+            let listening = match command {
+                Command::Rebuild => None,
+                _ => match control::Control::start(&db) {
+                    Ok(listening) => Some(listening),
+                    Err(error) => {
+                        tracing::warn!(%error, "no control socket in {}: other commands cannot reach this process", dir.display());
+                        None
+                    }
+                },
+            };
+            let result = run_on(&db, command, json);
+            drop(listening);
+            result?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

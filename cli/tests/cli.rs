@@ -1066,46 +1066,42 @@ fn stale_socket_is_removed() {
     assert!(!socket(&a).exists(), "the stale socket was removed");
 }
 
-// Guards: commands racing the holder's shutdown never hang, never lose an
-// acknowledged write, and either succeed or fail with one clear line: each
-// reaches the holder before it stops, or waits for it to let go and opens
-// the database itself.
+// Guards: commands racing the holder's shutdown never hang, never fail and
+// never lose an acknowledged write: each reaches the holder before it stops
+// (and runs there), or is turned away unrun (`RETRY`) or finds no holder,
+// and then opens the database itself once the holder lets go.
 #[test]
-fn commands_racing_the_holders_shutdown_lose_nothing() {
+fn commands_racing_the_holders_shutdown_all_succeed() {
     let (_temp, a, _) = new_db("a");
-    let server = Server::start(&a);
-    let writers: Vec<_> = (0..12)
-        .map(|index| {
-            let a = a.clone();
-            std::thread::spawn(move || {
-                std::thread::sleep(std::time::Duration::from_millis(40 * index));
-                let row = format!("r{index}");
-                let output = run(Some(&a), &["--json", "put", "notes", &row, "n=1"]);
-                (row, output)
+    for round in 0..3 {
+        let server = Server::start(&a);
+        let writers: Vec<_> = (0..16u64)
+            .map(|index| {
+                let a = a.clone();
+                std::thread::spawn(move || {
+                    std::thread::sleep(std::time::Duration::from_millis(15 * index));
+                    let row = format!("r{round}-{index}");
+                    let output = run(Some(&a), &["--json", "put", "notes", &row, "n=1"]);
+                    (row, output)
+                })
             })
-        })
-        .collect();
-    std::thread::sleep(std::time::Duration::from_millis(200));
-    server.stop();
-    let mut acknowledged = 0;
-    for writer in writers {
-        let (row, output) = writer.join().expect("writer thread");
-        if output.status.success() {
-            acknowledged += 1;
+            .collect();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        server.stop();
+        for writer in writers {
+            let (row, output) = writer.join().expect("writer thread");
+            assert!(
+                output.status.success(),
+                "put {row} racing the shutdown: {}",
+                text(&output.stderr)
+            );
             assert_eq!(
                 ok_json(&a, &["get", "notes", &row])["n"],
                 1,
                 "acknowledged {row} is there"
             );
-        } else {
-            let stderr = fails_one_line(&output, "a put racing the shutdown");
-            assert!(
-                stderr.contains("stopped before the command ended"),
-                "{stderr}"
-            );
         }
     }
-    assert!(acknowledged > 0, "some writes went through");
 }
 
 // Guards `peers watch`: through a serving holder, it prints a change made

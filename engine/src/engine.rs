@@ -500,8 +500,7 @@ impl Engine {
             state.head_hash = hash;
             state.head_lamport = body.lamport;
         }
-        batch.group.put(keys::author(&body.author), encode(&state));
-        self.authors.insert(body.author, state);
+        self.store_author(batch, body.author, state);
         batch.fresh.insert(hash, change.clone());
         batch.fresh_roles.insert(hash, role);
         if change.is_genesis() {
@@ -537,6 +536,32 @@ impl Engine {
         Ok(())
     }
 
+    /// Records `author`'s new state, in the group and in memory: the one
+    /// place it changes, so its invariants are checked here. An author's
+    /// head only moves forward, and its `cut` (set by fork evidence) is
+    /// never lifted or raised: a cut that moved up would bring back changes
+    /// every other replica has cut.
+    fn store_author(&mut self, batch: &mut Batch<'_>, author: Author, state: AuthorState) {
+        if let Some(previous) = self.authors.get(&author) {
+            debug_assert!(
+                state.head_seq >= previous.head_seq,
+                "{author}: head moved back from {} to {}",
+                previous.head_seq,
+                state.head_seq
+            );
+            debug_assert!(
+                previous
+                    .cut
+                    .is_none_or(|before| state.cut.is_some_and(|cut| cut <= before)),
+                "{author}: cut moved from {:?} to {:?}",
+                previous.cut,
+                state.cut
+            );
+        }
+        batch.group.put(keys::author(&author), encode(&state));
+        self.authors.insert(author, state);
+    }
+
     /// Cuts `author`'s chain after `cut_seq`: the changes past it leave the
     /// view, and only the rows they touched are recomputed.
     fn cut(
@@ -552,8 +577,7 @@ impl Engine {
         }
         let rows = self.rows_touched(batch, &author, cut_seq + 1, valid_until)?;
         state.cut = Some(cut_seq);
-        batch.group.put(keys::author(&author), encode(&state));
-        self.authors.insert(author, state);
+        self.store_author(batch, author, state);
         // Published with the membership: sync pushes fork evidence by it.
         self.access_generation += 1;
         tracing::warn!(%author, cut_seq, rows = rows.len(), "equivocation: author's chain cut");
@@ -682,8 +706,7 @@ impl Engine {
                     self.rows_touched(batch, &author, before + 1, after)?
                 }
             };
-            batch.group.put(keys::author(&author), encode(&state));
-            self.authors.insert(author, state);
+            self.store_author(batch, author, state);
             if !rows.is_empty() {
                 tracing::info!(%author, before, after, rows = rows.len(), "authorization moved a chain's valid range");
             }

@@ -45,10 +45,40 @@ impl Pending {
         {
             return Err(Refusal::PendingFull { limit: self.limit });
         }
+        // A second insert of one change would list it twice in `waiting`
+        // and count its bytes twice: ingest checks `contains` first.
+        debug_assert!(
+            !self.contains(&change.hash()),
+            "{} is already pending",
+            change.hash()
+        );
         self.bytes += change.bytes().len();
         self.waiting.entry(missing).or_default().push(change.hash());
         self.changes.insert(change.hash(), change);
+        self.check_invariants();
         Ok(())
+    }
+
+    /// The invariants that cost O(1) to check, on every change of the set
+    /// (the full ones, every change listed once under what it waits on and
+    /// `bytes` their sum, would cost O(n) each time): empty exactly when
+    /// nothing is counted, and nothing waited on without a waiter.
+    fn check_invariants(&self) {
+        debug_assert_eq!(
+            self.changes.is_empty(),
+            self.bytes == 0,
+            "pending bytes {} for {} changes",
+            self.bytes,
+            self.changes.len()
+        );
+        debug_assert_eq!(
+            self.changes.is_empty(),
+            self.waiting.is_empty(),
+            "{} changes wait on {} hashes",
+            self.changes.len(),
+            self.waiting.len()
+        );
+        debug_assert!(self.waiting.len() <= self.changes.len());
     }
 
     /// Removes and returns every change that waited on `hash`.
@@ -64,6 +94,7 @@ impl Pending {
             .iter()
             .map(|change| change.bytes().len())
             .sum::<usize>();
+        self.check_invariants();
         released
     }
 
@@ -85,6 +116,7 @@ impl Pending {
                 !waiters.is_empty()
             });
         }
+        self.check_invariants();
         dropped
     }
 

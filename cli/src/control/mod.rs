@@ -40,7 +40,7 @@ use peers_engine::{Db, Options};
 use tokio::sync::watch;
 
 use crate::console;
-use wire::{EXIT, REQUEST, REQUEST_BYTES_MAX, Request, STDERR, STDOUT, WireError};
+use wire::{Answer, EXIT, REQUEST, REQUEST_BYTES_MAX, RETRY, Request, STDERR, STDOUT, WireError};
 
 /// The socket's name in the database directory.
 pub const SOCKET_FILE: &str = "control.sock";
@@ -50,7 +50,7 @@ pub const CLIENTS_MAX: usize = 64;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a command waits for a holder that is starting or stopping
 /// (it holds the database but does not listen, or no longer does).
-const HOLDER_WAIT: Duration = Duration::from_secs(3);
+const HOLDER_WAIT: Duration = Duration::from_secs(5);
 
 /// One client's command running in this process.
 struct Running {
@@ -94,9 +94,13 @@ impl Control {
         let running = Arc::new(Mutex::new(Vec::new()));
         let accept = {
             let (db, stopping, running) = (db.clone(), Arc::clone(&stopping), Arc::clone(&running));
+            let path = path.clone();
             std::thread::Builder::new()
                 .name("peers-control".to_owned())
-                .spawn(move || accept_loop(&db, &listener, &stopping, &running))?
+                .spawn(move || {
+                    accept_loop(&db, &listener, &stopping, &running);
+                    turn_away(&listener, &path);
+                })?
         };
         Ok(Control {
             path,
@@ -127,8 +131,9 @@ impl Control {
         // with the process rather than waited for.)
         if UnixStream::connect(&self.path).is_ok() {
             let _ = accept.join();
+        } else {
+            let _ = std::fs::remove_file(&self.path);
         }
-        let _ = std::fs::remove_file(&self.path);
         let running = std::mem::take(&mut *lock(&self.running));
         for command in &running {
             command.stop.send_replace(true);
@@ -159,6 +164,10 @@ fn accept_loop(
 ) {
     for stream in listener.incoming() {
         if stopping.load(Ordering::SeqCst) {
+            // The wake-up, or a client that came just before it: not run.
+            if let Ok(stream) = stream {
+                let _ = wire::write_frame(&stream, RETRY, &[]);
+            }
             break;
         }
         let stream = match stream {
@@ -193,6 +202,21 @@ fn accept_loop(
             Ok(thread) => running.push(Running { thread, stop }),
             Err(error) => tracing::warn!(%error, "control socket: cannot start a thread"),
         }
+    }
+}
+
+/// Once stopping: removes the socket file (no new client finds it), then
+/// answers every connection already queued with `RETRY` (it was not run,
+/// and the client opens the directory itself once this process lets go)
+/// instead of resetting it, which would leave the client not knowing.
+fn turn_away(listener: &UnixListener, path: &Path) {
+    let _ = std::fs::remove_file(path);
+    if listener.set_nonblocking(true).is_err() {
+        return;
+    }
+    while let Ok((stream, _)) = listener.accept() {
+        let _ = stream.set_nonblocking(false);
+        let _ = wire::write_frame(&stream, RETRY, &[]);
     }
 }
 
@@ -333,8 +357,9 @@ pub(crate) fn route(dir: &Path) -> Result<Route> {
 }
 
 /// Sends this process's command line to the holder, copies its output to
-/// stdout and stderr, and returns its exit code.
-pub(crate) fn forward(stream: &UnixStream, dir: &Path) -> Result<ExitCode> {
+/// stdout and stderr, and returns its exit code; `None` when the holder
+/// was stopping and did not run it (open the directory instead).
+pub(crate) fn forward(stream: &UnixStream, dir: &Path) -> Result<Option<ExitCode>> {
     let args = std::env::args_os()
         .skip(1)
         .map(|arg| arg.into_string())
@@ -375,8 +400,10 @@ pub(crate) fn forward(stream: &UnixStream, dir: &Path) -> Result<ExitCode> {
         }
     });
     match code {
-        Ok(code) => Ok(ExitCode::from(code)),
-        Err(WireError::Closed) => anyhow::bail!(
+        Ok(Answer::Exit(code)) => Ok(Some(ExitCode::from(code))),
+        Ok(Answer::Retry) => Ok(None),
+        // The holder went away mid-command (killed, or crashed).
+        Err(WireError::Closed | WireError::Io(_)) => anyhow::bail!(
             "the process that holds {} stopped before the command ended (it may have run: check, then run it again)",
             dir.display()
         ),

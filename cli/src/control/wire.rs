@@ -17,6 +17,9 @@ pub const STDOUT: u8 = 2;
 pub const STDERR: u8 = 3;
 /// The command's exit code (one byte); the last frame.
 pub const EXIT: u8 = 4;
+/// Instead of any other frame, with no payload: the holder is stopping and
+/// did not run the command; the client opens the directory itself.
+pub const RETRY: u8 = 5;
 /// Largest request payload.
 pub const REQUEST_BYTES_MAX: usize = 64 * 1024;
 /// Largest output payload in one frame; longer output is split.
@@ -171,24 +174,36 @@ fn io_or_closed(error: std::io::Error) -> WireError {
     }
 }
 
-/// Reads the owner's answer frames until `EXIT`, handing each output frame
-/// to `output(kind, bytes)`; returns the exit code.
+/// How the holder answered a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// It ran the command, which exited with this code.
+    Exit(u8),
+    /// It is stopping and did not run the command.
+    Retry,
+}
+
+/// Reads the holder's answer frames until `EXIT` (or a first `RETRY`),
+/// handing each output frame to `output(kind, bytes)`.
 pub fn read_answer(
     mut reader: impl Read,
     mut output: impl FnMut(u8, &[u8]),
-) -> Result<u8, WireError> {
+) -> Result<Answer, WireError> {
+    let mut first = true;
     loop {
         let (kind, payload) = read_frame(&mut reader, OUTPUT_BYTES_MAX)?;
         match kind {
             STDOUT | STDERR => output(kind, &payload),
             EXIT => {
                 return match payload[..] {
-                    [code] => Ok(code),
+                    [code] => Ok(Answer::Exit(code)),
                     _ => Err(WireError::Exit),
                 };
             }
+            RETRY if first && payload.is_empty() => return Ok(Answer::Retry),
             other => return Err(WireError::Kind(other)),
         }
+        first = false;
     }
 }
 
@@ -266,7 +281,18 @@ mod tests {
             assert_eq!(kind, STDOUT);
             seen.extend_from_slice(bytes);
         });
-        assert_eq!(code, Ok(3));
+        assert_eq!(code, Ok(Answer::Exit(3)));
+        let mut retry = Vec::new();
+        write_frame(&mut retry, RETRY, &[]).expect("to a Vec");
+        assert_eq!(read_answer(&retry[..], |_, _| {}), Ok(Answer::Retry));
+        let mut late = Vec::new();
+        write_output(&mut late, STDOUT, b"x").expect("to a Vec");
+        write_frame(&mut late, RETRY, &[]).expect("to a Vec");
+        assert_eq!(
+            read_answer(&late[..], |_, _| {}),
+            Err(WireError::Kind(RETRY)),
+            "a retry after output would run the command twice"
+        );
         assert_eq!(seen, long);
     }
 }
