@@ -197,6 +197,13 @@ pub enum Error {
         /// The peer's key.
         peer: Author,
     },
+    /// This node already runs its most inbound sessions; the connection
+    /// was closed after the handshake.
+    #[error("this node already serves its most inbound sessions ({limit})")]
+    NodeBusy {
+        /// [`crate::INBOUND_SESSIONS_MAX`].
+        limit: usize,
+    },
     /// The local database failed.
     #[error(transparent)]
     Engine(#[from] peers_engine::Error),

@@ -18,7 +18,7 @@ use std::time::Duration;
 use peers_engine::{Author, Db};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream, lookup_host};
-use tokio::sync::{Semaphore, broadcast};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -34,8 +34,19 @@ use crate::webrtc::{
     WebRtcConfig, offer_proof,
 };
 
-/// Most connections (inbound and outbound) a node runs at once.
-pub const CONNECTIONS_MAX: usize = 64;
+/// Most inbound TCP connections a node holds in their handshake at once
+/// (not yet authenticated): more are closed at accept. Sessions and dials
+/// have their own limits, so idle or slow handshakes cannot starve them.
+pub const HANDSHAKES_MAX: usize = 32;
+/// Most inbound handshakes from one IP address at once: one host cannot
+/// take every handshake slot.
+pub const HANDSHAKES_PER_ADDRESS_MAX: usize = 4;
+/// Most inbound sessions (peers that proved a key, over TCP or WebRTC) a
+/// node runs at once.
+pub const INBOUND_SESSIONS_MAX: usize = 64;
+/// Most outbound connections (dials, TCP or WebRTC) a node runs at once;
+/// inbound load never takes these.
+pub const OUTBOUND_MAX: usize = 64;
 /// A live session sends a keepalive after this long without sending; it
 /// must be well under the peer's [`crate::RECV_TIMEOUT`].
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
@@ -195,7 +206,14 @@ struct Shared {
     config: NodeConfig,
     events: broadcast::Sender<Event>,
     stop: CancellationToken,
-    slots: Arc<Semaphore>,
+    /// Inbound TCP connections in their handshake ([`HANDSHAKES_MAX`]).
+    handshakes: Arc<Semaphore>,
+    /// Inbound handshakes per IP address ([`HANDSHAKES_PER_ADDRESS_MAX`]).
+    handshakes_per_address: Mutex<HashMap<std::net::IpAddr, usize>>,
+    /// Inbound sessions, TCP and WebRTC ([`INBOUND_SESSIONS_MAX`]).
+    inbound: Arc<Semaphore>,
+    /// Dials, TCP and WebRTC ([`OUTBOUND_MAX`]).
+    outbound: Arc<Semaphore>,
     /// Peers found by discovery with a live dial loop, and the address the
     /// loop dials next (a new announcement updates it), so discovery does
     /// not start two.
@@ -220,7 +238,10 @@ impl Node {
             config,
             events,
             stop: CancellationToken::new(),
-            slots: Arc::new(Semaphore::new(CONNECTIONS_MAX)),
+            handshakes: Arc::new(Semaphore::new(HANDSHAKES_MAX)),
+            handshakes_per_address: Mutex::new(HashMap::new()),
+            inbound: Arc::new(Semaphore::new(INBOUND_SESSIONS_MAX)),
+            outbound: Arc::new(Semaphore::new(OUTBOUND_MAX)),
             dialing: Mutex::new(HashMap::new()),
             sessions: Mutex::new(HashMap::new()),
             known: Mutex::new(known),
@@ -481,7 +502,7 @@ async fn dial(
     how: How,
 ) -> Result<SyncReport> {
     let _slot = shared
-        .slots
+        .outbound
         .acquire()
         .await
         .map_err(|_| Error::ShuttingDown)?;
@@ -535,31 +556,52 @@ async fn accept_loop(shared: Arc<Shared>, tasks: TaskTracker, listener: TcpListe
                 continue;
             }
         };
-        let Ok(slot) = Arc::clone(&shared.slots).try_acquire_owned() else {
-            tracing::warn!(%address, limit = CONNECTIONS_MAX, "too many connections; refused");
+        let Ok(handshake) = Arc::clone(&shared.handshakes).try_acquire_owned() else {
+            tracing::warn!(%address, limit = HANDSHAKES_MAX, "too many handshakes; refused");
             continue;
         };
         let shared = Arc::clone(&shared);
         tasks.spawn(async move {
-            let _slot = slot;
-            if let Err((peer, error)) = serve(&shared, stream, address).await {
+            let Some(claim) = Claim::new(
+                &shared.handshakes_per_address,
+                address.ip(),
+                HANDSHAKES_PER_ADDRESS_MAX,
+            ) else {
+                tracing::warn!(%address, limit = HANDSHAKES_PER_ADDRESS_MAX, "too many handshakes from one address; refused");
+                return;
+            };
+            if let Err((peer, error)) = serve(&shared, stream, address, (handshake, claim)).await {
                 shared.emit_error(address, peer, error);
             }
         });
     }
 }
 
-/// Runs one inbound connection. The session is live if the dialer asks.
+/// Runs one inbound connection, holding `handshake` (its handshake slot
+/// and its address's claim) until the peer proved its key; then it takes
+/// an inbound session slot. The session is live if the dialer asks.
 async fn serve(
     shared: &Arc<Shared>,
     stream: TcpStream,
     address: SocketAddr,
+    handshake: (OwnedSemaphorePermit, Claim<'_, std::net::IpAddr>),
 ) -> Result<(), (Option<Author>, Error)> {
     let _ = stream.set_nodelay(true);
-    let handshake = SecureChannel::accept(stream, shared.db.identity(), shared.config.channel);
+    let handshaking = SecureChannel::accept(stream, shared.db.identity(), shared.config.channel);
     let channel = tokio::select! {
-        channel = handshake => channel.map_err(|error| (None, error))?,
+        channel = handshaking => channel.map_err(|error| (None, error))?,
         () = shared.stop.cancelled() => return Ok(()),
+    };
+    drop(handshake);
+    let Ok(_slot) = Arc::clone(&shared.inbound).try_acquire_owned() else {
+        let peer = channel.remote_author();
+        tracing::warn!(%peer, %address, limit = INBOUND_SESSIONS_MAX, "too many inbound sessions; refused");
+        return Err((
+            Some(peer),
+            Error::NodeBusy {
+                limit: INBOUND_SESSIONS_MAX,
+            },
+        ));
     };
     serve_channel(shared, channel, address, How::Inbound).await
 }
@@ -572,7 +614,7 @@ async fn serve_channel<S: AsyncRead + AsyncWrite + Unpin + Send>(
     how: How,
 ) -> Result<(), (Option<Author>, Error)> {
     let peer = channel.remote_author();
-    let Some(_session) = SessionClaim::new(shared, peer) else {
+    let Some(_session) = Claim::new(&shared.sessions, peer, SESSIONS_PER_KEY_MAX) else {
         tracing::warn!(%peer, %address, limit = SESSIONS_PER_KEY_MAX, "too many sessions for one key; refused");
         if let Ok(bye) = Message::Bye(ByeReason::TooManySessions).encode() {
             let _ = tokio::time::timeout(Duration::from_secs(1), channel.send(&bye)).await;
@@ -601,32 +643,33 @@ async fn serve_channel<S: AsyncRead + AsyncWrite + Unpin + Send>(
     Ok(())
 }
 
-/// One of a key's inbound sessions, counted while it lives.
-struct SessionClaim<'a> {
-    shared: &'a Shared,
-    peer: Author,
+/// One of the things counted per key (a key's inbound sessions, an IP
+/// address's handshakes), counted while it lives.
+struct Claim<'a, K: std::hash::Hash + Eq + Copy> {
+    counts: &'a Mutex<HashMap<K, usize>>,
+    key: K,
 }
 
-impl<'a> SessionClaim<'a> {
-    /// Counts a session for `peer`, or `None` when it holds the most.
-    fn new(shared: &'a Shared, peer: Author) -> Option<SessionClaim<'a>> {
-        let mut sessions = shared.sessions.lock().expect("sessions lock");
-        let count = sessions.entry(peer).or_insert(0);
-        if *count >= SESSIONS_PER_KEY_MAX {
+impl<'a, K: std::hash::Hash + Eq + Copy> Claim<'a, K> {
+    /// Counts one for `key`, or `None` when it holds `max` already.
+    fn new(counts: &'a Mutex<HashMap<K, usize>>, key: K, max: usize) -> Option<Claim<'a, K>> {
+        let mut map = counts.lock().expect("claims lock");
+        let count = map.entry(key).or_insert(0);
+        if *count >= max {
             return None;
         }
         *count += 1;
-        Some(SessionClaim { shared, peer })
+        Some(Claim { counts, key })
     }
 }
 
-impl Drop for SessionClaim<'_> {
+impl<K: std::hash::Hash + Eq + Copy> Drop for Claim<'_, K> {
     fn drop(&mut self) {
-        let mut sessions = self.shared.sessions.lock().expect("sessions lock");
-        if let Some(count) = sessions.get_mut(&self.peer) {
+        let mut map = self.counts.lock().expect("claims lock");
+        if let Some(count) = map.get_mut(&self.key) {
             *count -= 1;
             if *count == 0 {
-                sessions.remove(&self.peer);
+                map.remove(&self.key);
             }
         }
     }
@@ -841,7 +884,7 @@ async fn signal_loop(
             None
         };
         let slot = match refusal {
-            None => Arc::clone(&shared.slots).try_acquire_owned().ok(),
+            None => Arc::clone(&shared.inbound).try_acquire_owned().ok(),
             Some(_) => None,
         };
         let Some(slot) = slot else {
@@ -971,7 +1014,7 @@ async fn dial_webrtc(
     session: &SessionConfig,
 ) -> Result<SyncReport> {
     let _slot = shared
-        .slots
+        .outbound
         .acquire()
         .await
         .map_err(|_| Error::ShuttingDown)?;

@@ -764,3 +764,84 @@ async fn sessions_per_key_are_bounded() {
     honest.assert_unchanged();
     honest.assert_serves_a_new_replica().await;
 }
+
+/// Opens an idle TCP connection to `address` from `source` (any 127/8
+/// address works on Linux's loopback), which never starts a handshake.
+async fn idle_connection(source: std::net::Ipv4Addr, address: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(SocketAddr::from((source, 0)))
+        .expect("bind a loopback source address");
+    socket.connect(address).await.expect("connect")
+}
+
+/// Whether the node closed `stream` (it reads end of file) within a moment.
+async fn closed_by_node(stream: &mut TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(
+        tokio::time::timeout(Duration::from_millis(500), stream.read(&mut byte)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}
+
+/// Idle connections that never finish a handshake cannot starve a node
+/// (issue 15, item 6). From one address they hold at most
+/// `HANDSHAKES_PER_ADDRESS_MAX` handshakes (the rest are closed at once),
+/// so an honest peer elsewhere is still served; from many addresses they
+/// hold at most `HANDSHAKES_MAX`, and the node's own dials never wait on
+/// them (they used to share 64 slots with sessions and dials).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_handshakes_starve_neither_honest_peers_nor_dials() {
+    use peers_net::{HANDSHAKES_MAX, HANDSHAKES_PER_ADDRESS_MAX};
+    use std::net::Ipv4Addr;
+    let honest = honest(relaxed(), ChannelOptions::default()).await;
+
+    // One host: 80 idle connections; only the first few stay open.
+    let attacker = Ipv4Addr::new(127, 0, 0, 2);
+    let mut idle = Vec::new();
+    for _ in 0..80 {
+        idle.push(idle_connection(attacker, honest.address).await);
+    }
+    let mut open = 0;
+    for stream in &mut idle {
+        if !closed_by_node(stream).await {
+            open += 1;
+        }
+    }
+    assert_eq!(
+        open, HANDSHAKES_PER_ADDRESS_MAX,
+        "idle connections left open"
+    );
+
+    // Many hosts: every handshake slot taken.
+    for host in 0..(2 * HANDSHAKES_MAX / HANDSHAKES_PER_ADDRESS_MAX) {
+        let source = Ipv4Addr::new(127, 0, 1 + host as u8, 2);
+        for _ in 0..HANDSHAKES_PER_ADDRESS_MAX {
+            idle.push(idle_connection(source, honest.address).await);
+        }
+    }
+    // The node still dials: a replica elsewhere syncs with it.
+    let other_dir = honest.dir.path().join("dialed");
+    let other = replica_of(&honest.db, &other_dir);
+    write(&other, "dialed", 2);
+    let other_node = Node::start(other.clone(), listening(ChannelOptions::default()))
+        .await
+        .expect("node");
+    let other_address = other_node.local_addr().expect("listens").to_string();
+    let report = tokio::time::timeout(
+        PROMPTLY,
+        honest.node.sync_once(&other_address, Some(other.author())),
+    )
+    .await
+    .expect("a dial does not wait on inbound handshakes")
+    .expect("the dial syncs");
+    assert_eq!(report.changes_received, 2, "{report:?}");
+    other_node.shutdown().await;
+
+    // Once the many hosts let go, an honest peer is served though the
+    // first host's connections are still open.
+    idle.truncate(80);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    honest.assert_serves_a_new_replica().await;
+    drop(idle);
+}
