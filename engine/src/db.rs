@@ -112,6 +112,8 @@ struct Inner {
     membership: RwLock<Arc<Membership>>,
     queue: Mutex<Vec<CommitRequest>>,
     events: broadcast::Sender<Change>,
+    /// [`Options::pending_changes_max`].
+    pending_changes_max: usize,
     /// Held (locked) while open; unlocked when the last clone drops, after
     /// the fields above (it is declared last, so dropped last: the view and
     /// log are closed before another process may open them).
@@ -296,6 +298,7 @@ impl Db {
             engine: Mutex::new(engine),
             queue: Mutex::new(Vec::new()),
             events,
+            pending_changes_max: options.pending_changes_max,
             _lock: lock,
         };
         Ok(Db {
@@ -796,6 +799,20 @@ impl Db {
     /// Number of received changes waiting for a missing predecessor.
     pub fn pending_len(&self) -> usize {
         self.engine().pending.len()
+    }
+
+    /// Most received changes held waiting, as opened
+    /// ([`Options::pending_changes_max`]): the sync layer gives each peer a
+    /// share of it.
+    pub fn pending_changes_max(&self) -> usize {
+        self.inner.pending_changes_max
+    }
+
+    /// Keeps in `hashes` only the changes still waiting in the pending set
+    /// (the others were applied, or dropped): what a peer still holds of it.
+    pub fn retain_pending(&self, hashes: &mut Vec<ChangeHash>) {
+        let engine = self.engine();
+        hashes.retain(|hash| engine.pending.contains(hash));
     }
 
     /// Drops the named changes from the pending set if they still wait

@@ -48,7 +48,7 @@ pub use reconcile::{
     RECONCILE_RANGES_MAX, RECONCILE_REPLY_BYTES, RECONCILE_ROUNDS_MAX, RECONCILE_SPLIT, Range,
     RangeKind, Reconciler, fingerprint,
 };
-pub use session::SyncReport;
+pub use session::{PENDING_SHARES, SyncReport};
 
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]

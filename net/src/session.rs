@@ -251,14 +251,22 @@ pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin + Send>(
 struct Received {
     received: u64,
     duplicates: u64,
-    /// Changes of this peer parked in the pending set (at most
-    /// [`PARKED_TRACKED_MAX`]): dropped if the peer turns out hostile.
+    /// Changes of this peer parked in the pending set (its share, see
+    /// [`pending_quota`], plus one batch): dropped if the peer turns out
+    /// hostile.
     parked: Vec<peers_engine::ChangeHash>,
 }
 
-/// Most parked changes a session remembers per peer (the engine's pending
-/// set is bounded on its own; this only bounds the session's memory).
-const PARKED_TRACKED_MAX: usize = 65_536;
+/// The pending set's share one session may hold: 1/16 of it, so that one
+/// key, with its at most [`crate::SESSIONS_PER_KEY_MAX`] = 4 sessions,
+/// holds at most a quarter (a batch may go over by its size before the
+/// session is dropped).
+fn pending_quota(db: &Db) -> usize {
+    (db.pending_changes_max() / PENDING_SHARES).max(1)
+}
+
+/// How many sessions' shares the pending set holds.
+pub const PENDING_SHARES: usize = 4 * crate::SESSIONS_PER_KEY_MAX;
 
 /// What the writing and reading halves share.
 struct Ends<'a> {
@@ -589,13 +597,32 @@ impl Ends<'_> {
             self.mark_known(change);
         }
         let report = blocking(self.db, move |db| db.apply(changes)).await?;
-        let room = PARKED_TRACKED_MAX.saturating_sub(counts.parked.len());
-        counts
-            .parked
-            .extend(report.pending.iter().copied().take(room));
         if let Some((hash, refusal)) = report.refused.into_iter().next() {
+            counts.parked.extend(report.pending.iter().copied());
             tracing::warn!(peer = %self.peer, ?hash, %refusal, "refused a change from the peer");
             return Err(Error::RefusedChange { hash, refusal });
+        }
+        // Each session may hold its share of the shared pending set, so
+        // that one peer's orphans never leave an honest peer's out-of-order
+        // changes without room.
+        counts.parked.extend(report.pending.iter().copied());
+        let quota = pending_quota(self.db);
+        if counts.parked.len() > quota {
+            let mut parked = std::mem::take(&mut counts.parked);
+            let last = parked.last().copied();
+            parked = blocking(self.db, move |db| {
+                db.retain_pending(&mut parked);
+                Ok(parked)
+            })
+            .await?;
+            counts.parked = parked;
+            if counts.parked.len() > quota {
+                tracing::warn!(peer = %self.peer, parked = counts.parked.len(), quota, "a peer's changes overflow its share of the pending set");
+                return Err(Error::RefusedChange {
+                    hash: last,
+                    refusal: peers_engine::Refusal::PendingFull { limit: quota },
+                });
+            }
         }
         let new = report.accepted.len() as u64;
         counts.received += new;

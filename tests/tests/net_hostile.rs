@@ -588,22 +588,25 @@ async fn change_of_another_database_refused() {
 }
 
 /// A flood of validly signed changes whose predecessors never come (every
-/// other change of a writer's chain), in many batches: the pending set
-/// grows to its limit and no further, the batch that overflows it is
-/// refused as PendingFull and the peer dropped with Bye(RefusedChange), and
-/// the changes it parked are dropped with it, so the set is free for honest
-/// peers again. The state is unchanged throughout; the writer itself then
-/// syncs normally.
+/// other change of a writer's chain), in many batches: the flooder's
+/// session may park at most its share of the pending set (1/16,
+/// `PENDING_SHARES`); while it holds that share, another peer's
+/// out-of-order changes still find room and apply; the batch that takes the
+/// flooder past its share is refused as PendingFull (naming the share) and
+/// the peer dropped with Bye(RefusedChange), and the changes it parked are
+/// dropped with it. The state never holds a flooded change; the writer
+/// itself then syncs normally.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pending_flood_bounded() {
     let options = Options {
         pending_changes_max: PENDING_CHANGES_MAX,
         ..relaxed()
     };
+    let quota = PENDING_CHANGES_MAX / peers_net::PENDING_SHARES;
     let mut honest = honest(options, ChannelOptions::default()).await;
     let writer = replica_of(&honest.db, &honest.dir.path().join("writer"));
     sync_into(&honest.db, &writer);
-    let chain = write(&writer, "writer", 2 * PENDING_CHANGES_MAX + 40);
+    let chain = write(&writer, "writer", 2 * quota + 40);
     // Seq 2, 4, 6, ...: each waits on the odd seq before it.
     let gapped: Vec<Vec<u8>> = chain
         .iter()
@@ -612,13 +615,13 @@ async fn pending_flood_bounded() {
         .map(|change| change.bytes().to_vec())
         .collect();
     let batch_changes = 10;
-    assert!(gapped.len() > PENDING_CHANGES_MAX + batch_changes);
+    assert!(gapped.len() > quota + batch_changes);
     let (address, database) = (honest.address, honest.db.database_id());
 
     let mut attacker = Attacker::open_sync(address, database).await;
     let mut batches = gapped.chunks(batch_changes);
     let mut sent = 0;
-    while sent < PENDING_CHANGES_MAX {
+    while sent + batch_changes <= quota {
         let batch = batches.next().expect("a batch");
         attacker.send(&Message::Changes(batch.to_vec())).await;
         sent += batch.len();
@@ -631,7 +634,40 @@ async fn pending_flood_bounded() {
         assert_eq!(honest.db.pending_len(), sent);
         honest.assert_unchanged();
     }
-    // Full: the next batch overflows.
+
+    // Another peer's changes, out of order, find room while the flooder
+    // holds its share: the second waits, the first releases it.
+    let other = replica_of(&honest.db, &honest.dir.path().join("other"));
+    sync_into(&honest.db, &other);
+    let pair = write(&other, "other", 2);
+    let mut peer = Attacker::open_sync(address, database).await;
+    peer.send(&Message::Changes(vec![pair[1].bytes().to_vec()]))
+        .await;
+    peer.send(&Message::Changes(vec![pair[0].bytes().to_vec()]))
+        .await;
+    let deadline = tokio::time::Instant::now() + PROMPTLY;
+    while honest
+        .db
+        .get_change(&pair[1].hash())
+        .expect("read")
+        .is_none()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the other peer's out-of-order changes were not applied"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        honest.db.pending_len(),
+        sent,
+        "the pair left nothing pending"
+    );
+    drop(peer);
+    honest.state = honest.db.state_hash().expect("state hash");
+    honest.vector = honest.db.version_vector().expect("version vector");
+
+    // Past its share: the next batch is refused.
     let overflow = batches.next().expect("a batch");
     attacker.send(&Message::Changes(overflow.to_vec())).await;
     let error = honest
@@ -642,10 +678,8 @@ async fn pending_flood_bounded() {
             &*error,
             Error::RefusedChange {
                 hash: Some(_),
-                refusal: Refusal::PendingFull {
-                    limit: PENDING_CHANGES_MAX
-                },
-            }
+                refusal: Refusal::PendingFull { limit },
+            } if *limit == quota
         ),
         "{error:?}"
     );
