@@ -375,12 +375,12 @@ pub(crate) fn forward(stream: &UnixStream, dir: &Path) -> Result<Option<ExitCode
         .to_str()
         .with_context(|| format!("the working directory {} is not UTF-8", cwd.display()))?
         .to_owned();
-    wire::write_frame(stream, REQUEST, &Request { cwd, args }.encode()).with_context(|| {
-        format!(
-            "sending the command to the process that holds {}",
-            dir.display()
-        )
-    })?;
+    let request = Request { cwd, args }.encode();
+    if wire::write_frame(stream, REQUEST, &request).is_err() {
+        // The holder hung up before it had the whole request (it was
+        // stopping): it cannot have run the command.
+        return Ok(None);
+    }
     let code = wire::read_answer(stream, |kind, bytes| {
         let written = if kind == STDOUT {
             let mut out = std::io::stdout().lock();
