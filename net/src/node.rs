@@ -35,8 +35,10 @@ use crate::webrtc::{
 };
 
 /// Most inbound TCP connections a node holds in their handshake at once
-/// (not yet authenticated): more are closed at accept. Sessions and dials
-/// have their own limits, so idle or slow handshakes cannot starve them.
+/// (not yet authenticated). When all are taken, a new connection ends the
+/// oldest handshake in progress and takes its place, so connections that
+/// never finish their handshake cannot keep anyone out for long. Sessions
+/// and dials have their own limits.
 pub const HANDSHAKES_MAX: usize = 32;
 /// Most inbound handshakes from one IP address at once: one host cannot
 /// take every handshake slot.
@@ -208,6 +210,10 @@ struct Shared {
     stop: CancellationToken,
     /// Inbound TCP connections in their handshake ([`HANDSHAKES_MAX`]).
     handshakes: Arc<Semaphore>,
+    /// Handshakes in progress, oldest first, each with what ends it.
+    handshaking: Mutex<std::collections::VecDeque<(u64, CancellationToken)>>,
+    /// Numbers the handshakes in `handshaking`.
+    handshake_ids: std::sync::atomic::AtomicU64,
     /// Inbound handshakes per IP address ([`HANDSHAKES_PER_ADDRESS_MAX`]).
     handshakes_per_address: Mutex<HashMap<std::net::IpAddr, usize>>,
     /// Inbound sessions, TCP and WebRTC ([`INBOUND_SESSIONS_MAX`]).
@@ -239,6 +245,8 @@ impl Node {
             events,
             stop: CancellationToken::new(),
             handshakes: Arc::new(Semaphore::new(HANDSHAKES_MAX)),
+            handshaking: Mutex::new(std::collections::VecDeque::new()),
+            handshake_ids: std::sync::atomic::AtomicU64::new(0),
             handshakes_per_address: Mutex::new(HashMap::new()),
             inbound: Arc::new(Semaphore::new(INBOUND_SESSIONS_MAX)),
             outbound: Arc::new(Semaphore::new(OUTBOUND_MAX)),
@@ -556,10 +564,6 @@ async fn accept_loop(shared: Arc<Shared>, tasks: TaskTracker, listener: TcpListe
                 continue;
             }
         };
-        let Ok(handshake) = Arc::clone(&shared.handshakes).try_acquire_owned() else {
-            tracing::warn!(%address, limit = HANDSHAKES_MAX, "too many handshakes; refused");
-            continue;
-        };
         let shared = Arc::clone(&shared);
         tasks.spawn(async move {
             let Some(claim) = Claim::new(
@@ -570,26 +574,98 @@ async fn accept_loop(shared: Arc<Shared>, tasks: TaskTracker, listener: TcpListe
                 tracing::warn!(%address, limit = HANDSHAKES_PER_ADDRESS_MAX, "too many handshakes from one address; refused");
                 return;
             };
-            if let Err((peer, error)) = serve(&shared, stream, address, (handshake, claim)).await {
+            let Some(slot) = HandshakeSlot::take(&shared, claim).await else {
+                tracing::warn!(%address, limit = HANDSHAKES_MAX, "too many handshakes; refused");
+                return;
+            };
+            if let Err((peer, error)) = serve(&shared, stream, address, slot).await {
                 shared.emit_error(address, peer, error);
             }
         });
     }
 }
 
-/// Runs one inbound connection, holding `handshake` (its handshake slot
-/// and its address's claim) until the peer proved its key; then it takes
-/// an inbound session slot. The session is live if the dialer asks.
+/// An inbound handshake's place: a handshake slot, its address's claim,
+/// and its entry among the handshakes in progress (until dropped).
+struct HandshakeSlot<'a> {
+    shared: &'a Shared,
+    _permit: OwnedSemaphorePermit,
+    _claim: Claim<'a, std::net::IpAddr>,
+    id: u64,
+    /// Cancelled when a newer connection needs the slot.
+    evicted: CancellationToken,
+}
+
+impl<'a> HandshakeSlot<'a> {
+    /// A free slot; when none is, the oldest handshake in progress is
+    /// ended to make room (`None` if none frees up in time).
+    async fn take(
+        shared: &'a Shared,
+        claim: Claim<'a, std::net::IpAddr>,
+    ) -> Option<HandshakeSlot<'a>> {
+        let permit = match Arc::clone(&shared.handshakes).try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                let oldest = shared
+                    .handshaking
+                    .lock()
+                    .expect("handshaking lock")
+                    .pop_front();
+                if let Some((_, evicted)) = oldest {
+                    evicted.cancel();
+                }
+                tokio::time::timeout(
+                    Duration::from_millis(500),
+                    Arc::clone(&shared.handshakes).acquire_owned(),
+                )
+                .await
+                .ok()?
+                .ok()?
+            }
+        };
+        let id = shared
+            .handshake_ids
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let evicted = CancellationToken::new();
+        shared
+            .handshaking
+            .lock()
+            .expect("handshaking lock")
+            .push_back((id, evicted.clone()));
+        Some(HandshakeSlot {
+            shared,
+            _permit: permit,
+            _claim: claim,
+            id,
+            evicted,
+        })
+    }
+}
+
+impl Drop for HandshakeSlot<'_> {
+    fn drop(&mut self) {
+        let mut handshaking = self.shared.handshaking.lock().expect("handshaking lock");
+        handshaking.retain(|(id, _)| *id != self.id);
+    }
+}
+
+/// Runs one inbound connection, holding `handshake` (its handshake slot)
+/// until the peer proved its key; then it takes an inbound session slot.
+/// The session is live if the dialer asks.
 async fn serve(
     shared: &Arc<Shared>,
     stream: TcpStream,
     address: SocketAddr,
-    handshake: (OwnedSemaphorePermit, Claim<'_, std::net::IpAddr>),
+    handshake: HandshakeSlot<'_>,
 ) -> Result<(), (Option<Author>, Error)> {
     let _ = stream.set_nodelay(true);
     let handshaking = SecureChannel::accept(stream, shared.db.identity(), shared.config.channel);
     let channel = tokio::select! {
         channel = handshaking => channel.map_err(|error| (None, error))?,
+        () = handshake.evicted.cancelled() => {
+            tracing::debug!(%address, "handshake ended to make room for a newer one");
+            return Ok(());
+        }
         () = shared.stop.cancelled() => return Ok(()),
     };
     drop(handshake);
