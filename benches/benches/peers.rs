@@ -65,14 +65,7 @@ fn local_commit(c: &mut Criterion) {
 /// Applies the workload (genesis included) to a fresh replica from bytes:
 /// decode, hash, batch-verify, admit, apply, one fsync per group.
 fn merge_all(dir: &Path, workload: &Workload, encoded: &[Vec<u8>]) {
-    let db = empty_replica(dir, workload);
-    for batch in encoded.chunks(8192) {
-        let report = db.apply_encoded(batch).expect("apply");
-        assert!(
-            report.refused.is_empty() && report.pending.is_empty(),
-            "workload applies cleanly"
-        );
-    }
+    peers_benches::apply_all(&empty_replica(dir, workload), encoded);
 }
 
 fn remote_merge(c: &mut Criterion) {

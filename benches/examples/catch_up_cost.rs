@@ -29,10 +29,7 @@ fn main() {
         ..Options::default()
     };
     let source = Db::join(dir.path().join("source"), workload.database, options()).expect("join");
-    for batch in workload.encoded().chunks(8192) {
-        let report = source.apply_encoded(batch).expect("apply");
-        assert!(report.refused.is_empty() && report.pending.is_empty());
-    }
+    peers_benches::apply_all(&source, &workload.encoded());
     // One key signs two different changes at seq 1 on two devices.
     let forker = Identity::generate();
     let genesis = source

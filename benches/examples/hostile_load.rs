@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use peers_benches::{Spec, generate};
+use peers_benches::{Spec, apply_all, generate, status_kib};
 use peers_engine::{Db, Identity, Options};
 use peers_net::{ChannelOptions, Node, NodeConfig, SecureChannel};
 use tokio::io::AsyncWriteExt;
@@ -55,10 +55,7 @@ fn main() {
         Options::default(),
     )
     .expect("join");
-    for batch in workload.encoded().chunks(8192) {
-        let report = served.apply_encoded(batch).expect("apply");
-        assert!(report.refused.is_empty() && report.pending.is_empty());
-    }
+    apply_all(&served, &workload.encoded());
     let expected = served.state_hash().expect("state hash");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -125,7 +122,7 @@ fn main() {
         );
         println!(
             "process peak RSS {} MiB, most open files {}",
-            peak_rss_kib() / 1024,
+            status_kib("VmHWM:") / 1024,
             peak_files.load(Ordering::Relaxed)
         );
         println!("every honest replica holds the node's state: nothing honest was lost");
@@ -234,17 +231,4 @@ async fn sample_open_files(peak: Arc<AtomicU64>, running: Arc<AtomicBool>) {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-/// This process's peak resident set (VmHWM), in KiB.
-fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|line| line.strip_prefix("VmHWM:"))
-                .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
 }

@@ -29,10 +29,7 @@ fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = Db::join(dir.path().join("db"), workload.database, Options::default()).expect("join");
     let started = Instant::now();
-    for batch in encoded.chunks(8192) {
-        let report = db.apply_encoded(batch).expect("apply");
-        assert!(report.refused.is_empty() && report.pending.is_empty());
-    }
+    peers_benches::apply_all(&db, &encoded);
     let elapsed = started.elapsed();
     println!(
         "merged {} changes ({} ops) in {:?}: {:.0} changes/s",

@@ -9,7 +9,7 @@
 
 use std::time::Instant;
 
-use peers_benches::{Spec, generate};
+use peers_benches::{Spec, apply_all, generate};
 use peers_engine::{Db, Options};
 use peers_net::webrtc::WebRtcConfig;
 use peers_net::{Node, NodeConfig};
@@ -34,10 +34,7 @@ fn main() {
         Options::default(),
     )
     .expect("join");
-    for batch in encoded.chunks(8192) {
-        let report = source.apply_encoded(batch).expect("apply");
-        assert!(report.refused.is_empty() && report.pending.is_empty());
-    }
+    apply_all(&source, &encoded);
     let replica = Db::join(
         dir.path().join("replica"),
         workload.database,

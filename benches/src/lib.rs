@@ -319,6 +319,18 @@ fn automerge_commit(
         .to_vec()
 }
 
+/// Applies encoded changes to `db` in batches of 8192 (as a received
+/// catch-up arrives) and requires every one to be accepted, none pending.
+pub fn apply_all(db: &peers_engine::Db, encoded: &[Vec<u8>]) {
+    for batch in encoded.chunks(8192) {
+        let report = db.apply_encoded(batch).expect("apply");
+        assert!(
+            report.refused.is_empty() && report.pending.is_empty(),
+            "workload applies cleanly: {report:?}"
+        );
+    }
+}
+
 /// A line of this process's /proc/self/status (`"VmRSS:"`, `"VmHWM:"`), in
 /// KiB; 0 where there is none (not Linux).
 pub fn status_kib(field: &str) -> u64 {

@@ -8,15 +8,20 @@ use std::process::{Command, Output};
 use serde_json::Value as Json;
 use tempfile::TempDir;
 
-/// Runs `peers --db DB ARGS...` (no `--db` when `db` is `None`) with a clean
+/// `peers --db DB` (no `--db` when `db` is `None`), with a clean
 /// environment for the variables the program reads.
-fn run(db: Option<&Path>, args: &[&str]) -> Output {
+fn peers(db: Option<&Path>) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_peers"));
     command.env_remove("PEERS_DB").env_remove("PEERS_LOG");
     if let Some(db) = db {
         command.arg("--db").arg(db);
     }
     command
+}
+
+/// Runs `peers --db DB ARGS...` (see [`peers`]).
+fn run(db: Option<&Path>, args: &[&str]) -> Output {
+    peers(db)
         .args(args)
         .output()
         .expect("running the peers binary")
@@ -646,12 +651,8 @@ impl Server {
     /// Starts `peers --json --db DB serve ARGS...`.
     fn start_with(db: &Path, args: &[&str]) -> Server {
         use std::io::BufRead;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_peers"))
-            .env_remove("PEERS_DB")
-            .env_remove("PEERS_LOG")
+        let mut child = peers(Some(db))
             .arg("--json")
-            .arg("--db")
-            .arg(db)
             .arg("serve")
             .args(args)
             .stdout(std::process::Stdio::piped())
@@ -1011,12 +1012,8 @@ fn every_command_works_while_served_with_the_same_output() {
     let elsewhere = temp.path().join("elsewhere");
     std::fs::create_dir(&elsewhere).expect("mkdir");
     let in_elsewhere = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_peers"))
-            .env_remove("PEERS_DB")
-            .env_remove("PEERS_LOG")
+        peers(Some(&a))
             .current_dir(&elsewhere)
-            .arg("--db")
-            .arg(&a)
             .args(args)
             .output()
             .expect("run peers")
@@ -1124,11 +1121,7 @@ fn watch_prints_remote_and_local_changes_as_they_apply() {
     );
 
     let spawn_watch = |db: &Path, args: &[&str]| {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_peers"))
-            .env_remove("PEERS_DB")
-            .env_remove("PEERS_LOG")
-            .arg("--db")
-            .arg(db)
+        let mut child = peers(Some(db))
             .args(args)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
