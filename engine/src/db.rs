@@ -38,10 +38,23 @@ const PARALLEL_CHANGES_MIN: usize = 512;
 /// Changes per stage of the verify/apply pipeline (one log append each).
 const PIPELINE_CHUNK_CHANGES: usize = 2048;
 
+/// Opens a database's log directory: [`Wal::open`] on the real disk, or
+/// (with the `testing` feature) the wal on a simulated disk that can lose
+/// power.
+pub(crate) type OpenLog<'a> = &'a (
+        dyn Fn(
+    &Path,
+    peers_wal::Options,
+) -> std::result::Result<(Wal, peers_wal::OpenReport), peers_wal::Error>
+            + Sync
+    );
+
+const REAL_DISK: OpenLog<'static> = &Wal::open;
+
 const DATABASE_FILE: &str = "database";
 const IDENTITY_FILE: &str = "identity.key";
 const LOG_DIR: &str = "log";
-const VIEW_DIR: &str = "view";
+pub(crate) const VIEW_DIR: &str = "view";
 /// The file whose advisory lock makes one process the directory's user; it
 /// holds that process's id and command line, for the error another gets.
 pub const LOCK_FILE: &str = "lock";
@@ -75,6 +88,19 @@ impl Default for Options {
             members_only: true,
         }
     }
+}
+
+/// What [`Db::open`] found and repaired after a crash or a power loss
+/// ([`Db::recovery`]). A clean shutdown leaves nothing to repair.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// A log tail cut because its last write was torn (never acknowledged).
+    pub torn_tail: Option<peers_wal::TornTail>,
+    /// The view held changes the log had lost (relaxed commits the power
+    /// took with it) and was rebuilt from the log.
+    pub view_rebuilt: bool,
+    /// Changes replayed from the log into the view.
+    pub replayed: u64,
 }
 
 /// One entry of [`Db::members`].
@@ -114,6 +140,8 @@ struct Inner {
     events: broadcast::Sender<Change>,
     /// [`Options::pending_changes_max`].
     pending_changes_max: usize,
+    /// What the open had to repair.
+    recovery: Recovery,
     /// Held (locked) while open; unlocked when the last clone drops, after
     /// the fields above (it is declared last, so dropped last: the view and
     /// log are closed before another process may open them).
@@ -210,7 +238,10 @@ fn now_ms() -> u64 {
 impl Db {
     /// Creates a new database (and its genesis change) in a new directory.
     pub fn create(dir: impl AsRef<Path>, options: Options) -> Result<Db> {
-        let dir = dir.as_ref();
+        Db::create_on(dir.as_ref(), options, REAL_DISK)
+    }
+
+    pub(crate) fn create_on(dir: &Path, options: Options, open_log: OpenLog<'_>) -> Result<Db> {
         let identity = prepare_new(dir, &options)?;
         let mut nonce = [0u8; 16];
         getrandom::fill(&mut nonce).expect("the operating system's random source is available");
@@ -234,8 +265,12 @@ impl Db {
         );
         let database = DatabaseId(genesis.hash().0);
         write_database_file(dir, database)?;
-        let db = Db::open(dir, options)?;
+        let db = Db::open_on(dir, options, open_log)?;
         let report = db.apply(vec![genesis])?;
+        // The genesis is durable whatever the sync mode: lost, it could not
+        // be made again (its hash is the database id), and the directory
+        // would never be writable.
+        db.sync()?;
         assert_eq!(
             report.accepted.len(),
             1,
@@ -247,16 +282,28 @@ impl Db {
     /// Creates an empty replica of an existing database, with a new identity
     /// (or `options.identity`). Sync or import to fill it.
     pub fn join(dir: impl AsRef<Path>, database: DatabaseId, options: Options) -> Result<Db> {
-        let dir = dir.as_ref();
+        Db::join_on(dir.as_ref(), database, options, REAL_DISK)
+    }
+
+    pub(crate) fn join_on(
+        dir: &Path,
+        database: DatabaseId,
+        options: Options,
+        open_log: OpenLog<'_>,
+    ) -> Result<Db> {
         prepare_new(dir, &options)?;
         write_database_file(dir, database)?;
-        Db::open(dir, options)
+        Db::open_on(dir, options, open_log)
     }
 
     /// Opens an existing database directory, replaying any log the view has
     /// not applied yet (after a crash).
     pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Db> {
-        let dir = dir.as_ref().to_owned();
+        Db::open_on(dir.as_ref(), options, REAL_DISK)
+    }
+
+    pub(crate) fn open_on(dir: &Path, options: Options, open_log: OpenLog<'_>) -> Result<Db> {
+        let dir = dir.to_owned();
         let database = read_database_file(&dir)?;
         let identity = Identity::load(&dir.join(IDENTITY_FILE))?;
         // The lock makes this process the directory's only user: take it
@@ -269,9 +316,27 @@ impl Db {
             segment_bytes_max: options.segment_bytes_max,
             sync: options.sync,
         };
-        let (wal, report) = Wal::open(&dir.join(LOG_DIR), wal_options)?;
+        let (wal, report) = open_log(&dir.join(LOG_DIR), wal_options)?;
         if let Some(torn) = &report.torn_tail {
             tracing::warn!(segment = %torn.segment.display(), offset = torn.offset, bytes = torn.bytes_cut, "cut a torn log tail");
+        }
+        let mut applied = applied_position(&view)?.unwrap_or(wal.start());
+        let mut view_rebuilt = false;
+        if applied > wal.end() {
+            // The view holds groups the log lost: written without an fsync
+            // (`SyncMode::Relaxed`), they reached the view, RocksDB flushed
+            // it, then the power failed. Kept, the view would name changes
+            // the log cannot serve and our next commit would reuse a seq of
+            // ours with another hash (a fork of our own key). The log is the
+            // truth: rebuild the view from it (docs/DESIGN.md "Storage").
+            tracing::warn!(
+                applied = applied.0,
+                log_end = wal.end().0,
+                "the view is ahead of the log (power lost after a relaxed commit): rebuilding it"
+            );
+            reset_view(&view, database)?;
+            applied = wal.start();
+            view_rebuilt = true;
         }
         let mut engine = Engine::new(
             wal.clone(),
@@ -279,8 +344,12 @@ impl Db {
             database,
             options.pending_changes_max,
         )?;
-        let applied = applied_position(&view)?.unwrap_or(wal.start());
-        replay(&mut engine, applied, false, &mut |_, _| {})?;
+        let replayed = replay(&mut engine, applied, false, &mut |_, _| {})?;
+        let recovery = Recovery {
+            torn_tail: report.torn_tail,
+            view_rebuilt,
+            replayed,
+        };
         let (events, _) = broadcast::channel(SUBSCRIBE_BUFFER_CHANGES);
         let membership = Membership::new(
             engine.access_generation,
@@ -299,6 +368,7 @@ impl Db {
             queue: Mutex::new(Vec::new()),
             events,
             pending_changes_max: options.pending_changes_max,
+            recovery,
             _lock: lock,
         };
         Ok(Db {
@@ -309,6 +379,26 @@ impl Db {
     /// The database's id (its genesis change's hash).
     pub fn database_id(&self) -> DatabaseId {
         self.inner.database
+    }
+
+    /// Makes every change committed or applied so far durable: one fsync of
+    /// the log. With [`SyncMode::Always`] every commit already is; with
+    /// [`SyncMode::Relaxed`] a power loss keeps what was committed before
+    /// the last `sync` that returned `Ok` and may lose what came after.
+    /// If the fsync fails, the changes it was to cover are cut from the log
+    /// and the database refuses writes until reopened ([`Error::Poisoned`]).
+    pub fn sync(&self) -> Result<()> {
+        let result = self.inner.wal.sync();
+        if let Err(error) = &result {
+            self.engine().poison(error.to_string());
+        }
+        Ok(result?)
+    }
+
+    /// What opening this database found and repaired after a crash or a
+    /// power loss.
+    pub fn recovery(&self) -> &Recovery {
+        &self.inner.recovery
     }
 
     /// This replica's author key.
@@ -957,18 +1047,26 @@ impl Db {
         reads::state_hash(&self.inner.view)
     }
 
+    /// Flushes the view's memtable and copies (hard links) its files into
+    /// `copy`, a directory that must not exist: what a power loss would
+    /// leave of the view at this moment.
+    #[cfg(feature = "testing")]
+    pub(crate) fn flush_view_into(&self, copy: &Path) -> Result<()> {
+        let checkpoint = rocksdb::checkpoint::Checkpoint::new(&self.inner.view)?;
+        Ok(checkpoint.create_checkpoint(copy)?)
+    }
+
+    /// Whether this handle is the last one: dropping it closes the database.
+    #[cfg(feature = "testing")]
+    pub(crate) fn is_last_handle(&self) -> bool {
+        Arc::strong_count(&self.inner) == 1
+    }
+
     /// Drops the view and rebuilds it from the log; returns the changes
     /// replayed and the new state hash.
     pub fn rebuild(&self, progress: Progress<'_>) -> Result<(u64, StateHash)> {
         let mut engine = self.engine();
-        clear_view(&self.inner.view)?;
-        self.inner.view.put(
-            keys::meta(keys::META_VIEW_FORMAT),
-            VIEW_FORMAT_VERSION.to_be_bytes(),
-        )?;
-        self.inner
-            .view
-            .put(keys::meta(keys::META_DATABASE), self.inner.database.0)?;
+        reset_view(&self.inner.view, self.inner.database)?;
         engine.reload_heads()?;
         let changes = replay(&mut engine, self.inner.wal.start(), false, progress)?;
         self.inner.view.flush()?;
@@ -1160,9 +1258,31 @@ fn prepare_new(dir: &Path, options: &Options) -> Result<Identity> {
     Ok(identity)
 }
 
+/// Writes `database` and makes it durable (the file, then the directory
+/// entries of the new directory), so a power loss after `create` or `join`
+/// returned cannot leave a directory that does not open.
 fn write_database_file(dir: &Path, database: DatabaseId) -> Result<()> {
     let path = dir.join(DATABASE_FILE);
-    std::fs::write(&path, format!("{database}\n")).map_err(io_error(&path))
+    let write = || -> std::io::Result<()> {
+        use std::io::Write as _;
+        let mut file = std::fs::File::create(&path)?;
+        file.write_all(format!("{database}\n").as_bytes())?;
+        file.sync_all()
+    };
+    write().map_err(io_error(&path))?;
+    sync_dir(dir)?;
+    match dir.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => sync_dir(parent),
+        _ => Ok(()),
+    }
+}
+
+/// fsyncs a directory: the entries created in it so far stay after a power
+/// loss.
+fn sync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|directory| directory.sync_all())
+        .map_err(io_error(dir))
 }
 
 fn read_database_file(dir: &Path) -> Result<DatabaseId> {
@@ -1224,13 +1344,26 @@ fn open_view(path: &Path, database: DatabaseId) -> Result<DB> {
         return open_view(path, database);
     }
     if found.is_none() {
-        view.put(
-            keys::meta(keys::META_VIEW_FORMAT),
-            VIEW_FORMAT_VERSION.to_be_bytes(),
-        )?;
-        view.put(keys::meta(keys::META_DATABASE), database.0)?;
+        write_view_identity(&view, database)?;
     }
     Ok(view)
+}
+
+/// The view's layout version and database, the first keys of every view.
+fn write_view_identity(view: &DB, database: DatabaseId) -> Result<()> {
+    view.put(
+        keys::meta(keys::META_VIEW_FORMAT),
+        VIEW_FORMAT_VERSION.to_be_bytes(),
+    )?;
+    view.put(keys::meta(keys::META_DATABASE), database.0)?;
+    Ok(())
+}
+
+/// Empties the view but for its identity, ready for a replay from the start
+/// of the log.
+fn reset_view(view: &DB, database: DatabaseId) -> Result<()> {
+    clear_view(view)?;
+    write_view_identity(view, database)
 }
 
 fn applied_position(view: &DB) -> Result<Option<Position>> {

@@ -248,6 +248,13 @@ impl Engine {
         Ok(())
     }
 
+    /// Refuses every later ingest until a reopen replays the log: the view
+    /// may hold what the log does not, or the reverse.
+    pub fn poison(&mut self, reason: String) {
+        tracing::error!(%reason, "the log failed; the database must be reopened");
+        self.poisoned.get_or_insert(reason);
+    }
+
     /// Admits and applies `changes` as one group. `positions` is given for
     /// [`Source::Log`] (one per change). Returns what happened to each, and
     /// the accepted changes for subscribers.
@@ -283,8 +290,7 @@ impl Engine {
             // the view would let the next commit reuse a seq that is in the
             // log with another hash (a fork of our own key). Refuse every
             // later ingest until a reopen replays the log.
-            tracing::error!(%error, "failed after appending to the log; the database must be reopened");
-            self.poisoned = Some(error.to_string());
+            self.poison(error.to_string());
             self.revived.clear();
             report.accepted.truncate(before.0);
             report.inert.truncate(before.1);

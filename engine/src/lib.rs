@@ -15,6 +15,8 @@ mod identity;
 mod keys;
 mod pending;
 mod reads;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod value;
 mod version_vector;
 mod view;
@@ -29,14 +31,14 @@ pub use changeset::{
     CHANGE_SET_MAGIC, CHANGE_SET_VERSION, ChangeSetError, ChangeSetReader, ChangeSetWriter,
 };
 pub use db::{
-    Db, Member, Options, Progress, REPLAY_GROUP_CHANGES, Row, SUBSCRIBE_BUFFER_CHANGES,
+    Db, Member, Options, Progress, REPLAY_GROUP_CHANGES, Recovery, Row, SUBSCRIBE_BUFFER_CHANGES,
     Transaction, VerifyReport,
 };
 pub use engine::ApplyReport;
 pub use error::{Error, Refusal, Result};
 pub use identity::Identity;
 pub use keys::{Stamp, VIEW_FORMAT_VERSION};
-pub use peers_wal::{FORMAT_VERSION as LOG_FORMAT_VERSION, Position, SyncMode};
+pub use peers_wal::{FORMAT_VERSION as LOG_FORMAT_VERSION, Position, SyncMode, TornTail};
 pub use pending::{PENDING_BYTES_MAX, PENDING_CHANGES_MAX};
 pub use reads::{ChangesSince, HistoryEntry, Scan};
 pub use value::{UnknownScalar, Value};
