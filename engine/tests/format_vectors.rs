@@ -1,7 +1,20 @@
-//! The test vectors of docs/FORMAT.md, checked against the code: a known key,
-//! a known change, its exact bytes, hash and signature; a genesis change; a
-//! view key. If this test fails, either the code changed the format (bump the
-//! version and update FORMAT.md) or FORMAT.md is wrong.
+//! The change test vectors of docs/FORMAT.md, checked against the code: a
+//! known key; a known change (format 1), a membership change and a genesis
+//! change (format 2), each with its exact bytes, hash and signature. (The view
+//! key vector is `field_key_vector` in engine/src/keys.rs.)
+//!
+//! The hex constants below were not taken from the engine: they are the output
+//! of `scripts/format-vectors.py`, which builds each body from FORMAT.md's byte
+//! layout alone and hashes and signs it with Python's `blake3` and
+//! `cryptography`. `python_vectors_agree` runs that script again when python3
+//! and both modules are present (it says why when it skips), and
+//! `format_doc_states_the_vectors` checks FORMAT.md shows the same hex. If a
+//! test here fails, either the code changed the format (bump the version and
+//! update FORMAT.md) or FORMAT.md is wrong.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::Command;
 
 use peers_engine::{
     Author, CHANGE_FORMAT_VERSION, Change, ChangeBody, ChangeHash, DatabaseId, FormatError,
@@ -44,6 +57,8 @@ fn vector_body(identity: &Identity) -> ChangeBody {
     }
 }
 
+// Computed by scripts/format-vectors.py (lines `author`, `change.body`,
+// `change.signature`, `change.hash`), independently of the engine.
 const AUTHOR_HEX: &str = "8a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c";
 const BODY_HEX: &str = concat!(
     "01aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
@@ -130,6 +145,7 @@ fn membership_op_in_version_1_refused() {
     assert_eq!(body.version, 1);
 }
 
+// Computed by scripts/format-vectors.py (lines `membership.*`).
 const MEMBERSHIP_BODY_HEX: &str = concat!(
     "02aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
     "aa8a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f",
@@ -144,3 +160,141 @@ const MEMBERSHIP_SIGNATURE_HEX: &str = concat!(
 );
 const MEMBERSHIP_HASH_HEX: &str =
     "25c69f28cb7509165c74be96abfa8592bfd9a4e51e37c156bad332a61fed2670";
+
+/// A genesis change of a members-only database (FORMAT.md "Test vector: a
+/// genesis change"): database 32 zero bytes, seq 1, no prev, no deps, lamport
+/// 1, ops `[Genesis{nonce: [7; 16]}, MembersOnly]`.
+fn genesis_body(identity: &Identity) -> ChangeBody {
+    ChangeBody {
+        version: CHANGE_FORMAT_VERSION,
+        database: DatabaseId([0; 32]),
+        author: identity.author(),
+        seq: 1,
+        prev: None,
+        deps: Vec::new(),
+        lamport: 1,
+        wall_ms: 1_764_288_000_000,
+        ops: vec![Op::Genesis { nonce: [7; 16] }, Op::MembersOnly],
+    }
+}
+
+#[test]
+fn genesis_change_vector() {
+    let identity = vector_identity();
+    let change = identity.sign(genesis_body(&identity));
+    let (body, signature) = change.bytes().split_at(change.bytes().len() - 64);
+    assert_eq!(hex::encode(body), GENESIS_BODY_HEX);
+    assert_eq!(hex::encode(signature), GENESIS_SIGNATURE_HEX);
+    assert_eq!(change.hash().to_hex(), GENESIS_HASH_HEX);
+    let bytes = hex::decode(format!("{GENESIS_BODY_HEX}{GENESIS_SIGNATURE_HEX}")).expect("hex");
+    let decoded = Change::decode(&bytes).expect("decodes");
+    assert_eq!(decoded.body(), &genesis_body(&identity));
+    verify_signature(&decoded).expect("signature verifies");
+}
+
+// Computed by scripts/format-vectors.py (lines `genesis.*`).
+const GENESIS_BODY_HEX: &str = concat!(
+    "0200000000000000000000000000000000000000000000000000000000000000",
+    "008a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f",
+    "5c01000001fd0070c2c79a01000002030707070707070707070707070707070706",
+);
+const GENESIS_SIGNATURE_HEX: &str = concat!(
+    "507f3dbaaba2819975f0d7dbfd1a45209c1f4abb0a5cecbedec80e53aa4054db",
+    "8cef2a85e1cf787890ca8c96580f24ae757f32f52abb885c54e3ab70bc52400c",
+);
+const GENESIS_HASH_HEX: &str = "e869133df7fb7f47d676bc530de836107a3b528a197e359112061bbfd56d5108";
+
+/// Every value the script prints, with the constant it must equal.
+const SCRIPT_LINES: [(&str, &str); 10] = [
+    ("author", AUTHOR_HEX),
+    ("change.body", BODY_HEX),
+    ("change.hash", HASH_HEX),
+    ("change.signature", SIGNATURE_HEX),
+    ("membership.body", MEMBERSHIP_BODY_HEX),
+    ("membership.hash", MEMBERSHIP_HASH_HEX),
+    ("membership.signature", MEMBERSHIP_SIGNATURE_HEX),
+    ("genesis.body", GENESIS_BODY_HEX),
+    ("genesis.hash", GENESIS_HASH_HEX),
+    ("genesis.signature", GENESIS_SIGNATURE_HEX),
+];
+
+fn workspace_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the engine crate is in the workspace")
+}
+
+/// Says why a test did not check anything. libtest captures a passing
+/// test's `eprintln!` (and `std::io::stderr()`), so the line goes to
+/// `/dev/stderr` opened anew, which capture does not reach; `eprintln!` where
+/// there is none.
+fn skip(test: &str, reason: &str) {
+    let line = format!("{test}: skipped: {reason}");
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/stderr")
+        .and_then(|mut stderr| writeln!(stderr, "{line}"));
+    if written.is_err() {
+        eprintln!("{line}");
+    }
+}
+
+/// Runs scripts/format-vectors.py and compares every value it prints with the
+/// constants above. Skips (saying why) without python3 or its modules; with
+/// `PEERS_REQUIRE_PYTHON_VECTORS=1` a skip is a failure.
+#[test]
+fn python_vectors_agree() {
+    let script = workspace_root().join("scripts/format-vectors.py");
+    let required = std::env::var_os("PEERS_REQUIRE_PYTHON_VECTORS").is_some_and(|v| v == "1");
+    let skip_or_fail = |reason: &str| {
+        assert!(!required, "PEERS_REQUIRE_PYTHON_VECTORS=1 but {reason}");
+        skip("python_vectors_agree", reason);
+    };
+    let output = match Command::new("python3").arg(&script).output() {
+        Ok(output) => output,
+        Err(error) => return skip_or_fail(&format!("python3 cannot be run ({error})")),
+    };
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    // The script exits 3 when `blake3` or `cryptography` is missing.
+    if output.status.code() == Some(3) {
+        return skip_or_fail(&format!(
+            "python3 lacks a module ({}; pip install blake3 cryptography)",
+            stderr.trim()
+        ));
+    }
+    assert!(
+        output.status.success(),
+        "{} failed: {}\n{stderr}",
+        script.display(),
+        output.status
+    );
+    let stdout = String::from_utf8(output.stdout).expect("utf-8");
+    let printed: Vec<(&str, &str)> = stdout
+        .lines()
+        .map(|line| line.split_once(' ').expect("`name hex` lines"))
+        .collect();
+    assert_eq!(
+        printed, SCRIPT_LINES,
+        "scripts/format-vectors.py (from FORMAT.md) and the constants disagree"
+    );
+}
+
+/// FORMAT.md shows the same author, hashes and signatures as the constants
+/// (a signature may be split over two lines, at its middle).
+#[test]
+fn format_doc_states_the_vectors() {
+    let doc = std::fs::read_to_string(workspace_root().join("docs/FORMAT.md")).expect("FORMAT.md");
+    for (name, hex) in SCRIPT_LINES {
+        if name.ends_with(".body") {
+            continue; // shown annotated, not as one string
+        }
+        let halves = if name.ends_with(".signature") {
+            vec![&hex[..64], &hex[64..]]
+        } else {
+            vec![hex]
+        };
+        for half in halves {
+            assert!(doc.contains(half), "FORMAT.md lacks {name} {half}");
+        }
+    }
+}

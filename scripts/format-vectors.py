@@ -1,0 +1,180 @@
+#!/usr/bin/env python3
+"""The change test vectors of docs/FORMAT.md, computed from that page alone.
+
+Builds each vector's body from the byte layout FORMAT.md "Change" describes
+(varints, options, lists, enums by variant index), not from the Rust encoder,
+then its hash (blake3 in key-derivation mode with the documented context) and
+its ed25519 signature by the documented secret key (32 bytes of 0x01) over the
+documented signature message. Prints one `name hex` line per value, which
+engine/tests/format_vectors.rs compares with its constants (and they with
+FORMAT.md).
+
+Needs Python 3 with the `blake3` and `cryptography` modules:
+    pip install blake3 cryptography
+Usage: python3 scripts/format-vectors.py
+"""
+
+import sys
+
+try:
+    import blake3
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+except ImportError as error:  # the caller prints a skip reason
+    print(f"missing module: {error.name}", file=sys.stderr)
+    sys.exit(3)
+
+# FORMAT.md "Change": the hash context and the signature domain.
+HASH_CONTEXT = "peers 2026-11-28 change hash v1"
+SIGNATURE_DOMAIN = b"peers change signature v1\0"
+assert len(SIGNATURE_DOMAIN) == 26, "FORMAT.md: the 26-byte domain"
+
+
+def varint(n):
+    """FORMAT.md's varint: the shortest of the four forms."""
+    assert n >= 0
+    if n <= 250:
+        return bytes([n])
+    if n < 1 << 16:
+        return b"\xfb" + n.to_bytes(2, "little")
+    if n < 1 << 32:
+        return b"\xfc" + n.to_bytes(4, "little")
+    return b"\xfd" + n.to_bytes(8, "little")
+
+
+def zigzag(n):
+    """A signed i64: zigzag-mapped as FORMAT.md writes it, then a varint."""
+    assert -(1 << 63) <= n < 1 << 63
+    return varint(((n << 1) ^ (n >> 63)) & ((1 << 64) - 1))
+
+
+def string(s):
+    raw = s.encode("utf-8")
+    return varint(len(raw)) + raw
+
+
+def option(value):
+    return b"\x00" if value is None else b"\x01" + value
+
+
+def listof(items):
+    return varint(len(items)) + b"".join(items)
+
+
+def fixed(byte, count=32):
+    return bytes([byte]) * count
+
+
+# op = variant index | fields in order
+def op_set(table, row, field, value):
+    return varint(0) + string(table) + string(row) + string(field) + value
+
+
+def op_delete(table, row):
+    return varint(1) + string(table) + string(row)
+
+
+def op_increment(table, row, field, delta):
+    return varint(2) + string(table) + string(row) + string(field) + zigzag(delta)
+
+
+def op_genesis(nonce):
+    assert len(nonce) == 16
+    return varint(3) + nonce
+
+
+ROLES = {"Reader": 0, "Writer": 1, "Admin": 2, "Owner": 3}
+
+
+def op_grant(key, role):
+    return varint(4) + key + varint(ROLES[role])
+
+
+def op_revoke(key, last_seq):
+    return varint(5) + key + varint(last_seq)
+
+
+def op_members_only():
+    return varint(6)
+
+
+def value_str(s):
+    return varint(5) + string(s)
+
+
+def body(version, database, author, seq, prev, deps, lamport, wall_ms, ops):
+    assert len(database) == 32 and len(author) == 32
+    return (
+        varint(version)
+        + database
+        + author
+        + varint(seq)
+        + option(prev)
+        + listof(deps)
+        + varint(lamport)
+        + varint(wall_ms)
+        + listof(ops)
+    )
+
+
+def main():
+    secret = Ed25519PrivateKey.from_private_bytes(fixed(0x01))
+    author = secret.public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    )
+    wall_ms = 1764288000000
+
+    vectors = {
+        # FORMAT.md "Test vector: a change (format 1, still read)".
+        "change": body(
+            1,
+            fixed(0xAA),
+            author,
+            2,
+            fixed(0xBB),
+            [fixed(0xCC)],
+            300,
+            wall_ms,
+            [
+                op_set("t", "r", "f", value_str("hi")),
+                op_increment("t", "r", "n", -2),
+                op_delete("t", "x"),
+            ],
+        ),
+        # FORMAT.md "Test vector: a membership change (format 2)".
+        "membership": body(
+            2,
+            fixed(0xAA),
+            author,
+            3,
+            fixed(0xBB),
+            [],
+            4,
+            wall_ms,
+            [op_grant(fixed(0x11), "Writer"), op_revoke(fixed(0x22), 7)],
+        ),
+        # FORMAT.md "Test vector: a genesis change (format 2)".
+        "genesis": body(
+            2,
+            fixed(0x00),
+            author,
+            1,
+            None,
+            [],
+            1,
+            wall_ms,
+            [op_genesis(fixed(0x07, 16)), op_members_only()],
+        ),
+    }
+
+    print(f"author {author.hex()}")
+    for name, raw in vectors.items():
+        digest = blake3.blake3(raw, derive_key_context=HASH_CONTEXT).digest()
+        signature = secret.sign(SIGNATURE_DOMAIN + digest)
+        print(f"{name}.body {raw.hex()}")
+        print(f"{name}.hash {digest.hex()}")
+        print(f"{name}.signature {signature.hex()}")
+
+
+if __name__ == "__main__":
+    main()
