@@ -20,26 +20,32 @@ use crate::change::DatabaseId;
 use crate::db::{Db, OpenLog, Options, VIEW_DIR};
 use crate::error::{Error, Result};
 
-/// Runs `with` with a log opener for `disk`.
-fn on<T>(disk: &SimFs, with: impl FnOnce(OpenLog<'_>) -> Result<T>) -> Result<T> {
+/// Runs `with` with a log opener for `disk`, on the database in `dir`. The
+/// view on disk is what its last close made durable: a copy of an earlier
+/// flush is forgotten.
+fn on<T>(disk: &SimFs, dir: &Path, with: impl FnOnce(OpenLog<'_>) -> Result<T>) -> Result<T> {
+    let copy = flushed_copy(dir);
+    if copy.exists() {
+        std::fs::remove_dir_all(&copy).map_err(io(&copy))?;
+    }
     with(&|log: &Path, options| disk.open_wal(log, options))
 }
 
 /// [`Db::create`] with the log on `disk`. `dir` must be absolute.
 pub fn create(disk: &SimFs, dir: &Path, options: Options) -> Result<Db> {
-    on(disk, |open_log| Db::create_on(dir, options, open_log))
+    on(disk, dir, |open_log| Db::create_on(dir, options, open_log))
 }
 
 /// [`Db::join`] with the log on `disk`. `dir` must be absolute.
 pub fn join(disk: &SimFs, dir: &Path, database: DatabaseId, options: Options) -> Result<Db> {
-    on(disk, |open_log| {
+    on(disk, dir, |open_log| {
         Db::join_on(dir, database, options, open_log)
     })
 }
 
 /// [`Db::open`] with the log on `disk`. `dir` must be absolute.
 pub fn open(disk: &SimFs, dir: &Path, options: Options) -> Result<Db> {
-    on(disk, |open_log| Db::open_on(dir, options, open_log))
+    on(disk, dir, |open_log| Db::open_on(dir, options, open_log))
 }
 
 /// Where the copy of the view's last flush is kept: beside the database
