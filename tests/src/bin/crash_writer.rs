@@ -1,7 +1,9 @@
 //! Child process of the crash test: commits changes from several threads
-//! with durable (fsync) commits and prints each acknowledged change's hash
-//! on its own line, flushed, only after `commit` returned. The parent kills
-//! it with SIGKILL at a random moment and checks every printed hash survived.
+//! with durable (fsync) commits. Before each commit it prints `+` on a line
+//! of its own; after `commit` returned, the change's hash. Both are flushed
+//! at once, so the parent knows how many commits were in flight when it
+//! killed the child with SIGKILL (begun, not acknowledged), and checks every
+//! printed hash survived.
 //!
 //! Usage: crash-writer DB_DIR THREADS
 
@@ -27,12 +29,16 @@ fn main() -> anyhow::Result<()> {
                     let row = format!("t{thread}-{}", index % 50);
                     tx.set("crash", &row, "index", index as i64)
                         .increment("crash", "totals", "commits", 1);
+                    let say = |line: &dyn std::fmt::Display| -> std::io::Result<()> {
+                        let mut out = stdout
+                            .lock()
+                            .unwrap_or_else(|poisoned| poisoned.into_inner());
+                        writeln!(out, "{line}")?;
+                        out.flush()
+                    };
+                    say(&"+")?;
                     let hash = tx.commit()?;
-                    let mut out = stdout
-                        .lock()
-                        .unwrap_or_else(|poisoned| poisoned.into_inner());
-                    writeln!(out, "{hash}")?;
-                    out.flush()?;
+                    say(&hash)?;
                 }
                 Ok(())
             });
