@@ -226,6 +226,11 @@ fn authorization_scripts() -> Seeds {
         heads: true,
         ..Names::default()
     };
+    // The other keys' heads and the actor's first grant: a member signs.
+    let named = Names {
+        grant: Some(0),
+        ..heads
+    };
     let seeds = vec![
         (
             "grant_write".to_owned(),
@@ -296,19 +301,19 @@ fn authorization_scripts() -> Seeds {
             "forged_grants_past_their_rights".to_owned(),
             concat(&[
                 initial([Some(Writer), Some(Reader), Some(Admin), None]),
-                forge(1, 0, None, heads, &[forged_grant(4, Writer)]),
-                forge(2, 0, None, heads, &[forged_revoke(1, 0)]),
+                forge(1, 0, None, named, &[forged_grant(4, Writer)]),
+                forge(2, 0, None, named, &[forged_revoke(1, 0)]),
                 forge(
                     2,
                     2,
                     None,
-                    heads,
+                    named,
                     &[forged_grant(4, Reader), forged_row(set(0, 0, 0, 1))],
                 ),
-                forge(3, 0, None, heads, &[forged_grant(4, Admin)]),
-                forge(3, 3, None, heads, &[forged_grant(0, Reader)]),
-                forge(0, 0, None, heads, &[forged_grant(4, Owner)]),
-                forge(3, 0, None, heads, &[forged_grant(4, Writer)]),
+                forge(3, 0, None, named, &[forged_grant(4, Admin)]),
+                forge(3, 3, None, named, &[forged_grant(0, Reader)]),
+                forge(0, 0, None, named, &[forged_grant(4, Owner)]),
+                forge(3, 0, None, named, &[forged_grant(4, Writer)]),
                 sync(4, 0),
                 write(4, &[set(0, 1, 0, 2)]),
                 sync(0, 4),
