@@ -1217,7 +1217,7 @@ proptest! {
         for (index, replica) in world.open() {
             let name = format!("k{index}");
             let story = || describe(world.keys(), &changes, &model, &[(name.as_str(), replica)]);
-            prop_assert_eq!(replica.pending_len(), 0, "{}", name);
+            prop_assert_eq!(replica.pending_len(), 0, "{}: waits on {:?}\n{}", name, replica.missing(), story());
             prop_assert_eq!(&rows(replica, TABLES), &expected_rows, "{}\n{}", name, story());
             prop_assert_eq!(replica.state_hash().expect("state hash"), expected_hash, "{}", name);
         }
