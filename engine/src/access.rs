@@ -144,7 +144,9 @@ pub(crate) fn named_role(
 
 /// The admission rules of a members-only database for a change by
 /// `author` (not the owner's, which are always allowed) with named role
-/// `role`, in the order FORMAT.md lists them.
+/// `role`, in the order FORMAT.md lists them: the first rule that any op
+/// breaks names the refusal (so a reader's `[Grant, Set]` is `ReadOnly`,
+/// as its `[Set, Grant]` is).
 pub(crate) fn check_admission(
     author: Author,
     role: Option<Role>,
@@ -156,41 +158,31 @@ pub(crate) fn check_admission(
     } else {
         role.ok_or(Refusal::NotAMember { author })?
     };
-    for op in ops {
-        match op {
-            Op::Set { .. } | Op::Delete { .. } | Op::Increment { .. } => {
-                if own < Role::Writer {
-                    return Err(Refusal::ReadOnly { author });
-                }
-            }
-            Op::Grant { key, role } => {
-                check_membership_op(author, own, key, owner)?;
-                if *role >= own {
-                    return Err(Refusal::GrantAboveOwnRole {
-                        author,
-                        own,
-                        granted: *role,
-                    });
-                }
-            }
-            Op::Revoke { key, .. } => check_membership_op(author, own, key, owner)?,
-            Op::Genesis { .. } | Op::MembersOnly => {}
-        }
+    let membership = || {
+        ops.iter().filter_map(|op| match op {
+            Op::Grant { key, .. } | Op::Revoke { key, .. } => Some(key),
+            _ => None,
+        })
+    };
+    if own < Role::Writer && ops.iter().any(|op| op.row().is_some()) {
+        return Err(Refusal::ReadOnly { author });
     }
-    Ok(())
-}
-
-fn check_membership_op(
-    author: Author,
-    own: Role,
-    key: &Author,
-    owner: Author,
-) -> Result<(), Refusal> {
-    if own < Role::Admin {
+    if own < Role::Admin && membership().next().is_some() {
         return Err(Refusal::NotAnAdmin { author, role: own });
     }
-    if *key == owner {
+    if membership().any(|key| *key == owner) {
         return Err(Refusal::TargetsOwner { author });
+    }
+    for op in ops {
+        if let Op::Grant { role, .. } = op
+            && *role >= own
+        {
+            return Err(Refusal::GrantAboveOwnRole {
+                author,
+                own,
+                granted: *role,
+            });
+        }
     }
     Ok(())
 }

@@ -443,8 +443,11 @@ impl ChangesSince {
             // Ahead of us on a chain we do not know: nothing of ours is new to
             // them unless they forked, and then their side sends us their
             // branch (our head is unknown to them), we cut, and the evidence
-            // goes back below.
-            Some(head) if head.seq > state.head_seq && state.cut.is_none() => return Ok(()),
+            // goes back below. The boundary still counts: a change past it
+            // that a sent change names goes with it, or the peer would wait
+            // on it for ever (their chain may be past a limit too, and so
+            // never sent to us: no fork would ever come to light).
+            Some(head) if head.seq > state.head_seq && state.cut.is_none() => u64::MAX,
             // Our heads differ at a seq we both hold: the chains diverged
             // somewhere below; send ours whole (the receiver drops duplicates).
             Some(_) => 1,

@@ -2,21 +2,109 @@
 //! shared by the proptest in tests/authorization.rs and the fuzz target
 //! [`crate::fuzz_targets::authorization_model`]: written from the rules as
 //! plainly as possible, over a set of changes, without the engine's
-//! incremental bookkeeping.
+//! incremental bookkeeping: [`admission`] for the verdict on one change
+//! (docs/FORMAT.md "Authorization", Admission), [`Model`] for what a set of
+//! admitted changes makes valid (Validity, and the equivocation cut of
+//! "Validity rules" 7).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use peers_engine::{Author, Change, ChangeHash, Db, Op, Role};
+use peers_engine::{Author, Change, ChangeHash, Db, Op, Refusal, Role};
 
-/// The rules of authorization, computed from scratch over a set of changes
-/// of one database without forks, as plainly as possible: changes in
-/// lamport order (a causal order), each decided from the ones before it.
+/// The rules of authorization, computed from scratch over a set of admitted
+/// changes of one database (forks included), as plainly as possible:
+/// changes in lamport order (a causal order), each decided from the ones
+/// before it.
 #[derive(Debug)]
 pub struct Model {
     /// The valid changes.
     pub valid: BTreeSet<ChangeHash>,
     /// Every key that holds or held a role: (role now, revoked after).
     pub members: BTreeMap<Author, (Option<Role>, Option<u64>)>,
+    /// The equivocation cut of every author that signed two changes at one
+    /// seq: the lowest such seq, minus one.
+    pub fork_cuts: BTreeMap<Author, u64>,
+}
+
+/// The named role after `change` (docs/FORMAT.md "Authorization"): its
+/// prev's, raised by every grant to its author in a change it names in
+/// `deps`, standing or not. `held` holds its chain and what it names.
+pub fn named_role(change: &Change, held: &HashMap<ChangeHash, Change>) -> Option<Role> {
+    let author = change.author();
+    let mut chain = vec![change];
+    while let Some(prev) = chain[chain.len() - 1].body().prev {
+        chain.push(&held[&prev]);
+    }
+    chain.iter().rev().fold(None, |role, link| {
+        let named = link.body().deps.iter().flat_map(|dep| held[dep].ops());
+        let granted = named.filter_map(|op| match op {
+            Op::Grant { key, role } if *key == author => Some(*role),
+            _ => None,
+        });
+        granted.fold(role, |role, granted| role.max(Some(granted)))
+    })
+}
+
+/// The admission verdict on `change` in a members-only database owned by
+/// `owner`, from docs/FORMAT.md "Authorization", Admission: the first of
+/// its five rules that `change` breaks, over all its ops, names the
+/// refusal. `held` holds `change`'s chain and what it names.
+pub fn admission(
+    change: &Change,
+    held: &HashMap<ChangeHash, Change>,
+    owner: Author,
+) -> Result<(), Refusal> {
+    let author = change.author();
+    let role = if author == owner {
+        Role::Owner
+    } else {
+        named_role(change, held).ok_or(Refusal::NotAMember { author })?
+    };
+    let ops = change.ops();
+    let membership = || {
+        ops.iter().filter_map(|op| match op {
+            Op::Grant { key, .. } | Op::Revoke { key, .. } => Some(*key),
+            _ => None,
+        })
+    };
+    if ops.iter().any(|op| op.row().is_some()) && role < Role::Writer {
+        return Err(Refusal::ReadOnly { author });
+    }
+    if membership().next().is_some() && role < Role::Admin {
+        return Err(Refusal::NotAnAdmin { author, role });
+    }
+    if membership().any(|key| key == owner) {
+        return Err(Refusal::TargetsOwner { author });
+    }
+    let above = ops.iter().find_map(|op| match op {
+        Op::Grant { role: granted, .. } if *granted >= role => Some(*granted),
+        _ => None,
+    });
+    if let Some(granted) = above {
+        return Err(Refusal::GrantAboveOwnRole {
+            author,
+            own: role,
+            granted,
+        });
+    }
+    Ok(())
+}
+
+/// The equivocation cuts of `changes`: per author that signed two
+/// different changes at one seq, the lowest such seq minus one.
+fn fork_cuts(changes: &[&Change]) -> BTreeMap<Author, u64> {
+    let mut at: BTreeMap<(Author, u64), BTreeSet<ChangeHash>> = BTreeMap::new();
+    for change in changes {
+        let hashes = at.entry((change.author(), change.seq())).or_default();
+        hashes.insert(change.hash());
+    }
+    let mut cuts = BTreeMap::new();
+    for ((author, seq), hashes) in at {
+        if hashes.len() > 1 {
+            lower(&mut cuts, author, seq - 1);
+        }
+    }
+    cuts
 }
 
 /// Keeps the lower of two cuts.
@@ -60,13 +148,22 @@ fn standing_grants<'a>(
     })
 }
 
-/// One pass over `order` with the revocation cuts `cuts`: each change's
-/// role (its prev's, raised by the standing grants it names) and validity
-/// (its prev valid, within its author's cut, its role covers its ops).
+/// Whether `change` is within `cuts` (its author not cut, or its seq at
+/// most the cut).
+fn within(cuts: &BTreeMap<Author, u64>, change: &Change) -> bool {
+    cuts.get(&change.author())
+        .is_none_or(|cut| change.seq() <= *cut)
+}
+
+/// One pass over `order` with the revocation cuts `cuts` and the fork cuts
+/// `forks`: each change's role (its prev's, raised by the standing grants
+/// it names) and validity (its prev valid, within its author's cuts, its
+/// role covers its ops). The owner's changes are valid within its fork cut.
 fn decide(
     order: &[&Change],
     owner: Author,
     cuts: &BTreeMap<Author, u64>,
+    forks: &BTreeMap<Author, u64>,
 ) -> (BTreeSet<ChangeHash>, HashMap<ChangeHash, Option<Role>>) {
     let by_hash: HashMap<ChangeHash, &Change> = order.iter().map(|c| (c.hash(), *c)).collect();
     let mut valid = BTreeSet::new();
@@ -75,7 +172,9 @@ fn decide(
         let author = change.author();
         if author == owner {
             roles.insert(change.hash(), Some(Role::Owner));
-            valid.insert(change.hash());
+            if within(forks, change) {
+                valid.insert(change.hash());
+            }
             continue;
         }
         let body = change.body();
@@ -88,8 +187,8 @@ fn decide(
         let role = prev_role.max(named);
         roles.insert(change.hash(), role);
         let prev_valid = body.prev.is_none_or(|prev| valid.contains(&prev));
-        let within_cut = cuts.get(&author).is_none_or(|cut| change.seq() <= *cut);
-        if prev_valid && within_cut && covers(role, change.ops()) {
+        let within_cuts = within(cuts, change) && within(forks, change);
+        if prev_valid && within_cuts && covers(role, change.ops()) {
             valid.insert(change.hash());
         }
     }
@@ -98,7 +197,7 @@ fn decide(
 
 impl Model {
     /// The model over `changes`: one database's, the genesis among them,
-    /// without forks.
+    /// each admitted (see [`admission`]); forks included.
     pub fn new(changes: &[Change]) -> Model {
         let mut order: Vec<&Change> = changes.iter().collect();
         order.sort_by_key(|change| (change.lamport(), change.hash()));
@@ -107,10 +206,12 @@ impl Model {
             .find(|change| change.is_genesis())
             .expect("the genesis")
             .author();
+        let forks = fork_cuts(&order);
+        // The owner's valid changes: those within its fork cut.
         let owner_ops = || {
             order
                 .iter()
-                .filter(|change| change.author() == owner)
+                .filter(|change| change.author() == owner && within(&forks, change))
                 .flat_map(|change| change.ops())
         };
         let admins: BTreeSet<Author> = owner_ops()
@@ -132,7 +233,7 @@ impl Model {
         // on the valid admins' revocations too: two passes settle it.
         let mut cuts = owner_cuts.clone();
         for _pass in 0..4 {
-            let (valid, roles) = decide(&order, owner, &cuts);
+            let (valid, roles) = decide(&order, owner, &cuts, &forks);
             let mut next = owner_cuts.clone();
             for change in order.iter().filter(|c| valid.contains(&c.hash())) {
                 for op in change.ops() {
@@ -145,7 +246,9 @@ impl Model {
                 }
             }
             if next == cuts {
-                return Model::finish(&order, owner, valid, &roles, &cuts);
+                let mut model = Model::finish(&order, owner, valid, &roles, &cuts);
+                model.fork_cuts = forks;
+                return model;
             }
             cuts = next;
         }
@@ -176,7 +279,11 @@ impl Model {
         for (key, last_seq) in cuts {
             members.insert(*key, (None, Some(*last_seq)));
         }
-        Model { valid, members }
+        Model {
+            valid,
+            members,
+            fork_cuts: BTreeMap::new(),
+        }
     }
 
     /// The changes of `changes` the model holds valid, in their order.

@@ -1,19 +1,22 @@
 //! Runs authorization scripts: grants, revocations, writes and syncs by a few
-//! keys, each on its own replica of one members-only database. Shared by the
+//! keys, each on its own replica of one members-only database, and changes
+//! signed by hand past the checks of the local API ([`Forgery`]: grants and
+//! revocations by any key, writes naming any grant, forks). Shared by the
 //! proptest in tests/authorization.rs and the fuzz target
 //! [`crate::fuzz_targets::authorization_model`], which both check the result
 //! against [`crate::authorization_model`]; each builds its own scripts
 //! (strategies, byte decoding) and makes its own assertions.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 
 use peers_engine::{
-    ApplyReport, Author, Change, ChangeHash, DatabaseId, Db, Error, Op, Options, Role,
+    ApplyReport, Author, CHANGE_FORMAT_VERSION, Change, ChangeBody, ChangeHash, DatabaseId, Db,
+    Error, Op, Options, Role,
 };
 use tempfile::TempDir;
 
-use crate::authorization_model::{Model, applied};
+use crate::authorization_model::{Model, admission, applied};
 use crate::{SplitMix, all_changes, exchange, shuffle, transaction_with};
 
 /// One step of a script, run on the replica of `actor` (a key index).
@@ -48,6 +51,55 @@ pub enum Step {
         from: usize,
         /// The key whose replica receives.
         to: usize,
+    },
+    /// A change signed by hand, whatever the rules say (see [`Forgery`]).
+    Forge(Forgery),
+}
+
+/// A change that `actor` signs by hand on what its replica holds, past the
+/// checks of the local API, then hands, with everything its replica holds,
+/// to `to`'s replica, which must give it the verdict of
+/// [`crate::authorization_model::admission`]: refused with that refusal
+/// (held nowhere), or held (valid or inert, as evaluation decides).
+#[derive(Clone, Debug)]
+pub struct Forgery {
+    /// The signing key.
+    pub actor: usize,
+    /// The key whose replica receives it.
+    pub to: usize,
+    /// `None`: the change extends the actor's chain (its highest seq held,
+    /// plus one). `Some(back)`: a second change at seq `head - back % head`
+    /// of that chain (a fork; at seq 1 if the chain is empty).
+    pub fork: Option<u64>,
+    /// Its ops (at least one).
+    pub ops: Vec<ForgedOp>,
+    /// Whether it names, in `deps`, the latest held change of every other key.
+    pub names_heads: bool,
+    /// Names the held grant to the actor of this index (modulo their
+    /// count; none if there is none), standing or not.
+    pub names_grant: Option<usize>,
+    /// Whether it names the latest held revocation of the actor.
+    pub names_revocation: bool,
+}
+
+/// An op of a [`Forgery`].
+#[derive(Clone, Debug)]
+pub enum ForgedOp {
+    /// A row op (Set, Delete, Increment).
+    Row(Op),
+    /// Grants `role` to key `target`.
+    Grant {
+        /// The key granted.
+        target: usize,
+        /// The role granted.
+        role: Role,
+    },
+    /// Revokes key `target` after its highest seq held minus `back`.
+    Revoke {
+        /// The key revoked.
+        target: usize,
+        /// How far below the target's head the revocation cuts.
+        back: u64,
     },
 }
 
@@ -99,6 +151,9 @@ pub struct Replicas {
     keys: Vec<Author>,
     database: DatabaseId,
     refusals: Refusals,
+    /// Forgeries signed so far (their wall clocks differ, so a fork is never
+    /// a copy of the change it forks).
+    forged: u64,
     dir: TempDir,
 }
 
@@ -139,6 +194,7 @@ impl Replicas {
             keys,
             database,
             refusals,
+            forged: 0,
             dir,
         }
     }
@@ -218,6 +274,112 @@ impl Replicas {
                 check_report(&exchange(from, to));
             }
             Step::Sync { .. } => {}
+            Step::Forge(forgery) => self.forge(forgery),
+        }
+    }
+
+    /// Runs a [`Step::Forge`]: signs the change, hands it to `to`'s
+    /// replica (with everything the actor's holds) and checks the verdict
+    /// against the model's.
+    fn forge(&mut self, forgery: &Forgery) {
+        let identity = self.options[forgery.actor].identity.clone();
+        let identity = identity.expect("a signing key");
+        let author = identity.author();
+        let held = all_changes(self.replica(forgery.actor));
+        let latest = |key: &Author| {
+            let of_key = held.iter().filter(|change| change.author() == *key);
+            of_key.max_by_key(|change| (change.seq(), std::cmp::Reverse(change.hash())))
+        };
+        let at = |seq: u64| {
+            let of_key = held.iter().filter(|change| change.author() == author);
+            of_key
+                .filter(|change| change.seq() == seq)
+                .min_by_key(|change| change.hash())
+        };
+        let head = latest(&author).map_or(0, Change::seq);
+        let seq = match forgery.fork {
+            None => head + 1,
+            Some(back) if head > 0 => head - back % head,
+            Some(_) => 1,
+        };
+        let prev = (seq > 1).then(|| at(seq - 1).expect("every seq below the head is held"));
+        let mut deps: Vec<&Change> = Vec::new();
+        if forgery.names_heads {
+            let others = self.keys.iter().filter(|key| **key != author);
+            deps.extend(others.filter_map(latest));
+        }
+        let to_actor = |change: &&Change, revokes: bool| {
+            change.author() != author
+                && change.ops().iter().any(|op| match op {
+                    Op::Grant { key, .. } => !revokes && *key == author,
+                    Op::Revoke { key, .. } => revokes && *key == author,
+                    _ => false,
+                })
+        };
+        if let Some(index) = forgery.names_grant {
+            let mut grants: Vec<&Change> = held.iter().filter(|c| to_actor(c, false)).collect();
+            grants.sort_by_key(|change| change.hash());
+            if !grants.is_empty() {
+                deps.push(grants[index % grants.len()]);
+            }
+        }
+        if forgery.names_revocation {
+            let revocations = held.iter().filter(|c| to_actor(c, true));
+            deps.extend(revocations.max_by_key(|change| (change.lamport(), change.hash())));
+        }
+        let ops: Vec<Op> = forgery
+            .ops
+            .iter()
+            .map(|op| match op {
+                ForgedOp::Row(op) => op.clone(),
+                ForgedOp::Grant { target, role } => Op::Grant {
+                    key: self.keys[*target],
+                    role: *role,
+                },
+                ForgedOp::Revoke { target, back } => {
+                    let key = self.keys[*target];
+                    let last_seq = latest(&key).map_or(0, Change::seq).saturating_sub(*back);
+                    Op::Revoke { key, last_seq }
+                }
+            })
+            .collect();
+        assert!(!ops.is_empty(), "a forgery has an op");
+        let lamport = prev.iter().chain(&deps).map(|c| c.lamport()).max();
+        let mut dep_hashes: Vec<ChangeHash> = deps.iter().map(|change| change.hash()).collect();
+        dep_hashes.sort_unstable();
+        dep_hashes.dedup();
+        self.forged += 1;
+        let change = identity.sign(ChangeBody {
+            version: CHANGE_FORMAT_VERSION,
+            database: self.database,
+            author,
+            seq,
+            prev: prev.map(Change::hash),
+            deps: dep_hashes,
+            lamport: lamport.unwrap_or(0) + 1,
+            wall_ms: 1_600_000_000_000 + self.forged,
+            ops,
+        });
+        let named: HashMap<ChangeHash, Change> = held
+            .iter()
+            .map(|change| (change.hash(), change.clone()))
+            .collect();
+        let expected = admission(&change, &named, self.keys[0]);
+        let to = self.replica(forgery.to);
+        if forgery.to != forgery.actor {
+            check_report(&to.apply(held.clone()).expect("apply the actor's log"));
+        }
+        let report = to.apply(vec![change.clone()]).expect("apply the forgery");
+        match expected {
+            Err(refusal) => {
+                let refused = vec![(Some(change.hash()), refusal)];
+                assert_eq!(report.refused, refused, "{change:?}: {report:?}");
+                assert!(report.accepted.is_empty(), "{report:?}");
+            }
+            Ok(()) => {
+                assert!(report.refused.is_empty(), "{change:?}: {report:?}");
+                assert_eq!(report.accepted, vec![change.hash()], "{report:?}");
+            }
         }
     }
 

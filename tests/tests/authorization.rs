@@ -23,7 +23,9 @@ use peers_engine::{
     Options, Refusal, Role, StateHash, Value, VersionVector,
 };
 use peers_tests::authorization_model::{Model, applied, member_map};
-use peers_tests::authorization_runner::{Refusals, Replicas, Step, check_report, describe};
+use peers_tests::authorization_runner::{
+    ForgedOp, Forgery, Refusals, Replicas, Step, check_report, describe,
+};
 use peers_tests::{
     SplitMix, all_changes, commit_ops, delete, exchange, increment, reference_model, relaxed, rows,
     set,
@@ -294,6 +296,25 @@ fn each_refusal_has_its_own_reason_and_changes_nothing() {
             },
         ),
         (
+            // The rules go in FORMAT.md's order whatever the order of the
+            // ops: ReadOnly (rule 2) before NotAnAdmin (rule 3).
+            "a reader grants, then writes",
+            craft(
+                db,
+                &m.reader,
+                None,
+                &[&m.grant_reader],
+                vec![
+                    Op::Grant {
+                        key: m.stranger.author(),
+                        role: Role::Reader,
+                    },
+                    set("notes", "n", "title", "x"),
+                ],
+            ),
+            Refusal::ReadOnly { author: reader },
+        ),
+        (
             "a writer forges a grant",
             craft(
                 db,
@@ -377,6 +398,27 @@ fn each_refusal_has_its_own_reason_and_changes_nothing() {
                     key: m.owner_key.author(),
                     role: Role::Reader,
                 }],
+            ),
+            Refusal::TargetsOwner { author: admin },
+        ),
+        (
+            // TargetsOwner (rule 4) before GrantAboveOwnRole (rule 5).
+            "an admin grants admin, then grants the owner a role",
+            craft(
+                db,
+                &m.admin,
+                None,
+                &[&m.grant_admin],
+                vec![
+                    Op::Grant {
+                        key: m.writer.author(),
+                        role: Role::Admin,
+                    },
+                    Op::Grant {
+                        key: m.owner_key.author(),
+                        role: Role::Reader,
+                    },
+                ],
             ),
             Refusal::TargetsOwner { author: admin },
         ),
@@ -983,6 +1025,13 @@ fn before_its_genesis_a_replica_applies_nothing() {
 // ---------------------------------------------------------------------------
 // The property test (its reference model: peers_tests::authorization_model).
 
+/// `db`'s fork cuts of `keys`, as the model's [`Model::fork_cuts`].
+fn fork_cuts(db: &Db, keys: &[peers_engine::Author]) -> BTreeMap<peers_engine::Author, u64> {
+    keys.iter()
+        .filter_map(|key| Some((*key, db.fork_cut(key)?)))
+        .collect()
+}
+
 /// Keys in the property test: the owner (index 0) and four others.
 const KEYS: usize = 5;
 /// Most rounds of sync between the key replicas and the synced replica.
@@ -990,14 +1039,15 @@ const SYNC_ROUNDS_MAX: usize = 8;
 
 /// Runs `script` on one replica per key (index 0 creates the database, and
 /// first grants `initial[k - 1]` to key k; every replica opens holding that),
-/// skipping what the local rules refuse.
+/// skipping what the local rules refuse (a key whose replica holds a fork
+/// of its own chain can no longer commit: `IdentityCut`).
 fn run(initial: &[Option<Role>], script: &[Step]) -> Replicas {
     let dir = tempfile::tempdir().expect("tempdir");
     let options: Vec<Options> = (0..KEYS)
         .map(|index| signing_as(&key(100 + index as u8)))
         .collect();
     let owner = Db::create(dir.path().join("k0"), options[0].clone()).expect("create");
-    let mut replicas = Replicas::new(dir, owner, options, initial, Refusals::NotAllowed);
+    let mut replicas = Replicas::new(dir, owner, options, initial, Refusals::AnyRule);
     replicas.open_all();
     for step in script {
         replicas.step(step);
@@ -1005,23 +1055,64 @@ fn run(initial: &[Option<Role>], script: &[Step]) -> Replicas {
     replicas
 }
 
-fn step() -> impl Strategy<Value = Step> {
-    let role = prop_oneof![Just(Role::Reader), Just(Role::Writer), Just(Role::Admin)];
-    let granter = prop_oneof![2 => Just(0usize), 1 => 1..KEYS];
+/// A row op (Set, Delete, Increment) on a few rows and fields.
+fn row_op() -> impl Strategy<Value = Op> {
     let table = prop_oneof![Just("notes"), Just("tasks")];
     let row = (0..3usize).prop_map(|row| format!("r{row}"));
     let field = (0..2usize).prop_map(|field| format!("f{field}"));
-    let op = prop_oneof![
+    prop_oneof![
         4 => (table.clone(), row.clone(), field.clone(), -3..3i64)
             .prop_map(|(t, r, f, v)| set(t, &r, &f, v)),
         1 => (table.clone(), row.clone()).prop_map(|(t, r)| delete(t, &r)),
         2 => (table, row, field, -5..5i64).prop_map(|(t, r, f, d)| increment(t, &r, &f, d)),
+    ]
+}
+
+/// A change signed by hand past the local API: any key grants (any role,
+/// the owner included as target), revokes (at or below the target's head),
+/// writes, or forks its own chain; naming other keys' heads or not, any
+/// grant to it (standing or not) or not, its revocation or not; handed to
+/// any replica. Admins and writers fork more often than others.
+fn forgery() -> impl Strategy<Value = Forgery> {
+    let role = prop_oneof![
+        Just(Role::Reader),
+        Just(Role::Writer),
+        Just(Role::Admin),
+        Just(Role::Owner),
     ];
+    let forged_op = prop_oneof![
+        2 => row_op().prop_map(ForgedOp::Row),
+        2 => (0..KEYS, role).prop_map(|(target, role)| ForgedOp::Grant { target, role }),
+        1 => (0..KEYS, 0..3u64).prop_map(|(target, back)| ForgedOp::Revoke { target, back }),
+    ];
+    let fork = prop_oneof![1 => Just(None), 2 => (0..4u64).prop_map(Some)];
+    (
+        (0..KEYS, 0..KEYS, fork),
+        prop::collection::vec(forged_op, 1..3),
+        (any::<bool>(), prop::option::of(0..4usize), any::<bool>()),
+    )
+        .prop_map(
+            |((actor, to, fork), ops, (names_heads, names_grant, names_revocation))| Forgery {
+                actor,
+                to,
+                fork,
+                ops,
+                names_heads,
+                names_grant,
+                names_revocation,
+            },
+        )
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    let role = prop_oneof![Just(Role::Reader), Just(Role::Writer), Just(Role::Admin)];
+    let granter = prop_oneof![2 => Just(0usize), 1 => 1..KEYS];
     prop_oneof![
         2 => (granter, 1..KEYS, role.clone()).prop_map(|(actor, target, role)| Step::Grant { actor, target, role }),
         2 => (0..KEYS, 0..KEYS).prop_map(|(actor, target)| Step::Revoke { actor, target }),
-        5 => (0..KEYS, prop::collection::vec(op, 1..3)).prop_map(|(actor, ops)| Step::Write { actor, ops }),
+        5 => (0..KEYS, prop::collection::vec(row_op(), 1..3)).prop_map(|(actor, ops)| Step::Write { actor, ops }),
         4 => (0..KEYS, 0..KEYS).prop_map(|(from, to)| Step::Sync { from, to }),
+        2 => forgery().prop_map(Step::Forge),
     ]
 }
 
@@ -1040,10 +1131,14 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: peers_tests::proptest_cases(48), ..ProptestConfig::default() })]
 
     /// Any script of grants, revocations, writes and syncs among five keys
-    /// (so grants, revocations and writes run concurrently), delivered to
-    /// three fresh replicas in any order, batching and duplication, gives one
-    /// view: one state hash, the same changes applied, the same members; and
-    /// that view is the reference model's, over every change signed.
+    /// (so grants, revocations and writes run concurrently), and of changes
+    /// signed by hand past the local API (grants and revocations by any
+    /// key, names of fallen grants, forks by anyone, each refused at
+    /// admission exactly as the model's `admission` says, else held),
+    /// delivered to three fresh replicas in any order, batching and
+    /// duplication, gives one view: one state hash, the same changes
+    /// applied, the same fork cuts, the same members; and that view is the
+    /// reference model's, over every change held.
     #[test]
     fn authorization_converges_to_the_model(
         initial in initial_roles(),
@@ -1107,6 +1202,9 @@ proptest! {
             prop_assert_eq!(&applied(db, &changes), &expected_applied, "{}\n{}", name, story());
             prop_assert_eq!(&rows(db, TABLES), &expected_rows, "{}\n{}", name, story());
             prop_assert_eq!(&member_map(db), &model.members, "{}\n{}", name, story());
+            if name.starts_with("fresh") {
+                prop_assert_eq!(&fork_cuts(db, world.keys()), &model.fork_cuts, "{}\n{}", name, story());
+            }
             prop_assert_eq!(db.state_hash().expect("state hash"), expected_hash, "{}", name);
         }
         let verified = replicas[0].1.verify(&mut |_, _| {}).expect("verify");
@@ -1119,7 +1217,7 @@ proptest! {
         for (index, replica) in world.open() {
             let name = format!("k{index}");
             let story = || describe(world.keys(), &changes, &model, &[(name.as_str(), replica)]);
-            prop_assert_eq!(replica.pending_len(), 0, "{}", name);
+            prop_assert_eq!(replica.pending_len(), 0, "{}: waits on {:?}\n{}", name, replica.missing(), story());
             prop_assert_eq!(&rows(replica, TABLES), &expected_rows, "{}\n{}", name, story());
             prop_assert_eq!(replica.state_hash().expect("state hash"), expected_hash, "{}", name);
         }

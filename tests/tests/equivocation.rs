@@ -641,3 +641,302 @@ proptest! {
         prop_assert_eq!(scenario.owner.state_hash().expect("state hash"), hashes[0]);
     }
 }
+
+// ---------------------------------------------------------------------------
+// Random forks: any key, any seq, any number of replicas, any topology.
+
+/// Authors in [`random_forks_converge_through_any_topology`]: the owner (0)
+/// and two others, each writing on its own replica (nodes 0-2).
+const AUTHORS: usize = 3;
+/// Node 3: the forking key's second replica, which signs branch B.
+const SECOND: usize = AUTHORS;
+/// Most replicas that only receive (nodes 4 and up).
+const RECEIVERS_MAX: usize = 4;
+/// Most rounds of the final gossip between all nodes.
+const GOSSIP_ROUNDS_MAX: usize = 8;
+
+/// One act of the random topology; node indexes are taken modulo the
+/// number of nodes.
+#[derive(Clone, Debug)]
+enum Act {
+    /// The node commits `ops` as its key (skipped on receivers, and once the
+    /// node's own key is cut: `IdentityCut`).
+    Write { node: usize, ops: Vec<Op> },
+    /// `to` receives what `from` holds, by `changes_since` (sync).
+    Sync { from: usize, to: usize },
+    /// `to` receives everything `from` holds, shuffled by `seed`, in
+    /// batches of `batch` (a hostile or careless relay).
+    Send {
+        from: usize,
+        to: usize,
+        seed: u64,
+        batch: usize,
+    },
+}
+
+/// A fork by key `forker` at seq `fork_seq`, branches of lengths
+/// `branch_a` (on the key's replica) and `branch_b` (on its second one),
+/// with `pre` acts among the authors' replicas before the fork and `post`
+/// acts among every node after it.
+#[derive(Clone, Debug)]
+struct Topology {
+    forker: usize,
+    fork_seq: u64,
+    branch_a: usize,
+    branch_b: usize,
+    receivers: usize,
+    pre: Vec<Act>,
+    post: Vec<Act>,
+}
+
+/// Commits `ops` on `db`, skipping what the API refuses: an increment of a
+/// non-counter, or a key cut for a fork it learned of.
+fn try_commit(db: &Db, ops: &[Op]) -> Option<ChangeHash> {
+    match peers_tests::transaction_with(db, ops).commit() {
+        Ok(hash) => Some(hash),
+        Err(Error::NotACounter { .. } | Error::IdentityCut { .. }) => None,
+        Err(other) => panic!("commit failed: {other}"),
+    }
+}
+
+/// The fork cut of every author in `changes`: the lowest seq at which it
+/// signed two different changes, minus one.
+fn expected_cuts(changes: &[Change]) -> BTreeMap<peers_engine::Author, u64> {
+    let mut seen: BTreeMap<(peers_engine::Author, u64), ChangeHash> = BTreeMap::new();
+    let mut cuts = BTreeMap::new();
+    for change in changes {
+        let key = (change.author(), change.seq());
+        if let Some(other) = seen.insert(key, change.hash())
+            && other != change.hash()
+        {
+            let cut = cuts.entry(change.author()).or_insert(change.seq() - 1);
+            *cut = (*cut).min(change.seq() - 1);
+        }
+    }
+    cuts
+}
+
+/// What `db` must show for the changes it holds: each author's fork cut as
+/// the held set says, and the reference model's rows over the held changes
+/// within those cuts (a change of another author naming a cut change stays
+/// valid).
+fn check_held(name: &str, db: &Db, forker: &peers_engine::Author) -> Result<(), TestCaseError> {
+    let held = all_changes(db);
+    let cuts = expected_cuts(&held);
+    prop_assert_eq!(
+        db.fork_cut(forker),
+        cuts.get(forker).copied(),
+        "{}: fork cut",
+        name
+    );
+    let valid: Vec<Change> = held
+        .iter()
+        .filter(|change| {
+            cuts.get(&change.author())
+                .is_none_or(|cut| change.seq() <= *cut)
+        })
+        .cloned()
+        .collect();
+    prop_assert_eq!(rows(db, TABLES), reference_model(&valid), "{}: rows", name);
+    Ok(())
+}
+
+/// Runs `act` on `nodes` (`writers` of them sign).
+fn run_act(nodes: &[Db], writers: usize, act: &Act) {
+    let count = nodes.len();
+    match act {
+        Act::Write { node, ops } if node % count < writers => {
+            try_commit(&nodes[node % count], ops);
+        }
+        Act::Write { .. } => {}
+        Act::Sync { from, to } if from % count != to % count => {
+            let report = peers_tests::exchange(&nodes[from % count], &nodes[to % count]);
+            assert!(report.refused.is_empty(), "refused: {report:?}");
+        }
+        Act::Send {
+            from,
+            to,
+            seed,
+            batch,
+        } if from % count != to % count => {
+            let mut changes = all_changes(&nodes[from % count]);
+            shuffle(&mut changes, *seed);
+            for chunk in changes.chunks(*batch) {
+                let report = nodes[to % count].apply(chunk.to_vec()).expect("apply");
+                assert!(report.refused.is_empty(), "refused: {report:?}");
+            }
+        }
+        Act::Sync { .. } | Act::Send { .. } => {}
+    }
+}
+
+fn act(nodes: usize) -> impl Strategy<Value = Act> {
+    let ops = prop::collection::vec(op(), 1..3);
+    prop_oneof![
+        2 => (0..nodes, ops).prop_map(|(node, ops)| Act::Write { node, ops }),
+        2 => (0..nodes, 0..nodes).prop_map(|(from, to)| Act::Sync { from, to }),
+        1 => (0..nodes, 0..nodes, any::<u64>(), 1..5usize)
+            .prop_map(|(from, to, seed, batch)| Act::Send { from, to, seed, batch }),
+    ]
+}
+
+fn topology() -> impl Strategy<Value = Topology> {
+    let nodes = SECOND + 1 + RECEIVERS_MAX;
+    (
+        (0..AUTHORS, 1..5u64, 1..4usize, 1..4usize, 1..=RECEIVERS_MAX),
+        prop::collection::vec(act(AUTHORS), 0..10),
+        prop::collection::vec(act(nodes), 5..30),
+    )
+        .prop_map(
+            |((forker, fork_seq, branch_a, branch_b, receivers), pre, post)| Topology {
+                forker,
+                // The owner's seq 1 is the genesis, which names the database.
+                fork_seq: if forker == 0 {
+                    fork_seq.max(2)
+                } else {
+                    fork_seq
+                },
+                branch_a,
+                branch_b,
+                receivers,
+                pre,
+                post,
+            },
+        )
+}
+
+/// Runs `topology`: returns every node (authors' replicas, the forker's
+/// second replica, the receivers) and the directory they live in.
+fn run_topology(topology: &Topology) -> (TempDir, Vec<Db>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let identities: Vec<Identity> = (0..AUTHORS)
+        .map(|index| Identity::from_secret_bytes([0x70 + index as u8; 32]))
+        .collect();
+    let as_key = |index: usize| Options {
+        identity: Some(identities[index].clone()),
+        ..relaxed()
+    };
+    let owner = Db::create(dir.path().join("a0"), as_key(0)).expect("create");
+    let mut nodes = vec![owner];
+    for index in 1..AUTHORS {
+        let path = dir.path().join(format!("a{index}"));
+        let db = Db::join(path, nodes[0].database_id(), as_key(index)).expect("join");
+        sync_into(&nodes[0], &db);
+        nodes.push(db);
+    }
+    for act in &topology.pre {
+        // Before the fork the forker's chain stays below the fork seq.
+        if let Act::Write { node, .. } = act
+            && node % AUTHORS == topology.forker
+            && own_head(&nodes[topology.forker]) + 1 >= topology.fork_seq
+        {
+            continue;
+        }
+        run_act(&nodes, AUTHORS, act);
+    }
+    let forker = &nodes[topology.forker];
+    let mut filler = 0;
+    while own_head(forker) + 1 < topology.fork_seq {
+        try_commit(forker, &[set("notes", "filler", "n", filler)]).expect("commit");
+        filler += 1;
+    }
+    let path = dir.path().join("second");
+    let second = Db::join(path, forker.database_id(), as_key(topology.forker)).expect("join");
+    let report = second.apply(all_changes(forker)).expect("apply");
+    assert!(
+        report.refused.is_empty() && report.pending.is_empty(),
+        "{report:?}"
+    );
+    for (db, branch, length) in [
+        (forker, "a", topology.branch_a),
+        (&second, "b", topology.branch_b),
+    ] {
+        for index in 0..length {
+            let ops = [set("tasks", "fork", branch, index as i64)];
+            try_commit(db, &ops).expect("a branch commits before the fork is known");
+        }
+    }
+    nodes.push(second);
+    for index in 0..topology.receivers {
+        nodes.push(replica_of(&nodes[0], &dir.path().join(format!("r{index}"))));
+    }
+    (dir, nodes)
+}
+
+/// The highest seq of its own key `db` holds.
+fn own_head(db: &Db) -> u64 {
+    all_changes(db)
+        .iter()
+        .filter(|change| change.author() == db.author())
+        .map(Change::seq)
+        .max()
+        .unwrap_or(0)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: peers_tests::proptest_cases(24), ..ProptestConfig::default() })]
+
+    /// Any key (the owner's too) forks at any seq, with branches of any
+    /// length signed on two replicas, while the other keys write on; the
+    /// changes reach one to four more replicas through any sequence of
+    /// syncs and raw relays (shuffled, batched) between any nodes. After
+    /// every act, every node's fork cut and rows are what the set of
+    /// changes it holds says (the cut of a held pair, the reference model
+    /// of the changes within the cuts), whatever the order they came in;
+    /// after gossip every node holds the fork, is cut at `fork_seq - 1`,
+    /// waits on nothing and shows one state hash, the model's.
+    #[test]
+    fn random_forks_converge_through_any_topology(topology in topology()) {
+        let (_dir, nodes) = run_topology(&topology);
+        let forker = nodes[topology.forker].author();
+        let writers = SECOND + 1;
+        for act in &topology.post {
+            run_act(&nodes, writers, act);
+            for (index, db) in nodes.iter().enumerate() {
+                check_held(&format!("node {index} after {act:?}"), db, &forker)?;
+            }
+        }
+        for round in 0.. {
+            prop_assert!(round < GOSSIP_ROUNDS_MAX, "gossip does not settle");
+            let mut moved = 0;
+            for index in 0..nodes.len() {
+                let next = (index + 1) % nodes.len();
+                for (from, to) in [(index, next), (next, index)] {
+                    let report = peers_tests::exchange(&nodes[from], &nodes[to]);
+                    prop_assert!(report.refused.is_empty(), "refused: {:?}", report);
+                    moved += report.accepted.len();
+                }
+            }
+            if moved == 0 {
+                break;
+            }
+        }
+        let mut everything = Vec::new();
+        let mut seen = BTreeSet::new();
+        for db in &nodes {
+            for change in all_changes(db) {
+                if seen.insert(change.hash()) {
+                    everything.push(change);
+                }
+            }
+        }
+        let cuts = expected_cuts(&everything);
+        prop_assert_eq!(cuts.get(&forker).copied(), Some(topology.fork_seq - 1));
+        let valid: Vec<Change> = everything
+            .iter()
+            .filter(|change| cuts.get(&change.author()).is_none_or(|cut| change.seq() <= *cut))
+            .cloned()
+            .collect();
+        let expected_rows = reference_model(&valid);
+        let expected = nodes[0].state_hash().expect("state hash");
+        for (index, db) in nodes.iter().enumerate() {
+            prop_assert_eq!(db.pending_len(), 0, "node {}", index);
+            prop_assert_eq!(db.fork_cut(&forker), Some(topology.fork_seq - 1), "node {}", index);
+            prop_assert_eq!(rows(db, TABLES), expected_rows.clone(), "node {}", index);
+            prop_assert_eq!(db.state_hash().expect("state hash"), expected, "node {}", index);
+        }
+        let last = &nodes[nodes.len() - 1];
+        let verified = last.verify(&mut |_, _| {}).expect("verify");
+        prop_assert!(verified.ok(), "{:?}", verified);
+    }
+}

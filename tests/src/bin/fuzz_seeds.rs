@@ -211,11 +211,26 @@ fn merge_programs() -> Seeds {
 /// Authorization scripts (keys: 0 the owner, 1-4 others): a grant then a
 /// write; a revocation after a write and a write past it; an admin revoked
 /// (by an owner that had not heard) before its revocation of a writer;
-/// a grant concurrent with a revocation of the same key; a long
-/// pseudo-random one.
+/// a grant concurrent with a revocation of the same key; hand-signed
+/// grants and revocations by a writer, a reader and an admin past its
+/// rights; a revoked admin granting after its cut (naming its revocation or
+/// not) and keys naming those grants; forks by an admin and a writer handed
+/// to different replicas; a long pseudo-random one.
 fn authorization_scripts() -> Seeds {
-    use peers_engine::Role::{Admin, Reader, Writer};
-    use script::{delete, grant, increment, initial, revoke, set, sync, write};
+    use peers_engine::Role::{Admin, Owner, Reader, Writer};
+    use script::{
+        Names, delete, forge, forged_grant, forged_revoke, forged_row, grant, increment, initial,
+        revoke, set, sync, write,
+    };
+    let heads = Names {
+        heads: true,
+        ..Names::default()
+    };
+    // The other keys' heads and the actor's first grant: a member signs.
+    let named = Names {
+        grant: Some(0),
+        ..heads
+    };
     let seeds = vec![
         (
             "grant_write".to_owned(),
@@ -280,6 +295,92 @@ fn authorization_scripts() -> Seeds {
                 sync(0, 2),
                 sync(0, 4),
                 grant(0, 2, Writer),
+            ]),
+        ),
+        (
+            "forged_grants_past_their_rights".to_owned(),
+            concat(&[
+                initial([Some(Writer), Some(Reader), Some(Admin), None]),
+                forge(1, 0, None, named, &[forged_grant(4, Writer)]),
+                forge(2, 0, None, named, &[forged_revoke(1, 0)]),
+                forge(
+                    2,
+                    2,
+                    None,
+                    named,
+                    &[forged_grant(4, Reader), forged_row(set(0, 0, 0, 1))],
+                ),
+                forge(3, 0, None, named, &[forged_grant(4, Admin)]),
+                forge(3, 3, None, named, &[forged_grant(0, Reader)]),
+                forge(0, 0, None, named, &[forged_grant(4, Owner)]),
+                forge(3, 0, None, named, &[forged_grant(4, Writer)]),
+                sync(4, 0),
+                write(4, &[set(0, 1, 0, 2)]),
+                sync(0, 4),
+            ]),
+        ),
+        (
+            "revoked_admin_grants_after_its_cut".to_owned(),
+            concat(&[
+                initial([Some(Admin), None, None, None]),
+                write(1, &[set(0, 0, 0, 1)]),
+                sync(0, 1),
+                revoke(0, 1),
+                sync(1, 0),
+                forge(
+                    1,
+                    1,
+                    None,
+                    Names {
+                        heads: true,
+                        revocation: true,
+                        grant: None,
+                    },
+                    &[forged_grant(2, Writer)],
+                ),
+                forge(1, 3, None, Names::default(), &[forged_grant(3, Writer)]),
+                forge(
+                    2,
+                    0,
+                    None,
+                    Names {
+                        grant: Some(0),
+                        ..Names::default()
+                    },
+                    &[forged_row(set(1, 1, 1, 3))],
+                ),
+                forge(
+                    3,
+                    3,
+                    None,
+                    Names {
+                        grant: Some(0),
+                        ..heads
+                    },
+                    &[forged_row(set(0, 2, 0, 4))],
+                ),
+                sync(0, 3),
+                sync(0, 1),
+                sync(2, 0),
+            ]),
+        ),
+        (
+            "forks_by_an_admin_and_a_writer".to_owned(),
+            concat(&[
+                initial([Some(Admin), Some(Writer), None, None]),
+                grant(1, 3, Writer),
+                write(1, &[set(0, 0, 0, 1)]),
+                write(2, &[set(0, 0, 1, 2)]),
+                write(2, &[increment(1, 1, 0, 3)]),
+                sync(3, 1),
+                write(3, &[set(0, 2, 0, 5)]),
+                forge(1, 0, Some(1), heads, &[forged_grant(4, Reader)]),
+                forge(2, 4, Some(0), heads, &[forged_row(set(0, 0, 1, 7))]),
+                sync(4, 3),
+                sync(0, 2),
+                sync(3, 0),
+                write(3, &[set(0, 2, 0, 6)]),
+                sync(2, 4),
             ]),
         ),
     ];

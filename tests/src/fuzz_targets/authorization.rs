@@ -15,11 +15,20 @@
 //!   key modulo 5, then the role by [`authorization_script::ROLES`]); 3 the
 //!   actor revokes, 4 the owner revokes (argument: target key); 5-9 the actor
 //!   writes 1-3 ops (argument: count), two more bytes per op
-//!   ([`authorization_script::set`] and its siblings); 10-15 the actor
-//!   receives what the argument's key holds.
+//!   ([`authorization_script::set`] and its siblings); 10-12 the actor
+//!   receives what the argument's key holds; 13-15 the actor signs a change
+//!   by hand past the local API ([`Forgery`]): 13 extends its chain, 14-15
+//!   forks it. Argument: the receiving key (modulo 5), then per bit of
+//!   `argument / 5`: bit 0 names the other keys' heads, bit 1 names its
+//!   revocation, bit 2 names a grant to it, bits 3-4 one more op each
+//!   (1-3); a detail byte: fork depth (`% 8`), grant index (`/ 8`); then
+//!   per op a selector byte (`% 4`: 0 a grant, 1 a revocation, then one
+//!   argument byte as for steps 0 and 3 (revocation depth `/ 5 % 4`);
+//!   else a row op, two bytes as for writes).
 //!
 //! A step the local API refuses (`NotAllowed`, `NotSynced`, `IdentityCut`)
-//! is skipped. A key's replica opens on first use (RocksDB opens dominate
+//! is skipped; a forgery is refused or held as
+//! [`crate::authorization_model::admission`] says. A key's replica opens on first use (RocksDB opens dominate
 //! the cost of an input), holding what every replica held after the
 //! initial grants.
 
@@ -31,7 +40,9 @@ use peers_engine::{
 
 use super::{Program, SplitMix, fnv1a, scratch_dir};
 use crate::authorization_model::{Model, applied, member_map};
-use crate::authorization_runner::{Refusals, Replicas, Step, check_report, describe};
+use crate::authorization_runner::{
+    ForgedOp, Forgery, Refusals, Replicas, Step, check_report, describe,
+};
 use crate::{exchange, reference_model, rows};
 
 /// Most script steps [`authorization_model`] runs.
@@ -122,13 +133,52 @@ fn decode(data: &[u8]) -> ([Option<Role>; AUTHORIZATION_KEYS - 1], Vec<Step>) {
                 let ops = (0..count).map(|_| op(&mut program)).collect();
                 Step::Write { actor, ops }
             }
-            _ => Step::Sync {
+            10..=12 => Step::Sync {
                 from: target,
                 to: actor,
             },
+            kind => Step::Forge(forgery(&mut program, actor, argument, kind > 13)),
         });
     }
     (initial, steps)
+}
+
+/// A forgery by `actor` (module doc): `argument` chooses the receiver, what
+/// it names and its op count; a detail byte and its ops follow.
+fn forgery(program: &mut Program<'_>, actor: usize, argument: u8, forks: bool) -> Forgery {
+    let flags = argument / AUTHORIZATION_KEYS as u8;
+    let detail = program.next_or_zero();
+    let count = 1 + usize::from(flags >> 3 & 1) + usize::from(flags >> 4 & 1);
+    let ops = (0..count)
+        .map(|_| {
+            let selector = program.next_or_zero();
+            match selector % 4 {
+                kind @ (0 | 1) => {
+                    let argument = program.next_or_zero();
+                    let target = usize::from(argument) % AUTHORIZATION_KEYS;
+                    let rest = usize::from(argument) / AUTHORIZATION_KEYS;
+                    if kind == 0 {
+                        let role =
+                            authorization_script::ROLES[rest % authorization_script::ROLES.len()];
+                        ForgedOp::Grant { target, role }
+                    } else {
+                        let back = (rest % 4) as u64;
+                        ForgedOp::Revoke { target, back }
+                    }
+                }
+                _ => ForgedOp::Row(op(program)),
+            }
+        })
+        .collect();
+    Forgery {
+        actor,
+        to: usize::from(argument) % AUTHORIZATION_KEYS,
+        fork: forks.then_some(u64::from(detail % 8)),
+        ops,
+        names_heads: flags & 1 != 0,
+        names_revocation: flags & 2 != 0,
+        names_grant: (flags & 4 != 0).then_some(usize::from(detail / 8)),
+    }
 }
 
 /// A row op from two bytes: what (kind, table, row, field), then a value.
@@ -206,6 +256,10 @@ pub fn authorization_model(data: &[u8]) {
         "members vs model\n{}",
         story()
     );
+    for key in keys.keys() {
+        let cut = model.fork_cuts.get(key).copied();
+        assert_eq!(fresh.fork_cut(key), cut, "fork cut of {key:?}\n{}", story());
+    }
     for key in keys.keys() {
         let role = model.members.get(key).and_then(|(role, _)| *role);
         assert_eq!(fresh.role_of(key), role, "role of {key:?}\n{}", story());
@@ -336,5 +390,54 @@ pub mod authorization_script {
     /// Key `to` receives what key `from` holds.
     pub fn sync(to: u8, from: u8) -> Vec<u8> {
         vec![10 | key(to) << 4, key(from)]
+    }
+
+    /// What a forgery names in `deps` (see [`forge`]).
+    #[derive(Clone, Copy, Debug, Default)]
+    pub struct Names {
+        /// The latest held change of every other key.
+        pub heads: bool,
+        /// The actor's latest held revocation.
+        pub revocation: bool,
+        /// The held grant to the actor of this index (modulo their count).
+        pub grant: Option<u8>,
+    }
+
+    /// A forged grant op (for [`forge`]).
+    pub fn forged_grant(target: u8, role: Role) -> Vec<u8> {
+        let index = ROLES.iter().position(|r| *r == role).expect("a role");
+        let argument = usize::from(key(target)) + AUTHORIZATION_KEYS * index;
+        vec![0, u8::try_from(argument).expect("fits a byte")]
+    }
+
+    /// A forged revocation op of `target` after its head minus `back`.
+    pub fn forged_revoke(target: u8, back: u8) -> Vec<u8> {
+        assert!(back < 4, "back 0-3");
+        vec![1, key(target) + 5 * back]
+    }
+
+    /// A forged row op ([`set`] and its siblings).
+    pub fn forged_row(op: [u8; 2]) -> Vec<u8> {
+        vec![2, op[0], op[1]]
+    }
+
+    /// Key `actor` signs by hand a change holding `ops` (1-3 of
+    /// [`forged_grant`], [`forged_revoke`], [`forged_row`]) naming `names`,
+    /// extending its chain (`fork: None`) or forking it at `fork` (0-7)
+    /// below its head, and hands it to key `to`.
+    pub fn forge(actor: u8, to: u8, fork: Option<u8>, names: Names, ops: &[Vec<u8>]) -> Vec<u8> {
+        assert!((1..=3).contains(&ops.len()), "1 to 3 ops");
+        let kind = if fork.is_some() { 14 } else { 13 };
+        let grant = names.grant.unwrap_or(0);
+        assert!(fork.unwrap_or(0) < 8 && grant < 32, "fork 0-7, grant 0-31");
+        let flags = u8::from(names.heads)
+            | u8::from(names.revocation) << 1
+            | u8::from(names.grant.is_some()) << 2
+            | u8::from(ops.len() > 1) << 3
+            | u8::from(ops.len() > 2) << 4;
+        let mut bytes = vec![kind | key(actor) << 4, key(to) + 5 * flags];
+        bytes.push(fork.unwrap_or(0) + 8 * grant);
+        bytes.extend(ops.iter().flatten());
+        bytes
     }
 }
