@@ -366,7 +366,9 @@ impl Iterator for ChangesSince {
 
 /// The held changes a replica at `since` lacks, in log order:
 /// - per author, the valid changes past the replica's head, or all of them
-///   when its head hash is not one this replica holds (the two diverged);
+///   when its head hash is not one this replica holds (the two diverged),
+///   and then also the inert ones up to the replica's head seq (our branch
+///   of the fork, so the replica finds it);
 /// - for a cut author, the changes at `cut + 1`: the fork evidence, always,
 ///   so every replica learns of the fork;
 /// - any other cut change only when a change being sent names it (with the
@@ -437,23 +439,35 @@ impl ChangesSince {
         state: &AuthorState,
         head: Option<&Head>,
     ) -> Result<()> {
+        // The last seq sent whatever its validity: when the peer's head is
+        // a change we do not hold at a seq we hold one at, the two chains
+        // forked at or below it. Our branch goes up to that seq, inert
+        // changes too, so the peer finds the fork at once: were only valid
+        // changes sent, a branch inert on both sides (past a revocation one
+        // side has not heard of yet) would never come to light, and a
+        // change naming it would wait for ever.
+        let mut diverged_until = 0;
         let from_seq = match head {
             None => 1,
             Some(head) if group.contains(&keys::change(&head.hash))? => head.seq + 1,
             // Ahead of us on a chain we do not know: nothing of ours is new to
             // them unless they forked, and then their side sends us their
-            // branch (our head is unknown to them), we cut, and the evidence
-            // goes back below. The boundary still counts: a change past it
-            // that a sent change names goes with it, or the peer would wait
-            // on it for ever (their chain may be past a limit too, and so
-            // never sent to us: no fork would ever come to light).
+            // branch (our head is unknown to them, at a seq they hold), we
+            // cut, and the evidence goes back below. The boundary still
+            // counts: a change past it that a sent change names goes with
+            // it, or the peer would wait on it for ever.
             Some(head) if head.seq > state.head_seq && state.cut.is_none() => u64::MAX,
             // Our heads differ at a seq we both hold: the chains diverged
             // somewhere below; send ours whole (the receiver drops duplicates).
-            Some(_) => 1,
+            Some(head) => {
+                diverged_until = head.seq.min(state.head_seq);
+                1
+            }
         };
-        let mut ranges = vec![(from_seq, state.valid_until())];
-        if let Some(cut) = state.cut {
+        let mut ranges = vec![(from_seq, state.valid_until().max(diverged_until))];
+        if let Some(cut) = state.cut
+            && cut + 1 > diverged_until
+        {
             ranges.push((cut + 1, cut + 1));
             self.evidence.insert(author, cut + 1);
         }
@@ -476,7 +490,7 @@ impl ChangesSince {
             .chain(state.limit)
             .min();
         if let Some(boundary) = boundary {
-            self.boundaries.insert(author, boundary);
+            self.boundaries.insert(author, boundary.max(diverged_until));
         }
         Ok(())
     }

@@ -1026,6 +1026,76 @@ fn before_its_genesis_a_replica_applies_nothing() {
 // The property test (its reference model: peers_tests::authorization_model).
 
 /// `db`'s fork cuts of `keys`, as the model's [`Model::fork_cuts`].
+/// A branch of a forked key that is inert on both sides still comes to
+/// light: K2 forks, X holds one branch and writes a change naming it; the
+/// owner holds the other branch past K2's revocation, which X has not heard
+/// of. Each side's branch is inert or unplaceable to the other, yet the
+/// owner's replica must not wait for ever on X's change: a peer whose head
+/// is a change this side does not hold, at a seq where it holds one, is
+/// sent this side's branch up to that seq (PROTOCOL.md "Sync protocol").
+/// Found by the authorization campaign (its seed is in
+/// `authorization.proptest-regressions`).
+#[test]
+fn a_fork_inert_on_both_sides_comes_to_light() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let owner = Db::create(dir.path().join("owner"), members_only()).expect("create");
+    let (k2, k4) = (key(12), key(14));
+    owner.grant(k2.author(), Role::Writer).expect("grant K2");
+    owner.grant(k4.author(), Role::Writer).expect("grant K4");
+    let join = |name: &str, identity: &Identity| {
+        let db = Db::join(
+            dir.path().join(name),
+            owner.database_id(),
+            signing_as(identity),
+        )
+        .expect("join");
+        check_report(&exchange(&owner, &db));
+        db
+    };
+    let (k2a, k2b, x) = (join("k2a", &k2), join("k2b", &k2), join("x", &k4));
+    // K2 forks at seq 1: branch A on one replica, branch B on another.
+    commit(&k2a, &[set("notes", "a", "n", 1)]);
+    commit(&k2b, &[set("notes", "b", "n", 1)]);
+    commit(&k2b, &[set("notes", "b", "n", 2)]);
+    // X holds branch A and writes a change naming it.
+    check_report(&exchange(&k2a, &x));
+    let named = commit(&x, &[set("notes", "x", "n", 1)]);
+    // The owner revokes both keys, then receives branch B, inert there.
+    owner.revoke(k2.author()).expect("revoke K2");
+    owner.revoke(k4.author()).expect("revoke K4");
+    check_report(&exchange(&k2b, &owner));
+    assert_eq!(owner.fork_cut(&k2.author()), None, "no fork seen yet");
+    for round in 0.. {
+        assert!(round < SYNC_ROUNDS_MAX, "sync does not settle");
+        let mut moved = 0;
+        for (from, to) in [(&x, &owner), (&owner, &x)] {
+            let report = exchange(from, to);
+            check_report(&report);
+            moved += report.accepted.len();
+        }
+        if moved == 0 {
+            break;
+        }
+    }
+    for (name, db) in [("owner", &owner), ("x", &x)] {
+        assert_eq!(db.pending_len(), 0, "{name}: waits on {:?}", db.missing());
+        assert_eq!(
+            db.fork_cut(&k2.author()),
+            Some(0),
+            "{name}: K2 cut below its fork"
+        );
+    }
+    assert!(owner.get_change(&named.hash()).expect("lookup").is_some());
+    assert!(
+        !is_applied(&owner, &named.hash()),
+        "X's change is past K4's revocation"
+    );
+    assert_eq!(
+        owner.state_hash().expect("state hash"),
+        x.state_hash().expect("state hash")
+    );
+}
+
 fn fork_cuts(db: &Db, keys: &[peers_engine::Author]) -> BTreeMap<peers_engine::Author, u64> {
     keys.iter()
         .filter_map(|key| Some((*key, db.fork_cut(key)?)))
