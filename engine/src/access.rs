@@ -23,7 +23,8 @@ use std::collections::{HashMap, HashSet};
 use bincode::{Decode, Encode};
 
 use crate::change::{Author, ChangeHash, Op, Role};
-use crate::error::Refusal;
+use crate::error::{Error, Refusal, Result};
+use crate::records::AuthorState;
 
 /// Who holds which role and which authors are cut for a fork, as of the
 /// last group applied: a snapshot that
@@ -418,4 +419,53 @@ impl Evaluation<'_> {
         }
         roles
     }
+}
+
+/// Whether `me` may commit `ops` now (FORMAT.md "Authorization"): the
+/// local check before signing, beside admission's check of received changes
+/// ([`check_admission`]), which it calls.
+pub(crate) fn check_local(
+    me: Author,
+    access: &Access,
+    verdicts: &Verdicts,
+    state: Option<AuthorState>,
+    ops: &[Op],
+) -> Result<()> {
+    let Some(owner) = access.owner else {
+        return Err(Error::NotSynced);
+    };
+    if !access.members_only {
+        return Ok(());
+    }
+    if let Some(state) = state {
+        if let Some(last_seq) = state.revoked {
+            return Err(Error::NotAllowed(Refusal::Revoked {
+                author: me,
+                last_seq,
+            }));
+        }
+        // A chain cut below its head (its grant no longer stands) can
+        // never be valid again: a change signed now would vanish.
+        if !state.is_valid(state.head_seq + 1) {
+            return Err(Error::IdentityCut {
+                author: me,
+                cut_seq: state.valid_until(),
+            });
+        }
+    }
+    let role = verdicts.roles.get(&me).copied();
+    check_admission(me, role, owner, ops).map_err(Error::NotAllowed)?;
+    if me != owner {
+        for op in ops {
+            if let Op::Revoke { key, .. } = op
+                && verdicts.admins.contains(key)
+            {
+                return Err(Error::NotAllowed(Refusal::RevokesAnAdmin {
+                    author: me,
+                    key: *key,
+                }));
+            }
+        }
+    }
+    Ok(())
 }

@@ -1,63 +1,52 @@
 //! The embedder's API: [`Db`], [`Options`], [`Transaction`] and reads.
 //!
-//! A database directory holds `database` (the id, hex), `identity.key` (this
-//! replica's secret key, owner-only), `lock` (who has it open), `log/` (the
-//! wal: the truth) and `view/` (RocksDB: rebuildable from the log).
+//! `Db` is a thin layer: opening a directory (`directory`), local commits
+//! (`commit`), transactions (`transaction`) and automerge documents
+//! (`automerge`) are its submodules; every change reaches the view through
+//! the one writer (`crate::ingest::Writer`), and reads go to `crate::reads`.
+
+mod automerge;
+mod commit;
+mod directory;
+mod transaction;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{SyncSender, sync_channel};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
-use peers_wal::{Position, SyncMode, Wal};
+use peers_wal::{Position, SyncMode};
 use rocksdb::DB;
 use tokio::sync::broadcast;
 
+use crate::Value;
 use crate::access::Membership;
 use crate::change::{
-    Author, CHANGE_FORMAT_VERSION, Change, ChangeBody, ChangeHash, DEPS_MAX, DatabaseId, Op, Role,
-    StateHash,
+    Author, CHANGE_FORMAT_VERSION, Change, ChangeBody, ChangeHash, DatabaseId, Op, Role, StateHash,
 };
-use crate::engine::{ApplyReport, Engine, Source};
-use crate::error::{Error, Refusal, Result};
+use crate::error::{Refusal, Result};
 use crate::identity::Identity;
-use crate::keys::{self, VIEW_FORMAT_VERSION};
+use crate::ingest::{ApplyReport, Progress, Source, Writer};
+use crate::keys;
+use crate::log::{Log, OpenLog, REAL_DISK};
 use crate::pending::PENDING_CHANGES_MAX;
+use crate::reads::{self, Row};
+use crate::records::ChangeMeta;
+use crate::signature::{self, fan_out};
 use crate::version_vector::VersionVector;
 use crate::view::{FieldState, decode};
-use crate::{Value, reads};
+use commit::{CommitRequest, now_ms};
+pub use directory::LOCK_FILE;
+pub(crate) use directory::VIEW_DIR;
+use directory::{
+    IDENTITY_FILE, LOG_DIR, applied_position, io_error, lock_dir, open_view, prepare_new,
+    read_database_file, reset_view, write_database_file,
+};
+pub use transaction::Transaction;
 
-/// Bytes a wal frame adds before its payload (length and crc32c).
-pub(crate) const FRAME_OVERHEAD_BYTES: u64 = 8;
-/// Changes replayed from the log per applied group.
-pub const REPLAY_GROUP_CHANGES: usize = 4096;
 /// Changes buffered per subscriber before it lags.
 pub const SUBSCRIBE_BUFFER_CHANGES: usize = 4096;
-/// Received changes decoded and verified on two threads from this many on.
-const PARALLEL_CHANGES_MIN: usize = 512;
 /// Changes per stage of the verify/apply pipeline (one log append each).
 const PIPELINE_CHUNK_CHANGES: usize = 2048;
-
-/// Opens a database's log directory: [`Wal::open`] on the real disk, or
-/// (with the `testing` feature) the wal on a simulated disk that can lose
-/// power.
-pub(crate) type OpenLog<'a> = &'a (
-        dyn Fn(
-    &Path,
-    peers_wal::Options,
-) -> std::result::Result<(Wal, peers_wal::OpenReport), peers_wal::Error>
-            + Sync
-    );
-
-const REAL_DISK: OpenLog<'static> = &Wal::open;
-
-const DATABASE_FILE: &str = "database";
-const IDENTITY_FILE: &str = "identity.key";
-const LOG_DIR: &str = "log";
-pub(crate) const VIEW_DIR: &str = "view";
-/// The file whose advisory lock makes one process the directory's user; it
-/// holds that process's id and command line, for the error another gets.
-pub const LOCK_FILE: &str = "lock";
 
 /// How a database is opened.
 #[derive(Clone, Debug)]
@@ -114,24 +103,13 @@ pub struct Member {
     pub revoked_after: Option<u64>,
 }
 
-/// A row: field name to value.
-pub type Row = BTreeMap<String, Value>;
-
-/// A long operation's progress: `(done, total)` in log bytes.
-pub type Progress<'a> = &'a mut dyn FnMut(u64, u64);
-
-struct CommitRequest {
-    ops: Vec<Op>,
-    reply: SyncSender<Result<ChangeHash>>,
-}
-
 struct Inner {
     dir: PathBuf,
     database: DatabaseId,
     identity: Identity,
-    wal: Wal,
+    log: Log,
     view: Arc<DB>,
-    engine: Mutex<Engine>,
+    writer: Mutex<Writer>,
     /// Who holds which role, as of the last applied group; replaced (never
     /// held across I/O) after each group that changed it, before the
     /// group's changes are published to subscribers.
@@ -179,60 +157,6 @@ impl std::fmt::Debug for Db {
             .field("database", &self.inner.database)
             .finish()
     }
-}
-
-fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io {
-        path: path.to_owned(),
-        source,
-    }
-}
-
-/// Takes the directory's lock (an advisory lock on `DIR/lock`, released by
-/// the OS when the process ends, however it ends) and writes this process's
-/// id and command line into it; a directory locked elsewhere is
-/// [`Error::InUse`], naming the holder from what it wrote.
-fn lock_dir(dir: &Path) -> Result<std::fs::File> {
-    use std::io::{Read, Seek, Write};
-    let path = dir.join(LOCK_FILE);
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(io_error(&path))?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            let mut holder = String::new();
-            // Best effort: the holder writes its line just after locking.
-            let _ = file.take(1024).read_to_string(&mut holder);
-            let mut lines = holder.lines();
-            return Err(Error::InUse {
-                path: dir.to_owned(),
-                pid: lines.next().and_then(|pid| pid.trim().parse().ok()),
-                command: lines.next().unwrap_or_default().to_owned(),
-            });
-        }
-        Err(std::fs::TryLockError::Error(source)) => return Err(io_error(&path)(source)),
-    }
-    let command: Vec<String> = std::env::args_os()
-        .map(|arg| arg.to_string_lossy().into_owned())
-        .collect();
-    let holder = format!("{}\n{}\n", std::process::id(), command.join(" "));
-    file.set_len(0)
-        .and_then(|()| file.rewind())
-        .and_then(|()| file.write_all(holder.as_bytes()))
-        .map_err(io_error(&path))?;
-    Ok(file)
-}
-
-fn now_ms() -> u64 {
-    let since_epoch = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl Db {
@@ -317,12 +241,13 @@ impl Db {
             sync: options.sync,
         };
         let (wal, report) = open_log(&dir.join(LOG_DIR), wal_options)?;
+        let log = Log::new(wal);
         if let Some(torn) = &report.torn_tail {
             tracing::warn!(segment = %torn.segment.display(), offset = torn.offset, bytes = torn.bytes_cut, "cut a torn log tail");
         }
-        let mut applied = applied_position(&view)?.unwrap_or(wal.start());
+        let mut applied = applied_position(&view)?.unwrap_or(log.start());
         let mut view_rebuilt = false;
-        if applied > wal.end() {
+        if applied > log.end() {
             // The view holds groups the log lost: written without an fsync
             // (`SyncMode::Relaxed`), they reached the view, RocksDB flushed
             // it, then the power failed. Kept, the view would name changes
@@ -331,20 +256,20 @@ impl Db {
             // truth: rebuild the view from it (docs/DESIGN.md "Storage").
             tracing::warn!(
                 applied = applied.0,
-                log_end = wal.end().0,
+                log_end = log.end().0,
                 "the view is ahead of the log (power lost after a relaxed commit): rebuilding it"
             );
             reset_view(&view, database)?;
-            applied = wal.start();
+            applied = log.start();
             view_rebuilt = true;
         }
-        let mut engine = Engine::new(
-            wal.clone(),
+        let mut writer = Writer::new(
+            log.clone(),
             Arc::clone(&view),
             database,
             options.pending_changes_max,
         )?;
-        let replayed = replay(&mut engine, applied, false, &mut |_, _| {})?;
+        let replayed = writer.replay(applied, false, &mut |_, _| {})?;
         let recovery = Recovery {
             torn_tail: report.torn_tail,
             view_rebuilt,
@@ -352,19 +277,19 @@ impl Db {
         };
         let (events, _) = broadcast::channel(SUBSCRIBE_BUFFER_CHANGES);
         let membership = Membership::new(
-            engine.access_generation,
-            &engine.access,
-            &engine.verdicts,
-            engine.fork_cuts(),
+            writer.access_generation,
+            &writer.access,
+            &writer.verdicts,
+            writer.fork_cuts(),
         );
         let inner = Inner {
             dir,
             database,
             identity,
-            wal,
+            log,
             view,
             membership: RwLock::new(Arc::new(membership)),
-            engine: Mutex::new(engine),
+            writer: Mutex::new(writer),
             queue: Mutex::new(Vec::new()),
             events,
             pending_changes_max: options.pending_changes_max,
@@ -386,13 +311,14 @@ impl Db {
     /// [`SyncMode::Relaxed`] a power loss keeps what was committed before
     /// the last `sync` that returned `Ok` and may lose what came after.
     /// If the fsync fails, the changes it was to cover are cut from the log
-    /// and the database refuses writes until reopened ([`Error::Poisoned`]).
+    /// and the database refuses writes until reopened
+    /// ([`crate::Error::Poisoned`]).
     pub fn sync(&self) -> Result<()> {
-        let result = self.inner.wal.sync();
+        let result = self.inner.log.sync();
         if let Err(error) = &result {
-            self.engine().poison(error.to_string());
+            self.writer().poison(error.to_string());
         }
-        Ok(result?)
+        result
     }
 
     /// What opening this database found and repaired after a crash or a
@@ -425,256 +351,17 @@ impl Db {
         }
     }
 
-    fn engine(&self) -> MutexGuard<'_, Engine> {
+    fn writer(&self) -> MutexGuard<'_, Writer> {
         self.inner
-            .engine
+            .writer
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Commits `ops` as one change. Concurrent callers are grouped: whoever
-    /// gets the engine first commits everything queued, with one fsync.
-    fn commit(&self, ops: Vec<Op>) -> Result<ChangeHash> {
-        crate::change::check_ops(&ops).map_err(|rule| Error::InvalidTransaction { rule })?;
-        let bytes = crate::change::ops_bytes(&ops);
-        if bytes > crate::change::OPS_BYTES_MAX {
-            return Err(Error::TransactionTooLarge {
-                bytes: bytes as u64,
-                max: crate::change::OPS_BYTES_MAX as u64,
-            });
-        }
-        self.check_increments(&ops)?;
-        let (reply, answer) = sync_channel(1);
-        self.inner
-            .queue
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(CommitRequest { ops, reply });
-        loop {
-            if let Ok(result) = answer.try_recv() {
-                return result;
-            }
-            let mut engine = self.engine();
-            if let Ok(result) = answer.try_recv() {
-                return result;
-            }
-            let requests =
-                std::mem::take(&mut *self.inner.queue.lock().unwrap_or_else(|p| p.into_inner()));
-            self.commit_group(&mut engine, requests);
-        }
-    }
-
-    fn commit_group(&self, engine: &mut Engine, requests: Vec<CommitRequest>) {
-        // Refused requests are answered alone; the others commit together.
-        let requests: Vec<CommitRequest> = requests
-            .into_iter()
-            .filter_map(|request| match self.check_local(engine, &request.ops) {
-                Ok(()) => Some(request),
-                Err(error) => {
-                    let _ = request.reply.send(Err(error));
-                    None
-                }
-            })
-            .collect();
-        if requests.is_empty() {
-            return;
-        }
-        let result = self.build_changes(engine, &requests).and_then(|changes| {
-            let mut report = ApplyReport::default();
-            let entries = changes.into_iter().map(|change| (change, None)).collect();
-            let accepted = engine.ingest(entries, Source::New, &mut report)?;
-            assert!(
-                report.refused.is_empty() && report.pending.is_empty(),
-                "own changes are valid: {report:?}"
-            );
-            self.publish(engine, &accepted, &report);
-            Ok(accepted)
-        });
-        match result {
-            Ok(accepted) => {
-                for (request, change) in requests.into_iter().zip(accepted) {
-                    let _ = request.reply.send(Ok(change.hash()));
-                }
-            }
-            Err(error) => {
-                let message = error.to_string();
-                let mut first = Some(error);
-                for request in requests {
-                    let error = first.take().unwrap_or_else(|| Error::CommitFailed {
-                        reason: message.clone(),
-                    });
-                    let _ = request.reply.send(Err(error));
-                }
-            }
-        }
-    }
-
-    /// Whether this replica may commit `ops` (FORMAT.md "Authorization").
-    fn check_local(&self, engine: &Engine, ops: &[Op]) -> Result<()> {
-        let Some(owner) = engine.access.owner else {
-            return Err(Error::NotSynced);
-        };
-        if !engine.access.members_only {
-            return Ok(());
-        }
-        let me = self.author();
-        if let Some(state) = engine.author(&me) {
-            if let Some(last_seq) = state.revoked {
-                return Err(Error::NotAllowed(Refusal::Revoked {
-                    author: me,
-                    last_seq,
-                }));
-            }
-            // A chain cut below its head (its grant no longer stands) can
-            // never be valid again: a change signed now would vanish.
-            if !state.is_valid(state.head_seq + 1) {
-                return Err(Error::IdentityCut {
-                    author: me,
-                    cut_seq: state.valid_until(),
-                });
-            }
-        }
-        let role = engine.verdicts.roles.get(&me).copied();
-        crate::access::check_admission(me, role, owner, ops).map_err(Error::NotAllowed)?;
-        if me != owner {
-            for op in ops {
-                if let Op::Revoke { key, .. } = op
-                    && engine.verdicts.admins.contains(key)
-                {
-                    return Err(Error::NotAllowed(Refusal::RevokesAnAdmin {
-                        author: me,
-                        key: *key,
-                    }));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Refuses an increment of a field whose value, after the ops before it
-    /// in the same transaction, is set and not a counter.
-    fn check_increments(&self, ops: &[Op]) -> Result<()> {
-        for (index, op) in ops.iter().enumerate() {
-            let Op::Increment {
-                table, row, field, ..
-            } = op
-            else {
-                continue;
-            };
-            // The last earlier op of this transaction on the field decides.
-            let earlier = ops[..index].iter().rev().find_map(|earlier| match earlier {
-                Op::Set {
-                    table: t,
-                    row: r,
-                    field: f,
-                    value,
-                } if t == table && r == row && f == field => Some(Some(value.clone())),
-                Op::Delete { table: t, row: r } if t == table && r == row => Some(None),
-                _ => None,
-            });
-            let current = match earlier {
-                Some(value) => value,
-                None => self.get_field(table, row, field)?,
-            };
-            if let Some(current) = current
-                && !matches!(current, Value::Counter(_))
-            {
-                return Err(Error::NotACounter {
-                    table: table.clone(),
-                    row: row.clone(),
-                    field: field.clone(),
-                    current,
-                });
-            }
-        }
-        Ok(())
-    }
-
-    /// The grant this replica's next change must name so that its chain's
-    /// named role reaches its current role, if it does not yet.
-    fn grant_to_name(&self, engine: &Engine) -> Result<Option<ChangeHash>> {
-        let me = self.author();
-        if !engine.access.members_only || engine.access.owner == Some(me) {
-            return Ok(None);
-        }
-        let Some(role) = engine.verdicts.roles.get(&me).copied() else {
-            return Ok(None);
-        };
-        let named = match engine.author(&me) {
-            Some(state) => engine
-                .held_meta(&state.head_hash)?
-                .and_then(|meta| meta.role),
-            None => None,
-        };
-        if named >= Some(role) {
-            return Ok(None);
-        }
-        Ok(engine.grant_to_name(&me, role))
-    }
-
-    /// Signs one change per request, chained, with deps from the heads.
-    fn build_changes(&self, engine: &Engine, requests: &[CommitRequest]) -> Result<Vec<Change>> {
-        let author = self.author();
-        let state = engine.author(&author);
-        if let Some(cut) = state.and_then(|state| state.cut) {
-            return Err(Error::IdentityCut {
-                author,
-                cut_seq: cut,
-            });
-        }
-        let (mut seq, mut prev, mut prev_lamport) = state.map_or((0, None, 0), |state| {
-            (state.head_seq, Some(state.head_hash), state.head_lamport)
-        });
-        let mut others: Vec<(u64, ChangeHash)> = engine
-            .heads
-            .iter()
-            .filter(|(_, (_, head_author))| *head_author != author)
-            .map(|(hash, (lamport, _))| (*lamport, *hash))
-            .collect();
-        others.sort_unstable_by(|a, b| b.cmp(a));
-        // A grant not yet named goes first: without it the change is refused.
-        if let Some(grant) = self.grant_to_name(engine)? {
-            let meta = engine
-                .held_meta(&grant)?
-                .ok_or(Error::MissingChange { hash: grant })?;
-            others.retain(|(_, hash)| *hash != grant);
-            others.insert(0, (meta.lamport, grant));
-        }
-        others.truncate(DEPS_MAX);
-        let deps_lamport = others
-            .iter()
-            .map(|(lamport, _)| *lamport)
-            .max()
-            .unwrap_or(0);
-        let mut deps: Vec<ChangeHash> = others.into_iter().map(|(_, hash)| hash).collect();
-        deps.sort_unstable();
-        let mut changes = Vec::with_capacity(requests.len());
-        for request in requests {
-            seq += 1;
-            let lamport = 1 + prev_lamport.max(deps_lamport);
-            let body = ChangeBody {
-                version: CHANGE_FORMAT_VERSION,
-                database: self.inner.database,
-                author,
-                seq,
-                prev,
-                deps: deps.clone(),
-                lamport,
-                wall_ms: now_ms(),
-                ops: request.ops.clone(),
-            };
-            let change = Change::sign(body, self.inner.identity.signing_key());
-            prev = Some(change.hash());
-            prev_lamport = lamport;
-            changes.push(change);
-        }
-        Ok(changes)
-    }
-
-    fn publish(&self, engine: &mut Engine, accepted: &[Change], report: &ApplyReport) {
+    fn publish(&self, writer: &mut Writer, accepted: &[Change], report: &ApplyReport) {
         // Membership first: a subscriber that sees a revocation and then
         // checks the revoked key must find it revoked.
-        self.publish_membership(engine);
+        self.publish_membership(writer);
         let membership = self.membership();
         for change in accepted {
             // Fork evidence is inert but travels: live peers learn of the
@@ -686,21 +373,21 @@ impl Db {
         }
         // Changes an authorization limit let back in reach subscribers (and
         // so live peers) too.
-        for change in engine.revived.drain(..) {
+        for change in writer.revived.drain(..) {
             let _ = self.inner.events.send(change);
         }
     }
 
     /// Replaces the membership snapshot if authorization was decided anew
     /// since it was taken.
-    fn publish_membership(&self, engine: &Engine) {
+    fn publish_membership(&self, writer: &Writer) {
         let current = self.membership().generation;
-        if current != engine.access_generation {
+        if current != writer.access_generation {
             let fresh = Membership::new(
-                engine.access_generation,
-                &engine.access,
-                &engine.verdicts,
-                engine.fork_cuts(),
+                writer.access_generation,
+                &writer.access,
+                &writer.verdicts,
+                writer.fork_cuts(),
             );
             *self
                 .inner
@@ -724,9 +411,13 @@ impl Db {
     /// Each is checked on its own; see [`ApplyReport`] for the verdicts.
     pub fn apply_encoded<B: AsRef<[u8]> + Sync>(&self, encoded: &[B]) -> Result<ApplyReport> {
         let mut report = ApplyReport::default();
-        let decoded = par_map(encoded, |bytes| Change::decode(bytes.as_ref()));
-        let mut changes = Vec::with_capacity(decoded.len());
-        for result in decoded {
+        let decoded = fan_out(encoded, |part| {
+            part.iter()
+                .map(|bytes| Change::decode(bytes.as_ref()))
+                .collect::<Vec<_>>()
+        });
+        let mut changes = Vec::with_capacity(encoded.len());
+        for result in decoded.into_iter().flatten() {
             match result {
                 Ok(change) => changes.push(change),
                 Err(error) => report.refused.push((None, Refusal::Malformed(error))),
@@ -752,8 +443,8 @@ impl Db {
                 fresh.push(change);
             }
         }
-        if fresh.len() < PARALLEL_CHANGES_MIN {
-            let verified = Engine::verify_new(fresh, report);
+        if fresh.len() < signature::PARALLEL_CHANGES_MIN {
+            let verified = signature::verify(fresh, &mut report.refused);
             return self.ingest_verified(verified, report);
         }
         // A pipeline: a worker verifies chunk k+1 while this thread applies
@@ -765,18 +456,19 @@ impl Db {
             chunks.push(std::mem::replace(&mut rest, tail));
         }
         std::thread::scope(|scope| {
-            let (sender, receiver) = std::sync::mpsc::sync_channel::<(Vec<Change>, ApplyReport)>(1);
+            let (sender, receiver) =
+                std::sync::mpsc::sync_channel::<(Vec<Change>, signature::Refused)>(1);
             scope.spawn(move || {
                 for chunk in chunks {
-                    let mut local = ApplyReport::default();
-                    let verified = Engine::verify_new(chunk, &mut local);
-                    if sender.send((verified, local)).is_err() {
+                    let mut refused = signature::Refused::new();
+                    let verified = signature::verify(chunk, &mut refused);
+                    if sender.send((verified, refused)).is_err() {
                         break;
                     }
                 }
             });
-            for (verified, local) in receiver {
-                report.refused.extend(local.refused);
+            for (verified, refused) in receiver {
+                report.refused.extend(refused);
                 self.ingest_verified(verified, report)?;
             }
             Ok(())
@@ -784,10 +476,10 @@ impl Db {
     }
 
     fn ingest_verified(&self, verified: Vec<Change>, report: &mut ApplyReport) -> Result<()> {
-        let mut engine = self.engine();
+        let mut writer = self.writer();
         let entries = verified.into_iter().map(|change| (change, None)).collect();
-        let accepted = engine.ingest(entries, Source::New, report)?;
-        self.publish(&mut engine, &accepted, report);
+        let accepted = writer.ingest(entries, Source::New, report)?;
+        self.publish(&mut writer, &accepted, report);
         Ok(())
     }
 
@@ -803,7 +495,7 @@ impl Db {
     /// valid, every later one is invalid on every replica, and sync stops
     /// serving it. Owner and admins only; an admin may not revoke an admin.
     pub fn revoke(&self, key: Author) -> Result<ChangeHash> {
-        let last_seq = self.engine().author(&key).map_or(0, |state| state.head_seq);
+        let last_seq = self.writer().author(&key).map_or(0, |state| state.head_seq);
         self.commit(vec![Op::Revoke { key, last_seq }])
     }
 
@@ -839,9 +531,9 @@ impl Db {
     /// Every key that holds or held a role, the owner first, then by role
     /// and key.
     pub fn members(&self) -> Vec<Member> {
-        let engine = self.engine();
+        let writer = self.writer();
         let mut members: BTreeMap<Author, Member> = BTreeMap::new();
-        for (key, role) in &engine.verdicts.roles {
+        for (key, role) in &writer.verdicts.roles {
             members.insert(
                 *key,
                 Member {
@@ -851,7 +543,7 @@ impl Db {
                 },
             );
         }
-        for (key, last_seq) in &engine.verdicts.revoked {
+        for (key, last_seq) in &writer.verdicts.revoked {
             members.insert(
                 *key,
                 Member {
@@ -861,7 +553,7 @@ impl Db {
                 },
             );
         }
-        if let Some(owner) = engine.access.owner {
+        if let Some(owner) = writer.access.owner {
             members.entry(owner).or_insert(Member {
                 key: owner,
                 role: Some(Role::Owner),
@@ -883,12 +575,12 @@ impl Db {
     /// How many fsyncs the change log has made since open (a statistic:
     /// with group commit, concurrent commits share them).
     pub fn log_fsync_count(&self) -> u64 {
-        self.inner.wal.fsync_count()
+        self.inner.log.fsync_count()
     }
 
     /// Number of received changes waiting for a missing predecessor.
     pub fn pending_len(&self) -> usize {
-        self.engine().pending.len()
+        self.writer().pending.len()
     }
 
     /// Most received changes held waiting, as opened
@@ -901,8 +593,8 @@ impl Db {
     /// Keeps in `hashes` only the changes still waiting in the pending set
     /// (the others were applied, or dropped): what a peer still holds of it.
     pub fn retain_pending(&self, hashes: &mut Vec<ChangeHash>) {
-        let engine = self.engine();
-        hashes.retain(|hash| engine.pending.contains(hash));
+        let writer = self.writer();
+        hashes.retain(|hash| writer.pending.contains(hash));
     }
 
     /// Drops the named changes from the pending set if they still wait
@@ -910,12 +602,12 @@ impl Db {
     /// misbehaving had parked, so one hostile peer cannot keep the shared
     /// set full. Returns how many were dropped.
     pub fn discard_pending(&self, hashes: &[ChangeHash]) -> usize {
-        self.engine().pending.discard(hashes)
+        self.writer().pending.discard(hashes)
     }
 
     /// Hashes that pending changes wait for.
     pub fn missing(&self) -> Vec<ChangeHash> {
-        self.engine().pending.missing()
+        self.writer().pending.missing()
     }
 
     /// One field's value, if the row has it.
@@ -947,7 +639,7 @@ impl Db {
 
     /// The signed changes that touched a row, oldest stamp first.
     pub fn history(&self, table: &str, row: &str) -> Result<Vec<reads::HistoryEntry>> {
-        reads::history(&self.inner.view, &self.inner.wal, table, row)
+        reads::history(&self.inner.view, &self.inner.log, table, row)
     }
 
     /// A held change by hash (applied, pending excluded, or inert).
@@ -956,8 +648,8 @@ impl Db {
         let Some(bytes) = self.inner.view.get(&key)? else {
             return Ok(None);
         };
-        let meta: crate::engine::ChangeMeta = decode(&bytes, &key)?;
-        read_change(&self.inner.wal, meta.position, hash).map(Some)
+        let meta: ChangeMeta = decode(&bytes, &key)?;
+        self.inner.log.read(meta.position, hash).map(Some)
     }
 
     /// Per author: the highest seq held and its hash; for an author cut
@@ -1004,24 +696,24 @@ impl Db {
         &self,
         heads: &[(Author, Option<crate::Head>)],
     ) -> Result<reads::ChangesSince> {
-        reads::changes_since_heads(&self.inner.view, &self.inner.wal, heads)
+        reads::changes_since_heads(&self.inner.view, &self.inner.log, heads)
     }
 
     /// The held changes that a replica at `since` lacks, in log order (a
     /// causal order), read lazily from the log.
     pub fn changes_since(&self, since: &VersionVector) -> Result<reads::ChangesSince> {
-        reads::changes_since(&self.inner.view, &self.inner.wal, since)
+        reads::changes_since(&self.inner.view, &self.inner.log, since)
     }
 
     /// Every change in the log, in log order.
     pub fn log(&self) -> Result<impl Iterator<Item = Result<(Position, Change)>> + '_> {
-        self.log_from(self.inner.wal.start())
+        self.log_from(self.inner.log.start())
     }
 
     /// Where the next change will be appended: every change read from the
     /// log at or past this position was appended after this call.
     pub fn log_end(&self) -> Position {
-        self.inner.wal.end()
+        self.inner.log.end()
     }
 
     /// The log's changes from `position` (a record's start, or
@@ -1030,15 +722,8 @@ impl Db {
         &self,
         position: Position,
     ) -> Result<impl Iterator<Item = Result<(Position, Change)>> + '_> {
-        let iter = self.inner.wal.iter_from(position)?;
-        Ok(iter.map(|item| {
-            let (position, bytes) = item?;
-            let change = Change::decode(&bytes).map_err(|error| Error::LogCorrupt {
-                position: position.0,
-                reason: Box::new(Refusal::Malformed(error)),
-            })?;
-            Ok((position, change))
-        }))
+        let changes = self.inner.log.changes_from(position)?;
+        Ok(changes.map(|item| item.map(|(frame, change)| (frame.start, change))))
     }
 
     /// A digest of the materialized state: equal on every replica that
@@ -1065,12 +750,12 @@ impl Db {
     /// Drops the view and rebuilds it from the log; returns the changes
     /// replayed and the new state hash.
     pub fn rebuild(&self, progress: Progress<'_>) -> Result<(u64, StateHash)> {
-        let mut engine = self.engine();
+        let mut writer = self.writer();
         reset_view(&self.inner.view, self.inner.database)?;
-        engine.reload_heads()?;
-        let changes = replay(&mut engine, self.inner.wal.start(), false, progress)?;
+        writer.reload_heads()?;
+        let changes = writer.replay(self.inner.log.start(), false, progress)?;
         self.inner.view.flush()?;
-        self.publish_membership(&engine);
+        self.publish_membership(&writer);
         Ok((changes, self.state_hash()?))
     }
 
@@ -1078,20 +763,20 @@ impl Db {
     /// deps, lamport) by rebuilding a scratch view with full verification,
     /// and compares its state hash with the live view's.
     pub fn verify(&self, progress: Progress<'_>) -> Result<VerifyReport> {
-        let _engine = self.engine();
+        let _engine = self.writer();
         let scratch_dir = self.inner.dir.join("verify-scratch");
         if scratch_dir.exists() {
             std::fs::remove_dir_all(&scratch_dir).map_err(io_error(&scratch_dir))?;
         }
         let result = (|| {
             let scratch = Arc::new(open_view(&scratch_dir, self.inner.database)?);
-            let mut engine = Engine::new(
-                self.inner.wal.clone(),
+            let mut writer = Writer::new(
+                self.inner.log.clone(),
                 Arc::clone(&scratch),
                 self.inner.database,
                 0,
             )?;
-            let changes = replay(&mut engine, self.inner.wal.start(), true, progress)?;
+            let changes = writer.replay(self.inner.log.start(), true, progress)?;
             let rebuilt = reads::state_hash(&scratch)?;
             Ok(VerifyReport {
                 changes,
@@ -1101,79 +786,6 @@ impl Db {
         })();
         std::fs::remove_dir_all(&scratch_dir).map_err(io_error(&scratch_dir))?;
         result
-    }
-
-    /// Exports a table into a new automerge document: one map per row under
-    /// the root, keyed by row id (see docs/DECISIONS.md).
-    pub fn export_automerge(&self, table: &str) -> Result<automerge::AutoCommit> {
-        use automerge::transaction::Transactable;
-        let mut document = automerge::AutoCommit::new();
-        for item in self.scan(table) {
-            let (row, fields) = item?;
-            let object = document
-                .put_object(automerge::ROOT, row.as_str(), automerge::ObjType::Map)
-                .map_err(automerge_error)?;
-            for (field, value) in fields {
-                document
-                    .put(&object, field.as_str(), automerge::ScalarValue::from(value))
-                    .map_err(automerge_error)?;
-            }
-        }
-        Ok(document)
-    }
-
-    /// Imports an automerge document laid out as [`Db::export_automerge`]
-    /// writes it (a map per row under the root, keyed by row id), as one
-    /// change setting every field. Returns its hash. A text object is read
-    /// as its string; a root entry that is not a map, and a field holding a
-    /// list or map, are [`Error::Automerge`] and nothing is written.
-    pub fn import_automerge(
-        &self,
-        table: &str,
-        document: &automerge::AutoCommit,
-    ) -> Result<ChangeHash> {
-        use automerge::{ObjType, ReadDoc, Value as Am};
-        let unsupported = |what: String| Error::Automerge {
-            message: format!("{what}: a Peers row is a map of scalars (or text) under the root"),
-        };
-        let mut tx = self.transaction();
-        for row in document.keys(automerge::ROOT) {
-            let Some((Am::Object(ObjType::Map), object)) = document
-                .get(automerge::ROOT, row.as_str())
-                .map_err(automerge_error)?
-            else {
-                return Err(unsupported(format!("{row:?} is not a map")));
-            };
-            for field in document.keys(&object) {
-                let value = match document
-                    .get(&object, field.as_str())
-                    .map_err(automerge_error)?
-                {
-                    Some((Am::Scalar(scalar), _)) => {
-                        Value::try_from(scalar.into_owned()).map_err(|_| {
-                            unsupported(format!("{row}.{field} holds a value with no Peers type"))
-                        })?
-                    }
-                    // Collaborative text (what automerge's JavaScript library
-                    // makes of a string): its current text.
-                    Some((Am::Object(ObjType::Text), text)) => {
-                        Value::Str(document.text(&text).map_err(automerge_error)?)
-                    }
-                    Some((Am::Object(kind), _)) => {
-                        return Err(unsupported(format!("{row}.{field} is a {kind}")));
-                    }
-                    None => continue,
-                };
-                tx.set(table, &row, &field, value);
-            }
-        }
-        tx.commit()
-    }
-}
-
-fn automerge_error(error: automerge::AutomergeError) -> Error {
-    Error::Automerge {
-        message: error.to_string(),
     }
 }
 
@@ -1195,322 +807,6 @@ impl VerifyReport {
     }
 }
 
-/// Ops collected for one change.
-pub struct Transaction<'a> {
-    db: &'a Db,
-    ops: Vec<Op>,
-}
-
-impl Transaction<'_> {
-    /// Sets a field.
-    pub fn set(
-        &mut self,
-        table: &str,
-        row: &str,
-        field: &str,
-        value: impl Into<Value>,
-    ) -> &mut Self {
-        self.ops.push(Op::Set {
-            table: table.into(),
-            row: row.into(),
-            field: field.into(),
-            value: value.into(),
-        });
-        self
-    }
-    /// Deletes a row.
-    pub fn delete(&mut self, table: &str, row: &str) -> &mut Self {
-        self.ops.push(Op::Delete {
-            table: table.into(),
-            row: row.into(),
-        });
-        self
-    }
-    /// Adds `delta` to a counter field.
-    pub fn increment(&mut self, table: &str, row: &str, field: &str, delta: i64) -> &mut Self {
-        self.ops.push(Op::Increment {
-            table: table.into(),
-            row: row.into(),
-            field: field.into(),
-            delta,
-        });
-        self
-    }
-    /// Ops collected so far.
-    pub fn ops(&self) -> &[Op] {
-        &self.ops
-    }
-    /// Signs the ops as one change, makes it durable and applies it.
-    pub fn commit(self) -> Result<ChangeHash> {
-        self.db.commit(self.ops)
-    }
-}
-
-fn prepare_new(dir: &Path, options: &Options) -> Result<Identity> {
-    if dir.join(DATABASE_FILE).exists() {
-        return Err(Error::AlreadyExists {
-            path: dir.to_owned(),
-        });
-    }
-    std::fs::create_dir_all(dir).map_err(io_error(dir))?;
-    let identity = options.identity.clone().unwrap_or_else(Identity::generate);
-    identity.save(&dir.join(IDENTITY_FILE))?;
-    Ok(identity)
-}
-
-/// Writes `database` and makes it durable (the file, then the directory
-/// entries of the new directory), so a power loss after `create` or `join`
-/// returned cannot leave a directory that does not open.
-fn write_database_file(dir: &Path, database: DatabaseId) -> Result<()> {
-    let path = dir.join(DATABASE_FILE);
-    let write = || -> std::io::Result<()> {
-        use std::io::Write as _;
-        let mut file = std::fs::File::create(&path)?;
-        file.write_all(format!("{database}\n").as_bytes())?;
-        file.sync_all()
-    };
-    write().map_err(io_error(&path))?;
-    sync_dir(dir)?;
-    match dir.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => sync_dir(parent),
-        _ => Ok(()),
-    }
-}
-
-/// fsyncs a directory: the entries created in it so far stay after a power
-/// loss.
-fn sync_dir(dir: &Path) -> Result<()> {
-    std::fs::File::open(dir)
-        .and_then(|directory| directory.sync_all())
-        .map_err(io_error(dir))
-}
-
-fn read_database_file(dir: &Path) -> Result<DatabaseId> {
-    let path = dir.join(DATABASE_FILE);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            return Err(Error::NotFound {
-                path: dir.to_owned(),
-            });
-        }
-        Err(source) => return Err(Error::Io { path, source }),
-    };
-    DatabaseId::from_hex(&text).map_err(|_| Error::BadFile {
-        path,
-        what: "64 hex digits of a database id",
-    })
-}
-
-fn view_options() -> rocksdb::Options {
-    let mut options = rocksdb::Options::default();
-    options.create_if_missing(true);
-    // The log is the truth: RocksDB's own WAL is off on every write, and a
-    // crash loses at most the memtable, which replay restores.
-    options.set_manual_wal_flush(true);
-    // Most point lookups on ingest miss (is this change new? is there a
-    // tombstone?): bloom filters answer those without reading blocks.
-    let mut table = rocksdb::BlockBasedOptions::default();
-    table.set_bloom_filter(10.0, false);
-    table.set_cache_index_and_filter_blocks(true);
-    table.set_pin_l0_filter_and_index_blocks_in_cache(true);
-    options.set_block_based_table_factory(&table);
-    options.set_memtable_whole_key_filtering(true);
-    options.set_memtable_prefix_bloom_ratio(0.1);
-    options
-}
-
-/// Opens the view. A view of another layout version or another database is
-/// derived data that cannot be read as it is: it is dropped and rebuilt
-/// from the log by the replay that follows (never misread).
-fn open_view(path: &Path, database: DatabaseId) -> Result<DB> {
-    let options = view_options();
-    let view = DB::open(&options, path)?;
-    let found = view
-        .get(keys::meta(keys::META_VIEW_FORMAT))?
-        .map(|bytes| <[u8; 4]>::try_from(bytes.as_slice()).map_or(0, u32::from_be_bytes));
-    let stored = view.get(keys::meta(keys::META_DATABASE))?;
-    let usable =
-        found == Some(VIEW_FORMAT_VERSION) && stored.as_deref() == Some(database.0.as_slice());
-    if found.is_some() && !usable {
-        tracing::warn!(
-            path = %path.display(),
-            found = ?found,
-            supported = VIEW_FORMAT_VERSION,
-            "view of another format or database: rebuilding it from the log"
-        );
-        drop(view);
-        DB::destroy(&options, path)?;
-        return open_view(path, database);
-    }
-    if found.is_none() {
-        write_view_identity(&view, database)?;
-    }
-    Ok(view)
-}
-
-/// The view's layout version and database, the first keys of every view.
-fn write_view_identity(view: &DB, database: DatabaseId) -> Result<()> {
-    view.put(
-        keys::meta(keys::META_VIEW_FORMAT),
-        VIEW_FORMAT_VERSION.to_be_bytes(),
-    )?;
-    view.put(keys::meta(keys::META_DATABASE), database.0)?;
-    Ok(())
-}
-
-/// Empties the view but for its identity, ready for a replay from the start
-/// of the log.
-fn reset_view(view: &DB, database: DatabaseId) -> Result<()> {
-    clear_view(view)?;
-    write_view_identity(view, database)
-}
-
-fn applied_position(view: &DB) -> Result<Option<Position>> {
-    let key = keys::meta(keys::META_APPLIED);
-    match view.get(&key)? {
-        None => Ok(None),
-        Some(bytes) => {
-            let bytes: [u8; 8] = bytes
-                .as_slice()
-                .try_into()
-                .map_err(|_| Error::ViewCorrupt { key })?;
-            Ok(Some(Position(u64::from_be_bytes(bytes))))
-        }
-    }
-}
-
-/// Empties the view. The range delete is then flushed and compacted away:
-/// left in place, its tombstone would sit in front of every lookup of the
-/// replay that follows.
-fn clear_view(view: &DB) -> Result<()> {
-    let mut batch = rocksdb::WriteBatch::default();
-    batch.delete_range(vec![0x00], vec![0xFF, 0xFF]);
-    view.write(batch)?;
-    view.flush()?;
-    view.compact_range(None::<&[u8]>, None::<&[u8]>);
-    Ok(())
-}
-
-/// Applies the log from `from` to the engine's view, in groups.
-fn replay(
-    engine: &mut Engine,
-    from: Position,
-    verify_signatures: bool,
-    progress: Progress<'_>,
-) -> Result<u64> {
-    let start = engine.wal.start().0;
-    let end = engine.wal.end().0;
-    let mut replayed = 0;
-    let mut group: Vec<(Change, Option<Position>)> = Vec::with_capacity(REPLAY_GROUP_CHANGES);
-    for item in engine.wal.iter_from(from)? {
-        let (position, bytes) = item?;
-        let change = Change::decode(&bytes)
-            .map_err(|error| corrupt_at(position, Refusal::Malformed(error)))?;
-        group.push((change, Some(position)));
-        if group.len() == REPLAY_GROUP_CHANGES {
-            replayed += replay_group(engine, std::mem::take(&mut group), verify_signatures)?;
-            progress(position.0.saturating_sub(start), end.saturating_sub(start));
-        }
-    }
-    replayed += replay_group(engine, group, verify_signatures)?;
-    progress(end.saturating_sub(start), end.saturating_sub(start));
-    Ok(replayed)
-}
-
-fn replay_group(
-    engine: &mut Engine,
-    group: Vec<(Change, Option<Position>)>,
-    verify_signatures: bool,
-) -> Result<u64> {
-    if verify_signatures {
-        let changes: Vec<Change> = group.iter().map(|(change, _)| change.clone()).collect();
-        let mut report = ApplyReport::default();
-        let verified = verify_parallel(changes, &mut report);
-        if let Some((hash, refusal)) = report.refused.into_iter().next() {
-            let position = group
-                .iter()
-                .find(|(change, _)| Some(change.hash()) == hash)
-                .and_then(|(_, p)| *p);
-            return Err(corrupt_at(position.unwrap_or(Position(u64::MAX)), refusal));
-        }
-        debug_assert_eq!(verified.len(), group.len());
-    }
-    let mut report = ApplyReport::default();
-    let accepted = engine.ingest(group, Source::Log, &mut report)?;
-    Ok(accepted.len() as u64)
-}
-
-fn corrupt_at(position: Position, refusal: Refusal) -> Error {
-    Error::LogCorrupt {
-        position: position.0,
-        reason: Box::new(refusal),
-    }
-}
-
-/// Reads the change at `position` and checks it is `hash`.
-pub(crate) fn read_change(wal: &Wal, position: u64, hash: &ChangeHash) -> Result<Change> {
-    let bytes = wal.read_at(Position(position))?;
-    let change = Change::decode(&bytes)
-        .map_err(|error| corrupt_at(Position(position), Refusal::Malformed(error)))?;
-    if change.hash() != *hash {
-        return Err(Error::MissingChange { hash: *hash });
-    }
-    Ok(change)
-}
-
-/// Maps `items` on two threads when there are enough of them.
-fn par_map<T: Sync, U: Send>(items: &[T], map: impl Fn(&T) -> U + Sync) -> Vec<U> {
-    let threads = std::thread::available_parallelism().map_or(1, usize::from);
-    if items.len() < PARALLEL_CHANGES_MIN || threads < 2 {
-        return items.iter().map(map).collect();
-    }
-    let chunk = items.len().div_ceil(threads);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = items
-            .chunks(chunk)
-            .map(|part| scope.spawn(|| part.iter().map(&map).collect::<Vec<U>>()))
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|handle| handle.join().expect("worker does not panic"))
-            .collect()
-    })
-}
-
-/// Batch-verifies signatures, on two threads for large sets; refused
-/// changes are reported and left out.
-fn verify_parallel(changes: Vec<Change>, report: &mut ApplyReport) -> Vec<Change> {
-    let threads = std::thread::available_parallelism().map_or(1, usize::from);
-    if changes.len() < PARALLEL_CHANGES_MIN || threads < 2 {
-        return Engine::verify_new(changes, report);
-    }
-    let chunk = changes.len().div_ceil(threads);
-    let parts: Vec<Vec<Change>> = changes.chunks(chunk).map(<[Change]>::to_vec).collect();
-    let results: Vec<(Vec<Change>, ApplyReport)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = parts
-            .into_iter()
-            .map(|part| {
-                scope.spawn(move || {
-                    let mut local = ApplyReport::default();
-                    let verified = Engine::verify_new(part, &mut local);
-                    (verified, local)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|handle| handle.join().expect("worker does not panic"))
-            .collect()
-    });
-    let mut verified = Vec::new();
-    for (part, local) in results {
-        verified.extend(part);
-        report.refused.extend(local.refused);
-    }
-    verified
-}
-
 const _: () = {
     const fn is_send_sync<T: Send + Sync>() {}
     is_send_sync::<Db>();
@@ -1519,6 +815,7 @@ const _: () = {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use directory::view_options;
 
     /// A view written by another layout version is never misread: opening
     /// the database drops it and rebuilds the same state from the log.

@@ -2,7 +2,8 @@
 
 use std::path::PathBuf;
 
-use crate::change::{Author, ChangeHash, DatabaseId, FormatError, Role, SignatureFault};
+use crate::change::{Author, ChangeHash, DatabaseId, FormatError, Role};
+use crate::signature::SignatureFault;
 
 /// Why a received change was refused. Nothing of a refused change is written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -9,12 +9,15 @@ mod access;
 mod change;
 mod changeset;
 mod db;
-mod engine;
 mod error;
 mod identity;
+mod ingest;
 mod keys;
+mod log;
 mod pending;
 mod reads;
+mod records;
+mod signature;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod value;
@@ -24,23 +27,22 @@ mod view;
 pub use change::{
     Author, CHANGE_BYTES_MAX, CHANGE_FORMAT_VERSION, CHANGE_FORMAT_VERSION_MIN, Change, ChangeBody,
     ChangeHash, DEPS_MAX, DatabaseId, FormatError, HASH_CONTEXT, NAME_BYTES_MAX, OPS_MAX, Op,
-    OpPart, Role, SIGNATURE_DOMAIN, SignatureFault, StateHash, verify_ed25519_strict,
-    verify_signature, verify_signatures,
+    OpPart, Role, SIGNATURE_DOMAIN, StateHash,
 };
 pub use changeset::{
     CHANGE_SET_MAGIC, CHANGE_SET_VERSION, ChangeSetError, ChangeSetReader, ChangeSetWriter,
 };
 pub use db::{
-    Db, Member, Options, Progress, REPLAY_GROUP_CHANGES, Recovery, Row, SUBSCRIBE_BUFFER_CHANGES,
-    Transaction, VerifyReport,
+    Db, LOCK_FILE, Member, Options, Recovery, SUBSCRIBE_BUFFER_CHANGES, Transaction, VerifyReport,
 };
-pub use engine::ApplyReport;
 pub use error::{Error, Refusal, Result};
 pub use identity::Identity;
+pub use ingest::{ApplyReport, Progress, REPLAY_GROUP_CHANGES};
 pub use keys::{Stamp, VIEW_FORMAT_VERSION};
 pub use peers_wal::{FORMAT_VERSION as LOG_FORMAT_VERSION, Position, SyncMode, TornTail};
 pub use pending::{PENDING_BYTES_MAX, PENDING_CHANGES_MAX};
-pub use reads::{ChangesSince, HistoryEntry, Scan};
+pub use reads::{ChangesSince, HistoryEntry, Row, Scan};
+pub use signature::{SignatureFault, verify_ed25519_strict, verify_signature, verify_signatures};
 pub use value::{UnknownScalar, Value};
 pub use version_vector::{Head, VectorDigest, VersionVector};
 

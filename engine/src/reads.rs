@@ -5,16 +5,18 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::sync::Arc;
 
-use peers_wal::Wal;
 use rocksdb::{DB, DBIteratorWithThreadMode, Direction, IteratorMode};
 
 use crate::change::{Author, Change, ChangeHash, Op, StateHash};
-use crate::db::{Row, read_change};
-use crate::engine::{AuthorState, ChangeMeta, Engine};
 use crate::error::{Error, Result};
 use crate::keys;
+use crate::log::Log;
+use crate::records::{self, AuthorState, ChangeMeta, author_of_key};
 use crate::version_vector::{Head, VersionVector};
 use crate::view::{FieldState, Group, decode};
+
+/// A row: field name to value.
+pub type Row = std::collections::BTreeMap<String, crate::Value>;
 
 /// Streams rows of a table (or of one row prefix) from RocksDB, grouping
 /// field entries by row id. Holds one RocksDB iterator; never the table.
@@ -108,7 +110,7 @@ pub struct HistoryEntry {
     pub ops: Vec<Op>,
 }
 
-pub(crate) fn history(view: &DB, wal: &Wal, table: &str, row: &str) -> Result<Vec<HistoryEntry>> {
+pub(crate) fn history(view: &DB, log: &Log, table: &str, row: &str) -> Result<Vec<HistoryEntry>> {
     let group = Group::new(view);
     let mut entries = Vec::new();
     for (key, _) in group.scan_prefix(&keys::row_prefix(keys::HISTORY, table, row))? {
@@ -116,8 +118,8 @@ pub(crate) fn history(view: &DB, wal: &Wal, table: &str, row: &str) -> Result<Ve
             keys::trailing_hash(&key).ok_or_else(|| Error::ViewCorrupt { key: key.clone() })?;
         let meta = change_meta(&group, &hash)?;
         let state =
-            Engine::author_state(&group, &meta.author)?.ok_or(Error::MissingChange { hash })?;
-        let change = read_change(wal, meta.position, &hash)?;
+            records::author_state(&group, &meta.author)?.ok_or(Error::MissingChange { hash })?;
+        let change = log.read(meta.position, &hash)?;
         entries.push(HistoryEntry {
             hash,
             author: meta.author,
@@ -136,12 +138,9 @@ pub(crate) fn history(view: &DB, wal: &Wal, table: &str, row: &str) -> Result<Ve
     Ok(entries)
 }
 
+/// A held change's record; [`Error::MissingChange`] if it is not held.
 fn change_meta(group: &Group<'_>, hash: &ChangeHash) -> Result<ChangeMeta> {
-    let key = keys::change(hash);
-    let bytes = group
-        .get(&key)?
-        .ok_or(Error::MissingChange { hash: *hash })?;
-    decode(&bytes, &key)
+    records::change_meta(group, hash)?.ok_or(Error::MissingChange { hash: *hash })
 }
 
 /// Every author's advertised head (see [`crate::Db::version_vector`]): its
@@ -172,11 +171,7 @@ pub(crate) fn heads_between(
         if key.first() != Some(&keys::AUTHORS) {
             break;
         }
-        let author = Author(
-            key[1..]
-                .try_into()
-                .map_err(|_| Error::ViewCorrupt { key: key.to_vec() })?,
-        );
+        let author = author_of_key(&key)?;
         if until.is_some_and(|until| author >= *until) {
             break;
         }
@@ -233,7 +228,7 @@ fn chain_entry(view: &DB, author: &Author, seq: u64) -> Result<Option<ChangeHash
 /// costs nothing more).
 pub struct ChangesSince {
     view: Arc<DB>,
-    wal: Wal,
+    log: Log,
     /// The next chain entry of every range with something left, by log
     /// position.
     heads: BinaryHeap<Reverse<(u64, ChangeHash, usize)>>,
@@ -321,7 +316,7 @@ impl ChangesSince {
                 continue;
             }
             self.named.insert(named);
-            let cut_change = read_change(&self.wal, meta.position, &named)?;
+            let cut_change = self.log.read(meta.position, &named)?;
             stack.extend(cut_change.predecessors());
             self.ready.insert(meta.position, cut_change);
         }
@@ -343,7 +338,7 @@ impl Iterator for ChangesSince {
         let Reverse((position, hash, range)) = self.heads.pop()?;
         self.remaining = self.remaining.saturating_sub(1);
         let step = (|| {
-            let change = read_change(&self.wal, position, &hash)?;
+            let change = self.log.read(position, &hash)?;
             let key = keys::chain(&change.author(), change.seq(), &hash);
             self.advance(range, &key)?;
             self.queue_named(&change)?;
@@ -379,17 +374,13 @@ impl Iterator for ChangesSince {
 /// cut, a lookup of each change it names).
 pub(crate) fn changes_since(
     view: &Arc<DB>,
-    wal: &Wal,
+    log: &Log,
     since: &VersionVector,
 ) -> Result<ChangesSince> {
     let group = Group::new(view);
-    let mut stream = ChangesSince::empty(view, wal);
+    let mut stream = ChangesSince::empty(view, log);
     for (key, value) in group.scan_prefix(&[keys::AUTHORS])? {
-        let author = Author(
-            key[1..]
-                .try_into()
-                .map_err(|_| Error::ViewCorrupt { key: key.clone() })?,
-        );
+        let author = author_of_key(&key)?;
         let state: AuthorState = decode(&value, &key)?;
         stream.add_author(&group, author, &state, since.get(&author))?;
     }
@@ -402,13 +393,13 @@ pub(crate) fn changes_since(
 /// them equal). An author this replica does not hold is skipped.
 pub(crate) fn changes_since_heads(
     view: &Arc<DB>,
-    wal: &Wal,
+    log: &Log,
     heads: &[(Author, Option<Head>)],
 ) -> Result<ChangesSince> {
     let group = Group::new(view);
-    let mut stream = ChangesSince::empty(view, wal);
+    let mut stream = ChangesSince::empty(view, log);
     for (author, head) in heads {
-        let Some(state) = crate::engine::Engine::author_state(&group, author)? else {
+        let Some(state) = records::author_state(&group, author)? else {
             continue;
         };
         stream.add_author(&group, *author, &state, head.as_ref())?;
@@ -417,10 +408,10 @@ pub(crate) fn changes_since_heads(
 }
 
 impl ChangesSince {
-    fn empty(view: &Arc<DB>, wal: &Wal) -> ChangesSince {
+    fn empty(view: &Arc<DB>, log: &Log) -> ChangesSince {
         ChangesSince {
             view: Arc::clone(view),
-            wal: wal.clone(),
+            log: log.clone(),
             heads: BinaryHeap::new(),
             ranges: Vec::new(),
             boundaries: HashMap::new(),

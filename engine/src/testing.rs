@@ -17,8 +17,9 @@ use std::path::{Path, PathBuf};
 pub use peers_wal::testing::SimFs;
 
 use crate::change::DatabaseId;
-use crate::db::{Db, OpenLog, Options, VIEW_DIR};
+use crate::db::{Db, Options, VIEW_DIR};
 use crate::error::{Error, Result};
+use crate::log::OpenLog;
 
 /// Runs `with` with a log opener for `disk`, on the database in `dir`. The
 /// view on disk is what its last close made durable: a copy of an earlier

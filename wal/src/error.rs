@@ -64,16 +64,6 @@ pub enum Error {
         max: u32,
     },
 
-    /// The frames of a batch add up to more than
-    /// [`BATCH_BYTES_MAX`](crate::BATCH_BYTES_MAX); nothing was written.
-    #[error("wal batch of {bytes} frame bytes exceeds the limit of {max} bytes")]
-    BatchTooLarge {
-        /// Total frame bytes of the refused batch.
-        bytes: u64,
-        /// The limit.
-        max: u64,
-    },
-
     /// An earlier write or fsync failed, so what is on disk is unknown: the log
     /// refuses all work until it is reopened (which re-checks the files).
     #[error("wal is poisoned by an earlier write or fsync failure; reopen it")]

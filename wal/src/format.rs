@@ -21,9 +21,9 @@ pub const FORMAT_VERSION: u32 = 1;
 /// on read.
 pub const RECORD_BYTES_MAX: u32 = 16 * 1024 * 1024;
 
-/// Largest total of frame bytes (8-byte frame headers plus payloads) in one
-/// [`Wal::append_batch`](crate::Wal::append_batch) call: a batch is encoded into one
-/// buffer and written with one write.
+/// Largest total of frame bytes (8-byte frame headers plus payloads) written
+/// with one write: [`Wal::append_batch`](crate::Wal::append_batch) splits a
+/// larger batch into writes of at most this many bytes (one buffer each).
 pub const BATCH_BYTES_MAX: u64 = 256 * 1024 * 1024;
 
 /// Magic bytes at the start of every segment.

@@ -27,6 +27,8 @@ pub struct Iter {
     pending: Option<(Position, Vec<u8>)>,
     /// Position of the next record to read.
     next: u64,
+    /// End of the frame of the record yielded last.
+    yielded_end: Option<u64>,
     /// End of the log when the iterator was made.
     end: u64,
     /// Set after an error.
@@ -42,6 +44,7 @@ impl Iter {
             shared,
             pending: None,
             next: end,
+            yielded_end: None,
             end,
             done: false,
         };
@@ -59,11 +62,22 @@ impl Iter {
     }
 }
 
+impl Iter {
+    /// Where the frame of the record yielded last ends: the position a
+    /// reader that has applied it has reached (the next record's start, or
+    /// the end of its segment). `None` before the first record.
+    pub fn frame_end(&self) -> Option<Position> {
+        self.yielded_end.map(Position)
+    }
+}
+
 impl Iterator for Iter {
     type Item = Result<(Position, Vec<u8>), Error>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if let Some(record) = self.pending.take() {
+            // Made with the first record read: `next` is still its end.
+            self.yielded_end = Some(self.next);
             return Some(Ok(record));
         }
         if self.done || self.next >= self.end {
@@ -78,6 +92,7 @@ impl Iterator for Iter {
             Ok((payload, next)) => {
                 debug_assert!(next > position);
                 self.next = next;
+                self.yielded_end = Some(next);
                 Some(Ok((Position(position), payload)))
             }
             Err(error) => {

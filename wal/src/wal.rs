@@ -30,6 +30,7 @@
 //! Lock order: `sync_turn` before `writer` before `segments`.
 
 use std::fmt;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
@@ -145,30 +146,53 @@ impl Wal {
     /// A record longer than [`RECORD_BYTES_MAX`](crate::RECORD_BYTES_MAX) is refused
     /// with [`Error::RecordTooLarge`] and nothing is written.
     pub fn append(&self, record: &[u8]) -> Result<Position, Error> {
-        let positions = self.append_batch(&[record])?;
-        match positions.as_slice() {
-            [position] => Ok(*position),
-            _ => unreachable!("one position per record"),
+        let appended = self.append_batch(&[record])?;
+        match appended.as_slice() {
+            [frame] => Ok(frame.start),
+            _ => unreachable!("one frame per record"),
         }
     }
 
-    /// Appends records in order, with one write and (with [`SyncMode::Always`]) one
-    /// fsync, possibly shared with concurrent appends. All land in the same segment.
+    /// Appends records in order and returns each one's frame: where it
+    /// starts (the position to read it back) and where it ends (the
+    /// position a reader that applied it has reached). With
+    /// [`SyncMode::Always`] one fsync at the end, possibly shared with
+    /// concurrent appends, covers them all.
     ///
-    /// Every record is checked before anything is written: if one is too large
-    /// ([`Error::RecordTooLarge`]) or the batch's frames exceed
-    /// [`BATCH_BYTES_MAX`] ([`Error::BatchTooLarge`]), nothing is written.
-    pub fn append_batch(&self, records: &[&[u8]]) -> Result<Vec<Position>, Error> {
+    /// The frames are encoded into one buffer and written with one write per
+    /// [`BATCH_BYTES_MAX`] of frames (so a batch may span segments, each
+    /// write within one). Every record is checked before anything is
+    /// written: if one is too large ([`Error::RecordTooLarge`]), nothing is.
+    pub fn append_batch(&self, records: &[&[u8]]) -> Result<Vec<Range<Position>>, Error> {
         self.shared.check_not_poisoned()?;
-        let frames_bytes = batch_frames_bytes(records)?;
-        if records.is_empty() {
-            return Ok(Vec::new());
+        let sizes = records
+            .iter()
+            .map(|record| record_frame_bytes(record))
+            .collect::<Result<Vec<u64>, Error>>()?;
+        let mut frames = Vec::with_capacity(records.len());
+        let mut first = 0;
+        let mut end = None;
+        while first < records.len() {
+            let mut last = first;
+            let mut bytes = 0;
+            while last < records.len() && (last == first || bytes + sizes[last] <= BATCH_BYTES_MAX)
+            {
+                bytes += sizes[last];
+                last += 1;
+            }
+            let (positions, written) = self.shared.write_frames(&records[first..last], bytes)?;
+            for (start, size) in positions.into_iter().zip(&sizes[first..last]) {
+                frames.push(start..Position(start.0 + size));
+            }
+            end = Some(written);
+            first = last;
         }
-        let (positions, end) = self.shared.write_frames(records, frames_bytes)?;
-        if self.shared.options.sync == SyncMode::Always {
+        if let Some(end) = end
+            && self.shared.options.sync == SyncMode::Always
+        {
             self.shared.sync_until(end)?;
         }
-        Ok(positions)
+        Ok(frames)
     }
 
     /// Position of the first record (where it will be, if the log is empty).
@@ -239,20 +263,6 @@ impl fmt::Debug for Wal {
 }
 
 /// Checks every record's length and the batch total; returns the total frame bytes.
-fn batch_frames_bytes(records: &[&[u8]]) -> Result<u64, Error> {
-    let mut total = 0u64;
-    for record in records {
-        total = total.saturating_add(record_frame_bytes(record)?);
-    }
-    if total > BATCH_BYTES_MAX {
-        return Err(Error::BatchTooLarge {
-            bytes: total,
-            max: BATCH_BYTES_MAX,
-        });
-    }
-    Ok(total)
-}
-
 impl Shared {
     /// Fails if a write or fsync has failed before.
     pub(crate) fn check_not_poisoned(&self) -> Result<(), Error> {

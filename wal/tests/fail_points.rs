@@ -383,7 +383,11 @@ fn random_appends(
         let result = wal.append_batch(&slices);
         model.written.extend(batch);
         match result {
-            Ok(positions) if sync == SyncMode::Always => model.positions.extend(positions),
+            Ok(frames) if sync == SyncMode::Always => {
+                model
+                    .positions
+                    .extend(frames.into_iter().map(|frame| frame.start));
+            }
             Ok(_) => {}
             Err(error) => return failed(wal, &error),
         }

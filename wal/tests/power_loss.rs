@@ -163,7 +163,9 @@ fn single_thread_workload(
             Ok(positions) => {
                 assert_eq!(positions.len(), records, "{context}");
                 if sync == SyncMode::Always {
-                    model.positions.extend(positions);
+                    model
+                        .positions
+                        .extend(positions.into_iter().map(|frame| frame.start));
                     model.acknowledged = model.written.len();
                     assert_eq!(model.positions.len(), model.acknowledged, "{context}");
                 }

@@ -38,23 +38,25 @@ fn record_over_the_limit_is_refused_and_nothing_written() {
     assert_eq!(all_records(&wal).len(), 2);
 }
 
-// Guards the batch limit: a batch whose frames exceed BATCH_BYTES_MAX is refused
-// before it is encoded.
+// Guards the batch limit: a batch whose frames exceed BATCH_BYTES_MAX is written
+// in several writes of at most that many bytes, every record where its frame
+// says, and all of it read back after a reopen.
 #[test]
-fn batch_over_the_limit_is_refused() {
+fn batch_over_the_limit_is_split_into_writes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (wal, _) = open(dir.path(), 1 << 30);
     let record = vec![3u8; RECORD_BYTES_MAX as usize];
     let count = (BATCH_BYTES_MAX / u64::from(RECORD_BYTES_MAX) + 1) as usize;
     let batch: Vec<&[u8]> = vec![&record; count];
-    let end = wal.end();
-    let error = wal.append_batch(&batch).expect_err("refused");
-    assert!(matches!(
-        error,
-        Error::BatchTooLarge {
-            max: BATCH_BYTES_MAX,
-            ..
-        }
-    ));
-    assert_eq!(wal.end(), end);
+    let frames = wal.append_batch(&batch).expect("appended");
+    assert_eq!(frames.len(), count);
+    for pair in frames.windows(2) {
+        assert_eq!(pair[0].end, pair[1].start, "consecutive frames");
+    }
+    assert_eq!(frames[count - 1].end, wal.end());
+    drop(wal);
+    let (wal, _) = open(dir.path(), 1 << 30);
+    let records = all_records(&wal);
+    assert_eq!(records.len(), count);
+    assert!(records.iter().all(|(_, payload)| *payload == record));
 }

@@ -161,12 +161,17 @@ fn append_batch_round_trip() {
     assert_eq!(wal.append_batch(&[]).expect("empty batch"), vec![]);
     let records: Vec<Vec<u8>> = (0..10).map(record).collect();
     let slices: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
-    let positions = wal.append_batch(&slices).expect("append batch");
-    for pair in positions.windows(2) {
-        let length = wal.read_at(pair[0]).expect("read").len() as u64;
-        assert_eq!(pair[1].0, pair[0].0 + FRAME_HEADER_BYTES + length);
+    let frames = wal.append_batch(&slices).expect("append batch");
+    for pair in frames.windows(2) {
+        let length = wal.read_at(pair[0].start).expect("read").len() as u64;
+        assert_eq!(pair[0].end.0, pair[0].start.0 + FRAME_HEADER_BYTES + length);
+        assert_eq!(pair[1].start, pair[0].end);
     }
-    let expected: Vec<_> = positions.into_iter().zip(records).collect();
+    let expected: Vec<_> = frames
+        .into_iter()
+        .map(|frame| frame.start)
+        .zip(records)
+        .collect();
     assert_eq!(all_records(&wal), expected);
 }
 
@@ -226,7 +231,7 @@ proptest! {
         let mut expected = Vec::new();
         for batch in &batches {
             let slices: Vec<&[u8]> = batch.iter().map(Vec::as_slice).collect();
-            let positions = wal.append_batch(&slices).expect("append");
+            let positions = wal.append_batch(&slices).expect("append").into_iter().map(|frame| frame.start);
             expected.extend(positions.into_iter().zip(batch.iter().cloned()));
         }
         wal.sync().expect("sync");

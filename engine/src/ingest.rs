@@ -1,71 +1,38 @@
 //! Ingest: admitting changes (the validity rules), applying them to the view
 //! in groups, equivocation cuts, and replay of the log.
 //!
-//! Every path that adds a change to the view goes through [`Engine::ingest`]:
+//! Every path that adds a change to the view goes through [`Writer::ingest`]:
 //! local commits, received changes, crash replay and rebuild. A group of
 //! changes is first admitted and applied into an in-memory [`Group`], then
 //! made durable in the wal (new changes only), then written to RocksDB as one
 //! `WriteBatch` together with the applied log position.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::ops::Range;
 use std::sync::Arc;
 
-use bincode::{Decode, Encode};
-use peers_wal::{Position, Wal};
+use peers_wal::Position;
 use rocksdb::DB;
 
 use crate::access::{self, Access, Verdicts};
-use crate::change::{Author, Change, ChangeHash, DatabaseId, Op, Role, verify_signatures};
+use crate::change::{Author, Change, ChangeHash, DatabaseId, Op, Role};
 use crate::error::{Error, Refusal, Result};
 use crate::keys::{self, Stamp};
+use crate::log::{Log, corrupt_at};
 use crate::pending::Pending;
+use crate::records::{self, AuthorState, ChangeMeta, POSITION_UNKNOWN};
+use crate::signature;
 use crate::view::{self, Group, decode, encode};
 
-/// What the view records of every held change.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
-pub(crate) struct ChangeMeta {
-    pub position: u64,
-    pub author: Author,
-    pub seq: u64,
-    pub lamport: u64,
-    /// The author's named role after this change (FORMAT.md
-    /// "Authorization"); `None` in open databases and for non-members.
-    pub role: Option<Role>,
-}
+/// Changes replayed from the log per applied group.
+pub const REPLAY_GROUP_CHANGES: usize = 4096;
 
-/// What the view records of every author.
-///
-/// # Invariants
-/// `head_seq` is the highest seq held; `cut` (equivocation), once set, only
-/// decreases; `limit` (authorization) is what the last evaluation decided
-/// and moves both ways. A change of this author is valid (in the view) iff
-/// its seq is at most both.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
-pub(crate) struct AuthorState {
-    pub head_seq: u64,
-    pub head_hash: ChangeHash,
-    pub head_lamport: u64,
-    pub cut: Option<u64>,
-    pub limit: Option<u64>,
-    /// `last_seq` of an effective revocation of this author.
-    pub revoked: Option<u64>,
-}
+/// A long operation's progress: `(done, total)` in log bytes.
+pub type Progress<'a> = &'a mut dyn FnMut(u64, u64);
 
-impl AuthorState {
-    pub fn is_valid(&self, seq: u64) -> bool {
-        self.cut.is_none_or(|cut| seq <= cut) && self.limit.is_none_or(|limit| seq <= limit)
-    }
-
-    /// The highest valid seq.
-    pub(crate) fn valid_until(&self) -> u64 {
-        self.head_seq
-            .min(self.cut.unwrap_or(u64::MAX))
-            .min(self.limit.unwrap_or(u64::MAX))
-    }
-}
-
-/// Position written for a change admitted in a group that is not yet in the log.
-const POSITION_UNKNOWN: u64 = u64::MAX;
+/// A change handed to [`Writer::ingest`], with its frame in the log when it
+/// is read back from there ([`Source::Log`]).
+pub(crate) type Entry = (Change, Option<Range<Position>>);
 
 /// How an admitted change enters the view.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,7 +54,7 @@ pub(crate) enum Admission {
     Refuse(Refusal),
 }
 
-/// What happened to each change handed to [`Engine::ingest`].
+/// What happened to each change handed to [`Writer::ingest`].
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ApplyReport {
     /// Newly held changes, in the order they entered the log.
@@ -113,8 +80,8 @@ pub(crate) enum Source {
 }
 
 /// The writer side of a database: owned by one thread at a time.
-pub(crate) struct Engine {
-    pub wal: Wal,
+pub(crate) struct Writer {
+    pub log: Log,
     pub view: Arc<DB>,
     pub database: DatabaseId,
     pub pending: Pending,
@@ -144,7 +111,7 @@ pub(crate) struct Engine {
     appending: bool,
 }
 
-/// Most entries in [`Engine::recent`] before it is cleared.
+/// Most entries in [`Writer::recent`] before it is cleared.
 const RECENT_CHANGES_MAX: usize = 65_536;
 
 /// Per-group state: the overlay and the changes admitted so far.
@@ -153,20 +120,20 @@ struct Batch<'a> {
     fresh: HashMap<ChangeHash, Change>,
     /// Named roles of the fresh changes (their metas are written at finish).
     fresh_roles: HashMap<ChangeHash, Option<Role>>,
-    admitted: Vec<(Change, Option<Position>)>,
+    admitted: Vec<Entry>,
     /// Whether this group changed what authorization depends on.
     access_changed: bool,
 }
 
-impl Engine {
+impl Writer {
     pub fn new(
-        wal: Wal,
+        log: Log,
         view: Arc<DB>,
         database: DatabaseId,
         pending_max: usize,
-    ) -> Result<Engine> {
-        let mut engine = Engine {
-            wal,
+    ) -> Result<Writer> {
+        let mut engine = Writer {
+            log,
             view,
             database,
             pending: Pending::new(pending_max),
@@ -194,11 +161,7 @@ impl Engine {
         if let Some(meta) = self.recent.get(hash) {
             return Ok(Some(*meta));
         }
-        let key = keys::change(hash);
-        self.view
-            .get(&key)?
-            .map(|bytes| decode(&bytes, &key))
-            .transpose()
+        records::change_meta(&Group::new(&self.view), hash)
     }
 
     /// A standing grant of `role` to `author` for its next change to name:
@@ -224,11 +187,8 @@ impl Engine {
         self.authors.clear();
         let group = Group::new(&self.view);
         for (key, value) in group.scan_prefix(&[keys::AUTHORS])? {
-            let author = key[1..]
-                .try_into()
-                .map(Author)
-                .map_err(|_| Error::ViewCorrupt { key: key.clone() })?;
-            self.authors.insert(author, decode(&value, &key)?);
+            self.authors
+                .insert(records::author_of_key(&key)?, decode(&value, &key)?);
         }
         let key = keys::meta(keys::META_ACCESS);
         self.access = match group.get(&key)? {
@@ -255,12 +215,59 @@ impl Engine {
         self.poisoned.get_or_insert(reason);
     }
 
+    /// Applies the log from `from` (a record's start) to the view, in
+    /// groups of [`REPLAY_GROUP_CHANGES`]; with `verify_signatures`, every
+    /// signature is checked again first (on every core). Returns the
+    /// changes replayed.
+    pub fn replay(
+        &mut self,
+        from: Position,
+        verify_signatures: bool,
+        progress: Progress<'_>,
+    ) -> Result<u64> {
+        let start = self.log.start().0;
+        let end = self.log.end().0;
+        let mut replayed = 0;
+        let mut group: Vec<Entry> = Vec::with_capacity(REPLAY_GROUP_CHANGES);
+        for item in self.log.changes_from(from)? {
+            let (frame, change) = item?;
+            let position = frame.start;
+            group.push((change, Some(frame)));
+            if group.len() == REPLAY_GROUP_CHANGES {
+                replayed += self.replay_group(std::mem::take(&mut group), verify_signatures)?;
+                progress(position.0.saturating_sub(start), end.saturating_sub(start));
+            }
+        }
+        replayed += self.replay_group(group, verify_signatures)?;
+        progress(end.saturating_sub(start), end.saturating_sub(start));
+        Ok(replayed)
+    }
+
+    fn replay_group(&mut self, group: Vec<Entry>, verify_signatures: bool) -> Result<u64> {
+        if verify_signatures {
+            let changes: Vec<Change> = group.iter().map(|(change, _)| change.clone()).collect();
+            let mut refused = Vec::new();
+            let verified = signature::verify_parallel(changes, &mut refused);
+            if let Some((hash, refusal)) = refused.into_iter().next() {
+                let frame = group
+                    .iter()
+                    .find(|(change, _)| Some(change.hash()) == hash)
+                    .and_then(|(_, frame)| frame.clone());
+                return Err(corrupt_in_log(frame, refusal));
+            }
+            debug_assert_eq!(verified.len(), group.len());
+        }
+        let mut report = ApplyReport::default();
+        let accepted = self.ingest(group, Source::Log, &mut report)?;
+        Ok(accepted.len() as u64)
+    }
+
     /// Admits and applies `changes` as one group. `positions` is given for
     /// [`Source::Log`] (one per change). Returns what happened to each, and
     /// the accepted changes for subscribers.
     pub fn ingest(
         &mut self,
-        changes: Vec<(Change, Option<Position>)>,
+        changes: Vec<Entry>,
         source: Source,
         report: &mut ApplyReport,
     ) -> Result<Vec<Change>> {
@@ -320,12 +327,12 @@ impl Engine {
     fn admit_all(
         &mut self,
         batch: &mut Batch<'_>,
-        changes: Vec<(Change, Option<Position>)>,
+        changes: Vec<Entry>,
         report: &mut ApplyReport,
         source: Source,
     ) -> Result<()> {
-        let mut queue: VecDeque<(Change, Option<Position>)> = changes.into();
-        while let Some((change, position)) = queue.pop_front() {
+        let mut queue: VecDeque<Entry> = changes.into();
+        while let Some((change, frame)) = queue.pop_front() {
             match self.admit(batch, &change, source)? {
                 Admission::Accept(kind, role) => {
                     self.accept(batch, &change, kind, role)?;
@@ -333,7 +340,7 @@ impl Engine {
                         report.pending.retain(|hash| *hash != released.hash());
                         queue.push_back((released, None));
                     }
-                    batch.admitted.push((change, position));
+                    batch.admitted.push((change, frame));
                 }
                 Admission::Duplicate => report.duplicates.push(change.hash()),
                 Admission::Wait(missing) if source == Source::New => {
@@ -343,15 +350,15 @@ impl Engine {
                     }
                 }
                 Admission::Wait(missing) => {
-                    return Err(log_corrupt(
-                        position,
+                    return Err(corrupt_in_log(
+                        frame,
                         Refusal::MissingPredecessor { missing },
                     ));
                 }
                 Admission::Refuse(refusal) if source == Source::New => {
                     report.refused.push((Some(change.hash()), refusal))
                 }
-                Admission::Refuse(refusal) => return Err(log_corrupt(position, refusal)),
+                Admission::Refuse(refusal) => return Err(corrupt_in_log(frame, refusal)),
             }
         }
         Ok(())
@@ -371,20 +378,7 @@ impl Engine {
         if let Some(meta) = self.recent.get(hash) {
             return Ok(Some(*meta));
         }
-        let key = keys::change(hash);
-        batch
-            .group
-            .get(&key)?
-            .map(|bytes| decode(&bytes, &key))
-            .transpose()
-    }
-
-    pub(crate) fn author_state(group: &Group<'_>, author: &Author) -> Result<Option<AuthorState>> {
-        let key = keys::author(author);
-        group
-            .get(&key)?
-            .map(|bytes| decode(&bytes, &key))
-            .transpose()
+        records::change_meta(&batch.group, hash)
     }
 
     /// The validity rules of docs/DESIGN.md "Changes", in order. The signature was
@@ -768,7 +762,7 @@ impl Engine {
         let meta = self
             .meta(batch, hash)?
             .ok_or(Error::MissingChange { hash: *hash })?;
-        crate::db::read_change(&self.wal, meta.position, hash)
+        self.log.read(meta.position, hash)
     }
 
     /// Makes the group durable (new changes), then writes it to RocksDB.
@@ -776,22 +770,27 @@ impl Engine {
         if batch.admitted.is_empty() {
             return Ok(Vec::new());
         }
-        let positions: Vec<Position> = match source {
+        let frames: Vec<Range<Position>> = match source {
             Source::New => {
                 self.appending = true;
-                self.append(&batch.admitted)?
+                let changes: Vec<Change> = batch
+                    .admitted
+                    .iter()
+                    .map(|(change, _)| change.clone())
+                    .collect();
+                self.log.append(&changes)?
             }
             Source::Log => batch
                 .admitted
                 .iter()
-                .map(|(_, position)| position.expect("log changes come with their position"))
+                .map(|(_, frame)| frame.clone().expect("log changes come with their frame"))
                 .collect(),
         };
         let mut applied_end = 0;
-        for ((change, _), position) in batch.admitted.iter().zip(&positions) {
+        for ((change, _), frame) in batch.admitted.iter().zip(&frames) {
             let body = change.body();
             let meta = ChangeMeta {
-                position: position.0,
+                position: frame.start.0,
                 author: body.author,
                 seq: body.seq,
                 lamport: body.lamport,
@@ -800,15 +799,13 @@ impl Engine {
             batch.group.put(keys::change(&change.hash()), encode(&meta));
             batch.group.put(
                 keys::chain(&body.author, body.seq, &change.hash()),
-                position.0.to_be_bytes().to_vec(),
+                frame.start.0.to_be_bytes().to_vec(),
             );
             if self.recent.len() >= RECENT_CHANGES_MAX {
                 self.recent.clear();
             }
             self.recent.insert(change.hash(), meta);
-            let record_end =
-                position.0 + crate::db::FRAME_OVERHEAD_BYTES + change.bytes().len() as u64;
-            applied_end = applied_end.max(record_end);
+            applied_end = applied_end.max(frame.end.0);
         }
         batch.group.put(
             keys::meta(keys::META_APPLIED),
@@ -840,58 +837,12 @@ impl Engine {
             .write_opt(batch.group.into_batch(), &write_options)?;
         Ok(accepted)
     }
-
-    /// Appends the group's changes to the log, in as few batches (and so
-    /// fsyncs) as the wal's batch limit allows.
-    fn append(&self, admitted: &[(Change, Option<Position>)]) -> Result<Vec<Position>> {
-        let mut positions = Vec::with_capacity(admitted.len());
-        let mut records: Vec<&[u8]> = Vec::new();
-        let mut bytes: u64 = 0;
-        for (change, _) in admitted {
-            let size = change.bytes().len() as u64 + crate::db::FRAME_OVERHEAD_BYTES;
-            if !records.is_empty() && bytes + size > peers_wal::BATCH_BYTES_MAX {
-                positions.extend(self.wal.append_batch(&records)?);
-                records.clear();
-                bytes = 0;
-            }
-            records.push(change.bytes());
-            bytes += size;
-        }
-        positions.extend(self.wal.append_batch(&records)?);
-        Ok(positions)
-    }
-
-    /// Signature check of new changes as one batch; refused ones are removed
-    /// from `changes` and reported.
-    pub fn verify_new(changes: Vec<Change>, report: &mut ApplyReport) -> Vec<Change> {
-        if verify_signatures(&changes).is_ok() {
-            return changes;
-        }
-        // The batch failed: check each alone to name every bad change.
-        let mut verified = Vec::with_capacity(changes.len());
-        for change in changes {
-            match crate::change::verify_signature(&change) {
-                Ok(()) => verified.push(change),
-                Err(fault) => {
-                    report.refused.push((
-                        Some(change.hash()),
-                        Refusal::BadSignature {
-                            author: change.author(),
-                            fault,
-                        },
-                    ));
-                }
-            }
-        }
-        verified
-    }
 }
 
-fn log_corrupt(position: Option<Position>, refusal: Refusal) -> Error {
-    Error::LogCorrupt {
-        position: position.map_or(POSITION_UNKNOWN, |position| position.0),
-        reason: Box::new(refusal),
-    }
+/// A change read from the log that the rules refuse.
+fn corrupt_in_log(frame: Option<Range<Position>>, refusal: Refusal) -> Error {
+    let position = frame.map_or(Position(POSITION_UNKNOWN), |frame| frame.start);
+    corrupt_at(position, refusal)
 }
 
 /// Indexes a change by (author, seq) and by every row it touches. The

@@ -1,0 +1,122 @@
+//! The change log: signed changes over the wal (`peers-wal`), the truth a
+//! database's view is derived from.
+//!
+//! The wal frames, checksums and fsyncs records; this module gives them
+//! their meaning: a record is one change's canonical bytes (FORMAT.md
+//! "Change"), read back by position and checked against the hash the view
+//! indexed it under. A record that does not decode, or a change the rules
+//! refuse where the log says it was accepted, is [`Error::LogCorrupt`] at
+//! its position.
+
+use std::ops::Range;
+use std::path::Path;
+
+use peers_wal::{Position, Wal};
+
+use crate::change::{Change, ChangeHash};
+use crate::error::{Error, Refusal, Result};
+
+/// Opens a database's log directory: [`Wal::open`] on the real disk, or
+/// (with the `testing` feature) the wal on a simulated disk that can lose
+/// power.
+pub(crate) type OpenLog<'a> = &'a (
+        dyn Fn(
+    &Path,
+    peers_wal::Options,
+) -> std::result::Result<(Wal, peers_wal::OpenReport), peers_wal::Error>
+            + Sync
+    );
+
+/// [`OpenLog`] on the real disk.
+pub(crate) const REAL_DISK: OpenLog<'static> = &Wal::open;
+
+/// The change log of one database. Cheap to clone (a handle on the wal).
+#[derive(Clone)]
+pub(crate) struct Log {
+    wal: Wal,
+}
+
+impl Log {
+    pub(crate) fn new(wal: Wal) -> Log {
+        Log { wal }
+    }
+
+    /// Reads the change at `position` and checks it is `hash`.
+    pub(crate) fn read(&self, position: u64, hash: &ChangeHash) -> Result<Change> {
+        let bytes = self.wal.read_at(Position(position))?;
+        let change = Change::decode(&bytes)
+            .map_err(|error| corrupt_at(Position(position), Refusal::Malformed(error)))?;
+        if change.hash() != *hash {
+            return Err(Error::MissingChange { hash: *hash });
+        }
+        Ok(change)
+    }
+
+    /// Appends `changes` in order (one fsync with [`peers_wal::SyncMode::Always`])
+    /// and returns each one's frame: where it starts and where a reader that
+    /// applied it has reached.
+    pub(crate) fn append(&self, changes: &[Change]) -> Result<Vec<Range<Position>>> {
+        let records: Vec<&[u8]> = changes.iter().map(Change::bytes).collect();
+        Ok(self.wal.append_batch(&records)?)
+    }
+
+    /// The changes from `position` (a record's start, or [`Log::end`]), in
+    /// log order, decoded, each with its frame.
+    pub(crate) fn changes_from(&self, position: Position) -> Result<Changes> {
+        Ok(Changes {
+            iter: self.wal.iter_from(position)?,
+        })
+    }
+
+    /// Where the first change is (or will be).
+    pub(crate) fn start(&self) -> Position {
+        self.wal.start()
+    }
+
+    /// Where the next change will be appended.
+    pub(crate) fn end(&self) -> Position {
+        self.wal.end()
+    }
+
+    /// Makes every change appended so far durable.
+    pub(crate) fn sync(&self) -> Result<()> {
+        Ok(self.wal.sync()?)
+    }
+
+    /// fsyncs since open (a statistic).
+    pub(crate) fn fsync_count(&self) -> u64 {
+        self.wal.fsync_count()
+    }
+}
+
+/// The log's changes in order, from [`Log::changes_from`]: each with its
+/// frame (where it starts, where a reader that applied it has reached).
+pub(crate) struct Changes {
+    iter: peers_wal::Iter,
+}
+
+impl Iterator for Changes {
+    type Item = Result<(Range<Position>, Change)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (position, bytes) = match self.iter.next()? {
+            Ok(record) => record,
+            Err(error) => return Some(Err(error.into())),
+        };
+        let end = self.iter.frame_end().expect("a record was just read");
+        Some(
+            Change::decode(&bytes)
+                .map(|change| (position..end, change))
+                .map_err(|error| corrupt_at(position, Refusal::Malformed(error))),
+        )
+    }
+}
+
+/// The log at `position` holds what the rules refuse: a change that does
+/// not decode, or one the engine accepted once and refuses now.
+pub(crate) fn corrupt_at(position: Position, refusal: Refusal) -> Error {
+    Error::LogCorrupt {
+        position: position.0,
+        reason: Box::new(refusal),
+    }
+}
