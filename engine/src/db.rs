@@ -652,6 +652,27 @@ impl Db {
         self.inner.log.read(meta.position, hash).map(Some)
     }
 
+    /// The held changes among `hashes`, whatever their validity (inert ones
+    /// too), in log order; hashes not held are skipped. What a peer whose
+    /// changes wait on these asks for (PROTOCOL.md "Want"): sync sends the
+    /// changes a peer lacks, but once a change is delivered nothing else
+    /// would ever send what it names. The caller bounds `hashes`.
+    pub fn changes_by_hash(&self, hashes: &[ChangeHash]) -> Result<Vec<Change>> {
+        let mut held = Vec::with_capacity(hashes.len());
+        for hash in hashes {
+            let key = keys::change(hash);
+            if let Some(bytes) = self.inner.view.get(&key)? {
+                let meta: ChangeMeta = decode(&bytes, &key)?;
+                held.push((meta.position, *hash));
+            }
+        }
+        held.sort_unstable();
+        held.dedup();
+        held.into_iter()
+            .map(|(position, hash)| self.inner.log.read(position, &hash))
+            .collect()
+    }
+
     /// Per author: the highest seq held and its hash; for an author cut
     /// for a fork, its cut and the hash of its change there (FORMAT.md
     /// "Version vector"), so replicas that hold the same fork, on whatever

@@ -36,7 +36,7 @@ pub use handshake::{
 pub use known_peers::{How, KNOWN_PEERS_FILE, KNOWN_PEERS_MAX, KnownPeer, known_peers};
 pub use message::{
     BATCH_BYTES_MAX, BATCH_CHANGES_MAX, ByeReason, DATABASE_PROOF_DOMAIN, Hello, Message,
-    SYNC_VERSION, SYNC_VERSION_MIN, VectorEntry, database_proof,
+    SYNC_VERSION, SYNC_VERSION_MIN, VectorEntry, WANT_HASHES_MAX, WANT_VERSION, database_proof,
 };
 pub use node::{
     DISCOVERED_DIAL_FAILURES_MAX, EVENTS_BUFFER, Event, HANDSHAKES_MAX, HANDSHAKES_PER_ADDRESS_MAX,

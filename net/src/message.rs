@@ -8,7 +8,7 @@
 //! refuses trailing bytes and any container that claims more than that.
 
 use bincode::{Decode, Encode};
-use peers_engine::{Author, DatabaseId};
+use peers_engine::{Author, ChangeHash, DatabaseId};
 
 use crate::error::{Error, Result};
 use crate::frame::MESSAGE_BYTES_MAX;
@@ -17,8 +17,13 @@ use crate::reconcile::Range;
 /// The highest sync protocol version this build speaks.
 /// Version 3 added `Redeem` (invites by ticket) and the invite `Bye`
 /// reasons; a version 2 peer never receives them (only a joiner holding a
-/// ticket from a version 3 node sends `Redeem`).
-pub const SYNC_VERSION: u16 = 3;
+/// ticket from a version 3 node sends `Redeem`). Version 4 added `Want`;
+/// it is sent only when both sides speak version 4.
+pub const SYNC_VERSION: u16 = 4;
+/// The first version with [`Message::Want`].
+pub const WANT_VERSION: u16 = 4;
+/// A `Want` names at most this many changes.
+pub const WANT_HASHES_MAX: usize = 1024;
 /// The lowest sync protocol version this build speaks. Version 1 is no
 /// longer spoken: its `Hello` sent the database id in clear, and in an open
 /// database the id is the capability to write (PROTOCOL.md "Version
@@ -165,6 +170,10 @@ pub enum Message {
         /// `invite::redeem_proof` on this channel.
         proof: [u8; 32],
     },
+    /// Index 8 (version 4): changes the sender's pending changes wait on
+    /// (at most [`WANT_HASHES_MAX`]); the receiver answers with those it
+    /// holds, whatever their validity, in `Changes`, then `CaughtUp`.
+    Want(Vec<ChangeHash>),
 }
 
 impl Message {
@@ -179,6 +188,7 @@ impl Message {
             Message::Bye(_) => "Bye",
             Message::Applied { .. } => "Applied",
             Message::Redeem { .. } => "Redeem",
+            Message::Want(_) => "Want",
         }
     }
 
@@ -219,6 +229,9 @@ impl Message {
             },
             Message::Changes(changes) if changes.len() > BATCH_CHANGES_MAX => {
                 Err(malformed(format!("batch of {} changes", changes.len())))
+            }
+            Message::Want(hashes) if hashes.is_empty() || hashes.len() > WANT_HASHES_MAX => {
+                Err(malformed(format!("a Want of {} hashes", hashes.len())))
             }
             _ => Ok(message),
         }
@@ -391,6 +404,10 @@ mod tests {
             redeem
         );
         assert_eq!(encode(Message::Bye(ByeReason::InviteUsed)), [5, 9]);
+        // Want: index 8, count 1, one 32-byte hash.
+        let mut want = vec![8, 1];
+        want.extend([5; 32]);
+        assert_eq!(encode(Message::Want(vec![ChangeHash([5; 32])])), want);
     }
 
     /// Trailing bytes, an unknown variant, a truncated message and a
@@ -423,6 +440,23 @@ mod tests {
         let message = Message::Changes(vec![Vec::new(); BATCH_CHANGES_MAX + 1]);
         assert!(matches!(
             Message::decode(&message.encode().expect("encodes")),
+            Err(Error::MalformedMessage { .. })
+        ));
+    }
+
+    /// A `Want` names 1 to `WANT_HASHES_MAX` changes: an empty one, or one
+    /// naming more, is refused at decode.
+    #[test]
+    fn want_bounds() {
+        let decode = |count: usize| {
+            let message = Message::Want(vec![ChangeHash([1; 32]); count]);
+            Message::decode(&message.encode().expect("encodes"))
+        };
+        assert!(matches!(decode(0), Err(Error::MalformedMessage { .. })));
+        assert!(decode(1).is_ok());
+        assert!(decode(WANT_HASHES_MAX).is_ok());
+        assert!(matches!(
+            decode(WANT_HASHES_MAX + 1),
             Err(Error::MalformedMessage { .. })
         ));
     }

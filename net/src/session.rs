@@ -13,9 +13,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use peers_engine::{Author, Change, Db, Head, Position, VersionVector};
+use peers_engine::{Author, Change, ChangeHash, Db, Head, Position, VersionVector};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::channel::{RecvHalf, SecureChannel, SendHalf};
@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::invite::{INVITE_ID_BYTES, INVITE_SECRET_BYTES, InviteRefusal, Invites, redeem_proof};
 use crate::message::{
     self, BATCH_BYTES_MAX, BATCH_CHANGES_MAX, ByeReason, Hello, Message, SYNC_VERSION,
-    SYNC_VERSION_MIN,
+    SYNC_VERSION_MIN, WANT_HASHES_MAX, WANT_VERSION,
 };
 use crate::reconcile::{Difference, Reconciler};
 
@@ -152,9 +152,10 @@ pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin + Send>(
         Ok(other) => return Err(ending(&mut send, unexpected("Hello", &other)).await),
         Err(error) => return Err(ending(&mut send, error).await),
     };
-    if let Err(error) = check_hello(db, &theirs, &handshake_hash, &peer) {
-        return Err(ending(&mut send, error).await);
-    }
+    let version = match check_hello(db, &theirs, &handshake_hash, &peer) {
+        Ok(version) => version,
+        Err(error) => return Err(ending(&mut send, error).await),
+    };
     let live = config.live && theirs.live;
     let catch_up = if theirs.digest == digest {
         report.round_trips = 1;
@@ -201,21 +202,23 @@ pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin + Send>(
         observer,
         halt: &halt,
         stop: &config.stop,
+        wants: version >= WANT_VERSION,
     };
 
-    // The reader tells the writer when the peer's catch-up is applied, so
-    // the writer can confirm it with `Applied`.
-    let (caught_up, caught_up_signal) = oneshot::channel();
+    // The reader tells the writer what to send besides the catch-up and
+    // the live pushes: our `Want`s, answers to the peer's, and `Applied`
+    // once the peer's catch-up is applied. It drops its end when it is done.
+    let (events, events_received) = mpsc::channel(EVENTS_QUEUED_MAX);
     let writing = ends.write(
         &mut send,
         catch_up.as_ref().map(|_| lacking.as_slice()),
         live,
         config,
         applied,
-        caught_up_signal,
+        events_received,
     );
     let mut counts = Received::default();
-    let reading = ends.read(&mut recv, catch_up.is_some(), live, caught_up, &mut counts);
+    let reading = ends.read(&mut recv, catch_up.is_some(), live, events, &mut counts);
     let (wrote, read) = tokio::join!(writing, reading);
     report.bytes_sent = send.sent_bytes();
     report.bytes_received = recv.received_bytes();
@@ -268,6 +271,35 @@ fn pending_quota(db: &Db) -> usize {
 /// How many sessions' shares the pending set holds.
 pub const PENDING_SHARES: usize = 4 * crate::SESSIONS_PER_KEY_MAX;
 
+/// What one session asked the peer for.
+#[derive(Default)]
+struct Wants {
+    /// `Want`s sent since the catch-up (or, live, since the last batch that
+    /// parked a change).
+    rounds: usize,
+    /// Hashes asked for: never asked twice (the peer answered without
+    /// them: it does not hold them). Bounded: cleared when it grows past
+    /// what [`WANT_ROUNDS_MAX`] rounds can ask.
+    asked: std::collections::HashSet<ChangeHash>,
+}
+
+/// What the reader asks the writer to send.
+enum Event {
+    /// Our `Want`: what our pending changes wait on.
+    Want(Vec<ChangeHash>),
+    /// The peer's `Want`, to answer with what we hold of it, then `CaughtUp`.
+    Serve(Vec<ChangeHash>),
+    /// The peer's catch-up (and what we wanted of it) is applied: `Applied`.
+    Applied(u64),
+}
+
+/// Events queued from the reader to the writer. An honest peer has at most
+/// one `Want` unanswered; one that sends more than fit is refused.
+const EVENTS_QUEUED_MAX: usize = 4;
+/// Most `Want` rounds in one catch-up (one per level of a forked branch the
+/// peer holds and we lack); the rest waits for the next session.
+pub const WANT_ROUNDS_MAX: usize = 64;
+
 /// What the writing and reading halves share.
 struct Ends<'a> {
     db: &'a Db,
@@ -279,11 +311,15 @@ struct Ends<'a> {
     /// Set when either half fails, so the other stops too.
     halt: &'a CancellationToken,
     stop: &'a CancellationToken,
+    /// Whether both sides speak `Want` (sync version 4).
+    wants: bool,
 }
 
 impl Ends<'_> {
-    /// Sends the catch-up (when vectors were exchanged), `CaughtUp`, then,
-    /// when live, pushes and keepalives until stopped. Returns changes sent.
+    /// Sends the catch-up (when vectors were exchanged), `CaughtUp`, then
+    /// what the reader asks for (our `Want`s, answers to the peer's,
+    /// `Applied`) until the reader is done (one-shot), or, when live, pushes
+    /// and keepalives until stopped. Returns changes sent.
     async fn write<S: AsyncRead + AsyncWrite + Unpin>(
         &self,
         send: &mut SendHalf<S>,
@@ -291,7 +327,7 @@ impl Ends<'_> {
         live: bool,
         config: &SessionConfig,
         mut applied: broadcast::Receiver<Change>,
-        caught_up: oneshot::Receiver<u64>,
+        mut events: mpsc::Receiver<Event>,
     ) -> Result<u64> {
         let mut sent = 0;
         let catch_up = async {
@@ -305,15 +341,20 @@ impl Ends<'_> {
                 // that takes, keepalives tell the peer (which waits for our
                 // `Applied`) that we are still at work. A reader that fails
                 // drops the sender; `halt` ends us then.
-                let mut caught_up = std::pin::pin!(caught_up);
                 loop {
                     tokio::select! {
-                        changes = &mut caught_up => {
-                            if let Ok(changes) = changes {
+                        event = events.recv() => match event {
+                            Some(Event::Applied(changes)) => {
                                 send.send(&Message::Applied { changes }.encode()?).await?;
+                                // Live, the push loop answers from here on.
+                                if live {
+                                    break;
+                                }
                             }
-                            break;
-                        }
+                            Some(event) => sent += self.handle(send, event).await?,
+                            // One-shot: the reader has both confirmations.
+                            None => break,
+                        },
                         () = tokio::time::sleep(config.keepalive) => {
                             send.send(&Message::Keepalive.encode()?).await?;
                         }
@@ -338,11 +379,50 @@ impl Ends<'_> {
         if !live {
             return Ok(sent);
         }
-        let pushed = self.push(send, &mut applied, config.keepalive).await;
+        let pushed = self
+            .push(send, &mut applied, &mut events, config.keepalive)
+            .await;
         self.halt.cancel();
         match pushed {
             Ok(pushed) => Ok(sent + pushed),
             Err(error) => Err(error),
+        }
+    }
+
+    /// Sends what the reader asked for: our `Want`, or the answer to the
+    /// peer's (the changes we hold of it, whatever their validity, in log
+    /// order, then `CaughtUp`). Returns the changes sent.
+    async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        send: &mut SendHalf<S>,
+        event: Event,
+    ) -> Result<u64> {
+        match event {
+            Event::Want(hashes) => {
+                send.send(&Message::Want(hashes).encode()?).await?;
+                Ok(0)
+            }
+            Event::Serve(hashes) => {
+                let found = blocking(self.db, move |db| db.changes_by_hash(&hashes)).await?;
+                let mut sent = 0;
+                let mut batch = Batch::default();
+                for change in found {
+                    if let Err(change) = batch.add(change) {
+                        sent += self.send_batch(send, std::mem::take(&mut batch)).await?;
+                        let _ = batch.add(change);
+                    }
+                }
+                if !batch.changes.is_empty() {
+                    sent += self.send_batch(send, batch).await?;
+                }
+                send.send(&Message::CaughtUp { changes: sent }.encode()?)
+                    .await?;
+                Ok(sent)
+            }
+            Event::Applied(changes) => {
+                send.send(&Message::Applied { changes }.encode()?).await?;
+                Ok(0)
+            }
         }
     }
 
@@ -353,6 +433,7 @@ impl Ends<'_> {
         &self,
         send: &mut SendHalf<S>,
         applied: &mut broadcast::Receiver<Change>,
+        events: &mut mpsc::Receiver<Event>,
         keepalive: Duration,
     ) -> Result<u64> {
         let mut pushed = 0;
@@ -369,6 +450,13 @@ impl Ends<'_> {
                     () = self.halt.cancelled() => return Ok(pushed),
                     () = tokio::time::sleep(keepalive) => {
                         send.send(&Message::Keepalive.encode()?).await?;
+                        continue;
+                    }
+                    event = events.recv() => {
+                        match event {
+                            Some(event) => pushed += self.handle(send, event).await?,
+                            None => return Ok(pushed),
+                        }
                         continue;
                     }
                     event = applied.recv() => event,
@@ -511,20 +599,25 @@ impl Ends<'_> {
         }
     }
 
-    /// Receives until the peer's `CaughtUp` (one-shot) or its `Bye` (live),
-    /// applying each batch before reading the next message.
+    /// Receives until the peer's `CaughtUp` and `Applied` are in and our
+    /// `Want`s are answered (one-shot), or its `Bye` (live), applying each
+    /// batch before reading the next message.
     async fn read<S: AsyncRead + AsyncWrite + Unpin>(
         &self,
         recv: &mut RecvHalf<S>,
         expect_catch_up: bool,
         live: bool,
-        caught_up_signal: oneshot::Sender<u64>,
+        events: mpsc::Sender<Event>,
         counts: &mut Received,
     ) -> Result<()> {
         let mut caught_up = !expect_catch_up;
         // Whether the peer confirmed it applied our catch-up.
         let mut confirmed = !expect_catch_up;
-        let mut caught_up_signal = Some(caught_up_signal);
+        // Whether we confirmed the peer's (after our `Want`s).
+        let mut applied_sent = !expect_catch_up;
+        // A `Want` of ours is not answered yet.
+        let mut wanting = false;
+        let mut wants = Wants::default();
         if caught_up {
             self.observer.caught_up(self.peer);
             if !live {
@@ -542,15 +635,41 @@ impl Ends<'_> {
             };
             match message {
                 Message::Changes(batch) => {
+                    let parked = counts.parked.len();
                     if let Err(error) = self.apply(batch, counts).await {
                         break Err(error);
                     }
+                    // Live, a pushed change may wait on one the peer did
+                    // not push (inert there): ask for it.
+                    if live && applied_sent && !wanting && counts.parked.len() > parked {
+                        wants.rounds = 0;
+                        match self.want(&events, &mut wants).await {
+                            Ok(sent) => wanting = sent,
+                            Err(error) => break Err(error),
+                        }
+                    }
                 }
-                Message::CaughtUp { .. } if !caught_up => {
-                    caught_up = true;
-                    self.observer.caught_up(self.peer);
-                    if let Some(signal) = caught_up_signal.take() {
-                        let _ = signal.send(counts.received);
+                // The end of the peer's catch-up, or of its answer to our
+                // `Want`: ask for what our pending changes still wait on.
+                Message::CaughtUp { .. } if !caught_up || wanting => {
+                    if wanting {
+                        wanting = false;
+                    } else {
+                        caught_up = true;
+                        self.observer.caught_up(self.peer);
+                    }
+                    match self.want(&events, &mut wants).await {
+                        Ok(true) => {
+                            wanting = true;
+                            continue;
+                        }
+                        Ok(false) => {}
+                        Err(error) => break Err(error),
+                    }
+                    if !applied_sent {
+                        applied_sent = true;
+                        // A writer that is gone was halted: so are we.
+                        let _ = events.send(Event::Applied(counts.received)).await;
                     }
                     if !live && confirmed {
                         break Ok(());
@@ -558,8 +677,17 @@ impl Ends<'_> {
                 }
                 Message::Applied { .. } if !confirmed => {
                     confirmed = true;
-                    if !live && caught_up {
+                    if !live && applied_sent && !wanting {
                         break Ok(());
+                    }
+                }
+                // An honest peer waits for our answer before it asks again.
+                Message::Want(hashes) if self.wants => {
+                    if events.try_send(Event::Serve(hashes)).is_err() {
+                        break Err(Error::UnexpectedMessage {
+                            expected: "the answer to its last Want, before another",
+                            found: "Want",
+                        });
                     }
                 }
                 // Live, or a catch-up the peer is still applying.
@@ -575,6 +703,27 @@ impl Ends<'_> {
             self.halt.cancel();
         }
         result
+    }
+
+    /// Asks the peer, through the writer, for what our pending changes wait
+    /// on that we have not asked it for yet, if anything and if rounds
+    /// remain. Returns whether a `Want` went out.
+    async fn want(&self, events: &mpsc::Sender<Event>, wants: &mut Wants) -> Result<bool> {
+        if !self.wants || wants.rounds >= WANT_ROUNDS_MAX {
+            return Ok(false);
+        }
+        let mut missing = blocking(self.db, |db| Ok(db.missing())).await?;
+        missing.retain(|hash| !wants.asked.contains(hash));
+        missing.truncate(WANT_HASHES_MAX);
+        if missing.is_empty() {
+            return Ok(false);
+        }
+        wants.rounds += 1;
+        if wants.asked.len() > WANT_ROUNDS_MAX * WANT_HASHES_MAX {
+            wants.asked.clear();
+        }
+        wants.asked.extend(missing.iter().copied());
+        Ok(events.send(Event::Want(missing)).await.is_ok())
     }
 
     /// Decodes, verifies and applies one received batch. Any refusal ends
@@ -744,12 +893,12 @@ pub(crate) fn check_member(db: &Db, peer: &Author) -> Result<()> {
 
 /// Checks the peer's `Hello`: a version we speak first (an older peer is
 /// told so, not that its database differs), then its proof of our id.
-fn check_hello(db: &Db, hello: &Hello, handshake_hash: &[u8; 32], peer: &Author) -> Result<()> {
+fn check_hello(db: &Db, hello: &Hello, handshake_hash: &[u8; 32], peer: &Author) -> Result<u16> {
     let version = match message::negotiate(
         (SYNC_VERSION_MIN, SYNC_VERSION),
         (hello.version_min, hello.version_max),
     ) {
-        Some(_) => Ok(()),
+        Some(version) => Ok(version),
         None => Err(Error::UnsupportedSyncVersion {
             found_min: hello.version_min,
             found_max: hello.version_max,
@@ -757,13 +906,13 @@ fn check_hello(db: &Db, hello: &Hello, handshake_hash: &[u8; 32], peer: &Author)
             supported_max: SYNC_VERSION,
         }),
     };
-    version?;
+    let version = version?;
     if !message::proves_database(hello, db.database_id(), handshake_hash, peer) {
         return Err(Error::WrongDatabase {
             ours: db.database_id(),
         });
     }
-    Ok(())
+    Ok(version)
 }
 
 /// Runs range-based reconciliation (PROTOCOL.md "Reconciliation") until

@@ -44,7 +44,9 @@ pub fn sync_into(from: &Db, to: &Db) {
 }
 
 /// Applies what `from` holds and `to` lacks, as sync does, and returns the
-/// report: unlike [`sync_into`], refusals are the caller's to check.
+/// report: unlike [`sync_into`], refusals are the caller's to check. Like a
+/// session, `to` then asks `from` for what its pending changes wait on
+/// (PROTOCOL.md "Want") while that brings something new.
 pub fn exchange(from: &Db, to: &Db) -> ApplyReport {
     let since = to.version_vector().expect("version vector");
     let changes: Vec<Change> = from
@@ -52,7 +54,25 @@ pub fn exchange(from: &Db, to: &Db) -> ApplyReport {
         .expect("changes since")
         .map(|change| change.expect("change"))
         .collect();
-    to.apply(changes).expect("apply")
+    let mut report = to.apply(changes).expect("apply");
+    loop {
+        let missing = to.missing();
+        if missing.is_empty() {
+            break;
+        }
+        let found = from.changes_by_hash(&missing).expect("changes by hash");
+        let more = to.apply(found).expect("apply");
+        let progress = !more.accepted.is_empty();
+        report.accepted.extend(more.accepted);
+        report.inert.extend(more.inert);
+        report.duplicates.extend(more.duplicates);
+        report.refused.extend(more.refused);
+        report.pending = more.pending;
+        if !progress {
+            break;
+        }
+    }
+    report
 }
 
 /// A `Set` op.

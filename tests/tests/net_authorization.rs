@@ -291,3 +291,59 @@ async fn revocation_inside_a_burst_stops_the_push() {
     assert_eq!(reader.get_row("notes", "n2").expect("read"), None);
     node.shutdown().await;
 }
+
+/// A change delivered without what it names still gets it (PROTOCOL.md
+/// "Want"). Key K forks: X holds branch A up to seq 3, S holds branch B up
+/// to seq 2 and writes a change naming it. In one session S sends its change
+/// but not branch B (X is ahead on K with a head S cannot place, so S
+/// cannot tell a longer copy of its chain from a fork); X parks the change,
+/// asks for what it waits on, gets branch B, finds the fork and applies
+/// nothing of K past it. Without `Want`, X would wait for ever: a delivered
+/// change is never sent again with what it names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_change_gets_what_it_names() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let owner = Db::create(dir.path().join("owner"), members_only()).expect("create");
+    let (k, s_key, x_key) = (
+        Identity::generate(),
+        Identity::generate(),
+        Identity::generate(),
+    );
+    for key in [&k, &s_key, &x_key] {
+        owner.grant(key.author(), Role::Writer).expect("grant");
+    }
+    let replica = |name: &str, identity: &Identity| {
+        let db = member(&owner, &dir.path().join(name), identity.clone());
+        peers_tests::sync_into(&owner, &db);
+        db
+    };
+    let (branch_a, branch_b) = (replica("k-a", &k), replica("k-b", &k));
+    let (s, x) = (replica("s", &s_key), replica("x", &x_key));
+    for seq in 0..3 {
+        let mut tx = branch_a.transaction();
+        tx.set("notes", "a", "n", seq);
+        tx.commit().expect("branch A");
+    }
+    for seq in 0..2 {
+        let mut tx = branch_b.transaction();
+        tx.set("notes", "b", "n", seq);
+        tx.commit().expect("branch B");
+    }
+    peers_tests::sync_into(&branch_a, &x);
+    peers_tests::sync_into(&branch_b, &s);
+    let mut tx = s.transaction();
+    tx.set("notes", "s", "n", 1);
+    let named = tx.commit().expect("s writes, naming branch B");
+
+    let node = Node::start(s.clone(), listening()).await.expect("node");
+    let address = node.local_addr().expect("listens").to_string();
+    sync_once(&x, &address).await.expect("one session");
+    node.shutdown().await;
+
+    assert_eq!(x.pending_len(), 0, "x waits on {:?}", x.missing());
+    assert!(
+        x.get_change(&named).expect("lookup").is_some(),
+        "S's change is held"
+    );
+    assert_eq!(x.fork_cut(&k.author()), Some(0), "K is cut below its fork");
+}

@@ -878,3 +878,57 @@ async fn idle_handshakes_starve_neither_honest_peers_nor_dials() {
     honest.assert_serves_a_new_replica().await;
     drop(idle);
 }
+
+/// `Want` (sync version 4) is answered with what the node holds of it and
+/// nothing more: a hash it does not hold is skipped, and the answer ends
+/// with `CaughtUp` counting what was sent; a `Want` past `WANT_HASHES_MAX`
+/// is malformed and drops the peer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn want_is_answered_with_what_is_held_only() {
+    let mut honest = honest(relaxed(), ChannelOptions::default()).await;
+    let genesis = peers_engine::ChangeHash(honest.db.database_id().0);
+    let mut attacker = Attacker::open_sync(honest.address, honest.db.database_id()).await;
+    // The node's catch-up first: every change it holds, then CaughtUp.
+    loop {
+        match attacker.recv().await {
+            Message::Changes(_) | Message::Keepalive => {}
+            Message::CaughtUp { .. } => break,
+            other => panic!("expected the catch-up, got {other:?}"),
+        }
+    }
+    let unknown = peers_engine::ChangeHash([0xEE; 32]);
+    attacker.send(&Message::Want(vec![unknown, genesis])).await;
+    let mut answered = Vec::new();
+    loop {
+        match attacker.recv().await {
+            Message::Changes(batch) => answered.extend(batch),
+            Message::Keepalive => {}
+            Message::CaughtUp { changes } => {
+                assert_eq!(changes, 1, "the genesis only");
+                break;
+            }
+            other => panic!("expected the answer, got {other:?}"),
+        }
+    }
+    let answered: Vec<_> = answered
+        .iter()
+        .map(|bytes| {
+            peers_engine::Change::decode(bytes)
+                .expect("a change")
+                .hash()
+        })
+        .collect();
+    assert_eq!(answered, vec![genesis]);
+
+    let too_many = vec![genesis; peers_net::WANT_HASHES_MAX + 1];
+    attacker.send(&Message::Want(too_many)).await;
+    let error = honest
+        .refused(attacker, Some(ByeReason::ProtocolViolation))
+        .await;
+    assert!(
+        matches!(*error, Error::MalformedMessage { .. }),
+        "{error:?}"
+    );
+    honest.assert_unchanged();
+    honest.assert_serves_a_new_replica().await;
+}
