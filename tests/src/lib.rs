@@ -281,13 +281,18 @@ impl SplitMix {
     pub fn below(&mut self, bound: usize) -> usize {
         (self.next_u64() % bound as u64) as usize
     }
+
+    /// Fisher-Yates shuffle of `items`, drawing from this generator (so
+    /// that what is drawn next, batch sizes say, follows on from it).
+    pub fn shuffle<T>(&mut self, items: &mut [T]) {
+        for index in (1..items.len()).rev() {
+            let other = self.below(index + 1);
+            items.swap(index, other);
+        }
+    }
 }
 
 /// Deterministic Fisher-Yates shuffle driven by [`SplitMix`].
 pub fn shuffle<T>(items: &mut [T], seed: u64) {
-    let mut random = SplitMix(seed);
-    for index in (1..items.len()).rev() {
-        let other = random.below(index + 1);
-        items.swap(index, other);
-    }
+    SplitMix(seed).shuffle(items);
 }

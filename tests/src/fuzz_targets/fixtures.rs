@@ -115,11 +115,11 @@ pub(super) fn fnv1a(data: &[u8]) -> u64 {
 }
 
 /// Splits `changes` into consecutive batches of 1 to 4.
-pub(super) fn batches<'a>(changes: &'a [Change], shuffle: &mut SplitMix) -> Vec<&'a [Change]> {
+pub(super) fn batches<'a>(changes: &'a [Change], random: &mut SplitMix) -> Vec<&'a [Change]> {
     let mut out = Vec::new();
     let mut rest = changes;
     while !rest.is_empty() {
-        let (batch, tail) = rest.split_at((1 + shuffle.below(4)).min(rest.len()));
+        let (batch, tail) = rest.split_at((1 + random.below(4)).min(rest.len()));
         out.push(batch);
         rest = tail;
     }

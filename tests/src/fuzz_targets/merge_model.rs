@@ -162,13 +162,11 @@ impl Model {
     /// A fresh replica gets every change in a shuffled order and random
     /// batches; it and the fully synced writer 0 must both hold the reference
     /// model's rows, the same state hash, and nothing pending.
-    fn check(&self, shuffle: &mut SplitMix) {
+    fn check(&self, random: &mut SplitMix) {
         let mut changes = self.all_changes();
-        for index in (1..changes.len()).rev() {
-            changes.swap(index, shuffle.below(index + 1));
-        }
+        random.shuffle(&mut changes);
         let fresh = join_fixture(&self.dir.path().join("fresh"), 3);
-        for batch in batches(&changes, shuffle) {
+        for batch in batches(&changes, random) {
             let report = fresh.apply(batch.to_vec()).expect("apply");
             assert!(report.refused.is_empty(), "refused: {report:?}");
         }
@@ -180,7 +178,7 @@ impl Model {
             "fresh replica vs model"
         );
         let state = fresh.state_hash().expect("state hash");
-        let again = changes[shuffle.below(changes.len())..].to_vec();
+        let again = changes[random.below(changes.len())..].to_vec();
         let report = fresh.apply(again).expect("apply duplicates");
         assert!(
             report.accepted.is_empty(),
