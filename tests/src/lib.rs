@@ -261,7 +261,8 @@ pub mod authorization_model;
 /// fuzz target's shared runner).
 pub mod authorization_runner;
 
-/// libFuzzer targets, also run over fuzz/seeds by tests/fuzz_corpus.rs.
+/// libFuzzer targets, one module each, listed in [`fuzz_targets::TARGETS`];
+/// also run over fuzz/seeds by tests/fuzz_corpus.rs.
 pub mod fuzz_targets;
 
 /// splitmix64: a small seeded generator for orders, batchings and mutations.
