@@ -281,7 +281,8 @@ pub mod authorization_model;
 /// fuzz target's shared runner).
 pub mod authorization_runner;
 
-/// libFuzzer targets, also run over fuzz/seeds by tests/fuzz_corpus.rs.
+/// libFuzzer targets, one module each, listed in [`fuzz_targets::TARGETS`];
+/// also run over fuzz/seeds by tests/fuzz_corpus.rs.
 pub mod fuzz_targets;
 
 /// splitmix64: a small seeded generator for orders, batchings and mutations.
@@ -301,13 +302,18 @@ impl SplitMix {
     pub fn below(&mut self, bound: usize) -> usize {
         (self.next_u64() % bound as u64) as usize
     }
+
+    /// Fisher-Yates shuffle of `items`, drawing from this generator (so
+    /// that what is drawn next, batch sizes say, follows on from it).
+    pub fn shuffle<T>(&mut self, items: &mut [T]) {
+        for index in (1..items.len()).rev() {
+            let other = self.below(index + 1);
+            items.swap(index, other);
+        }
+    }
 }
 
 /// Deterministic Fisher-Yates shuffle driven by [`SplitMix`].
 pub fn shuffle<T>(items: &mut [T], seed: u64) {
-    let mut random = SplitMix(seed);
-    for index in (1..items.len()).rev() {
-        let other = random.below(index + 1);
-        items.swap(index, other);
-    }
+    SplitMix(seed).shuffle(items);
 }

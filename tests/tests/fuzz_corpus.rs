@@ -4,16 +4,19 @@
 //! duplicated ranges, splices), with a fixed-seed PRNG. Only "no panic" is
 //! asserted here; the targets check their own properties (see
 //! `peers_tests::fuzz_targets`). The real campaigns are in fuzz/README.md.
+//! The targets are those of `peers_tests::fuzz_targets::TARGETS`, and a test
+//! here checks that fuzz/ names the same ones.
 //!
-//! `FUZZ_CORPUS_SCALE=N` multiplies the mutation counts (default 1).
+//! `FUZZ_CORPUS_SCALE=N` multiplies the mutation counts (default 1);
+//! `FUZZ_CORPUS_TARGETS=a,b` runs only the targets named.
 
+use std::collections::BTreeSet;
+use std::panic::{catch_unwind, resume_unwind};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
 
-use peers_tests::fuzz_targets::{
-    SplitMix, authorization_model, change_decode, changeset_import, channel_frames,
-    control_request, handshake_respond, merge_model, rendezvous_decode, signal_frame,
-    signal_sealed, signed_import, sync_message, ticket_decode, wal_open,
-};
+use peers_tests::fuzz_targets::{SplitMix, TARGETS, Target, target};
 
 fn seeds(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -80,12 +83,13 @@ fn mutate(input: &[u8], other: &[u8], random: &mut SplitMix) -> Vec<u8> {
     bytes
 }
 
-/// Runs `target` on every seed, then on `mutations` mutated inputs.
-fn exercise(name: &str, target: fn(&[u8]), mutations: usize) {
+/// Runs `target` on every seed, then on its count of mutated inputs.
+fn exercise(target: &Target) {
+    let name = target.name;
     let seeds = seeds(name);
     for (path, bytes) in &seeds {
         let started = std::time::Instant::now();
-        target(bytes);
+        (target.run)(bytes);
         eprintln!(
             "{name}: seed {} took {:?}",
             path.display(),
@@ -93,17 +97,17 @@ fn exercise(name: &str, target: fn(&[u8]), mutations: usize) {
         );
     }
     let mut random = SplitMix(0x5eed_0000 + name.len() as u64);
-    for index in 0..mutations * scale() {
+    for index in 0..target.mutations * scale() {
         let (_, input) = &seeds[random.below(seeds.len())];
         let (_, other) = &seeds[random.below(seeds.len())];
         let bytes = mutate(input, other, &mut random);
-        let result = std::panic::catch_unwind(|| target(&bytes));
+        let result = catch_unwind(|| (target.run)(&bytes));
         if let Err(panic) = result {
             eprintln!(
                 "{name}: mutation {index} panicked; input (hex): {}",
                 hex(&bytes)
             );
-            std::panic::resume_unwind(panic);
+            resume_unwind(panic);
         }
     }
 }
@@ -112,89 +116,146 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
-/// Change::decode and the signature check never panic; decoded changes round trip.
-#[test]
-fn change_decode_seeds_and_mutations() {
-    exercise("change_decode", change_decode, 5000);
+/// The targets `FUZZ_CORPUS_TARGETS` names (comma-separated), else all.
+fn selected() -> Vec<&'static Target> {
+    let Ok(names) = std::env::var("FUZZ_CORPUS_TARGETS") else {
+        return TARGETS.iter().collect();
+    };
+    names
+        .split(',')
+        .map(|name| {
+            target(name.trim()).unwrap_or_else(|| {
+                let known: Vec<&str> = TARGETS.iter().map(|target| target.name).collect();
+                panic!("FUZZ_CORPUS_TARGETS: no target {name:?}; the targets: {known:?}")
+            })
+        })
+        .collect()
 }
 
-/// Wal::open on damaged segments never panics; what opens reads back and reopens the same.
+/// Every registered target over its seeds and their mutations, on as many
+/// threads as the machine has cores (the test harness's own default), a
+/// target at a time per thread; a target that panics is reported by name
+/// after the others ran (its input was printed when it panicked).
 #[test]
-fn wal_open_seeds_and_mutations() {
-    exercise("wal_open", wal_open, 3000);
+fn every_target_over_its_seeds_and_mutations() {
+    let targets = selected();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let next = AtomicUsize::new(0);
+    let failed = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..threads.min(targets.len()) {
+            scope.spawn(|| {
+                while let Some(target) = targets.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    if catch_unwind(|| exercise(target)).is_err() {
+                        failed
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .push(target.name);
+                    }
+                }
+            });
+        }
+    });
+    let failed = failed.into_inner().unwrap_or_else(PoisonError::into_inner);
+    assert!(failed.is_empty(), "targets that panicked: {failed:?}");
 }
 
-/// Importing a damaged change-set file never panics and never changes state for nothing.
-#[test]
-fn changeset_import_seeds_and_mutations() {
-    exercise("changeset_import", changeset_import, 500);
+/// The `[[bin]]` entries of a Cargo.toml: `(name, path)` each, `path` empty
+/// when the entry has none.
+fn cargo_bins(manifest: &str) -> Vec<(String, String)> {
+    let mut bins: Vec<(String, String)> = Vec::new();
+    let mut in_bin = false;
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_bin = line == "[[bin]]";
+            if in_bin {
+                bins.push(Default::default());
+            }
+        } else if let (true, Some((key, value))) = (in_bin, line.split_once('='))
+            && !line.starts_with('#')
+        {
+            let bin = bins.last_mut().expect("inside a [[bin]]");
+            let value = value.trim().trim_matches('"').to_owned();
+            match key.trim() {
+                "name" => bin.0 = value,
+                "path" => bin.1 = value,
+                _ => {}
+            }
+        }
+    }
+    bins
 }
 
-/// Hostile but validly signed changes (forged chains, forks) are refused or
-/// merged as the model says, in any order.
-#[test]
-fn signed_import_seeds_and_mutations() {
-    exercise("signed_import", signed_import, 400);
+/// The names of the entries of `dir` that `keep` keeps, without extensions.
+fn entry_names(dir: &Path, keep: impl Fn(&Path) -> bool) -> BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .unwrap_or_else(|error| panic!("reading {}: {error}", dir.display()))
+        .map(|entry| entry.expect("directory entry").path())
+        .filter(|path| keep(path))
+        .map(|path| {
+            let stem = path.file_stem().expect("a named entry");
+            stem.to_string_lossy().into_owned()
+        })
+        .collect()
 }
 
-/// Random merge programs converge to the reference model in any receive order.
-#[test]
-fn merge_model_seeds_and_mutations() {
-    exercise("merge_model", merge_model, 100);
+/// Panics unless `found` (the targets `what` has) are the `registered` ones,
+/// naming those only one side has.
+fn assert_registered(found: &BTreeSet<String>, registered: &BTreeSet<String>, what: &str) {
+    let unregistered: Vec<&String> = found.difference(registered).collect();
+    let missing: Vec<&String> = registered.difference(found).collect();
+    assert!(
+        unregistered.is_empty() && missing.is_empty(),
+        "{what} vs TARGETS: not in TARGETS {unregistered:?}, missing from {what} {missing:?}"
+    );
 }
 
-/// Random authorization scripts (grants, revocations, writes, syncs among
-/// five keys) converge to the reference model in any receive order.
+/// `TARGETS` names each target once, and fuzz/ agrees with it: a `[[bin]]`
+/// in fuzz/Cargo.toml at `fuzz_targets/<name>.rs`, that file calling
+/// `peers_tests::fuzz_targets::<name>`, and a `fuzz/seeds/<name>/`, for
+/// every registered target and for no other; and each target has its module
+/// `tests/src/fuzz_targets/<name>.rs`.
 #[test]
-fn authorization_model_seeds_and_mutations() {
-    exercise("authorization_model", authorization_model, 40);
-}
+fn registry_matches_fuzz_directory() {
+    let registered: BTreeSet<String> = TARGETS.iter().map(|t| t.name.to_owned()).collect();
+    assert_eq!(registered.len(), TARGETS.len(), "a target registered twice");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let fuzz = root.join("../fuzz");
 
-/// Message::decode never panics; what decodes round trips, in its shortest form.
-#[test]
-fn sync_message_seeds_and_mutations() {
-    exercise("sync_message", sync_message, 5000);
-}
+    let manifest = std::fs::read_to_string(fuzz.join("Cargo.toml")).expect("fuzz/Cargo.toml");
+    let bins = cargo_bins(&manifest);
+    for (name, path) in &bins {
+        assert_eq!(*path, format!("fuzz_targets/{name}.rs"), "[[bin]] {name}");
+    }
+    let bin_names: BTreeSet<String> = bins.iter().map(|(name, _)| name.clone()).collect();
+    assert_eq!(
+        bin_names.len(),
+        bins.len(),
+        "a [[bin]] twice in fuzz/Cargo.toml"
+    );
+    assert_registered(&bin_names, &registered, "fuzz/Cargo.toml's [[bin]]s");
 
-/// A responder fed a hostile first message (then EOF) errs as the protocol
-/// says, never panics or hangs.
-#[test]
-fn handshake_respond_seeds_and_mutations() {
-    exercise("handshake_respond", handshake_respond, 3000);
-}
+    let is_rust = |path: &Path| path.extension().is_some_and(|ext| ext == "rs");
+    let wrappers = entry_names(&fuzz.join("fuzz_targets"), is_rust);
+    assert_registered(&wrappers, &registered, "fuzz/fuzz_targets/*.rs");
+    for name in &registered {
+        let path = fuzz.join("fuzz_targets").join(format!("{name}.rs"));
+        let wrapper = std::fs::read_to_string(&path).expect("read a wrapper");
+        let call = format!("peers_tests::fuzz_targets::{name}(data)");
+        assert!(
+            wrapper.contains(&call),
+            "{} does not call {call}",
+            path.display()
+        );
+    }
 
-/// Raw bytes after a real handshake are refused frame by frame with the
-/// error the frame layout calls for.
-#[test]
-fn channel_frames_seeds_and_mutations() {
-    exercise("channel_frames", channel_frames, 3000);
-}
+    let seeds = entry_names(&fuzz.join("seeds"), Path::is_dir);
+    assert_registered(&seeds, &registered, "fuzz/seeds/*/");
 
-/// Rendezvous::decode never panics; what decodes has one encoding.
-#[test]
-fn rendezvous_decode_seeds_and_mutations() {
-    exercise("rendezvous_decode", rendezvous_decode, 5000);
-}
-
-#[test]
-fn control_request_seeds_and_mutations() {
-    exercise("control_request", control_request, 5000);
-}
-
-#[test]
-fn ticket_decode_seeds_and_mutations() {
-    exercise("ticket_decode", ticket_decode, 5000);
-}
-
-/// Signaling frames: no panic, one encoding.
-#[test]
-fn signal_frame_seeds_and_mutations() {
-    exercise("signal_frame", signal_frame, 5000);
-}
-
-/// Sealed payloads never open without the sender's key; STUN never panics
-/// or amplifies.
-#[test]
-fn signal_sealed_seeds_and_mutations() {
-    exercise("signal_sealed", signal_sealed, 5000);
+    let modules = entry_names(&root.join("src/fuzz_targets"), is_rust);
+    let without: Vec<&String> = registered.difference(&modules).collect();
+    assert!(
+        without.is_empty(),
+        "no tests/src/fuzz_targets/<name>.rs: {without:?}"
+    );
 }

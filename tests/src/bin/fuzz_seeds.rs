@@ -1,11 +1,11 @@
 //! Writes the seed corpus of the fuzz targets (see fuzz/README.md):
-//! `OUT/change_decode/`, `OUT/wal_open/`, `OUT/changeset_import/`,
-//! `OUT/signed_import/`, `OUT/merge_model/`, `OUT/authorization_model/`,
-//! `OUT/sync_message/`, `OUT/handshake_respond/` and `OUT/channel_frames/`, a
-//! few realistic files each: real signed changes, real log segments, real
-//! change-set files, merge programs, authorization scripts, real sync messages, and what a real initiator writes on
-//! the wire. Everything belongs to the fixture database of
-//! `peers_tests::fuzz_targets`.
+//! `OUT/<target>/` for each target of `peers_tests::fuzz_targets::TARGETS`
+//! whose seeds are generated ([`SeedSource::Generated`]), a few realistic
+//! files each: real signed changes, real log segments, real change-set
+//! files, merge programs, authorization scripts, real sync messages, and
+//! what a real initiator writes on the wire. Everything belongs to the
+//! fixture database of `peers_tests::fuzz_targets`. Then it runs each target
+//! over its new seeds.
 //!
 //! Usage: fuzz-seeds OUT_DIR [TARGET...]   (fuzz/seeds is the committed copy;
 //! with TARGETs, only their directories are written)
@@ -16,7 +16,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context as TaskContext, Poll};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use peers_engine::{
     CHANGE_FORMAT_VERSION, Change, ChangeBody, ChangeHash, ChangeSetWriter, DEPS_MAX, DatabaseId,
     Op, Value,
@@ -31,9 +31,9 @@ use peers_tests::fuzz_targets::program::{
     DELETE, INCREMENT, SET, SET_COUNTER, commit, reopen, sync, what,
 };
 use peers_tests::fuzz_targets::{
-    FRAME_HEADER_BYTES, FrameRead, Model, NOISE_TAG_BYTES, PIPE_SLACK_BYTES, SplitMix,
-    authorization_model, block_on, channel_frames, channel_pair, database_id, genesis,
-    handshake_respond, identity, merge_model, read_frame, scratch_dir, sync_message, wal_input,
+    FRAME_HEADER_BYTES, FrameRead, Model, NOISE_TAG_BYTES, PIPE_SLACK_BYTES, SeedSource, SplitMix,
+    TARGETS, Target, block_on, channel_pair, database_id, genesis, identity, read_frame,
+    scratch_dir, target, wal_input,
 };
 use peers_wal::{SyncMode, Wal};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -44,8 +44,23 @@ fn main() -> Result<()> {
         .next()
         .map(PathBuf::from)
         .context("usage: fuzz-seeds OUT_DIR [TARGET...]")?;
-    let only: Vec<String> = args.collect();
-    let wanted = |target: &str| only.is_empty() || only.iter().any(|name| name == target);
+    let named = args
+        .map(|name| {
+            target(&name).with_context(|| {
+                let known: Vec<&str> = TARGETS.iter().map(|target| target.name).collect();
+                format!("no fuzz target {name:?}; the targets: {known:?}")
+            })
+        })
+        .collect::<Result<Vec<&Target>>>()?;
+    // No names: every target whose seeds are made here.
+    let wanted: Vec<&Target> = if named.is_empty() {
+        TARGETS
+            .iter()
+            .filter(|target| target.seeds == SeedSource::Generated)
+            .collect()
+    } else {
+        named
+    };
     let programs = merge_programs();
     let mut model = Model::new();
     model.run(&programs[0].1);
@@ -53,52 +68,45 @@ fn main() -> Result<()> {
         peers_tests::sync_into(&model.writers[other], &model.writers[0]);
     }
     let history = all_changes(&model.writers[0]);
-    let mut seeds: Vec<(&str, Seeds)> = vec![
-        ("merge_model", programs),
-        ("authorization_model", authorization_scripts()),
-        ("change_decode", change_seeds(&history)),
-    ];
-    if wanted("changeset_import") || wanted("signed_import") {
-        let changesets = changeset_seeds(&history)?;
-        seeds.push(("changeset_import", changesets.clone()));
-        seeds.push(("signed_import", changesets));
-    }
-    if wanted("wal_open") {
-        seeds.push(("wal_open", wal_seeds(&model, &history)?));
-    }
     let messages = sync_messages(&model, &history)?;
-    seeds.push(("sync_message", sync_message_seeds(&messages)));
     // Hello, Vector, Changes, Keepalive: a session's first frames.
     let session: Vec<Message> = messages[1..5].iter().map(|(_, m)| m.clone()).collect();
     let transcript = block_on(initiator_transcript(&session))?;
-    seeds.push(("handshake_respond", handshake_seeds(&transcript)));
-    seeds.push(("channel_frames", channel_frame_seeds(&transcript)));
-    for (target, target_seeds) in seeds.iter().filter(|(target, _)| wanted(target)) {
-        write_all(&out.join(target), target_seeds)?;
+    let mut seeds: Vec<(&Target, Seeds)> = Vec::new();
+    for target in wanted {
+        let target_seeds = match target.name {
+            "change_decode" => change_seeds(&history),
+            "wal_open" => wal_seeds(&model, &history)?,
+            "changeset_import" | "signed_import" => changeset_seeds(&history)?,
+            "merge_model" => programs.clone(),
+            "authorization_model" => authorization_scripts(),
+            "sync_message" => sync_message_seeds(&messages),
+            "handshake_respond" => handshake_seeds(&transcript),
+            "channel_frames" => channel_frame_seeds(&transcript),
+            name => match target.seeds {
+                SeedSource::Committed => bail!("{name}'s seeds are committed, not made here"),
+                SeedSource::Generated => {
+                    bail!("TARGETS says {name}'s seeds are made here, but nothing makes them")
+                }
+            },
+        };
+        seeds.push((target, target_seeds));
     }
-    check_seeds(&seeds, &wanted);
+    for (target, target_seeds) in &seeds {
+        write_all(&out.join(target.name), target_seeds)?;
+    }
+    check_seeds(&seeds);
     println!("wrote seeds to {}", out.display());
     Ok(())
 }
 
-/// Runs the cheap targets (and every merge program) over their new seeds:
-/// a seed that fails its own target is a bug here or there.
-fn check_seeds(seeds: &[(&str, Seeds)], wanted: &dyn Fn(&str) -> bool) {
-    type Target = fn(&[u8]);
-    let targets: [(&str, Target); 5] = [
-        ("merge_model", merge_model),
-        ("authorization_model", authorization_model),
-        ("sync_message", sync_message),
-        ("handshake_respond", handshake_respond),
-        ("channel_frames", channel_frames),
-    ];
-    for (target, run) in targets.into_iter().filter(|(target, _)| wanted(target)) {
-        let Some((_, target_seeds)) = seeds.iter().find(|(name, _)| *name == target) else {
-            continue;
-        };
+/// Runs each target over its new seeds: a seed that fails its own target is
+/// a bug here or there.
+fn check_seeds(seeds: &[(&Target, Seeds)]) {
+    for (target, target_seeds) in seeds {
         for (name, bytes) in target_seeds {
-            run(bytes);
-            println!("{target} seed {name} passes");
+            (target.run)(bytes);
+            println!("{} seed {name} passes", target.name);
         }
     }
 }

@@ -38,7 +38,8 @@ use peers_engine::{
     Change, ChangeBody, ChangeHash, DatabaseId, Db, Identity, Op, Options, Role, SyncMode,
 };
 
-use super::{Program, SplitMix, fnv1a, scratch_dir};
+use super::SplitMix;
+use super::fixtures::{Program, fnv1a, scratch_dir};
 use crate::authorization_model::{Model, applied, member_map};
 use crate::authorization_runner::{
     ForgedOp, Forgery, Refusals, Replicas, Step, check_report, describe,
