@@ -1,12 +1,15 @@
 //! Merge throughput, side by side with automerge, and the physical limits.
-//! `cargo bench -p peers-benches` prints five groups: local_commit,
-//! remote_merge, merge_vs_automerge, rebuild, primitives. Figures and the
+//! `cargo bench --workspace --bench peers` prints six groups: primitives,
+//! local_commit, remote_merge, merge_vs_automerge (with Loro), rebuild and
+//! scale. Figures and the
 //! targets they are held against: benches/README.md.
 
 use std::path::Path;
 use std::time::Duration;
 
-use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{
+    BatchSize, BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
+};
 use peers_benches::{Spec, Workload, generate};
 use peers_engine::{Change, Db, Identity, Options, SyncMode, verify_signatures};
 
@@ -14,15 +17,6 @@ fn options(sync: SyncMode) -> Options {
     Options {
         sync,
         ..Options::default()
-    }
-}
-
-fn spec(changes: usize, authors: usize) -> Spec {
-    Spec {
-        authors,
-        changes,
-        seed: 0x9ee7_5eed,
-        automerge: false,
     }
 }
 
@@ -70,8 +64,10 @@ fn merge_all(dir: &Path, workload: &Workload, encoded: &[Vec<u8>]) {
 
 fn remote_merge(c: &mut Criterion) {
     let mut group = c.benchmark_group("remote_merge");
+    // Iterations of a second or more: the same count in every sample.
+    group.sampling_mode(SamplingMode::Flat);
     for (changes, authors) in [(1_000usize, 3usize), (10_000, 10), (100_000, 100)] {
-        let workload = generate(spec(changes, authors));
+        let workload = generate(Spec::new(changes, authors));
         let encoded = workload.encoded();
         group.throughput(Throughput::Elements(encoded.len() as u64));
         group.bench_function(
@@ -85,47 +81,144 @@ fn remote_merge(c: &mut Criterion) {
             },
         );
     }
-    // Warm: a replica already holding 100k changes receives 1k more.
-    let workload = generate(spec(101_000, 20));
-    let encoded = workload.encoded();
-    let (held, fresh) = encoded.split_at(encoded.len() - 1_000);
-    let template = tempfile::tempdir().expect("tempdir");
-    merge_all(&template.path().join("db"), &workload, held);
-    group.throughput(Throughput::Elements(fresh.len() as u64));
-    group.bench_function(BenchmarkId::new("into_warm_100k", "1000_changes"), |b| {
-        b.iter_batched(
-            || copy_dir(&template.path().join("db")),
-            |dir| {
-                let db = Db::open(dir.path().join("db"), options(SyncMode::Always)).expect("open");
-                let report = db.apply_encoded(fresh).expect("apply");
-                assert_eq!(report.accepted.len(), fresh.len());
-                dir
-            },
-            BatchSize::PerIteration,
-        );
+    // Authorization's cost: the same shape in a members-only database, where
+    // every change's author is checked against the grants it names.
+    let workload = generate(Spec {
+        members_only: true,
+        ..Spec::new(10_000, 10)
     });
-    // One at a time: each change arrives alone (its own verify and fsync).
-    let workload = generate(spec(1_000, 3));
     let encoded = workload.encoded();
     group.throughput(Throughput::Elements(encoded.len() as u64));
-    for (name, sync) in [
-        ("one_at_a_time_fsync", SyncMode::Always),
-        ("one_at_a_time_relaxed", SyncMode::Relaxed),
-    ] {
-        group.bench_function(BenchmarkId::new(name, "1000_changes"), |b| {
+    group.bench_function(
+        BenchmarkId::new("into_empty_members_only", "10000_changes_10_authors"),
+        |b| {
             b.iter_batched(
                 || tempfile::tempdir().expect("tempdir"),
-                |dir| {
-                    let db = Db::join(dir.path(), workload.database, options(sync)).expect("join");
-                    for change in &encoded {
+                |dir| merge_all(dir.path(), &workload, &encoded),
+                BatchSize::PerIteration,
+            );
+        },
+    );
+    group.finish();
+}
+
+/// A replica holding `held` (RocksDB flushed and closed), to copy.
+fn template(workload: &Workload, held: &[Vec<u8>]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    merge_all(&dir.path().join("db"), workload, held);
+    dir
+}
+
+/// Scale: merging into replicas that already hold 10k, 100k and 1M changes
+/// (10 authors, one workload whose prefixes they hold). `into_warm`: the
+/// next 10k changes as one catch-up; `one_at_a_time`: the next 1,000, each
+/// alone (relaxed: its own verify, admit, apply and log write), as a live
+/// peer sends them; beside automerge documents holding the same prefixes
+/// receiving the same changes one at a time.
+fn scale(c: &mut Criterion) {
+    let mut group = c.benchmark_group("scale");
+    // Iterations of a second or more: the same count in every sample.
+    group.sampling_mode(SamplingMode::Flat);
+    let sizes = [10_000usize, 100_000, 1_000_000];
+    let workload = generate(Spec::new(1_010_000, 10));
+    let encoded = workload.encoded();
+    for held in sizes {
+        let (prefix, rest) = encoded.split_at(held + 1);
+        let template = template(&workload, prefix);
+        let label = format!("{held}_held");
+        let open = |dir: &tempfile::TempDir, sync| {
+            Db::open(dir.path().join("db"), options(sync)).expect("open")
+        };
+        if held == 1_000_000 {
+            let next = &rest[..10_000];
+            group.throughput(Throughput::Elements(next.len() as u64));
+            group.bench_function(BenchmarkId::new("into_warm_10000_changes", &label), |b| {
+                b.iter_batched(
+                    || {
+                        let dir = copy_dir(&template.path().join("db"));
+                        (open(&dir, SyncMode::Always), dir)
+                    },
+                    |(db, dir)| {
+                        peers_benches::apply_all(&db, next);
+                        (db, dir)
+                    },
+                    BatchSize::PerIteration,
+                );
+            });
+        }
+        let next = &rest[..1_000];
+        group.throughput(Throughput::Elements(next.len() as u64));
+        group.bench_function(BenchmarkId::new("one_at_a_time_relaxed", &label), |b| {
+            b.iter_batched(
+                || {
+                    let dir = copy_dir(&template.path().join("db"));
+                    (open(&dir, SyncMode::Relaxed), dir)
+                },
+                |(db, dir)| {
+                    for change in next {
                         db.apply_encoded(std::slice::from_ref(change))
                             .expect("apply");
                     }
+                    (db, dir)
                 },
                 BatchSize::PerIteration,
             );
         });
     }
+    // automerge holding the same prefixes (generated as automerge changes,
+    // which costs each author a document of everything: up to 100k here).
+    let workload = generate(Spec {
+        automerge: true,
+        ..Spec::new(101_000, 10)
+    });
+    for held in [10_000usize, 100_000] {
+        let (prefix, rest) = workload.automerge.split_at(held);
+        let mut document = automerge::AutoCommit::new();
+        document
+            .apply_changes(
+                prefix
+                    .iter()
+                    .map(|bytes| automerge::Change::from_bytes(bytes.clone()).expect("decodes")),
+            )
+            .expect("applies");
+        let next = &rest[..1_000];
+        group.throughput(Throughput::Elements(next.len() as u64));
+        group.bench_function(
+            BenchmarkId::new("automerge_one_at_a_time", format!("{held}_held")),
+            |b| {
+                b.iter_batched(
+                    || document.clone(),
+                    |mut document| {
+                        for bytes in next {
+                            let change =
+                                automerge::Change::from_bytes(bytes.clone()).expect("decodes");
+                            document.apply_changes([change]).expect("applies");
+                        }
+                        document
+                    },
+                    BatchSize::PerIteration,
+                );
+            },
+        );
+    }
+    // One at a time with an fsync each, into a small replica.
+    let workload = generate(Spec::new(1_000, 3));
+    let encoded = workload.encoded();
+    group.throughput(Throughput::Elements(encoded.len() as u64));
+    group.bench_function(BenchmarkId::new("one_at_a_time_fsync", "0_held"), |b| {
+        b.iter_batched(
+            || tempfile::tempdir().expect("tempdir"),
+            |dir| {
+                let db = Db::join(dir.path(), workload.database, options(SyncMode::Always))
+                    .expect("join");
+                for change in &encoded {
+                    db.apply_encoded(std::slice::from_ref(change))
+                        .expect("apply");
+                }
+            },
+            BatchSize::PerIteration,
+        );
+    });
     group.finish();
 }
 
@@ -141,20 +234,33 @@ fn copy_dir(from: &Path) -> tempfile::TempDir {
     dir
 }
 
+/// The same logical workload into Peers, automerge and Loro, from bytes.
+/// Each side's empty replica or document is made outside the timed part
+/// (for Peers: `Db::join`, a RocksDB open), and dropped outside it.
 fn merge_vs_automerge(c: &mut Criterion) {
     let mut group = c.benchmark_group("merge_vs_automerge");
-    for (changes, authors) in [(1_000usize, 3usize), (10_000, 10)] {
+    // Iterations of a second or more: the same count in every sample.
+    group.sampling_mode(SamplingMode::Flat);
+    for (changes, authors) in [(1_000usize, 3usize), (10_000, 10), (100_000, 100)] {
         let workload = generate(Spec {
             automerge: true,
-            ..spec(changes, authors)
+            loro: true,
+            ..Spec::new(changes, authors)
         });
         let encoded = workload.encoded();
         group.throughput(Throughput::Elements(workload.changes.len() as u64));
         let label = format!("{changes}_changes_{authors}_authors");
         group.bench_function(BenchmarkId::new("peers", &label), |b| {
             b.iter_batched(
-                || tempfile::tempdir().expect("tempdir"),
-                |dir| merge_all(dir.path(), &workload, &encoded),
+                || {
+                    let dir = tempfile::tempdir().expect("tempdir");
+                    let db = empty_replica(dir.path(), &workload);
+                    (db, dir)
+                },
+                |(db, dir)| {
+                    peers_benches::apply_all(&db, &encoded);
+                    (db, dir)
+                },
                 BatchSize::PerIteration,
             );
         });
@@ -173,14 +279,26 @@ fn merge_vs_automerge(c: &mut Criterion) {
                 BatchSize::PerIteration,
             );
         });
+        group.bench_function(BenchmarkId::new("loro", &label), |b| {
+            b.iter_batched(
+                || (workload.loro.clone(), loro::LoroDoc::new()),
+                |(raw, document)| {
+                    document.import_batch(&raw).expect("imports");
+                    document
+                },
+                BatchSize::PerIteration,
+            );
+        });
     }
     group.finish();
 }
 
 fn rebuild(c: &mut Criterion) {
     let mut group = c.benchmark_group("rebuild");
+    // Iterations of a second or more: the same count in every sample.
+    group.sampling_mode(SamplingMode::Flat);
     for changes in [10_000usize, 100_000] {
-        let workload = generate(spec(changes, 10));
+        let workload = generate(Spec::new(changes, 10));
         let encoded = workload.encoded();
         let dir = tempfile::tempdir().expect("tempdir");
         merge_all(&dir.path().join("db"), &workload, &encoded);
@@ -199,7 +317,7 @@ fn rebuild(c: &mut Criterion) {
 fn primitives(c: &mut Criterion) {
     use ed25519_dalek::{Signer, SigningKey};
     let mut group = c.benchmark_group("primitives");
-    let workload = generate(spec(1_000, 3));
+    let workload = generate(Spec::new(1_000, 3));
     let typical: &Change = &workload.changes[500];
     let bytes = typical.bytes().to_vec();
     let key = SigningKey::from_bytes(&[7; 32]);
@@ -248,6 +366,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = primitives, local_commit, remote_merge, merge_vs_automerge, rebuild
+    targets = primitives, local_commit, remote_merge, merge_vs_automerge, rebuild, scale
 }
 criterion_main!(benches);

@@ -16,12 +16,7 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let changes: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(200_000);
     let authors: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(10);
-    let workload = generate(Spec {
-        authors,
-        changes,
-        seed: 0x9ee7_5eed,
-        automerge: false,
-    });
+    let workload = generate(Spec::new(changes, authors));
     let dir = tempfile::tempdir().expect("tempdir");
     let options = || Options {
         members_only: false,

@@ -43,10 +43,8 @@ fn main() {
         .unwrap_or(10)
         .min(120);
     let workload = generate(Spec {
-        authors: 10,
-        changes,
         seed: 0x10ad_5eed,
-        automerge: false,
+        ..Spec::new(changes, 10)
     });
     let dir = tempfile::tempdir().expect("tempdir");
     let served = Db::join(

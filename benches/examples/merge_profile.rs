@@ -2,7 +2,8 @@
 //! for profiling the remote-merge path alone:
 //! `cargo run --release -p peers-benches --example merge_profile -- 10000 10`
 //! (changes, authors), or under `perf record -g`. With `REBUILD=1` it then
-//! times a rebuild of the view from the log (no signature checks).
+//! times a rebuild of the view from the log (no signature checks); with
+//! `MEMBERS_ONLY=1` the database is members-only (every author granted).
 
 use std::time::Instant;
 
@@ -15,10 +16,8 @@ fn main() {
     let authors: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(10);
     let started = Instant::now();
     let workload = generate(Spec {
-        authors,
-        changes,
-        seed: 0x9ee7_5eed,
-        automerge: false,
+        members_only: std::env::var_os("MEMBERS_ONLY").is_some(),
+        ..Spec::new(changes, authors)
     });
     let encoded = workload.encoded();
     eprintln!(

@@ -19,12 +19,7 @@ fn main() {
     let changes: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(100_000);
     let authors: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(10);
     let webrtc = args.next().as_deref() == Some("webrtc");
-    let workload = generate(Spec {
-        authors,
-        changes,
-        seed: 0x9ee7_5eed,
-        automerge: false,
-    });
+    let workload = generate(Spec::new(changes, authors));
     let encoded = workload.encoded();
     let change_bytes: usize = encoded.iter().map(Vec::len).sum();
     let dir = tempfile::tempdir().expect("tempdir");

@@ -7,11 +7,14 @@
 //! lag (0 to 2 x authors changes), so deps name the others' latest seen
 //! changes and lamports follow the rule. The same logical ops can also be
 //! produced as automerge changes (one document per table, flat keys
-//! `row/field` in the root map: see benches/README.md for why).
+//! `row/field` in the root map: see benches/README.md for why) and as Loro
+//! updates (one map per table, the same flat keys, a `LoroCounter` for
+//! counters), each author a document of its own that has imported what the
+//! author has seen.
 
 use peers_engine::{
     Author, CHANGE_FORMAT_VERSION, Change, ChangeBody, ChangeHash, DEPS_MAX, DatabaseId, Identity,
-    Op, Value,
+    Op, Role, Value,
 };
 
 /// What to generate.
@@ -25,6 +28,28 @@ pub struct Spec {
     pub seed: u64,
     /// Also produce the automerge changes of the same ops.
     pub automerge: bool,
+    /// Also produce the Loro updates of the same ops.
+    pub loro: bool,
+    /// A members-only database: the genesis says so, change 1 is the
+    /// owner's grant of `Writer` to every other author, and each other
+    /// author's first change names it (neither automerge nor Loro has an
+    /// equivalent, so not with them).
+    pub members_only: bool,
+}
+
+impl Spec {
+    /// `changes` changes from `authors` authors, seeded as every bench seeds
+    /// them, Peers only, in an open database.
+    pub fn new(changes: usize, authors: usize) -> Spec {
+        Spec {
+            authors,
+            changes,
+            seed: 0x9ee7_5eed,
+            automerge: false,
+            loro: false,
+            members_only: false,
+        }
+    }
 }
 
 /// A generated workload.
@@ -37,6 +62,8 @@ pub struct Workload {
     pub changes: Vec<Change>,
     /// The same ops as automerge changes, encoded (empty unless asked).
     pub automerge: Vec<Vec<u8>>,
+    /// The same ops as Loro updates, one per change (empty unless asked).
+    pub loro: Vec<Vec<u8>>,
     /// Total ops in `changes`.
     pub ops: usize,
 }
@@ -80,6 +107,9 @@ struct AuthorChain {
     automerge: Option<automerge::AutoCommit>,
     /// Global changes applied to `automerge` so far (own ones are there anyway).
     automerge_seen: usize,
+    loro: Option<loro::LoroDoc>,
+    /// Global changes imported into `loro` so far.
+    loro_seen: usize,
 }
 
 const TABLE: &str = "items";
@@ -98,14 +128,40 @@ pub fn generate(spec: Spec) -> Workload {
                 automerge::AutoCommit::new()
                     .with_actor(automerge::ActorId::from(identity.author().0.to_vec()))
             });
+            let loro = spec.loro.then(|| {
+                let document = loro::LoroDoc::new();
+                document
+                    .set_peer_id(index as u64 + 1)
+                    .expect("a peer id other than PeerID::MAX");
+                document
+            });
             AuthorChain {
                 identity,
                 changes: Vec::new(),
                 automerge,
                 automerge_seen: 0,
+                loro,
+                loro_seen: 0,
             }
         })
         .collect();
+    assert!(
+        !(spec.members_only && (spec.automerge || spec.loro)),
+        "members-only workloads have no automerge or Loro equivalent"
+    );
+    let nonce = Op::Genesis {
+        nonce: spec
+            .seed
+            .to_le_bytes()
+            .repeat(2)
+            .try_into()
+            .expect("16 bytes"),
+    };
+    let genesis_ops = if spec.members_only {
+        vec![nonce, Op::MembersOnly]
+    } else {
+        vec![nonce]
+    };
     let genesis = authors[0].identity.sign(ChangeBody {
         version: CHANGE_FORMAT_VERSION,
         database: DatabaseId::GENESIS,
@@ -115,22 +171,31 @@ pub fn generate(spec: Spec) -> Workload {
         deps: Vec::new(),
         lamport: 1,
         wall_ms: 1_764_288_000_000,
-        ops: vec![Op::Genesis {
-            nonce: spec
-                .seed
-                .to_le_bytes()
-                .repeat(2)
-                .try_into()
-                .expect("16 bytes"),
-        }],
+        ops: genesis_ops,
     });
     let database = DatabaseId(genesis.hash().0);
     authors[0].changes.push((0, genesis.hash(), 1));
     let rows = (spec.changes / 4).max(4);
     let mut changes = Vec::with_capacity(spec.changes);
     let mut automerge_changes = Vec::new();
+    let mut loro_changes = Vec::new();
     let mut ops_total = 0;
+    let mut grant = None;
     for index in 1..=spec.changes {
+        if spec.members_only && index == 1 {
+            let ops: Vec<Op> = authors[1..]
+                .iter()
+                .map(|chain| Op::Grant {
+                    key: chain.identity.author(),
+                    role: Role::Writer,
+                })
+                .collect();
+            ops_total += ops.len();
+            let change = peers_commit(&mut authors, 0, index, 1, database, ops, None);
+            grant = Some((change.hash(), change.lamport()));
+            changes.push(change);
+            continue;
+        }
         let writer = rng.below(spec.authors);
         let lag = rng.below(2 * spec.authors + 1);
         let seen = index.saturating_sub(lag).max(1);
@@ -140,7 +205,20 @@ pub fn generate(spec: Spec) -> Workload {
             let encoded = automerge_commit(&mut authors, writer, seen, &automerge_changes, &ops);
             automerge_changes.push(encoded);
         }
-        let change = peers_commit(&mut authors, writer, index, seen, database, ops);
+        if spec.loro {
+            let encoded = loro_commit(&mut authors, writer, seen, &loro_changes, &ops);
+            loro_changes.push(encoded);
+        }
+        let names_grant = grant.filter(|_| writer != 0 && authors[writer].changes.is_empty());
+        let change = peers_commit(
+            &mut authors,
+            writer,
+            index,
+            seen,
+            database,
+            ops,
+            names_grant,
+        );
         changes.push(change);
     }
     Workload {
@@ -148,6 +226,7 @@ pub fn generate(spec: Spec) -> Workload {
         genesis,
         changes,
         automerge: automerge_changes,
+        loro: loro_changes,
         ops: ops_total,
     }
 }
@@ -192,6 +271,9 @@ fn ops_for(rng: &mut Rng, rows: usize) -> Vec<Op> {
         .collect()
 }
 
+/// Signs `writer`'s next change after the `seen` prefix. `grant` (hash,
+/// lamport) is a grant it must name: it takes the place of the owner's
+/// latest seen change among the deps.
 fn peers_commit(
     authors: &mut [AuthorChain],
     writer: usize,
@@ -199,11 +281,12 @@ fn peers_commit(
     seen: usize,
     database: DatabaseId,
     ops: Vec<Op>,
+    grant: Option<(ChangeHash, u64)>,
 ) -> Change {
     let author: Author = authors[writer].identity.author();
     let mut deps: Vec<(u64, ChangeHash)> = Vec::new();
     for (other, chain) in authors.iter().enumerate() {
-        if other == writer {
+        if other == writer || (other == 0 && grant.is_some()) {
             continue;
         }
         let visible = chain
@@ -215,7 +298,8 @@ fn peers_commit(
         }
     }
     deps.sort_unstable_by(|a, b| b.cmp(a));
-    deps.truncate(DEPS_MAX);
+    deps.truncate(DEPS_MAX - usize::from(grant.is_some()));
+    deps.extend(grant.map(|(hash, lamport)| (lamport, hash)));
     let chain = &authors[writer];
     let prev = chain
         .changes
@@ -319,6 +403,78 @@ fn automerge_commit(
         .to_vec()
 }
 
+/// The same ops by the same author, after the same seen prefix, in Loro.
+fn loro_commit(
+    authors: &mut [AuthorChain],
+    writer: usize,
+    seen: usize,
+    global: &[Vec<u8>],
+    ops: &[Op],
+) -> Vec<u8> {
+    let own: std::collections::HashSet<usize> = authors[writer]
+        .changes
+        .iter()
+        .map(|(global, _, _)| *global)
+        .collect();
+    let chain = &mut authors[writer];
+    let document = chain.loro.as_ref().expect("Loro requested");
+    let start = chain.loro_seen;
+    let end = seen.saturating_sub(1).max(start);
+    let incoming: Vec<Vec<u8>> = (start..end)
+        .filter(|k| !own.contains(&(k + 1)))
+        .map(|k| global[k].clone())
+        .collect();
+    if !incoming.is_empty() {
+        document.import_batch(&incoming).expect("causal order");
+    }
+    chain.loro_seen = end;
+    let before = document.oplog_vv();
+    let map = document.get_map(TABLE);
+    for op in ops {
+        match op {
+            Op::Set {
+                row, field, value, ..
+            } => {
+                let key = format!("{row}/{field}");
+                let value: loro::LoroValue = match value {
+                    Value::Int(int) => (*int).into(),
+                    Value::Str(text) => text.as_str().into(),
+                    other => unreachable!("the generator sets ints and strings, not {other:?}"),
+                };
+                map.insert(&key, value).expect("insert");
+            }
+            Op::Increment {
+                row, field, delta, ..
+            } => {
+                let key = format!("{row}/{field}");
+                // Concurrent first increments merge into one counter, as
+                // Peers' and automerge's do.
+                let counter = map
+                    .ensure_mergeable_counter(&key)
+                    .or_else(|_| map.insert_container(&key, loro::LoroCounter::new()))
+                    .expect("a counter");
+                counter.increment(*delta as f64).expect("increment");
+            }
+            Op::Delete { row, .. } => {
+                let prefix = format!("{row}/");
+                let keys: Vec<String> = map
+                    .keys()
+                    .filter(|key| key.starts_with(&prefix))
+                    .map(|key| key.to_string())
+                    .collect();
+                for key in keys {
+                    map.delete(&key).expect("delete");
+                }
+            }
+            _ => {}
+        }
+    }
+    document.commit();
+    document
+        .export(loro::ExportMode::updates(&before))
+        .expect("export")
+}
+
 /// Applies encoded changes to `db` in batches of 8192 (as a received
 /// catch-up arrives) and requires every one to be accepted, none pending.
 pub fn apply_all(db: &peers_engine::Db, encoded: &[Vec<u8>]) {
@@ -344,4 +500,57 @@ pub fn status_kib(field: &str) -> u64 {
                 .and_then(|kib| kib.parse().ok())
         })
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_members_only_workload_applies_cleanly_and_is_members_only() {
+        let workload = generate(Spec {
+            members_only: true,
+            ..Spec::new(400, 5)
+        });
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = peers_engine::Db::join(
+            dir.path(),
+            workload.database,
+            peers_engine::Options::default(),
+        )
+        .expect("join");
+        apply_all(&db, &workload.encoded());
+        assert_eq!(db.is_members_only(), Some(true));
+        assert_eq!(db.log().expect("log").count(), 401, "all accepted");
+        let Op::Grant { key, role } = &workload.changes[0].ops()[0] else {
+            panic!("change 1 grants");
+        };
+        assert_eq!((db.role_of(key), *role), (Some(Role::Writer), Role::Writer));
+    }
+
+    #[test]
+    fn competitor_documents_hold_every_change() {
+        let workload = generate(Spec {
+            automerge: true,
+            loro: true,
+            ..Spec::new(300, 4)
+        });
+        assert_eq!(workload.loro.len(), 300);
+        let document = loro::LoroDoc::new();
+        let status = document.import_batch(&workload.loro).expect("imports");
+        assert!(status.pending.is_none(), "every update's deps are there");
+        let changes: Vec<automerge::Change> = workload
+            .automerge
+            .iter()
+            .map(|bytes| automerge::Change::from_bytes(bytes.clone()).expect("decodes"))
+            .collect();
+        let mut document = automerge::AutoCommit::new();
+        document.apply_changes(changes).expect("applies");
+        // A change whose ops do nothing in automerge (the delete of a row
+        // with no keys) commits no automerge change: the one before it
+        // stands in its place.
+        let distinct: std::collections::HashSet<&Vec<u8>> = workload.automerge.iter().collect();
+        assert!(distinct.len() > 290, "{} distinct changes", distinct.len());
+        assert_eq!(document.get_changes(&[]).len(), distinct.len());
+    }
 }
