@@ -95,7 +95,10 @@ fn v2_database_reaches_the_documented_state() {
     assert_eq!(entries, expected_entries(), "view entries differ");
 
     // Every value kind, read back.
-    let n1 = db.get_row("notes", "n1").expect("get").expect("n1 is visible");
+    let n1 = db
+        .get_row("notes", "n1")
+        .expect("get")
+        .expect("n1 is visible");
     let expected = [
         ("nothing", Value::Null),
         ("done", Value::Bool(true)),
@@ -110,22 +113,35 @@ fn v2_database_reaches_the_documented_state() {
     for (field, value) in &expected {
         assert_eq!(n1.get(*field), Some(value), "notes/n1.{field}");
     }
-    assert_eq!(n1.len(), expected.len(), "notes/n1 has exactly these fields");
+    assert_eq!(
+        n1.len(),
+        expected.len(),
+        "notes/n1 has exactly these fields"
+    );
     // The revoked key's second change is out; its first stays.
     assert_eq!(
         db.get_field("notes", "n2", "title").expect("get"),
         Some(Value::Str("by x".into()))
     );
     // The forker is cut at seq 1: neither branch of seq 2, nor seq 3.
-    let n3 = db.get_row("notes", "n3").expect("get").expect("n3 is visible");
+    let n3 = db
+        .get_row("notes", "n3")
+        .expect("get")
+        .expect("n3 is visible");
     assert_eq!(n3.len(), 1);
     assert_eq!(n3.get("a"), Some(&Value::Int(1)));
     // Deleted, then incremented: a counter from 0.
-    let n4 = db.get_row("notes", "n4").expect("get").expect("n4 is visible");
+    let n4 = db
+        .get_row("notes", "n4")
+        .expect("get")
+        .expect("n4 is visible");
     assert_eq!(n4.len(), 1);
     assert_eq!(n4.get("hits"), Some(&Value::Counter(2)));
     // A row whose only field is a Null is visible.
-    let n5 = db.get_row("notes", "n5").expect("get").expect("n5 is visible");
+    let n5 = db
+        .get_row("notes", "n5")
+        .expect("get")
+        .expect("n5 is visible");
     assert_eq!(n5.get("empty"), Some(&Value::Null));
     assert_eq!(
         db.get_field("tasks", "t\0x", "done").expect("get"),
