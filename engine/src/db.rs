@@ -771,6 +771,13 @@ impl Db {
         Ok(checkpoint.create_checkpoint(copy)?)
     }
 
+    /// Every entry of the view that the state hash covers (FORMAT.md
+    /// "View"), in key order.
+    #[cfg(feature = "testing")]
+    pub(crate) fn state_entries(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        reads::state_entries(&self.inner.view)
+    }
+
     /// Whether this handle is the last one: dropping it closes the database.
     #[cfg(feature = "testing")]
     pub(crate) fn is_last_handle(&self) -> bool {

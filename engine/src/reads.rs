@@ -504,3 +504,18 @@ pub(crate) fn state_hash(view: &DB) -> Result<StateHash> {
     }
     Ok(StateHash(*hasher.finalize().as_bytes()))
 }
+
+/// The entries [`state_hash`] covers, in the order it hashes them (tests
+/// compare them with a fixture's).
+#[cfg(feature = "testing")]
+pub(crate) fn state_entries(view: &DB) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let mut entries = Vec::new();
+    for item in view.iterator(IteratorMode::From(&[keys::FIELDS], Direction::Forward)) {
+        let (key, value) = item?;
+        if key[0] > keys::INCREMENTS {
+            break;
+        }
+        entries.push((key.to_vec(), value.to_vec()));
+    }
+    Ok(entries)
+}

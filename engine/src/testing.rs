@@ -94,3 +94,11 @@ pub fn power_loss(db: Db) -> Result<()> {
     }
     Ok(())
 }
+
+/// Every entry of `db`'s view that its state hash covers (the families
+/// `0x02` fields, `0x03` tombstones and `0x04` increments of FORMAT.md
+/// "View"), in key order: what a fixture's expected entries are compared
+/// with.
+pub fn state_entries(db: &Db) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    db.state_entries()
+}

@@ -5,7 +5,7 @@
 //! incremental bookkeeping: [`admission`] for the verdict on one change
 //! (docs/FORMAT.md "Authorization", Admission), [`Model`] for what a set of
 //! admitted changes makes valid (Validity, and the equivocation cut of
-//! "Validity rules" 7).
+//! "Validity rules" 8).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
