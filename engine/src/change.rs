@@ -635,6 +635,38 @@ pub(crate) fn ops_bytes(ops: &[Op]) -> usize {
     encoder.into_writer().bytes_written
 }
 
+/// Whether a change holding `ops` decodes: the decoder's allocation limit
+/// (FORMAT.md "The decoder's allocation limit") counts the decoded value's
+/// memory, which for many small ops passes 4 MiB long before their bytes
+/// do. Decides by decoding a change of the largest possible other fields
+/// (`DEPS_MAX` deps, a prev, the widest integers) with these ops; `bytes`
+/// is [`ops_bytes`] of them, and only changes near the limit pay for that.
+pub(crate) fn ops_decode(ops: &[Op], bytes: usize) -> bool {
+    // The count is at most the ops' bytes plus 104 per op (an op's memory,
+    // claimed when the op count is read) plus 8 per integer or length of an
+    // op (at most 64 more per op), plus under 1 KiB for the other fields.
+    let bound = bytes
+        .saturating_add(ops.len().saturating_mul(std::mem::size_of::<Op>() + 64))
+        .saturating_add(1024);
+    if bound <= CHANGE_BYTES_MAX {
+        return true;
+    }
+    let body = ChangeBody {
+        version: CHANGE_FORMAT_VERSION,
+        database: DatabaseId([0xff; 32]),
+        author: Author([0xff; 32]),
+        seq: u64::MAX,
+        prev: Some(ChangeHash([0xff; 32])),
+        deps: vec![ChangeHash([0xff; 32]); DEPS_MAX],
+        lamport: u64::MAX,
+        wall_ms: u64::MAX,
+        ops: ops.to_vec(),
+    };
+    let encoded = bincode::encode_to_vec(&body, bincode::config::standard())
+        .expect("encoding into a Vec cannot fail");
+    bincode::decode_from_slice::<ChangeBody, _>(&encoded, bincode_config()).is_ok()
+}
+
 /// The rules on the ops of a non-genesis change.
 pub(crate) fn check_ops(ops: &[Op]) -> Result<(), &'static str> {
     if ops.is_empty() {

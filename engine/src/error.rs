@@ -212,6 +212,16 @@ pub enum Error {
         /// What the ops of one change may take.
         max: u64,
     },
+    /// A transaction whose change no replica could decode: its ops would
+    /// take more memory decoded than a decoder allots to one change
+    /// (FORMAT.md "The decoder's allocation limit").
+    #[error(
+        "transaction too large: a change of its {ops} ops would be refused by every decoder (over 4 MiB decoded); split it into smaller transactions"
+    )]
+    TransactionUndecodable {
+        /// Ops in the transaction.
+        ops: usize,
+    },
     /// An increment of a field whose current value is not a counter: it
     /// would be signed, synced and never shown (a non-counter value hides
     /// increments), so it is refused before signing.

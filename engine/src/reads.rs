@@ -487,21 +487,31 @@ impl ChangesSince {
     }
 }
 
-/// blake3 over every materialized entry (fields, tombstones, increments) in
-/// key order. Indexes are left out: they hold log positions, which differ
-/// between replicas that received the same changes in other orders.
-pub(crate) fn state_hash(view: &DB) -> Result<StateHash> {
-    let mut hasher = blake3::Hasher::new_derive_key("peers 2026-11-28 state hash v1");
+/// Calls `each` with every materialized entry (fields, tombstones,
+/// increments) in key order: what the state hash covers. Indexes are left
+/// out: they hold log positions, which differ between replicas that received
+/// the same changes in other orders.
+fn state_entries_each(view: &DB, mut each: impl FnMut(&[u8], &[u8])) -> Result<()> {
     for item in view.iterator(IteratorMode::From(&[keys::FIELDS], Direction::Forward)) {
         let (key, value) = item?;
         if key[0] > keys::INCREMENTS {
             break;
         }
-        hasher.update(&(key.len() as u64).to_le_bytes());
-        hasher.update(&key);
-        hasher.update(&(value.len() as u64).to_le_bytes());
-        hasher.update(&value);
+        each(&key, &value);
     }
+    Ok(())
+}
+
+/// blake3 over the entries of [`state_entries_each`], each as its key and
+/// value with their lengths.
+pub(crate) fn state_hash(view: &DB) -> Result<StateHash> {
+    let mut hasher = blake3::Hasher::new_derive_key("peers 2026-11-28 state hash v1");
+    state_entries_each(view, |key, value| {
+        hasher.update(&(key.len() as u64).to_le_bytes());
+        hasher.update(key);
+        hasher.update(&(value.len() as u64).to_le_bytes());
+        hasher.update(value);
+    })?;
     Ok(StateHash(*hasher.finalize().as_bytes()))
 }
 
@@ -510,12 +520,8 @@ pub(crate) fn state_hash(view: &DB) -> Result<StateHash> {
 #[cfg(feature = "testing")]
 pub(crate) fn state_entries(view: &DB) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let mut entries = Vec::new();
-    for item in view.iterator(IteratorMode::From(&[keys::FIELDS], Direction::Forward)) {
-        let (key, value) = item?;
-        if key[0] > keys::INCREMENTS {
-            break;
-        }
-        entries.push((key.to_vec(), value.to_vec()));
-    }
+    state_entries_each(view, |key, value| {
+        entries.push((key.to_vec(), value.to_vec()))
+    })?;
     Ok(entries)
 }

@@ -348,3 +348,34 @@ fn useless_or_oversized_writes_are_refused_before_signing() {
     );
     tx.commit().expect("a change just under the limit");
 }
+
+/// A transaction of many small ops fits the bytes limit but not the
+/// decoder's allocation limit (FORMAT.md "The decoder's allocation limit":
+/// 104 bytes of memory per op). It used to be signed, logged and applied,
+/// then refused by every peer and by this replica's own `verify`. Now it is
+/// refused before signing; one just below the limit commits and verifies.
+#[test]
+fn a_transaction_no_decoder_would_take_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Db::create(dir.path().join("a"), relaxed()).expect("create");
+    let logged = || peers_tests::all_changes(&db).len();
+    let before = logged();
+    let deletes = |count: usize| {
+        let mut tx = db.transaction();
+        for row in 0..count {
+            tx.delete("t", &row.to_string());
+        }
+        tx
+    };
+    match deletes(41_000).commit() {
+        Err(error @ peers_engine::Error::TransactionUndecodable { ops: 41_000 }) => {
+            assert!(error.to_string().contains("split it"), "{error}");
+        }
+        other => panic!("expected TransactionUndecodable, got {other:?}"),
+    }
+    assert_eq!(logged(), before, "nothing signed or logged");
+    let hash = deletes(40_000).commit().expect("40,000 ops decode");
+    let change = db.get_change(&hash).expect("read").expect("held");
+    peers_engine::Change::decode(change.bytes()).expect("its bytes decode");
+    assert!(db.verify(&mut |_, _| {}).expect("verify").ok());
+}

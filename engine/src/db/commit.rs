@@ -28,6 +28,9 @@ impl Db {
                 max: crate::change::OPS_BYTES_MAX as u64,
             });
         }
+        if !crate::change::ops_decode(&ops, bytes) {
+            return Err(Error::TransactionUndecodable { ops: ops.len() });
+        }
         self.check_increments(&ops)?;
         let (reply, answer) = sync_channel(1);
         self.inner
