@@ -18,7 +18,7 @@
 //! their causal past (which cannot form a cycle); everyone else's on the
 //! owner and the admins.
 
-use std::collections::{HashMap, HashSet};
+use crate::{HashMap, HashSet};
 
 use bincode::{Decode, Encode};
 
@@ -243,13 +243,13 @@ impl Access {
             access: self,
             owner,
             records: self.records.iter().map(|r| (r.hash, r)).collect(),
-            valid: HashMap::new(),
+            valid: HashMap::default(),
         };
         let fork = |author: &Author| forks.get(author).copied().unwrap_or(u64::MAX);
         run.valid.insert(owner, fork(&owner));
         // Revocations by the owner, and the admins it made.
-        let mut owner_revokes: HashMap<Author, u64> = HashMap::new();
-        let mut admins: HashSet<Author> = HashSet::new();
+        let mut owner_revokes: HashMap<Author, u64> = HashMap::default();
+        let mut admins: HashSet<Author> = HashSet::default();
         for record in self.records.iter().filter(|r| r.author == owner) {
             if record.seq > run.valid[&owner] {
                 continue;
@@ -404,7 +404,7 @@ impl Evaluation<'_> {
 
     /// Every key's current role: the highest standing grant, unless revoked.
     fn roles(&self, revoked: &HashMap<Author, u64>) -> HashMap<Author, Role> {
-        let mut roles = HashMap::new();
+        let mut roles = HashMap::default();
         roles.insert(self.owner, Role::Owner);
         for record in &self.access.records {
             for (key, role) in &record.grants {

@@ -435,9 +435,18 @@ impl Db {
     }
 
     fn apply_into(&self, changes: Vec<Change>, report: &mut ApplyReport) -> Result<()> {
+        // Held changes are not verified again. Only a change at or below its
+        // author's head can be held, so only those are looked up.
+        let may_hold: Vec<bool> = {
+            let writer = self.writer();
+            changes
+                .iter()
+                .map(|change| writer.may_hold(change))
+                .collect()
+        };
         let mut fresh = Vec::with_capacity(changes.len());
-        for change in changes {
-            if self.inner.view.get(keys::change(&change.hash()))?.is_some() {
+        for (change, may_hold) in changes.into_iter().zip(may_hold) {
+            if may_hold && self.inner.view.get(keys::change(&change.hash()))?.is_some() {
                 report.duplicates.push(change.hash());
             } else {
                 fresh.push(change);

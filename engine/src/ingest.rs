@@ -7,7 +7,9 @@
 //! made durable in the wal (new changes only), then written to RocksDB as one
 //! `WriteBatch` together with the applied log position.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
+
+use crate::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -123,6 +125,8 @@ struct Batch<'a> {
     admitted: Vec<Entry>,
     /// Whether this group changed what authorization depends on.
     access_changed: bool,
+    /// Authors whose state this group changed: written once, at finish.
+    authors_changed: BTreeSet<Author>,
 }
 
 impl Writer {
@@ -137,9 +141,9 @@ impl Writer {
             view,
             database,
             pending: Pending::new(pending_max),
-            heads: HashMap::new(),
-            authors: HashMap::new(),
-            recent: HashMap::new(),
+            heads: HashMap::default(),
+            authors: HashMap::default(),
+            recent: HashMap::default(),
             access: Access::default(),
             verdicts: Verdicts::default(),
             access_generation: 0,
@@ -280,10 +284,11 @@ impl Writer {
         let view = Arc::clone(&self.view);
         let mut batch = Batch {
             group: Group::new(&view),
-            fresh: HashMap::new(),
-            fresh_roles: HashMap::new(),
+            fresh: HashMap::default(),
+            fresh_roles: HashMap::default(),
             admitted: Vec::new(),
             access_changed: false,
+            authors_changed: BTreeSet::new(),
         };
         let before = (report.accepted.len(), report.inert.len());
         self.revived.clear();
@@ -381,13 +386,33 @@ impl Writer {
         records::change_meta(&batch.group, hash)
     }
 
+    /// Whether `change` is held (in the view or in this group). An author's
+    /// held changes take every seq from 1 to its `head_seq` (each names its
+    /// prev), so a change past its author's head is not held and costs no
+    /// lookup: only one at or below it (a duplicate, or fork evidence) is
+    /// looked up by hash.
+    fn held(&self, batch: &Batch<'_>, change: &Change) -> Result<bool> {
+        if !self.may_hold(change) {
+            return Ok(false);
+        }
+        Ok(self.meta(batch, &change.hash())?.is_some())
+    }
+
+    /// False when `change` is certainly not held: its seq is past its
+    /// author's head (see [`Writer::held`]).
+    pub(crate) fn may_hold(&self, change: &Change) -> bool {
+        self.authors
+            .get(&change.author())
+            .is_some_and(|state| change.seq() <= state.head_seq)
+    }
+
     /// The validity rules of docs/DESIGN.md "Changes", in order. The signature was
     /// checked before (in a batch) for new changes.
     fn admit(&self, batch: &Batch<'_>, change: &Change, source: Source) -> Result<Admission> {
-        let hash = change.hash();
-        if self.meta(batch, &hash)?.is_some() || self.pending.contains(&hash) {
+        if self.pending.contains(&change.hash()) || self.held(batch, change)? {
             return Ok(Admission::Duplicate);
         }
+        let hash = change.hash();
         let body = change.body();
         let database_ok = if change.is_genesis() {
             hash.0 == self.database.0
@@ -536,11 +561,11 @@ impl Writer {
         Ok(())
     }
 
-    /// Records `author`'s new state, in the group and in memory: the one
-    /// place it changes, so its invariants are checked here. An author's
-    /// head only moves forward, and its `cut` (set by fork evidence) is
-    /// never lifted or raised: a cut that moved up would bring back changes
-    /// every other replica has cut.
+    /// Records `author`'s new state in memory (the group writes it at
+    /// finish): the one place it changes, so its invariants are checked
+    /// here. An author's head only moves forward, and its `cut` (set by fork
+    /// evidence) is never lifted or raised: a cut that moved up would bring
+    /// back changes every other replica has cut.
     fn store_author(&mut self, batch: &mut Batch<'_>, author: Author, state: AuthorState) {
         if let Some(previous) = self.authors.get(&author) {
             debug_assert!(
@@ -558,7 +583,7 @@ impl Writer {
                 state.cut
             );
         }
-        batch.group.put(keys::author(&author), encode(&state));
+        batch.authors_changed.insert(author);
         self.authors.insert(author, state);
     }
 
@@ -806,6 +831,11 @@ impl Writer {
             }
             self.recent.insert(change.hash(), meta);
             applied_end = applied_end.max(frame.end.0);
+        }
+        for author in &batch.authors_changed {
+            batch
+                .group
+                .put(keys::author(author), encode(&self.authors[author]));
         }
         batch.group.put(
             keys::meta(keys::META_APPLIED),

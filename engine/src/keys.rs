@@ -56,12 +56,14 @@ impl Stamp {
 }
 
 pub(crate) fn push_component(key: &mut Vec<u8>, name: &str) {
-    for &byte in name.as_bytes() {
-        if byte == ESCAPE {
-            key.extend_from_slice(&[ESCAPE, ESCAPED_ZERO]);
-        } else {
-            key.push(byte);
-        }
+    key.reserve(name.len() + 2);
+    let mut runs = name.as_bytes().split(|&byte| byte == ESCAPE);
+    if let Some(first) = runs.next() {
+        key.extend_from_slice(first);
+    }
+    for run in runs {
+        key.extend_from_slice(&[ESCAPE, ESCAPED_ZERO]);
+        key.extend_from_slice(run);
     }
     key.extend_from_slice(&[ESCAPE, TERMINATOR]);
 }
@@ -100,7 +102,10 @@ pub(crate) fn row_prefix(family: u8, table: &str, row: &str) -> Vec<u8> {
 }
 
 pub(crate) fn table_prefix(family: u8, table: &str) -> Vec<u8> {
-    let mut key = vec![family];
+    // Room for what the longer keys append (a row, a field and a stamp, or
+    // a history suffix), so building one allocates once.
+    let mut key = Vec::with_capacity(table.len() + 128);
+    key.push(family);
     push_component(&mut key, table);
     key
 }

@@ -1,6 +1,6 @@
 //! The bounded set of verified changes waiting for a missing predecessor.
 
-use std::collections::HashMap;
+use crate::HashMap;
 
 use crate::change::{Change, ChangeHash};
 use crate::error::Refusal;

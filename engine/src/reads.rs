@@ -2,7 +2,9 @@
 //! the state hash.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+use std::collections::{BTreeMap, BinaryHeap};
+
+use crate::{HashMap, HashSet};
 use std::sync::Arc;
 
 use rocksdb::{DB, DBIteratorWithThreadMode, Direction, IteratorMode};
@@ -414,9 +416,9 @@ impl ChangesSince {
             log: log.clone(),
             heads: BinaryHeap::new(),
             ranges: Vec::new(),
-            boundaries: HashMap::new(),
-            evidence: HashMap::new(),
-            named: HashSet::new(),
+            boundaries: HashMap::default(),
+            evidence: HashMap::default(),
+            named: HashSet::default(),
             ready: BTreeMap::new(),
             remaining: 0,
         }

@@ -6,7 +6,7 @@
 //! re-check of the log ([`verify_parallel`]), and the handshake's proof
 //! ([`verify_ed25519_strict`]).
 
-use std::collections::HashMap;
+use crate::HashMap;
 
 use ed25519_dalek::{Signature, VerifyingKey};
 
@@ -131,7 +131,7 @@ pub fn verify_ed25519_strict(
     items: &[(&[u8], &[u8; 32], &[u8; SIGNATURE_BYTES])],
 ) -> Result<(), (usize, SignatureFault)> {
     let mut keys = Vec::with_capacity(items.len());
-    let mut key_cache = HashMap::new();
+    let mut key_cache = HashMap::default();
     let mut signatures = Vec::with_capacity(items.len());
     for (index, (_, key_bytes, signature_bytes)) in items.iter().enumerate() {
         let (key, signature) = strict_parts(key_bytes, signature_bytes, &mut key_cache)

@@ -5,11 +5,13 @@
 //! `WriteBatch`. The merge rules (docs/DESIGN.md "Merge") live in the `apply_*`
 //! functions here and nowhere else.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use bincode::{Decode, Encode};
 use rocksdb::{DB, Direction, IteratorMode, WriteBatch};
 
+use crate::HashMap;
 use crate::change::Op;
 use crate::error::Error;
 use crate::keys::{self, Stamp};
@@ -67,6 +69,11 @@ pub(crate) type Entry = (Vec<u8>, Vec<u8>);
 pub(crate) struct Group<'a> {
     view: &'a DB,
     writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// What point reads found in RocksDB, absent keys included: the view
+    /// does not change while a group is open (only its writer writes it, at
+    /// the end), and the ops of a group read the same rows' tombstones again
+    /// and again.
+    read: RefCell<HashMap<Vec<u8>, Option<Vec<u8>>>>,
 }
 
 impl<'a> Group<'a> {
@@ -74,14 +81,20 @@ impl<'a> Group<'a> {
         Group {
             view,
             writes: BTreeMap::new(),
+            read: RefCell::new(HashMap::default()),
         }
     }
 
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
-        match self.writes.get(key) {
-            Some(value) => Ok(value.clone()),
-            None => Ok(self.view.get(key)?),
+        if let Some(value) = self.writes.get(key) {
+            return Ok(value.clone());
         }
+        if let Some(value) = self.read.borrow().get(key) {
+            return Ok(value.clone());
+        }
+        let value = self.view.get(key)?;
+        self.read.borrow_mut().insert(key.to_vec(), value.clone());
+        Ok(value)
     }
 
     pub fn contains(&self, key: &[u8]) -> Result<bool, Error> {
