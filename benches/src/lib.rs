@@ -342,6 +342,20 @@ fn peers_commit(
     change
 }
 
+/// What an author's competitor document must import before its next commit:
+/// the indexes `k` (workload change `k + 1`) from `start` that the author has
+/// now seen and did not write, and the index to start from next time.
+fn newly_seen(chain: &AuthorChain, start: usize, seen: usize) -> (Vec<usize>, usize) {
+    let end = seen.saturating_sub(1).max(start);
+    let own = |k: &usize| {
+        chain
+            .changes
+            .binary_search_by_key(&(k + 1), |(global, _, _)| *global)
+            .is_ok()
+    };
+    ((start..end).filter(|k| !own(k)).collect(), end)
+}
+
 /// The same ops by the same author, after the same seen prefix, in automerge.
 fn automerge_commit(
     authors: &mut [AuthorChain],
@@ -352,18 +366,12 @@ fn automerge_commit(
 ) -> Vec<u8> {
     use automerge::transaction::Transactable;
     use automerge::{ROOT, ReadDoc, ScalarValue};
-    let own: std::collections::HashSet<usize> = authors[writer]
-        .changes
-        .iter()
-        .map(|(global, _, _)| *global)
-        .collect();
     let chain = &mut authors[writer];
+    let (unseen, end) = newly_seen(chain, chain.automerge_seen, seen);
     let document = chain.automerge.as_mut().expect("automerge requested");
-    // global[k] is workload change k + 1; apply what this author has now seen.
-    let start = chain.automerge_seen;
-    let end = seen.saturating_sub(1).max(start);
-    let incoming: Vec<automerge::Change> = (start..end)
-        .filter(|k| !own.contains(&(k + 1)) && !global[*k].is_empty())
+    let incoming: Vec<automerge::Change> = unseen
+        .into_iter()
+        .filter(|k| !global[*k].is_empty())
         .map(|k| automerge::Change::from_bytes(global[k].clone()).expect("own encoding"))
         .collect();
     document.apply_changes(incoming).expect("causal order");
@@ -427,19 +435,10 @@ fn loro_commit(
     global: &[Vec<u8>],
     ops: &[Op],
 ) -> Vec<u8> {
-    let own: std::collections::HashSet<usize> = authors[writer]
-        .changes
-        .iter()
-        .map(|(global, _, _)| *global)
-        .collect();
     let chain = &mut authors[writer];
+    let (unseen, end) = newly_seen(chain, chain.loro_seen, seen);
     let document = chain.loro.as_ref().expect("Loro requested");
-    let start = chain.loro_seen;
-    let end = seen.saturating_sub(1).max(start);
-    let incoming: Vec<Vec<u8>> = (start..end)
-        .filter(|k| !own.contains(&(k + 1)))
-        .map(|k| global[k].clone())
-        .collect();
+    let incoming: Vec<Vec<u8>> = unseen.into_iter().map(|k| global[k].clone()).collect();
     if !incoming.is_empty() {
         document.import_batch(&incoming).expect("causal order");
     }

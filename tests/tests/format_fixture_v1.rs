@@ -20,24 +20,11 @@ fn fixture_dir() -> PathBuf {
 /// The state hash the v1 fixture had when it was written.
 const STATE_HASH_V1: &str = include_str!("../fixtures/v1/state-hash");
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for entry in std::fs::read_dir(from).expect("read fixture") {
-        let entry = entry.expect("entry");
-        let target = to.join(entry.file_name());
-        if entry.file_type().expect("type").is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).expect("copy");
-        }
-    }
-}
-
 #[test]
 fn v1_database_opens_and_reads_the_same() {
     let scratch = tempfile::tempdir().expect("tempdir");
     let dir = scratch.path().join("db");
-    copy_dir(&fixture_dir(), &dir);
+    peers_tests::copy_dir(&fixture_dir(), &dir);
     let db = Db::open(&dir, Options::default()).expect("a v1 database opens");
     assert_eq!(
         db.state_hash().expect("state hash").to_hex(),

@@ -41,23 +41,10 @@ fn read_text(name: &str) -> String {
     String::from_utf8(read(name)).expect("utf-8")
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for entry in std::fs::read_dir(from).expect("read fixture") {
-        let entry = entry.expect("entry");
-        let target = to.join(entry.file_name());
-        if entry.file_type().expect("type").is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).expect("copy");
-        }
-    }
-}
-
 /// The fixture's database, copied into a scratch directory and opened.
 fn open_fixture(scratch: &Path) -> Db {
     let dir = scratch.join("db");
-    copy_dir(&fixture("db"), &dir);
+    peers_tests::copy_dir(&fixture("db"), &dir);
     Db::open(&dir, Options::default()).expect("the v2 fixture opens")
 }
 
