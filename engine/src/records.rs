@@ -18,7 +18,10 @@ pub(crate) struct ChangeMeta {
     pub seq: u64,
     pub lamport: u64,
     /// The author's named role after this change (FORMAT.md
-    /// "Authorization"); `None` in open databases and for non-members.
+    /// "Authorization"): the highest role granted to it by a change it or
+    /// an earlier change of its chain names, from grants alone. `None` for
+    /// a chain that names no grant, the owner's included; grants count the
+    /// same way in an open database, where nothing reads the role.
     pub role: Option<Role>,
 }
 
