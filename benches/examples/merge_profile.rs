@@ -3,7 +3,8 @@
 //! `cargo run --release -p peers-benches --example merge_profile -- 10000 10`
 //! (changes, authors), or under `perf record -g`. With `REBUILD=1` it then
 //! times a rebuild of the view from the log (no signature checks); with
-//! `MEMBERS_ONLY=1` the database is members-only (every author granted).
+//! `MEMBERS_ONLY=1` the database is members-only (every author granted);
+//! with `KEEP=DIR` the replica is made in DIR and kept (for `peers` to open).
 
 use std::time::Instant;
 
@@ -26,7 +27,8 @@ fn main() {
         started.elapsed()
     );
     let dir = tempfile::tempdir().expect("tempdir");
-    let db = Db::join(dir.path().join("db"), workload.database, Options::default()).expect("join");
+    let path = std::env::var_os("KEEP").map_or_else(|| dir.path().join("db"), Into::into);
+    let db = Db::join(&path, workload.database, Options::default()).expect("join");
     let started = Instant::now();
     peers_benches::apply_all(&db, &encoded);
     let elapsed = started.elapsed();
