@@ -7,15 +7,15 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use peers_engine::{
-    ApplyReport, Author, Change, ChangeSetReader, ChangeSetWriter, DatabaseId, Db, Op, Options,
-    Refusal, Role, Value, VersionVector,
+    Author, Change, ChangeSetReader, ChangeSetWriter, DatabaseId, Db, Op, Options, Refusal, Role,
+    Value, VersionVector,
 };
 use serde_json::json;
 
 use crate::console::{self, bar_style, print, progress_bar};
 use crate::control::{self, Route};
 use crate::output::{
-    history_json, op_json, report_json, row_json, row_text, version_vector_from_json,
+    ImportTally, history_json, op_json, row_json, row_text, version_vector_from_json,
     version_vector_json,
 };
 use crate::{Cli, Command};
@@ -480,7 +480,7 @@ fn import(db: &Db, file: &Path, json: bool) -> Result<()> {
     }
     let bar = progress_bar(length, "importing");
     bar.set_style(bar_style("{msg} {bar:40} {bytes}/{total_bytes} ({eta})"));
-    let mut total = ApplyReport::default();
+    let mut total = ImportTally::default();
     let mut refused_records: Vec<String> = Vec::new();
     let mut batch: Vec<Change> = Vec::with_capacity(IMPORT_BATCH_CHANGES);
     let mut index: u64 = 0;
@@ -501,7 +501,7 @@ fn import(db: &Db, file: &Path, json: bool) -> Result<()> {
             index += 1;
         }
         if batch.len() == IMPORT_BATCH_CHANGES || (done && !batch.is_empty()) {
-            merge_reports(&mut total, db.apply(std::mem::take(&mut batch))?);
+            total.add(db.apply(std::mem::take(&mut batch))?);
             bar.set_position(reader.bytes_read());
         }
         if done {
@@ -652,24 +652,15 @@ fn print_watched(db: &Db, change: &Change, ops: &[&Op], json: bool) {
     });
 }
 
-fn merge_reports(total: &mut ApplyReport, part: ApplyReport) {
-    total.accepted.extend(part.accepted);
-    total.inert.extend(part.inert);
-    total.duplicates.extend(part.duplicates);
-    total.pending.retain(|hash| !total.accepted.contains(hash));
-    total.pending.extend(part.pending);
-    total.refused.extend(part.refused);
-}
-
-fn print_import(report: &ApplyReport, json: bool) {
-    print(json, report_json(report), || {
+fn print_import(tally: &ImportTally, json: bool) {
+    print(json, tally.json(), || {
         format!(
             "accepted {} (inert {}), duplicates {}, pending {}, refused {}",
-            report.accepted.len(),
-            report.inert.len(),
-            report.duplicates.len(),
-            report.pending.len(),
-            report.refused.len()
+            tally.accepted,
+            tally.inert,
+            tally.duplicates,
+            tally.pending.len(),
+            tally.refused.len()
         )
     });
 }

@@ -1,6 +1,10 @@
 //! Text and JSON renderings of engine values.
 
-use peers_engine::{ApplyReport, HistoryEntry, Op, OpPart, Row, Value, VersionVector};
+use std::collections::HashSet;
+
+use peers_engine::{
+    ApplyReport, ChangeHash, HistoryEntry, Op, OpPart, Refusal, Row, Value, VersionVector,
+};
 use serde_json::{Value as Json, json};
 
 pub(crate) fn value_json(value: &Value) -> Json {
@@ -104,15 +108,41 @@ pub(crate) fn version_vector_from_json(text: &str) -> anyhow::Result<VersionVect
     Ok(vector)
 }
 
-pub(crate) fn report_json(report: &ApplyReport) -> Json {
-    json!({
-        "accepted": report.accepted.len(),
-        "inert": report.inert.len(),
-        "duplicates": report.duplicates.len(),
-        "pending": report.pending.len(),
-        "refused": report.refused.iter().map(|(hash, reason)| json!({
-            "hash": hash.map(|hash| hash.to_hex()),
-            "reason": reason.to_string(),
-        })).collect::<Vec<_>>(),
-    })
+/// What `peers import` did, counted as it goes: a file of a million changes
+/// keeps counts and the changes still pending, not a million hashes.
+#[derive(Default)]
+pub(crate) struct ImportTally {
+    pub(crate) accepted: u64,
+    pub(crate) inert: u64,
+    pub(crate) duplicates: u64,
+    /// Pending after the last batch: a later batch may release them.
+    pub(crate) pending: HashSet<ChangeHash>,
+    pub(crate) refused: Vec<(Option<ChangeHash>, Refusal)>,
+}
+
+impl ImportTally {
+    /// Adds one batch's report.
+    pub(crate) fn add(&mut self, part: ApplyReport) {
+        self.accepted += part.accepted.len() as u64;
+        self.inert += part.inert.len() as u64;
+        self.duplicates += part.duplicates.len() as u64;
+        for hash in &part.accepted {
+            self.pending.remove(hash);
+        }
+        self.pending.extend(part.pending);
+        self.refused.extend(part.refused);
+    }
+
+    pub(crate) fn json(&self) -> Json {
+        json!({
+            "accepted": self.accepted,
+            "inert": self.inert,
+            "duplicates": self.duplicates,
+            "pending": self.pending.len(),
+            "refused": self.refused.iter().map(|(hash, reason)| json!({
+                "hash": hash.map(|hash| hash.to_hex()),
+                "reason": reason.to_string(),
+            })).collect::<Vec<_>>(),
+        })
+    }
 }

@@ -457,34 +457,63 @@ pub(crate) fn signed_message(hash: &ChangeHash) -> [u8; 58] {
 }
 const _: () = assert!(SIGNATURE_DOMAIN.len() + 32 == 58);
 
+/// A change encoded and hashed but not yet signed: its hash is what the
+/// next change of its chain names, so a chain can be built first and its
+/// changes signed afterwards, on several threads (`db::commit`).
+pub(crate) struct Unsigned {
+    body: ChangeBody,
+    bytes: Vec<u8>,
+    hash: ChangeHash,
+}
+
+impl Unsigned {
+    /// Encodes and hashes `body`. Panics if `body` breaks a structural rule
+    /// or the signed change would exceed [`CHANGE_BYTES_MAX`]: building one
+    /// is a bug in the caller, not bad input.
+    pub(crate) fn new(body: ChangeBody) -> Unsigned {
+        if let Err(rule) = check_structure(&body) {
+            panic!("built a change that breaks a structural rule: {rule}");
+        }
+        let bytes = bincode::encode_to_vec(&body, bincode_config())
+            .expect("encoding into a Vec cannot fail");
+        assert!(
+            bytes.len() + SIGNATURE_BYTES <= CHANGE_BYTES_MAX,
+            "change of {} bytes exceeds the limit",
+            bytes.len() + SIGNATURE_BYTES
+        );
+        let hash = hash_body(&bytes);
+        Unsigned { body, bytes, hash }
+    }
+
+    /// The hash the change will have.
+    pub(crate) fn hash(&self) -> ChangeHash {
+        self.hash
+    }
+
+    /// Signs with `key`, which must be the author's.
+    pub(crate) fn sign(self, key: &SigningKey) -> Change {
+        assert_eq!(
+            self.body.author.0,
+            key.verifying_key().to_bytes(),
+            "author must be the signer"
+        );
+        let signature = key.sign(&signed_message(&self.hash)).to_bytes();
+        let mut bytes = self.bytes;
+        bytes.extend_from_slice(&signature);
+        Change {
+            body: Arc::new(self.body),
+            hash: self.hash,
+            signature,
+            bytes: bytes.into(),
+        }
+    }
+}
+
 impl Change {
     /// Encodes and signs `body` with `key`. Panics if `body` breaks a
     /// structural rule: building one is a bug in the caller, not bad input.
     pub(crate) fn sign(body: ChangeBody, key: &SigningKey) -> Change {
-        assert_eq!(
-            body.author.0,
-            key.verifying_key().to_bytes(),
-            "author must be the signer"
-        );
-        if let Err(rule) = check_structure(&body) {
-            panic!("built a change that breaks a structural rule: {rule}");
-        }
-        let mut bytes = bincode::encode_to_vec(&body, bincode_config())
-            .expect("encoding into a Vec cannot fail");
-        let hash = hash_body(&bytes);
-        let signature = key.sign(&signed_message(&hash)).to_bytes();
-        bytes.extend_from_slice(&signature);
-        assert!(
-            bytes.len() <= CHANGE_BYTES_MAX,
-            "change of {} bytes exceeds the limit",
-            bytes.len()
-        );
-        Change {
-            body: Arc::new(body),
-            hash,
-            signature,
-            bytes: bytes.into(),
-        }
+        Unsigned::new(body).sign(key)
     }
 
     /// Decodes canonical change bytes. Checks form only, not the signature.

@@ -34,7 +34,7 @@ use crate::records::ChangeMeta;
 use crate::signature::{self, fan_out};
 use crate::version_vector::VersionVector;
 use crate::view::{FieldState, decode};
-use commit::{CommitRequest, now_ms};
+use commit::{Chain, CommitRequest, now_ms};
 pub use directory::LOCK_FILE;
 pub(crate) use directory::VIEW_DIR;
 use directory::{
@@ -114,7 +114,11 @@ struct Inner {
     /// held across I/O) after each group that changed it, before the
     /// group's changes are published to subscribers.
     membership: RwLock<Arc<Membership>>,
+    /// Signed local changes waiting for a group commit (`commit.rs`).
     queue: Mutex<Vec<CommitRequest>>,
+    /// This replica's chain as reserved by commits in flight; locked only
+    /// while `writer` is held.
+    chain: Mutex<Chain>,
     events: broadcast::Sender<Change>,
     /// [`Options::pending_changes_max`].
     pending_changes_max: usize,
@@ -291,6 +295,7 @@ impl Db {
             membership: RwLock::new(Arc::new(membership)),
             writer: Mutex::new(writer),
             queue: Mutex::new(Vec::new()),
+            chain: Mutex::new(Chain::default()),
             events,
             pending_changes_max: options.pending_changes_max,
             recovery,

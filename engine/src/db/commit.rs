@@ -1,24 +1,56 @@
-//! Local commits: ops checked, signed as changes chained on this replica's
-//! head, and ingested in groups: concurrent callers share one group, one log
-//! append and one fsync (group commit).
+//! Local commits, in three steps so that committing threads sign in
+//! parallel (docs/DESIGN.md "Storage"):
+//!
+//! 1. **Reserve**, under the writer lock: the local checks, then the next
+//!    body of this replica's chain (seq, prev, deps, lamport), encoded and
+//!    hashed. The chain's reserved head moves on; the next reservation
+//!    chains on this hash, signed or not.
+//! 2. **Sign**, on the caller's thread, with no lock held.
+//! 3. **Commit**, under the writer lock: whoever holds it takes every queued
+//!    signed change that continues the writer's head, in seq order, and
+//!    ingests them as one group: one log append, one fsync (group commit). A
+//!    change whose predecessor is still being signed waits for the thread
+//!    signing it, which commits both.
+//!
+//! If a group fails, or the chain moved under a reservation (a check now
+//! refuses it, or a change of our own key arrived from elsewhere), every
+//! change reserved after it can no longer be committed: they fail, the
+//! reservations start again from the writer's head, and changes still being
+//! signed under the old reservations fail when they arrive (`epoch`).
 
 use std::sync::mpsc::{SyncSender, sync_channel};
 
 use super::Db;
-use crate::change::{CHANGE_FORMAT_VERSION, Change, ChangeBody, ChangeHash, DEPS_MAX, Op};
+use crate::change::{
+    CHANGE_FORMAT_VERSION, Change, ChangeBody, ChangeHash, DEPS_MAX, Op, Unsigned,
+};
 use crate::error::{Error, Result};
 use crate::ingest::{ApplyReport, Source, Writer};
 use crate::value::Value;
 
-/// One caller's ops waiting for the next group commit.
+/// A signed change waiting for the next group commit.
 pub(crate) struct CommitRequest {
-    pub(crate) ops: Vec<Op>,
-    pub(crate) reply: SyncSender<Result<ChangeHash>>,
+    change: Change,
+    /// The [`Chain::epoch`] it was reserved in.
+    epoch: u64,
+    reply: SyncSender<Result<ChangeHash>>,
+}
+
+/// This replica's chain as reserved: ahead of the writer's own head while
+/// reserved changes are being signed or wait to be committed. Locked only
+/// while the writer is held.
+#[derive(Default)]
+pub(crate) struct Chain {
+    /// Starts again after a failure: changes reserved before it fail.
+    epoch: u64,
+    /// The last reserved change (seq, hash, lamport), when it is ahead of
+    /// the writer's head; `None` when every reservation is committed (or
+    /// failed), so the next one chains on the writer's head.
+    reserved: Option<(u64, ChangeHash, u64)>,
 }
 
 impl Db {
-    /// Commits `ops` as one change. Concurrent callers are grouped: whoever
-    /// gets the writer first commits everything queued, with one fsync.
+    /// Commits `ops` as one change (the three steps above).
     pub(crate) fn commit(&self, ops: Vec<Op>) -> Result<ChangeHash> {
         crate::change::check_ops(&ops).map_err(|rule| Error::InvalidTransaction { rule })?;
         let bytes = crate::change::ops_bytes(&ops);
@@ -32,12 +64,23 @@ impl Db {
             return Err(Error::TransactionUndecodable { ops: ops.len() });
         }
         self.check_increments(&ops)?;
+        let (unsigned, epoch) = {
+            let writer = self.writer();
+            self.reserve(&writer, ops)?
+        };
+        // Tests hold a commit here to order threads (tests/tests/commit_order.rs).
+        fail::fail_point!("engine::commit-sign");
+        let change = unsigned.sign(self.inner.identity.signing_key());
         let (reply, answer) = sync_channel(1);
         self.inner
             .queue
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push(CommitRequest { ops, reply });
+            .push(CommitRequest {
+                change,
+                epoch,
+                reply,
+            });
         loop {
             if let Ok(result) = answer.try_recv() {
                 return result;
@@ -46,63 +89,189 @@ impl Db {
             if let Ok(result) = answer.try_recv() {
                 return result;
             }
-            let requests =
-                std::mem::take(&mut *self.inner.queue.lock().unwrap_or_else(|p| p.into_inner()));
-            self.commit_group(&mut writer, requests);
+            if !self.commit_ready(&mut writer) {
+                // Ours waits for a predecessor still being signed; the
+                // thread signing it commits ours with it.
+                drop(writer);
+                return answer.recv().unwrap_or_else(|_| {
+                    Err(Error::CommitFailed {
+                        reason: "the commit was dropped".into(),
+                    })
+                });
+            }
         }
     }
 
-    fn commit_group(&self, writer: &mut Writer, requests: Vec<CommitRequest>) {
-        // Refused requests are answered alone; the others commit together.
-        let requests: Vec<CommitRequest> = requests
-            .into_iter()
-            .filter_map(|request| {
-                match crate::access::check_local(
-                    self.author(),
-                    &writer.access,
-                    &writer.verdicts,
-                    writer.author(&self.author()),
-                    &request.ops,
-                ) {
-                    Ok(()) => Some(request),
+    fn chain(&self) -> std::sync::MutexGuard<'_, Chain> {
+        self.inner.chain.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Step 1: checks `ops` and builds the next change of this replica's
+    /// chain, unsigned. Returns it with the epoch it was reserved in.
+    fn reserve(&self, writer: &Writer, ops: Vec<Op>) -> Result<(Unsigned, u64)> {
+        let author = self.author();
+        let state = writer.author(&author);
+        self.check_local(writer, &ops)?;
+        let mut chain = self.chain();
+        let (seq, prev, prev_lamport) = match chain.reserved {
+            Some((seq, hash, lamport)) => (seq, Some(hash), lamport),
+            None => state.map_or((0, None, 0), |state| {
+                (state.head_seq, Some(state.head_hash), state.head_lamport)
+            }),
+        };
+        let deps = self.deps(writer)?;
+        let deps_lamport = deps.iter().map(|(lamport, _)| *lamport).max().unwrap_or(0);
+        let mut deps: Vec<ChangeHash> = deps.into_iter().map(|(_, hash)| hash).collect();
+        deps.sort_unstable();
+        let lamport = 1 + prev_lamport.max(deps_lamport);
+        let unsigned = Unsigned::new(ChangeBody {
+            version: CHANGE_FORMAT_VERSION,
+            database: self.inner.database,
+            author,
+            seq: seq + 1,
+            prev,
+            deps,
+            lamport,
+            wall_ms: now_ms(),
+            ops,
+        });
+        chain.reserved = Some((seq + 1, unsigned.hash(), lamport));
+        Ok((unsigned, chain.epoch))
+    }
+
+    /// The checks a commit passes, against the writer's state now: the
+    /// role (FORMAT.md "Authorization"), and a chain not cut by a fork.
+    fn check_local(&self, writer: &Writer, ops: &[Op]) -> Result<()> {
+        let author = self.author();
+        let state = writer.author(&author);
+        crate::access::check_local(author, &writer.access, &writer.verdicts, state, ops)?;
+        if let Some(cut) = state.and_then(|state| state.cut) {
+            return Err(Error::IdentityCut {
+                author,
+                cut_seq: cut,
+            });
+        }
+        Ok(())
+    }
+
+    /// The heads of other authors the next change names, with their
+    /// lamports: the newest, a grant not yet named first.
+    fn deps(&self, writer: &Writer) -> Result<Vec<(u64, ChangeHash)>> {
+        let author = self.author();
+        let mut others: Vec<(u64, ChangeHash)> = writer
+            .heads
+            .iter()
+            .filter(|(_, (_, head_author))| *head_author != author)
+            .map(|(hash, (lamport, _))| (*lamport, *hash))
+            .collect();
+        others.sort_unstable_by(|a, b| b.cmp(a));
+        // A grant not yet named goes first: without it the change is refused.
+        if let Some(grant) = self.grant_to_name(writer)? {
+            let meta = writer
+                .held_meta(&grant)?
+                .ok_or(Error::MissingChange { hash: grant })?;
+            others.retain(|(_, hash)| *hash != grant);
+            others.insert(0, (meta.lamport, grant));
+        }
+        others.truncate(DEPS_MAX);
+        Ok(others)
+    }
+
+    /// Step 3: commits, as one group, every queued change that continues
+    /// the writer's head, and answers each; fails what can no longer be
+    /// committed. Returns `false` when nothing could be done: the change
+    /// next in line is still being signed.
+    fn commit_ready(&self, writer: &mut Writer) -> bool {
+        let author = self.author();
+        let mut queue = self.inner.queue.lock().unwrap_or_else(|p| p.into_inner());
+        let mut chain = self.chain();
+        let (mut seq, mut prev) = writer
+            .author(&author)
+            .map_or((0, None), |state| (state.head_seq, Some(state.head_hash)));
+        queue.sort_unstable_by_key(|request| request.change.seq());
+        let mut ready = Vec::new();
+        let mut broken = None;
+        for request in std::mem::take(&mut *queue) {
+            let change = &request.change;
+            if request.epoch != chain.epoch {
+                let _ = request.reply.send(Err(Error::CommitFailed {
+                    reason: "an earlier commit of this replica failed".into(),
+                }));
+            } else if broken.is_some() || change.seq() > seq + 1 {
+                queue.push(request);
+            } else if change.seq() == seq + 1 && change.body().prev == prev {
+                match self.check_local(writer, &change.body().ops) {
+                    Ok(()) => {
+                        seq += 1;
+                        prev = Some(change.hash());
+                        ready.push(request);
+                    }
                     Err(error) => {
                         let _ = request.reply.send(Err(error));
-                        None
+                        broken = Some("an earlier commit of this replica was refused");
                     }
                 }
-            })
-            .collect();
-        if requests.is_empty() {
-            return;
+            } else {
+                // The writer's head moved past or away from the reservation:
+                // a change of our own key came from elsewhere.
+                let _ = request.reply.send(Err(Error::CommitFailed {
+                    reason: "this replica's chain moved: its key committed elsewhere".into(),
+                }));
+                broken = Some("this replica's chain moved");
+            }
         }
-        let result = self.build_changes(writer, &requests).and_then(|changes| {
+        if ready.is_empty() && broken.is_none() {
+            return false;
+        }
+        let changes: Vec<Change> = ready.iter().map(|request| request.change.clone()).collect();
+        let result = if changes.is_empty() {
+            Ok(Vec::new())
+        } else {
             let mut report = ApplyReport::default();
             let entries = changes.into_iter().map(|change| (change, None)).collect();
-            let accepted = writer.ingest(entries, Source::New, &mut report)?;
-            assert!(
-                report.refused.is_empty() && report.pending.is_empty(),
-                "own changes are valid: {report:?}"
-            );
-            self.publish(writer, &accepted, &report);
-            Ok(accepted)
-        });
-        match result {
+            writer
+                .ingest(entries, Source::New, &mut report)
+                .inspect(|accepted| {
+                    assert!(
+                        report.refused.is_empty() && report.pending.is_empty(),
+                        "own changes checked under the writer lock are valid: {report:?}"
+                    );
+                    self.publish(writer, accepted, &report);
+                })
+        };
+        let failed = match result {
             Ok(accepted) => {
-                for (request, change) in requests.into_iter().zip(accepted) {
+                if accepted.last().map(Change::hash) == chain.reserved.map(|(_, hash, _)| hash) {
+                    chain.reserved = None;
+                }
+                for (request, change) in ready.into_iter().zip(accepted) {
                     let _ = request.reply.send(Ok(change.hash()));
                 }
+                broken.map(str::to_owned)
             }
             Err(error) => {
                 let message = error.to_string();
                 let mut first = Some(error);
-                for request in requests {
+                for request in ready {
                     let error = first.take().unwrap_or_else(|| Error::CommitFailed {
                         reason: message.clone(),
                     });
                     let _ = request.reply.send(Err(error));
                 }
+                Some(message)
             }
+        };
+        if let Some(reason) = failed {
+            // Everything reserved after the failure chains on it.
+            for request in queue.drain(..) {
+                let _ = request.reply.send(Err(Error::CommitFailed {
+                    reason: format!("an earlier commit of this replica failed: {reason}"),
+                }));
+            }
+            chain.epoch += 1;
+            chain.reserved = None;
         }
+        true
     }
 
     /// Refuses an increment of a field whose value, after the ops before it
@@ -164,65 +333,6 @@ impl Db {
             return Ok(None);
         }
         Ok(writer.grant_to_name(&me, role))
-    }
-
-    /// Signs one change per request, chained, with deps from the heads.
-    fn build_changes(&self, writer: &Writer, requests: &[CommitRequest]) -> Result<Vec<Change>> {
-        let author = self.author();
-        let state = writer.author(&author);
-        if let Some(cut) = state.and_then(|state| state.cut) {
-            return Err(Error::IdentityCut {
-                author,
-                cut_seq: cut,
-            });
-        }
-        let (mut seq, mut prev, mut prev_lamport) = state.map_or((0, None, 0), |state| {
-            (state.head_seq, Some(state.head_hash), state.head_lamport)
-        });
-        let mut others: Vec<(u64, ChangeHash)> = writer
-            .heads
-            .iter()
-            .filter(|(_, (_, head_author))| *head_author != author)
-            .map(|(hash, (lamport, _))| (*lamport, *hash))
-            .collect();
-        others.sort_unstable_by(|a, b| b.cmp(a));
-        // A grant not yet named goes first: without it the change is refused.
-        if let Some(grant) = self.grant_to_name(writer)? {
-            let meta = writer
-                .held_meta(&grant)?
-                .ok_or(Error::MissingChange { hash: grant })?;
-            others.retain(|(_, hash)| *hash != grant);
-            others.insert(0, (meta.lamport, grant));
-        }
-        others.truncate(DEPS_MAX);
-        let deps_lamport = others
-            .iter()
-            .map(|(lamport, _)| *lamport)
-            .max()
-            .unwrap_or(0);
-        let mut deps: Vec<ChangeHash> = others.into_iter().map(|(_, hash)| hash).collect();
-        deps.sort_unstable();
-        let mut changes = Vec::with_capacity(requests.len());
-        for request in requests {
-            seq += 1;
-            let lamport = 1 + prev_lamport.max(deps_lamport);
-            let body = ChangeBody {
-                version: CHANGE_FORMAT_VERSION,
-                database: self.inner.database,
-                author,
-                seq,
-                prev,
-                deps: deps.clone(),
-                lamport,
-                wall_ms: now_ms(),
-                ops: request.ops.clone(),
-            };
-            let change = Change::sign(body, self.inner.identity.signing_key());
-            prev = Some(change.hash());
-            prev_lamport = lamport;
-            changes.push(change);
-        }
-        Ok(changes)
     }
 }
 
