@@ -127,6 +127,9 @@ pub(crate) fn read_database_file(dir: &Path) -> Result<DatabaseId> {
     })
 }
 
+/// Size of one RocksDB memtable of the view (two at most).
+const VIEW_MEMTABLE_BYTES: usize = 32 << 20;
+
 pub(crate) fn view_options() -> rocksdb::Options {
     let mut options = rocksdb::Options::default();
     options.create_if_missing(true);
@@ -136,6 +139,13 @@ pub(crate) fn view_options() -> rocksdb::Options {
     // Most point lookups on ingest miss (is this change new? is there a
     // tombstone?): bloom filters answer those without reading blocks.
     let mut table = rocksdb::BlockBasedOptions::default();
+    // Memory (benches/README.md "A replica of 1M changes"): a bulk write (a
+    // rebuild, a verify's scratch view, a catch-up) fills memtables as fast as
+    // RocksDB flushes them, and two of the default 64 MiB were most of a
+    // 204 MiB peak in a rebuild of 1M changes (163 MiB with two of 32 MiB;
+    // with 16 MiB, 139 MiB but the rebuild took twice as long).
+    options.set_write_buffer_size(VIEW_MEMTABLE_BYTES);
+    options.set_max_write_buffer_number(2);
     table.set_bloom_filter(10.0, false);
     table.set_cache_index_and_filter_blocks(true);
     table.set_pin_l0_filter_and_index_blocks_in_cache(true);
