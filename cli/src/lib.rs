@@ -7,6 +7,7 @@
 //! runs there: an embedding application gets that with
 //! [`control::Control::start`].
 
+mod backup;
 mod commands;
 mod console;
 pub mod control;
@@ -205,6 +206,11 @@ pub(crate) enum Command {
     },
     /// List the keys that hold or held a role.
     Members,
+    /// Encrypted backups to a local directory or S3: init, run, list, restore, prune (docs/SERVICES.md).
+    Backup {
+        #[command(subcommand)]
+        action: backup::BackupCommand,
+    },
     /// Accept peers and sync with them live, until Ctrl-C. Logs peers and counts.
     Serve {
         /// Address to listen on (IP:PORT; port 0 picks a free one).
