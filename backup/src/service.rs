@@ -17,6 +17,11 @@ use crate::format::{
 use crate::keys::{self, RecoveryKey};
 use crate::store::{Listed, Store};
 
+/// One `init`, `run` or `prune` at a time in this process: two runs at
+/// once would both take the next run number. (Other processes reach a
+/// database through the one that holds it, so this covers them too.)
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Progress of a long step: `(bytes done, bytes in all)`.
 pub type Progress<'a> = &'a mut (dyn FnMut(u64, u64) + Send);
 
@@ -39,6 +44,7 @@ pub struct InitReport {
 /// returned in the report) when the store holds none; otherwise this device
 /// joins the backup there, which needs its recovery key.
 pub async fn init(db: &Db, store: &Store, recovery: Option<&RecoveryKey>) -> Result<InitReport> {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let dir = db.dir();
     match Config::load(dir) {
         Ok(config) => {
@@ -201,11 +207,14 @@ pub struct RunReport {
     pub segments_uploaded: u64,
     /// Sealed segments an earlier run had uploaded.
     pub segments_kept: u64,
+    /// The tail's bytes (the unsealed last segment, uploaded every run).
+    pub tail_bytes: u64,
     /// Bytes written to the store (objects, manifest included).
     pub bytes_uploaded: u64,
 }
 
-fn now_ms() -> u64 {
+/// Milliseconds since the Unix epoch, by this machine's clock.
+pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |elapsed| {
@@ -275,6 +284,7 @@ fn read_segment(db: &Db, base: u64, bytes: u64) -> Result<Vec<u8>> {
 /// place): uploads the sealed segments no earlier run uploaded, the tail,
 /// and a new signed manifest naming them all; then records the run.
 pub async fn run(db: &Db, store: &Store, progress: Progress<'_>) -> Result<RunReport> {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let mut config = Config::load(db.dir())?;
     let (database, key) = device_key(db, store, &config).await?;
     let device = db.author();
@@ -300,6 +310,7 @@ pub async fn run(db: &Db, store: &Store, progress: Progress<'_>) -> Result<RunRe
         log_bytes: segments.last().map_or(0, |last| last.base + last.bytes),
         segments_uploaded: 0,
         segments_kept: 0,
+        tail_bytes: 0,
         bytes_uploaded: 0,
     };
     let mut entries = Vec::with_capacity(segments.len());
@@ -330,8 +341,9 @@ pub async fn run(db: &Db, store: &Store, progress: Progress<'_>) -> Result<RunRe
             let object = format::seal(&key, &database, &name, &bytes);
             report.bytes_uploaded += object.len() as u64;
             store.put(&name, object).await?;
-            if kind == EntryKind::Segment {
-                report.segments_uploaded += 1;
+            match kind {
+                EntryKind::Segment => report.segments_uploaded += 1,
+                EntryKind::Tail => report.tail_bytes = segment.bytes,
             }
             entries.push(Entry {
                 kind,
@@ -511,6 +523,7 @@ async fn unreferenced(
 /// and not written since. Each call does both: it completes the marks
 /// whose grace ran out, then marks what is newly unreferenced.
 pub async fn prune(db: &Db, store: &Store, options: PruneOptions) -> Result<PruneReport> {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let config = Config::load(db.dir())?;
     let (database, key) = device_key(db, store, &config).await?;
     let now = now_ms();

@@ -191,16 +191,18 @@ fn run(db: &Db, json: bool) -> Result<()> {
             "log_bytes": report.log_bytes,
             "segments_uploaded": report.segments_uploaded,
             "segments_kept": report.segments_kept,
+            "tail_bytes": report.tail_bytes,
             "bytes_uploaded": report.bytes_uploaded,
             "seconds": seconds,
         }),
         || {
             format!(
-                "backup run {}: log of {} bytes; uploaded {} new segments, kept {}; {} bytes written in {seconds:.2} s",
+                "backup run {}: log of {} bytes; uploaded {} new sealed segments (kept {}) and the tail ({} bytes); {} bytes written in {seconds:.2} s",
                 report.run,
                 report.log_bytes,
                 report.segments_uploaded,
                 report.segments_kept,
+                report.tail_bytes,
                 report.bytes_uploaded
             )
         },
@@ -248,6 +250,7 @@ fn list_output(listing: &peers_backup::Listing, json: bool) {
         );
         return;
     }
+    let now = peers_backup::now_ms();
     for run in &listing.runs {
         let missing = if run.missing.is_empty() {
             String::new()
@@ -259,12 +262,12 @@ fn list_output(listing: &peers_backup::Listing, json: bool) {
             )
         };
         console::out(&format!(
-            "device {} run {}: log of {} bytes in {} segments, made at {} ms; {} bytes stored{missing}",
+            "device {} run {}: log of {} bytes in {} segments, made {} ago; {} bytes stored{missing}",
             &run.manifest.device.to_hex()[..16],
             run.manifest.run,
             run.manifest.log_end(),
             run.manifest.entries.len(),
-            run.manifest.created_ms,
+            age(now.saturating_sub(run.manifest.created_ms)),
             run.stored_bytes,
         ));
     }
@@ -313,6 +316,90 @@ fn prune(db: &Db, keep: usize, grace: Duration, json: bool) -> Result<()> {
 
 fn humanize(duration: Duration) -> String {
     format!("{} s", duration.as_secs())
+}
+
+/// `42 s`, `17 min`, `5 h`, `3 d`.
+fn age(elapsed_ms: u64) -> String {
+    let seconds = elapsed_ms / 1000;
+    match seconds {
+        0..120 => format!("{seconds} s"),
+        120..7200 => format!("{} min", seconds / 60),
+        7200..172_800 => format!("{} h", seconds / 3600),
+        _ => format!("{} d", seconds / 86_400),
+    }
+}
+
+/// Backups in the background (`peers serve --backup-every`): a thread that
+/// runs one every interval, until dropped (which waits for a run in flight).
+pub(crate) struct Background {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Background {
+    /// Checks that a backup is configured, then starts the thread.
+    pub(crate) fn start(db: &Db, every: Duration, json: bool) -> Result<Background> {
+        if every.is_zero() {
+            anyhow::bail!("--backup-every must be longer than 0 s");
+        }
+        let store = open_store(&configured_url(db).context("--backup-every")?)?;
+        let db = db.clone();
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("backup".into())
+            .spawn(move || {
+                // A message never comes: the sender is dropped to stop.
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(every)
+                {
+                    background_run(&db, &store, json);
+                }
+            })
+            .context("starting the backup thread")?;
+        Ok(Background {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// One background run: an event line, or an error line; the next run
+/// tries again either way.
+fn background_run(db: &Db, store: &Store, json: bool) {
+    let report = block_on(peers_backup::run(db, store, &mut |_, _| {}));
+    match report {
+        Ok(Ok(report)) => print(
+            json,
+            json!({
+                "event": "backup",
+                "run": report.run,
+                "log_bytes": report.log_bytes,
+                "segments_uploaded": report.segments_uploaded,
+                "bytes_uploaded": report.bytes_uploaded,
+            }),
+            || {
+                format!(
+                    "backup run {}: log of {} bytes, {} bytes written",
+                    report.run, report.log_bytes, report.bytes_uploaded
+                )
+            },
+        ),
+        Ok(Err(error)) => console::err(&format!(
+            "peers: backup failed (the next run tries again): {error}"
+        )),
+        Err(error) => console::err(&format!(
+            "peers: backup failed (the next run tries again): {error}"
+        )),
+    }
 }
 
 /// `peers backup restore`: needs no database.

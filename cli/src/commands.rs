@@ -214,7 +214,17 @@ fn run_on(db: &Db, command: Command, json: bool) -> Result<()> {
             discover,
             connect,
             across,
-        } => crate::network::serve(db, &listen, discover, &connect, &across, json),
+            backup_every,
+        } => {
+            let backups = backup_every
+                .map(|every| -> Result<_> {
+                    crate::backup::Background::start(db, parse_duration(&every)?, json)
+                })
+                .transpose()?;
+            let served = crate::network::serve(db, &listen, discover, &connect, &across, json);
+            drop(backups);
+            served
+        }
         Command::Sync {
             address,
             expect_key,

@@ -224,6 +224,9 @@ pub(crate) enum Command {
         connect: Vec<String>,
         #[command(flatten)]
         across: Across,
+        /// Also back up every DURATION (90s, 30m, 24h, 7d) to the place `peers backup init` configured; the first run after one DURATION.
+        #[arg(long, value_name = "DURATION")]
+        backup_every: Option<String>,
     },
     /// Sync with a peer both ways: once (prints changes and bytes sent and received), or --live until Ctrl-C.
     Sync {
