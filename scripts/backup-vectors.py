@@ -131,9 +131,10 @@ def main():
     body = MANIFEST_MAGIC + struct.pack("<I", VERSION) + DATABASE + device
     body += struct.pack("<QQ", 3, 1764288000000)
     body += struct.pack("<I", 2)
-    body += bytes([1]) + struct.pack("<QQ", 0, len(SEGMENT)) + blake3.blake3(SEGMENT).digest()
-    tail = SEGMENT  # a tail of the same bytes at the next base
-    body += bytes([2]) + struct.pack("<QQ", len(SEGMENT), len(tail)) + blake3.blake3(tail).digest()
+    # entry: kind, base, offset, bytes, run, blake3
+    body += bytes([1]) + struct.pack("<QQQQ", 0, 0, len(SEGMENT), 0) + blake3.blake3(SEGMENT).digest()
+    tail = SEGMENT  # a tail piece of the same bytes: the next segment, offset 0, from run 3
+    body += bytes([2]) + struct.pack("<QQQQ", len(SEGMENT), 0, len(tail), 3) + blake3.blake3(tail).digest()
     signature = private.sign(SIGNATURE_DOMAIN + body)
     manifest = body + signature
     sealed_manifest = seal(seal_key, DATABASE, manifest_name, manifest, NONCE)

@@ -43,8 +43,9 @@ pub(crate) const WAL_HEADER_BYTES: u64 = 32;
 
 /// Fixed part of a manifest before its entries.
 pub(crate) const MANIFEST_FIXED_BYTES: usize = 8 + 4 + 32 + 32 + 8 + 8 + 4;
-/// One manifest entry: `kind u8 | base u64 | bytes u64 | blake3[32]`.
-pub(crate) const MANIFEST_ENTRY_BYTES: usize = 1 + 8 + 8 + 32;
+/// One manifest entry:
+/// `kind u8 | base u64 | offset u64 | bytes u64 | run u64 | blake3[32]`.
+pub(crate) const MANIFEST_ENTRY_BYTES: usize = 1 + 8 + 8 + 8 + 8 + 32;
 /// An ed25519 signature.
 pub(crate) const SIGNATURE_BYTES: usize = 64;
 /// Most entries (segments) one manifest may name: 64 Ki segments, 4 TiB of
@@ -121,7 +122,8 @@ pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
 pub(crate) enum NamedKind {
     /// A sealed wal segment; the number is its base.
     Segment = 1,
-    /// The unsealed last segment as of one run; the number is the run.
+    /// A piece of the unsealed last segment, uploaded by one run; the
+    /// number is the run.
     Tail = 2,
     /// One run's manifest; the number is the run.
     Manifest = 3,
@@ -281,31 +283,49 @@ fn read_32(bytes: &[u8], at: usize) -> [u8; 32] {
 /// What a manifest entry holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EntryKind {
-    /// A sealed segment (object named by its base).
+    /// A sealed segment, whole (object named by its base).
     Segment,
-    /// The run's unsealed last segment (object named by the run).
+    /// A piece of the unsealed last segment (object named by the run that
+    /// uploaded it): each run uploads only the bytes appended since.
     Tail,
 }
 
-/// One wal segment file a manifest names.
+/// One piece of a wal segment file a manifest names: a whole sealed
+/// segment, or a range of the last segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Entry {
-    /// Sealed segment or tail.
+    /// Sealed segment or tail piece.
     pub kind: EntryKind,
     /// The segment's base (its file name).
     pub base: u64,
-    /// The file's bytes, header included.
+    /// Where in the file the piece starts (0 for a sealed segment).
+    pub offset: u64,
+    /// The piece's bytes.
     pub bytes: u64,
+    /// For a tail piece, the run that uploaded it (its name); 0 for a
+    /// sealed segment.
+    pub run: u64,
     /// blake3 of those bytes.
     pub hash: [u8; 32],
+}
+
+impl Entry {
+    /// The log position just past this piece.
+    pub fn end(&self) -> u64 {
+        self.base
+            .saturating_add(self.offset)
+            .saturating_add(self.bytes)
+    }
 }
 
 /// One run's manifest: which device made it, its number, and the log's
 /// segments, signed by the device's key.
 ///
 /// # Invariants
-/// Entries chain from base 0 (each base is the previous base plus its
-/// bytes); every entry but the last is a segment, the last is the tail.
+/// Entries chain from position 0 (each starts where the previous ends);
+/// sealed segments come first, whole; then the last segment's pieces, at
+/// least one, from offset 0, each from an earlier run than the next and
+/// none from a later run than this one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Manifest {
     /// The database backed up.
@@ -323,9 +343,7 @@ pub struct Manifest {
 impl Manifest {
     /// The log's end as of the run: where its last entry ends.
     pub fn log_end(&self) -> u64 {
-        self.entries
-            .last()
-            .map_or(0, |last| last.base.saturating_add(last.bytes))
+        self.entries.last().map_or(0, Entry::end)
     }
 
     /// The object name of each entry, with the entry.
@@ -338,7 +356,7 @@ impl Manifest {
                 EntryKind::Segment => {
                     object_name(key, NamedKind::Segment, &self.device, entry.base)
                 }
-                EntryKind::Tail => object_name(key, NamedKind::Tail, &self.device, self.run),
+                EntryKind::Tail => object_name(key, NamedKind::Tail, &self.device, entry.run),
             };
             (name, entry)
         })
@@ -346,7 +364,7 @@ impl Manifest {
 
     /// The body (everything the signature covers).
     fn encode_body(&self) -> Vec<u8> {
-        debug_assert!(check_entries(&self.entries).is_ok());
+        debug_assert!(check_entries(&self.entries, self.run).is_ok());
         let mut bytes =
             Vec::with_capacity(MANIFEST_FIXED_BYTES + self.entries.len() * MANIFEST_ENTRY_BYTES);
         bytes.extend_from_slice(&MANIFEST_MAGIC);
@@ -363,7 +381,9 @@ impl Manifest {
                 EntryKind::Tail => 2,
             });
             bytes.extend_from_slice(&entry.base.to_le_bytes());
+            bytes.extend_from_slice(&entry.offset.to_le_bytes());
             bytes.extend_from_slice(&entry.bytes.to_le_bytes());
+            bytes.extend_from_slice(&entry.run.to_le_bytes());
             bytes.extend_from_slice(&entry.hash);
         }
         bytes
@@ -421,11 +441,12 @@ impl Manifest {
             entries.push(Entry {
                 kind,
                 base: read_u64(bytes, at + 1),
-                bytes: read_u64(bytes, at + 9),
-                hash: read_32(bytes, at + 17),
+                offset: read_u64(bytes, at + 9),
+                bytes: read_u64(bytes, at + 17),
+                run: read_u64(bytes, at + 25),
+                hash: read_32(bytes, at + 33),
             });
         }
-        check_entries(&entries)?;
         let manifest = Manifest {
             database: DatabaseId(read_32(bytes, 12)),
             device: Author(read_32(bytes, 44)),
@@ -436,6 +457,7 @@ impl Manifest {
         if manifest.run == 0 {
             return Err(ObjectFault::Malformed("manifest run 0 (runs count from 1)"));
         }
+        check_entries(&manifest.entries, manifest.run)?;
         let mut signature = [0u8; SIGNATURE_BYTES];
         signature.copy_from_slice(&bytes[body_bytes..]);
         let message = signed_message(&bytes[..body_bytes]);
@@ -452,33 +474,54 @@ fn signed_message(body: &[u8]) -> Vec<u8> {
     message
 }
 
-/// The manifest invariants: at least one entry, bases chain from 0, sizes
-/// within limits, exactly one tail and it is last.
-fn check_entries(entries: &[Entry]) -> Result<(), ObjectFault> {
-    let Some((last, sealed)) = entries.split_last() else {
-        return Err(ObjectFault::Malformed("manifest names no segment"));
-    };
-    if last.kind != EntryKind::Tail {
-        return Err(ObjectFault::Malformed(
-            "manifest's last entry is not the tail",
-        ));
-    }
-    if sealed.iter().any(|entry| entry.kind != EntryKind::Segment) {
-        return Err(ObjectFault::Malformed(
-            "manifest has a tail before its last entry",
-        ));
-    }
-    let mut base = 0u64;
-    for entry in entries {
-        if entry.base != base {
+/// The manifest invariants (see [`Manifest`]).
+fn check_entries(entries: &[Entry], run: u64) -> Result<(), ObjectFault> {
+    let pieces_from = entries
+        .iter()
+        .position(|entry| entry.kind == EntryKind::Tail)
+        .ok_or(ObjectFault::Malformed("manifest names no tail piece"))?;
+    let (sealed, pieces) = entries.split_at(pieces_from);
+    let mut end = 0u64;
+    for entry in sealed {
+        if entry.base != end || entry.offset != 0 || entry.run != 0 {
             return Err(ObjectFault::Malformed("manifest's segments do not chain"));
         }
         if entry.bytes < WAL_HEADER_BYTES || entry.bytes > SEGMENT_BYTES_MAX {
-            return Err(ObjectFault::Malformed("manifest entry size out of range"));
+            return Err(ObjectFault::Malformed("manifest segment size out of range"));
         }
-        base = base
-            .checked_add(entry.bytes)
-            .ok_or(ObjectFault::Malformed("manifest's segments overflow"))?;
+        end = entry.end();
+    }
+    let tail_base = end;
+    let mut previous_run = 0;
+    for entry in pieces {
+        if entry.kind != EntryKind::Tail {
+            return Err(ObjectFault::Malformed(
+                "a sealed segment after a tail piece",
+            ));
+        }
+        if entry.base != tail_base || entry.base.checked_add(entry.offset) != Some(end) {
+            return Err(ObjectFault::Malformed(
+                "manifest's tail pieces do not chain",
+            ));
+        }
+        if entry.run <= previous_run || entry.run > run {
+            return Err(ObjectFault::Malformed(
+                "manifest's tail pieces are not in run order",
+            ));
+        }
+        let least = if entry.offset == 0 {
+            WAL_HEADER_BYTES
+        } else {
+            1
+        };
+        let piece_end = entry.offset.checked_add(entry.bytes);
+        if entry.bytes < least || piece_end.is_none_or(|piece_end| piece_end > SEGMENT_BYTES_MAX) {
+            return Err(ObjectFault::Malformed(
+                "manifest tail piece size out of range",
+            ));
+        }
+        previous_run = entry.run;
+        end = entry.end();
     }
     Ok(())
 }
@@ -609,14 +652,26 @@ mod tests {
                 Entry {
                     kind: EntryKind::Segment,
                     base: 0,
+                    offset: 0,
                     bytes: 4096,
+                    run: 0,
                     hash: [0x44; 32],
                 },
                 Entry {
                     kind: EntryKind::Tail,
                     base: 4096,
+                    offset: 0,
                     bytes: 45,
+                    run: 1,
                     hash: [0x55; 32],
+                },
+                Entry {
+                    kind: EntryKind::Tail,
+                    base: 4096,
+                    offset: 45,
+                    bytes: 13,
+                    run: 3,
+                    hash: [0x66; 32],
                 },
             ],
         }
@@ -674,10 +729,10 @@ mod tests {
         let bytes = manifest.encode_signed(&identity());
         assert_eq!(
             bytes.len(),
-            MANIFEST_FIXED_BYTES + 2 * MANIFEST_ENTRY_BYTES + 64
+            MANIFEST_FIXED_BYTES + 3 * MANIFEST_ENTRY_BYTES + 64
         );
         assert_eq!(Manifest::decode(&bytes), Ok(manifest.clone()));
-        assert_eq!(manifest.log_end(), 4096 + 45);
+        assert_eq!(manifest.log_end(), 4096 + 45 + 13);
         for index in 0..bytes.len() {
             let mut flipped = bytes.clone();
             flipped[index] ^= 0x80;
@@ -697,6 +752,34 @@ mod tests {
             Manifest::decode(&bytes),
             Err(ObjectFault::Malformed(_))
         ));
+    }
+
+    /// Entries that break the manifest's invariants are refused even under
+    /// a valid layout (checked before the signature).
+    #[test]
+    fn manifest_invariants_are_checked() {
+        let bytes = manifest().encode_signed(&identity());
+        let entry = |index: usize| MANIFEST_FIXED_BYTES + index * MANIFEST_ENTRY_BYTES;
+        let patch = |at: usize, value: &[u8]| {
+            let mut patched = bytes.clone();
+            patched[at..at + value.len()].copy_from_slice(value);
+            Manifest::decode(&patched)
+        };
+        let malformed = |result: Result<Manifest, ObjectFault>| {
+            matches!(result, Err(ObjectFault::Malformed(_)))
+        };
+        // The second piece from the same run as the first.
+        assert!(malformed(patch(entry(2) + 25, &1u64.to_le_bytes())));
+        // A piece from a later run than the manifest's.
+        assert!(malformed(patch(entry(2) + 25, &4u64.to_le_bytes())));
+        // A gap between the pieces.
+        assert!(malformed(patch(entry(2) + 9, &46u64.to_le_bytes())));
+        // A sealed segment after the tail.
+        assert!(malformed(patch(entry(2), &[1])));
+        // A tail piece where a sealed segment must be.
+        assert!(malformed(patch(entry(0), &[2])));
+        // A segment that does not start the log.
+        assert!(malformed(patch(entry(0) + 1, &1u64.to_le_bytes())));
     }
 
     #[test]
@@ -763,15 +846,15 @@ mod tests {
             "manifest",
             "50454552534d414e010000001111111111111111111111111111111111111111111111111111111111111111\
              a09aa5f47a6759802ff955f8dc2d2a14a5c99d23be97f864127ff9383455a4f0\
-             030000000000000000\
-             70c2c79a01000002000000\
-             010000000000000000350000000000000025759243821022ff32d023ea09da632234116bb1c089a720f0a815fdc9d889d5\
-             023500000000000000350000000000000025759243821022ff32d023ea09da632234116bb1c089a720f0a815fdc9d889d5\
-             c770c6b8d5112ceef5df680bfb2b714cc87886fddc56819666a78b0ccce14372476fab148755dabe5cda68fd630453947ed91344aeefcdd8affb92f83357b006",
+             03000000000000000070c2c79a010000\
+             02000000\
+             01000000000000000000000000000000003500000000000000000000000000000025759243821022ff32d023ea09da632234116bb1c089a720f0a815fdc9d889d5\
+             02350000000000000000000000000000003500000000000000030000000000000025759243821022ff32d023ea09da632234116bb1c089a720f0a815fdc9d889d5\
+             a91955af94fc992ef651ce64add0d4a68298148f7c99b75a70e8f1a8408f9bf2e982fd28306b8e46edf8d2f9852386456791c0449d25486e2b95e40ebbfe060c",
         ),
         (
             "sealed_manifest_blake3",
-            "9ffcad9095b4d34d6d2062a11d3cbacdac4ba7d669f8b3a84395de8382776be5",
+            "973e4fd0ff87c6dd4c47eb9c3ca58b9787be9ebb656f1e133a5b224bd63373df",
         ),
     ];
 
@@ -802,13 +885,17 @@ mod tests {
                 Entry {
                     kind: EntryKind::Segment,
                     base: 0,
+                    offset: 0,
                     bytes: 53,
+                    run: 0,
                     hash,
                 },
                 Entry {
                     kind: EntryKind::Tail,
                     base: 53,
+                    offset: 0,
                     bytes: 53,
+                    run: 3,
                     hash,
                 },
             ],

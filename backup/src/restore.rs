@@ -187,7 +187,9 @@ async fn build(
     for (name, entry) in manifest.entry_names(key) {
         let bytes = download(store, key, database, &name, entry).await?;
         let path = log.join(format!("{:020}.wal", entry.base));
-        write_synced(&path, &bytes)?;
+        // The manifest's entries chain: a piece at offset 0 starts its
+        // file, a later one follows the piece before it.
+        write_synced(&path, &bytes, entry.offset != 0)?;
         done += entry.bytes;
         progress(Stage::Download, done, total);
     }
@@ -240,9 +242,15 @@ async fn download(
     Ok(bytes)
 }
 
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+fn write_synced(path: &Path, bytes: &[u8], append: bool) -> Result<()> {
     use std::io::Write;
-    let mut file = std::fs::File::create(path).map_err(Error::io(path))?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .append(append)
+        .truncate(!append)
+        .open(path)
+        .map_err(Error::io(path))?;
     file.write_all(bytes).map_err(Error::io(path))?;
     file.sync_all().map_err(Error::io(path))
 }

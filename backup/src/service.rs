@@ -10,9 +10,9 @@ use peers_engine::{Author, DatabaseId, Db};
 use crate::config::{self, Config};
 use crate::error::{Error, ObjectFault, Result};
 use crate::format::{
-    self, BackupKey, Entry, EntryKind, MANIFEST_BYTES_MAX, MANIFESTS_DIR, MARK_BYTES_MAX,
-    MARK_NAMES_MAX, MARKS_DIR, Manifest, Mark, NamedKind, SEAL_OVERHEAD_BYTES, SEGMENT_BYTES_MAX,
-    SEGMENTS_DIR, TAILS_DIR,
+    self, BackupKey, Entry, EntryKind, MANIFEST_BYTES_MAX, MANIFEST_ENTRIES_MAX, MANIFESTS_DIR,
+    MARK_BYTES_MAX, MARK_NAMES_MAX, MARKS_DIR, Manifest, Mark, NamedKind, SEAL_OVERHEAD_BYTES,
+    SEGMENT_BYTES_MAX, SEGMENTS_DIR, TAILS_DIR,
 };
 use crate::keys::{self, RecoveryKey};
 use crate::store::{Listed, Store};
@@ -207,7 +207,9 @@ pub struct RunReport {
     pub segments_uploaded: u64,
     /// Sealed segments an earlier run had uploaded.
     pub segments_kept: u64,
-    /// The tail's bytes (the unsealed last segment, uploaded every run).
+    /// Bytes of the last (unsealed) segment this run uploaded: what was
+    /// appended since the previous run (or the whole tail, when the
+    /// previous run's pieces could not be reused).
     pub tail_bytes: u64,
     /// Bytes written to the store (objects, manifest included).
     pub bytes_uploaded: u64,
@@ -266,23 +268,29 @@ async fn check_last_run(
     Ok(Some(read_manifest(store, key, database, &last).await?))
 }
 
-/// Reads one segment of the log whole.
-fn read_segment(db: &Db, base: u64, bytes: u64) -> Result<Vec<u8>> {
-    if bytes > SEGMENT_BYTES_MAX {
+/// Reads `bytes` of the log segment `base` from `offset`.
+fn read_segment(db: &Db, base: u64, offset: u64, bytes: u64) -> Result<Vec<u8>> {
+    if offset.saturating_add(bytes) > SEGMENT_BYTES_MAX {
         return Err(Error::SegmentTooLarge {
             base,
-            bytes,
+            bytes: offset.saturating_add(bytes),
             max: SEGMENT_BYTES_MAX,
         });
     }
     let mut buffer = vec![0u8; usize::try_from(bytes).unwrap_or(usize::MAX)];
-    db.read_log_segment(base, 0, &mut buffer)?;
+    db.read_log_segment(base, offset, &mut buffer)?;
     Ok(buffer)
 }
 
+/// Most pieces one tail may have; past it a run uploads the tail whole,
+/// as one piece again.
+pub const TAIL_PIECES_MAX: usize = 1024;
+
 /// One incremental backup of `db` to `store` (which must be the configured
-/// place): uploads the sealed segments no earlier run uploaded, the tail,
-/// and a new signed manifest naming them all; then records the run.
+/// place): makes the log durable, then uploads the sealed segments no
+/// earlier run uploaded, the bytes of the last segment appended since the
+/// previous run (a tail piece), and a new signed manifest naming them all;
+/// then records the run.
 pub async fn run(db: &Db, store: &Store, progress: Progress<'_>) -> Result<RunReport> {
     let _alone = ONE_AT_A_TIME.lock().await;
     let mut config = Config::load(db.dir())?;
@@ -291,19 +299,24 @@ pub async fn run(db: &Db, store: &Store, progress: Progress<'_>) -> Result<RunRe
     let previous = check_last_run(store, &key, &database, &device, config.last_run).await?;
     let run = config.last_run + 1;
     let created_ms = now_ms();
+    // Only durable bytes travel: a relaxed commit a power loss could still
+    // take from the log must not outlive it in a backup (the device would
+    // then sign another change at that seq: a fork of its own key).
+    db.sync()?;
     let segments = db.log_segments()?;
-    let stored: HashMap<String, u64> = store
-        .list(SEGMENTS_DIR)
-        .await?
-        .into_iter()
-        .map(|object| (object.name, object.bytes))
-        .collect();
-    let kept: HashMap<u64, Entry> = previous
-        .iter()
-        .flat_map(|manifest| manifest.entries.iter())
-        .filter(|entry| entry.kind == EntryKind::Segment)
-        .map(|entry| (entry.base, *entry))
-        .collect();
+    let mut stored: HashMap<String, u64> = HashMap::new();
+    for dir in [SEGMENTS_DIR, TAILS_DIR] {
+        stored.extend(
+            store
+                .list(dir)
+                .await?
+                .into_iter()
+                .map(|object| (object.name, object.bytes)),
+        );
+    }
+    let previous_entries = previous
+        .map(|manifest| manifest.entries)
+        .unwrap_or_default();
     let mut report = RunReport {
         run,
         manifest: format::object_name(&key, NamedKind::Manifest, &device, run),
@@ -313,47 +326,51 @@ pub async fn run(db: &Db, store: &Store, progress: Progress<'_>) -> Result<RunRe
         tail_bytes: 0,
         bytes_uploaded: 0,
     };
-    let mut entries = Vec::with_capacity(segments.len());
-    let mut done = 0;
+    let upload = Upload {
+        db,
+        store,
+        key: &key,
+        database: &database,
+        device: &device,
+        stored: &stored,
+    };
+    let mut entries = Vec::with_capacity(segments.len() + 1);
     for segment in &segments {
-        let kind = if segment.sealed {
-            EntryKind::Segment
-        } else {
-            EntryKind::Tail
-        };
-        let name = match kind {
-            EntryKind::Segment => {
-                format::object_name(&key, NamedKind::Segment, &device, segment.base)
-            }
-            EntryKind::Tail => format::object_name(&key, NamedKind::Tail, &device, run),
-        };
-        let reusable = kept.get(&segment.base).filter(|entry| {
-            kind == EntryKind::Segment
-                && entry.bytes == segment.bytes
-                && stored.get(&name) == Some(&(segment.bytes + SEAL_OVERHEAD_BYTES))
-        });
-        if let Some(entry) = reusable {
-            entries.push(*entry);
-            report.segments_kept += 1;
-        } else {
-            let bytes = read_segment(db, segment.base, segment.bytes)?;
-            let hash = *blake3::hash(&bytes).as_bytes();
-            let object = format::seal(&key, &database, &name, &bytes);
-            report.bytes_uploaded += object.len() as u64;
-            store.put(&name, object).await?;
-            match kind {
-                EntryKind::Segment => report.segments_uploaded += 1,
-                EntryKind::Tail => report.tail_bytes = segment.bytes,
-            }
-            entries.push(Entry {
-                kind,
-                base: segment.base,
-                bytes: segment.bytes,
-                hash,
+        if segment.sealed {
+            let kept = previous_entries.iter().find(|entry| {
+                entry.kind == EntryKind::Segment
+                    && entry.base == segment.base
+                    && entry.bytes == segment.bytes
             });
+            let (entry, uploaded) = upload.segment(segment.base, segment.bytes, kept).await?;
+            match uploaded {
+                0 => report.segments_kept += 1,
+                _ => report.segments_uploaded += 1,
+            }
+            report.bytes_uploaded += uploaded;
+            entries.push(entry);
+        } else {
+            let pieces: Vec<Entry> = previous_entries
+                .iter()
+                .filter(|entry| entry.kind == EntryKind::Tail && entry.base == segment.base)
+                .copied()
+                .collect();
+            let (tail, uploaded) = upload
+                .tail(segment.base, segment.bytes, pieces, run)
+                .await?;
+            report.tail_bytes = tail
+                .last()
+                .map_or(0, |piece| if piece.run == run { piece.bytes } else { 0 });
+            report.bytes_uploaded += uploaded;
+            entries.extend(tail);
         }
-        done += segment.bytes;
-        progress(done, report.log_bytes);
+        progress(segment.base + segment.bytes, report.log_bytes);
+    }
+    if entries.len() > MANIFEST_ENTRIES_MAX as usize {
+        return Err(Error::TooManyObjects {
+            dir: SEGMENTS_DIR.to_owned(),
+            max: MANIFEST_ENTRIES_MAX as usize,
+        });
     }
     let manifest = Manifest {
         database,
@@ -373,6 +390,97 @@ pub async fn run(db: &Db, store: &Store, progress: Progress<'_>) -> Result<RunRe
     config.last_run = run;
     config.save(db.dir())?;
     Ok(report)
+}
+
+/// What one run uploads with.
+struct Upload<'a> {
+    db: &'a Db,
+    store: &'a Store,
+    key: &'a BackupKey,
+    database: &'a DatabaseId,
+    device: &'a Author,
+    /// The segment and tail objects the store lists, with their sizes.
+    stored: &'a HashMap<String, u64>,
+}
+
+impl Upload<'_> {
+    /// Whether the store lists the object `name` at the size `bytes` seal to.
+    fn has(&self, name: &str, bytes: u64) -> bool {
+        self.stored.get(name) == Some(&(bytes + SEAL_OVERHEAD_BYTES))
+    }
+
+    /// Seals and uploads `bytes` as `name`; returns the object's size.
+    async fn put(&self, name: &str, bytes: &[u8]) -> Result<u64> {
+        let object = format::seal(self.key, self.database, name, bytes);
+        let size = object.len() as u64;
+        self.store.put(name, object).await?;
+        Ok(size)
+    }
+
+    /// A sealed segment: the entry an earlier run made, if the store still
+    /// has its object; otherwise uploaded. Returns the entry and the bytes
+    /// uploaded.
+    async fn segment(&self, base: u64, bytes: u64, kept: Option<&Entry>) -> Result<(Entry, u64)> {
+        let name = format::object_name(self.key, NamedKind::Segment, self.device, base);
+        if let Some(entry) = kept
+            && self.has(&name, bytes)
+        {
+            return Ok((*entry, 0));
+        }
+        let content = read_segment(self.db, base, 0, bytes)?;
+        let entry = Entry {
+            kind: EntryKind::Segment,
+            base,
+            offset: 0,
+            bytes,
+            run: 0,
+            hash: *blake3::hash(&content).as_bytes(),
+        };
+        Ok((entry, self.put(&name, &content).await?))
+    }
+
+    /// The last segment: the previous run's pieces, when the local bytes
+    /// still hash to them and the store still has them, plus a piece of what
+    /// was appended since; otherwise the whole tail as one piece.
+    async fn tail(
+        &self,
+        base: u64,
+        bytes: u64,
+        pieces: Vec<Entry>,
+        run: u64,
+    ) -> Result<(Vec<Entry>, u64)> {
+        let covered = pieces.last().map_or(0, |piece| piece.offset + piece.bytes);
+        let mut reusable = !pieces.is_empty() && covered <= bytes && pieces.len() < TAIL_PIECES_MAX;
+        for piece in &pieces {
+            if !reusable {
+                break;
+            }
+            let name = format::object_name(self.key, NamedKind::Tail, self.device, piece.run);
+            let local = read_segment(self.db, base, piece.offset, piece.bytes)?;
+            reusable =
+                self.has(&name, piece.bytes) && *blake3::hash(&local).as_bytes() == piece.hash;
+        }
+        let (mut entries, from) = if reusable {
+            (pieces, covered)
+        } else {
+            (Vec::new(), 0)
+        };
+        if from == bytes {
+            return Ok((entries, 0));
+        }
+        let content = read_segment(self.db, base, from, bytes - from)?;
+        let name = format::object_name(self.key, NamedKind::Tail, self.device, run);
+        entries.push(Entry {
+            kind: EntryKind::Tail,
+            base,
+            offset: from,
+            bytes: bytes - from,
+            run,
+            hash: *blake3::hash(&content).as_bytes(),
+        });
+        let uploaded = self.put(&name, &content).await?;
+        Ok((entries, uploaded))
+    }
 }
 
 /// One backup run as [`list`] shows it.

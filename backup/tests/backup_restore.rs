@@ -32,6 +32,12 @@ async fn drill(place: &Place) {
         "incremental: {second:?} after {first:?}"
     );
     assert!(second.bytes_uploaded < first.bytes_uploaded, "{second:?}");
+    let idle = run(&db, &store).await;
+    assert_eq!(
+        (idle.segments_uploaded, idle.tail_bytes),
+        (0, 0),
+        "nothing new, nothing but the manifest: {idle:?}"
+    );
     let state_hash = db.state_hash().expect("hash");
     let log_end = db.log_end();
     drop(db);
@@ -41,7 +47,7 @@ async fn drill(place: &Place) {
     let report = restore(&store, &recovery, &restored, RestoreOptions::default())
         .await
         .expect("restore");
-    assert_eq!(report.run, 2);
+    assert_eq!(report.run, 3);
     assert_eq!(report.state_hash, state_hash);
     assert_eq!(report.log_bytes, log_end.0);
     assert_eq!(report.changes, 1 + 400, "the genesis and every write");
@@ -76,6 +82,47 @@ async fn restore_drill_s3() {
         "the objects went through S3 into {}",
         place.objects.display()
     );
+}
+
+/// With one big segment (the default 64 MiB), each run uploads only what
+/// was appended since the previous one, as a tail piece; a restore joins
+/// the pieces back into the segment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_pieces_upload_only_what_was_appended() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let place = local(&work.path().join("backups"));
+    let store = place.store();
+    let db = Db::create(work.path().join("db"), Options::default()).expect("create");
+    write(&db, 0, 200);
+    let recovery = init_new(&db, &store).await;
+    let first = run(&db, &store).await;
+    assert_eq!(first.tail_bytes, db.log_end().0);
+    for round in 1..5 {
+        let before = db.log_end().0;
+        write(&db, round * 1000, 3);
+        let report = run(&db, &store).await;
+        assert_eq!(report.tail_bytes, db.log_end().0 - before, "{report:?}");
+        assert!(
+            report.bytes_uploaded < first.bytes_uploaded / 10,
+            "{report:?}"
+        );
+    }
+    let listing = peers_backup::list(&store, Unlock::Device(&db))
+        .await
+        .expect("list");
+    let newest = listing.runs.last().expect("a run");
+    assert_eq!(newest.manifest.entries.len(), 5, "one piece per run");
+    let state_hash = db.state_hash().expect("hash");
+    drop(db);
+    let report = restore(
+        &store,
+        &recovery,
+        &work.path().join("restored"),
+        RestoreOptions::default(),
+    )
+    .await
+    .expect("restore");
+    assert_eq!(report.state_hash, state_hash);
 }
 
 /// A store with two runs of one replica, and what a restore must produce.
