@@ -262,7 +262,7 @@ fn list_output(listing: &peers_backup::Listing, json: bool) {
             )
         };
         console::out(&format!(
-            "device {} run {}: log of {} bytes in {} segments, made {} ago; {} bytes stored{missing}",
+            "device {} run {}: log of {} bytes in {} objects, made {} ago; {} bytes stored{missing}",
             &run.manifest.device.to_hex()[..16],
             run.manifest.run,
             run.manifest.log_end(),
