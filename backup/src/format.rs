@@ -642,6 +642,18 @@ mod tests {
         Identity::from_secret_bytes([0x22; 32])
     }
 
+    /// An entry: `[base, offset, bytes, run]`.
+    fn entry(kind: EntryKind, [base, offset, bytes, run]: [u64; 4], hash: [u8; 32]) -> Entry {
+        Entry {
+            kind,
+            base,
+            offset,
+            bytes,
+            run,
+            hash,
+        }
+    }
+
     fn manifest() -> Manifest {
         Manifest {
             database: database(),
@@ -649,30 +661,9 @@ mod tests {
             run: 3,
             created_ms: 1_764_288_000_000,
             entries: vec![
-                Entry {
-                    kind: EntryKind::Segment,
-                    base: 0,
-                    offset: 0,
-                    bytes: 4096,
-                    run: 0,
-                    hash: [0x44; 32],
-                },
-                Entry {
-                    kind: EntryKind::Tail,
-                    base: 4096,
-                    offset: 0,
-                    bytes: 45,
-                    run: 1,
-                    hash: [0x55; 32],
-                },
-                Entry {
-                    kind: EntryKind::Tail,
-                    base: 4096,
-                    offset: 45,
-                    bytes: 13,
-                    run: 3,
-                    hash: [0x66; 32],
-                },
+                entry(EntryKind::Segment, [0, 0, 4096, 0], [0x44; 32]),
+                entry(EntryKind::Tail, [4096, 0, 45, 1], [0x55; 32]),
+                entry(EntryKind::Tail, [4096, 45, 13, 3], [0x66; 32]),
             ],
         }
     }
@@ -882,22 +873,8 @@ mod tests {
             run: 3,
             created_ms: 1_764_288_000_000,
             entries: vec![
-                Entry {
-                    kind: EntryKind::Segment,
-                    base: 0,
-                    offset: 0,
-                    bytes: 53,
-                    run: 0,
-                    hash,
-                },
-                Entry {
-                    kind: EntryKind::Tail,
-                    base: 53,
-                    offset: 0,
-                    bytes: 53,
-                    run: 3,
-                    hash,
-                },
+                entry(EntryKind::Segment, [0, 0, 53, 0], hash),
+                entry(EntryKind::Tail, [53, 0, 53, 3], hash),
             ],
         };
         let manifest_bytes = manifest.encode_signed(&device);

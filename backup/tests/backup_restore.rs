@@ -155,15 +155,23 @@ async fn backed_up(place_of: impl FnOnce(&Path) -> Place) -> Backed {
     }
 }
 
-/// Copies the backup, damages the copy, restores from it: the error, and
-/// that nothing (not even the temporary directory) is left.
-async fn restore_damaged(backed: &Backed, damage: impl FnOnce(&Place)) -> Error {
+/// Damages the backup (the objects `touched`), restores from it, then
+/// puts the objects back: the error, and that nothing (not even the
+/// temporary directory) is left.
+async fn restore_damaged(backed: &Backed, touched: &[&str], damage: impl FnOnce(&Place)) -> Error {
+    let saved: Vec<_> = touched
+        .iter()
+        .map(|name| {
+            let path = backed.place.file(name);
+            let bytes = std::fs::read(&path).expect("read");
+            (path, bytes)
+        })
+        .collect();
+    damage(&backed.place);
     let work = tempfile::tempdir().expect("tempdir");
-    let copy = backed.place.copied_to(&work.path().join("copy"));
-    damage(&copy);
     let target = work.path().join("restored");
     let error = restore(
-        &copy.store(),
+        &backed.place.store(),
         &backed.recovery,
         &target,
         RestoreOptions::default(),
@@ -172,7 +180,17 @@ async fn restore_damaged(backed: &Backed, damage: impl FnOnce(&Place)) -> Error 
     .expect_err("a damaged backup does not restore");
     assert!(!target.exists(), "nothing half-restored: {error}");
     assert!(!work.path().join(".restored.restoring").exists());
+    for (path, bytes) in saved {
+        std::fs::write(path, bytes).expect("undo the damage");
+    }
     error
+}
+
+fn assert_rollback(error: &Error, found: u64, expected: u64) {
+    assert!(
+        matches!(error, Error::Rollback { found: f, expected: e, .. } if *f == found && *e == expected),
+        "{error}"
+    );
 }
 
 fn assert_object_error(error: &Error, name: &str, expected: fn(&ObjectFault) -> bool) {
@@ -205,14 +223,14 @@ async fn damaged_objects_are_named_and_nothing_is_half_restored() {
     let tail = newest.objects.last().expect("tail").clone();
 
     // Missing.
-    let error = restore_damaged(&backed, |copy| {
+    let error = restore_damaged(&backed, &[&segment], |copy| {
         std::fs::remove_file(copy.file(&segment)).expect("remove");
     })
     .await;
     assert_object_error(&error, &segment, |fault| *fault == ObjectFault::Missing);
 
     // Truncated.
-    let error = restore_damaged(&backed, |copy| {
+    let error = restore_damaged(&backed, &[&segment], |copy| {
         let bytes = std::fs::read(copy.file(&segment)).expect("read");
         std::fs::write(copy.file(&segment), &bytes[..bytes.len() - 7]).expect("write");
     })
@@ -222,7 +240,7 @@ async fn damaged_objects_are_named_and_nothing_is_half_restored() {
     });
 
     // Altered: one flipped bit in the ciphertext.
-    let error = restore_damaged(&backed, |copy| {
+    let error = restore_damaged(&backed, &[&segment], |copy| {
         let mut bytes = std::fs::read(copy.file(&segment)).expect("read");
         bytes[100] ^= 0x01;
         std::fs::write(copy.file(&segment), &bytes).expect("write");
@@ -232,7 +250,7 @@ async fn damaged_objects_are_named_and_nothing_is_half_restored() {
 
     // Swapped: two segments trade places (a size that differs from the
     // manifest's is refused before the seal is even tried).
-    let error = restore_damaged(&backed, |copy| {
+    let error = restore_damaged(&backed, &[&segment, &other_segment], |copy| {
         let a = std::fs::read(copy.file(&segment)).expect("read");
         let b = std::fs::read(copy.file(&other_segment)).expect("read");
         std::fs::write(copy.file(&segment), b).expect("write");
@@ -243,20 +261,31 @@ async fn damaged_objects_are_named_and_nothing_is_half_restored() {
 
     // Mixed runs: the first run's tail served as the second's.
     let old_tail = oldest.objects.last().expect("tail").clone();
-    let error = restore_damaged(&backed, |copy| {
+    let error = restore_damaged(&backed, &[&tail], |copy| {
         std::fs::copy(copy.file(&old_tail), copy.file(&tail)).expect("copy");
     })
     .await;
     assert_object_error(&error, &tail, moved);
 
     // Rolled back: the first run's manifest served under the second's name.
-    let error = restore_damaged(&backed, |copy| {
+    let error = restore_damaged(&backed, &[&newest.name], |copy| {
         std::fs::copy(copy.file(&oldest.name), copy.file(&newest.name)).expect("copy");
     })
     .await;
     assert_object_error(&error, &newest.name, |fault| {
         *fault == ObjectFault::Unauthentic
     });
+
+    // Every damage undone: the backup restores.
+    let work = tempfile::tempdir().expect("tempdir");
+    restore(
+        &backed.place.store(),
+        &backed.recovery,
+        &work.path().join("restored"),
+        RestoreOptions::default(),
+    )
+    .await
+    .expect("the undamaged backup restores");
 }
 
 /// A store that hides the newest manifest altogether cannot be told from
@@ -267,7 +296,7 @@ async fn damaged_objects_are_named_and_nothing_is_half_restored() {
 async fn a_hidden_newest_manifest_is_caught_with_min_run() {
     let backed = backed_up(local).await;
     let work = tempfile::tempdir().expect("tempdir");
-    let copy = backed.place.copied_to(&work.path().join("copy"));
+    let copy = &backed.place;
     std::fs::remove_file(copy.file(&backed.runs[1].name)).expect("hide run 2");
     let error = restore(
         &copy.store(),
@@ -280,17 +309,7 @@ async fn a_hidden_newest_manifest_is_caught_with_min_run() {
     )
     .await
     .expect_err("rollback");
-    assert!(
-        matches!(
-            error,
-            Error::Rollback {
-                found: 1,
-                expected: 2,
-                ..
-            }
-        ),
-        "{error}"
-    );
+    assert_rollback(&error, 1, 2);
     let report = restore(
         &copy.store(),
         &backed.recovery,
@@ -320,17 +339,7 @@ async fn a_device_detects_a_rolled_back_store_on_its_next_run() {
     let error = peers_backup::run(&db, &store, &mut |_, _| {})
         .await
         .expect_err("rollback");
-    assert!(
-        matches!(
-            error,
-            Error::Rollback {
-                found: 1,
-                expected: 2,
-                ..
-            }
-        ),
-        "{error}"
-    );
+    assert_rollback(&error, 1, 2);
     // A wrong recovery key opens nothing.
     let error = restore(
         &store,

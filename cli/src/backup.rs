@@ -17,6 +17,19 @@ use serde_json::json;
 
 use crate::console::{self, bar_style, print, progress_bar};
 
+/// The backup's recovery key, where a command takes one.
+#[derive(clap::Args, Debug)]
+pub(crate) struct KeyArg {
+    /// The backup's recovery key (AGE-SECRET-KEY-1…), printed by the first `peers backup init`; better given as PEERS_RECOVERY_KEY, which stays out of the process list.
+    #[arg(
+        long = "recovery-key",
+        env = "PEERS_RECOVERY_KEY",
+        hide_env_values = true,
+        value_name = "KEY"
+    )]
+    recovery_key: Option<String>,
+}
+
 /// The `peers backup` subcommands.
 #[derive(clap::Subcommand, Debug)]
 pub(crate) enum BackupCommand {
@@ -25,14 +38,8 @@ pub(crate) enum BackupCommand {
         /// Where backups go.
         #[arg(long, value_name = "URL")]
         to: String,
-        /// The backup's recovery key (AGE-SECRET-KEY-1…), to add this device to an existing backup.
-        #[arg(
-            long,
-            env = "PEERS_RECOVERY_KEY",
-            hide_env_values = true,
-            value_name = "KEY"
-        )]
-        recovery_key: Option<String>,
+        #[command(flatten)]
+        key: KeyArg,
     },
     /// Back up what changed since the last run: new sealed log segments, the log's tail, and a signed manifest.
     Run,
@@ -41,14 +48,8 @@ pub(crate) enum BackupCommand {
         /// Another place (needs the recovery key).
         #[arg(long, value_name = "URL")]
         from: Option<String>,
-        /// The backup's recovery key, with --from.
-        #[arg(
-            long,
-            env = "PEERS_RECOVERY_KEY",
-            hide_env_values = true,
-            value_name = "KEY"
-        )]
-        recovery_key: Option<String>,
+        #[command(flatten)]
+        key: KeyArg,
     },
     /// Restore a backup into DIR, a new replica (with its own new key), verified before it appears.
     Restore {
@@ -57,14 +58,8 @@ pub(crate) enum BackupCommand {
         from: String,
         /// The new replica's directory (must not exist).
         dir: PathBuf,
-        /// The backup's recovery key (AGE-SECRET-KEY-1…).
-        #[arg(
-            long,
-            env = "PEERS_RECOVERY_KEY",
-            hide_env_values = true,
-            value_name = "KEY"
-        )]
-        recovery_key: String,
+        #[command(flatten)]
+        key: KeyArg,
         /// Restore this device's newest run (its public key; default: the most recent run of any device).
         #[arg(long, value_name = "KEY")]
         device: Option<String>,
@@ -124,15 +119,11 @@ fn recovery_key(text: &str) -> Result<RecoveryKey> {
 /// The subcommands that run on an open database.
 pub(crate) fn run_on(db: &Db, command: BackupCommand, json: bool) -> Result<()> {
     match command {
-        BackupCommand::Init {
-            to,
-            recovery_key: key,
-        } => init(db, &place(&to), key.as_deref(), json),
+        BackupCommand::Init { to, key } => init(db, &place(&to), key.recovery_key.as_deref(), json),
         BackupCommand::Run => run(db, json),
-        BackupCommand::List {
-            from,
-            recovery_key: key,
-        } => list(db, from.as_deref(), key.as_deref(), json),
+        BackupCommand::List { from, key } => {
+            list(db, from.as_deref(), key.recovery_key.as_deref(), json)
+        }
         BackupCommand::Prune { keep, grace } => {
             let grace = crate::commands::parse_duration(&grace)?;
             prune(db, keep, grace, json)
@@ -407,7 +398,7 @@ pub(crate) fn restore(command: BackupCommand, json: bool) -> Result<()> {
     let BackupCommand::Restore {
         from,
         dir,
-        recovery_key: key,
+        key,
         device,
         min_run,
     } = command
@@ -415,7 +406,9 @@ pub(crate) fn restore(command: BackupCommand, json: bool) -> Result<()> {
         unreachable!("called for restore only");
     };
     let store = open_store(&place(&from))?;
-    let key = recovery_key(&key)?;
+    let key = recovery_key(key.recovery_key.as_deref().context(
+        "restore needs the backup's recovery key: --recovery-key KEY, or PEERS_RECOVERY_KEY",
+    )?)?;
     let device = device
         .map(|device| {
             Author::from_hex(&device).context("--device must be a public key: 64 hex digits")

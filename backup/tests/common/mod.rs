@@ -37,16 +37,6 @@ impl Place {
     pub fn file(&self, name: &str) -> PathBuf {
         self.objects.join(name)
     }
-
-    /// The same objects under another directory (a copy of a local place).
-    pub fn copied_to(&self, root: &Path) -> Place {
-        copy_dir(&self.objects, root);
-        Place {
-            url: root.display().to_string(),
-            options: Vec::new(),
-            objects: root.to_owned(),
-        }
-    }
 }
 
 /// A local directory.
@@ -160,18 +150,4 @@ pub async fn restore(
     options: peers_backup::RestoreOptions,
 ) -> peers_backup::Result<peers_backup::RestoreReport> {
     peers_backup::restore(store, recovery, dir, options, &mut |_, _, _| {}).await
-}
-
-/// Copies a directory tree.
-pub fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for entry in std::fs::read_dir(from).expect("read dir") {
-        let entry = entry.expect("entry");
-        let target = to.join(entry.file_name());
-        if entry.file_type().expect("type").is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).expect("copy");
-        }
-    }
 }
