@@ -184,7 +184,7 @@ pub enum Error {
     },
     /// The store already holds the run this device was about to write.
     #[error(
-        "the store already holds run {run} of this device ({name}): another copy of this replica backs up here, or its configuration was restored from an old copy; run `peers backup init` again to resynchronize"
+        "the store already holds run {run} of this device ({name}): another copy of this replica backs up here, or the last run could not record itself in backup.json; to go on from the store's newest run, remove backup.json and run `peers backup init --to URL` with the recovery key"
     )]
     RunExists {
         /// The run.
