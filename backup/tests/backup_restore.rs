@@ -340,6 +340,17 @@ async fn a_device_detects_a_rolled_back_store_on_its_next_run() {
         .await
         .expect_err("rollback");
     assert_rollback(&error, 1, 2);
+    // A configuration older than the store (a run it did not record):
+    // the next run would reuse a run number, and is refused instead.
+    let config = db.dir().join(peers_backup::CONFIG_FILE);
+    let text = std::fs::read_to_string(&config).expect("read config");
+    let rewound = text.replace("\"last_run\": 2", "\"last_run\": 0");
+    assert_ne!(rewound, text);
+    std::fs::write(&config, rewound).expect("rewind");
+    let error = peers_backup::run(&db, &store, &mut |_, _| {})
+        .await
+        .expect_err("run 1 exists");
+    assert!(matches!(error, Error::RunExists { run: 1, .. }), "{error}");
     // A wrong recovery key opens nothing.
     let error = restore(
         &store,
