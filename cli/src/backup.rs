@@ -98,14 +98,17 @@ where
     })
 }
 
-/// A local path relative to the client's directory when run for one; URLs
-/// as they are.
-fn place(url: &str) -> String {
+/// A local path made absolute (from the client's directory when run for
+/// one), so `backup.json` names the same place from anywhere; URLs as they
+/// are.
+fn place(url: &str) -> Result<String> {
     if url.contains("://") {
-        url.to_owned()
-    } else {
-        console::path(Path::new(url)).display().to_string()
+        return Ok(url.to_owned());
     }
+    let path = console::path(Path::new(url));
+    let absolute = std::path::absolute(&path)
+        .with_context(|| format!("{} as an absolute path", path.display()))?;
+    Ok(absolute.display().to_string())
 }
 
 fn open_store(url: &str) -> Result<Store> {
@@ -119,7 +122,9 @@ fn recovery_key(text: &str) -> Result<RecoveryKey> {
 /// The subcommands that run on an open database.
 pub(crate) fn run_on(db: &Db, command: BackupCommand, json: bool) -> Result<()> {
     match command {
-        BackupCommand::Init { to, key } => init(db, &place(&to), key.recovery_key.as_deref(), json),
+        BackupCommand::Init { to, key } => {
+            init(db, &place(&to)?, key.recovery_key.as_deref(), json)
+        }
         BackupCommand::Run => run(db, json),
         BackupCommand::List { from, key } => {
             list(db, from.as_deref(), key.recovery_key.as_deref(), json)
@@ -204,7 +209,7 @@ fn run(db: &Db, json: bool) -> Result<()> {
 fn list(db: &Db, from: Option<&str>, key: Option<&str>, json: bool) -> Result<()> {
     let listing = match from {
         Some(url) => {
-            let store = open_store(&place(url))?;
+            let store = open_store(&place(url)?)?;
             let key = recovery_key(key.context("--from needs the recovery key")?)?;
             block_on(peers_backup::list(&store, Unlock::Recovery(&key)))??
         }
@@ -405,7 +410,7 @@ pub(crate) fn restore(command: BackupCommand, json: bool) -> Result<()> {
     else {
         unreachable!("called for restore only");
     };
-    let store = open_store(&place(&from))?;
+    let store = open_store(&place(&from)?)?;
     let key = recovery_key(key.recovery_key.as_deref().context(
         "restore needs the backup's recovery key: --recovery-key KEY, or PEERS_RECOVERY_KEY",
     )?)?;
