@@ -126,9 +126,7 @@ pub(crate) fn run_on(db: &Db, command: BackupCommand, json: bool) -> Result<()> 
             init(db, &place(&to)?, key.recovery_key.as_deref(), json)
         }
         BackupCommand::Run => run(db, json),
-        BackupCommand::List { from, key } => {
-            list(db, from.as_deref(), key.recovery_key.as_deref(), json)
-        }
+        BackupCommand::List { .. } => list(db, json),
         BackupCommand::Prune { keep, grace } => {
             let grace = crate::commands::parse_duration(&grace)?;
             prune(db, keep, grace, json)
@@ -206,20 +204,33 @@ fn run(db: &Db, json: bool) -> Result<()> {
     Ok(())
 }
 
-fn list(db: &Db, from: Option<&str>, key: Option<&str>, json: bool) -> Result<()> {
-    let listing = match from {
-        Some(url) => {
-            let store = open_store(&place(url)?)?;
-            let key = recovery_key(key.context("--from needs the recovery key")?)?;
-            block_on(peers_backup::list(&store, Unlock::Recovery(&key)))??
-        }
-        None => {
-            let store = open_store(&configured_url(db)?)?;
-            block_on(peers_backup::list(&store, Unlock::Device(db)))??
-        }
-    };
+fn list(db: &Db, json: bool) -> Result<()> {
+    let store = open_store(&configured_url(db)?)?;
+    let listing = block_on(peers_backup::list(&store, Unlock::Device(db)))??;
     list_output(&listing, json);
     Ok(())
+}
+
+/// `peers backup list --from URL` with the recovery key: needs no database.
+fn list_from(url: &str, key: Option<&str>, json: bool) -> Result<()> {
+    let store = open_store(&place(url)?)?;
+    let key = recovery_key(key.context(
+        "--from needs the backup's recovery key: --recovery-key KEY, or PEERS_RECOVERY_KEY",
+    )?)?;
+    let listing = block_on(peers_backup::list(&store, Unlock::Recovery(&key)))??;
+    list_output(&listing, json);
+    Ok(())
+}
+
+/// The subcommands that need no database: `restore`, and `list --from`.
+pub(crate) fn without_db(command: BackupCommand, json: bool) -> Result<()> {
+    match command {
+        BackupCommand::List {
+            from: Some(from),
+            key,
+        } => list_from(&from, key.recovery_key.as_deref(), json),
+        command => restore(command, json),
+    }
 }
 
 fn list_output(listing: &peers_backup::Listing, json: bool) {
@@ -399,7 +410,7 @@ fn background_run(db: &Db, store: &Store, json: bool) {
 }
 
 /// `peers backup restore`: needs no database.
-pub(crate) fn restore(command: BackupCommand, json: bool) -> Result<()> {
+fn restore(command: BackupCommand, json: bool) -> Result<()> {
     let BackupCommand::Restore {
         from,
         dir,

@@ -49,9 +49,10 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         Command::Backup {
-            action: action @ BackupCommand::Restore { .. },
+            action:
+                action @ (BackupCommand::Restore { .. } | BackupCommand::List { from: Some(_), .. }),
         } => {
-            crate::backup::restore(action, json)?;
+            crate::backup::without_db(action, json)?;
             return Ok(ExitCode::SUCCESS);
         }
         _ => {}

@@ -1301,6 +1301,16 @@ fn backup_serve_restore_round_trip() {
     let verified = ok_json(&restored, &["verify"]);
     assert_eq!(verified["ok"], true);
     assert_eq!(state_hash(&restored), hash);
+    // With every device gone, the recovery key still lists the runs.
+    let output = peers(None)
+        .env("PEERS_RECOVERY_KEY", &key)
+        .args(["--json", "backup", "list", "--from", store_text])
+        .output()
+        .expect("run list");
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let lines = text(&output.stdout).lines().count();
+    // (The background may have run again before the server stopped.)
+    assert!(lines >= runs.len(), "the runs, and the summary line");
 
     let output = peers(None)
         .env("PEERS_RECOVERY_KEY", &key)
