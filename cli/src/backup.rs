@@ -115,6 +115,15 @@ fn open_store(url: &str) -> Result<Store> {
     Store::open(url).with_context(|| format!("opening the backup place {url}"))
 }
 
+/// Opens a place to read a backup from: a local directory must exist (a
+/// mistyped path is not made into an empty store).
+fn open_existing(url: &str) -> Result<Store> {
+    if !url.contains("://") && !Path::new(url).is_dir() {
+        anyhow::bail!("no backup at {url}: not a directory");
+    }
+    open_store(url)
+}
+
 fn recovery_key(text: &str) -> Result<RecoveryKey> {
     RecoveryKey::parse(text).context("--recovery-key (or PEERS_RECOVERY_KEY)")
 }
@@ -213,7 +222,7 @@ fn list(db: &Db, json: bool) -> Result<()> {
 
 /// `peers backup list --from URL` with the recovery key: needs no database.
 fn list_from(url: &str, key: Option<&str>, json: bool) -> Result<()> {
-    let store = open_store(&place(url)?)?;
+    let store = open_existing(&place(url)?)?;
     let key = recovery_key(key.context(
         "--from needs the backup's recovery key: --recovery-key KEY, or PEERS_RECOVERY_KEY",
     )?)?;
@@ -421,7 +430,7 @@ fn restore(command: BackupCommand, json: bool) -> Result<()> {
     else {
         unreachable!("called for restore only");
     };
-    let store = open_store(&place(&from)?)?;
+    let store = open_existing(&place(&from)?)?;
     let key = recovery_key(key.recovery_key.as_deref().context(
         "restore needs the backup's recovery key: --recovery-key KEY, or PEERS_RECOVERY_KEY",
     )?)?;
