@@ -403,9 +403,11 @@ impl Manifest {
         bytes
     }
 
-    /// Decodes and checks a manifest: layout, limits, the entries' chain,
-    /// and the device's signature.
-    pub(crate) fn decode(bytes: &[u8]) -> Result<Manifest, ObjectFault> {
+    /// Decodes and checks a manifest's plaintext (docs/SERVICES.md
+    /// "Manifest"): layout, limits (checked before allocating), the entries'
+    /// invariants, and the device's signature. Every failure is an
+    /// [`ObjectFault`], never a panic.
+    pub fn decode(bytes: &[u8]) -> Result<Manifest, ObjectFault> {
         if bytes.len() < MANIFEST_FIXED_BYTES + SIGNATURE_BYTES {
             return Err(ObjectFault::Malformed(
                 "manifest shorter than its fixed fields",
