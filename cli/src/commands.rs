@@ -12,6 +12,7 @@ use peers_engine::{
 };
 use serde_json::json;
 
+use crate::backup::BackupCommand;
 use crate::console::{self, bar_style, print, progress_bar};
 use crate::control::{self, Route};
 use crate::output::{
@@ -45,6 +46,13 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Signal { listen, stun } => {
             crate::network::signal(listen, stun.as_deref(), json)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Backup {
+            action:
+                action @ (BackupCommand::Restore { .. } | BackupCommand::List { from: Some(_), .. }),
+        } => {
+            crate::backup::without_db(action, json)?;
             return Ok(ExitCode::SUCCESS);
         }
         _ => {}
@@ -201,12 +209,23 @@ fn run_on(db: &Db, command: Command, json: bool) -> Result<()> {
         }
         Command::Revoke { key } => print_commit(db.revoke(parse_key(&key)?)?, json),
         Command::Members => members(db, json),
+        Command::Backup { action } => crate::backup::run_on(db, action, json),
         Command::Serve {
             listen,
             discover,
             connect,
             across,
-        } => crate::network::serve(db, &listen, discover, &connect, &across, json),
+            backup_every,
+        } => {
+            let backups = backup_every
+                .map(|every| -> Result<_> {
+                    crate::backup::Background::start(db, parse_duration(&every)?, json)
+                })
+                .transpose()?;
+            let served = crate::network::serve(db, &listen, discover, &connect, &across, json);
+            drop(backups);
+            served
+        }
         Command::Sync {
             address,
             expect_key,
@@ -263,7 +282,7 @@ fn join(dir: &Path, database: &str, json: bool) -> Result<()> {
 }
 
 /// `90s`, `30m`, `24h`, `7d`.
-fn parse_duration(text: &str) -> Result<std::time::Duration> {
+pub(crate) fn parse_duration(text: &str) -> Result<std::time::Duration> {
     let text = text.trim();
     let split = text.len().saturating_sub(1);
     let (number, unit) = (

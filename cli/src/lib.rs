@@ -7,6 +7,7 @@
 //! runs there: an embedding application gets that with
 //! [`control::Control::start`].
 
+mod backup;
 mod commands;
 mod console;
 pub mod control;
@@ -205,6 +206,11 @@ pub(crate) enum Command {
     },
     /// List the keys that hold or held a role.
     Members,
+    /// Encrypted backups to a local directory or S3: init, run, list, restore, prune (docs/SERVICES.md).
+    Backup {
+        #[command(subcommand)]
+        action: backup::BackupCommand,
+    },
     /// Accept peers and sync with them live, until Ctrl-C. Logs peers and counts.
     Serve {
         /// Address to listen on (IP:PORT; port 0 picks a free one).
@@ -218,6 +224,9 @@ pub(crate) enum Command {
         connect: Vec<String>,
         #[command(flatten)]
         across: Across,
+        /// Also back up every DURATION (90s, 30m, 24h, 7d) to the place `peers backup init` configured; the first run after one DURATION.
+        #[arg(long, value_name = "DURATION")]
+        backup_every: Option<String>,
     },
     /// Sync with a peer both ways: once (prints changes and bytes sent and received), or --live until Ctrl-C.
     Sync {

@@ -1238,3 +1238,94 @@ fn automerge_export_and_import() {
         "--since and --automerge conflict"
     );
 }
+
+// Guards issue 16's backup commands end to end through the binary: `backup
+// init` prints the recovery key once; `serve --backup-every` backs up in the
+// background while the other commands (a write, `backup run`, `backup list`)
+// reach the holder; after the replica is lost, `backup restore` (key from
+// PEERS_RECOVERY_KEY) makes a replica that `verify` accepts with the same
+// state hash; a restore into an existing directory or with a wrong key is a
+// one-line error.
+#[test]
+fn backup_serve_restore_round_trip() {
+    let (temp, a, _) = new_db("a");
+    let store = temp.path().join("store");
+    let store_text = store.to_str().expect("UTF-8 path");
+    let init = ok_json(&a, &["backup", "init", "--to", store_text]);
+    let key = init["recovery_key"]
+        .as_str()
+        .expect("a new backup prints its recovery key")
+        .to_owned();
+    assert!(key.starts_with("AGE-SECRET-KEY-1"), "{key}");
+    let again = run(Some(&a), &["backup", "init", "--to", store_text]);
+    assert!(fails_one_line(&again, "init twice").contains("already backs up to"));
+
+    let server = Server::start_with(&a, &["--listen", "127.0.0.1:0", "--backup-every", "1s"]);
+    commit(&a, &["put", "notes", "n1", "title=served"]);
+    let first = ok_json(&a, &["backup", "run"]);
+    assert!(first["run"].as_u64().expect("run") >= 1, "{first}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let runs = loop {
+        let runs = ok_json_lines(&a, &["backup", "list"]);
+        // One line per run, then the summary.
+        if runs.len() >= 3 || std::time::Instant::now() > deadline {
+            break runs;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert!(
+        runs.len() >= 3,
+        "the background backup ran besides `backup run`: {runs:?}"
+    );
+    server.stop();
+    let hash = state_hash(&a);
+    std::fs::remove_dir_all(&a).expect("lose the replica");
+
+    let restored = temp.path().join("restored");
+    let restored_text = restored.to_str().expect("UTF-8 path");
+    let output = peers(None)
+        .env("PEERS_RECOVERY_KEY", &key)
+        .args([
+            "--json",
+            "backup",
+            "restore",
+            "--from",
+            store_text,
+            restored_text,
+        ])
+        .output()
+        .expect("run restore");
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let report: Json = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(report["state_hash"], hash.as_str());
+    let verified = ok_json(&restored, &["verify"]);
+    assert_eq!(verified["ok"], true);
+    assert_eq!(state_hash(&restored), hash);
+    // With every device gone, the recovery key still lists the runs.
+    let output = peers(None)
+        .env("PEERS_RECOVERY_KEY", &key)
+        .args(["--json", "backup", "list", "--from", store_text])
+        .output()
+        .expect("run list");
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let lines = text(&output.stdout).lines().count();
+    // (The background may have run again before the server stopped.)
+    assert!(lines >= runs.len(), "the runs, and the summary line");
+
+    let output = peers(None)
+        .env("PEERS_RECOVERY_KEY", &key)
+        .args(["backup", "restore", "--from", store_text, restored_text])
+        .output()
+        .expect("run restore");
+    assert!(fails_one_line(&output, "restore over a replica").contains("already exists"));
+    let wrong = "AGE-SECRET-KEY-1CUZSKEHSLUY88P8FH9E95RK79MWPL4UTXTKVWRCSRHMXGCDWL38S89XZVT";
+    let elsewhere = temp.path().join("elsewhere");
+    let output = peers(None)
+        .env("PEERS_RECOVERY_KEY", wrong)
+        .args(["backup", "restore", "--from", store_text])
+        .arg(&elsewhere)
+        .output()
+        .expect("run restore");
+    assert!(fails_one_line(&output, "restore with a wrong key").contains("no key file"));
+    assert!(!elsewhere.exists());
+}

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
-use peers_wal::{Position, SyncMode};
+use peers_wal::{Position, SegmentInfo as LogSegment, SyncMode};
 use rocksdb::DB;
 use tokio::sync::broadcast;
 
@@ -759,6 +759,22 @@ impl Db {
     ) -> Result<impl Iterator<Item = Result<(Position, Change)>> + '_> {
         let changes = self.inner.log.changes_from(position)?;
         Ok(changes.map(|item| item.map(|(frame, change)| (frame.start, change))))
+    }
+
+    /// The log's segment files as of now, in base order (FORMAT.md "Change
+    /// log (wal)"): every sealed segment, whose bytes never change again, and
+    /// the last one up to [`Db::log_end`]. Their bytes, laid out as files
+    /// named `{base:020}.wal` in a `log/` directory, are a log that a replica
+    /// opens (how backups copy a replica: `peers-backup`).
+    pub fn log_segments(&self) -> Result<Vec<LogSegment>> {
+        self.inner.log.segments()
+    }
+
+    /// Reads `buffer.len()` bytes of the log segment `base` from `offset` in
+    /// its file; the range must lie within the bytes [`Db::log_segments`]
+    /// reported for it.
+    pub fn read_log_segment(&self, base: u64, offset: u64, buffer: &mut [u8]) -> Result<()> {
+        self.inner.log.read_segment(base, offset, buffer)
     }
 
     /// A digest of the materialized state: equal on every replica that

@@ -46,7 +46,9 @@ pub use error::{Error, Refusal, Result};
 pub use identity::Identity;
 pub use ingest::{ApplyReport, Progress, REPLAY_GROUP_CHANGES};
 pub use keys::{Stamp, VIEW_FORMAT_VERSION};
-pub use peers_wal::{FORMAT_VERSION as LOG_FORMAT_VERSION, Position, SyncMode, TornTail};
+pub use peers_wal::{
+    FORMAT_VERSION as LOG_FORMAT_VERSION, Position, SegmentInfo as LogSegment, SyncMode, TornTail,
+};
 pub use pending::{PENDING_BYTES_MAX, PENDING_CHANGES_MAX};
 pub use reads::{ChangesSince, HistoryEntry, Row, Scan};
 pub use signature::{SignatureFault, verify_ed25519_strict, verify_signature, verify_signatures};

@@ -83,6 +83,16 @@ impl Log {
         Ok(self.wal.sync()?)
     }
 
+    /// The log's segment files as of now (`Wal::segments`).
+    pub(crate) fn segments(&self) -> Result<Vec<peers_wal::SegmentInfo>> {
+        Ok(self.wal.segments()?)
+    }
+
+    /// Bytes of one segment file (`Wal::read_segment`).
+    pub(crate) fn read_segment(&self, base: u64, offset: u64, buffer: &mut [u8]) -> Result<()> {
+        Ok(self.wal.read_segment(base, offset, buffer)?)
+    }
+
     /// fsyncs since open (a statistic).
     pub(crate) fn fsync_count(&self) -> u64 {
         self.wal.fsync_count()

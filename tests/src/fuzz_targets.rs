@@ -38,6 +38,7 @@ mod fixtures;
 mod net;
 
 mod authorization_model;
+mod backup_manifest;
 mod change_decode;
 mod changeset_import;
 mod channel_frames;
@@ -56,6 +57,7 @@ pub use fixtures::*;
 pub use net::*;
 
 pub use authorization_model::*;
+pub use backup_manifest::*;
 pub use change_decode::*;
 pub use changeset_import::*;
 pub use channel_frames::*;
@@ -209,6 +211,15 @@ pub const TARGETS: &[Target] = &[
     Target {
         name: "signal_sealed",
         run: signal_sealed,
+        mutations: 5000,
+        seeds: SeedSource::Committed,
+    },
+    // Backup manifests (what a hostile store serves, once opened): no
+    // panic, no allocation past the count limit, only signed manifests
+    // whose entries chain.
+    Target {
+        name: "backup_manifest",
+        run: backup_manifest,
         mutations: 5000,
         seeds: SeedSource::Committed,
     },

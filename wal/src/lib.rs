@@ -56,6 +56,6 @@ pub use crate::fault::FAIL_POINTS;
 #[cfg(feature = "failpoints")]
 pub use crate::fault::hits as fail_point_hits;
 pub use crate::format::{BATCH_BYTES_MAX, FORMAT_VERSION, RECORD_BYTES_MAX};
-pub use crate::options::{OpenReport, Options, Position, SyncMode, TornTail};
+pub use crate::options::{OpenReport, Options, Position, SegmentInfo, SyncMode, TornTail};
 pub use crate::read::Iter;
 pub use crate::wal::Wal;

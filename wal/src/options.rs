@@ -89,3 +89,16 @@ pub struct OpenReport {
     /// Position just after the last record: [`Wal::end`](crate::Wal::end).
     pub end: Position,
 }
+
+/// One segment file of the log, as [`Wal::segments`](crate::Wal::segments)
+/// saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentInfo {
+    /// The segment's base: the position of its byte 0, and its file name.
+    pub base: u64,
+    /// Its bytes, header included: the file length of a sealed segment, or
+    /// the last segment's complete frames.
+    pub bytes: u64,
+    /// Whether a later segment follows it: then its bytes never change.
+    pub sealed: bool,
+}

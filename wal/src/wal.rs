@@ -40,7 +40,7 @@ use crate::format::{
     BATCH_BYTES_MAX, HEADER_BYTES, POSITION_MAX, encode_frame, record_frame_bytes,
 };
 use crate::fs::{Fs, StdFs};
-use crate::options::{OpenReport, Options, Position, SyncMode};
+use crate::options::{OpenReport, Options, Position, SegmentInfo, SyncMode};
 use crate::read::Iter;
 use crate::recovery::recover;
 use crate::segment::{Segment, Syncer};
@@ -237,6 +237,76 @@ impl Wal {
     pub fn iter_from(&self, position: Position) -> Result<Iter, Error> {
         self.shared.check_not_poisoned()?;
         Iter::new(Arc::clone(&self.shared), position.0)
+    }
+
+    /// The segment files as of this call, in base order: every sealed
+    /// segment with its file length, and the last one with the bytes up to
+    /// [`Wal::end`] (complete frames only). For copying the log (backups):
+    /// a sealed segment never changes again; read any of them with
+    /// [`Wal::read_segment`].
+    pub fn segments(&self) -> Result<Vec<SegmentInfo>, Error> {
+        self.shared.check_not_poisoned()?;
+        // The writer's lock holds rotation still, so the list and the last
+        // segment's length belong to one moment (lock order: writer, then
+        // segments).
+        let writer = self.shared.lock_writer()?;
+        let segments = self
+            .shared
+            .segments
+            .read()
+            .map_err(|_| Error::Poisoned)?
+            .clone();
+        let mut infos = Vec::with_capacity(segments.len());
+        for segment in &segments {
+            let sealed = segment.base != writer.segment.base;
+            let bytes = if sealed {
+                segment.file_len()?
+            } else {
+                writer.len
+            };
+            infos.push(SegmentInfo {
+                base: segment.base,
+                bytes,
+                sealed,
+            });
+        }
+        drop(writer);
+        debug_assert!(infos.last().is_some_and(|last| !last.sealed));
+        Ok(infos)
+    }
+
+    /// Reads `buffer.len()` bytes of the segment whose base is `base`, from
+    /// `offset` in its file (the header is at offset 0). The range must lie
+    /// within the bytes [`Wal::segments`] reported for it (a sealed
+    /// segment's file length, or the last segment's end as of now):
+    /// otherwise [`Error::InvalidPosition`].
+    pub fn read_segment(&self, base: u64, offset: u64, buffer: &mut [u8]) -> Result<(), Error> {
+        self.shared.check_not_poisoned()?;
+        let segment = {
+            let segments = self.shared.segments.read().map_err(|_| Error::Poisoned)?;
+            let index = segments
+                .binary_search_by_key(&base, |segment| segment.base)
+                .map_err(|_| Error::InvalidPosition {
+                    position: Position(base),
+                })?;
+            Arc::clone(&segments[index])
+        };
+        let written = self.shared.written.load(Ordering::Acquire);
+        let limit = segment
+            .file_len()?
+            .min(written.saturating_sub(base).max(HEADER_BYTES));
+        let length = u64::try_from(buffer.len()).map_err(|_| Error::InvalidPosition {
+            position: Position(base),
+        })?;
+        let in_range = offset
+            .checked_add(length)
+            .is_some_and(|range_end| range_end <= limit);
+        if !in_range {
+            return Err(Error::InvalidPosition {
+                position: Position(base.saturating_add(offset)),
+            });
+        }
+        segment.read_exact_at(buffer, offset)
     }
 
     /// The directory holding the segments.

@@ -244,3 +244,46 @@ proptest! {
         prop_assert_eq!(all_records(&wal), expected);
     }
 }
+
+// Guards the copy API (backups): `segments` lists every file with its bytes
+// (sealed ones whole, the last one up to `end`), `read_segment` returns the
+// files' bytes, a copy of those bytes opens as the same log, and a read past
+// what was listed is refused.
+#[test]
+fn segments_copy_into_an_equal_log() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (wal, _) = open(dir.path(), 256);
+    for index in 0..40 {
+        wal.append(&record(index)).expect("append");
+    }
+    let segments = wal.segments().expect("segments");
+    assert_eq!(segments.len(), segment_paths(dir.path()).len());
+    assert!(segments.len() > 3, "rotated several times");
+    let (last, sealed) = segments.split_last().expect("a segment");
+    assert!(sealed.iter().all(|segment| segment.sealed));
+    assert!(!last.sealed);
+    assert_eq!(last.base + last.bytes, wal.end().0);
+    let copy = tempfile::tempdir().expect("tempdir");
+    let mut expected_base = 0;
+    for (segment, path) in segments.iter().zip(segment_paths(dir.path())) {
+        assert_eq!(segment.base, expected_base, "bases chain");
+        expected_base += segment.bytes;
+        let mut bytes = vec![0; usize::try_from(segment.bytes).expect("usize")];
+        wal.read_segment(segment.base, 0, &mut bytes).expect("read");
+        assert_eq!(bytes, std::fs::read(&path).expect("read file"));
+        let name = path.file_name().expect("file name");
+        std::fs::write(copy.path().join(name), &bytes).expect("write copy");
+        let mut past = [0u8; 1];
+        assert!(matches!(
+            wal.read_segment(segment.base, segment.bytes, &mut past),
+            Err(Error::InvalidPosition { .. })
+        ));
+    }
+    assert!(matches!(
+        wal.read_segment(1, 0, &mut [0u8; 1]),
+        Err(Error::InvalidPosition { .. })
+    ));
+    let (copied, report) = open(copy.path(), 256);
+    assert!(report.torn_tail.is_none());
+    assert_eq!(all_records(&copied), all_records(&wal));
+}
