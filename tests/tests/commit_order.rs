@@ -2,9 +2,10 @@
 //! and commit in seq order (engine/src/db/commit.rs). These tests hold one
 //! commit between its reservation and its signature (the fail point
 //! `engine::commit-sign`) while others go on, and check what a user relies
-//! on: every commit that returns `Ok` is in the log, in one unbroken chain
-//! of this replica's key; a commit refused while it was being signed leaves
-//! nothing behind, and neither do the commits reserved after it.
+//! on: a commit waits for the one before it and they land in order; a
+//! commit refused while it was being signed leaves nothing behind, and
+//! neither do the commits reserved after it; our key never forks. (Many
+//! threads at once forming one chain: tests/tests/db_api.rs.)
 
 use std::sync::mpsc::{Receiver, channel};
 use std::sync::{Arc, Mutex};
@@ -37,6 +38,41 @@ fn commit(db: &Db, row: &str) -> Result<peers_engine::ChangeHash, Error> {
     tx.commit()
 }
 
+type Commit = std::thread::JoinHandle<Result<peers_engine::ChangeHash, Error>>;
+
+/// Starts a commit of `rows[0]`, which stops before signing (armed by
+/// [`hold_first_commit`]), then one of `rows[1]`, reserved after it, and
+/// checks that the second does not return while the first is held.
+fn second_waits_for_first(
+    db: &Db,
+    rows: [&'static str; 2],
+    on_stop: &Receiver<()>,
+) -> (Commit, Commit) {
+    let first = std::thread::spawn({
+        let db = db.clone();
+        move || commit(&db, rows[0])
+    });
+    on_stop
+        .recv()
+        .expect("the first commit stops before signing");
+    let (done, second_done) = channel();
+    let second = std::thread::spawn({
+        let db = db.clone();
+        move || {
+            let result = commit(&db, rows[1]);
+            let _ = done.send(());
+            result
+        }
+    });
+    assert!(
+        second_done
+            .recv_timeout(Duration::from_millis(300))
+            .is_err(),
+        "the second commit returned before the first was signed"
+    );
+    (first, second)
+}
+
 /// A commit reserved after one still being signed waits for it, and the
 /// two land as one group in seq order, sharing one fsync.
 #[test]
@@ -51,28 +87,7 @@ fn a_commit_waits_for_the_one_before_it_and_they_land_together() {
     commit(&db, "n0").expect("commit");
     let (release, on_stop) = hold_first_commit();
 
-    let first = std::thread::spawn({
-        let db = db.clone();
-        move || commit(&db, "n1")
-    });
-    on_stop
-        .recv()
-        .expect("the first commit stops before signing");
-    let (done, second_done) = channel();
-    let second = std::thread::spawn({
-        let db = db.clone();
-        move || {
-            let result = commit(&db, "n2");
-            done.send(()).expect("test waits");
-            result
-        }
-    });
-    assert!(
-        second_done
-            .recv_timeout(Duration::from_millis(300))
-            .is_err(),
-        "the second commit returned before the first was signed"
-    );
+    let (first, second) = second_waits_for_first(&db, ["n1", "n2"], &on_stop);
     let fsyncs = db.log_fsync_count();
     release.send(()).expect("release");
     let first = first.join().expect("thread").expect("first commit");
@@ -115,28 +130,7 @@ fn a_revocation_while_signing_refuses_the_commit_and_those_after_it() {
     let before = writer.version_vector().expect("vector");
 
     let (release, on_stop) = hold_first_commit();
-    let first = std::thread::spawn({
-        let writer = writer.clone();
-        move || commit(&writer, "w2")
-    });
-    on_stop
-        .recv()
-        .expect("the first commit stops before signing");
-    let (done, second_done) = channel();
-    let second = std::thread::spawn({
-        let writer = writer.clone();
-        move || {
-            let result = commit(&writer, "w3");
-            done.send(()).expect("test waits");
-            result
-        }
-    });
-    assert!(
-        second_done
-            .recv_timeout(Duration::from_millis(300))
-            .is_err(),
-        "the second commit returned before the first was signed"
-    );
+    let (first, second) = second_waits_for_first(&writer, ["w2", "w3"], &on_stop);
     owner.revoke(writer.author()).expect("revoke");
     sync_into(&owner, &writer);
     release.send(()).expect("release");
@@ -212,46 +206,5 @@ fn a_commit_whose_chain_moved_while_signing_fails_instead_of_forking() {
     assert_eq!(next.seq(), 4, "genesis, h1, e2 (from elsewhere), h3");
     let report = here.verify(&mut |_, _| {}).expect("verify");
     assert!(report.ok(), "{report:?}");
-    scenario.teardown();
-}
-
-/// Many threads committing at once: every commit that returns is in the
-/// log, once, in one unbroken chain.
-#[test]
-fn concurrent_commits_form_one_unbroken_chain() {
-    let scenario = fail::FailScenario::setup();
-    let dir = tempfile::tempdir().expect("temp dir");
-    let db = Db::create(dir.path().join("a"), relaxed()).expect("create");
-    let hashes: Vec<_> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..8)
-            .map(|thread| {
-                let db = &db;
-                scope.spawn(move || {
-                    (0..200)
-                        .map(|i| commit(db, &format!("t{thread}-{i}")).expect("commit"))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|handle| handle.join().expect("thread"))
-            .collect()
-    });
-    let mut chain: Vec<_> = peers_tests::all_changes(&db)
-        .into_iter()
-        .filter(|change| change.author() == db.author() && !change.is_genesis())
-        .collect();
-    assert_eq!(chain.len(), hashes.len());
-    chain.sort_by_key(|change| change.seq());
-    for pair in chain.windows(2) {
-        assert_eq!(pair[1].seq(), pair[0].seq() + 1);
-        assert_eq!(pair[1].body().prev, Some(pair[0].hash()));
-    }
-    let mut logged: Vec<_> = chain.iter().map(|change| change.hash()).collect();
-    let mut returned = hashes;
-    logged.sort_unstable();
-    returned.sort_unstable();
-    assert_eq!(logged, returned);
     scenario.teardown();
 }

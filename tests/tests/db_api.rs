@@ -25,7 +25,8 @@ fn subscribers_see_applied_changes() {
     assert!(events.try_recv().is_err(), "nothing else was applied");
 }
 
-/// Commits from many threads at once are all durable and share fsyncs.
+/// Commits from many threads at once are all durable, share fsyncs and
+/// form one unbroken chain.
 #[test]
 fn concurrent_commits_share_group_commits() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -68,6 +69,18 @@ fn concurrent_commits_share_group_commits() {
         assert!(reopened.get_change(hash).expect("lookup").is_some());
     }
     assert_eq!(reopened.scan("t").count(), threads * per_thread);
+    // One unbroken chain of this replica's key, though each thread signed
+    // its own changes outside the writer lock (tests/tests/commit_order.rs).
+    let mut chain: Vec<_> = peers_tests::all_changes(&reopened)
+        .into_iter()
+        .filter(|change| change.author() == reopened.author())
+        .collect();
+    chain.sort_by_key(|change| change.seq());
+    assert_eq!(chain.len(), 1 + threads * per_thread, "genesis and commits");
+    for pair in chain.windows(2) {
+        assert_eq!(pair[1].seq(), pair[0].seq() + 1);
+        assert_eq!(pair[1].body().prev, Some(pair[0].hash()));
+    }
 }
 
 /// History lists every change that touched a row, with its ops on that row.
