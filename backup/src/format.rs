@@ -980,26 +980,9 @@ mod tests {
     fn python_vectors_agree() {
         let script =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/backup-vectors.py");
-        let output = match std::process::Command::new("python3").arg(&script).output() {
-            Ok(output) => output,
-            Err(error) => {
-                eprintln!("skipped: python3 cannot be run ({error})");
-                return;
-            }
-        };
-        if output.status.code() == Some(3) {
-            eprintln!(
-                "skipped: {}",
-                String::from_utf8_lossy(&output.stderr).trim()
-            );
+        let Some(text) = peers_wal::testing::python_vectors("python_vectors_agree", &script) else {
             return;
-        }
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let text = String::from_utf8(output.stdout).expect("utf-8");
+        };
         let mut seen = 0;
         for line in text.lines() {
             let (label, value) = line.split_once(' ').expect("label value");

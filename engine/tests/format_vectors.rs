@@ -12,9 +12,7 @@
 //! test here fails, either the code changed the format (bump the version and
 //! update FORMAT.md) or FORMAT.md is wrong.
 
-use std::io::Write;
 use std::path::Path;
-use std::process::Command;
 
 use peers_engine::{
     Author, CHANGE_FORMAT_VERSION, Change, ChangeBody, ChangeHash, DatabaseId, FormatError,
@@ -224,51 +222,15 @@ fn workspace_root() -> &'static Path {
         .expect("the engine crate is in the workspace")
 }
 
-/// Says why a test did not check anything. libtest captures a passing
-/// test's `eprintln!` (and `std::io::stderr()`), so the line goes to
-/// `/dev/stderr` opened anew, which capture does not reach; `eprintln!` where
-/// there is none.
-fn skip(test: &str, reason: &str) {
-    let line = format!("{test}: skipped: {reason}");
-    let written = std::fs::OpenOptions::new()
-        .write(true)
-        .open("/dev/stderr")
-        .and_then(|mut stderr| writeln!(stderr, "{line}"));
-    if written.is_err() {
-        eprintln!("{line}");
-    }
-}
-
 /// Runs scripts/format-vectors.py and compares every value it prints with the
 /// constants above. Skips (saying why) without python3 or its modules; with
 /// `PEERS_REQUIRE_PYTHON_VECTORS=1` a skip is a failure.
 #[test]
 fn python_vectors_agree() {
     let script = workspace_root().join("scripts/format-vectors.py");
-    let required = std::env::var_os("PEERS_REQUIRE_PYTHON_VECTORS").is_some_and(|v| v == "1");
-    let skip_or_fail = |reason: &str| {
-        assert!(!required, "PEERS_REQUIRE_PYTHON_VECTORS=1 but {reason}");
-        skip("python_vectors_agree", reason);
+    let Some(stdout) = peers_wal::testing::python_vectors("python_vectors_agree", &script) else {
+        return;
     };
-    let output = match Command::new("python3").arg(&script).output() {
-        Ok(output) => output,
-        Err(error) => return skip_or_fail(&format!("python3 cannot be run ({error})")),
-    };
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    // The script exits 3 when `blake3` or `cryptography` is missing.
-    if output.status.code() == Some(3) {
-        return skip_or_fail(&format!(
-            "python3 lacks a module ({}; pip install blake3 cryptography)",
-            stderr.trim()
-        ));
-    }
-    assert!(
-        output.status.success(),
-        "{} failed: {}\n{stderr}",
-        script.display(),
-        output.status
-    );
-    let stdout = String::from_utf8(output.stdout).expect("utf-8");
     let printed: Vec<(&str, &str)> = stdout
         .lines()
         .map(|line| line.split_once(' ').expect("`name hex` lines"))

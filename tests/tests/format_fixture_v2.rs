@@ -18,9 +18,7 @@
 //! The files are never rewritten by the engine: a change to any of them is a
 //! change to the format, made in FORMAT.md and fixture.py first.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use peers_engine::{
     Author, ChangeSetReader, ChangeSetWriter, DatabaseId, Db, Identity, Options, Role, Value,
@@ -202,48 +200,14 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
-/// Says why a test did not check anything, past libtest's capture.
-fn skip(test: &str, reason: &str) {
-    let line = format!("{test}: skipped: {reason}");
-    let written = std::fs::OpenOptions::new()
-        .write(true)
-        .open("/dev/stderr")
-        .and_then(|mut stderr| writeln!(stderr, "{line}"));
-    if written.is_err() {
-        eprintln!("{line}");
-    }
-}
-
 /// Runs tests/fixtures/v2/fixture.py, which recomputes every file of the
 /// fixture from FORMAT.md and compares. Skips (saying why) without python3
 /// or its modules; with `PEERS_REQUIRE_PYTHON_VECTORS=1` a skip is a failure.
 #[test]
 fn python_fixture_agrees() {
     let script = fixture("fixture.py");
-    let required = std::env::var_os("PEERS_REQUIRE_PYTHON_VECTORS").is_some_and(|v| v == "1");
-    let skip_or_fail = |reason: &str| {
-        assert!(!required, "PEERS_REQUIRE_PYTHON_VECTORS=1 but {reason}");
-        skip("python_fixture_agrees", reason);
+    let Some(stdout) = peers_wal::testing::python_vectors("python_fixture_agrees", &script) else {
+        return;
     };
-    let output = match Command::new("python3").arg(&script).output() {
-        Ok(output) => output,
-        Err(error) => return skip_or_fail(&format!("python3 cannot be run ({error})")),
-    };
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    if output.status.code() == Some(3) {
-        return skip_or_fail(&format!(
-            "python3 lacks a module ({}; pip install blake3 cryptography)",
-            stderr.trim()
-        ));
-    }
-    assert!(
-        output.status.success(),
-        "{} finds the fixture differs from FORMAT.md: {}\n{stderr}",
-        script.display(),
-        output.status
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&output.stdout).trim(),
-        read_text("state-hash").trim()
-    );
+    assert_eq!(stdout.trim(), read_text("state-hash").trim());
 }

@@ -458,3 +458,52 @@ impl FsFile for SimFile {
         self.sync_data()
     }
 }
+
+/// Runs a Python script that computes test vectors from the documentation
+/// alone (scripts/format-vectors.py, tests/fixtures/v2/fixture.py,
+/// scripts/backup-vectors.py) and returns what it printed. Returns `None`,
+/// after saying why, when python3 or the script's modules are missing (the
+/// scripts exit 3 then); with `PEERS_REQUIRE_PYTHON_VECTORS=1` that is a
+/// failure instead. Panics if the script fails otherwise.
+pub fn python_vectors(test: &str, script: &Path) -> Option<String> {
+    let required = std::env::var_os("PEERS_REQUIRE_PYTHON_VECTORS").is_some_and(|v| v == "1");
+    let skip = |reason: String| {
+        assert!(!required, "PEERS_REQUIRE_PYTHON_VECTORS=1 but {reason}");
+        say_skipped(test, &reason);
+        None
+    };
+    let output = match std::process::Command::new("python3").arg(script).output() {
+        Ok(output) => output,
+        Err(error) => return skip(format!("python3 cannot be run ({error})")),
+    };
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if output.status.code() == Some(3) {
+        return skip(format!(
+            "python3 lacks a module ({}; pip install blake3 cryptography)",
+            stderr.trim()
+        ));
+    }
+    assert!(
+        output.status.success(),
+        "{} failed: {}\n{stderr}",
+        script.display(),
+        output.status
+    );
+    Some(String::from_utf8(output.stdout).expect("the script prints UTF-8"))
+}
+
+/// Says why a test did not check anything. libtest captures a passing
+/// test's `eprintln!` (and `std::io::stderr()`), so the line goes to
+/// `/dev/stderr` opened anew, which capture does not reach; `eprintln!` where
+/// there is none.
+pub fn say_skipped(test: &str, reason: &str) {
+    use std::io::Write as _;
+    let line = format!("{test}: skipped: {reason}");
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/stderr")
+        .and_then(|mut stderr| writeln!(stderr, "{line}"));
+    if written.is_err() {
+        eprintln!("{line}");
+    }
+}
