@@ -98,6 +98,13 @@ def op_members_only():
     return varint(6)
 
 
+def op_checkpoint(frontier, snapshot):
+    # frontier: (author[32], seq, hash[32]) sorted by author; snapshot[32]
+    assert len(snapshot) == 32
+    entries = [a + varint(seq) + h for (a, seq, h) in frontier]
+    return varint(7) + listof(entries) + snapshot
+
+
 def value_str(s):
     return varint(5) + string(s)
 
@@ -123,6 +130,19 @@ def main():
         serialization.Encoding.Raw, serialization.PublicFormat.Raw
     )
     wall_ms = 1764288000000
+
+    genesis = body(
+        2,
+        fixed(0x00),
+        author,
+        1,
+        None,
+        [],
+        1,
+        wall_ms,
+        [op_genesis(fixed(0x07, 16)), op_members_only()],
+    )
+    genesis_hash = blake3.blake3(genesis, derive_key_context=HASH_CONTEXT).digest()
 
     vectors = {
         # FORMAT.md "Test vector: a change (format 1, still read)".
@@ -154,16 +174,19 @@ def main():
             [op_grant(fixed(0x11), "Writer"), op_revoke(fixed(0x22), 7)],
         ),
         # FORMAT.md "Test vector: a genesis change (format 2)".
-        "genesis": body(
-            2,
-            fixed(0x00),
+        "genesis": genesis,
+        # FORMAT.md "Test vector: a checkpoint change (format 3)": the owner
+        # of that genesis checkpoints it (the snapshot hash is arbitrary).
+        "checkpoint": body(
+            3,
+            genesis_hash,
             author,
-            1,
-            None,
+            2,
+            genesis_hash,
             [],
-            1,
+            2,
             wall_ms,
-            [op_genesis(fixed(0x07, 16)), op_members_only()],
+            [op_checkpoint([(author, 1, genesis_hash)], fixed(0x5A))],
         ),
     }
 

@@ -51,6 +51,16 @@ pub(crate) fn op_json(op: &Op) -> Json {
             OpPart::Key(name, key) => (name, json!(key.to_hex())),
             OpPart::Role(name, role) => (name, json!(role.to_string())),
             OpPart::Bytes(name, bytes) => (name, json!(hex::encode(bytes))),
+            OpPart::Frontier(name, entries) => (
+                name,
+                entries
+                    .iter()
+                    .map(|entry| {
+                        json!({ "author": entry.author.to_hex(), "seq": entry.seq,
+                                "hash": entry.hash.to_hex() })
+                    })
+                    .collect(),
+            ),
         };
         object.insert(name.to_owned(), value);
     }

@@ -19,8 +19,18 @@ use ed25519_dalek::{Signer, SigningKey};
 
 use crate::value::Value;
 
-/// Version of the change format written into every change body.
+/// Version of the change format written into every change body but a
+/// checkpoint's: the lowest version that has all of its ops, so that builds of
+/// format 2 still read every ordinary change.
 pub const CHANGE_FORMAT_VERSION: u16 = 2;
+/// Version of a change that holds a [`Op::Checkpoint`] (FORMAT.md
+/// "Checkpoints, trimming and snapshots").
+pub const CHECKPOINT_FORMAT_VERSION: u16 = 3;
+/// The newest change format version this build reads.
+pub const CHANGE_FORMAT_VERSION_MAX: u16 = 3;
+/// Most entries of a checkpoint's frontier (72 bytes each in memory, so a
+/// whole frontier stays far below the decoder's allocation limit).
+pub const FRONTIER_MAX: usize = 16_384;
 /// The oldest change format version this build reads (FORMAT.md "Version
 /// changes"): version 1 changes are version 2 without the membership ops.
 pub const CHANGE_FORMAT_VERSION_MIN: u16 = 1;
@@ -103,6 +113,23 @@ hash_type!(
     /// Digest of a materialized view ([`crate::Db::state_hash`]).
     StateHash
 );
+hash_type!(
+    /// Digest of the snapshot state at a checkpoint's frontier (FORMAT.md
+    /// "Frontier, closure, snapshot hash").
+    SnapshotHash
+);
+
+/// One author's place in a checkpoint's frontier: its change `seq`, whose
+/// hash is `hash`. Field order is the byte order of the format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode)]
+pub struct FrontierEntry {
+    /// The author.
+    pub author: Author,
+    /// Its highest change at or below the frontier.
+    pub seq: u64,
+    /// That change's hash (which of a forked author's changes it is).
+    pub hash: ChangeHash,
+}
 
 impl DatabaseId {
     /// The id written into the genesis change itself, which cannot name its
@@ -168,6 +195,16 @@ pub enum Op {
     /// members-only. Without it (and in every version 1 database) any key
     /// that knows the database id may write.
     MembersOnly,
+    /// The owner's signed statement (format version 3, the only op of its
+    /// change) that the state at `frontier` hashes to `snapshot` (FORMAT.md
+    /// "Checkpoints, trimming and snapshots").
+    Checkpoint {
+        /// One entry per author, sorted by author; the signer's own is the
+        /// change's `prev`.
+        frontier: Vec<FrontierEntry>,
+        /// The snapshot hash of the state at the frontier.
+        snapshot: SnapshotHash,
+    },
 }
 
 /// One named part of an op, for showing it (see [`Op::parts`]).
@@ -187,11 +224,13 @@ pub enum OpPart<'a> {
     Role(&'static str, Role),
     /// Raw bytes (shown as hex).
     Bytes(&'static str, &'a [u8]),
+    /// A checkpoint's frontier.
+    Frontier(&'static str, &'a [FrontierEntry]),
 }
 
 impl Op {
     /// The op's kind, as the CLI and its JSON name it: `set`, `delete`,
-    /// `increment`, `genesis`, `grant`, `revoke`, `members-only`.
+    /// `increment`, `genesis`, `grant`, `revoke`, `members-only`, `checkpoint`.
     pub fn kind(&self) -> &'static str {
         match self {
             Op::Set { .. } => "set",
@@ -201,6 +240,7 @@ impl Op {
             Op::Grant { .. } => "grant",
             Op::Revoke { .. } => "revoke",
             Op::MembersOnly => "members-only",
+            Op::Checkpoint { .. } => "checkpoint",
         }
     }
 
@@ -240,6 +280,10 @@ impl Op {
                 vec![OpPart::Key("key", key), OpPart::Uint("last_seq", *last_seq)]
             }
             Op::MembersOnly => Vec::new(),
+            Op::Checkpoint { frontier, snapshot } => vec![
+                OpPart::Frontier("frontier", frontier),
+                OpPart::Bytes("snapshot", &snapshot.0),
+            ],
         }
     }
 }
@@ -268,6 +312,13 @@ impl fmt::Display for Op {
                 write!(f, "revoke {} after seq {last_seq}", key.to_hex())
             }
             Op::MembersOnly => f.write_str("members-only"),
+            Op::Checkpoint { frontier, snapshot } => write!(
+                f,
+                "checkpoint at {} author{} (snapshot {})",
+                frontier.len(),
+                if frontier.len() == 1 { "" } else { "s" },
+                snapshot.to_hex()
+            ),
         }
     }
 }
@@ -320,7 +371,11 @@ impl Op {
             Op::Set { table, row, .. }
             | Op::Delete { table, row }
             | Op::Increment { table, row, .. } => Some((table, row)),
-            Op::Genesis { .. } | Op::Grant { .. } | Op::Revoke { .. } | Op::MembersOnly => None,
+            Op::Genesis { .. }
+            | Op::Grant { .. }
+            | Op::Revoke { .. }
+            | Op::MembersOnly
+            | Op::Checkpoint { .. } => None,
         }
     }
 
@@ -333,9 +388,18 @@ impl Op {
     fn since_version(&self) -> u16 {
         match self {
             Op::Grant { .. } | Op::Revoke { .. } | Op::MembersOnly => 2,
+            Op::Checkpoint { .. } => 3,
             _ => 1,
         }
     }
+}
+
+/// The format version a change holding `ops` is written with: the lowest
+/// that has every op, and at least [`CHANGE_FORMAT_VERSION`].
+pub(crate) fn version_for(ops: &[Op]) -> u16 {
+    ops.iter()
+        .map(Op::since_version)
+        .fold(CHANGE_FORMAT_VERSION, u16::max)
 }
 
 /// The signed part of a change. Field order is the byte order of the format.
@@ -540,10 +604,10 @@ impl Change {
                 extra: body_bytes.len() - read,
             });
         }
-        if !(CHANGE_FORMAT_VERSION_MIN..=CHANGE_FORMAT_VERSION).contains(&body.version) {
+        if !(CHANGE_FORMAT_VERSION_MIN..=CHANGE_FORMAT_VERSION_MAX).contains(&body.version) {
             return Err(FormatError::UnsupportedVersion {
                 found: body.version,
-                supported: CHANGE_FORMAT_VERSION,
+                supported: CHANGE_FORMAT_VERSION_MAX,
             });
         }
         let reencoded = bincode::encode_to_vec(&body, bincode_config()).map_err(|error| {
@@ -638,7 +702,42 @@ fn check_structure(body: &ChangeBody) -> Result<(), &'static str> {
     if body.database == DatabaseId::GENESIS {
         return check_genesis(body);
     }
-    check_ops(&body.ops)
+    check_ops(&body.ops)?;
+    check_checkpoint(body)
+}
+
+/// The rules on a change that holds a checkpoint (FORMAT.md "The Checkpoint
+/// op"), in the order the spec lists them.
+fn check_checkpoint(body: &ChangeBody) -> Result<(), &'static str> {
+    let Some(frontier) = body.ops.iter().find_map(|op| match op {
+        Op::Checkpoint { frontier, .. } => Some(frontier),
+        _ => None,
+    }) else {
+        return Ok(());
+    };
+    if body.ops.len() != 1 {
+        return Err("a Checkpoint is the only op of its change");
+    }
+    if frontier.is_empty() || frontier.len() > FRONTIER_MAX {
+        return Err("a frontier holds 1 to FRONTIER_MAX entries");
+    }
+    if !frontier
+        .windows(2)
+        .all(|pair| pair[0].author < pair[1].author)
+    {
+        return Err("a frontier is sorted by author, one entry each");
+    }
+    if frontier.iter().any(|entry| entry.seq == 0) {
+        return Err("a frontier entry's seq starts at 1");
+    }
+    let own = frontier
+        .binary_search_by(|entry| entry.author.cmp(&body.author))
+        .ok()
+        .and_then(|index| frontier.get(index));
+    if own.is_none_or(|own| own.seq + 1 != body.seq || Some(own.hash) != body.prev) {
+        return Err("a checkpoint's frontier names its signer's prev");
+    }
+    Ok(())
 }
 
 /// Most bytes a change's ops may take: [`CHANGE_BYTES_MAX`] less room for
@@ -734,7 +833,7 @@ fn check_op(op: &Op) -> Result<(), &'static str> {
         Op::Delete { table, row } => &[table, row],
         Op::Genesis { .. } => return Err("Genesis op only in a genesis change"),
         Op::MembersOnly => return Err("MembersOnly op only in a genesis change"),
-        Op::Grant { .. } | Op::Revoke { .. } => &[],
+        Op::Grant { .. } | Op::Revoke { .. } | Op::Checkpoint { .. } => &[],
     };
     for name in names {
         if name.is_empty() || name.len() > NAME_BYTES_MAX {

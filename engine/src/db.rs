@@ -6,6 +6,7 @@
 //! the one writer (`crate::ingest::Writer`), and reads go to `crate::reads`.
 
 mod automerge;
+mod checkpoint;
 mod commit;
 mod directory;
 mod transaction;
@@ -273,7 +274,7 @@ impl Db {
             database,
             options.pending_changes_max,
         )?;
-        let replayed = writer.replay(applied, false, &mut |_, _| {})?;
+        let replayed = writer.replay(applied, false, None, &mut |_, _| {})?;
         let recovery = Recovery {
             torn_tail: report.torn_tail,
             view_rebuilt,
@@ -811,7 +812,7 @@ impl Db {
         let mut writer = self.writer();
         reset_view(&self.inner.view, self.inner.database)?;
         writer.reload_heads()?;
-        let changes = writer.replay(self.inner.log.start(), false, progress)?;
+        let changes = writer.replay(self.inner.log.start(), false, None, progress)?;
         self.inner.view.flush()?;
         self.publish_membership(&writer);
         Ok((changes, self.state_hash()?))
@@ -834,7 +835,7 @@ impl Db {
                 self.inner.database,
                 0,
             )?;
-            let changes = writer.replay(self.inner.log.start(), true, progress)?;
+            let changes = writer.replay(self.inner.log.start(), true, None, progress)?;
             let rebuilt = reads::state_hash(&scratch)?;
             Ok(VerifyReport {
                 changes,

@@ -101,6 +101,13 @@ pub enum Refusal {
         /// The author.
         author: Author,
     },
+    /// A checkpoint signed by a key other than the owner's (in open and
+    /// members-only databases alike): only the owner checkpoints.
+    #[error("{author} is not the owner: only the owner signs checkpoints")]
+    NotTheOwner {
+        /// The author.
+        author: Author,
+    },
     /// A local revocation of an admin by an admin (only the owner revokes
     /// admins; such a change would have no effect).
     #[error("{author} is an admin and may not revoke the admin {key}")]
@@ -284,6 +291,19 @@ pub enum Error {
     Automerge {
         /// Automerge's description.
         message: String,
+    },
+    /// [`crate::Db::checkpoint`] found no frontier to sign.
+    #[error("cannot checkpoint: {reason}")]
+    CannotCheckpoint {
+        /// Why.
+        reason: String,
+    },
+    /// [`crate::Db::checkpoint_verdict`] was given a change that holds no
+    /// checkpoint.
+    #[error("change {hash} is not a checkpoint")]
+    NotACheckpoint {
+        /// Its hash.
+        hash: ChangeHash,
     },
     /// The change at a log position vanished or moved: a bug or corruption.
     #[error("change {hash} is indexed but not readable from the log")]

@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeSet, VecDeque};
 
-use crate::HashMap;
+use crate::{HashMap, HashSet};
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -155,6 +155,11 @@ impl Writer {
         Ok(engine)
     }
 
+    /// Every author's state as of the last applied group.
+    pub fn authors(&self) -> impl Iterator<Item = (Author, AuthorState)> + '_ {
+        self.authors.iter().map(|(author, state)| (*author, *state))
+    }
+
     /// An author's state as of the last applied group.
     pub fn author(&self, author: &Author) -> Option<AuthorState> {
         self.authors.get(author).copied()
@@ -221,12 +226,14 @@ impl Writer {
 
     /// Applies the log from `from` (a record's start) to the view, in
     /// groups of [`REPLAY_GROUP_CHANGES`]; with `verify_signatures`, every
-    /// signature is checked again first (on every core). Returns the
-    /// changes replayed.
+    /// signature is checked again first (on every core). With `keep`, only
+    /// the changes it holds (a causally closed set: a checkpoint's
+    /// closure). Returns the changes replayed.
     pub fn replay(
         &mut self,
         from: Position,
         verify_signatures: bool,
+        keep: Option<&HashSet<ChangeHash>>,
         progress: Progress<'_>,
     ) -> Result<u64> {
         let start = self.log.start().0;
@@ -236,6 +243,9 @@ impl Writer {
         for item in self.log.changes_from(from)? {
             let (frame, change) = item?;
             let position = frame.start;
+            if keep.is_some_and(|keep| !keep.contains(&change.hash())) {
+                continue;
+            }
             group.push((change, Some(frame)));
             if group.len() == REPLAY_GROUP_CHANGES {
                 replayed += self.replay_group(std::mem::take(&mut group), verify_signatures)?;
@@ -478,6 +488,17 @@ impl Writer {
             && let Err(refusal) = access::check_admission(body.author, role, owner, &body.ops)
         {
             return Ok(Admission::Refuse(refusal));
+        }
+        if let Some(owner) = self.access.owner
+            && body.author != owner
+            && body
+                .ops
+                .iter()
+                .any(|op| matches!(op, Op::Checkpoint { .. }))
+        {
+            return Ok(Admission::Refuse(Refusal::NotTheOwner {
+                author: body.author,
+            }));
         }
         // Past a revocation (or any other limit) a change is held inert, as
         // after a fork (docs/DESIGN.md "Authorization"): never applied, never

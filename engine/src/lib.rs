@@ -15,6 +15,7 @@ pub(crate) type HashSet<K> = std::collections::HashSet<K, foldhash::fast::Random
 mod access;
 mod change;
 mod changeset;
+mod checkpoint;
 mod db;
 mod error;
 mod identity;
@@ -32,13 +33,15 @@ mod version_vector;
 mod view;
 
 pub use change::{
-    Author, CHANGE_BYTES_MAX, CHANGE_FORMAT_VERSION, CHANGE_FORMAT_VERSION_MIN, Change, ChangeBody,
-    ChangeHash, DEPS_MAX, DatabaseId, FormatError, HASH_CONTEXT, NAME_BYTES_MAX, OPS_MAX, Op,
-    OpPart, Role, SIGNATURE_DOMAIN, StateHash,
+    Author, CHANGE_BYTES_MAX, CHANGE_FORMAT_VERSION, CHANGE_FORMAT_VERSION_MAX,
+    CHANGE_FORMAT_VERSION_MIN, CHECKPOINT_FORMAT_VERSION, Change, ChangeBody, ChangeHash, DEPS_MAX,
+    DatabaseId, FRONTIER_MAX, FormatError, FrontierEntry, HASH_CONTEXT, NAME_BYTES_MAX, OPS_MAX,
+    Op, OpPart, Role, SIGNATURE_DOMAIN, SnapshotHash, StateHash,
 };
 pub use changeset::{
     CHANGE_SET_MAGIC, CHANGE_SET_VERSION, ChangeSetError, ChangeSetReader, ChangeSetWriter,
 };
+pub use checkpoint::{CheckpointVerdict, SNAPSHOT_HASH_CONTEXT, VoidReason};
 pub use db::{
     Db, LOCK_FILE, Member, Options, Recovery, SUBSCRIBE_BUFFER_CHANGES, Transaction, VerifyReport,
 };

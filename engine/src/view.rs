@@ -187,7 +187,11 @@ pub(crate) fn apply_op(group: &mut Group<'_>, stamp: Stamp, op: &Op) -> Result<(
             delta,
         } => apply_increment(group, stamp, table, row, field, *delta),
         // Membership ops act through authorization, not on rows.
-        Op::Genesis { .. } | Op::Grant { .. } | Op::Revoke { .. } | Op::MembersOnly => Ok(()),
+        Op::Genesis { .. }
+        | Op::Grant { .. }
+        | Op::Revoke { .. }
+        | Op::MembersOnly
+        | Op::Checkpoint { .. } => Ok(()),
     }
 }
 

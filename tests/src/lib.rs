@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use peers_engine::{
-    ApplyReport, Author, Change, ChangeHash, Db, Op, Options, Row, Stamp, SyncMode, Value,
+    ApplyReport, Author, CHANGE_FORMAT_VERSION, CHECKPOINT_FORMAT_VERSION, Change, ChangeBody,
+    ChangeHash, Db, FrontierEntry, Identity, Op, Options, Row, SnapshotHash, Stamp, SyncMode,
+    Value,
 };
 
 /// Cases for a property test: `PROPTEST_CASES` when set (a nightly campaign
@@ -30,6 +32,66 @@ pub fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(entry.path(), &target).expect("copy");
         }
     }
+}
+
+/// A change signed by hand by `key`: it extends `prev` (or starts the
+/// chain), names `deps`, and obeys the lamport rule; a checkpoint is
+/// written as change format 3, anything else as 2.
+pub fn craft(
+    db: &Db,
+    key: &Identity,
+    prev: Option<&Change>,
+    deps: &[&Change],
+    ops: Vec<Op>,
+) -> Change {
+    let lamport_max = prev
+        .iter()
+        .chain(deps)
+        .map(|change| change.lamport())
+        .max()
+        .unwrap_or(0);
+    let mut dep_hashes: Vec<ChangeHash> = deps.iter().map(|change| change.hash()).collect();
+    dep_hashes.sort_unstable();
+    dep_hashes.dedup();
+    let checkpoint = ops.iter().any(|op| matches!(op, Op::Checkpoint { .. }));
+    key.sign(ChangeBody {
+        version: if checkpoint {
+            CHECKPOINT_FORMAT_VERSION
+        } else {
+            CHANGE_FORMAT_VERSION
+        },
+        database: db.database_id(),
+        author: key.author(),
+        seq: prev.map_or(1, |prev| prev.seq() + 1),
+        prev: prev.map(Change::hash),
+        deps: dep_hashes,
+        lamport: lamport_max + 1,
+        wall_ms: 1_700_000_000_000,
+        ops,
+    })
+}
+
+/// A checkpoint by `key` after `prev` (FORMAT.md "The Checkpoint op"),
+/// naming `deps`, whose frontier is `prev` and `deps` and whose snapshot
+/// hash is `snapshot` (whether or not it is the right one).
+pub fn craft_checkpoint(
+    db: &Db,
+    key: &Identity,
+    prev: &Change,
+    deps: &[&Change],
+    snapshot: SnapshotHash,
+) -> Change {
+    let mut frontier: Vec<FrontierEntry> = std::iter::once(prev)
+        .chain(deps.iter().copied())
+        .map(|change| FrontierEntry {
+            author: change.author(),
+            seq: change.seq(),
+            hash: change.hash(),
+        })
+        .collect();
+    frontier.sort();
+    let op = Op::Checkpoint { frontier, snapshot };
+    craft(db, key, Some(prev), deps, vec![op])
 }
 
 /// Options for tests: fsync relaxed (a process crash still loses nothing),

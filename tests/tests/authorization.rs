@@ -27,8 +27,8 @@ use peers_tests::authorization_runner::{
     ForgedOp, Forgery, Refusals, Replicas, Step, check_report, describe,
 };
 use peers_tests::{
-    SplitMix, all_changes, commit_ops, delete, exchange, increment, reference_model, relaxed, rows,
-    set,
+    SplitMix, all_changes, commit_ops, craft, delete, exchange, increment, reference_model,
+    relaxed, rows, set,
 };
 use proptest::prelude::*;
 use tempfile::TempDir;
@@ -65,31 +65,6 @@ fn held(db: &Db, hash: &ChangeHash) -> Change {
 /// Commits `ops` on `db` and returns the signed change.
 fn commit(db: &Db, ops: &[Op]) -> Change {
     held(db, &commit_ops(db, ops))
-}
-
-/// A change signed by hand by `key`: it extends `prev` (or starts the
-/// chain), names `deps`, and obeys the lamport rule.
-fn craft(db: &Db, key: &Identity, prev: Option<&Change>, deps: &[&Change], ops: Vec<Op>) -> Change {
-    let lamport_max = prev
-        .iter()
-        .chain(deps)
-        .map(|change| change.lamport())
-        .max()
-        .unwrap_or(0);
-    let mut dep_hashes: Vec<ChangeHash> = deps.iter().map(|change| change.hash()).collect();
-    dep_hashes.sort_unstable();
-    dep_hashes.dedup();
-    key.sign(ChangeBody {
-        version: CHANGE_FORMAT_VERSION,
-        database: db.database_id(),
-        author: key.author(),
-        seq: prev.map_or(1, |prev| prev.seq() + 1),
-        prev: prev.map(Change::hash),
-        deps: dep_hashes,
-        lamport: lamport_max + 1,
-        wall_ms: 1_700_000_000_000,
-        ops,
-    })
 }
 
 /// Everything a replica shows and holds.

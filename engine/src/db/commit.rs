@@ -21,9 +21,7 @@
 use std::sync::mpsc::{SyncSender, sync_channel};
 
 use super::Db;
-use crate::change::{
-    CHANGE_FORMAT_VERSION, Change, ChangeBody, ChangeHash, DEPS_MAX, Op, Unsigned,
-};
+use crate::change::{Change, ChangeBody, ChangeHash, DEPS_MAX, Op, Unsigned};
 use crate::error::{Error, Result};
 use crate::ingest::{ApplyReport, Source, Writer};
 use crate::value::Value;
@@ -46,7 +44,7 @@ pub(crate) struct Chain {
     /// The last reserved change (seq, hash, lamport), when it is ahead of
     /// the writer's head; `None` when every reservation is committed (or
     /// failed), so the next one chains on the writer's head.
-    reserved: Option<(u64, ChangeHash, u64)>,
+    pub(super) reserved: Option<(u64, ChangeHash, u64)>,
 }
 
 impl Db {
@@ -68,6 +66,12 @@ impl Db {
             let writer = self.writer();
             self.reserve(&writer, ops)?
         };
+        self.sign_and_commit(unsigned, epoch)
+    }
+
+    /// Steps 2 and 3 of a commit: signs a reserved change on this thread,
+    /// then has it group-committed in seq order.
+    pub(super) fn sign_and_commit(&self, unsigned: Unsigned, epoch: u64) -> Result<ChangeHash> {
         // Tests hold a commit here to order threads (tests/tests/commit_order.rs).
         fail::fail_point!("engine::commit-sign");
         let change = unsigned.sign(self.inner.identity.signing_key());
@@ -102,13 +106,13 @@ impl Db {
         }
     }
 
-    fn chain(&self) -> std::sync::MutexGuard<'_, Chain> {
+    pub(super) fn chain(&self) -> std::sync::MutexGuard<'_, Chain> {
         self.inner.chain.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Step 1: checks `ops` and builds the next change of this replica's
     /// chain, unsigned. Returns it with the epoch it was reserved in.
-    fn reserve(&self, writer: &Writer, ops: Vec<Op>) -> Result<(Unsigned, u64)> {
+    pub(super) fn reserve(&self, writer: &Writer, ops: Vec<Op>) -> Result<(Unsigned, u64)> {
         let author = self.author();
         let state = writer.author(&author);
         self.check_local(writer, &ops)?;
@@ -125,7 +129,7 @@ impl Db {
         deps.sort_unstable();
         let lamport = 1 + prev_lamport.max(deps_lamport);
         let unsigned = Unsigned::new(ChangeBody {
-            version: CHANGE_FORMAT_VERSION,
+            version: crate::change::version_for(&ops),
             database: self.inner.database,
             author,
             seq: seq + 1,
@@ -141,7 +145,7 @@ impl Db {
 
     /// The checks a commit passes, against the writer's state now: the
     /// role (FORMAT.md "Authorization"), and a chain not cut by a fork.
-    fn check_local(&self, writer: &Writer, ops: &[Op]) -> Result<()> {
+    pub(super) fn check_local(&self, writer: &Writer, ops: &[Op]) -> Result<()> {
         let author = self.author();
         let state = writer.author(&author);
         crate::access::check_local(author, &writer.access, &writer.verdicts, state, ops)?;

@@ -1,0 +1,170 @@
+//! Checkpoints (FORMAT.md "Checkpoints, trimming and snapshots"): the
+//! settled chains of a frontier, the snapshot state of its closure and its
+//! hash, and the three checks that confirm a checkpoint or make it void.
+//!
+//! Built so far: making a checkpoint ([`crate::Db::checkpoint`]) and
+//! judging one ([`crate::Db::checkpoint_verdict`]). Settlement, trimming and
+//! bootstrap are not built: a checkpoint has no effect on validity yet.
+
+use crate::HashSet;
+
+use rocksdb::{DB, Direction, IteratorMode};
+
+use crate::access::Access;
+use crate::change::{Author, Change, ChangeHash, DatabaseId, FrontierEntry, Op, SnapshotHash};
+use crate::error::Result;
+use crate::keys;
+use crate::records::ChangeMeta;
+use crate::view::{decode, encode};
+
+/// blake3 derive-key context of the snapshot hash.
+pub const SNAPSHOT_HASH_CONTEXT: &str = "peers 2026-12-03 snapshot v1";
+
+/// What a replica concludes about a checkpoint (FORMAT.md "Confirming a
+/// checkpoint").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CheckpointVerdict {
+    /// Every check passed.
+    Confirmed,
+    /// The replica does not hold this change of the frontier (by hash, with
+    /// the entry's author and seq), so it cannot judge the checkpoint yet.
+    Unconfirmed {
+        /// The first change of the frontier found missing.
+        missing: ChangeHash,
+    },
+    /// A check failed: the checkpoint never has an effect.
+    Void(VoidReason),
+}
+
+/// Why a checkpoint is void, in the order the checks run.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum VoidReason {
+    /// A change of the closure names a change off the frontier's chains.
+    #[error("not closed: {change} names {names}, which is not at or below the frontier")]
+    NotClosed {
+        /// The naming change.
+        change: ChangeHash,
+        /// What it names.
+        names: ChangeHash,
+    },
+    /// The owner's previous checkpoint names a change outside this closure.
+    #[error("regresses: the previous checkpoint {previous} names {missing}, outside this frontier")]
+    Regresses {
+        /// The previous checkpoint.
+        previous: ChangeHash,
+        /// A change it names that this frontier lacks.
+        missing: ChangeHash,
+    },
+    /// The snapshot hash of the closure is not the one the checkpoint signs.
+    #[error("the state at the frontier hashes to {actual}, not {expected}")]
+    StateMismatch {
+        /// The checkpoint's.
+        expected: SnapshotHash,
+        /// The closure's.
+        actual: SnapshotHash,
+    },
+}
+
+/// The settled chains of a frontier, when the replica holds all of them and
+/// they are closed.
+pub(crate) struct Closure {
+    /// Every change of the closure.
+    pub changes: HashSet<ChangeHash>,
+    /// The owner's latest checkpoint in the closure (its hash and frontier).
+    pub previous: Option<(ChangeHash, Vec<FrontierEntry>)>,
+}
+
+/// Walks each entry's chain down to seq 1 (`read` looks a held change up)
+/// and checks that every change of it names only changes of the walked
+/// chains (check 1, "closed"). `Err` is the verdict when the walk cannot
+/// confirm: a change missing, or not closed.
+pub(crate) fn settled_chains(
+    frontier: &[FrontierEntry],
+    owner: Author,
+    mut read: impl FnMut(&ChangeHash) -> Result<Option<Change>>,
+) -> Result<std::result::Result<Closure, CheckpointVerdict>> {
+    let mut changes = HashSet::default();
+    let mut named: Vec<(ChangeHash, ChangeHash)> = Vec::new();
+    let mut previous = None;
+    for entry in frontier {
+        let mut next = Some((entry.hash, entry.seq));
+        while let Some((hash, seq)) = next {
+            let change = match read(&hash)? {
+                Some(change) if change.author() == entry.author && change.seq() == seq => change,
+                _ => return Ok(Err(CheckpointVerdict::Unconfirmed { missing: hash })),
+            };
+            changes.insert(hash);
+            named.extend(change.body().deps.iter().map(|dep| (hash, *dep)));
+            if entry.author == owner
+                && previous.is_none()
+                && let [Op::Checkpoint { frontier, .. }] = change.ops()
+            {
+                previous = Some((hash, frontier.clone()));
+            }
+            next = change.body().prev.map(|prev| (prev, seq - 1));
+        }
+    }
+    if let Some((change, names)) = named.into_iter().find(|(_, dep)| !changes.contains(dep)) {
+        return Ok(Err(CheckpointVerdict::Void(VoidReason::NotClosed {
+            change,
+            names,
+        })));
+    }
+    Ok(Ok(Closure { changes, previous }))
+}
+
+/// Calls `each` with every entry of the snapshot state of `view` (a view
+/// built from a closure alone), in key order: the view less `history` and
+/// the meta keys but `access` and `heads`, with log positions written as 0
+/// and the access record's lists sorted (FORMAT.md "Frontier, closure,
+/// snapshot hash").
+pub(crate) fn snapshot_entries_each(view: &DB, mut each: impl FnMut(&[u8], &[u8])) -> Result<()> {
+    for item in view.iterator(IteratorMode::From(&[keys::META], Direction::Forward)) {
+        let (key, value) = item?;
+        match key.first().copied() {
+            Some(keys::META) => {
+                let name = &key[1..];
+                if name == keys::META_HEADS {
+                    each(&key, &value);
+                } else if name == keys::META_ACCESS {
+                    let mut access: Access = decode(&value, &key)?;
+                    access
+                        .records
+                        .sort_by_key(|record| (record.author, record.seq, record.hash));
+                    access
+                        .steps
+                        .sort_by_key(|step| (step.author, step.seq, step.grant));
+                    each(&key, &encode(&access));
+                }
+            }
+            Some(keys::CHANGES) => {
+                let mut meta: ChangeMeta = decode(&value, &key)?;
+                meta.position = 0;
+                each(&key, &encode(&meta));
+            }
+            Some(keys::CHAIN) => each(&key, &0u64.to_be_bytes()),
+            Some(keys::HISTORY) => {}
+            _ => each(&key, &value),
+        }
+    }
+    Ok(())
+}
+
+/// The snapshot hash of `view` (built from the closure of `frontier` alone).
+pub(crate) fn snapshot_hash(
+    view: &DB,
+    database: DatabaseId,
+    frontier: &[FrontierEntry],
+) -> Result<SnapshotHash> {
+    let mut hasher = blake3::Hasher::new_derive_key(SNAPSHOT_HASH_CONTEXT);
+    hasher.update(&database.0);
+    hasher.update(&encode(&frontier.to_vec()));
+    snapshot_entries_each(view, |key, value| {
+        hasher.update(&(key.len() as u64).to_le_bytes());
+        hasher.update(key);
+        hasher.update(&(value.len() as u64).to_le_bytes());
+        hasher.update(value);
+    })?;
+    Ok(SnapshotHash(*hasher.finalize().as_bytes()))
+}

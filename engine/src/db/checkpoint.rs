@@ -1,0 +1,254 @@
+//! Making and judging checkpoints (FORMAT.md "Checkpoints, trimming and
+//! snapshots"). Settlement, trimming and bootstrap are not built yet: a
+//! checkpoint changes no verdict.
+
+use std::sync::Arc;
+
+use rocksdb::{Direction, IteratorMode};
+
+use super::Db;
+use super::directory::{io_error, open_view};
+use crate::change::{Author, Change, ChangeHash, FrontierEntry, Op, SnapshotHash};
+use crate::checkpoint::{CheckpointVerdict, Closure, settled_chains, snapshot_hash};
+use crate::error::{Error, Refusal, Result};
+use crate::ingest::{Progress, Writer};
+use crate::keys;
+
+/// The scratch view a checkpoint's closure is built in (removed after; one
+/// left by a crash is removed by the next use).
+const SCRATCH_DIR: &str = "checkpoint-scratch";
+
+impl Db {
+    /// Signs a checkpoint (the owner only): the frontier is every author's
+    /// chain (up to its fork cut), lowered where a change names one off it, and
+    /// the snapshot hash is of that frontier's closure, built in a scratch
+    /// view (a replay of the log's closure, reported through `progress`).
+    /// Writes wait meanwhile. Returns the checkpoint's hash.
+    pub fn checkpoint(&self, progress: Progress<'_>) -> Result<ChangeHash> {
+        let author = self.author();
+        let (unsigned, epoch) = loop {
+            let writer = self.writer();
+            let owner = writer.access.owner.ok_or(Error::NotSynced)?;
+            if owner != author {
+                return Err(Error::NotAllowed(Refusal::NotTheOwner { author }));
+            }
+            // A commit being signed would come between the frontier and
+            // this change: let it land first.
+            if self.chain().reserved.is_some() {
+                drop(writer);
+                std::thread::yield_now();
+                continue;
+            }
+            let state = writer.author(&author).ok_or(Error::NotSynced)?;
+            self.check_local(&writer, &[])?;
+            let (frontier, closure) = self.held_frontier(&writer, owner)?;
+            if !frontier
+                .iter()
+                .any(|entry| entry.author == author && entry.seq == state.head_seq)
+            {
+                return Err(Error::CannotCheckpoint {
+                    reason: "this replica's own latest change is not on its frontier".into(),
+                });
+            }
+            let snapshot = match self.judge(&frontier, &closure, None, progress)? {
+                Ok(snapshot) => snapshot,
+                Err(verdict) => {
+                    return Err(Error::CannotCheckpoint {
+                        reason: format!("the frontier does not hold: {verdict:?}"),
+                    });
+                }
+            };
+            let ops = vec![Op::Checkpoint { frontier, snapshot }];
+            self.check_local(&writer, &ops)?;
+            break self.reserve(&writer, ops)?;
+        };
+        self.sign_and_commit(unsigned, epoch)
+    }
+
+    /// Judges a held checkpoint (FORMAT.md "Confirming a checkpoint"):
+    /// walks its frontier's chains, builds the state of their closure in a
+    /// scratch view and runs the three checks. Writes wait meanwhile.
+    pub fn checkpoint_verdict(
+        &self,
+        hash: &ChangeHash,
+        progress: Progress<'_>,
+    ) -> Result<CheckpointVerdict> {
+        let change = self
+            .get_change(hash)?
+            .ok_or(Error::MissingChange { hash: *hash })?;
+        let [Op::Checkpoint { frontier, snapshot }] = change.ops() else {
+            return Err(Error::NotACheckpoint { hash: *hash });
+        };
+        let writer = self.writer();
+        let owner = writer.access.owner.ok_or(Error::NotSynced)?;
+        let closure = match settled_chains(frontier, owner, |hash| self.get_change(hash))? {
+            Ok(closure) => closure,
+            Err(verdict) => return Ok(verdict),
+        };
+        Ok(
+            match self.judge(frontier, &closure, Some(*snapshot), progress)? {
+                Ok(_) => CheckpointVerdict::Confirmed,
+                Err(verdict) => verdict,
+            },
+        )
+    }
+
+    /// The owner's checkpoints this replica holds, lowest seq first.
+    pub fn checkpoints(&self) -> Result<Vec<Change>> {
+        let Some(owner) = self.writer().access.owner else {
+            return Ok(Vec::new());
+        };
+        let prefix = keys::chain_prefix(&owner, 0);
+        let mut found = Vec::new();
+        let mode = IteratorMode::From(&prefix, Direction::Forward);
+        for item in self.inner.view.iterator(mode) {
+            let (key, _) = item?;
+            let Some((author, _, hash)) = keys::parse_chain(&key) else {
+                break;
+            };
+            if author != owner {
+                break;
+            }
+            let change = self
+                .get_change(&hash)?
+                .ok_or(Error::MissingChange { hash })?;
+            if matches!(change.ops(), [Op::Checkpoint { .. }]) {
+                found.push(change);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Every author's chain as a frontier (up to its fork cut, if it forked;
+    /// inert changes included: they stay inert), lowered until closed: a
+    /// change that names a change off the frontier leaves it, with every
+    /// later change of its author. The owner's entry never moves (the
+    /// checkpoint names it as its `prev`): if it would, there is no
+    /// frontier to sign.
+    fn held_frontier(
+        &self,
+        writer: &Writer,
+        owner: Author,
+    ) -> Result<(Vec<FrontierEntry>, Closure)> {
+        let mut frontier = Vec::new();
+        for (author, state) in writer.authors() {
+            let seq = state
+                .cut
+                .map_or(state.head_seq, |cut| cut.min(state.head_seq));
+            if seq == 0 {
+                continue;
+            }
+            let hash = if seq == state.head_seq && state.cut.is_none() {
+                state.head_hash
+            } else {
+                self.chain_hash(&author, seq)?
+            };
+            frontier.push(FrontierEntry { author, seq, hash });
+        }
+        frontier.sort();
+        loop {
+            match settled_chains(&frontier, owner, |hash| self.get_change(hash))? {
+                Ok(closure) => return Ok((frontier, closure)),
+                Err(CheckpointVerdict::Void(crate::VoidReason::NotClosed { change, .. })) => {
+                    let change = self
+                        .get_change(&change)?
+                        .ok_or(Error::MissingChange { hash: change })?;
+                    if change.author() == owner {
+                        return Err(Error::CannotCheckpoint {
+                            reason: format!(
+                                "the owner's change {} names a change that is not valid",
+                                change.hash()
+                            ),
+                        });
+                    }
+                    let entry = frontier
+                        .iter_mut()
+                        .find(|entry| entry.author == change.author())
+                        .ok_or(Error::MissingChange {
+                            hash: change.hash(),
+                        })?;
+                    entry.seq = change.seq() - 1;
+                    if let Some(prev) = change.body().prev {
+                        entry.hash = prev;
+                    }
+                    frontier.retain(|entry| entry.seq > 0);
+                }
+                Err(verdict) => {
+                    return Err(Error::CannotCheckpoint {
+                        reason: format!("a held change is unreadable: {verdict:?}"),
+                    });
+                }
+            }
+        }
+    }
+
+    /// The hash of `author`'s change `seq` (the first held at that seq).
+    fn chain_hash(&self, author: &Author, seq: u64) -> Result<ChangeHash> {
+        let prefix = keys::chain_prefix(author, seq);
+        let mode = IteratorMode::From(&prefix, Direction::Forward);
+        if let Some(item) = self.inner.view.iterator(mode).next() {
+            let (key, _) = item?;
+            if let Some((found, found_seq, hash)) = keys::parse_chain(&key)
+                && found == *author
+                && found_seq == seq
+            {
+                return Ok(hash);
+            }
+        }
+        Err(Error::ViewCorrupt {
+            key: prefix.to_vec(),
+        })
+    }
+
+    /// Checks 2 and 3 of a checkpoint over its closure (check 1 made it):
+    /// replays the closure into a scratch view, and returns its snapshot
+    /// hash, or the verdict that voids it. `expected` is the checkpoint's
+    /// snapshot hash (none while making one).
+    fn judge(
+        &self,
+        frontier: &[FrontierEntry],
+        closure: &Closure,
+        expected: Option<SnapshotHash>,
+        progress: Progress<'_>,
+    ) -> Result<std::result::Result<SnapshotHash, CheckpointVerdict>> {
+        use crate::VoidReason;
+        let database = self.inner.database;
+        let scratch_dir = self.inner.dir.join(SCRATCH_DIR);
+        if scratch_dir.exists() {
+            std::fs::remove_dir_all(&scratch_dir).map_err(io_error(&scratch_dir))?;
+        }
+        let result = (|| {
+            let scratch = Arc::new(open_view(&scratch_dir, database)?);
+            let mut writer =
+                Writer::new(self.inner.log.clone(), Arc::clone(&scratch), database, 0)?;
+            writer.replay(
+                self.inner.log.start(),
+                false,
+                Some(&closure.changes),
+                progress,
+            )?;
+            if let Some((previous, entries)) = &closure.previous
+                && let Some(entry) = entries
+                    .iter()
+                    .find(|entry| !closure.changes.contains(&entry.hash))
+            {
+                return Ok(Err(CheckpointVerdict::Void(VoidReason::Regresses {
+                    previous: *previous,
+                    missing: entry.hash,
+                })));
+            }
+            let actual = snapshot_hash(&scratch, database, frontier)?;
+            Ok(match expected {
+                Some(expected) if expected != actual => {
+                    Err(CheckpointVerdict::Void(VoidReason::StateMismatch {
+                        expected,
+                        actual,
+                    }))
+                }
+                _ => Ok(actual),
+            })
+        })();
+        std::fs::remove_dir_all(&scratch_dir).map_err(io_error(&scratch_dir))?;
+        result
+    }
+}
