@@ -18,8 +18,8 @@ use std::task::{Context as TaskContext, Poll};
 
 use anyhow::{Context, Result, bail};
 use peers_engine::{
-    CHANGE_FORMAT_VERSION, Change, ChangeBody, ChangeHash, ChangeSetWriter, DEPS_MAX, DatabaseId,
-    Op, Value,
+    Author, CHANGE_FORMAT_VERSION, CHECKPOINT_FORMAT_VERSION, Change, ChangeBody, ChangeHash,
+    ChangeSetWriter, DEPS_MAX, DatabaseId, FrontierEntry, Op, SnapshotHash, Value,
 };
 use peers_net::{
     ByeReason, FRAME_BYTES_MAX, Hello, Message, NOISE_MESSAGE_BYTES_MAX, Range, RangeKind,
@@ -466,6 +466,34 @@ fn change_seeds(history: &[Change]) -> Seeds {
     seeds.push((
         "most_deps".into(),
         author.sign(body(one_op, deps)).bytes().to_vec(),
+    ));
+    // A checkpoint (change format 3): the signer's own entry is its prev.
+    let mut frontier = vec![
+        FrontierEntry {
+            author: author.author(),
+            seq: 1,
+            hash: ChangeHash([1; 32]),
+        },
+        FrontierEntry {
+            author: Author([0x42; 32]),
+            seq: 300,
+            hash: ChangeHash([2; 32]),
+        },
+    ];
+    frontier.sort();
+    let checkpoint = vec![Op::Checkpoint {
+        frontier,
+        snapshot: SnapshotHash([3; 32]),
+    }];
+    seeds.push((
+        "checkpoint".into(),
+        author
+            .sign(ChangeBody {
+                version: CHECKPOINT_FORMAT_VERSION,
+                ..body(checkpoint, Vec::new())
+            })
+            .bytes()
+            .to_vec(),
     ));
     seeds
 }
