@@ -7,8 +7,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use peers_engine::{
-    Author, Change, ChangeSetReader, ChangeSetWriter, DatabaseId, Db, Op, Options, Refusal, Role,
-    Value, VersionVector,
+    Author, Change, ChangeSetReader, ChangeSetWriter, CheckpointVerdict, DatabaseId, Db,
+    FrontierEntry, Op, Options, Refusal, Role, SnapshotHash, Value, VersionVector,
 };
 use serde_json::json;
 
@@ -202,6 +202,8 @@ fn run_on(db: &Db, command: Command, json: bool) -> Result<()> {
         }
         Command::Verify => verify(db, json),
         Command::Rebuild => rebuild(db, json),
+        Command::Checkpoint => checkpoint(db, json),
+        Command::Checkpoints => checkpoints(db, json),
         Command::Grant { key, role } => {
             let key = parse_key(&key)?;
             let role: Role = role.parse().map_err(anyhow::Error::msg)?;
@@ -725,6 +727,88 @@ fn verify(db: &Db, json: bool) -> Result<()> {
             "the live view ({}) differs from a rebuild from the log ({}): run `peers rebuild`",
             report.live_state_hash,
             report.rebuilt_state_hash
+        );
+    }
+    Ok(())
+}
+
+/// The checkpoint op of a checkpoint change: its frontier and snapshot hash.
+fn checkpoint_parts(change: &Change) -> Result<(&[FrontierEntry], SnapshotHash)> {
+    match change.ops() {
+        [Op::Checkpoint { frontier, snapshot }] => Ok((frontier, *snapshot)),
+        _ => bail!("change {} is not a checkpoint", change.hash()),
+    }
+}
+
+fn checkpoint(db: &Db, json: bool) -> Result<()> {
+    let bar = progress_bar(0, "building the state at the frontier");
+    bar.set_style(bar_style("{msg} {bar:40} {bytes}/{total_bytes} ({eta})"));
+    let hash = db.checkpoint(&mut |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    });
+    bar.finish_and_clear();
+    let hash = hash.context("checkpoint failed")?;
+    let change = db
+        .get_change(&hash)?
+        .context("the checkpoint just signed is not held")?;
+    let (frontier, snapshot) = checkpoint_parts(&change)?;
+    let changes: u64 = frontier.iter().map(|entry| entry.seq).sum();
+    print(
+        json,
+        json!({ "checkpoint": hash.to_hex(), "seq": change.seq(), "authors": frontier.len(),
+                "changes": changes, "snapshot": snapshot.to_hex() }),
+        || {
+            format!(
+                "checkpoint {hash}: {changes} changes of {} authors, snapshot {snapshot}",
+                frontier.len()
+            )
+        },
+    );
+    Ok(())
+}
+
+fn checkpoints(db: &Db, json: bool) -> Result<()> {
+    let found = db.checkpoints()?;
+    if found.is_empty() && !json {
+        println!("no checkpoint (the owner makes one with `peers checkpoint`)");
+        return Ok(());
+    }
+    for change in found {
+        let (frontier, snapshot) = checkpoint_parts(&change)?;
+        let bar = progress_bar(0, "judging");
+        bar.set_style(bar_style("{msg} {bar:40} {bytes}/{total_bytes} ({eta})"));
+        let verdict = db.checkpoint_verdict(&change.hash(), &mut |done, total| {
+            bar.set_length(total);
+            bar.set_position(done);
+        });
+        bar.finish_and_clear();
+        let (word, detail) = match verdict? {
+            CheckpointVerdict::Confirmed => ("confirmed", String::new()),
+            CheckpointVerdict::Unconfirmed { missing } => {
+                ("unconfirmed", format!("this replica lacks {missing}"))
+            }
+            CheckpointVerdict::Void(reason) => ("void", reason.to_string()),
+        };
+        let changes: u64 = frontier.iter().map(|entry| entry.seq).sum();
+        print(
+            json,
+            json!({ "checkpoint": change.hash().to_hex(), "seq": change.seq(),
+                    "authors": frontier.len(), "changes": changes,
+                    "snapshot": snapshot.to_hex(), "verdict": word, "detail": detail }),
+            || {
+                let detail = if detail.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {detail}")
+                };
+                format!(
+                    "seq {:>6}  {}  {changes} changes of {} authors  {word}{detail}",
+                    change.seq(),
+                    change.hash(),
+                    frontier.len()
+                )
+            },
         );
     }
     Ok(())

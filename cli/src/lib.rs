@@ -192,6 +192,10 @@ pub(crate) enum Command {
     Verify,
     /// Drop the view and rebuild it from the log.
     Rebuild,
+    /// Sign a checkpoint (the owner only): the state at every author's latest change, which every replica holding those changes can confirm. Trimming history below it is not built yet.
+    Checkpoint,
+    /// List the owner's checkpoints and whether this replica confirms each (each one replays its history: slow on a large database).
+    Checkpoints,
     /// Grant a role to a public key (owner or admin; below your own role).
     Grant {
         /// The member's public key (64 hex digits; `peers id` on its replica).

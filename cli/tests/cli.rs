@@ -589,6 +589,47 @@ fn rebuild_keeps_state_hash() {
     assert!(ok(&db, &["rebuild"]).contains(&before));
 }
 
+// Guards: the owner signs a checkpoint (`peers checkpoint`), which moves no
+// row; `peers checkpoints` lists it as confirmed, on the owner and on a
+// replica that imported everything; a replica that is not the owner is told
+// only the owner checkpoints.
+#[test]
+fn checkpoint_and_checkpoints() {
+    let (temp, db, id) = new_db("owner");
+    assert!(ok(&db, &["checkpoints"]).contains("no checkpoint"));
+    commit(&db, &["put", "notes", "n1", "title=one"]);
+    commit(&db, &["incr", "notes", "n1", "views", "2"]);
+    let before = state_hash(&db);
+    let made = ok_json(&db, &["checkpoint"]);
+    let hash = made["checkpoint"]
+        .as_str()
+        .expect("checkpoint hash")
+        .to_owned();
+    assert!(is_hex64(&hash), "{made}");
+    assert_eq!(made["authors"], 1, "{made}");
+    assert_eq!(made["changes"], 3, "genesis and two commits: {made}");
+    assert_eq!(state_hash(&db), before, "a checkpoint moves no row");
+    let listed = ok_json_lines(&db, &["checkpoints"]);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["checkpoint"], hash.as_str());
+    assert_eq!(listed[0]["verdict"], "confirmed", "{listed:?}");
+    assert!(ok(&db, &["log"]).contains("checkpoint at 1 author"));
+
+    let file = temp.path().join("all.peersset");
+    export(&db, &file, None);
+    let replica = temp.path().join("replica");
+    let database = id["database"].as_str().expect("database id");
+    ok_json(&replica, &["join", database]);
+    import(&replica, &file);
+    let listed = ok_json_lines(&replica, &["checkpoints"]);
+    assert_eq!(listed[0]["verdict"], "confirmed", "{listed:?}");
+    let refused = fails_one_line(
+        &run(Some(&replica), &["checkpoint"]),
+        "a member's checkpoint",
+    );
+    assert!(refused.contains("only the owner"), "{refused}");
+}
+
 // Guards: `peers demo` runs three replicas to convergence and exits 0.
 #[test]
 fn demo_converges() {
