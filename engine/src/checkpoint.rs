@@ -95,7 +95,15 @@ pub(crate) fn settled_chains(
                 _ => return Ok(Err(CheckpointVerdict::Unconfirmed { missing: hash })),
             };
             changes.insert(hash);
-            named.extend(change.body().deps.iter().map(|dep| (hash, *dep)));
+            // Deps already walked need no later check (the set only grows).
+            named.extend(
+                change
+                    .body()
+                    .deps
+                    .iter()
+                    .filter(|dep| !changes.contains(*dep))
+                    .map(|dep| (hash, *dep)),
+            );
             if entry.author == owner
                 && previous.is_none()
                 && let [Op::Checkpoint { frontier, .. }] = change.ops()
