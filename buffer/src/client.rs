@@ -181,6 +181,23 @@ pub struct PullReport {
     /// give (a gap in an author's chain: the buffer dropped or has not yet
     /// got it).
     pub pending: u64,
+    /// Changes they wait for that this replica never received: the gaps
+    /// ([`gaps`]).
+    pub missing: u64,
+}
+
+/// The changes that pending changes wait for and that this replica has not
+/// received at all (not even pending): the gaps in authors' chains, which a
+/// buffer that dropped an envelope leaves.
+pub fn gaps(db: &Db) -> Vec<ChangeHash> {
+    let missing = db.missing();
+    let mut pending = missing.clone();
+    db.retain_pending(&mut pending);
+    let pending: HashSet<ChangeHash> = pending.into_iter().collect();
+    missing
+        .into_iter()
+        .filter(|hash| !pending.contains(hash))
+        .collect()
 }
 
 /// How far a member read each space of one buffer (kept in memory).
@@ -405,6 +422,7 @@ pub async fn pull(
     apply(db, &mut batch, &mut report, pulled)?;
     cursors.0.retain(|epoch, _| *epoch + EPOCHS_READ > current);
     report.pending = db.pending_len() as u64;
+    report.missing = gaps(db).len() as u64;
     Ok(report)
 }
 

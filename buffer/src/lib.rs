@@ -27,7 +27,7 @@ mod wire;
 
 pub use crate::client::{
     ANSWER_TIMEOUT, CLOCK_SKEW_MS, Client, Cursors, PUT_BYTES_SOFT, PullReport, PushReport,
-    STATE_FILE, pull, push, pushed_position,
+    STATE_FILE, gaps, pull, push, pushed_position,
 };
 pub use crate::error::{EnvelopeFault, Error, Result, WireError};
 pub use crate::format::{

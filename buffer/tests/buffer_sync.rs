@@ -185,7 +185,13 @@ async fn a_dropped_envelope_shows_as_a_gap_and_a_delayed_one_heals_it() {
     assert_eq!(pulled.applied, 20, "the genesis and A's first 19: {pulled:?}");
     assert_eq!(pulled.pending, 20, "A's later changes wait: {pulled:?}");
     assert_eq!(b.pending_len(), 20);
-    assert_eq!(b.missing().len(), 1, "the one dropped change is named");
+    assert_eq!(pulled.missing, 1, "{pulled:?}");
+    let (_, dropped_change) = a.log().expect("log").nth(20).expect("change").expect("read");
+    assert_eq!(
+        peers_buffer::gaps(&b),
+        vec![dropped_change.hash()],
+        "the one dropped change is named"
+    );
     assert_ne!(b.state_hash().expect("hash"), state);
     // The buffer delivers it late: B converges.
     std::fs::rename(&held, &dropped).expect("delayed");

@@ -174,7 +174,7 @@ pub(crate) fn run_on(db: &Db, command: BufferCommand, json: bool) -> Result<()> 
                     .await
             })?
             .with_context(|| format!("pulling from the buffer {from}"))?;
-            print_pull(db, &from, &report, json, false);
+            print_pull(&from, &report, json, false);
         }
     }
     Ok(())
@@ -194,8 +194,8 @@ fn print_push(url: &str, report: &PushReport, json: bool, event: bool) {
     });
 }
 
-fn print_pull(db: &Db, url: &str, report: &PullReport, json: bool, event: bool) {
-    let missing = db.missing().len();
+fn print_pull(url: &str, report: &PullReport, json: bool, event: bool) {
+    let missing = report.missing;
     let mut value = json!({ "buffer": url, "envelopes": report.envelopes, "applied": report.applied,
                             "duplicates": report.duplicates, "refused": report.refused,
                             "unopened": report.unopened, "pending": report.pending,
@@ -256,7 +256,7 @@ impl Link {
         };
         match result {
             Ok(report) if report.applied > 0 || report.unopened > 0 || report.refused > 0 => {
-                print_pull(db, url, &report, json, true);
+                print_pull(url, &report, json, true);
             }
             Ok(_) => {}
             Err(error) => self.failed("pull", &error),
