@@ -47,7 +47,9 @@ pub struct Client {
 
 /// `HOST:PORT`, with or without a `tcp://` in front.
 fn host_port(url: &str) -> &str {
-    url.strip_prefix("tcp://").unwrap_or(url).trim_end_matches('/')
+    url.strip_prefix("tcp://")
+        .unwrap_or(url)
+        .trim_end_matches('/')
 }
 
 impl Client {

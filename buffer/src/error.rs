@@ -51,7 +51,10 @@ pub enum WireError {
         bytes: usize,
     },
     /// Another wire version.
-    #[error("wire version {found}, this build speaks {}", crate::BUFFER_FORMAT_VERSION)]
+    #[error(
+        "wire version {found}, this build speaks {}",
+        crate::BUFFER_FORMAT_VERSION
+    )]
     Version {
         /// The version it claims.
         found: u8,

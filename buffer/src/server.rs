@@ -24,8 +24,8 @@ use tokio::sync::Semaphore;
 
 use crate::error::{Error, Result};
 use crate::format::{
-    Answer, Cursor, ENVELOPE_BYTES_MAX, ENVELOPE_BYTES_MIN, FRAME_BYTES_MAX,
-    GET_ANSWER_BYTES_SOFT, Refused, Request, Stored, check_envelope, envelope_hash, put_message,
+    Answer, Cursor, ENVELOPE_BYTES_MAX, ENVELOPE_BYTES_MIN, FRAME_BYTES_MAX, GET_ANSWER_BYTES_SOFT,
+    Refused, Request, Stored, check_envelope, envelope_hash, put_message,
 };
 use crate::wire;
 
@@ -306,17 +306,16 @@ impl Server {
     async fn connection(&self, mut stream: tokio::net::TcpStream, peer: SocketAddr) -> Result<()> {
         let _ = stream.set_nodelay(true);
         loop {
-            let length = match tokio::time::timeout(IDLE_TIMEOUT, wire::read_length(&mut stream))
-                .await
-            {
-                Err(_) | Ok(Ok(None)) => return Ok(()),
-                Ok(Ok(Some(length))) => length,
-                Ok(Err(error)) => {
-                    let body = refused(Refused::Malformed, error.to_string()).encode();
-                    let _ = wire::write_frame(&mut stream, &body).await;
-                    return Err(Error::io("reading a request")(error));
-                }
-            };
+            let length =
+                match tokio::time::timeout(IDLE_TIMEOUT, wire::read_length(&mut stream)).await {
+                    Err(_) | Ok(Ok(None)) => return Ok(()),
+                    Ok(Ok(Some(length))) => length,
+                    Ok(Err(error)) => {
+                        let body = refused(Refused::Malformed, error.to_string()).encode();
+                        let _ = wire::write_frame(&mut stream, &body).await;
+                        return Err(Error::io("reading a request")(error));
+                    }
+                };
             // Hold the body's share of the memory budget while it is read
             // and handled.
             let kib = u32::try_from(length.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
@@ -325,13 +324,15 @@ impl Server {
                 .acquire_many(kib)
                 .await
                 .map_err(|_| Error::Unexpected)?;
-            let body =
-                match tokio::time::timeout(IDLE_TIMEOUT, wire::read_body(&mut stream, length))
-                    .await
-                {
-                    Err(_) => return Ok(()),
-                    Ok(body) => body.map_err(Error::io("reading a request"))?,
-                };
+            let body = match tokio::time::timeout(
+                IDLE_TIMEOUT,
+                wire::read_body(&mut stream, length),
+            )
+            .await
+            {
+                Err(_) => return Ok(()),
+                Ok(body) => body.map_err(Error::io("reading a request"))?,
+            };
             let answer = self.handle(peer.ip(), &body).await;
             if matches!(answer, Answer::Refused { .. }) {
                 lock(&self.counters).refused += 1;
@@ -433,7 +434,8 @@ impl Server {
                 space.hashes.insert(*hash);
             }
         }
-        let expiry_ms = now.saturating_add(u64::try_from(self.config.keep.as_millis()).unwrap_or(u64::MAX));
+        let expiry_ms =
+            now.saturating_add(u64::try_from(self.config.keep.as_millis()).unwrap_or(u64::MAX));
         let space_path = self.space_path(&tag);
         let mut written = 0usize;
         let mut failure = None;
@@ -504,7 +506,12 @@ impl Server {
     }
 
     /// Lists a space (at most [`SPACE_ENVELOPES_MAX`] names, unexpired).
-    async fn list_space(&self, tag: &[u8; 32], after: Option<Cursor>, now: u64) -> Result<Vec<(Name, u64)>> {
+    async fn list_space(
+        &self,
+        tag: &[u8; 32],
+        after: Option<Cursor>,
+        now: u64,
+    ) -> Result<Vec<(Name, u64)>> {
         let folder = self.space_path(tag);
         let mut stream = match after {
             Some(after) if after != Cursor::default() => {

@@ -41,9 +41,8 @@ pub(crate) async fn write_frame<W: AsyncWrite + Unpin>(
     writer: &mut W,
     body: &[u8],
 ) -> std::io::Result<()> {
-    let length = u32::try_from(body.len()).map_err(|_| {
-        std::io::Error::new(std::io::ErrorKind::InvalidInput, "frame over 4 GiB")
-    })?;
+    let length = u32::try_from(body.len())
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "frame over 4 GiB"))?;
     writer.write_all(&length.to_le_bytes()).await?;
     writer.write_all(body).await?;
     writer.flush().await

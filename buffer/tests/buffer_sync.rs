@@ -76,9 +76,14 @@ async fn push_all(db: &Db, url: &str) -> peers_buffer::PushReport {
 
 async fn pull_all(db: &Db, url: &str) -> PullReport {
     let mut client = Client::connect(url).await.expect("connect");
-    pull(db, &mut client, &mut Cursors::default(), &mut HashSet::new())
-        .await
-        .expect("pull")
+    pull(
+        db,
+        &mut client,
+        &mut Cursors::default(),
+        &mut HashSet::new(),
+    )
+    .await
+    .expect("pull")
 }
 
 /// The envelope files of A's database in the current epoch's space.
@@ -121,7 +126,10 @@ async fn offline_writer(work: &Path, buffer: &Buffer) -> (PathBuf, StateHash, Db
     let a_dir = work.join("a");
     let a = writer(&a_dir, 40);
     let pushed = push_all(&a, &buffer.url).await;
-    assert_eq!(pushed.changes, 41, "the genesis and every write: {pushed:?}");
+    assert_eq!(
+        pushed.changes, 41,
+        "the genesis and every write: {pushed:?}"
+    );
     assert_eq!(pushed.stored, 41);
     let state = a.state_hash().expect("hash");
     let b = Db::join(work.join("b"), a.database_id(), Options::default()).expect("join");
@@ -182,11 +190,19 @@ async fn a_dropped_envelope_shows_as_a_gap_and_a_delayed_one_heals_it() {
     std::fs::rename(&dropped, &held).expect("the buffer drops one");
     let pulled = pull_all(&b, &buffer.url).await;
     assert_eq!(pulled.envelopes, 40, "{pulled:?}");
-    assert_eq!(pulled.applied, 20, "the genesis and A's first 19: {pulled:?}");
+    assert_eq!(
+        pulled.applied, 20,
+        "the genesis and A's first 19: {pulled:?}"
+    );
     assert_eq!(pulled.pending, 20, "A's later changes wait: {pulled:?}");
     assert_eq!(b.pending_len(), 20);
     assert_eq!(pulled.missing, 1, "{pulled:?}");
-    let (_, dropped_change) = a.log().expect("log").nth(20).expect("change").expect("read");
+    let (_, dropped_change) = a
+        .log()
+        .expect("log")
+        .nth(20)
+        .expect("change")
+        .expect("read");
     assert_eq!(
         peers_buffer::gaps(&b),
         vec![dropped_change.hash()],
@@ -210,7 +226,11 @@ async fn replayed_and_reordered_envelopes_change_nothing() {
     // reversed in log order), and replays every one a minute later.
     let files: Vec<PathBuf> = (0..41).map(|i| file_of_change(&buffer, &a, i)).collect();
     for (index, file) in files.iter().enumerate() {
-        let leaf = file.file_name().expect("leaf").to_string_lossy().into_owned();
+        let leaf = file
+            .file_name()
+            .expect("leaf")
+            .to_string_lossy()
+            .into_owned();
         let (received, rest) = leaf.split_at(16);
         let received = u64::from_str_radix(received, 16).expect("received");
         let reversed = file.with_file_name(format!("{:016x}{rest}", received - index as u64));
@@ -242,12 +262,21 @@ async fn altered_or_forged_envelopes_are_never_applied() {
     // holding a change A never signed (the engine refuses it).
     let space = BufferKey::of(&a.database_id()).space(epoch_of(now_ms()));
     let other = BufferKey::of(&peers_engine::DatabaseId([9; 32])).space(epoch_of(now_ms()));
-    let (_, change) = a.log().expect("log").nth(35).expect("change").expect("read");
+    let (_, change) = a
+        .log()
+        .expect("log")
+        .nth(35)
+        .expect("change")
+        .expect("read");
     let mut unsigned = change.bytes().to_vec();
     let last = unsigned.len() - 1;
     unsigned[last] ^= 1; // the signature's last byte
     let files = envelope_files(&buffer, &a);
-    let leaf = files[0].file_name().expect("leaf").to_string_lossy().into_owned();
+    let leaf = files[0]
+        .file_name()
+        .expect("leaf")
+        .to_string_lossy()
+        .into_owned();
     for (i, envelope) in [
         other.seal(change.bytes()).expect("seal"),
         space.seal(&unsigned).expect("seal"),
@@ -255,14 +284,25 @@ async fn altered_or_forged_envelopes_are_never_applied() {
     .into_iter()
     .enumerate()
     {
-        let name = format!("{}-{}{}", &leaf[..16], hex(&envelope_hash(&envelope)), &leaf[16 + 65..]);
+        let name = format!(
+            "{}-{}{}",
+            &leaf[..16],
+            hex(&envelope_hash(&envelope)),
+            &leaf[16 + 65..]
+        );
         assert_eq!(name.len(), leaf.len(), "{i}");
         std::fs::write(files[0].with_file_name(name), envelope).expect("forge");
     }
     let pulled = pull_all(&b, &buffer.url).await;
     assert_eq!(pulled.envelopes, 43, "{pulled:?}");
-    assert_eq!(pulled.unopened, 2, "the altered one and the other database's: {pulled:?}");
-    assert_eq!(pulled.refused, 1, "the change with a bad signature: {pulled:?}");
+    assert_eq!(
+        pulled.unopened, 2,
+        "the altered one and the other database's: {pulled:?}"
+    );
+    assert_eq!(
+        pulled.refused, 1,
+        "the change with a bad signature: {pulled:?}"
+    );
     assert_eq!(pulled.applied, 30, "up to the altered change: {pulled:?}");
     assert_eq!(pulled.pending, 10, "{pulled:?}");
     assert!(b.verify(&mut |_, _| {}).expect("verify").ok());
@@ -284,7 +324,13 @@ async fn a_stranger_cannot_write_a_space() {
         .await
         .expect_err("a stranger's put");
     assert!(
-        matches!(error, Error::Refused { reason: Refused::Capability, .. }),
+        matches!(
+            error,
+            Error::Refused {
+                reason: Refused::Capability,
+                ..
+            }
+        ),
         "{error}"
     );
     // A signature A's space made for other envelopes: refused too.
@@ -294,7 +340,13 @@ async fn a_stranger_cannot_write_a_space() {
         .await
         .expect_err("a replayed signature");
     assert!(
-        matches!(error, Error::Refused { reason: Refused::Capability, .. }),
+        matches!(
+            error,
+            Error::Refused {
+                reason: Refused::Capability,
+                ..
+            }
+        ),
         "{error}"
     );
     // Not an envelope at all.
@@ -303,12 +355,24 @@ async fn a_stranger_cannot_write_a_space() {
         .await
         .expect_err("not an envelope");
     assert!(
-        matches!(error, Error::Refused { reason: Refused::Envelope, .. }),
+        matches!(
+            error,
+            Error::Refused {
+                reason: Refused::Envelope,
+                ..
+            }
+        ),
         "{error}"
     );
-    assert!(!buffer.store.join(hex(&space.tag())).exists(), "nothing stored");
+    assert!(
+        !buffer.store.join(hex(&space.tag())).exists(),
+        "nothing stored"
+    );
     // The connection still serves a member.
-    assert_eq!(client.put(&space, other).await.expect("a member's put"), (1, 0));
+    assert_eq!(
+        client.put(&space, other).await.expect("a member's put"),
+        (1, 0)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -345,7 +409,12 @@ async fn quotas_per_space_and_per_client() {
     let ten: usize = a
         .log()
         .expect("log")
-        .map(|item| space.seal(item.expect("read").1.bytes()).expect("seal").len())
+        .map(|item| {
+            space
+                .seal(item.expect("read").1.bytes())
+                .expect("seal")
+                .len()
+        })
         .sum();
     let config = ServerConfig {
         space_bytes_max: ten as u64 + 300,
@@ -359,7 +428,13 @@ async fn quotas_per_space_and_per_client() {
         .await
         .expect_err("over the space's quota");
     assert!(
-        matches!(error, Error::Refused { reason: Refused::SpaceQuota, .. }),
+        matches!(
+            error,
+            Error::Refused {
+                reason: Refused::SpaceQuota,
+                ..
+            }
+        ),
         "{error}"
     );
     // The quota holds across a cache drop (the state is listed again).
@@ -368,7 +443,13 @@ async fn quotas_per_space_and_per_client() {
         .await
         .expect_err("still over");
     assert!(
-        matches!(error, Error::Refused { reason: Refused::SpaceQuota, .. }),
+        matches!(
+            error,
+            Error::Refused {
+                reason: Refused::SpaceQuota,
+                ..
+            }
+        ),
         "{error}"
     );
 
@@ -384,7 +465,13 @@ async fn quotas_per_space_and_per_client() {
         .await
         .expect_err("over the client's quota");
     assert!(
-        matches!(error, Error::Refused { reason: Refused::ClientQuota, .. }),
+        matches!(
+            error,
+            Error::Refused {
+                reason: Refused::ClientQuota,
+                ..
+            }
+        ),
         "{error}"
     );
     // An hour later it may write again.

@@ -170,8 +170,13 @@ pub(crate) fn run_on(db: &Db, command: BufferCommand, json: bool) -> Result<()> 
         BufferCommand::Pull { from } => {
             let report = block_on(async {
                 let mut client = Client::connect(&from).await?;
-                peers_buffer::pull(db, &mut client, &mut Cursors::default(), &mut HashSet::new())
-                    .await
+                peers_buffer::pull(
+                    db,
+                    &mut client,
+                    &mut Cursors::default(),
+                    &mut HashSet::new(),
+                )
+                .await
             })?
             .with_context(|| format!("pulling from the buffer {from}"))?;
             print_pull(&from, &report, json, false);
@@ -265,7 +270,10 @@ impl Link {
 
     async fn push(&mut self, db: &Db, json: bool) {
         let Link {
-            url, client, pulled, ..
+            url,
+            client,
+            pulled,
+            ..
         } = self;
         let result = match connect(client, url).await {
             Ok(client) => peers_buffer::push(db, client, url, pulled).await,
@@ -297,7 +305,12 @@ pub(crate) struct Background {
 
 impl Background {
     /// Starts the thread.
-    pub(crate) fn start(db: &Db, urls: &[String], every: Duration, json: bool) -> Result<Background> {
+    pub(crate) fn start(
+        db: &Db,
+        urls: &[String],
+        every: Duration,
+        json: bool,
+    ) -> Result<Background> {
         if every.is_zero() {
             anyhow::bail!("--buffer-every must be longer than 0 s");
         }

@@ -1365,7 +1365,14 @@ fn buffer_serve_push_pull_through_the_binary() {
     commit(&a, &["put", "notes", "n1", "title=before serving"]);
     let server = Server::start_with(
         &a,
-        &["--listen", "127.0.0.1:0", "--buffer", &address, "--buffer-every", "1s"],
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--buffer",
+            &address,
+            "--buffer-every",
+            "1s",
+        ],
     );
     commit(&a, &["put", "notes", "n2", "title=while serving"]);
     // The live push reaches the buffer: a scratch replica sees it there.
@@ -1377,7 +1384,10 @@ fn buffer_serve_push_pull_through_the_binary() {
         if run(Some(&probe), &["get", "notes", "n2"]).status.success() {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "A's write never reached the buffer");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "A's write never reached the buffer"
+        );
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
     server.stop();
@@ -1389,7 +1399,10 @@ fn buffer_serve_push_pull_through_the_binary() {
     assert_eq!(pulled["applied"], 3, "genesis, n1, n2: {pulled}");
     assert_eq!(pulled["pending"], 0, "{pulled}");
     assert_eq!(state_hash(&b), a_state);
-    assert_eq!(ok_json(&b, &["get", "notes", "n1"])["title"], "before serving");
+    assert_eq!(
+        ok_json(&b, &["get", "notes", "n1"])["title"],
+        "before serving"
+    );
     let text = ok(&b, &["buffer", "pull", "--from", &address]);
     assert!(text.contains("0 changes applied, 3 already held"), "{text}");
     let pushed = ok_json(&b, &["buffer", "push", "--to", &address]);
