@@ -48,6 +48,13 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
             crate::network::signal(listen, stun.as_deref(), json)?;
             return Ok(ExitCode::SUCCESS);
         }
+        Command::Buffer {
+            action: None,
+            server,
+        } => {
+            crate::buffer::serve(server, json)?;
+            return Ok(ExitCode::SUCCESS);
+        }
         Command::Backup {
             action:
                 action @ (BackupCommand::Restore { .. } | BackupCommand::List { from: Some(_), .. }),
@@ -212,19 +219,35 @@ fn run_on(db: &Db, command: Command, json: bool) -> Result<()> {
         Command::Revoke { key } => print_commit(db.revoke(parse_key(&key)?)?, json),
         Command::Members => members(db, json),
         Command::Backup { action } => crate::backup::run_on(db, action, json),
+        Command::Buffer {
+            action: Some(action),
+            ..
+        } => crate::buffer::run_on(db, action, json),
+        Command::Buffer { action: None, .. } => Err(anyhow::anyhow!(
+            "`peers buffer` without a subcommand runs a buffer server: run it without --db"
+        )),
         Command::Serve {
             listen,
             discover,
             connect,
             across,
             backup_every,
+            buffer,
+            buffer_every,
         } => {
             let backups = backup_every
                 .map(|every| -> Result<_> {
                     crate::backup::Background::start(db, parse_duration(&every)?, json)
                 })
                 .transpose()?;
+            let buffers = if buffer.is_empty() {
+                None
+            } else {
+                let every = parse_duration(&buffer_every).context("--buffer-every")?;
+                Some(crate::buffer::Background::start(db, &buffer, every, json)?)
+            };
             let served = crate::network::serve(db, &listen, discover, &connect, &across, json);
+            drop(buffers);
             drop(backups);
             served
         }

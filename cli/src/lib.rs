@@ -8,6 +8,7 @@
 //! [`control::Control::start`].
 
 mod backup;
+mod buffer;
 mod commands;
 mod console;
 pub mod control;
@@ -215,6 +216,14 @@ pub(crate) enum Command {
         #[command(subcommand)]
         action: backup::BackupCommand,
     },
+    /// A blind sync buffer: `peers buffer --listen ADDR` keeps recent sealed changes of databases it cannot read, so devices never online together still sync; `push --to` and `pull --from` sync this replica through one once (docs/SERVICES.md).
+    #[command(args_conflicts_with_subcommands = true)]
+    Buffer {
+        #[command(subcommand)]
+        action: Option<buffer::BufferCommand>,
+        #[command(flatten)]
+        server: buffer::ServerArgs,
+    },
     /// Accept peers and sync with them live, until Ctrl-C. Logs peers and counts.
     Serve {
         /// Address to listen on (IP:PORT; port 0 picks a free one).
@@ -231,6 +240,12 @@ pub(crate) enum Command {
         /// Also back up every DURATION (90s, 30m, 24h, 7d) to the place `peers backup init` configured; the first run after one DURATION.
         #[arg(long, value_name = "DURATION")]
         backup_every: Option<String>,
+        /// Also sync through this blind sync buffer (HOST:PORT, `peers buffer`): pull at start and every --buffer-every, push new changes as they are applied; repeatable.
+        #[arg(long, value_name = "URL")]
+        buffer: Vec<String>,
+        /// How often to pull from each --buffer: 30s, 5m, 1h.
+        #[arg(long, default_value = "1m", value_name = "DURATION")]
+        buffer_every: String,
     },
     /// Sync with a peer both ways: once (prints changes and bytes sent and received), or --live until Ctrl-C.
     Sync {

@@ -1370,3 +1370,100 @@ fn backup_serve_restore_round_trip() {
     assert!(fails_one_line(&output, "restore with a wrong key").contains("no key file"));
     assert!(!elsewhere.exists());
 }
+
+/// `peers --json buffer --listen 127.0.0.1:0 --store STORE`, its address
+/// read from its first line.
+fn buffer_server(store: &Path) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = peers(None)
+        .args(["--json", "buffer", "--listen", "127.0.0.1:0", "--store"])
+        .arg(store)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn peers buffer");
+    let stdout = child.stdout.take().expect("piped");
+    let mut stdout = std::io::BufReader::new(stdout);
+    let mut first = String::new();
+    stdout.read_line(&mut first).expect("buffer prints a line");
+    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+    let line: Json = serde_json::from_str(&first).expect("JSON line");
+    assert_eq!(line["event"], "buffering", "{first}");
+    let address = line["address"].as_str().expect("address").to_owned();
+    (child, address)
+}
+
+// Guards issue 16's blind sync buffer through the binary: `peers buffer`
+// serves a store; A, serving with `--buffer`, pushes at start and pushes a
+// write made while it serves; A stops; B, an empty replica that was never
+// online with A, converges from the buffer alone with `buffer pull`; a push
+// of what the buffer holds stores nothing new; a dead buffer is one error
+// line; the buffer stops cleanly on Ctrl-C.
+#[test]
+fn buffer_serve_push_pull_through_the_binary() {
+    let (temp, a, id) = new_db("a");
+    let (mut buffer, address) = buffer_server(&temp.path().join("store"));
+    commit(&a, &["put", "notes", "n1", "title=before serving"]);
+    let server = Server::start_with(
+        &a,
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--buffer",
+            &address,
+            "--buffer-every",
+            "1s",
+        ],
+    );
+    commit(&a, &["put", "notes", "n2", "title=while serving"]);
+    // The live push reaches the buffer: a scratch replica sees it there.
+    let probe = temp.path().join("probe");
+    ok_json(&probe, &["join", id["database"].as_str().expect("id")]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        ok_json(&probe, &["buffer", "pull", "--from", &address]);
+        if run(Some(&probe), &["get", "notes", "n2"]).status.success() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "A's write never reached the buffer"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    server.stop();
+    let a_state = state_hash(&a);
+
+    let b = temp.path().join("b");
+    ok_json(&b, &["join", id["database"].as_str().expect("id")]);
+    let pulled = ok_json(&b, &["buffer", "pull", "--from", &address]);
+    assert_eq!(pulled["applied"], 3, "genesis, n1, n2: {pulled}");
+    assert_eq!(pulled["pending"], 0, "{pulled}");
+    assert_eq!(state_hash(&b), a_state);
+    assert_eq!(
+        ok_json(&b, &["get", "notes", "n1"])["title"],
+        "before serving"
+    );
+    let text = ok(&b, &["buffer", "pull", "--from", &address]);
+    assert!(text.contains("0 changes applied, 3 already held"), "{text}");
+    let pushed = ok_json(&b, &["buffer", "push", "--to", &address]);
+    assert_eq!(pushed["changes"], 3, "{pushed}");
+    assert_eq!(pushed["stored"], 0, "the buffer holds them all: {pushed}");
+    let again = ok_json(&b, &["buffer", "push", "--to", &address]);
+    assert_eq!(again["changes"], 0, "only what is new is pushed: {again}");
+
+    let output = run(Some(&b), &["buffer", "pull", "--from", "127.0.0.1:1"]);
+    let stderr = fails_one_line(&output, "pull from a dead buffer");
+    assert!(stderr.contains("127.0.0.1:1"), "{stderr}");
+    let output = run(Some(&b), &["buffer", "push", "--to", "nowhere"]);
+    let stderr = fails_one_line(&output, "push to an address without a port");
+    assert!(stderr.contains("HOST:PORT"), "{stderr}");
+
+    let status = Command::new("kill")
+        .args(["-INT", &buffer.id().to_string()])
+        .status()
+        .expect("kill -INT");
+    assert!(status.success());
+    let status = buffer.wait().expect("buffer exits");
+    assert!(status.success(), "peers buffer exited with {status}");
+}

@@ -39,6 +39,7 @@ mod net;
 
 mod authorization_model;
 mod backup_manifest;
+mod buffer_wire;
 mod change_decode;
 mod changeset_import;
 mod channel_frames;
@@ -58,6 +59,7 @@ pub use net::*;
 
 pub use authorization_model::*;
 pub use backup_manifest::*;
+pub use buffer_wire::*;
 pub use change_decode::*;
 pub use changeset_import::*;
 pub use channel_frames::*;
@@ -220,6 +222,14 @@ pub const TARGETS: &[Target] = &[
     Target {
         name: "backup_manifest",
         run: backup_manifest,
+        mutations: 5000,
+        seeds: SeedSource::Committed,
+    },
+    // The buffer's wire (requests, answers) and envelopes: no panic, counts
+    // within bounds, one encoding; only a member's envelope opens.
+    Target {
+        name: "buffer_wire",
+        run: buffer_wire,
         mutations: 5000,
         seeds: SeedSource::Committed,
     },
