@@ -45,6 +45,7 @@ mod channel_frames;
 mod control_request;
 mod handshake_respond;
 mod merge_model;
+mod metrics_request;
 mod rendezvous_decode;
 mod signal_frame;
 mod signal_sealed;
@@ -64,6 +65,7 @@ pub use channel_frames::*;
 pub use control_request::*;
 pub use handshake_respond::*;
 pub use merge_model::*;
+pub use metrics_request::*;
 pub use rendezvous_decode::*;
 pub use signal_frame::*;
 pub use signal_sealed::*;
@@ -220,6 +222,14 @@ pub const TARGETS: &[Target] = &[
     Target {
         name: "backup_manifest",
         run: backup_manifest,
+        mutations: 5000,
+        seeds: SeedSource::Committed,
+    },
+    // Request heads sent to `peers serve --metrics`: no panic; only GET or
+    // HEAD of /metrics and /health over HTTP/1.x is answered.
+    Target {
+        name: "metrics_request",
+        run: metrics_request,
         mutations: 5000,
         seeds: SeedSource::Committed,
     },
