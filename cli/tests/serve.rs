@@ -319,6 +319,9 @@ fn serve_config_two_databases_with_metrics() {
         let (member, key) = join(&temp, name, id);
         // Runs in the serving process, through DIR/control.sock.
         ok_json(dir, &["grant", &key, "writer"]);
+        // A new replica syncs before it writes (it learns its grant).
+        let first = ok_json(&member, &["sync", &serve.address(id)]);
+        assert!(first["changes_received"].as_u64() >= Some(1), "{first}");
         ok_json(&member, &["put", "t", "r", "x=1"]);
         let report = ok_json(&member, &["sync", &serve.address(id)]);
         assert_eq!(report["changes_sent"], 1, "{report}");
