@@ -75,7 +75,10 @@ fn main() {
     let (mut address, mut metrics) = (None, None);
     while address.is_none() || metrics.is_none() {
         let mut line = String::new();
-        assert!(stdout.read_line(&mut line).expect("read") > 0, "serve stopped");
+        assert!(
+            stdout.read_line(&mut line).expect("read") > 0,
+            "serve stopped"
+        );
         let event: serde_json::Value = serde_json::from_str(&line).expect("JSON line");
         let at = event["address"].as_str().map(str::to_owned);
         match event["event"].as_str() {
@@ -110,7 +113,10 @@ fn main() {
         }
         nodes
     });
-    let wanted = format!("peers_peers_connected{{database=\"{}\"}} {peers}", members[0].database_id().to_hex());
+    let wanted = format!(
+        "peers_peers_connected{{database=\"{}\"}} {peers}",
+        members[0].database_id().to_hex()
+    );
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let text = scrape(&metrics);
@@ -121,7 +127,10 @@ fn main() {
         if text.lines().any(|line| line == wanted) && in_sync == peers {
             break;
         }
-        assert!(Instant::now() < deadline, "not all peers connected:\n{text}");
+        assert!(
+            Instant::now() < deadline,
+            "not all peers connected:\n{text}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     let connected_after = started.elapsed();
@@ -131,7 +140,10 @@ fn main() {
     std::thread::sleep(Duration::from_secs(idle));
     let (rss, hwm) = memory(pid);
     let text = scrape(&metrics);
-    assert!(text.lines().any(|line| line == wanted), "a peer dropped:\n{text}");
+    assert!(
+        text.lines().any(|line| line == wanted),
+        "a peer dropped:\n{text}"
+    );
     println!(
         "peers serve --config: {CHANGES} changes, {peers} idle live peers (connected and in sync after {:.1} s, then {idle} s idle): VmRSS {:.1} MiB (alone: {:.1} MiB), VmHWM {:.1} MiB",
         connected_after.as_secs_f64(),

@@ -378,9 +378,7 @@ pub(crate) fn render(nodes: &Nodes, now: SystemTime) -> String {
             Ok(Some(last)) => {
                 backup_run.add(&[("database", database)], last.run);
                 backup_time.add(&[("database", database)], seconds(last.completed));
-                let age = now
-                    .duration_since(last.completed)
-                    .unwrap_or(Duration::ZERO);
+                let age = now.duration_since(last.completed).unwrap_or(Duration::ZERO);
                 backup_age.add(&[("database", database)], age.as_secs_f64());
             }
             Err(peers_backup::Error::NotConfigured { .. }) => {}

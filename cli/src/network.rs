@@ -14,8 +14,8 @@ use serde_json::json;
 use tokio::sync::broadcast;
 
 use crate::Across;
-use crate::serve::ServeOptions;
 use crate::console::{self, print, spinner};
+use crate::serve::ServeOptions;
 
 /// The node configuration `--signal` and `--stun` ask for: the signaling
 /// servers, and STUN at each server's host and port unless `--stun` names
@@ -125,14 +125,19 @@ pub(crate) fn serve(
         let nodes = std::sync::Arc::new(nodes);
         let endpoint = match metrics {
             Some(address) => {
-                let endpoint = crate::metrics::Endpoint::start(address, std::sync::Arc::clone(&nodes))
-                    .await
-                    .with_context(|| format!("serving metrics on {address}"))?;
+                let endpoint =
+                    crate::metrics::Endpoint::start(address, std::sync::Arc::clone(&nodes))
+                        .await
+                        .with_context(|| format!("serving metrics on {address}"))?;
                 let address = endpoint.local_addr();
                 print(
                     json,
                     json!({ "event": "metrics", "address": address.to_string() }),
-                    || format!("metrics on http://{address}/metrics, health on http://{address}/health"),
+                    || {
+                        format!(
+                            "metrics on http://{address}/metrics, health on http://{address}/health"
+                        )
+                    },
                 );
                 Some(endpoint)
             }
@@ -142,7 +147,8 @@ pub(crate) fn serve(
         if let Some(endpoint) = endpoint {
             endpoint.shutdown().await;
         }
-        let nodes = std::sync::Arc::into_inner(nodes).context("the metrics endpoint let go of the nodes")?;
+        let nodes = std::sync::Arc::into_inner(nodes)
+            .context("the metrics endpoint let go of the nodes")?;
         for (_, node) in nodes {
             node.shutdown().await;
         }

@@ -299,7 +299,10 @@ mod tests {
                 "[[databases]]\ndir = \"a\"\ndiscover = \"yes\"\n",
                 "invalid type",
             ),
-            ("metrics = \"127.0.0.1:9464\"\n", "missing field `databases`"),
+            (
+                "metrics = \"127.0.0.1:9464\"\n",
+                "missing field `databases`",
+            ),
             ("databases = []\n", "no databases"),
             (
                 "[[databases]]\nlisten = \"0.0.0.0:7001\"\n",

@@ -102,8 +102,7 @@ impl Serve {
                 .filter(|line: &&Json| line["event"] == event)
                 .count()
         };
-        while count(&lines, "listening") < databases || (metrics && count(&lines, "metrics") < 1)
-        {
+        while count(&lines, "listening") < databases || (metrics && count(&lines, "metrics") < 1) {
             let mut line = String::new();
             let read = stdout.read_line(&mut line).expect("read serve's stdout");
             if read == 0 {
@@ -303,19 +302,28 @@ fn serve_config_two_databases_with_metrics() {
     let before = exposition(&body);
     for id in [&notes_id, &photos_id] {
         assert_eq!(
-            sample(&before, &format!("peers_changes_received_total{{database=\"{id}\"}}")),
+            sample(
+                &before,
+                &format!("peers_changes_received_total{{database=\"{id}\"}}")
+            ),
             Some(0.0),
             "{body}"
         );
         assert_eq!(
-            sample(&before, &format!("peers_peers_connected{{database=\"{id}\"}}")),
+            sample(
+                &before,
+                &format!("peers_peers_connected{{database=\"{id}\"}}")
+            ),
             Some(0.0),
             "{body}"
         );
     }
 
     // A member of each database syncs a change through the served node.
-    for (dir, id, name) in [(&notes, &notes_id, "laptop"), (&photos, &photos_id, "phone")] {
+    for (dir, id, name) in [
+        (&notes, &notes_id, "laptop"),
+        (&photos, &photos_id, "phone"),
+    ] {
         let (member, key) = join(&temp, name, id);
         // Runs in the serving process, through DIR/control.sock.
         ok_json(dir, &["grant", &key, "writer"]);
@@ -335,10 +343,16 @@ fn serve_config_two_databases_with_metrics() {
             "{body}"
         );
         let sent = sample(&after, &format!("peers_changes_sent_total{{{labels}}}"));
-        assert!(sent.is_some_and(|sent| sent >= 1.0), "the grant at least: {body}");
+        assert!(
+            sent.is_some_and(|sent| sent >= 1.0),
+            "the grant at least: {body}"
+        );
         let peer = format!("{labels},peer=\"{key}\"");
         assert_eq!(
-            sample(&after, &format!("peers_peer_changes_received_total{{{peer}}}")),
+            sample(
+                &after,
+                &format!("peers_peer_changes_received_total{{{peer}}}")
+            ),
             Some(1.0),
             "{body}"
         );
@@ -470,7 +484,10 @@ fn revoked_always_on_peer_receives_no_new_changes() {
     });
     let samples = exposition(&get(&metrics, "/metrics").1);
     assert_eq!(
-        sample(&samples, &format!("peers_peers_connected{{database=\"{id}\"}}")),
+        sample(
+            &samples,
+            &format!("peers_peers_connected{{database=\"{id}\"}}")
+        ),
         Some(1.0)
     );
 
@@ -484,7 +501,10 @@ fn revoked_always_on_peer_receives_no_new_changes() {
     // The always-on peer's session ends, and redials are refused.
     eventually("the revoked peer's session to end", || {
         let samples = exposition(&get(&metrics, "/metrics").1);
-        sample(&samples, &format!("peers_peers_connected{{database=\"{id}\"}}")) == Some(0.0)
+        sample(
+            &samples,
+            &format!("peers_peers_connected{{database=\"{id}\"}}"),
+        ) == Some(0.0)
     });
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(

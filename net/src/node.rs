@@ -920,14 +920,9 @@ async fn serve_channel<S: AsyncRead + AsyncWrite + Unpin + Send>(
     });
     shared.remember(peer, address, how);
     let tracked = Tracked::new(shared, peer);
-    let report = session::run(
-        channel,
-        &shared.db,
-        &shared.session(true, false),
-        &tracked,
-    )
-    .await
-    .map_err(|error| (Some(peer), error))?;
+    let report = session::run(channel, &shared.db, &shared.session(true, false), &tracked)
+        .await
+        .map_err(|error| (Some(peer), error))?;
     drop(tracked);
     tracing::info!(
         %peer, sent = report.changes_sent, received = report.changes_received, "session ended"
