@@ -222,18 +222,20 @@ fn exposition(text: &str) -> Vec<(String, f64)> {
             "metric name {name:?}"
         );
         assert!(typed.contains_key(name), "sample before its TYPE: {line}");
-        if let Some(labels) = series.strip_prefix(name) {
-            if !labels.is_empty() {
-                assert!(labels.starts_with('{') && labels.ends_with('}'), "{line}");
-                let inner = &labels[1..labels.len() - 1];
-                for label in inner.split("\",") {
-                    let (key, value) = label.split_once("=\"").expect("label=\"value\"");
-                    assert!(
-                        key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
-                        "{line}"
-                    );
-                    assert!(!value.contains('\n'), "{line}");
-                }
+        if let Some(labels) = series.strip_prefix(name)
+            && !labels.is_empty()
+        {
+            let inner = labels
+                .strip_prefix('{')
+                .and_then(|labels| labels.strip_suffix('}'))
+                .unwrap_or_else(|| panic!("labels in braces: {line}"));
+            for label in inner.split("\",") {
+                let (key, value) = label.split_once("=\"").expect("label=\"value\"");
+                assert!(
+                    key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                    "{line}"
+                );
+                assert!(!value.contains('\n'), "{line}");
             }
         }
         samples.push((series.to_owned(), value));
