@@ -41,7 +41,7 @@ pub use crate::format::{
 pub use crate::keys::{KEY_FILES_MAX, RecoveryKey};
 pub use crate::restore::{RestoreOptions, RestoreReport, Stage, restore};
 pub use crate::service::{
-    InitReport, ListedRun, Listing, Progress, PruneOptions, PruneReport, RunReport,
-    TAIL_PIECES_MAX, Unlock, configured_url, init, list, now_ms, prune, run,
+    InitReport, LastRun, ListedRun, Listing, Progress, PruneOptions, PruneReport, RunReport,
+    TAIL_PIECES_MAX, Unlock, configured_url, init, last_run, list, now_ms, prune, run,
 };
 pub use crate::store::{LIST_OBJECTS_MAX, Listed, Store};

@@ -116,6 +116,34 @@ pub fn configured_url(db: &Db) -> Result<String> {
     Ok(Config::load(db.dir())?.url)
 }
 
+/// This device's last completed run, as `DIR/backup.json` records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LastRun {
+    /// Its number (per device).
+    pub run: u64,
+    /// When it completed: `backup.json` is rewritten as a run's last step,
+    /// so its modification time.
+    pub completed: std::time::SystemTime,
+}
+
+/// The last run `db` completed (`None`: configured, no run yet). An error
+/// if no backup is configured ([`Error::NotConfigured`]) or `backup.json`
+/// cannot be read.
+pub fn last_run(db: &Db) -> Result<Option<LastRun>> {
+    let config = Config::load(db.dir())?;
+    if config.last_run == 0 {
+        return Ok(None);
+    }
+    let path = crate::config::path(db.dir());
+    let completed = std::fs::metadata(&path)
+        .and_then(|metadata| metadata.modified())
+        .map_err(Error::io(&path))?;
+    Ok(Some(LastRun {
+        run: config.last_run,
+        completed,
+    }))
+}
+
 /// The database and backup key, opened with this device's key file.
 async fn device_key(db: &Db, store: &Store, config: &Config) -> Result<(DatabaseId, BackupKey)> {
     let identity = config.identity(db.dir())?;

@@ -44,6 +44,17 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
             clap_mangen::Man::new(command).render(&mut std::io::stdout())?;
             return Ok(ExitCode::SUCCESS);
         }
+        Command::Serve {
+            config: Some(path), ..
+        } => {
+            if cli.db.is_some() {
+                bail!(
+                    "--config names the databases to serve (dir = \"DIR\" in each [[databases]]): drop --db (or unset PEERS_DB)"
+                );
+            }
+            crate::serve::serve_file(&path, json)?;
+            return Ok(ExitCode::SUCCESS);
+        }
         Command::Signal { listen, stun } => {
             crate::network::signal(listen, stun.as_deref(), json)?;
             return Ok(ExitCode::SUCCESS);
@@ -227,29 +238,12 @@ fn run_on(db: &Db, command: Command, json: bool) -> Result<()> {
             "`peers buffer` without a subcommand runs a buffer server: run it without --db"
         )),
         Command::Serve {
-            listen,
-            discover,
-            connect,
-            across,
-            backup_every,
-            buffer,
-            buffer_every,
+            mut options,
+            metrics,
+            ..
         } => {
-            let backups = backup_every
-                .map(|every| -> Result<_> {
-                    crate::backup::Background::start(db, parse_duration(&every)?, json)
-                })
-                .transpose()?;
-            let buffers = if buffer.is_empty() {
-                None
-            } else {
-                let every = parse_duration(&buffer_every).context("--buffer-every")?;
-                Some(crate::buffer::Background::start(db, &buffer, every, json)?)
-            };
-            let served = crate::network::serve(db, &listen, discover, &connect, &across, json);
-            drop(buffers);
-            drop(backups);
-            served
+            options.dir = Some(db.dir().to_path_buf());
+            crate::serve::serve(vec![(db.clone(), options)], metrics.as_deref(), json)
         }
         Command::Sync {
             address,

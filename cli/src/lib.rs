@@ -13,8 +13,10 @@ mod commands;
 mod console;
 pub mod control;
 mod demo;
+pub mod metrics;
 mod network;
 mod output;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -224,28 +226,16 @@ pub(crate) enum Command {
         #[command(flatten)]
         server: buffer::ServerArgs,
     },
-    /// Accept peers and sync with them live, until Ctrl-C. Logs peers and counts.
+    /// Accept peers and sync with them live, until Ctrl-C. Logs peers and counts. With --config FILE, serves the databases the file names (docs/SERVICES.md "Always-on peer").
     Serve {
-        /// Address to listen on (IP:PORT; port 0 picks a free one).
-        #[arg(long, default_value = "127.0.0.1:7001", value_name = "ADDR")]
-        listen: String,
-        /// Announce this replica on the LAN (mDNS) and sync with the replicas of this database found there.
-        #[arg(long)]
-        discover: bool,
-        /// Also keep a live connection to this peer (HOST:PORT, or a public key with --signal); repeatable.
-        #[arg(long, value_name = "ADDR|KEY")]
-        connect: Vec<String>,
         #[command(flatten)]
-        across: Across,
-        /// Also back up every DURATION (90s, 30m, 24h, 7d) to the place `peers backup init` configured; the first run after one DURATION.
-        #[arg(long, value_name = "DURATION")]
-        backup_every: Option<String>,
-        /// Also sync through this blind sync buffer (HOST:PORT, `peers buffer`): pull at start and every --buffer-every, push new changes as they are applied; repeatable.
-        #[arg(long, value_name = "URL")]
-        buffer: Vec<String>,
-        /// How often to pull from each --buffer: 30s, 5m, 1h.
-        #[arg(long, default_value = "1m", value_name = "DURATION")]
-        buffer_every: String,
+        options: serve::ServeOptions,
+        /// Serve health and Prometheus metrics over HTTP at this address (IP:PORT): /health and /metrics.
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<String>,
+        /// Read the databases and their options from a TOML file instead of flags (its keys are the flags' names; see docs/SERVICES.md); needs no --db.
+        #[arg(long, value_name = "FILE", conflicts_with_all = serve::FLAGS)]
+        config: Option<PathBuf>,
     },
     /// Sync with a peer both ways: once (prints changes and bytes sent and received), or --live until Ctrl-C.
     Sync {

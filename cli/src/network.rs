@@ -15,6 +15,7 @@ use tokio::sync::broadcast;
 
 use crate::Across;
 use crate::console::{self, print, spinner};
+use crate::serve::ServeOptions;
 
 /// The node configuration `--signal` and `--stun` ask for: the signaling
 /// servers, and STUN at each server's host and port unless `--stun` names
@@ -99,70 +100,140 @@ pub(crate) fn signal(listen: String, stun: Option<&str>, json: bool) -> Result<(
     })
 }
 
-/// `peers serve`: accept peers (and dial `connect`), until Ctrl-C.
+/// `peers serve`: each database's node (accepting peers, dialing its
+/// `connect`), and the metrics endpoint if asked, until Ctrl-C.
 pub(crate) fn serve(
-    db: &Db,
-    listen: &str,
-    discover: bool,
-    connect: &[String],
-    across: &Across,
+    databases: &[(Db, ServeOptions)],
+    metrics: Option<SocketAddr>,
     json: bool,
 ) -> Result<()> {
-    let listen: SocketAddr = listen
-        .parse()
-        .with_context(|| format!("--listen {listen:?} is not IP:PORT"))?;
     runtime()?.block_on(async {
-        let config = NodeConfig {
-            listen: Some(listen),
-            discover,
-            ..NodeConfig::default()
-        };
-        let config = across_config(across, config).await?;
-        let node = Node::start(db.clone(), config)
-            .await
-            .with_context(|| format!("listening on {listen}"))?;
-        let address = node.local_addr().context("node listens")?;
-        print(
-            json,
-            json!({ "event": "listening", "address": address.to_string(),
-                    "public_key": db.author().to_hex(), "database": db.database_id().to_hex() }),
-            || {
-                format!(
-                    "listening on {address} as {}{}; Ctrl-C stops",
-                    db.author(),
-                    if discover {
-                        ", announced on the LAN"
-                    } else {
-                        ""
+        let many = databases.len() > 1;
+        let mut nodes = Vec::new();
+        for (db, options) in databases {
+            let label = many.then(|| db.dir().display().to_string());
+            match start_node(db, options, label.as_deref(), json).await {
+                Ok(node) => nodes.push((label, node)),
+                Err(error) => {
+                    for (_, node) in nodes {
+                        node.shutdown().await;
                     }
-                )
-            },
-        );
-        if discover && address.ip().is_loopback() {
+                    return Err(error.context(format!("serving {}", db.dir().display())));
+                }
+            }
+        }
+        let nodes = std::sync::Arc::new(nodes);
+        let endpoint = match metrics {
+            Some(address) => {
+                let endpoint =
+                    crate::metrics::Endpoint::start(address, std::sync::Arc::clone(&nodes))
+                        .await
+                        .with_context(|| format!("serving metrics on {address}"))?;
+                let address = endpoint.local_addr();
+                print(
+                    json,
+                    json!({ "event": "metrics", "address": address.to_string() }),
+                    || {
+                        format!(
+                            "metrics on http://{address}/metrics, health on http://{address}/health"
+                        )
+                    },
+                );
+                Some(endpoint)
+            }
+            None => None,
+        };
+        let result = run_until_ctrl_c(&nodes, json).await;
+        if let Some(endpoint) = endpoint {
+            endpoint.shutdown().await;
+        }
+        let nodes = std::sync::Arc::into_inner(nodes)
+            .context("the metrics endpoint let go of the nodes")?;
+        for (_, node) in nodes {
+            node.shutdown().await;
+        }
+        result
+    })
+}
+
+/// Starts one database's node as `options` say; prints where it listens.
+async fn start_node(
+    db: &Db,
+    options: &ServeOptions,
+    label: Option<&str>,
+    json: bool,
+) -> Result<Node> {
+    let listen = options.listen_address()?;
+    let discover = options.discover;
+    let across = options.across();
+    let config = NodeConfig {
+        listen: Some(listen),
+        discover,
+        ..NodeConfig::default()
+    };
+    let config = across_config(&across, config).await?;
+    let node = Node::start(db.clone(), config)
+        .await
+        .with_context(|| format!("listening on {listen}"))?;
+    let address = node.local_addr().context("node listens")?;
+    labelled(
+        label,
+        json,
+        json!({ "event": "listening", "address": address.to_string(),
+                "public_key": db.author().to_hex(), "database": db.database_id().to_hex() }),
+        format!(
+            "listening on {address} as {}{}; Ctrl-C stops",
+            db.author(),
+            if discover {
+                ", announced on the LAN"
+            } else {
+                ""
+            }
+        ),
+    );
+    if discover && address.ip().is_loopback() {
+        console::err(&format!(
+            "peers: note: listening on loopback only; other machines cannot reach it (use --listen 0.0.0.0:{})",
+            address.port()
+        ));
+    }
+    let registered = node.signaling_servers();
+    for url in &across.signal {
+        if registered.contains(url) {
+            print_event(label, &Event::Registered { url: url.clone() }, 0, 0, json);
+        } else {
             console::err(&format!(
-                "peers: note: listening on loopback only; other machines cannot reach it (use --listen 0.0.0.0:{})",
-                address.port()
+                "peers: note: {url} does not answer yet; retrying in the background"
             ));
         }
-        let registered = node.signaling_servers();
-        for url in &across.signal {
-            if registered.contains(url) {
-                print_event(&Event::Registered { url: url.clone() }, 0, 0, json);
-            } else {
-                console::err(&format!(
-                    "peers: note: {url} does not answer yet; retrying in the background"
-                ));
+    }
+    for peer in &options.connect {
+        let connected = match as_key(peer) {
+            Some(key) if !across.signal.is_empty() => node.connect_key(key).await,
+            Some(_) => {
+                node.shutdown().await;
+                anyhow::bail!("--connect {peer} is a key: reaching it needs --signal URL");
             }
+            None => node.connect(peer, None).await,
+        };
+        if let Err(error) = connected {
+            node.shutdown().await;
+            return Err(error.into());
         }
-        for peer in connect {
-            match as_key(peer) {
-                Some(key) if !across.signal.is_empty() => node.connect_key(key).await?,
-                Some(_) => anyhow::bail!("--connect {peer} is a key: reaching it needs --signal URL"),
-                None => node.connect(peer, None).await?,
-            }
-        }
-        run_until_ctrl_c(node, json).await
-    })
+    }
+    Ok(node)
+}
+
+/// Prints one line: as is with one database; with several, the JSON
+/// object gets the directory as `dir` and the text line starts with it.
+fn labelled(label: Option<&str>, json: bool, mut value: serde_json::Value, text: String) {
+    if let Some(label) = label {
+        value["dir"] = json!(label);
+    }
+    print(json, value, || match label {
+        Some(label) => format!("[{label}] {text}"),
+        None => text,
+    });
 }
 
 /// `peers sync ADDR`: one session both ways, or `--live` until Ctrl-C.
@@ -198,7 +269,12 @@ pub(crate) fn sync(
                 Some(key) => node.connect_key(key).await?,
                 None => node.connect(address, expected).await?,
             }
-            return run_until_ctrl_c(node, json).await;
+            let nodes = vec![(None, node)];
+            let result = run_until_ctrl_c(&nodes, json).await;
+            for (_, node) in nodes {
+                node.shutdown().await;
+            }
+            return result;
         }
         let once = async {
             match key {
@@ -457,17 +533,35 @@ async fn scan(db: &Db, duration: Duration) -> Result<Vec<(Author, Vec<SocketAddr
     Ok(found)
 }
 
-/// Prints node events (one line each, or JSON lines) until Ctrl-C (or, for
-/// a client of the control socket, until it hangs up), then shuts the node
-/// down and prints the totals.
-async fn run_until_ctrl_c(node: Node, json: bool) -> Result<()> {
-    let mut events = node.events();
-    let (mut received, mut sent) = (0u64, 0u64);
+/// Prints the nodes' events (one line each, or JSON lines; labelled when
+/// there are several) until Ctrl-C (or, for a client of the control
+/// socket, until it hangs up), then the totals. The caller shuts the nodes
+/// down.
+async fn run_until_ctrl_c(nodes: &[(Option<String>, Node)], json: bool) -> Result<()> {
+    let (forward, mut events) = tokio::sync::mpsc::channel(EVENTS_QUEUED);
+    let mut forwarding = Vec::new();
+    for (index, (_, node)) in nodes.iter().enumerate() {
+        let mut receiver = node.events();
+        let forward = forward.clone();
+        forwarding.push(tokio::spawn(async move {
+            loop {
+                let event = receiver.recv().await;
+                let closed = matches!(event, Err(broadcast::error::RecvError::Closed));
+                if forward.send((index, event)).await.is_err() || closed {
+                    return;
+                }
+            }
+        }));
+    }
+    drop(forward);
+    let mut totals = vec![(0u64, 0u64); nodes.len()];
     loop {
-        let event = tokio::select! {
+        let next = tokio::select! {
             () = console::interrupted() => break,
-            event = events.recv() => event,
+            next = events.recv() => next,
         };
+        let Some((index, event)) = next else { break };
+        let label = nodes.get(index).and_then(|(label, _)| label.as_deref());
         let event = match event {
             Ok(event) => event,
             Err(broadcast::error::RecvError::Lagged(missed)) => {
@@ -476,16 +570,23 @@ async fn run_until_ctrl_c(node: Node, json: bool) -> Result<()> {
                 ));
                 continue;
             }
-            Err(broadcast::error::RecvError::Closed) => break,
+            Err(broadcast::error::RecvError::Closed) => continue,
+        };
+        let Some((received, sent)) = totals.get_mut(index) else {
+            continue;
         };
         match &event {
-            Event::Received { changes, .. } => received += changes,
-            Event::Sent { changes, .. } => sent += changes,
+            Event::Received { changes, .. } => *received += changes,
+            Event::Sent { changes, .. } => *sent += changes,
             _ => {}
         }
-        print_event(&event, received, sent, json);
+        print_event(label, &event, *received, *sent, json);
     }
-    node.shutdown().await;
+    for task in forwarding {
+        task.abort();
+    }
+    let received: u64 = totals.iter().map(|(received, _)| received).sum();
+    let sent: u64 = totals.iter().map(|(_, sent)| sent).sum();
     print(
         json,
         json!({ "event": "stopped", "changes_received": received, "changes_sent": sent }),
@@ -500,7 +601,10 @@ async fn run_until_ctrl_c(node: Node, json: bool) -> Result<()> {
     Ok(())
 }
 
-fn print_event(event: &Event, received: u64, sent: u64, json: bool) {
+/// Events queued from the nodes to the printer.
+const EVENTS_QUEUED: usize = 1024;
+
+fn print_event(label: Option<&str>, event: &Event, received: u64, sent: u64, json: bool) {
     let (value, text) = match event {
         Event::Connected {
             peer,
@@ -560,7 +664,7 @@ fn print_event(event: &Event, received: u64, sent: u64, json: bool) {
             format!("{other:?}"),
         ),
     };
-    print(json, value, || text);
+    labelled(label, json, value, text);
 }
 
 /// `1 change`, `2 changes`.

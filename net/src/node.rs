@@ -12,8 +12,9 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use peers_engine::{Author, Db};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -66,6 +67,10 @@ pub const SESSIONS_PER_KEY_MAX: usize = 4;
 pub const DISCOVERED_DIAL_FAILURES_MAX: u32 = 5;
 /// Events buffered for a slow [`Node::events`] receiver before it lags.
 pub const EVENTS_BUFFER: usize = 1024;
+/// Most peers a node keeps statistics of ([`Node::stats`]). Past it, the
+/// peer without a session that was last active longest ago is forgotten
+/// (sessions are bounded far below it, so a connected peer never is).
+pub const PEER_STATS_MAX: usize = 1024;
 
 const _: () = assert!(KEEPALIVE_INTERVAL.as_secs() * 2 < crate::RECV_TIMEOUT.as_secs());
 
@@ -186,6 +191,210 @@ pub enum Event {
     },
 }
 
+/// What a node did since it started, and its peers' state ([`Node::stats`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NodeStats {
+    /// New changes received from peers (verified and applied), in all.
+    pub changes_received: u64,
+    /// Changes sent to peers, in all.
+    pub changes_sent: u64,
+    /// The peers met since the node started (at most [`PEER_STATS_MAX`]),
+    /// ordered by key.
+    pub peers: Vec<PeerStats>,
+}
+
+impl NodeStats {
+    /// Peers with at least one session open now.
+    pub fn peers_connected(&self) -> usize {
+        self.peers.iter().filter(|peer| peer.sessions > 0).count()
+    }
+}
+
+/// One peer as a node sees it ([`NodeStats::peers`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PeerStats {
+    /// Its verified key.
+    pub peer: Author,
+    /// Sessions open with it now (dialed and accepted, TCP and WebRTC).
+    pub sessions: usize,
+    /// New changes received from it.
+    pub changes_received: u64,
+    /// Changes sent to it.
+    pub changes_sent: u64,
+    /// Whether a session with it is open and in sync: both catch-ups are
+    /// done (its reached us, and it confirmed it applied ours), and from
+    /// then on every change is pushed as it commits.
+    pub in_sync: bool,
+    /// When a session with it was last in sync: now, while one is; else
+    /// when the last session that got in sync ended. `None`: no session
+    /// got in sync since the node started.
+    pub last_in_sync: Option<SystemTime>,
+    /// When its first session since the node started opened.
+    pub first_connected: SystemTime,
+}
+
+impl PeerStats {
+    /// Replication lag at `now`: zero while in sync, else the time since
+    /// the peer was last in sync (or, never in sync, since it first
+    /// connected). This node's view: a change pushed on a live session is
+    /// counted as delivered.
+    pub fn lag(&self, now: SystemTime) -> Duration {
+        if self.in_sync {
+            return Duration::ZERO;
+        }
+        let since = self.last_in_sync.unwrap_or(self.first_connected);
+        now.duration_since(since).unwrap_or(Duration::ZERO)
+    }
+}
+
+/// The counters behind [`Node::stats`].
+#[derive(Default)]
+struct Stats {
+    changes_received: u64,
+    changes_sent: u64,
+    peers: HashMap<Author, PeerEntry>,
+}
+
+struct PeerEntry {
+    sessions: usize,
+    /// Open sessions that got in sync.
+    in_sync_sessions: usize,
+    changes_received: u64,
+    changes_sent: u64,
+    last_in_sync: Option<SystemTime>,
+    first_connected: SystemTime,
+    /// When a session last opened or closed (which entry to forget first).
+    last_active: SystemTime,
+}
+
+impl Stats {
+    fn opened(&mut self, peer: Author) {
+        let now = SystemTime::now();
+        if !self.peers.contains_key(&peer) && self.peers.len() >= PEER_STATS_MAX {
+            let idle = self
+                .peers
+                .iter()
+                .filter(|(_, entry)| entry.sessions == 0)
+                .min_by_key(|(_, entry)| entry.last_active)
+                .map(|(author, _)| *author);
+            if let Some(idle) = idle {
+                self.peers.remove(&idle);
+            }
+        }
+        let entry = self.peers.entry(peer).or_insert(PeerEntry {
+            sessions: 0,
+            in_sync_sessions: 0,
+            changes_received: 0,
+            changes_sent: 0,
+            last_in_sync: None,
+            first_connected: now,
+            last_active: now,
+        });
+        entry.sessions += 1;
+        entry.last_active = now;
+    }
+
+    fn closed(&mut self, peer: Author, was_in_sync: bool) {
+        let now = SystemTime::now();
+        if let Some(entry) = self.peers.get_mut(&peer) {
+            entry.sessions = entry.sessions.saturating_sub(1);
+            entry.last_active = now;
+            if was_in_sync {
+                entry.in_sync_sessions = entry.in_sync_sessions.saturating_sub(1);
+                entry.last_in_sync = Some(now);
+            }
+        }
+    }
+
+    fn snapshot(&self) -> NodeStats {
+        let now = SystemTime::now();
+        let mut peers: Vec<PeerStats> = self
+            .peers
+            .iter()
+            .map(|(peer, entry)| PeerStats {
+                peer: *peer,
+                sessions: entry.sessions,
+                changes_received: entry.changes_received,
+                changes_sent: entry.changes_sent,
+                in_sync: entry.in_sync_sessions > 0,
+                last_in_sync: if entry.in_sync_sessions > 0 {
+                    Some(now)
+                } else {
+                    entry.last_in_sync
+                },
+                first_connected: entry.first_connected,
+            })
+            .collect();
+        peers.sort_by_key(|peer| peer.peer);
+        NodeStats {
+            changes_received: self.changes_received,
+            changes_sent: self.changes_sent,
+            peers,
+        }
+    }
+}
+
+/// One session's observer: counts into the node's [`Stats`] and emits the
+/// events; the session is counted open while it lives.
+struct Tracked<'a> {
+    shared: &'a Shared,
+    peer: Author,
+    in_sync: AtomicBool,
+}
+
+impl<'a> Tracked<'a> {
+    fn new(shared: &'a Shared, peer: Author) -> Tracked<'a> {
+        shared.stats().opened(peer);
+        Tracked {
+            shared,
+            peer,
+            in_sync: AtomicBool::new(false),
+        }
+    }
+}
+
+impl Drop for Tracked<'_> {
+    fn drop(&mut self) {
+        let was_in_sync = self.in_sync.load(Ordering::Relaxed);
+        self.shared.stats().closed(self.peer, was_in_sync);
+    }
+}
+
+impl Observer for Tracked<'_> {
+    fn received(&self, peer: Author, changes: u64) {
+        {
+            let mut stats = self.shared.stats();
+            stats.changes_received += changes;
+            if let Some(entry) = stats.peers.get_mut(&peer) {
+                entry.changes_received += changes;
+            }
+        }
+        let _ = self.shared.events.send(Event::Received { peer, changes });
+    }
+    fn sent(&self, peer: Author, changes: u64) {
+        {
+            let mut stats = self.shared.stats();
+            stats.changes_sent += changes;
+            if let Some(entry) = stats.peers.get_mut(&peer) {
+                entry.changes_sent += changes;
+            }
+        }
+        let _ = self.shared.events.send(Event::Sent { peer, changes });
+    }
+    fn caught_up(&self, peer: Author) {
+        let _ = self.shared.events.send(Event::CaughtUp { peer });
+    }
+    fn in_sync(&self, peer: Author) {
+        if !self.in_sync.swap(true, Ordering::Relaxed)
+            && let Some(entry) = self.shared.stats().peers.get_mut(&peer)
+        {
+            entry.in_sync_sessions += 1;
+        }
+    }
+}
+
 /// A running sync node on a [`Db`]. Cheap handles are not provided: keep the
 /// node, call [`Node::shutdown`] to stop it.
 pub struct Node {
@@ -230,6 +439,8 @@ struct Shared {
     signaling: Signaling,
     /// Open invites (`DIR/invites`), redeemed by accepted sessions.
     invites: Arc<Mutex<Invites>>,
+    /// Counters and peers ([`Node::stats`]).
+    stats: Mutex<Stats>,
 }
 
 impl Node {
@@ -255,6 +466,7 @@ impl Node {
             known: Mutex::new(known),
             signaling: Signaling::default(),
             invites: Invites::shared(db_dir),
+            stats: Mutex::new(Stats::default()),
         });
         let tasks = TaskTracker::new();
         let mut local_addr = None;
@@ -396,6 +608,12 @@ impl Node {
         &self.shared.db
     }
 
+    /// Counters since the node started (changes in and out, in all and per
+    /// peer) and each peer's sessions and replication lag.
+    pub fn stats(&self) -> NodeStats {
+        self.shared.stats().snapshot()
+    }
+
     /// Events from now on. A receiver that falls [`EVENTS_BUFFER`] behind
     /// gets `Lagged` and skips ahead.
     pub fn events(&self) -> broadcast::Receiver<Event> {
@@ -442,19 +660,14 @@ impl Node {
     }
 }
 
-impl Observer for Shared {
-    fn received(&self, peer: Author, changes: u64) {
-        let _ = self.events.send(Event::Received { peer, changes });
-    }
-    fn sent(&self, peer: Author, changes: u64) {
-        let _ = self.events.send(Event::Sent { peer, changes });
-    }
-    fn caught_up(&self, peer: Author) {
-        let _ = self.events.send(Event::CaughtUp { peer });
-    }
-}
-
 impl Shared {
+    fn stats(&self) -> std::sync::MutexGuard<'_, Stats> {
+        // The counters stay usable even if a holder panicked.
+        self.stats
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn peer_error(&self, address: SocketAddr, peer: Option<Author>, error: &Error) {
         if matches!(error, Error::ShuttingDown) {
             return;
@@ -540,7 +753,9 @@ async fn run_dialed<S: AsyncRead + AsyncWrite + Unpin + Send>(
     // Remembered once the peer proved its key (a discovery alone is not
     // enough to take a place among the known peers).
     shared.remember(peer, address, how);
-    let report = session::run(channel, &shared.db, session, shared.as_ref()).await?;
+    let tracked = Tracked::new(shared, peer);
+    let report = session::run(channel, &shared.db, session, &tracked).await?;
+    drop(tracked);
     tracing::info!(
         %peer, sent = report.changes_sent, received = report.changes_received,
         bytes_sent = report.bytes_sent, bytes_received = report.bytes_received, "session ended"
@@ -704,14 +919,11 @@ async fn serve_channel<S: AsyncRead + AsyncWrite + Unpin + Send>(
         dialed: false,
     });
     shared.remember(peer, address, how);
-    let report = session::run(
-        channel,
-        &shared.db,
-        &shared.session(true, false),
-        shared.as_ref(),
-    )
-    .await
-    .map_err(|error| (Some(peer), error))?;
+    let tracked = Tracked::new(shared, peer);
+    let report = session::run(channel, &shared.db, &shared.session(true, false), &tracked)
+        .await
+        .map_err(|error| (Some(peer), error))?;
+    drop(tracked);
     tracing::info!(
         %peer, sent = report.changes_sent, received = report.changes_received, "session ended"
     );

@@ -62,6 +62,10 @@ pub(crate) trait Observer: Send + Sync {
     /// The peer's catch-up reached us: we hold what it held when the
     /// vectors were exchanged.
     fn caught_up(&self, peer: Author);
+    /// Both catch-ups are done: the peer's reached us, and the peer
+    /// confirmed it applied ours (or the digests were equal). Called once
+    /// per session; a live session pushes every change from here on.
+    fn in_sync(&self, peer: Author);
 }
 
 /// How a session runs.
@@ -620,6 +624,7 @@ impl Ends<'_> {
         let mut wants = Wants::default();
         if caught_up {
             self.observer.caught_up(self.peer);
+            self.observer.in_sync(self.peer);
             if !live {
                 return Ok(());
             }
@@ -657,6 +662,9 @@ impl Ends<'_> {
                     } else {
                         caught_up = true;
                         self.observer.caught_up(self.peer);
+                        if confirmed {
+                            self.observer.in_sync(self.peer);
+                        }
                     }
                     match self.want(&events, &mut wants).await {
                         Ok(true) => {
@@ -677,6 +685,9 @@ impl Ends<'_> {
                 }
                 Message::Applied { .. } if !confirmed => {
                     confirmed = true;
+                    if caught_up {
+                        self.observer.in_sync(self.peer);
+                    }
                     if !live && applied_sent && !wanting {
                         break Ok(());
                     }

@@ -46,6 +46,7 @@ mod channel_frames;
 mod control_request;
 mod handshake_respond;
 mod merge_model;
+mod metrics_request;
 mod rendezvous_decode;
 mod signal_frame;
 mod signal_sealed;
@@ -66,6 +67,7 @@ pub use channel_frames::*;
 pub use control_request::*;
 pub use handshake_respond::*;
 pub use merge_model::*;
+pub use metrics_request::*;
 pub use rendezvous_decode::*;
 pub use signal_frame::*;
 pub use signal_sealed::*;
@@ -230,6 +232,14 @@ pub const TARGETS: &[Target] = &[
     Target {
         name: "buffer_wire",
         run: buffer_wire,
+        mutations: 5000,
+        seeds: SeedSource::Committed,
+    },
+    // Request heads sent to `peers serve --metrics`: no panic; only GET or
+    // HEAD of /metrics and /health over HTTP/1.x is answered.
+    Target {
+        name: "metrics_request",
+        run: metrics_request,
         mutations: 5000,
         seeds: SeedSource::Committed,
     },
