@@ -313,8 +313,8 @@ fn join(
         identity,
         ..Options::default()
     };
-    let db = Db::join(dir, database, options)
-        .with_context(|| format!("creating {}", dir.display()))?;
+    let db =
+        Db::join(dir, database, options).with_context(|| format!("creating {}", dir.display()))?;
     print_id(&db, json)
 }
 

@@ -228,7 +228,11 @@ pub(crate) fn run(command: KeysCommand, json: bool) -> Result<()> {
                 || {
                     format!(
                         "registered {user} (identity {key}{})\nrecovery code: {code}\nwrite the recovery code down and keep it apart from the password: it is shown only this once, and opens the identity if the password is lost (peers login {user} --recovery)",
-                        if created { format!(", new, in {}", key_file.display()) } else { String::new() }
+                        if created {
+                            format!(", new, in {}", key_file.display())
+                        } else {
+                            String::new()
+                        }
                     )
                 },
             );
@@ -242,9 +246,11 @@ pub(crate) fn run(command: KeysCommand, json: bool) -> Result<()> {
             runtime
                 .block_on(session.change_password(&new_password))
                 .context("changing the password")?;
-            print(json, json!({ "user": account.user, "changed": true }), || {
-                format!("changed the password of {}", account.user)
-            });
+            print(
+                json,
+                json!({ "user": account.user, "changed": true }),
+                || format!("changed the password of {}", account.user),
+            );
             Ok(())
         }
         KeysCommand::Export {
@@ -257,7 +263,9 @@ pub(crate) fn run(command: KeysCommand, json: bool) -> Result<()> {
             write_key_file(&session.identity, &key_file)?;
             let key = session.identity.author().to_hex();
             if forget {
-                runtime.block_on(session.forget()).context("deleting the server's copy")?;
+                runtime
+                    .block_on(session.forget())
+                    .context("deleting the server's copy")?;
             }
             print(
                 json,
@@ -269,7 +277,10 @@ pub(crate) fn run(command: KeysCommand, json: bool) -> Result<()> {
                         if forget {
                             "; the key server's copy is deleted".to_owned()
                         } else {
-                            format!("; the key server keeps its copy (peers keys forget {})", account.user)
+                            format!(
+                                "; the key server keeps its copy (peers keys forget {})",
+                                account.user
+                            )
                         }
                     )
                 },
@@ -279,13 +290,19 @@ pub(crate) fn run(command: KeysCommand, json: bool) -> Result<()> {
         KeysCommand::Forget { account } => {
             let runtime = runtime()?;
             let session = log_in(&runtime, &account, &mut Secrets::new())?;
-            runtime.block_on(session.forget()).context("deleting the server's copy")?;
-            print(json, json!({ "user": account.user, "forgotten": true }), || {
-                format!(
-                    "the key server no longer holds {}'s identity (nor the name)",
-                    account.user
-                )
-            });
+            runtime
+                .block_on(session.forget())
+                .context("deleting the server's copy")?;
+            print(
+                json,
+                json!({ "user": account.user, "forgotten": true }),
+                || {
+                    format!(
+                        "the key server no longer holds {}'s identity (nor the name)",
+                        account.user
+                    )
+                },
+            );
             Ok(())
         }
     }
@@ -308,7 +325,12 @@ fn serve(listen: &str, store: &Path, json: bool) -> Result<()> {
         print(
             json,
             json!({ "listening": address.to_string(), "store": store.display().to_string() }),
-            || format!("key server listening on {address} (store {})", store.display()),
+            || {
+                format!(
+                    "key server listening on {address} (store {})",
+                    store.display()
+                )
+            },
         );
         tokio::select! {
             result = server.serve(listener) => result.context("the key server stopped"),

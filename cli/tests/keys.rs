@@ -89,7 +89,14 @@ impl Drop for KeyServer {
 
 fn key_server(store: &Path) -> KeyServer {
     let mut child = peers()
-        .args(["--json", "keys", "serve", "--listen", "127.0.0.1:0", "--store"])
+        .args([
+            "--json",
+            "keys",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--store",
+        ])
         .arg(store)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -117,13 +124,24 @@ fn managed_keys_story() {
     let public_key = init["public_key"].as_str().expect("public_key").to_owned();
     let identity_file = format!("{first}/identity.key");
     let registered = ok_json(
-        &["keys", "register", "alice", "--keys", keys, "--key-file", &identity_file],
+        &[
+            "keys",
+            "register",
+            "alice",
+            "--keys",
+            keys,
+            "--key-file",
+            &identity_file,
+        ],
         &[("PEERS_PASSWORD", "correct horse")],
         "",
     );
     assert_eq!(registered["public_key"], public_key.as_str());
     assert_eq!(registered["created"], false);
-    let code = registered["recovery_code"].as_str().expect("code").to_owned();
+    let code = registered["recovery_code"]
+        .as_str()
+        .expect("code")
+        .to_owned();
 
     // A new device: log in (password on standard input), make a replica
     // that signs with the same identity.
@@ -155,7 +173,10 @@ fn managed_keys_story() {
         unknown.replace("nobody", "USER"),
         "a failed login says nothing about the user"
     );
-    assert!(wrong.contains("login failed: wrong user name or password"), "{wrong}");
+    assert!(
+        wrong.contains("login failed: wrong user name or password"),
+        "{wrong}"
+    );
     assert!(!Path::new(&other).exists());
 
     // Change the password: the old one stops working.
@@ -172,21 +193,48 @@ fn managed_keys_story() {
 
     // Lost password: the recovery code logs in and sets a new one.
     let recovered = ok_json(
-        &["login", "alice", "--recovery", "--keys", keys, "--key-file", &path("recovered.key")],
+        &[
+            "login",
+            "alice",
+            "--recovery",
+            "--keys",
+            keys,
+            "--key-file",
+            &path("recovered.key"),
+        ],
         &[("PEERS_RECOVERY_CODE", &code.to_lowercase())],
         "",
     );
     assert_eq!(recovered["public_key"], public_key.as_str());
     ok_json(
-        &["keys", "change-password", "alice", "--recovery", "--keys", keys],
-        &[("PEERS_RECOVERY_CODE", &code), ("PEERS_NEW_PASSWORD", "new password")],
+        &[
+            "keys",
+            "change-password",
+            "alice",
+            "--recovery",
+            "--keys",
+            keys,
+        ],
+        &[
+            ("PEERS_RECOVERY_CODE", &code),
+            ("PEERS_NEW_PASSWORD", "new password"),
+        ],
         "",
     );
 
     // Graduate: export to a key file and forget the server's copy.
     let exported = path("exported.key");
     let export = ok_json(
-        &["keys", "export", "alice", "--keys", keys, "--key-file", &exported, "--forget"],
+        &[
+            "keys",
+            "export",
+            "alice",
+            "--keys",
+            keys,
+            "--key-file",
+            &exported,
+            "--forget",
+        ],
         &[("PEERS_PASSWORD", "new password")],
         "",
     );
@@ -203,7 +251,15 @@ fn managed_keys_story() {
     assert!(gone.contains("login failed"), "{gone}");
     // A key file is never overwritten.
     let refused = fails(
-        &["keys", "register", "bob", "--keys", keys, "--key-file", &exported],
+        &[
+            "keys",
+            "register",
+            "bob",
+            "--keys",
+            keys,
+            "--key-file",
+            &exported,
+        ],
         &[("PEERS_PASSWORD", "short")],
         "",
     );
@@ -231,5 +287,8 @@ fn guessing_hits_the_limit() {
         &[("PEERS_PASSWORD", "guess number 5")],
         "",
     );
-    assert!(error.contains("too many login attempts: try again in"), "{error}");
+    assert!(
+        error.contains("too many login attempts: try again in"),
+        "{error}"
+    );
 }

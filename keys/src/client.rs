@@ -11,9 +11,7 @@ use peers_engine::Identity;
 use rand_core_06::OsRng;
 use tokio::net::TcpStream;
 
-use crate::envelope::{
-    PASSWORD_CHARS_MIN, RecoveryCode, Slot, check_user, open, seal_identity,
-};
+use crate::envelope::{PASSWORD_CHARS_MIN, RecoveryCode, Slot, check_user, open, seal_identity};
 use crate::error::{Error, Result};
 use crate::server::CONTEXT;
 use crate::suite::{ClientConfig, Suite};
@@ -120,15 +118,21 @@ pub async fn register(
             ],
         ))
         .await?;
-    let fields = answer.expect(tag::REGISTERED_START, 2).map_err(|error| match error {
-        Error::Taken(_) => Error::Taken(user.to_owned()),
-        other => other,
-    })?;
+    let fields = answer
+        .expect(tag::REGISTERED_START, 2)
+        .map_err(|error| match error {
+            Error::Taken(_) => Error::Taken(user.to_owned()),
+            other => other,
+        })?;
     let ksf = config.ksf();
     let mut uploads = Vec::new();
     for ((state, secret, slot), response) in [
         (password_start.state, password.as_bytes(), Slot::Password),
-        (recovery_start.state, code.as_bytes().as_slice(), Slot::Recovery),
+        (
+            recovery_start.state,
+            code.as_bytes().as_slice(),
+            Slot::Recovery,
+        ),
     ]
     .into_iter()
     .zip(fields)
@@ -196,7 +200,8 @@ pub async fn login(
             ],
         ))
         .await?;
-    let response = CredentialResponse::<Suite>::deserialize(&one(answer.expect(tag::CHALLENGE, 1)?)?)?;
+    let response =
+        CredentialResponse::<Suite>::deserialize(&one(answer.expect(tag::CHALLENGE, 1)?)?)?;
     let ksf = config.ksf();
     let finish = start.state.finish(
         &mut OsRng,
@@ -211,7 +216,10 @@ pub async fn login(
         ))
         .await?;
     if answer.tag == tag::ERROR {
-        return Err(answer.expect(tag::ENVELOPE, 2).err().unwrap_or(Error::LoginFailed));
+        return Err(answer
+            .expect(tag::ENVELOPE, 2)
+            .err()
+            .unwrap_or(Error::LoginFailed));
     }
     let mut session = Session::new(&finish.session_key, Direction::ToServer);
     let envelope = one(session.open(answer)?.expect(tag::ENVELOPE, 1)?)?;
@@ -265,7 +273,12 @@ impl LoggedIn {
             response,
             ClientRegistrationFinishParameters::new(Default::default(), Some(&ksf)),
         )?;
-        let envelope = seal_identity(&finish.export_key, &self.user, Slot::Password, &self.identity);
+        let envelope = seal_identity(
+            &finish.export_key,
+            &self.user,
+            Slot::Password,
+            &self.identity,
+        );
         self.ask(
             Message::new(
                 tag::PASSWORD_FINISH,

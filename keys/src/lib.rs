@@ -34,6 +34,4 @@ pub use crate::envelope::{
 };
 pub use crate::error::{Error, Result};
 pub use crate::server::{CONNECTIONS_MAX, IDLE_SECS, Limits, REQUESTS_PER_CONNECTION_MAX, Server};
-pub use crate::suite::{
-    ARGON2_LANES, ARGON2_MEMORY_KIB, ARGON2_PASSES, ClientConfig, Suite,
-};
+pub use crate::suite::{ARGON2_LANES, ARGON2_MEMORY_KIB, ARGON2_PASSES, ClientConfig, Suite};

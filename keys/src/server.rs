@@ -225,24 +225,23 @@ impl Server {
         stream.set_nodelay(true)?;
         let mut state = State::Fresh;
         for _ in 0..REQUESTS_PER_CONNECTION_MAX {
-            let request = match tokio::time::timeout(
-                Duration::from_secs(IDLE_SECS),
-                wire::read(&mut stream),
-            )
-            .await
-            {
-                Ok(Ok(request)) => request,
-                Ok(Err(Error::Io(error)))
-                    if error.kind() == std::io::ErrorKind::UnexpectedEof =>
+            let request =
+                match tokio::time::timeout(Duration::from_secs(IDLE_SECS), wire::read(&mut stream))
+                    .await
                 {
-                    return Ok(());
-                }
-                Ok(Err(error)) => {
-                    let _ = wire::write(&mut stream, &Message::error(code::BAD_REQUEST, 0)).await;
-                    return Err(error);
-                }
-                Err(_) => return Err(Error::Timeout(IDLE_SECS)),
-            };
+                    Ok(Ok(request)) => request,
+                    Ok(Err(Error::Io(error)))
+                        if error.kind() == std::io::ErrorKind::UnexpectedEof =>
+                    {
+                        return Ok(());
+                    }
+                    Ok(Err(error)) => {
+                        let _ =
+                            wire::write(&mut stream, &Message::error(code::BAD_REQUEST, 0)).await;
+                        return Err(error);
+                    }
+                    Err(_) => return Err(Error::Timeout(IDLE_SECS)),
+                };
             let answer = match self.answer(&mut state, request, peer.ip()) {
                 Ok(answer) => answer,
                 Err(error) => {
@@ -269,7 +268,9 @@ impl Server {
                 else {
                     return bad();
                 };
-                let Some(user) = String::from_utf8(user).ok().filter(|u| check_user(u).is_ok())
+                let Some(user) = String::from_utf8(user)
+                    .ok()
+                    .filter(|u| check_user(u).is_ok())
                 else {
                     return bad();
                 };
@@ -295,7 +296,10 @@ impl Server {
                     responses.push(start.message.serialize().to_vec());
                 }
                 *state = State::Registering { user };
-                Ok(Answer::go_on(Message::new(tag::REGISTERED_START, responses)))
+                Ok(Answer::go_on(Message::new(
+                    tag::REGISTERED_START,
+                    responses,
+                )))
             }
             (tag::REGISTER_FINISH, State::Registering { user }) => {
                 let Ok([password, password_envelope, recovery, recovery_envelope]) =
@@ -328,7 +332,9 @@ impl Server {
                 let Ok([user, slot, request]) = <[Vec<u8>; 3]>::try_from(request.fields) else {
                     return bad();
                 };
-                let Some(user) = String::from_utf8(user).ok().filter(|u| check_user(u).is_ok())
+                let Some(user) = String::from_utf8(user)
+                    .ok()
+                    .filter(|u| check_user(u).is_ok())
                 else {
                     return bad();
                 };

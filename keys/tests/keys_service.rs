@@ -49,13 +49,25 @@ fn the_whole_story() {
             .await
             .expect("registers");
         assert!(matches!(
-            register(&address, &fast(), "alice", "another one", &Identity::generate()).await,
+            register(
+                &address,
+                &fast(),
+                "alice",
+                "another one",
+                &Identity::generate()
+            )
+            .await,
             Err(Error::Taken(_))
         ));
 
-        let mut session = login(&address, &fast(), "alice", Secret::Password("correct horse"))
-            .await
-            .expect("logs in");
+        let mut session = login(
+            &address,
+            &fast(),
+            "alice",
+            Secret::Password("correct horse"),
+        )
+        .await
+        .expect("logs in");
         assert_eq!(session.identity.author(), identity.author());
         session
             .change_password("battery staple")
@@ -63,12 +75,23 @@ fn the_whole_story() {
             .expect("changes the password");
         drop(session);
         assert!(matches!(
-            login(&address, &fast(), "alice", Secret::Password("correct horse")).await,
+            login(
+                &address,
+                &fast(),
+                "alice",
+                Secret::Password("correct horse")
+            )
+            .await,
             Err(Error::LoginFailed)
         ));
-        let session = login(&address, &fast(), "alice", Secret::Password("battery staple"))
-            .await
-            .expect("the new password logs in");
+        let session = login(
+            &address,
+            &fast(),
+            "alice",
+            Secret::Password("battery staple"),
+        )
+        .await
+        .expect("the new password logs in");
         assert_eq!(session.identity.author(), identity.author());
         drop(session);
 
@@ -85,9 +108,14 @@ fn the_whole_story() {
             .await
             .expect("sets a new password");
         drop(session);
-        let session = login(&address, &fast(), "alice", Secret::Password("third password"))
-            .await
-            .expect("logs in");
+        let session = login(
+            &address,
+            &fast(),
+            "alice",
+            Secret::Password("third password"),
+        )
+        .await
+        .expect("logs in");
         session.forget().await.expect("forgets");
         for secret in [Secret::Password("third password"), Secret::Recovery(&code)] {
             assert!(matches!(
@@ -96,9 +124,15 @@ fn the_whole_story() {
             ));
         }
         // The name is free again.
-        register(&address, &fast(), "alice", "a new alice", &Identity::generate())
-            .await
-            .expect("registers again");
+        register(
+            &address,
+            &fast(),
+            "alice",
+            "a new alice",
+            &Identity::generate(),
+        )
+        .await
+        .expect("registers again");
     });
 }
 
@@ -108,9 +142,15 @@ fn failed_logins_say_nothing_about_the_user() {
     let dir = tempfile::tempdir().expect("tempdir");
     runtime().block_on(async {
         let (address, _server) = start(dir.path(), Limits::default()).await;
-        register(&address, &fast(), "bob", "bob's password", &Identity::generate())
-            .await
-            .expect("registers");
+        register(
+            &address,
+            &fast(),
+            "bob",
+            "bob's password",
+            &Identity::generate(),
+        )
+        .await
+        .expect("registers");
         let wrong_code = RecoveryCode::generate();
         for (user, secret) in [
             ("bob", Secret::Password("not bob's password")),
@@ -121,11 +161,11 @@ fn failed_logins_say_nothing_about_the_user() {
             let error = login(&address, &fast(), user, secret)
                 .await
                 .expect_err("fails");
-            assert!(
-                matches!(error, Error::LoginFailed),
-                "{user}: {error}"
+            assert!(matches!(error, Error::LoginFailed), "{user}: {error}");
+            assert_eq!(
+                error.to_string(),
+                "login failed: wrong user name or password"
             );
-            assert_eq!(error.to_string(), "login failed: wrong user name or password");
         }
         assert!(matches!(
             register(&address, &fast(), "carol", "short", &Identity::generate()).await,
@@ -177,20 +217,38 @@ fn brute_force_hits_the_limits_and_they_survive_a_restart() {
     runtime().block_on(async {
         let (address, _server) = start(dir.path(), limits).await;
         assert!(matches!(
-            login(&address, &fast(), "dave", Secret::Password("dave's password")).await,
+            login(
+                &address,
+                &fast(),
+                "dave",
+                Secret::Password("dave's password")
+            )
+            .await,
             Err(Error::Limited { .. })
         ));
         // After the backoff, the right password logs in and clears the
         // account's count.
         tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
-        login(&address, &fast(), "dave", Secret::Password("dave's password"))
-            .await
-            .expect("logs in after the backoff");
+        login(
+            &address,
+            &fast(),
+            "dave",
+            Secret::Password("dave's password"),
+        )
+        .await
+        .expect("logs in after the backoff");
         // Guessing across accounts: the address runs out (12 attempts:
         // 1 registration, 8 guesses, 1 login so far, 1 after the restart).
         let mut limited = false;
         for user in 0..4 {
-            match login(&address, &fast(), &format!("user{user}"), Secret::Password("guessing!")).await {
+            match login(
+                &address,
+                &fast(),
+                &format!("user{user}"),
+                Secret::Password("guessing!"),
+            )
+            .await
+            {
                 Err(Error::LoginFailed) => {}
                 Err(Error::Limited { .. }) => {
                     limited = true;
@@ -215,10 +273,18 @@ fn a_dump_of_the_store_does_not_reveal_the_key() {
         register(&address, &fast(), "erin", "erin's password", &identity)
             .await
             .expect("registers");
-        let mut session = login(&address, &fast(), "erin", Secret::Password("erin's password"))
+        let mut session = login(
+            &address,
+            &fast(),
+            "erin",
+            Secret::Password("erin's password"),
+        )
+        .await
+        .expect("logs in");
+        session
+            .change_password("erin's new password")
             .await
-            .expect("logs in");
-        session.change_password("erin's new password").await.expect("changes");
+            .expect("changes");
         drop(session);
         server.abort();
         let _ = server.await;
@@ -231,7 +297,10 @@ fn a_dump_of_the_store_does_not_reveal_the_key() {
         let bytes = std::fs::read(entry.expect("entry").path()).expect("reads");
         files += 1;
         assert!(!contains(&bytes, &secret), "the secret in a file");
-        assert!(!contains(&bytes, secret_hex.as_bytes()), "the secret's hex in a file");
+        assert!(
+            !contains(&bytes, secret_hex.as_bytes()),
+            "the secret's hex in a file"
+        );
     }
     assert!(files > 0);
     // The records, and every window of them as a key.
@@ -264,5 +333,7 @@ fn a_dump_of_the_store_does_not_reveal_the_key() {
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|window| window == needle)
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle)
 }

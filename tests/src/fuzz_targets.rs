@@ -44,6 +44,7 @@ mod changeset_import;
 mod channel_frames;
 mod control_request;
 mod handshake_respond;
+mod keys_message;
 mod merge_model;
 mod rendezvous_decode;
 mod signal_frame;
@@ -63,6 +64,7 @@ pub use changeset_import::*;
 pub use channel_frames::*;
 pub use control_request::*;
 pub use handshake_respond::*;
+pub use keys_message::*;
 pub use merge_model::*;
 pub use rendezvous_decode::*;
 pub use signal_frame::*;
@@ -220,6 +222,13 @@ pub const TARGETS: &[Target] = &[
     Target {
         name: "backup_manifest",
         run: backup_manifest,
+        mutations: 5000,
+        seeds: SeedSource::Committed,
+    },
+    // A key-service frame body (either direction) and an envelope.
+    Target {
+        name: "keys_message",
+        run: keys_message,
         mutations: 5000,
         seeds: SeedSource::Committed,
     },
