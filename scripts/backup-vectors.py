@@ -153,4 +153,5 @@ def main():
         print(label, value if isinstance(value, str) else value.hex())
 
 
-main()
+if __name__ == "__main__":  # scripts/keys-vectors.py imports the AEAD from here
+    main()

@@ -59,6 +59,14 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
             crate::network::signal(listen, stun.as_deref(), json)?;
             return Ok(ExitCode::SUCCESS);
         }
+        Command::Keys { action } => {
+            crate::keys::run(action, json)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Login { account, key_file } => {
+            crate::keys::login(&account, &key_file, json)?;
+            return Ok(ExitCode::SUCCESS);
+        }
         Command::Buffer {
             action: None,
             server,
@@ -80,16 +88,21 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
         .clone()
         .context("--db DIR is required (or set PEERS_DB)")?;
     match cli.command {
-        Command::Init { open } => init(&dir, open, json)?,
-        Command::Join { database, across } => {
+        Command::Init { open, identity } => init(&dir, open, identity.as_deref(), json)?,
+        Command::Join {
+            database,
+            across,
+            identity,
+        } => {
+            let identity = load_identity(identity.as_deref())?;
             if database
                 .trim_start()
                 .to_ascii_uppercase()
                 .starts_with(peers_net::invite::TICKET_PREFIX)
             {
-                crate::network::join_ticket(&dir, &database, &across, json)?;
+                crate::network::join_ticket(&dir, &database, &across, identity, json)?;
             } else {
-                join(&dir, &database, json)?;
+                join(&dir, &database, identity, json)?;
             }
         }
         command => {
@@ -163,6 +176,9 @@ pub(crate) fn run_for_client(db: &Db, args: Vec<String>) -> u8 {
             "{} already holds a database, open in {}",
             db.dir().display(),
             control::holder()
+        )),
+        Command::Keys { .. } | Command::Login { .. } => Err(anyhow::anyhow!(
+            "peers keys and peers login take no --db: run them without it"
         )),
         command => run_on(db, command, cli.json),
     };
@@ -276,6 +292,8 @@ fn run_on(db: &Db, command: Command, json: bool) -> Result<()> {
         Command::Init { .. }
         | Command::Join { .. }
         | Command::Signal { .. }
+        | Command::Keys { .. }
+        | Command::Login { .. }
         | Command::Demo
         | Command::Completions { .. }
         | Command::Man => {
@@ -284,19 +302,38 @@ fn run_on(db: &Db, command: Command, json: bool) -> Result<()> {
     }
 }
 
-fn init(dir: &Path, open: bool, json: bool) -> Result<()> {
+/// The identity in a key file, for `--identity FILE`.
+fn load_identity(file: Option<&Path>) -> Result<Option<peers_engine::Identity>> {
+    file.map(|file| {
+        peers_engine::Identity::load(file)
+            .with_context(|| format!("reading the identity in {}", file.display()))
+    })
+    .transpose()
+}
+
+fn init(dir: &Path, open: bool, identity: Option<&Path>, json: bool) -> Result<()> {
     let options = Options {
         members_only: !open,
+        identity: load_identity(identity)?,
         ..Options::default()
     };
     let db = Db::create(dir, options).with_context(|| format!("creating {}", dir.display()))?;
     print_id(&db, json)
 }
 
-fn join(dir: &Path, database: &str, json: bool) -> Result<()> {
+fn join(
+    dir: &Path,
+    database: &str,
+    identity: Option<peers_engine::Identity>,
+    json: bool,
+) -> Result<()> {
     let database = DatabaseId::from_hex(database).context("DB_ID must be 64 hex digits")?;
-    let db = Db::join(dir, database, Options::default())
-        .with_context(|| format!("creating {}", dir.display()))?;
+    let options = Options {
+        identity,
+        ..Options::default()
+    };
+    let db =
+        Db::join(dir, database, options).with_context(|| format!("creating {}", dir.display()))?;
     print_id(&db, json)
 }
 

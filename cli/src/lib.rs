@@ -13,6 +13,7 @@ mod commands;
 mod console;
 pub mod control;
 mod demo;
+mod keys;
 pub mod metrics;
 mod network;
 mod output;
@@ -79,6 +80,9 @@ pub(crate) enum Command {
         /// Let any key that knows the database id write (default: members only, granted by the owner or an admin).
         #[arg(long)]
         open: bool,
+        /// Sign with the identity in this key file (`peers login` writes one) instead of a new one.
+        #[arg(long, value_name = "FILE")]
+        identity: Option<PathBuf>,
     },
     /// Create a replica of an existing database, with a new identity: from a ticket (`peers invite` on a member's replica; reaches it, redeems the invite and syncs), or empty from the database id.
     Join {
@@ -87,6 +91,9 @@ pub(crate) enum Command {
         database: String,
         #[command(flatten)]
         across: Across,
+        /// Sign with the identity in this key file (`peers login` writes one) instead of a new one. One identity writes from one replica of a database at a time: two replicas writing with one key fork its chain.
+        #[arg(long, value_name = "FILE")]
+        identity: Option<PathBuf>,
     },
     /// Invite a device: print a ticket (and its QR code) that `peers join TICKET` redeems once for a role; then run `peers serve` so the joiner can reach this replica.
     Invite {
@@ -217,6 +224,19 @@ pub(crate) enum Command {
     Backup {
         #[command(subcommand)]
         action: backup::BackupCommand,
+    },
+    /// Managed keys: run a key server, register, change the password, export, forget (docs/SERVICES.md "Managed keys").
+    Keys {
+        #[command(subcommand)]
+        action: keys::KeysCommand,
+    },
+    /// Log in to a key server (`peers keys serve`) with a password, or --recovery code, and write the identity it keeps to a key file for this device.
+    Login {
+        #[command(flatten)]
+        account: keys::Account,
+        /// The key file to write (must not exist); then `peers init --identity FILE` or `peers join … --identity FILE`.
+        #[arg(long, value_name = "FILE", default_value = "identity.key")]
+        key_file: PathBuf,
     },
     /// A blind sync buffer: `peers buffer --listen ADDR` keeps recent sealed changes of databases it cannot read, so devices never online together still sync; `push --to` and `pull --from` sync this replica through one once (docs/SERVICES.md).
     #[command(args_conflicts_with_subcommands = true)]

@@ -410,7 +410,13 @@ pub(crate) fn invite(db: &Db, options: &InviteOptions, qr: bool, json: bool) -> 
 /// `peers join TICKET`: creates the replica, reaches the inviter, redeems
 /// the invite and runs the first sync. A failed join leaves no directory
 /// behind, so it can be retried as it was typed.
-pub(crate) fn join_ticket(dir: &Path, text: &str, across: &Across, json: bool) -> Result<()> {
+pub(crate) fn join_ticket(
+    dir: &Path,
+    text: &str,
+    across: &Across,
+    identity: Option<peers_engine::Identity>,
+    json: bool,
+) -> Result<()> {
     let ticket = Ticket::decode(text)?;
     if ticket.is_expired() {
         anyhow::bail!("the ticket has expired; ask the inviter for a new one (peers invite)");
@@ -419,7 +425,11 @@ pub(crate) fn join_ticket(dir: &Path, text: &str, across: &Across, json: bool) -
         anyhow::bail!("the ticket names no way to reach the inviter; give --signal ws://HOST:PORT");
     }
     let existed = dir.exists();
-    let db = Db::join(dir, ticket.database, Options::default())
+    let options = Options {
+        identity,
+        ..Options::default()
+    };
+    let db = Db::join(dir, ticket.database, options)
         .with_context(|| format!("creating {}", dir.display()))?;
     let result = runtime().and_then(|runtime| {
         runtime.block_on(async {

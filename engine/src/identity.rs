@@ -37,6 +37,12 @@ impl Identity {
         }
     }
 
+    /// The 32 secret bytes, for a service that seals them for their owner
+    /// (peers-keys' envelope); [`Identity::save`] writes the same as hex.
+    pub fn secret_bytes(&self) -> [u8; 32] {
+        self.key.to_bytes()
+    }
+
     /// The public key that names this identity's changes.
     pub fn author(&self) -> Author {
         Author(self.key.verifying_key().to_bytes())

@@ -45,6 +45,7 @@ mod changeset_import;
 mod channel_frames;
 mod control_request;
 mod handshake_respond;
+mod keys_message;
 mod merge_model;
 mod metrics_request;
 mod rendezvous_decode;
@@ -66,6 +67,7 @@ pub use changeset_import::*;
 pub use channel_frames::*;
 pub use control_request::*;
 pub use handshake_respond::*;
+pub use keys_message::*;
 pub use merge_model::*;
 pub use metrics_request::*;
 pub use rendezvous_decode::*;
@@ -240,6 +242,13 @@ pub const TARGETS: &[Target] = &[
     Target {
         name: "metrics_request",
         run: metrics_request,
+        mutations: 5000,
+        seeds: SeedSource::Committed,
+    },
+    // A key-service frame body (either direction) and an envelope.
+    Target {
+        name: "keys_message",
+        run: keys_message,
         mutations: 5000,
         seeds: SeedSource::Committed,
     },

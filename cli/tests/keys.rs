@@ -1,0 +1,294 @@
+//! Managed keys through the `peers` binary (issue 17): a key server, a
+//! user who registers a replica's identity, logs in on a new device and
+//! makes a replica with it, changes the password, recovers with the code,
+//! exports and forgets; wrong passwords and unknown users fail alike; and
+//! guessing runs into the limit. With the real argon2 parameters.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+
+use serde_json::Value as Json;
+
+fn peers() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_peers"));
+    for variable in [
+        "PEERS_DB",
+        "PEERS_LOG",
+        "PEERS_KEYS",
+        "PEERS_PASSWORD",
+        "PEERS_NEW_PASSWORD",
+        "PEERS_RECOVERY_CODE",
+    ] {
+        command.env_remove(variable);
+    }
+    command
+}
+
+/// Runs `peers ARGS` with `stdin` as its standard input.
+fn run(args: &[&str], env: &[(&str, &str)], stdin: &str) -> Output {
+    let mut child = peers()
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("runs peers");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("writes stdin");
+    child.wait_with_output().expect("waits")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn ok_json(args: &[&str], env: &[(&str, &str)], stdin: &str) -> Json {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    let output = run(&all, env, stdin);
+    assert!(
+        output.status.success(),
+        "peers {args:?}: {}\n{}",
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+    serde_json::from_str(&text(&output.stdout)).expect("one JSON document")
+}
+
+/// Requires exit 1 and returns the error line.
+fn fails(args: &[&str], env: &[(&str, &str)], stdin: &str) -> String {
+    let output = run(args, env, stdin);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "peers {args:?} should fail: {}",
+        text(&output.stdout)
+    );
+    let stderr = text(&output.stderr);
+    assert!(stderr.starts_with("peers: error: "), "{stderr}");
+    stderr.trim_end().to_owned()
+}
+
+struct KeyServer {
+    child: Child,
+    address: String,
+}
+
+impl Drop for KeyServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn key_server(store: &Path) -> KeyServer {
+    let mut child = peers()
+        .args([
+            "--json",
+            "keys",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--store",
+        ])
+        .arg(store)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starts the key server");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("reads the first line");
+    let listening: Json = serde_json::from_str(&line).expect("JSON");
+    let address = listening["listening"].as_str().expect("address").to_owned();
+    KeyServer { child, address }
+}
+
+#[test]
+fn managed_keys_story() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = key_server(&dir.path().join("store"));
+    let keys = server.address.as_str();
+    let path = |name: &str| dir.path().join(name).display().to_string();
+
+    // A replica on the first device; its identity goes to the key server.
+    let first = path("first");
+    let init = ok_json(&["--db", &first, "init"], &[], "");
+    let public_key = init["public_key"].as_str().expect("public_key").to_owned();
+    let identity_file = format!("{first}/identity.key");
+    let registered = ok_json(
+        &[
+            "keys",
+            "register",
+            "alice",
+            "--keys",
+            keys,
+            "--key-file",
+            &identity_file,
+        ],
+        &[("PEERS_PASSWORD", "correct horse")],
+        "",
+    );
+    assert_eq!(registered["public_key"], public_key.as_str());
+    assert_eq!(registered["created"], false);
+    let code = registered["recovery_code"]
+        .as_str()
+        .expect("code")
+        .to_owned();
+
+    // A new device: log in (password on standard input), make a replica
+    // that signs with the same identity.
+    let key_file = path("device2.key");
+    let login = ok_json(
+        &["login", "alice", "--keys", keys, "--key-file", &key_file],
+        &[],
+        "correct horse\n",
+    );
+    assert_eq!(login["public_key"], public_key.as_str());
+    let second = path("second");
+    let init = ok_json(&["--db", &second, "init", "--identity", &key_file], &[], "");
+    assert_eq!(init["public_key"], public_key.as_str());
+
+    // Wrong password and unknown user: the same error, word for word.
+    let other = path("other.key");
+    let wrong = fails(
+        &["login", "alice", "--keys", keys, "--key-file", &other],
+        &[("PEERS_PASSWORD", "wrong horse")],
+        "",
+    );
+    let unknown = fails(
+        &["login", "nobody", "--keys", keys, "--key-file", &other],
+        &[("PEERS_PASSWORD", "wrong horse")],
+        "",
+    );
+    assert_eq!(
+        wrong.replace("alice", "USER"),
+        unknown.replace("nobody", "USER"),
+        "a failed login says nothing about the user"
+    );
+    assert!(
+        wrong.contains("login failed: wrong user name or password"),
+        "{wrong}"
+    );
+    assert!(!Path::new(&other).exists());
+
+    // Change the password: the old one stops working.
+    ok_json(
+        &["keys", "change-password", "alice", "--keys", keys],
+        &[],
+        "correct horse\nbattery staple\n",
+    );
+    fails(
+        &["login", "alice", "--keys", keys, "--key-file", &other],
+        &[("PEERS_PASSWORD", "correct horse")],
+        "",
+    );
+
+    // Lost password: the recovery code logs in and sets a new one.
+    let recovered = ok_json(
+        &[
+            "login",
+            "alice",
+            "--recovery",
+            "--keys",
+            keys,
+            "--key-file",
+            &path("recovered.key"),
+        ],
+        &[("PEERS_RECOVERY_CODE", &code.to_lowercase())],
+        "",
+    );
+    assert_eq!(recovered["public_key"], public_key.as_str());
+    ok_json(
+        &[
+            "keys",
+            "change-password",
+            "alice",
+            "--recovery",
+            "--keys",
+            keys,
+        ],
+        &[
+            ("PEERS_RECOVERY_CODE", &code),
+            ("PEERS_NEW_PASSWORD", "new password"),
+        ],
+        "",
+    );
+
+    // Graduate: export to a key file and forget the server's copy.
+    let exported = path("exported.key");
+    let export = ok_json(
+        &[
+            "keys",
+            "export",
+            "alice",
+            "--keys",
+            keys,
+            "--key-file",
+            &exported,
+            "--forget",
+        ],
+        &[("PEERS_PASSWORD", "new password")],
+        "",
+    );
+    assert_eq!(export["forgotten"], true);
+    assert_eq!(
+        std::fs::read_to_string(&exported).expect("exported"),
+        std::fs::read_to_string(&identity_file).expect("the original key")
+    );
+    let gone = fails(
+        &["login", "alice", "--keys", keys, "--key-file", &other],
+        &[("PEERS_PASSWORD", "new password")],
+        "",
+    );
+    assert!(gone.contains("login failed"), "{gone}");
+    // A key file is never overwritten.
+    let refused = fails(
+        &[
+            "keys",
+            "register",
+            "bob",
+            "--keys",
+            keys,
+            "--key-file",
+            &exported,
+        ],
+        &[("PEERS_PASSWORD", "short")],
+        "",
+    );
+    assert!(refused.contains("too short"), "{refused}");
+}
+
+/// Guessing one account's password from the CLI runs into the limit (five
+/// free attempts), with a message that says when to try again.
+#[test]
+fn guessing_hits_the_limit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = key_server(&dir.path().join("store"));
+    let keys = server.address.as_str();
+    let out = dir.path().join("never.key").display().to_string();
+    for guess in 0..5 {
+        let error = fails(
+            &["login", "carol", "--keys", keys, "--key-file", &out],
+            &[("PEERS_PASSWORD", &format!("guess number {guess}"))],
+            "",
+        );
+        assert!(error.contains("login failed"), "{error}");
+    }
+    let error = fails(
+        &["login", "carol", "--keys", keys, "--key-file", &out],
+        &[("PEERS_PASSWORD", "guess number 5")],
+        "",
+    );
+    assert!(
+        error.contains("too many login attempts: try again in"),
+        "{error}"
+    );
+}
