@@ -5,8 +5,8 @@ that page alone.
 Derives the buffer key (blake3 in key-derivation mode), a space's seed,
 tag (the ed25519 public key of that seed), seal and nonce keys (keyed
 blake3), seals an envelope (padding; nonce a keyed blake3 of the padded
-plaintext; XChaCha20-Poly1305 with HChaCha20 written out here, then the
-IETF ChaCha20-Poly1305 of the `cryptography` module), and encodes a put (its
+plaintext; XChaCha20-Poly1305 as scripts/backup-vectors.py computes it:
+HChaCha20 written out, then the IETF ChaCha20-Poly1305 of `cryptography`), and encodes a put (its
 signature by the space key), a get and a get's answer, from the byte layouts
 SERVICES.md describes, not from the Rust code. Prints one `name hex` line per
 value, which buffer/src/format.rs (`python_vectors_agree`) compares with the
@@ -17,6 +17,8 @@ Needs Python 3 with the `blake3` and `cryptography` modules:
 Usage: python3 scripts/buffer-vectors.py
 """
 
+import importlib.util
+import os
 import struct
 import sys
 
@@ -24,10 +26,18 @@ try:
     import blake3
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-    from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 except ImportError as error:  # the caller prints a skip reason
     print(f"missing module: {error.name}", file=sys.stderr)
     sys.exit(3)
+
+# XChaCha20-Poly1305 (HChaCha20 written out, checked against the draft's
+# example) is the backup script's: one copy.
+spec = importlib.util.spec_from_file_location(
+    "backup_vectors", os.path.join(os.path.dirname(os.path.abspath(__file__)), "backup-vectors.py")
+)
+backup_vectors = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(backup_vectors)  # exits 3 itself if `cryptography` is missing
+xchacha20poly1305 = backup_vectors.xchacha20poly1305
 
 # SERVICES.md "Blind sync buffer": keys, envelope, wire.
 BUFFER_KEY_CONTEXT = "peers-buffer v1 buffer key"
@@ -46,57 +56,6 @@ CURSOR_HASH = bytes([0x44] * 32)
 GET_MAX = 256
 
 
-def rotl(value, shift):
-    return ((value << shift) & 0xFFFFFFFF) | (value >> (32 - shift))
-
-
-def quarter_round(state, a, b, c, d):
-    state[a] = (state[a] + state[b]) & 0xFFFFFFFF
-    state[d] = rotl(state[d] ^ state[a], 16)
-    state[c] = (state[c] + state[d]) & 0xFFFFFFFF
-    state[b] = rotl(state[b] ^ state[c], 12)
-    state[a] = (state[a] + state[b]) & 0xFFFFFFFF
-    state[d] = rotl(state[d] ^ state[a], 8)
-    state[c] = (state[c] + state[d]) & 0xFFFFFFFF
-    state[b] = rotl(state[b] ^ state[c], 7)
-
-
-def hchacha20(key, nonce16):
-    """draft-irtf-cfrg-xchacha section 2.2: the ChaCha20 rounds without the
-    final addition; words 0-3 and 12-15 are the subkey."""
-    state = list(struct.unpack("<4I", b"expand 32-byte k"))
-    state += list(struct.unpack("<8I", key))
-    state += list(struct.unpack("<4I", nonce16))
-    for _ in range(10):
-        quarter_round(state, 0, 4, 8, 12)
-        quarter_round(state, 1, 5, 9, 13)
-        quarter_round(state, 2, 6, 10, 14)
-        quarter_round(state, 3, 7, 11, 15)
-        quarter_round(state, 0, 5, 10, 15)
-        quarter_round(state, 1, 6, 11, 12)
-        quarter_round(state, 2, 7, 8, 13)
-        quarter_round(state, 3, 4, 9, 14)
-    return struct.pack("<8I", *(state[0:4] + state[12:16]))
-
-
-def xchacha20poly1305(key, nonce24, plaintext, aad):
-    subkey = hchacha20(key, nonce24[:16])
-    return ChaCha20Poly1305(subkey).encrypt(b"\0" * 4 + nonce24[16:], plaintext, aad)
-
-
-def check_xchacha():
-    """The draft's AEAD example (section A.3.1), so HChaCha20 above is right."""
-    key = bytes(range(0x80, 0xA0))
-    nonce = bytes(range(0x40, 0x58))
-    aad = bytes.fromhex("50515253c0c1c2c3c4c5c6c7")
-    plaintext = (
-        b"Ladies and Gentlemen of the class of '99: If I could offer you only one tip "
-        b"for the future, sunscreen would be it."
-    )
-    sealed = xchacha20poly1305(key, nonce, plaintext, aad)
-    assert sealed[-16:].hex() == "c0875924c1c7987947deafd8780acf49", "XChaCha20 draft A.3.1"
-
-
 def mac(key, label, epoch):
     return blake3.blake3(label + struct.pack("<Q", epoch), key=key).digest()
 
@@ -109,7 +68,6 @@ def padded_size(length):
 
 
 def main():
-    check_xchacha()
     buffer_key = blake3.blake3(DATABASE, derive_key_context=BUFFER_KEY_CONTEXT).digest()
     seed = mac(buffer_key, b"space", EPOCH)
     writer = Ed25519PrivateKey.from_private_bytes(seed)

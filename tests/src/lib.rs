@@ -94,6 +94,28 @@ pub fn craft_checkpoint(
     craft(db, key, Some(prev), deps, vec![op])
 }
 
+/// Options of a members-only database (`relaxed()` makes open ones).
+pub fn members_only() -> Options {
+    Options {
+        members_only: true,
+        ..relaxed()
+    }
+}
+
+/// Options of a members-only replica that signs as `identity`.
+pub fn signing_as(identity: &Identity) -> Options {
+    Options {
+        identity: Some(identity.clone()),
+        ..members_only()
+    }
+}
+
+/// A fixed identity per test role (its secret: 32 bytes `byte`), so
+/// failures name the same keys each run.
+pub fn key(byte: u8) -> Identity {
+    Identity::from_secret_bytes([byte; 32])
+}
+
 /// Options for tests: fsync relaxed (a process crash still loses nothing),
 /// and an open database (any key may write) for the tests of merging,
 /// storage and sync; tests/tests/authorization.rs creates members-only ones.

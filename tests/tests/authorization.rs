@@ -27,35 +27,13 @@ use peers_tests::authorization_runner::{
     ForgedOp, Forgery, Refusals, Replicas, Step, check_report, describe,
 };
 use peers_tests::{
-    SplitMix, all_changes, commit_ops, craft, delete, exchange, increment, reference_model,
-    relaxed, rows, set,
+    SplitMix, all_changes, commit_ops, craft, delete, exchange, increment, key, members_only,
+    reference_model, rows, set, signing_as,
 };
 use proptest::prelude::*;
 use tempfile::TempDir;
 
 const TABLES: &[&str] = &["notes", "tasks"];
-
-/// Options of a members-only database (tests/src/lib.rs `relaxed()` makes
-/// open ones).
-fn members_only() -> Options {
-    Options {
-        members_only: true,
-        ..relaxed()
-    }
-}
-
-/// Options of a replica that signs as `identity`.
-fn signing_as(identity: &Identity) -> Options {
-    Options {
-        identity: Some(identity.clone()),
-        ..members_only()
-    }
-}
-
-/// A fixed identity per test role, so failures name the same keys each run.
-fn key(byte: u8) -> Identity {
-    Identity::from_secret_bytes([byte; 32])
-}
 
 /// A held change by hash.
 fn held(db: &Db, hash: &ChangeHash) -> Change {

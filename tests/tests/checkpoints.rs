@@ -8,28 +8,12 @@ use peers_engine::{
     Change, ChangeHash, CheckpointVerdict, Db, Error, FrontierEntry, Identity, Op, Options,
     Refusal, Role, SnapshotHash, VoidReason,
 };
-use peers_tests::{commit_ops, craft, craft_checkpoint, exchange, relaxed, set};
+use peers_tests::{
+    commit_ops, craft, craft_checkpoint, exchange, key, members_only, relaxed, set, signing_as,
+};
 
 /// A snapshot hash no state has.
 const BOGUS: SnapshotHash = SnapshotHash([0x5A; 32]);
-
-fn members_only() -> Options {
-    Options {
-        members_only: true,
-        ..relaxed()
-    }
-}
-
-fn signing_as(identity: &Identity) -> Options {
-    Options {
-        identity: Some(identity.clone()),
-        ..members_only()
-    }
-}
-
-fn key(byte: u8) -> Identity {
-    Identity::from_secret_bytes([byte; 32])
-}
 
 fn commit(db: &Db, ops: &[Op]) -> Change {
     let hash = commit_ops(db, ops);

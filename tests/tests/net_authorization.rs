@@ -10,14 +10,7 @@ use peers_engine::{Db, Identity, Options, Role};
 use peers_net::{
     ByeReason, ChannelOptions, Error, Event, Message, Node, NodeConfig, SecureChannel,
 };
-use peers_tests::relaxed;
-
-fn members_only() -> Options {
-    Options {
-        members_only: true,
-        ..relaxed()
-    }
-}
+use peers_tests::members_only;
 
 fn listening() -> NodeConfig {
     NodeConfig {

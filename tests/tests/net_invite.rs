@@ -4,21 +4,14 @@
 
 use std::time::Duration;
 
-use peers_engine::{Db, Options, Role, SyncMode, Value};
+use peers_engine::{Db, Role, Value};
 use peers_net::invite::{InviteError, InviteOptions, Ticket};
 use peers_net::webrtc::{RefuseReason, WebRtcConfig};
 use peers_net::{ByeReason, Error, Node, NodeConfig};
 use peers_signal::{Server, ServerConfig};
+use peers_tests::members_only;
 
 const TABLE: &str = "notes";
-
-fn members_only() -> Options {
-    Options {
-        sync: SyncMode::Relaxed,
-        members_only: true,
-        ..Options::default()
-    }
-}
 
 /// The owner's replica with a few rows, and its node listening on loopback.
 async fn inviter(dir: &std::path::Path) -> (Db, Node) {
