@@ -28,9 +28,10 @@ use clap::{Parser, Subcommand};
 /// (from the constants that define them, so it cannot drift).
 fn version() -> String {
     format!(
-        "{} (change format {}, reads {}; sync protocol {}, from {}; secure channel {}; view format {}; log format {})",
+        "{} (change format {}, {} for checkpoints, reads from {}; sync protocol {}, from {}; secure channel {}; view format {}; log format {})",
         env!("CARGO_PKG_VERSION"),
         peers_engine::CHANGE_FORMAT_VERSION,
+        peers_engine::CHECKPOINT_FORMAT_VERSION,
         peers_engine::CHANGE_FORMAT_VERSION_MIN,
         peers_net::SYNC_VERSION,
         peers_net::SYNC_VERSION_MIN,

@@ -928,7 +928,11 @@ fn incr_of_text_is_refused() {
 fn version_completions_and_man() {
     let version = text(&run(None, &["--version"]).stdout);
     for part in [
-        format!("change format {}", peers_engine::CHANGE_FORMAT_VERSION),
+        format!(
+            "change format {}, {} for checkpoints",
+            peers_engine::CHANGE_FORMAT_VERSION,
+            peers_engine::CHECKPOINT_FORMAT_VERSION
+        ),
         format!("sync protocol {}", peers_net::SYNC_VERSION),
         format!("secure channel {}", peers_net::CHANNEL_VERSION),
         format!("view format {}", peers_engine::VIEW_FORMAT_VERSION),

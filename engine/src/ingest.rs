@@ -491,6 +491,8 @@ impl Writer {
         }
         if let Some(owner) = self.access.owner
             && body.author != owner
+            // Only a change of format 3 may hold one (a structural rule).
+            && body.version >= crate::change::CHECKPOINT_FORMAT_VERSION
             && body
                 .ops
                 .iter()

@@ -492,6 +492,33 @@ pub fn python_vectors(test: &str, script: &Path) -> Option<String> {
     Some(String::from_utf8(output.stdout).expect("the script prints UTF-8"))
 }
 
+/// Runs `script` as [`python_vectors`] does and checks that it prints one
+/// `label hex` line for each of `count` vectors, each equal to
+/// `vector(label)` (the crate's value, as its spec page shows it). Skips,
+/// saying why, as [`python_vectors`] does.
+pub fn python_vectors_match(
+    test: &str,
+    script: &Path,
+    count: usize,
+    vector: impl Fn(&str) -> String,
+) {
+    let Some(text) = python_vectors(test, script) else {
+        return;
+    };
+    let mut seen = 0;
+    for line in text.lines() {
+        let (label, value) = line.split_once(' ').expect("`label value` lines");
+        assert_eq!(
+            value,
+            vector(label),
+            "{} disagrees on {label}",
+            script.display()
+        );
+        seen += 1;
+    }
+    assert_eq!(seen, count, "{} prints every vector", script.display());
+}
+
 /// Says why a test did not check anything. libtest captures a passing
 /// test's `eprintln!` (and `std::io::stderr()`), so the line goes to
 /// `/dev/stderr` opened anew, which capture does not reach; `eprintln!` where
