@@ -14,6 +14,7 @@ Needs Python 3 with the `blake3` and `cryptography` modules:
 Usage: python3 scripts/format-vectors.py
 """
 
+import struct
 import sys
 
 try:
@@ -124,6 +125,47 @@ def body(version, database, author, seq, prev, deps, lamport, wall_ms, ops):
     )
 
 
+def crc32c(data, crc=0):
+    """FORMAT.md "Conventions" (wal): CRC-32C, reflected polynomial 0x82F63B78."""
+    crc ^= 0xFFFFFFFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+    return crc ^ 0xFFFFFFFF
+
+
+assert crc32c(b"123456789") == 0xE3069283, "FORMAT.md: crc32c's check value"
+
+SNAPSHOT_CONTEXT = "peers 2026-12-03 snapshot v1"
+
+
+def snapshot_hash(database, frontier, entries):
+    """FORMAT.md "Frontier, closure, snapshot hash"."""
+    material = database + listof([e[0] + varint(e[1]) + e[2] for e in frontier])
+    for key, value in entries:
+        material += struct.pack("<Q", len(key)) + key + struct.pack("<Q", len(value)) + value
+    return blake3.blake3(material, derive_key_context=SNAPSHOT_CONTEXT).digest()
+
+
+def snapshot_file(database, checkpoint, genesis, blocks):
+    """FORMAT.md "Snapshot file, format 1"; `blocks` is a list of entry lists."""
+    header = b"PEERSNAP" + struct.pack("<II", 1, 0) + database
+    for change in (checkpoint, genesis):
+        header += struct.pack("<I", len(change)) + change
+    out = header + struct.pack("<I", crc32c(header))
+    count = 0
+    for entries in blocks:
+        payload = varint(len(entries))
+        for key, value in entries:
+            payload += varint(len(key)) + key + varint(len(value)) + value
+        length = struct.pack("<I", len(payload))
+        out += length + struct.pack("<I", crc32c(payload, crc32c(length))) + payload
+        count += len(entries)
+    end = struct.pack("<IQ", 0, count)
+    return out + end + struct.pack("<I", crc32c(end))
+
+
 def main():
     secret = Ed25519PrivateKey.from_private_bytes(fixed(0x01))
     author = secret.public_key().public_bytes(
@@ -197,6 +239,24 @@ def main():
         print(f"{name}.body {raw.hex()}")
         print(f"{name}.hash {digest.hex()}")
         print(f"{name}.signature {signature.hex()}")
+
+    # FORMAT.md "Test vector: a snapshot file": two entries (arbitrary
+    # bytes: the vector is of the file, not of a view), signed for by a
+    # checkpoint of the genesis like the one above.
+    entries = [(b"\x02t\x00r\x00f", b"\x01hi"), (b"\x05" + genesis_hash, b"\x2a")]
+    frontier = [(author, 1, genesis_hash)]
+    digest = snapshot_hash(genesis_hash, frontier, entries)
+    checkpoint = body(3, genesis_hash, author, 2, genesis_hash, [], 2, wall_ms, [op_checkpoint(frontier, digest)])
+    checkpoint_hash = blake3.blake3(checkpoint, derive_key_context=HASH_CONTEXT).digest()
+    signed = checkpoint + secret.sign(SIGNATURE_DOMAIN + checkpoint_hash)
+    genesis_signed = genesis + secret.sign(
+        SIGNATURE_DOMAIN + blake3.blake3(genesis, derive_key_context=HASH_CONTEXT).digest()
+    )
+    file = snapshot_file(genesis_hash, signed, genesis_signed, [entries])
+    print(f"snapshot.hash {digest.hex()}")
+    print(f"snapshot.checkpoint {checkpoint_hash.hex()}")
+    print(f"snapshot.file {file.hex()}")
+    print(f"snapshot.file_blake3 {blake3.blake3(file).digest().hex()}")
 
 
 if __name__ == "__main__":

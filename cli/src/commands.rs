@@ -7,8 +7,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use peers_engine::{
-    Author, Change, ChangeSetReader, ChangeSetWriter, CheckpointVerdict, DatabaseId, Db,
-    FrontierEntry, Op, Options, Refusal, Role, SnapshotHash, Value, VersionVector,
+    Author, Change, ChangeHash, ChangeSetReader, ChangeSetWriter, CheckpointVerdict, DatabaseId,
+    Db, Op, Options, Refusal, Role, SnapshotReader, Value, VersionVector,
 };
 use serde_json::json;
 
@@ -19,7 +19,7 @@ use crate::output::{
     ImportTally, history_json, op_json, row_json, row_text, version_vector_from_json,
     version_vector_json,
 };
-use crate::{Cli, Command};
+use crate::{Cli, Command, SnapshotCommand};
 
 /// How many holders in a row may turn a command away (they were stopping)
 /// before it gives up.
@@ -72,6 +72,12 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
             server,
         } => {
             crate::buffer::serve(server, json)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Snapshot {
+            action: SnapshotCommand::Check { file },
+        } => {
+            snapshot_check(&file, json)?;
             return Ok(ExitCode::SUCCESS);
         }
         Command::Backup {
@@ -238,6 +244,12 @@ fn run_on(db: &Db, command: Command, json: bool) -> Result<()> {
         Command::Rebuild => rebuild(db, json),
         Command::Checkpoint => checkpoint(db, json),
         Command::Checkpoints => checkpoints(db, json),
+        Command::Snapshot {
+            action: SnapshotCommand::Write { file, checkpoint },
+        } => snapshot_write(db, &file, checkpoint.as_deref(), json),
+        Command::Snapshot {
+            action: SnapshotCommand::Check { file },
+        } => snapshot_check(&file, json),
         Command::Grant { key, role } => {
             let key = parse_key(&key)?;
             let role: Role = role.parse().map_err(anyhow::Error::msg)?;
@@ -786,14 +798,6 @@ fn verify(db: &Db, json: bool) -> Result<()> {
     Ok(())
 }
 
-/// The checkpoint op of a checkpoint change: its frontier and snapshot hash.
-fn checkpoint_parts(change: &Change) -> Result<(&[FrontierEntry], SnapshotHash)> {
-    match change.ops() {
-        [Op::Checkpoint { frontier, snapshot }] => Ok((frontier, *snapshot)),
-        _ => bail!("change {} is not a checkpoint", change.hash()),
-    }
-}
-
 fn checkpoint(db: &Db, json: bool) -> Result<()> {
     let bar = progress_bar(0, "building the state at the frontier");
     bar.set_style(bar_style("{msg} {bar:40} {bytes}/{total_bytes} ({eta})"));
@@ -806,7 +810,9 @@ fn checkpoint(db: &Db, json: bool) -> Result<()> {
     let change = db
         .get_change(&hash)?
         .context("the checkpoint just signed is not held")?;
-    let (frontier, snapshot) = checkpoint_parts(&change)?;
+    let (frontier, snapshot) = change
+        .checkpoint()
+        .with_context(|| format!("change {} is not a checkpoint", change.hash()))?;
     let changes: u64 = frontier.iter().map(|entry| entry.seq).sum();
     print(
         json,
@@ -829,7 +835,9 @@ fn checkpoints(db: &Db, json: bool) -> Result<()> {
         return Ok(());
     }
     for change in found {
-        let (frontier, snapshot) = checkpoint_parts(&change)?;
+        let (frontier, snapshot) = change
+            .checkpoint()
+            .with_context(|| format!("change {} is not a checkpoint", change.hash()))?;
         let bar = progress_bar(0, "judging");
         bar.set_style(bar_style("{msg} {bar:40} {bytes}/{total_bytes} ({eta})"));
         let verdict = db.checkpoint_verdict(&change.hash(), &mut |done, total| {
@@ -865,6 +873,101 @@ fn checkpoints(db: &Db, json: bool) -> Result<()> {
             },
         );
     }
+    Ok(())
+}
+
+/// `peers snapshot write FILE [--checkpoint HASH]`: the snapshot file of a
+/// confirmed checkpoint, written beside FILE, fsynced, then renamed.
+fn snapshot_write(db: &Db, file: &Path, checkpoint: Option<&str>, json: bool) -> Result<()> {
+    let hash = match checkpoint {
+        Some(text) => ChangeHash::from_hex(text.trim()).with_context(|| {
+            format!("--checkpoint {text:?} is not a change hash (64 hex digits)")
+        })?,
+        None => db
+            .checkpoints()?
+            .last()
+            .map(Change::hash)
+            .context("no checkpoint: the owner signs one with `peers checkpoint`")?,
+    };
+    let path = console::path(file);
+    let dir = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let partial = tempfile::NamedTempFile::new_in(&dir)
+        .with_context(|| format!("creating a file in {}", dir.display()))?;
+    let bar = progress_bar(0, "building the state at the frontier");
+    bar.set_style(bar_style("{msg} {bar:40} {bytes}/{total_bytes} ({eta})"));
+    let written = db.write_snapshot(&hash, BufWriter::new(partial), &mut |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    });
+    bar.finish_and_clear();
+    let (out, entries) = written.with_context(|| format!("writing the snapshot of {hash}"))?;
+    let partial = out.into_inner().context("flushing the snapshot file")?;
+    partial.as_file().sync_all()?;
+    let bytes = partial.as_file().metadata()?.len();
+    partial
+        .persist(&path)
+        .with_context(|| format!("renaming the snapshot file to {}", file.display()))?;
+    print(
+        json,
+        json!({ "file": file, "checkpoint": hash.to_hex(), "entries": entries, "bytes": bytes }),
+        || {
+            format!(
+                "wrote the snapshot of checkpoint {hash} to {}: {entries} entries, {bytes} bytes",
+                file.display()
+            )
+        },
+    );
+    Ok(())
+}
+
+/// `peers snapshot check FILE`: reads the whole file as a replica would
+/// before using it.
+fn snapshot_check(file: &Path, json: bool) -> Result<()> {
+    let path = console::path(file);
+    let input = File::open(&path).with_context(|| format!("opening {}", file.display()))?;
+    let bytes = input.metadata()?.len();
+    let reader = SnapshotReader::open(BufReader::new(input))
+        .with_context(|| format!("{} is refused", file.display()))?;
+    let database = reader.database();
+    let checkpoint = reader.checkpoint().clone();
+    let (frontier, snapshot) = checkpoint
+        .checkpoint()
+        .context("the reader accepts only a checkpoint")?;
+    let changes: u64 = frontier.iter().map(|entry| entry.seq).sum();
+    let bar = progress_bar(0, "checking");
+    bar.set_style(bar_style("{msg} {spinner} {pos} entries ({elapsed})"));
+    let mut reader = reader;
+    let mut read = 0u64;
+    let checked = loop {
+        match reader.next_block() {
+            Ok(Some(block)) => {
+                read += block.len() as u64;
+                bar.set_position(read);
+            }
+            Ok(None) => break reader.finish(),
+            Err(error) => break Err(error),
+        }
+    };
+    bar.finish_and_clear();
+    let entries = checked.with_context(|| format!("{} is refused", file.display()))?;
+    print(
+        json,
+        json!({ "file": file, "database": database.to_hex(), "checkpoint": checkpoint.hash().to_hex(),
+                "seq": checkpoint.seq(), "authors": frontier.len(), "changes": changes,
+                "snapshot": snapshot.to_hex(), "entries": entries, "bytes": bytes, "ok": true }),
+        || {
+            format!(
+                "{}: ok: database {database}, checkpoint {} (seq {}) of {changes} changes by {} authors, {entries} entries, state {snapshot}",
+                file.display(),
+                checkpoint.hash(),
+                checkpoint.seq(),
+                frontier.len()
+            )
+        },
+    );
     Ok(())
 }
 

@@ -205,6 +205,11 @@ pub(crate) enum Command {
     Rebuild,
     /// Sign a checkpoint (the owner only): the state at every author's latest change, which every replica holding those changes can confirm. Trimming history below it is not built yet.
     Checkpoint,
+    /// Snapshot files: the whole state at a checkpoint, in one self-checking file (docs/FORMAT.md "Snapshot file, format 1").
+    Snapshot {
+        #[command(subcommand)]
+        action: SnapshotCommand,
+    },
     /// List the owner's checkpoints and whether this replica confirms each (each one replays its history: slow on a large database).
     Checkpoints,
     /// Grant a role to a public key (owner or admin; below your own role).
@@ -323,6 +328,24 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// What `peers snapshot` does.
+#[derive(Subcommand, Debug)]
+pub enum SnapshotCommand {
+    /// Write the snapshot file of a checkpoint this replica confirms (the owner's latest by default): the state at its frontier, which replays that history (slow on a large database).
+    Write {
+        /// Output file (written beside it, then renamed: never left half-written).
+        file: PathBuf,
+        /// The checkpoint's hash (`peers checkpoints`); default: the latest.
+        #[arg(long, value_name = "HASH")]
+        checkpoint: Option<String>,
+    },
+    /// Check a snapshot file: its header, the owner's signature on its checkpoint, every block, and the state against the checkpoint's hash. Opens no database.
+    Check {
+        /// The file.
+        file: PathBuf,
+    },
 }
 
 /// What a failed command prints on stderr, the same wherever it ran.

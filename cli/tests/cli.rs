@@ -628,6 +628,34 @@ fn checkpoint_and_checkpoints() {
         "a member's checkpoint",
     );
     assert!(refused.contains("only the owner"), "{refused}");
+
+    // The snapshot file of that checkpoint, written on the replica, checks
+    // out without a database; a damaged copy is refused, saying why.
+    let snapshot = temp.path().join("at-checkpoint.peerssnap");
+    let written = ok_json(
+        &replica,
+        &["snapshot", "write", snapshot.to_str().expect("utf-8 path")],
+    );
+    assert_eq!(written["checkpoint"], hash.as_str(), "{written}");
+    let checked = ok_json(
+        &replica,
+        &["snapshot", "check", snapshot.to_str().expect("utf-8 path")],
+    );
+    assert_eq!(checked["checkpoint"], hash.as_str(), "{checked}");
+    assert_eq!(checked["entries"], written["entries"], "{checked}");
+    assert_eq!(checked["changes"], 3, "{checked}");
+    let mut bytes = std::fs::read(&snapshot).expect("read");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&snapshot, &bytes).expect("write");
+    let refused = fails_one_line(
+        &run(
+            None,
+            &["snapshot", "check", snapshot.to_str().expect("utf-8 path")],
+        ),
+        "a damaged snapshot",
+    );
+    assert!(refused.contains("checksum"), "{refused}");
 }
 
 // Guards: `peers demo` runs three replicas to convergence and exits 0.

@@ -665,6 +665,15 @@ impl Change {
     pub fn is_genesis(&self) -> bool {
         self.body.database == DatabaseId::GENESIS
     }
+    /// The frontier and snapshot hash of a checkpoint change (one that
+    /// holds a `Checkpoint` op, which then is its only op); `None` for any
+    /// other change.
+    pub fn checkpoint(&self) -> Option<(&[FrontierEntry], SnapshotHash)> {
+        match self.ops() {
+            [Op::Checkpoint { frontier, snapshot }] => Some((frontier, *snapshot)),
+            _ => None,
+        }
+    }
     /// Every change this one names: `prev` first, then deps.
     pub fn predecessors(&self) -> impl Iterator<Item = ChangeHash> + '_ {
         self.body

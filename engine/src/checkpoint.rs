@@ -36,6 +36,18 @@ pub enum CheckpointVerdict {
     Void(VoidReason),
 }
 
+impl std::fmt::Display for CheckpointVerdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CheckpointVerdict::Confirmed => write!(f, "confirmed"),
+            CheckpointVerdict::Unconfirmed { missing } => {
+                write!(f, "unconfirmed: this replica lacks {missing}")
+            }
+            CheckpointVerdict::Void(reason) => write!(f, "void: {reason}"),
+        }
+    }
+}
+
 /// Why a checkpoint is void, in the order the checks run.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -55,6 +67,12 @@ pub enum VoidReason {
         previous: ChangeHash,
         /// A change it names that this frontier lacks.
         missing: ChangeHash,
+    },
+    /// The owner's previous checkpoint is void, so no later one stands.
+    #[error("after void: the previous checkpoint {previous} is void")]
+    AfterVoid {
+        /// The previous checkpoint.
+        previous: ChangeHash,
     },
     /// The snapshot hash of the closure is not the one the checkpoint signs.
     #[error("the state at the frontier hashes to {actual}, not {expected}")]
@@ -159,20 +177,38 @@ pub(crate) fn snapshot_entries_each(view: &DB, mut each: impl FnMut(&[u8], &[u8]
     Ok(())
 }
 
+/// The snapshot hash, fed one entry at a time (FORMAT.md "Frontier,
+/// closure, snapshot hash"): the one computation behind a checkpoint and a
+/// snapshot file.
+pub(crate) struct SnapshotHasher(blake3::Hasher);
+
+impl SnapshotHasher {
+    pub(crate) fn new(database: DatabaseId, frontier: &[FrontierEntry]) -> SnapshotHasher {
+        let mut hasher = blake3::Hasher::new_derive_key(SNAPSHOT_HASH_CONTEXT);
+        hasher.update(&database.0);
+        hasher.update(&encode(&frontier.to_vec()));
+        SnapshotHasher(hasher)
+    }
+
+    pub(crate) fn entry(&mut self, key: &[u8], value: &[u8]) {
+        self.0.update(&(key.len() as u64).to_le_bytes());
+        self.0.update(key);
+        self.0.update(&(value.len() as u64).to_le_bytes());
+        self.0.update(value);
+    }
+
+    pub(crate) fn finish(&self) -> SnapshotHash {
+        SnapshotHash(*self.0.finalize().as_bytes())
+    }
+}
+
 /// The snapshot hash of `view` (built from the closure of `frontier` alone).
 pub(crate) fn snapshot_hash(
     view: &DB,
     database: DatabaseId,
     frontier: &[FrontierEntry],
 ) -> Result<SnapshotHash> {
-    let mut hasher = blake3::Hasher::new_derive_key(SNAPSHOT_HASH_CONTEXT);
-    hasher.update(&database.0);
-    hasher.update(&encode(&frontier.to_vec()));
-    snapshot_entries_each(view, |key, value| {
-        hasher.update(&(key.len() as u64).to_le_bytes());
-        hasher.update(key);
-        hasher.update(&(value.len() as u64).to_le_bytes());
-        hasher.update(value);
-    })?;
-    Ok(SnapshotHash(*hasher.finalize().as_bytes()))
+    let mut hasher = SnapshotHasher::new(database, frontier);
+    snapshot_entries_each(view, |key, value| hasher.entry(key, value))?;
+    Ok(hasher.finish())
 }

@@ -298,6 +298,18 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// A checkpoint this replica cannot confirm (it lacks its frontier, or
+    /// the checkpoint is void), where a confirmed one is needed.
+    #[error("checkpoint {hash} is not confirmed here: {verdict}")]
+    CheckpointNotConfirmed {
+        /// The checkpoint.
+        hash: ChangeHash,
+        /// Why.
+        verdict: crate::CheckpointVerdict,
+    },
+    /// A snapshot file is refused, or cannot be written.
+    #[error("snapshot file: {0}")]
+    Snapshot(#[from] crate::SnapshotError),
     /// [`crate::Db::checkpoint_verdict`] was given a change that holds no
     /// checkpoint.
     #[error("change {hash} is not a checkpoint")]

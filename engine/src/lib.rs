@@ -26,6 +26,7 @@ mod pending;
 mod reads;
 mod records;
 mod signature;
+mod snapshot;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod value;
@@ -55,6 +56,10 @@ pub use peers_wal::{
 pub use pending::{PENDING_BYTES_MAX, PENDING_CHANGES_MAX};
 pub use reads::{ChangesSince, HistoryEntry, Row, Scan};
 pub use signature::{SignatureFault, verify_ed25519_strict, verify_signature, verify_signatures};
+pub use snapshot::{
+    SNAPSHOT_BLOCK_BYTES_MAX, SNAPSHOT_BLOCK_TARGET_BYTES, SNAPSHOT_FILE_VERSION, SNAPSHOT_MAGIC,
+    SnapshotBlock, SnapshotError, SnapshotReader, SnapshotWriter,
+};
 pub use value::{UnknownScalar, Value};
 pub use version_vector::{Head, VectorDigest, VersionVector};
 

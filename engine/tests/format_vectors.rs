@@ -16,8 +16,8 @@ use std::path::Path;
 
 use peers_engine::{
     Author, CHANGE_FORMAT_VERSION, CHECKPOINT_FORMAT_VERSION, Change, ChangeBody, ChangeHash,
-    DatabaseId, FormatError, FrontierEntry, Identity, Op, Role, SnapshotHash, Value,
-    verify_signature,
+    DatabaseId, FormatError, FrontierEntry, Identity, Op, Role, SnapshotHash, SnapshotReader,
+    SnapshotWriter, Value, verify_signature,
 };
 
 fn vector_identity() -> Identity {
@@ -241,6 +241,83 @@ fn checkpoint_change_vector() {
     verify_signature(&decoded).expect("signature verifies");
 }
 
+/// FORMAT.md "Test vector: a snapshot file": two arbitrary entries (the
+/// vector is of the file's layout, not of a view) in one block, after a
+/// header holding the genesis vector and a checkpoint of it (as
+/// `checkpoint_body`) that signs those entries' snapshot hash.
+fn snapshot_entries() -> Vec<(Vec<u8>, Vec<u8>)> {
+    let genesis = ChangeHash::from_hex(GENESIS_HASH_HEX).expect("hex");
+    let mut changes_key = vec![0x05];
+    changes_key.extend_from_slice(&genesis.0);
+    vec![
+        (b"\x02t\x00r\x00f".to_vec(), b"\x01hi".to_vec()),
+        (changes_key, vec![0x2a]),
+    ]
+}
+
+#[test]
+fn snapshot_file_vector() {
+    let identity = vector_identity();
+    let genesis = identity.sign(genesis_body(&identity));
+    let mut body = checkpoint_body(&identity);
+    let Op::Checkpoint { snapshot, .. } = &mut body.ops[0] else {
+        unreachable!("checkpoint_body holds a checkpoint")
+    };
+    *snapshot = SnapshotHash::from_hex(SNAPSHOT_HASH_HEX).expect("hex");
+    let checkpoint = identity.sign(body);
+    assert_eq!(checkpoint.hash().to_hex(), SNAPSHOT_CHECKPOINT_HEX);
+
+    let mut writer = SnapshotWriter::new(Vec::new(), &genesis, &checkpoint).expect("header");
+    for (key, value) in snapshot_entries() {
+        writer.entry(&key, &value).expect("entry");
+    }
+    let (file, entries, hash) = writer.finish().expect("finish");
+    assert_eq!((entries, hash.to_hex()), (2, SNAPSHOT_HASH_HEX.to_owned()));
+    assert_eq!(hex::encode(&file), SNAPSHOT_FILE_HEX);
+    assert_eq!(
+        blake3::hash(&file).to_hex().as_str(),
+        SNAPSHOT_FILE_BLAKE3_HEX
+    );
+
+    let bytes = hex::decode(SNAPSHOT_FILE_HEX).expect("hex");
+    let mut reader = SnapshotReader::open(bytes.as_slice()).expect("header accepted");
+    assert_eq!(reader.checkpoint().hash(), checkpoint.hash());
+    assert_eq!(reader.genesis().hash(), genesis.hash());
+    assert_eq!(
+        reader.next_block().expect("block"),
+        Some(snapshot_entries())
+    );
+    assert_eq!(reader.next_block().expect("end"), None);
+    assert_eq!(reader.finish().expect("hash matches the checkpoint"), 2);
+}
+
+// Computed by scripts/format-vectors.py (lines `snapshot.*`).
+const SNAPSHOT_HASH_HEX: &str = "916e2a375b430e2ce1fab09790e6156b16ece324c3f1797162e60b6f70935ac8";
+const SNAPSHOT_CHECKPOINT_HEX: &str =
+    "4b41cb502586ad389f26fb9377077e45ead156d65c7b6d04daa06076b9e10900";
+const SNAPSHOT_FILE_BLAKE3_HEX: &str =
+    "8cb8d3247051ec8f578b870cc91b7c5133a8ee0766fd8c5dcbc668fe7c7cfd41";
+const SNAPSHOT_FILE_HEX: &str = concat!(
+    "50454552534e41500100000000000000e869133df7fb7f47d676bc530de83610",
+    "7a3b528a197e359112061bbfd56d51081201000003e869133df7fb7f47d676bc",
+    "530de836107a3b528a197e359112061bbfd56d51088a88e3dd7409f195fd52db",
+    "2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c0201e869133df7fb7f47d6",
+    "76bc530de836107a3b528a197e359112061bbfd56d51080002fd0070c2c79a01",
+    "00000107018a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf37488",
+    "01b40f6f5c01e869133df7fb7f47d676bc530de836107a3b528a197e35911206",
+    "1bbfd56d5108916e2a375b430e2ce1fab09790e6156b16ece324c3f1797162e6",
+    "0b6f70935ac80a7d9cc3cb4dfc58a3b58e40a2f6b7bed07f4f40b380a4d6a1ca",
+    "71101f9fcfc54322d1141729f97368c05a5443e097149c19bdaa6e63c53d9fa8",
+    "4f35c3862d0ba100000002000000000000000000000000000000000000000000",
+    "00000000000000000000008a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d",
+    "94121bf3748801b40f6f5c01000001fd0070c2c79a0100000203070707070707",
+    "0707070707070707070706507f3dbaaba2819975f0d7dbfd1a45209c1f4abb0a",
+    "5cecbedec80e53aa4054db8cef2a85e1cf787890ca8c96580f24ae757f32f52a",
+    "bb885c54e3ab70bc52400c0a94618030000000f12eca03020602740072006603",
+    "0168692105e869133df7fb7f47d676bc530de836107a3b528a197e359112061b",
+    "bfd56d5108012a000000000200000000000000134f18b9",
+);
+
 /// Encodes and signs `body` whatever rules it breaks (`Identity::sign`
 /// refuses to): FORMAT.md's encoding, hash and signature message.
 fn sign_unchecked(identity: &Identity, body: &ChangeBody) -> Vec<u8> {
@@ -337,7 +414,7 @@ fn checkpoint_structural_rules() {
 }
 
 /// Every value the script prints, with the constant it must equal.
-const SCRIPT_LINES: [(&str, &str); 13] = [
+const SCRIPT_LINES: [(&str, &str); 17] = [
     ("author", AUTHOR_HEX),
     ("change.body", BODY_HEX),
     ("change.hash", HASH_HEX),
@@ -351,6 +428,10 @@ const SCRIPT_LINES: [(&str, &str); 13] = [
     ("checkpoint.body", CHECKPOINT_BODY_HEX),
     ("checkpoint.hash", CHECKPOINT_HASH_HEX),
     ("checkpoint.signature", CHECKPOINT_SIGNATURE_HEX),
+    ("snapshot.hash", SNAPSHOT_HASH_HEX),
+    ("snapshot.checkpoint", SNAPSHOT_CHECKPOINT_HEX),
+    ("snapshot.file", SNAPSHOT_FILE_HEX),
+    ("snapshot.file_blake3", SNAPSHOT_FILE_BLAKE3_HEX),
 ];
 
 // Computed by scripts/format-vectors.py (lines `checkpoint.*`).
@@ -401,7 +482,7 @@ fn python_vectors_agree() {
 fn format_doc_states_the_vectors() {
     let doc = std::fs::read_to_string(workspace_root().join("docs/FORMAT.md")).expect("FORMAT.md");
     for (name, hex) in SCRIPT_LINES {
-        if name.ends_with(".body") {
+        if name.ends_with(".body") || name.ends_with(".file") {
             continue; // shown annotated, not as one string
         }
         let halves = if name.ends_with(".signature") {

@@ -52,6 +52,7 @@ mod rendezvous_decode;
 mod signal_frame;
 mod signal_sealed;
 mod signed_import;
+mod snapshot_read;
 mod sync_message;
 mod ticket_decode;
 mod wal_open;
@@ -74,6 +75,7 @@ pub use rendezvous_decode::*;
 pub use signal_frame::*;
 pub use signal_sealed::*;
 pub use signed_import::*;
+pub use snapshot_read::*;
 pub use sync_message::*;
 pub use ticket_decode::*;
 pub use wal_open::*;
@@ -134,6 +136,14 @@ pub const TARGETS: &[Target] = &[
         name: "changeset_import",
         run: changeset_import,
         mutations: 500,
+        seeds: SeedSource::Generated,
+    },
+    // A damaged or hostile snapshot file is refused without a panic; what
+    // reads whole hashes to what its checkpoint signs.
+    Target {
+        name: "snapshot_read",
+        run: snapshot_read,
+        mutations: 3000,
         seeds: SeedSource::Generated,
     },
     // Hostile but validly signed changes (forged chains, forks) are refused

@@ -6,10 +6,11 @@
 
 use peers_engine::{
     Change, ChangeHash, CheckpointVerdict, Db, Error, FrontierEntry, Identity, Op, Options,
-    Refusal, Role, SnapshotHash, VoidReason,
+    Refusal, Role, SnapshotError, SnapshotHash, SnapshotReader, SnapshotWriter, Value, VoidReason,
 };
 use peers_tests::{
-    commit_ops, craft, craft_checkpoint, exchange, key, members_only, relaxed, set, signing_as,
+    commit_ops, craft, craft_checkpoint, exchange, increment, key, members_only, relaxed, set,
+    signing_as,
 };
 
 /// A snapshot hash no state has.
@@ -55,10 +56,8 @@ fn verdict(db: &Db, checkpoint: &ChangeHash) -> CheckpointVerdict {
 }
 
 fn frontier_of(change: &Change) -> Vec<FrontierEntry> {
-    match change.ops() {
-        [Op::Checkpoint { frontier, .. }] => frontier.clone(),
-        other => panic!("not a checkpoint: {other:?}"),
-    }
+    let (frontier, _) = change.checkpoint().expect("a checkpoint");
+    frontier.to_vec()
 }
 
 /// Only the owner checkpoints (FORMAT.md "The Checkpoint op"): an admin's or
@@ -371,6 +370,16 @@ fn each_wrong_checkpoint_has_its_verdict() {
             actual: *snapshot,
         })
     );
+    // After a void checkpoint, no later one on its chain stands, even one
+    // whose frontier covers it (check 2, `AfterVoid`).
+    let after = craft_checkpoint(&db, key, &wrong, &[&story.w2, &story.x1], BOGUS);
+    assert_accepted(&db, &after);
+    assert_eq!(
+        verdict(&db, &after.hash()),
+        CheckpointVerdict::Void(VoidReason::AfterVoid {
+            previous: wrong.hash(),
+        })
+    );
 
     // A frontier that omits X, whose x1 w2 names.
     let db = open_db;
@@ -452,5 +461,228 @@ fn each_wrong_checkpoint_has_its_verdict() {
     assert!(matches!(
         db.checkpoint_verdict(&story.w1.hash(), &mut |_, _| {}),
         Err(Error::NotACheckpoint { .. })
+    ));
+}
+
+/// Where a snapshot file's header ends and each block starts (FORMAT.md
+/// "Snapshot file, format 1"), read from its lengths.
+fn layout(file: &[u8]) -> (usize, Vec<std::ops::Range<usize>>) {
+    let u32_at = |at: usize| u32::from_le_bytes(file[at..at + 4].try_into().expect("4")) as usize;
+    let mut at = 48;
+    for _ in 0..2 {
+        at += 4 + u32_at(at);
+    }
+    let header_end = at + 4;
+    let mut blocks = Vec::new();
+    at = header_end;
+    while u32_at(at) != 0 {
+        let end = at + 8 + u32_at(at);
+        blocks.push(at..end);
+        at = end;
+    }
+    (header_end, blocks)
+}
+
+/// Rewrites the header checksum after an edit of the header.
+fn fix_header_crc(file: &mut [u8]) {
+    let (header_end, _) = layout(file);
+    let crc = crc32c::crc32c(&file[..header_end - 4]);
+    file[header_end - 4..header_end].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Rewrites the end marker for `entries` entries.
+fn fix_end(file: &mut Vec<u8>, entries: u64) {
+    let at = file.len() - 16;
+    file.truncate(at);
+    let mut end = [0u8; 12];
+    end[4..].copy_from_slice(&entries.to_le_bytes());
+    file.extend_from_slice(&end);
+    file.extend_from_slice(&crc32c::crc32c(&end).to_le_bytes());
+}
+
+fn read_snapshot(file: &[u8]) -> Result<u64, SnapshotError> {
+    SnapshotReader::open(file)?.finish()
+}
+
+/// The snapshot file of a confirmed checkpoint (FORMAT.md "Snapshot file,
+/// format 1"): a function of the checkpoint alone (the owner's and another
+/// replica's, which got the changes in another order and holds more, are
+/// the same bytes); it reads back whole; and each kind of damage a disk or
+/// a hostile peer can do is refused with its own error, never accepted.
+#[test]
+fn snapshot_files_check_out_and_each_damage_is_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (owner_key, writer_key) = (key(1), key(3));
+    let owner = Db::create(dir.path().join("owner"), signing_as(&owner_key)).expect("create");
+    let writer = Db::join(
+        dir.path().join("writer"),
+        owner.database_id(),
+        signing_as(&writer_key),
+    )
+    .expect("join");
+    grant(&owner, &writer_key, Role::Writer);
+    exchange(&owner, &writer);
+    // Values of 400 KiB, so that the file holds several blocks of ~1 MiB.
+    let mut last_write = None;
+    for row in 0..6u8 {
+        let big = Value::Bytes(vec![row; 400 * 1024]);
+        last_write = Some(commit(
+            &writer,
+            &[set("files", &format!("f{row}"), "data", big)],
+        ));
+        commit(
+            &owner,
+            &[increment("files", &format!("f{row}"), "reads", 2)],
+        );
+    }
+    let last_write = last_write.expect("six writes");
+    exchange(&writer, &owner);
+    let checkpoint = owner.checkpoint(&mut |_, _| {}).expect("checkpoint");
+    let (file, entries) = owner
+        .write_snapshot(&checkpoint, Vec::new(), &mut |_, _| {})
+        .expect("snapshot of a confirmed checkpoint");
+    let (header_end, blocks) = layout(&file);
+    assert!(blocks.len() >= 3, "{} blocks", blocks.len());
+    assert_eq!(read_snapshot(&file).expect("reads back"), entries);
+
+    // The writer got the changes in another order, and writes more above
+    // the frontier: the same file.
+    exchange(&owner, &writer);
+    commit(&writer, &[set("files", "f0", "data", "replaced")]);
+    let (theirs, _) = writer
+        .write_snapshot(&checkpoint, Vec::new(), &mut |_, _| {})
+        .expect("snapshot on the writer");
+    assert!(
+        theirs == file,
+        "the snapshot depends on the checkpoint alone"
+    );
+
+    // A void checkpoint has no snapshot file.
+    let head = held(&owner, &checkpoint);
+    let wrong = craft_checkpoint(&owner, &owner_key, &head, &[&last_write], BOGUS);
+    assert_accepted(&owner, &wrong);
+    match owner.write_snapshot(&wrong.hash(), Vec::new(), &mut |_, _| {}) {
+        Err(Error::CheckpointNotConfirmed {
+            verdict: CheckpointVerdict::Void(VoidReason::StateMismatch { .. }),
+            ..
+        }) => {}
+        other => panic!("a void checkpoint's snapshot: {:?}", other.map(|(_, n)| n)),
+    }
+
+    let damaged = |name: &str, edit: &dyn Fn(&mut Vec<u8>)| {
+        let mut copy = file.clone();
+        edit(&mut copy);
+        read_snapshot(&copy).expect_err(name)
+    };
+    let flip = |at: usize| move |file: &mut Vec<u8>| file[at] ^= 0x10;
+    assert!(matches!(
+        damaged("magic", &flip(0)),
+        SnapshotError::BadMagic
+    ));
+    assert!(matches!(
+        damaged("version", &|f| f[8] = 2),
+        SnapshotError::UnsupportedVersion { found: 2, .. }
+    ));
+    assert!(matches!(
+        damaged("header byte", &flip(60)),
+        SnapshotError::HeaderChecksum
+    ));
+    assert!(matches!(
+        damaged("checkpoint length", &|f| f[51] = 0xFF),
+        SnapshotError::HeaderTooLarge {
+            part: "checkpoint",
+            ..
+        }
+    ));
+    assert!(matches!(
+        damaged("flags", &|f| {
+            f[12] = 1;
+            fix_header_crc(f);
+        }),
+        SnapshotError::UnsupportedFlags(1)
+    ));
+    assert!(matches!(
+        damaged("database", &|f| {
+            f[20] ^= 1;
+            fix_header_crc(f);
+        }),
+        SnapshotError::BadGenesis { .. }
+    ));
+    assert!(matches!(
+        damaged("checkpoint signature", &|f| {
+            f[48 + 4 + 100] ^= 1; // inside the checkpoint's body: its hash moves
+            fix_header_crc(f);
+        }),
+        SnapshotError::BadCheckpoint { .. }
+    ));
+    assert!(matches!(
+        damaged("block byte", &flip(blocks[1].start + 100)),
+        SnapshotError::BlockChecksum { index: 1 }
+    ));
+    assert!(matches!(
+        damaged("block length", &|f| f[blocks[0].start + 3] = 0x7F),
+        SnapshotError::BlockLength { index: 0, .. }
+    ));
+    assert!(matches!(
+        damaged("swapped blocks", &|f| {
+            let (first, second) = (f[blocks[0].clone()].to_vec(), f[blocks[1].clone()].to_vec());
+            let mut swapped = second;
+            swapped.extend_from_slice(&first);
+            f.splice(blocks[0].start..blocks[1].end, swapped);
+        }),
+        SnapshotError::Unordered { .. }
+    ));
+    assert!(matches!(
+        damaged("end byte", &|f| {
+            let at = f.len() - 10;
+            f[at] ^= 1;
+        }),
+        SnapshotError::EndChecksum
+    ));
+    assert!(matches!(
+        damaged("a block dropped", &|f| {
+            f.drain(blocks[1].clone());
+        }),
+        SnapshotError::CountMismatch { .. }
+    ));
+    // A hostile writer drops a block and fixes the count: the hash catches it.
+    let mut dropped = file.clone();
+    let in_block: u64 = {
+        let mut reader = SnapshotReader::open(file.as_slice()).expect("open");
+        reader.next_block().expect("block 0");
+        reader.next_block().expect("block 1").expect("some").len() as u64
+    };
+    dropped.drain(blocks[1].clone());
+    fix_end(&mut dropped, entries - in_block);
+    assert!(matches!(
+        read_snapshot(&dropped),
+        Err(SnapshotError::HashMismatch { .. })
+    ));
+    assert!(matches!(
+        damaged("trailing byte", &|f| f.push(0)),
+        SnapshotError::TrailingBytes
+    ));
+    // Cut anywhere: refused (mostly `Truncated`), never accepted.
+    for cut in (0..file.len())
+        .step_by(997)
+        .chain([header_end, file.len() - 1])
+    {
+        let error = read_snapshot(&file[..cut]).expect_err("a cut file is accepted");
+        if cut >= header_end {
+            assert!(
+                matches!(error, SnapshotError::Truncated { .. }),
+                "cut at {cut}: {error}"
+            );
+        }
+    }
+    // A checkpoint the writer signed in the header: not the owner's.
+    let forged = craft_checkpoint(&owner, &writer_key, &last_write, &[], BOGUS);
+    let genesis = held(&owner, &ChangeHash(owner.database_id().0));
+    let mut copy = Vec::new();
+    let file_writer = SnapshotWriter::new(&mut copy, &genesis, &forged).expect("header");
+    file_writer.finish().expect("finish");
+    assert!(matches!(
+        read_snapshot(&copy),
+        Err(SnapshotError::BadCheckpoint { .. })
     ));
 }

@@ -168,7 +168,8 @@ impl FrameHeader {
 }
 
 /// The frame checksum: crc32c over the 4 length bytes, then the payload.
-fn frame_crc(length: u32, payload: &[u8]) -> u32 {
+/// The snapshot file's blocks use it too (docs/FORMAT.md "Snapshot file").
+pub fn frame_crc(length: u32, payload: &[u8]) -> u32 {
     let crc = crc32c::crc32c(&length.to_le_bytes());
     crc32c::crc32c_append(crc, payload)
 }

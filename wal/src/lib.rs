@@ -55,7 +55,7 @@ pub use crate::error::{CorruptReason, Error};
 pub use crate::fault::FAIL_POINTS;
 #[cfg(feature = "failpoints")]
 pub use crate::fault::hits as fail_point_hits;
-pub use crate::format::{BATCH_BYTES_MAX, FORMAT_VERSION, RECORD_BYTES_MAX};
+pub use crate::format::{BATCH_BYTES_MAX, FORMAT_VERSION, RECORD_BYTES_MAX, frame_crc};
 pub use crate::options::{OpenReport, Options, Position, SegmentInfo, SyncMode, TornTail};
 pub use crate::read::Iter;
 pub use crate::wal::Wal;

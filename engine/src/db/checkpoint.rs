@@ -8,11 +8,17 @@ use rocksdb::{Direction, IteratorMode};
 
 use super::Db;
 use super::directory::{io_error, open_view};
+use std::io::Write;
+
+use crate::VoidReason;
 use crate::change::{Author, Change, ChangeHash, FrontierEntry, Op, SnapshotHash};
-use crate::checkpoint::{CheckpointVerdict, Closure, settled_chains, snapshot_hash};
+use crate::checkpoint::{
+    CheckpointVerdict, Closure, settled_chains, snapshot_entries_each, snapshot_hash,
+};
 use crate::error::{Error, Refusal, Result};
 use crate::ingest::{Progress, Writer};
 use crate::keys;
+use crate::snapshot::SnapshotWriter;
 
 /// The scratch view a checkpoint's closure is built in (removed after; one
 /// left by a crash is removed by the next use).
@@ -50,11 +56,11 @@ impl Db {
                     reason: "this replica's own latest change is not on its frontier".into(),
                 });
             }
-            let snapshot = match self.judge(&frontier, &closure, None, progress)? {
+            let snapshot = match self.judge(&frontier, &closure, None, owner, progress)? {
                 Ok(snapshot) => snapshot,
                 Err(verdict) => {
                     return Err(Error::CannotCheckpoint {
-                        reason: format!("the frontier does not hold: {verdict:?}"),
+                        reason: format!("the frontier does not hold: {verdict}"),
                     });
                 }
             };
@@ -67,26 +73,39 @@ impl Db {
 
     /// Judges a held checkpoint (FORMAT.md "Confirming a checkpoint"):
     /// walks its frontier's chains, builds the state of their closure in a
-    /// scratch view and runs the three checks. Writes wait meanwhile.
+    /// scratch view and runs the three checks (judging the owner's previous
+    /// checkpoint the same way, for check 2). Writes wait meanwhile.
     pub fn checkpoint_verdict(
         &self,
         hash: &ChangeHash,
         progress: Progress<'_>,
     ) -> Result<CheckpointVerdict> {
+        let writer = self.writer();
+        let owner = writer.access.owner.ok_or(Error::NotSynced)?;
+        let verdict = self.verdict_of(hash, owner, progress)?;
+        drop(writer);
+        Ok(verdict)
+    }
+
+    /// [`Db::checkpoint_verdict`], with the writer lock held by the caller.
+    fn verdict_of(
+        &self,
+        hash: &ChangeHash,
+        owner: Author,
+        progress: Progress<'_>,
+    ) -> Result<CheckpointVerdict> {
         let change = self
             .get_change(hash)?
             .ok_or(Error::MissingChange { hash: *hash })?;
-        let [Op::Checkpoint { frontier, snapshot }] = change.ops() else {
-            return Err(Error::NotACheckpoint { hash: *hash });
-        };
-        let writer = self.writer();
-        let owner = writer.access.owner.ok_or(Error::NotSynced)?;
+        let (frontier, snapshot) = change
+            .checkpoint()
+            .ok_or(Error::NotACheckpoint { hash: *hash })?;
         let closure = match settled_chains(frontier, owner, |hash| self.get_change(hash))? {
             Ok(closure) => closure,
             Err(verdict) => return Ok(verdict),
         };
         Ok(
-            match self.judge(frontier, &closure, Some(*snapshot), progress)? {
+            match self.judge(frontier, &closure, Some(snapshot), owner, progress)? {
                 Ok(_) => CheckpointVerdict::Confirmed,
                 Err(verdict) => verdict,
             },
@@ -112,7 +131,7 @@ impl Db {
             let change = self
                 .get_change(&hash)?
                 .ok_or(Error::MissingChange { hash })?;
-            if matches!(change.ops(), [Op::Checkpoint { .. }]) {
+            if change.checkpoint().is_some() {
                 found.push(change);
             }
         }
@@ -149,7 +168,7 @@ impl Db {
         loop {
             match settled_chains(&frontier, owner, |hash| self.get_change(hash))? {
                 Ok(closure) => return Ok((frontier, closure)),
-                Err(CheckpointVerdict::Void(crate::VoidReason::NotClosed { change, .. })) => {
+                Err(CheckpointVerdict::Void(VoidReason::NotClosed { change, .. })) => {
                     let change = self
                         .get_change(&change)?
                         .ok_or(Error::MissingChange { hash: change })?;
@@ -209,9 +228,34 @@ impl Db {
         frontier: &[FrontierEntry],
         closure: &Closure,
         expected: Option<SnapshotHash>,
+        owner: Author,
         progress: Progress<'_>,
     ) -> Result<std::result::Result<SnapshotHash, CheckpointVerdict>> {
-        use crate::VoidReason;
+        if let Some(verdict) = self.monotone(closure, owner)? {
+            return Ok(Err(verdict));
+        }
+        self.with_closure_view(closure, progress, |scratch| {
+            let actual = snapshot_hash(scratch, self.inner.database, frontier)?;
+            Ok(match expected {
+                Some(expected) if expected != actual => {
+                    Err(CheckpointVerdict::Void(VoidReason::StateMismatch {
+                        expected,
+                        actual,
+                    }))
+                }
+                _ => Ok(actual),
+            })
+        })
+    }
+
+    /// Replays `closure` (of the log) into a scratch view, calls `with` on
+    /// it, and removes it.
+    fn with_closure_view<T>(
+        &self,
+        closure: &Closure,
+        progress: Progress<'_>,
+        with: impl FnOnce(&rocksdb::DB) -> Result<T>,
+    ) -> Result<T> {
         let database = self.inner.database;
         let scratch_dir = self.inner.dir.join(SCRATCH_DIR);
         if scratch_dir.exists() {
@@ -227,28 +271,93 @@ impl Db {
                 Some(&closure.changes),
                 progress,
             )?;
-            if let Some((previous, entries)) = &closure.previous
-                && let Some(entry) = entries
-                    .iter()
-                    .find(|entry| !closure.changes.contains(&entry.hash))
-            {
-                return Ok(Err(CheckpointVerdict::Void(VoidReason::Regresses {
-                    previous: *previous,
-                    missing: entry.hash,
-                })));
-            }
-            let actual = snapshot_hash(&scratch, database, frontier)?;
-            Ok(match expected {
-                Some(expected) if expected != actual => {
-                    Err(CheckpointVerdict::Void(VoidReason::StateMismatch {
-                        expected,
-                        actual,
-                    }))
-                }
-                _ => Ok(actual),
-            })
+            with(&scratch)
         })();
         std::fs::remove_dir_all(&scratch_dir).map_err(io_error(&scratch_dir))?;
         result
+    }
+
+    /// Check 2 ("monotone"): the verdict when the owner's previous
+    /// checkpoint names a change outside `closure`, or is void.
+    fn monotone(&self, closure: &Closure, owner: Author) -> Result<Option<CheckpointVerdict>> {
+        let Some((previous, entries)) = &closure.previous else {
+            return Ok(None);
+        };
+        if let Some(entry) = entries
+            .iter()
+            .find(|entry| !closure.changes.contains(&entry.hash))
+        {
+            return Ok(Some(CheckpointVerdict::Void(VoidReason::Regresses {
+                previous: *previous,
+                missing: entry.hash,
+            })));
+        }
+        Ok(match self.verdict_of(previous, owner, &mut |_, _| {})? {
+            CheckpointVerdict::Confirmed => None,
+            // Its frontier is in this closure, so it is held: only a void
+            // verdict is left.
+            _ => Some(CheckpointVerdict::Void(VoidReason::AfterVoid {
+                previous: *previous,
+            })),
+        })
+    }
+
+    /// Writes the snapshot file of the checkpoint `hash` (FORMAT.md
+    /// "Snapshot file, format 1") to `out`, once the checkpoint is
+    /// confirmed here: its closure is replayed into a scratch view (through
+    /// `progress`), and the file's entries are that view's snapshot state.
+    /// A checkpoint this replica cannot confirm is
+    /// [`Error::CheckpointNotConfirmed`], and `out` then holds a partial
+    /// file: write to a temporary file and rename it on success. Writes
+    /// wait meanwhile. Returns `out` and the number of entries.
+    pub fn write_snapshot<W: Write>(
+        &self,
+        hash: &ChangeHash,
+        out: W,
+        progress: Progress<'_>,
+    ) -> Result<(W, u64)> {
+        let checkpoint = self
+            .get_change(hash)?
+            .ok_or(Error::MissingChange { hash: *hash })?;
+        let (frontier, expected) = checkpoint
+            .checkpoint()
+            .ok_or(Error::NotACheckpoint { hash: *hash })?;
+        let writer = self.writer();
+        let owner = writer.access.owner.ok_or(Error::NotSynced)?;
+        let genesis_hash = ChangeHash(self.inner.database.0);
+        let genesis = self
+            .get_change(&genesis_hash)?
+            .ok_or(Error::MissingChange { hash: genesis_hash })?;
+        let not_confirmed = |verdict| Error::CheckpointNotConfirmed {
+            hash: *hash,
+            verdict,
+        };
+        let closure = settled_chains(frontier, owner, |hash| self.get_change(hash))?
+            .map_err(not_confirmed)?;
+        if let Some(verdict) = self.monotone(&closure, owner)? {
+            return Err(not_confirmed(verdict));
+        }
+        let written = self.with_closure_view(&closure, progress, |scratch| {
+            let mut file = SnapshotWriter::new(out, &genesis, &checkpoint)?;
+            let mut failed = None;
+            snapshot_entries_each(scratch, |key, value| {
+                if failed.is_none() {
+                    failed = file.entry(key, value).err();
+                }
+            })?;
+            if let Some(error) = failed {
+                return Err(error.into());
+            }
+            let (out, entries, actual) = file.finish()?;
+            if actual != expected {
+                return Ok(Err(CheckpointVerdict::Void(VoidReason::StateMismatch {
+                    expected,
+                    actual,
+                })));
+            }
+            Ok(Ok((out, entries)))
+        })?;
+        drop(writer);
+        written.map_err(not_confirmed)
     }
 }

@@ -19,7 +19,7 @@ use std::task::{Context as TaskContext, Poll};
 use anyhow::{Context, Result, bail};
 use peers_engine::{
     Author, CHANGE_FORMAT_VERSION, CHECKPOINT_FORMAT_VERSION, Change, ChangeBody, ChangeHash,
-    ChangeSetWriter, DEPS_MAX, DatabaseId, FrontierEntry, Op, SnapshotHash, Value,
+    ChangeSetWriter, DEPS_MAX, DatabaseId, Db, FrontierEntry, Op, SnapshotHash, Value,
 };
 use peers_net::{
     ByeReason, FRAME_BYTES_MAX, Hello, Message, NOISE_MESSAGE_BYTES_MAX, Range, RangeKind,
@@ -32,7 +32,7 @@ use peers_tests::fuzz_targets::program::{
 };
 use peers_tests::fuzz_targets::{
     FRAME_HEADER_BYTES, FrameRead, Model, NOISE_TAG_BYTES, PIPE_SLACK_BYTES, SeedSource, SplitMix,
-    TARGETS, Target, block_on, channel_pair, database_id, genesis, identity, read_frame,
+    TARGETS, Target, block_on, channel_pair, database_id, genesis, identity, options, read_frame,
     scratch_dir, target, wal_input,
 };
 use peers_wal::{SyncMode, Wal};
@@ -78,6 +78,7 @@ fn main() -> Result<()> {
             "change_decode" => change_seeds(&history),
             "wal_open" => wal_seeds(&model, &history)?,
             "changeset_import" | "signed_import" => changeset_seeds(&history)?,
+            "snapshot_read" => snapshot_seeds()?,
             "merge_model" => programs.clone(),
             "authorization_model" => authorization_scripts(),
             "sync_message" => sync_message_seeds(&messages),
@@ -541,6 +542,44 @@ fn changeset_seeds(history: &[Change]) -> Result<Seeds> {
             changeset(DatabaseId([7; 32]), &history[..3.min(history.len())])?,
         ),
     ])
+}
+
+/// Snapshot files of the owner's checkpoints (docs/FORMAT.md "Snapshot
+/// file, format 1"): of a new database's genesis alone, then after a few
+/// rows of every value kind, a counter and a delete.
+fn snapshot_seeds() -> Result<Seeds> {
+    let dir = scratch_dir();
+    let owner = Db::create(dir.path().join("owner"), options(0))?;
+    let mut seeds = Seeds::new();
+    let snapshot = |seeds: &mut Seeds, name: &str| -> Result<()> {
+        let checkpoint = owner.checkpoint(&mut |_, _| {})?;
+        let (file, _) = owner.write_snapshot(&checkpoint, Vec::new(), &mut |_, _| {})?;
+        seeds.push((name.into(), file));
+        Ok(())
+    };
+    snapshot(&mut seeds, "genesis")?;
+    let values = [
+        Value::Null,
+        Value::Bool(true),
+        Value::Int(-3),
+        Value::Uint(7),
+        Value::F64(0.5),
+        Value::Str("text".into()),
+        Value::Bytes(vec![1, 2, 3]),
+        Value::Timestamp(1_700_000_000_000),
+        Value::Counter(5),
+    ];
+    let mut tx = owner.transaction();
+    for (index, value) in values.into_iter().enumerate() {
+        tx.set("kinds", &format!("r{index}"), "v", value);
+    }
+    tx.commit()?;
+    let mut tx = owner.transaction();
+    tx.increment("kinds", "r8", "v", 2);
+    tx.delete("kinds", "r0");
+    tx.commit()?;
+    snapshot(&mut seeds, "rows")?;
+    Ok(seeds)
 }
 
 /// A log written by `Wal` itself with `records`, rotating at `segment_bytes_max`.
