@@ -125,6 +125,10 @@ struct Inner {
     pending_changes_max: usize,
     /// What the open had to repair.
     recovery: Recovery,
+    /// Checkpoint verdicts computed so far (confirmed or void: a function of
+    /// the checkpoint and its closure, so they never change), so that
+    /// judging a chain of checkpoints judges each once.
+    verdicts: Mutex<crate::HashMap<ChangeHash, crate::CheckpointVerdict>>,
     /// Held (locked) while open; unlocked when the last clone drops, after
     /// the fields above (it is declared last, so dropped last: the view and
     /// log are closed before another process may open them).
@@ -300,6 +304,7 @@ impl Db {
             events,
             pending_changes_max: options.pending_changes_max,
             recovery,
+            verdicts: Mutex::default(),
             _lock: lock,
         };
         Ok(Db {

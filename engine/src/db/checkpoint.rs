@@ -88,7 +88,31 @@ impl Db {
     }
 
     /// [`Db::checkpoint_verdict`], with the writer lock held by the caller.
+    /// A verdict is computed once per process (see `Inner::verdicts`).
     fn verdict_of(
+        &self,
+        hash: &ChangeHash,
+        owner: Author,
+        progress: Progress<'_>,
+    ) -> Result<CheckpointVerdict> {
+        let verdicts = || {
+            self.inner
+                .verdicts
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+        };
+        let known = verdicts().get(hash).cloned();
+        if let Some(verdict) = known {
+            return Ok(verdict);
+        }
+        let verdict = self.judge_held(hash, owner, progress)?;
+        if !matches!(verdict, CheckpointVerdict::Unconfirmed { .. }) {
+            verdicts().insert(*hash, verdict.clone());
+        }
+        Ok(verdict)
+    }
+
+    fn judge_held(
         &self,
         hash: &ChangeHash,
         owner: Author,
