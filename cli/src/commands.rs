@@ -834,6 +834,14 @@ fn checkpoints(db: &Db, json: bool) -> Result<()> {
         println!("no checkpoint (the owner makes one with `peers checkpoint`)");
         return Ok(());
     }
+    let bar = progress_bar(0, "finding the standing checkpoint");
+    bar.set_style(bar_style("{msg} {bar:40} {bytes}/{total_bytes} ({eta})"));
+    let standing = db.standing_checkpoint(&mut |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    });
+    bar.finish_and_clear();
+    let standing = standing?;
     for change in found {
         let (frontier, snapshot) = change
             .checkpoint()
@@ -857,15 +865,21 @@ fn checkpoints(db: &Db, json: bool) -> Result<()> {
             json,
             json!({ "checkpoint": change.hash().to_hex(), "seq": change.seq(),
                     "authors": frontier.len(), "changes": changes,
-                    "snapshot": snapshot.to_hex(), "verdict": word, "detail": detail }),
+                    "snapshot": snapshot.to_hex(), "verdict": word, "detail": detail,
+                    "standing": standing == Some(change.hash()) }),
             || {
                 let detail = if detail.is_empty() {
                     String::new()
                 } else {
                     format!(": {detail}")
                 };
+                let stands = if standing == Some(change.hash()) {
+                    "  (standing)"
+                } else {
+                    ""
+                };
                 format!(
-                    "seq {:>6}  {}  {changes} changes of {} authors  {word}{detail}",
+                    "seq {:>6}  {}  {changes} changes of {} authors  {word}{detail}{stands}",
                     change.seq(),
                     change.hash(),
                     frontier.len()
@@ -884,10 +898,8 @@ fn snapshot_write(db: &Db, file: &Path, checkpoint: Option<&str>, json: bool) ->
             format!("--checkpoint {text:?} is not a change hash (64 hex digits)")
         })?,
         None => db
-            .checkpoints()?
-            .last()
-            .map(Change::hash)
-            .context("no checkpoint: the owner signs one with `peers checkpoint`")?,
+            .standing_checkpoint(&mut |_, _| {})?
+            .context("no checkpoint stands here (`peers checkpoints` says why; the owner signs one with `peers checkpoint`)")?,
     };
     let path = console::path(file);
     let dir = match path.parent() {

@@ -210,7 +210,7 @@ pub(crate) enum Command {
         #[command(subcommand)]
         action: SnapshotCommand,
     },
-    /// List the owner's checkpoints and whether this replica confirms each (each one replays its history: slow on a large database).
+    /// List the owner's checkpoints, whether this replica confirms each, and which one stands (each one replays its history: slow on a large database).
     Checkpoints,
     /// Grant a role to a public key (owner or admin; below your own role).
     Grant {
@@ -333,11 +333,11 @@ pub fn main() -> ExitCode {
 /// What `peers snapshot` does.
 #[derive(Subcommand, Debug)]
 pub enum SnapshotCommand {
-    /// Write the snapshot file of a checkpoint this replica confirms (the owner's latest by default): the state at its frontier, which replays that history (slow on a large database).
+    /// Write the snapshot file of a checkpoint this replica confirms (the standing one by default: the owner's latest that it confirms): the state at its frontier, which replays that history (slow on a large database).
     Write {
         /// Output file (written beside it, then renamed: never left half-written).
         file: PathBuf,
-        /// The checkpoint's hash (`peers checkpoints`); default: the latest.
+        /// The checkpoint's hash (`peers checkpoints`); default: the standing one.
         #[arg(long, value_name = "HASH")]
         checkpoint: Option<String>,
     },

@@ -613,6 +613,8 @@ fn checkpoint_and_checkpoints() {
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert_eq!(listed[0]["checkpoint"], hash.as_str());
     assert_eq!(listed[0]["verdict"], "confirmed", "{listed:?}");
+    assert_eq!(listed[0]["standing"], true, "{listed:?}");
+    assert!(ok(&db, &["checkpoints"]).contains("(standing)"));
     assert!(ok(&db, &["log"]).contains("checkpoint at 1 author"));
 
     let file = temp.path().join("all.peersset");

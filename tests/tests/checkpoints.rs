@@ -222,7 +222,7 @@ fn every_replica_holding_the_frontier_confirms_the_owners_checkpoint() {
         &writer,
         &[set("notes", "w", "title", "after the checkpoint")],
     );
-    commit(
+    let owner_head = commit(
         &owner,
         &[Op::Delete {
             table: "notes".into(),
@@ -257,6 +257,49 @@ fn every_replica_holding_the_frontier_confirms_the_owners_checkpoint() {
         third.state_hash().expect("state hash"),
         owner.state_hash().expect("state hash")
     );
+    for db in [&owner, &writer, &third] {
+        assert_eq!(standing(db), Some(checkpoint.hash()));
+    }
+
+    // A later checkpoint whose frontier this replica lacks: the earlier one
+    // keeps standing.
+    let ghost = FrontierEntry {
+        author: peers_engine::Author([0xEE; 32]),
+        seq: 1,
+        hash: ChangeHash([9; 32]),
+    };
+    let mut frontier = vec![
+        FrontierEntry {
+            author: owner_key.author(),
+            seq: owner_head.seq(),
+            hash: owner_head.hash(),
+        },
+        ghost,
+    ];
+    frontier.sort();
+    let later = craft(
+        &third,
+        &owner_key,
+        Some(&owner_head),
+        &[],
+        vec![Op::Checkpoint {
+            frontier,
+            snapshot: BOGUS,
+        }],
+    );
+    assert_accepted(&third, &later);
+    assert_eq!(
+        verdict(&third, &later.hash()),
+        CheckpointVerdict::Unconfirmed {
+            missing: ghost.hash
+        }
+    );
+    assert_eq!(standing(&third), Some(checkpoint.hash()));
+}
+
+fn standing(db: &Db) -> Option<ChangeHash> {
+    db.standing_checkpoint(&mut |_, _| {})
+        .expect("standing checkpoint")
 }
 
 /// A database with an owner (key 1), writers W (key 3) and X (key 4): X
@@ -358,6 +401,7 @@ fn each_wrong_checkpoint_has_its_verdict() {
     assert_eq!(frontier_of(&right), frontier_of(&made));
     assert_accepted(&db, &right);
     assert_eq!(verdict(&db, &right.hash()), CheckpointVerdict::Confirmed);
+    assert_eq!(standing(&db), Some(right.hash()));
 
     // A wrong snapshot hash.
     let db = mismatch_db;
@@ -380,6 +424,7 @@ fn each_wrong_checkpoint_has_its_verdict() {
             previous: wrong.hash(),
         })
     );
+    assert_eq!(standing(&db), None, "no checkpoint stands");
 
     // A frontier that omits X, whose x1 w2 names.
     let db = open_db;

@@ -136,6 +136,33 @@ impl Db {
         )
     }
 
+    /// The standing checkpoint (FORMAT.md "Confirming a checkpoint"): of the
+    /// owner's checkpoints that are valid changes here, the one with the
+    /// highest seq that this replica confirms; `None` if none does. Judges
+    /// from the latest down (each verdict once while the database is open),
+    /// through `progress`. Writes wait meanwhile.
+    pub fn standing_checkpoint(&self, progress: Progress<'_>) -> Result<Option<ChangeHash>> {
+        let found = self.checkpoints()?;
+        let writer = self.writer();
+        let Some(owner) = writer.access.owner else {
+            return Ok(None);
+        };
+        let Some(state) = writer.author(&owner) else {
+            return Ok(None);
+        };
+        for change in found.iter().rev() {
+            if !state.is_valid(change.seq()) {
+                continue;
+            }
+            if self.verdict_of(&change.hash(), owner, &mut *progress)?
+                == CheckpointVerdict::Confirmed
+            {
+                return Ok(Some(change.hash()));
+            }
+        }
+        Ok(None)
+    }
+
     /// The owner's checkpoints this replica holds, lowest seq first.
     pub fn checkpoints(&self) -> Result<Vec<Change>> {
         let Some(owner) = self.writer().access.owner else {
