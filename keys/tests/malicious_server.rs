@@ -103,8 +103,9 @@ async fn log_in(address: &str, user: &str, password: &str) -> Result<Identity, E
 /// envelope in the session), flipped in turn: never a key. A flipped
 /// challenge is a wrong OPAQUE message: it fails as a wrong password does
 /// (OPAQUE checks the server's answer with the password, so the two cannot
-/// be told apart), or does not decode; a flipped envelope message fails
-/// its session MAC.
+/// be told apart), or, if it is not a valid OPAQUE message at all, says so
+/// (`BadAnswer`, not OPAQUE's "Internal error encountered"); a flipped
+/// envelope message fails its session MAC.
 #[test]
 fn a_flipped_byte_anywhere_in_the_answers_yields_no_key() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -152,12 +153,14 @@ fn a_flipped_byte_anywhere_in_the_answers_yields_no_key() {
                     .expect_err("an altered answer yields no key");
                 let kind = match (&error, message) {
                     (Error::LoginFailed, 0) => "login failed",
-                    (Error::Opaque(_), 0) => "OPAQUE refused",
+                    (Error::BadAnswer { what, .. }, 0) if *what == "login challenge" => {
+                        "not a valid OPAQUE message"
+                    }
                     (Error::Unauthenticated, 1) => "does not authenticate",
                     (Error::Protocol(_), _) if position < 4 || message == 1 => "protocol",
                     _ => panic!("answer {message}, byte {position}: {error:?}"),
                 };
-                *kinds.entry(kind).or_insert(0) += 1;
+                kinds.entry(kind).or_insert((0, error.to_string())).0 += 1;
             }
             eprintln!("answer {message}, {length} bytes flipped: {kinds:?}");
         }
