@@ -257,7 +257,10 @@ fn refused(reason: Refused, message: impl Into<String>) -> Answer {
 }
 
 impl Server {
-    /// A server over `store` under `prefix`.
+    /// A server over `store` under `prefix`. Gets walk the store's time
+    /// buckets with `list_with_delimiter`; a local directory should remove
+    /// emptied directories when it deletes (as [`open_store`]'s does), or
+    /// gets walk the empty buckets of expired envelopes too.
     pub fn new(store: Arc<dyn ObjectStore>, prefix: StorePath, config: ServerConfig) -> Server {
         Server::with_clock(store, prefix, config, Box::new(now_ms))
     }
