@@ -7,8 +7,9 @@ tag (the ed25519 public key of that seed), seal and nonce keys (keyed
 blake3), seals an envelope (padding; nonce a keyed blake3 of the padded
 plaintext; XChaCha20-Poly1305 as scripts/backup-vectors.py computes it:
 HChaCha20 written out, then the IETF ChaCha20-Poly1305 of `cryptography`), and encodes a put (its
-signature by the space key), a get and a get's answer, from the byte layouts
-SERVICES.md describes, not from the Rust code. Prints one `name hex` line per
+signature by the space key), a get and a get's answer, and names the object
+a server files the answer's envelope as (its tag, time buckets and leaf),
+from the byte layouts SERVICES.md describes, not from the Rust code. Prints one `name hex` line per
 value, which buffer/src/format.rs (`python_vectors_agree`) compares with the
 crate's (and `vectors_match_services_doc` with SERVICES.md).
 
@@ -43,7 +44,7 @@ xchacha20poly1305 = backup_vectors.xchacha20poly1305
 BUFFER_KEY_CONTEXT = "peers-buffer v1 buffer key"
 PUT_DOMAIN = b"peers-buffer v1 put\0"
 ENVELOPE_MAGIC = b"PEERSENV"
-VERSION = 1
+VERSION = 2
 PADDED_MIN = 256
 
 # SERVICES.md "Test vectors (buffer)": the inputs.
@@ -97,6 +98,14 @@ def main():
     answer += struct.pack("<QQI", RECEIVED_MS, EXPIRY_MS, len(envelope)) + envelope
     answer += bytes([0])
 
+    # The store: {hex(tag)}/{R[0:10]}/{R[10:12]}/{R[12:14]}/{R}-{hex(hash)}-{E},
+    # R and E the received and expiry times as 16 lowercase hex digits.
+    received = f"{RECEIVED_MS:016x}"
+    object_name = "/".join(
+        [tag.hex(), received[:10], received[10:12], received[12:14]]
+        + [f"{received}-{envelope_hash.hex()}-{EXPIRY_MS:016x}"]
+    )
+
     for label, value in [
         ("buffer_key", buffer_key),
         ("space_seed", seed),
@@ -110,6 +119,7 @@ def main():
         ("answer", answer),
     ]:
         print(label, value.hex())
+    print("object_name", object_name)
 
 
 if __name__ == "__main__":

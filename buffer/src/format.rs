@@ -10,9 +10,10 @@ use peers_engine::{CHANGE_BYTES_MAX, DatabaseId, Identity};
 
 use crate::error::{EnvelopeFault, WireError};
 
-/// Version of every format on this page (envelope and wire). A reader
-/// refuses any other.
-pub const BUFFER_FORMAT_VERSION: u8 = 1;
+/// Version of every format on SERVICES.md's buffer page (envelope, wire,
+/// and the store's object names). A reader refuses any other. Version 2
+/// files envelopes under time buckets (see `Server`).
+pub const BUFFER_FORMAT_VERSION: u8 = 2;
 
 /// blake3 `derive_key` context of a database's buffer key.
 pub(crate) const BUFFER_KEY_CONTEXT: &str = "peers-buffer v1 buffer key";
@@ -705,11 +706,18 @@ mod tests {
             "put" => hex::encode(put().encode()),
             "get" => hex::encode(get().encode()),
             "answer" => hex::encode(answer().encode()),
+            // Where a server files the answer's envelope (not hex: a path).
+            "object_name" => crate::server::object_name(
+                &space.tag(),
+                1_764_288_000_000,
+                &envelope_hash(&space.seal(CHANGE).expect("seals")),
+                1_765_497_600_000,
+            ),
             other => panic!("no vector {other}"),
         }
     }
 
-    const VECTORS: [&str; 10] = [
+    const VECTORS: [&str; 11] = [
         "buffer_key",
         "space_seed",
         "tag",
@@ -720,6 +728,7 @@ mod tests {
         "put",
         "get",
         "answer",
+        "object_name",
     ];
 
     /// Every vector, as SERVICES.md prints it (`label hex` lines in its
@@ -814,10 +823,11 @@ mod tests {
         longer.push(0);
         assert_eq!(Request::decode(&longer), Err(WireError::TrailingBytes));
         let mut version = encoded;
-        version[0] = 2;
+        // A version 1 client (before the bucketed store) is refused.
+        version[0] = 1;
         assert_eq!(
             Request::decode(&version),
-            Err(WireError::Version { found: 2 })
+            Err(WireError::Version { found: 1 })
         );
         // A count the frame cannot hold is refused before allocating.
         let mut huge = vec![BUFFER_FORMAT_VERSION, KIND_PUT];

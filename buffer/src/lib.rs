@@ -38,5 +38,5 @@ pub use crate::format::{
 };
 pub use crate::server::{
     CLIENTS_COUNTED_MAX, Counters, IDLE_TIMEOUT, REQUEST_BYTES_IN_FLIGHT_MAX, SPACE_ENVELOPES_MAX,
-    SPACES_CACHED_MAX, Server, ServerConfig, now_ms, open_store,
+    SPACES_CACHED_MAX, Server, ServerConfig, now_ms, object_name, open_store,
 };

@@ -1,7 +1,9 @@
 //! The buffer server: keeps envelopes in an object store, under their
-//! space's tag, named by when it received them, their hash and their expiry;
-//! answers puts (signed by the space's key) and gets (by cursor); enforces
-//! quotas per space and per client; deletes what expired.
+//! space's tag and three levels of time buckets, named by when it received
+//! them, their hash and their expiry; answers puts (signed by the space's
+//! key) and gets (by cursor: a get lists the cursor's buckets and the ones
+//! after, never the space before them); enforces quotas per space and per
+//! client; deletes what expired.
 //!
 //! It is stateless but for caches: any number of servers may front one
 //! bucket. Each keeps, per space it served a put for, the hashes and bytes
@@ -105,8 +107,11 @@ pub fn open_store(url: &str) -> Result<(Arc<dyn ObjectStore>, StorePath)> {
         return Err(refuse("empty path".into()));
     }
     std::fs::create_dir_all(&path).map_err(Error::io(format!("creating {}", path.display())))?;
-    let store =
-        LocalFileSystem::new_with_prefix(&path).map_err(|error| refuse(error.to_string()))?;
+    // Deleting a bucket's last envelope removes its emptied directories, so
+    // a get never walks the buckets of envelopes long expired.
+    let store = LocalFileSystem::new_with_prefix(&path)
+        .map_err(|error| refuse(error.to_string()))?
+        .with_automatic_cleanup(true);
     Ok((Arc::new(store), StorePath::default()))
 }
 
@@ -156,6 +161,43 @@ impl Name {
             hash: self.hash,
         }
     }
+
+    /// Its path in `space`: under its buckets.
+    fn path(&self, space: &StorePath) -> StorePath {
+        let [first, second, third] = buckets(self.received_ms);
+        space
+            .child(first)
+            .child(second)
+            .child(third)
+            .child(self.leaf())
+    }
+}
+
+/// The three time buckets an envelope received at `received_ms` is filed
+/// under: its received time as 16 hex digits, cut after the 10th, the
+/// 12th and the 14th (`received_ms >> 24`, about 4.7 hours; then the next
+/// 8 bits, 65.5 s each; then the next 8, 256 ms each). Each bucket holds
+/// at most 256 of the next, and a leaf bucket what arrived in 256 ms.
+fn buckets(received_ms: u64) -> [String; 3] {
+    let hex = format!("{received_ms:016x}");
+    [
+        hex[..10].to_owned(),
+        hex[10..12].to_owned(),
+        hex[12..14].to_owned(),
+    ]
+}
+
+/// Where a server files an envelope, under its store's prefix (SERVICES.md
+/// "Blind sync buffer", "Storage"):
+/// `{hex(tag)}/{buckets of received_ms}/{received_ms:016x}-{hex(hash)}-{expiry_ms:016x}`.
+pub fn object_name(tag: &[u8; 32], received_ms: u64, hash: &[u8; 32], expiry_ms: u64) -> String {
+    Name {
+        received_ms,
+        hash: *hash,
+        expiry_ms,
+    }
+    .path(&StorePath::from(hex::encode(tag)))
+    .to_string()
 }
 
 /// Counters a server keeps (for its log and the figures).
@@ -215,7 +257,10 @@ fn refused(reason: Refused, message: impl Into<String>) -> Answer {
 }
 
 impl Server {
-    /// A server over `store` under `prefix`.
+    /// A server over `store` under `prefix`. Gets walk the store's time
+    /// buckets with `list_with_delimiter`; a local directory should remove
+    /// emptied directories when it deletes (as [`open_store`]'s does), or
+    /// gets walk the empty buckets of expired envelopes too.
     pub fn new(store: Arc<dyn ObjectStore>, prefix: StorePath, config: ServerConfig) -> Server {
         Server::with_clock(store, prefix, config, Box::new(now_ms))
     }
@@ -445,7 +490,7 @@ impl Server {
                 hash: *hash,
                 expiry_ms,
             };
-            let path = space_path.child(name.leaf());
+            let path = name.path(&space_path);
             match self
                 .store
                 .put(&path, PutPayload::from((*envelope).clone()))
@@ -505,35 +550,17 @@ impl Server {
         Ok(())
     }
 
-    /// Lists a space (at most [`SPACE_ENVELOPES_MAX`] names, unexpired).
-    async fn list_space(
-        &self,
-        tag: &[u8; 32],
-        after: Option<Cursor>,
-        now: u64,
-    ) -> Result<Vec<(Name, u64)>> {
-        let folder = self.space_path(tag);
-        let mut stream = match after {
-            Some(after) if after != Cursor::default() => {
-                // Names strictly after the cursor's (received, hash): the
-                // cursor's own name ends in `-{expiry}`, and '-' sorts
-                // before '.'.
-                let offset = folder.child(format!(
-                    "{:016x}-{}.",
-                    after.received_ms,
-                    hex::encode(after.hash)
-                ));
-                self.store.list_with_offset(Some(&folder), &offset)
-            }
-            _ => self.store.list(Some(&folder)),
-        };
+    /// Lists a whole space (at most [`SPACE_ENVELOPES_MAX`] names,
+    /// unexpired), in no order.
+    async fn list_space(&self, tag: &[u8; 32], now: u64) -> Result<Vec<(Name, u64)>> {
+        let mut stream = self.store.list(Some(&self.space_path(tag)));
         let mut names = Vec::new();
         while let Some(meta) = stream.next().await {
             let meta = meta?;
             let Some(name) = meta.location.filename().and_then(Name::parse) else {
                 continue;
             };
-            if name.expiry_ms <= now || after.is_some_and(|after| name.cursor() <= after) {
+            if name.expiry_ms <= now {
                 continue;
             }
             if names.len() >= SPACE_ENVELOPES_MAX {
@@ -541,7 +568,106 @@ impl Server {
             }
             names.push((name, meta.size));
         }
-        names.sort_unstable();
+        Ok(names)
+    }
+
+    /// One level of a space's buckets: the buckets under `path` (sorted,
+    /// `width` hex digits each) and the objects in it.
+    async fn list_level(
+        &self,
+        path: &StorePath,
+        width: usize,
+    ) -> Result<(Vec<String>, Vec<object_store::ObjectMeta>)> {
+        let listing = match self.store.list_with_delimiter(Some(path)).await {
+            Ok(listing) => listing,
+            // Swept (and its directory removed) since its parent was listed.
+            Err(object_store::Error::NotFound { .. }) => return Ok((Vec::new(), Vec::new())),
+            Err(error) => return Err(error.into()),
+        };
+        let mut buckets: Vec<String> = listing
+            .common_prefixes
+            .iter()
+            .filter_map(|prefix| prefix.filename())
+            .filter(|bucket| {
+                bucket.len() == width
+                    && bucket
+                        .bytes()
+                        .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+            })
+            .map(str::to_owned)
+            .collect();
+        buckets.sort_unstable();
+        Ok((buckets, listing.objects))
+    }
+
+    /// The unexpired envelopes of a space strictly after `after`, in
+    /// order: every one of the buckets it lists, and it lists the cursor's
+    /// buckets and those after them, leaf bucket by leaf bucket, until it
+    /// holds more than `want` (so the caller knows there are more). A get
+    /// costs the listing of the cursor's buckets and of what it returns,
+    /// however many envelopes the space holds before the cursor.
+    async fn names_after(
+        &self,
+        tag: &[u8; 32],
+        after: Cursor,
+        now: u64,
+        want: usize,
+    ) -> Result<Vec<(Name, u64)>> {
+        let space = self.space_path(tag);
+        // The zero cursor asks for all: no bucket is before it.
+        let from = (after != Cursor::default()).then(|| buckets(after.received_ms));
+        let mut names = Vec::new();
+        let (firsts, _) = self.list_level(&space, 10).await?;
+        for first in &firsts {
+            // Buckets before the cursor's are skipped unlisted; within the
+            // cursor's own bucket, so are the ones before its next level.
+            let in_first = match &from {
+                Some(from) if *first < from[0] => continue,
+                Some(from) => *first == from[0],
+                None => false,
+            };
+            let first_path = space.child(first.as_str());
+            let (seconds, _) = self.list_level(&first_path, 2).await?;
+            for second in &seconds {
+                let in_second = match &from {
+                    Some(from) if in_first && *second < from[1] => continue,
+                    Some(from) => in_first && *second == from[1],
+                    None => false,
+                };
+                let second_path = first_path.child(second.as_str());
+                let (thirds, _) = self.list_level(&second_path, 2).await?;
+                for third in &thirds {
+                    if let Some(from) = &from
+                        && in_second
+                        && *third < from[2]
+                    {
+                        continue;
+                    }
+                    let leaf = second_path.child(third.as_str());
+                    let (_, objects) = self.list_level(&leaf, 2).await?;
+                    let mut found = Vec::new();
+                    for meta in objects {
+                        let Some(name) = meta.location.filename().and_then(Name::parse) else {
+                            continue;
+                        };
+                        // Filed under its own buckets (the order depends on
+                        // it), unexpired, after the cursor.
+                        if buckets(name.received_ms) != [first, second, third].map(String::as_str)
+                            || name.expiry_ms <= now
+                            || name.cursor() <= after
+                        {
+                            continue;
+                        }
+                        found.push((name, meta.size));
+                    }
+                    found.sort_unstable();
+                    names.append(&mut found);
+                    if names.len() > want {
+                        return Ok(names);
+                    }
+                }
+            }
+        }
         Ok(names)
     }
 
@@ -551,7 +677,7 @@ impl Server {
             space.touched = Instant::now();
             return Ok(());
         }
-        let names = self.list_space(tag, None, now).await?;
+        let names = self.list_space(tag, now).await?;
         let state = SpaceState {
             bytes: names.iter().map(|(_, bytes)| bytes).sum(),
             hashes: names.iter().map(|(name, _)| name.hash).collect(),
@@ -573,7 +699,7 @@ impl Server {
 
     async fn get(&self, tag: [u8; 32], after: Cursor, max: u16) -> Answer {
         let now = (self.clock)();
-        let names = match self.list_space(&tag, Some(after), now).await {
+        let names = match self.names_after(&tag, after, now, usize::from(max)).await {
             Ok(names) => names,
             Err(error) => return refused(Refused::Store, error.to_string()),
         };
@@ -592,7 +718,7 @@ impl Server {
             if *size > ENVELOPE_BYTES_MAX as u64 || *size < ENVELOPE_BYTES_MIN as u64 {
                 continue;
             }
-            let envelope = match self.store.get(&folder.child(name.leaf())).await {
+            let envelope = match self.store.get(&name.path(&folder)).await {
                 Ok(result) => match result.bytes().await {
                     Ok(body) => body,
                     Err(error) => return refused(Refused::Store, error.to_string()),
@@ -670,15 +796,36 @@ mod tests {
         assert_eq!(Name::parse(&name.leaf()), Some(name));
         assert_eq!(Name::parse("x"), None);
         assert_eq!(Name::parse(&format!("{}-0", name.leaf())), None);
-        // The list offset of a cursor sorts after that cursor's own name
-        // and before the next millisecond's.
-        let offset = format!("{:016x}-{}.", name.received_ms, hex::encode(name.hash));
-        assert!(name.leaf() < offset);
-        let next = Name {
-            received_ms: name.received_ms + 1,
-            hash: [0; 32],
-            ..name
-        };
-        assert!(offset < next.leaf());
+        // Buckets: the received time's hex digits cut after the 10th, 12th
+        // and 14th; paths sort as (received, hash) do, across buckets too.
+        assert_eq!(buckets(0x0000_019a_c7c2_7000), ["0000019ac7", "c2", "70"]);
+        let space = StorePath::from("space");
+        let mut names = vec![name];
+        for received_ms in [
+            name.received_ms + 1,
+            name.received_ms + 256,
+            name.received_ms + 65_536,
+            name.received_ms + (1 << 24),
+            name.received_ms - 1,
+        ] {
+            names.push(Name {
+                received_ms,
+                hash: [0; 32],
+                expiry_ms: 0,
+            });
+            names.push(Name {
+                received_ms,
+                hash: [0xff; 32],
+                expiry_ms: u64::MAX,
+            });
+        }
+        let mut by_path = names.clone();
+        by_path.sort_by_key(|name| name.path(&space).to_string());
+        names.sort_unstable();
+        assert_eq!(by_path, names);
+        assert_eq!(
+            object_name(&[1; 32], name.received_ms, &name.hash, name.expiry_ms),
+            format!("{}/0000019ac7/c2/70/{}", hex::encode([1; 32]), name.leaf())
+        );
     }
 }

@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use peers_buffer::{
-    BufferKey, Client, Cursors, Error, PullReport, Refused, Server, ServerConfig, envelope_hash,
-    epoch_of, now_ms, open_store, pull, push,
+    BufferKey, Client, Cursor, Cursors, Error, PullReport, Refused, Server, ServerConfig,
+    envelope_hash, epoch_of, now_ms, open_store, pull, push,
 };
 use peers_engine::{Db, Options, StateHash};
 use tokio::net::TcpListener;
@@ -86,17 +86,64 @@ async fn pull_all(db: &Db, url: &str) -> PullReport {
     .expect("pull")
 }
 
-/// The envelope files of A's database in the current epoch's space.
+/// The envelope files of A's database in the current epoch's space (under
+/// its time buckets), sorted.
 fn envelope_files(buffer: &Buffer, db: &Db) -> Vec<PathBuf> {
     let tag = BufferKey::of(&db.database_id())
         .space(epoch_of(now_ms()))
         .tag();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(buffer.store.join(hex(&tag)))
-        .expect("the space's folder")
-        .map(|entry| entry.expect("entry").path())
-        .collect();
+    let mut files = Vec::new();
+    let mut folders = vec![buffer.store.join(hex(&tag))];
+    while let Some(folder) = folders.pop() {
+        let Ok(entries) = std::fs::read_dir(&folder) else {
+            continue;
+        };
+        for entry in entries {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                folders.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
     files.sort();
     files
+}
+
+/// An envelope file's name, parsed: (received, hash, expiry).
+fn leaf_parts(file: &Path) -> (u64, [u8; 32], u64) {
+    let leaf = file
+        .file_name()
+        .expect("leaf")
+        .to_string_lossy()
+        .into_owned();
+    let parts: Vec<&str> = leaf.split('-').collect();
+    assert_eq!(parts.len(), 3, "{leaf}");
+    let mut hash = [0u8; 32];
+    for (i, byte) in hash.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&parts[1][2 * i..2 * i + 2], 16).expect("hash");
+    }
+    (
+        u64::from_str_radix(parts[0], 16).expect("received"),
+        hash,
+        u64::from_str_radix(parts[2], 16).expect("expiry"),
+    )
+}
+
+/// Where `buffer` files an envelope of `tag` (its buckets created).
+fn filed_at(
+    buffer: &Buffer,
+    tag: &[u8; 32],
+    received: u64,
+    hash: &[u8; 32],
+    expiry: u64,
+) -> PathBuf {
+    let path = buffer
+        .store
+        .join(peers_buffer::object_name(tag, received, hash, expiry));
+    std::fs::create_dir_all(path.parent().expect("a bucket")).expect("buckets");
+    path
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -225,17 +272,15 @@ async fn replayed_and_reordered_envelopes_change_nothing() {
     // Reorder: the buffer lists A's envelopes newest first (received times
     // reversed in log order), and replays every one a minute later.
     let files: Vec<PathBuf> = (0..41).map(|i| file_of_change(&buffer, &a, i)).collect();
+    let tag = BufferKey::of(&a.database_id())
+        .space(epoch_of(now_ms()))
+        .tag();
     for (index, file) in files.iter().enumerate() {
-        let leaf = file
-            .file_name()
-            .expect("leaf")
-            .to_string_lossy()
-            .into_owned();
-        let (received, rest) = leaf.split_at(16);
-        let received = u64::from_str_radix(received, 16).expect("received");
-        let reversed = file.with_file_name(format!("{:016x}{rest}", received - index as u64));
+        let (received, hash, expiry) = leaf_parts(file);
+        // Filed under the buckets of its new time, as a server would.
+        let reversed = filed_at(&buffer, &tag, received - index as u64, &hash, expiry);
         std::fs::rename(file, &reversed).expect("reorder");
-        let replay = file.with_file_name(format!("{:016x}{rest}", received + 60_000));
+        let replay = filed_at(&buffer, &tag, received + 60_000, &hash, expiry);
         std::fs::copy(&reversed, &replay).expect("replay");
     }
     let pulled = pull_all(&b, &buffer.url).await;
@@ -397,6 +442,20 @@ async fn expired_envelopes_are_not_served_and_are_deleted() {
     assert_eq!(buffer.server.sweep().await.expect("sweep"), 10);
     assert!(envelope_files(&buffer, &a).is_empty());
     assert_eq!(buffer.server.counters().expired, 10);
+    // Whole buckets go: no emptied bucket directory (nor the space's) is
+    // left for a get to walk.
+    let tag = BufferKey::of(&a.database_id())
+        .space(epoch_of(now_ms()))
+        .tag();
+    assert!(
+        !buffer.store.join(hex(&tag)).exists(),
+        "the space's buckets are removed"
+    );
+    assert_eq!(
+        std::fs::read_dir(&buffer.store).expect("the store").count(),
+        0,
+        "nothing left in the store"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -489,4 +548,127 @@ async fn quotas_per_space_and_per_client() {
 async fn buffer_at(root: PathBuf, config: ServerConfig) -> Buffer {
     std::fs::create_dir_all(&root).expect("dir");
     buffer(&root, config).await
+}
+
+fn cursor_of(stored: &peers_buffer::Stored) -> Cursor {
+    Cursor {
+        received_ms: stored.received_ms,
+        hash: envelope_hash(&stored.envelope),
+    }
+}
+
+/// A get after a cursor returns exactly the envelopes after it, in order,
+/// across every level of time buckets, and `more` says whether others
+/// follow; and it never lists the buckets before the cursor's (a format 1
+/// server listed the whole space on every get): a get that did would fail
+/// on the directory loop planted there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gets_follow_the_cursor_across_buckets_and_skip_the_ones_before() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let buffer = buffer(work.path(), ServerConfig::default()).await;
+    let space = BufferKey::of(&peers_engine::DatabaseId([5; 32])).space(epoch_of(now_ms()));
+    let mut client = Client::connect(&buffer.url).await.expect("connect");
+    // The start of the current top-level bucket (received_ms >> 24), and
+    // times on each side of each level's boundaries.
+    let base = (now_ms() >> 24) << 24;
+    let times = [
+        base + 0x00_01ff,  // second-level 00, leaf 01, its last ms
+        base + 0x00_0200,  // the next leaf
+        base + 0x00_ffff,  // leaf ff of second-level 00
+        base + 0x01_0000,  // the next second-level bucket
+        base + 0xff_ffff,  // the top-level bucket's last ms
+        base + 0x100_0000, // the next top-level bucket
+        base + 0x100_0001, // the same leaf
+    ];
+    let mut expected = Vec::new();
+    for (i, time) in times.iter().enumerate() {
+        buffer.clock.store(*time, Ordering::SeqCst);
+        let envelopes: Vec<Vec<u8>> = (0..2)
+            .map(|j| {
+                space
+                    .seal(format!("change {i}.{j}").as_bytes())
+                    .expect("seal")
+            })
+            .collect();
+        assert_eq!(
+            client.put(&space, envelopes.clone()).await.expect("put"),
+            (2, 0)
+        );
+        expected.extend(envelopes.iter().map(|envelope| Cursor {
+            received_ms: *time,
+            hash: envelope_hash(envelope),
+        }));
+    }
+    expected.sort();
+    let mut cursors = vec![
+        Cursor::default(),
+        // Between buckets, and past everything.
+        Cursor {
+            received_ms: base + 0x00_8000,
+            hash: [0; 32],
+        },
+        Cursor {
+            received_ms: base + 0x200_0000,
+            hash: [0; 32],
+        },
+    ];
+    cursors.extend(expected.iter().copied());
+    for after in cursors {
+        let want: Vec<Cursor> = expected.iter().filter(|c| **c > after).copied().collect();
+        let (all, more) = client.get(space.tag(), after, 1024).await.expect("get");
+        assert_eq!(
+            all.iter().map(cursor_of).collect::<Vec<_>>(),
+            want,
+            "{after:?}"
+        );
+        assert!(!more);
+        // One at a time, by cursor.
+        let mut cursor = after;
+        let mut read = Vec::new();
+        loop {
+            let (one, more) = client.get(space.tag(), cursor, 1).await.expect("get");
+            assert!(one.len() <= 1);
+            if let Some(stored) = one.first() {
+                cursor = cursor_of(stored);
+                read.push(cursor);
+            }
+            assert_eq!(more, read.len() < want.len(), "{after:?} after {read:?}");
+            if !more {
+                break;
+            }
+        }
+        assert_eq!(read, want, "{after:?}");
+    }
+
+    // A loop in the first top-level bucket: listing it fails.
+    let first = buffer
+        .store
+        .join(hex(&space.tag()))
+        .join(&format!("{base:016x}")[..10]);
+    assert!(first.is_dir(), "{}", first.display());
+    std::os::unix::fs::symlink(&first, first.join("loop")).expect("plant a loop");
+    let error = client
+        .get(space.tag(), Cursor::default(), 1024)
+        .await
+        .expect_err("a get from the start walks into the loop");
+    assert!(
+        matches!(
+            error,
+            Error::Refused {
+                reason: Refused::Store,
+                ..
+            }
+        ),
+        "{error}"
+    );
+    // A get after a cursor in the next top-level bucket never lists the
+    // first one.
+    let after = expected[expected.len() - 4];
+    assert_eq!(after.received_ms, base + 0x100_0000);
+    let (rest, more) = client.get(space.tag(), after, 1024).await.expect("get");
+    assert_eq!(
+        rest.iter().map(cursor_of).collect::<Vec<_>>(),
+        expected[expected.len() - 3..]
+    );
+    assert!(!more);
 }

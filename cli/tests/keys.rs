@@ -292,3 +292,113 @@ fn guessing_hits_the_limit() {
         "{error}"
     );
 }
+
+fn read_frame(stream: &mut std::net::TcpStream) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut length = [0u8; 4];
+    stream.read_exact(&mut length).ok()?;
+    let mut body = vec![0u8; u32::from_le_bytes(length) as usize];
+    stream.read_exact(&mut body).ok()?;
+    Some(body)
+}
+
+fn write_frame(stream: &mut std::net::TcpStream, body: &[u8]) -> Option<()> {
+    stream
+        .write_all(&u32::try_from(body.len()).ok()?.to_le_bytes())
+        .ok()?;
+    stream.write_all(body).ok()
+}
+
+/// A proxy in front of the key server at `upstream` that flips a byte (the
+/// 10th from the end: in the server's OPAQUE MAC of a challenge, in the
+/// session MAC of an envelope message) of answer number `answer` (from 0)
+/// on every connection, as a malicious server or network would; returns
+/// its address.
+fn flipping_proxy(upstream: &str, answer: usize) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binds");
+    let address = listener.local_addr().expect("address").to_string();
+    let upstream = upstream.to_owned();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let (Ok(mut client), Ok(mut server)) =
+                (client, std::net::TcpStream::connect(&upstream))
+            else {
+                return;
+            };
+            std::thread::spawn(move || {
+                for index in 0.. {
+                    let Some(request) = read_frame(&mut client) else {
+                        return;
+                    };
+                    write_frame(&mut server, &request);
+                    let Some(mut reply) = read_frame(&mut server) else {
+                        return;
+                    };
+                    if index == answer {
+                        let at = reply.len() - 10;
+                        reply[at] ^= 0x01;
+                    }
+                    write_frame(&mut client, &reply);
+                }
+            });
+        }
+    });
+    address
+}
+
+/// A key server whose answers are altered (its OPAQUE answer, or the
+/// envelope message after it): `peers login` fails with the typed error
+/// and writes no key file; the same login without the proxy writes it.
+#[test]
+fn a_malicious_key_server_gets_no_key_file_written() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = key_server(&dir.path().join("store"));
+    let keys = server.address.as_str();
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    let registered = ok_json(
+        &[
+            "keys",
+            "register",
+            "dan",
+            "--keys",
+            keys,
+            "--key-file",
+            &path("dan.key"),
+        ],
+        &[("PEERS_PASSWORD", "dan's password")],
+        "",
+    );
+    for (answer, expected) in [
+        (0, "login failed: wrong user name or password"),
+        (
+            1,
+            "an answer from the key server does not authenticate (altered in transit?)",
+        ),
+    ] {
+        let proxy = flipping_proxy(keys, answer);
+        let key_file = path(&format!("through-proxy-{answer}.key"));
+        let error = fails(
+            &["login", "dan", "--keys", &proxy, "--key-file", &key_file],
+            &[("PEERS_PASSWORD", "dan's password")],
+            "",
+        );
+        assert!(error.contains(expected), "answer {answer}: {error}");
+        assert!(
+            !Path::new(&key_file).exists(),
+            "answer {answer}: no key file"
+        );
+    }
+    let login = ok_json(
+        &[
+            "login",
+            "dan",
+            "--keys",
+            keys,
+            "--key-file",
+            &path("direct.key"),
+        ],
+        &[("PEERS_PASSWORD", "dan's password")],
+        "",
+    );
+    assert_eq!(login["public_key"], registered["public_key"]);
+}

@@ -137,13 +137,16 @@ pub async fn register(
     .into_iter()
     .zip(fields)
     {
-        let response = RegistrationResponse::<Suite>::deserialize(&response)?;
-        let finish = state.finish(
-            &mut OsRng,
-            secret,
-            response,
-            ClientRegistrationFinishParameters::new(Default::default(), Some(&ksf)),
-        )?;
+        let bad = Error::answer("registration response");
+        let response = RegistrationResponse::<Suite>::deserialize(&response).map_err(bad)?;
+        let finish = state
+            .finish(
+                &mut OsRng,
+                secret,
+                response,
+                ClientRegistrationFinishParameters::new(Default::default(), Some(&ksf)),
+            )
+            .map_err(Error::answer("registration response"))?;
         uploads.push(finish.message.serialize().to_vec());
         uploads.push(seal_identity(&finish.export_key, user, slot, identity).to_vec());
     }
@@ -201,14 +204,18 @@ pub async fn login(
         ))
         .await?;
     let response =
-        CredentialResponse::<Suite>::deserialize(&one(answer.expect(tag::CHALLENGE, 1)?)?)?;
+        CredentialResponse::<Suite>::deserialize(&one(answer.expect(tag::CHALLENGE, 1)?)?)
+            .map_err(Error::answer("login challenge"))?;
     let ksf = config.ksf();
-    let finish = start.state.finish(
-        &mut OsRng,
-        secret.bytes(),
-        response,
-        ClientLoginFinishParameters::new(Some(CONTEXT), Default::default(), Some(&ksf)),
-    )?;
+    let finish = start
+        .state
+        .finish(
+            &mut OsRng,
+            secret.bytes(),
+            response,
+            ClientLoginFinishParameters::new(Some(CONTEXT), Default::default(), Some(&ksf)),
+        )
+        .map_err(Error::answer("login challenge"))?;
     let answer = connection
         .ask(&Message::new(
             tag::LOGIN_FINISH,
@@ -265,14 +272,18 @@ impl LoggedIn {
                 1,
             )
             .await?;
-        let response = RegistrationResponse::<Suite>::deserialize(&one(fields)?)?;
+        let response = RegistrationResponse::<Suite>::deserialize(&one(fields)?)
+            .map_err(Error::answer("registration response"))?;
         let ksf = self.config.ksf();
-        let finish = start.state.finish(
-            &mut OsRng,
-            new_password.as_bytes(),
-            response,
-            ClientRegistrationFinishParameters::new(Default::default(), Some(&ksf)),
-        )?;
+        let finish = start
+            .state
+            .finish(
+                &mut OsRng,
+                new_password.as_bytes(),
+                response,
+                ClientRegistrationFinishParameters::new(Default::default(), Some(&ksf)),
+            )
+            .map_err(Error::answer("registration response"))?;
         let envelope = seal_identity(
             &finish.export_key,
             &self.user,

@@ -43,9 +43,24 @@ pub enum Error {
     /// An envelope whose layout is wrong.
     #[error("envelope: {0}")]
     BadEnvelope(&'static str),
-    /// OPAQUE refused a message (altered, or from another server).
+    /// OPAQUE failed on the client's own side (its random source, its
+    /// key-stretching function).
     #[error("OPAQUE: {0}")]
     Opaque(String),
+    /// The server's OPAQUE answer does not decode or is not a valid
+    /// message (an invalid group element, a reflected value): altered on
+    /// the way, or not from a peers key server. An answer that decodes but
+    /// does not verify fails as a wrong password does ([`Error::LoginFailed`]):
+    /// the password is what checks it.
+    #[error(
+        "the key server's {what} is not a valid OPAQUE message (altered, or not a peers key server): {reason}"
+    )]
+    BadAnswer {
+        /// Which answer.
+        what: &'static str,
+        /// What OPAQUE said.
+        reason: String,
+    },
     /// The server's store.
     #[error("key store: {0}")]
     Store(#[from] rocksdb::Error),
@@ -58,6 +73,24 @@ pub enum Error {
     /// The server did not answer in time.
     #[error("the key server did not answer within {0} s")]
     Timeout(u64),
+}
+
+impl Error {
+    /// The error for an OPAQUE failure on the server's `what`: a wrong
+    /// password (or an answer that does not verify) is [`Error::LoginFailed`],
+    /// anything else [`Error::BadAnswer`].
+    pub(crate) fn answer(
+        what: &'static str,
+    ) -> impl FnOnce(opaque_ke::errors::ProtocolError) -> Error {
+        move |error| match error {
+            opaque_ke::errors::ProtocolError::InvalidLoginError => Error::LoginFailed,
+            other => Error::BadAnswer {
+                what,
+                // Debug: its Display says only "Internal error encountered".
+                reason: format!("{other:?}"),
+            },
+        }
+    }
 }
 
 impl From<opaque_ke::errors::ProtocolError> for Error {

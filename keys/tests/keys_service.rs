@@ -3,38 +3,11 @@
 //! passwords, rate limits that survive a restart, and what a dump of the
 //! server's store reveals.
 
-use std::path::Path;
+mod common;
 
+use common::{fast, runtime, start};
 use peers_engine::Identity;
-use peers_keys::{
-    ClientConfig, ENVELOPE_BYTES, Error, Limits, RecoveryCode, Secret, Server, Slot, login,
-    register,
-};
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
-/// Starts a server over `dir` on a free port; returns its address.
-async fn start(dir: &Path, limits: Limits) -> (String, tokio::task::JoinHandle<()>) {
-    let server = Server::open(dir, limits).expect("opens the store");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("binds");
-    let address = listener.local_addr().expect("address").to_string();
-    let task = tokio::spawn(async move {
-        let _ = server.serve(listener).await;
-    });
-    (address, task)
-}
-
-fn fast() -> ClientConfig {
-    ClientConfig::insecure_fast_for_tests()
-}
+use peers_keys::{ENVELOPE_BYTES, Error, Limits, RecoveryCode, Secret, Slot, login, register};
 
 /// Register, log in elsewhere, change the password, lose it and recover
 /// with the code, then forget: the same identity throughout, and the old
