@@ -47,6 +47,7 @@ mod control_request;
 mod handshake_respond;
 mod keys_message;
 mod merge_model;
+mod registry_message;
 mod metrics_request;
 mod rendezvous_decode;
 mod signal_frame;
@@ -69,6 +70,7 @@ pub use control_request::*;
 pub use handshake_respond::*;
 pub use keys_message::*;
 pub use merge_model::*;
+pub use registry_message::*;
 pub use metrics_request::*;
 pub use rendezvous_decode::*;
 pub use signal_frame::*;
@@ -249,6 +251,14 @@ pub const TARGETS: &[Target] = &[
     Target {
         name: "keys_message",
         run: keys_message,
+        mutations: 5000,
+        seeds: SeedSource::Committed,
+    },
+    // A registry frame body (either direction), its entries, proofs,
+    // checkpoints and verifier keys, and a client's state file.
+    Target {
+        name: "registry_message",
+        run: registry_message,
         mutations: 5000,
         seeds: SeedSource::Committed,
     },
