@@ -118,16 +118,16 @@ pub(crate) enum Command {
         #[arg(long)]
         no_qr: bool,
         /// Instead of a ticket, grant --role to the key HANDLE names in --registry, once the log's proofs verify (as `peers grant KEY ROLE`).
-        #[arg(long, value_name = "HANDLE", requires = "registry", conflicts_with_all = ["address", "signal", "no_qr"])]
+        #[arg(long, value_name = "HANDLE", conflicts_with_all = ["address", "signal", "no_qr"])]
         to: Option<String>,
         /// The registry to look HANDLE up in (HOST:PORT).
-        #[arg(long, env = "PEERS_REGISTRY", value_name = "HOST:PORT", requires = "to")]
+        #[arg(long, env = "PEERS_REGISTRY", value_name = "HOST:PORT")]
         registry: Option<String>,
         /// Trust only this registry operator key (a verifier key).
-        #[arg(long, value_name = "VKEY", requires = "to")]
+        #[arg(long, value_name = "VKEY")]
         registry_key: Option<String>,
         /// The registry client's state file (default: registry-state.json in the replica's directory).
-        #[arg(long, env = "PEERS_REGISTRY_STATE", value_name = "FILE", requires = "to")]
+        #[arg(long, env = "PEERS_REGISTRY_STATE", value_name = "FILE")]
         registry_state: Option<PathBuf>,
     },
     /// Print the database id and this replica's public key.

@@ -33,6 +33,7 @@ pub const ENTRIES_PER_HANDLE_MAX: usize = 64;
 pub const EXPIRY_SECS_MAX: u64 = 2 * 365 * 86_400;
 
 const _: () = assert!(ENTRIES_PER_HANDLE_MAX <= u8::MAX as usize);
+const _: () = assert!(HANDLE_BYTES_MAX == peers_keys::USER_BYTES_MAX);
 
 /// Leaf data tag: the entry itself follows.
 pub const LEAF_ENTRY: u8 = 1;
@@ -133,7 +134,6 @@ pub struct Entry {
 /// Refuses a handle outside the allowed form: 1 to 64 of a-z, 0-9, '.', '_'
 /// and '-' (the key server's user names, `peers_keys::check_user`).
 pub fn check_handle(handle: &str) -> Result<()> {
-    debug_assert_eq!(HANDLE_BYTES_MAX, peers_keys::USER_BYTES_MAX);
     peers_keys::check_user(handle).map_err(|_| Error::BadHandle(handle.to_owned()))
 }
 
@@ -395,7 +395,7 @@ impl HandleState {
     pub fn apply(before: Option<&HandleState>, entry: &Entry) -> Result<HandleState, Refusal> {
         let signed = entry.signed_bytes();
         let verifies =
-            |key: &[u8; 32]| peers_engine::verify_ed25519_strict(&[(&signed, key, &entry.signature)]).is_ok();
+            |key: &[u8; 32]| peers_engine::verify_ed25519_strict(&[(signed.as_slice(), key, &entry.signature)]).is_ok();
         let Some(before) = before else {
             if entry.kind != Kind::Claim {
                 return Err(Refusal::NotClaimed);

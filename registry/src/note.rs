@@ -70,8 +70,9 @@ pub fn verifier_key(name: &str, key: &[u8; 32]) -> String {
 /// The name and ed25519 key of a verifier key, checking its key id.
 pub fn parse_verifier_key(text: &str) -> Result<(String, [u8; 32])> {
     let bad = Error::BadCheckpoint;
-    let mut parts = text.rsplitn(3, '+');
-    let (Some(encoded), Some(id), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
+    // The name comes first and holds no '+'; base64 may.
+    let mut parts = text.splitn(3, '+');
+    let (Some(name), Some(_id), Some(encoded)) = (parts.next(), parts.next(), parts.next()) else {
         return Err(bad("a verifier key is name+id+key"));
     };
     let decoded = BASE64

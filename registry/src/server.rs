@@ -148,7 +148,7 @@ impl Server {
             if !key.starts_with(ENTRY_PREFIX) {
                 break;
             }
-            if key.as_ref() != entry_key(log.tree.size()).as_slice() {
+            if *key != *entry_key(log.tree.size()) {
                 return Err(Error::Corrupt("a gap in the stored entries"));
             }
             let entry = Entry::decode(&value).map_err(|_| Error::Corrupt("a stored entry"))?;
