@@ -284,10 +284,9 @@ fn run_on(db: &Db, command: Command, json: bool) -> Result<()> {
             ..
         } => {
             let role: Role = role.parse().map_err(anyhow::Error::msg)?;
-            let registry = registry
-                .context("--to HANDLE needs --registry HOST:PORT (or PEERS_REGISTRY)")?;
             let registry =
-                crate::registry::Registry::new(registry, registry_key, registry_state);
+                registry.context("--to HANDLE needs --registry HOST:PORT (or PEERS_REGISTRY)")?;
+            let registry = crate::registry::Registry::new(registry, registry_key, registry_state);
             let key = crate::registry::resolve(&handle, &registry, db.dir())?;
             print_commit(db.grant(key, role)?, json)
         }

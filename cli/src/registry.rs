@@ -145,7 +145,9 @@ impl Registry {
     fn client(&self, db: Option<&Path>) -> Result<Client> {
         let client = Client::new(&self.registry, &self.state_file(db)?);
         match &self.registry_key {
-            Some(key) => client.pin(key).context("--registry-key is not a verifier key"),
+            Some(key) => client
+                .pin(key)
+                .context("--registry-key is not a verifier key"),
             None => Ok(client),
         }
     }
@@ -183,7 +185,9 @@ fn identity(file: Option<&Path>, db: Option<&Path>) -> Result<Identity> {
         (Some(file), _) => load(file),
         (None, Some(db)) => load(&db.join("identity.key")),
         (None, None) => {
-            bail!("give the key to sign with: --identity FILE, or --db DIR for the replica's identity")
+            bail!(
+                "give the key to sign with: --identity FILE, or --db DIR for the replica's identity"
+            )
         }
     }
 }
@@ -274,7 +278,10 @@ pub(crate) fn run(command: RegistryCommand, db: Option<&Path>, json: bool) -> Re
             registry,
             key,
         } => {
-            let known = key.as_deref().map(|key| parse_key(key, "--key")).transpose()?;
+            let known = key
+                .as_deref()
+                .map(|key| parse_key(key, "--key"))
+                .transpose()?;
             let client = registry.client(db)?;
             let resolved = block_on(client.lookup(&handle, known))?
                 .with_context(|| format!("looking up {handle} at {}", registry.registry))?;

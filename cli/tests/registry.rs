@@ -78,7 +78,14 @@ impl Drop for RegistryServer {
 
 fn registry_server(dir: &Path) -> RegistryServer {
     let mut child = peers()
-        .args(["--json", "registry", "serve", "--listen", "127.0.0.1:0", "--dir"])
+        .args([
+            "--json",
+            "registry",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--dir",
+        ])
         .arg(dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -110,7 +117,15 @@ fn claim_lookup_invite_rotate_revoke() {
         .to_owned();
 
     // The member claims a handle with its replica's identity.
-    let claimed = ok_json(&["--db", &member, "registry", "claim", "bob", "--registry", registry]);
+    let claimed = ok_json(&[
+        "--db",
+        &member,
+        "registry",
+        "claim",
+        "bob",
+        "--registry",
+        registry,
+    ]);
     assert_eq!(claimed["public_key"], member_key.as_str());
     assert_eq!(claimed["discoverability"], "public");
     assert!(
@@ -133,14 +148,38 @@ fn claim_lookup_invite_rotate_revoke() {
     let output = run(&args);
     assert!(output.status.success(), "{}", text(&output.stderr));
     assert_eq!(text(&output.stdout).trim(), member_key);
-    let error = fails(&["registry", "lookup", "nobody", "--registry", registry, "--state", &state]);
+    let error = fails(&[
+        "registry",
+        "lookup",
+        "nobody",
+        "--registry",
+        registry,
+        "--state",
+        &state,
+    ]);
     assert!(error.contains("no handle \"nobody\""), "{error}");
-    let error = fails(&["registry", "claim", "carol", "--registry", registry, "--state", &state]);
+    let error = fails(&[
+        "registry",
+        "claim",
+        "carol",
+        "--registry",
+        registry,
+        "--state",
+        &state,
+    ]);
     assert!(error.contains("--identity FILE"), "{error}");
 
     // The owner invites the handle: the key it names becomes a writer.
     let granted = ok_json(&[
-        "--db", &owner, "invite", "--to", "bob", "--registry", registry, "--role", "writer",
+        "--db",
+        &owner,
+        "invite",
+        "--to",
+        "bob",
+        "--registry",
+        registry,
+        "--role",
+        "writer",
     ]);
     assert!(granted.is_object(), "{granted}");
     let members = ok_json(&["--db", &owner, "members"]);
@@ -150,13 +189,29 @@ fn claim_lookup_invite_rotate_revoke() {
         .iter()
         .any(|entry| entry["public_key"] == member_key.as_str() && entry["role"] == "writer");
     assert!(listed, "{members}");
-    let error = fails(&["--db", &owner, "invite", "--to", "nobody", "--registry", registry]);
+    let error = fails(&[
+        "--db",
+        &owner,
+        "invite",
+        "--to",
+        "nobody",
+        "--registry",
+        registry,
+    ]);
     assert!(error.contains("no handle \"nobody\""), "{error}");
 
     // Rotate to a new key file; lookups give the new key; then revoke.
     let new_key_file = path("new.key");
     let rotated = ok_json(&[
-        "--db", &member, "registry", "rotate", "bob", "--registry", registry, "--to", &new_key_file,
+        "--db",
+        &member,
+        "registry",
+        "rotate",
+        "bob",
+        "--registry",
+        registry,
+        "--to",
+        &new_key_file,
     ]);
     let new_key = rotated["public_key"].as_str().expect("key").to_owned();
     assert_ne!(new_key, member_key);
@@ -164,24 +219,61 @@ fn claim_lookup_invite_rotate_revoke() {
     assert_eq!(found["public_key"], new_key.as_str());
     assert_eq!(found["entries"], 2);
     let error = fails(&[
-        "--db", &member, "registry", "revoke", "bob", "--registry", registry,
+        "--db",
+        &member,
+        "registry",
+        "revoke",
+        "bob",
+        "--registry",
+        registry,
     ]);
-    assert!(error.contains("not signed by the handle's current key"), "{error}");
+    assert!(
+        error.contains("not signed by the handle's current key"),
+        "{error}"
+    );
     ok_json(&[
-        "registry", "revoke", "bob", "--registry", registry, "--identity", &new_key_file,
-        "--state", &state,
+        "registry",
+        "revoke",
+        "bob",
+        "--registry",
+        registry,
+        "--identity",
+        &new_key_file,
+        "--state",
+        &state,
     ]);
     let error = fails(&args);
     assert!(error.contains("revoked"), "{error}");
-    let error = fails(&["--db", &owner, "invite", "--to", "bob", "--registry", registry]);
+    let error = fails(&[
+        "--db",
+        &owner,
+        "invite",
+        "--to",
+        "bob",
+        "--registry",
+        registry,
+    ]);
     assert!(error.contains("revoked"), "{error}");
 
     // The checkpoint a client verified, for comparing with another client.
-    let checkpoint = ok_json(&["registry", "checkpoint", "--registry", registry, "--state", &state]);
+    let checkpoint = ok_json(&[
+        "registry",
+        "checkpoint",
+        "--registry",
+        registry,
+        "--state",
+        &state,
+    ]);
     let note_file = path("note.txt");
     std::fs::write(&note_file, checkpoint["checkpoint"].as_str().expect("note")).expect("writes");
     let compared = ok_json(&[
-        "--db", &member, "registry", "compare", &note_file, "--registry", registry,
+        "--db",
+        &member,
+        "registry",
+        "compare",
+        &note_file,
+        "--registry",
+        registry,
     ]);
     assert_eq!(compared["consistent"], true);
 }

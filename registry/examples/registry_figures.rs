@@ -97,7 +97,11 @@ fn proof_sizes(leaves: u64) {
     let inclusion = encode_proof(&tree.inclusion_proof(size / 3, size));
     let consistency_one = encode_proof(&tree.consistency_proof(size - 1, size));
     let consistency_half = encode_proof(&tree.consistency_proof(size / 2 + 1, size));
-    println!("inclusion proof: {} bytes ({} hashes)", inclusion.len(), inclusion.len() / 32);
+    println!(
+        "inclusion proof: {} bytes ({} hashes)",
+        inclusion.len(),
+        inclusion.len() / 32
+    );
     println!(
         "consistency proof from {} to {size}: {} bytes; from {} to {size}: {} bytes",
         size - 1,
@@ -134,7 +138,11 @@ fn proof_sizes(leaves: u64) {
     .encode();
     let answer = Message::new(
         tag::ENTRY,
-        vec![(size / 3).to_le_bytes().to_vec(), entry.encode(), inclusion.clone()],
+        vec![
+            (size / 3).to_le_bytes().to_vec(),
+            entry.encode(),
+            inclusion.clone(),
+        ],
     )
     .encode();
     println!(

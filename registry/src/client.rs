@@ -82,9 +82,13 @@ impl State {
         if bytes.len() as u64 > STATE_BYTES_MAX {
             return Err(fail("larger than a state file may be".to_owned()));
         }
-        let state: State = serde_json::from_slice(&bytes).map_err(|error| fail(error.to_string()))?;
+        let state: State =
+            serde_json::from_slice(&bytes).map_err(|error| fail(error.to_string()))?;
         if state.version != STATE_VERSION {
-            return Err(fail(format!("format version {} is not {STATE_VERSION}", state.version)));
+            return Err(fail(format!(
+                "format version {} is not {STATE_VERSION}",
+                state.version
+            )));
         }
         Ok(state)
     }
@@ -95,7 +99,10 @@ impl State {
             path: path.display().to_string(),
             what: error.to_string(),
         };
-        if let Some(parent) = path.parent().filter(|parent| !parent.as_os_str().is_empty()) {
+        if let Some(parent) = path
+            .parent()
+            .filter(|parent| !parent.as_os_str().is_empty())
+        {
             std::fs::create_dir_all(parent).map_err(fail)?;
         }
         let text = serde_json::to_vec_pretty(self).map_err(|error| Error::State {
@@ -231,7 +238,9 @@ impl Client {
                 ],
             ))
             .await?;
-        let resolved = self.verify_answer(&mut connection, &mut state, handle).await?;
+        let resolved = self
+            .verify_answer(&mut connection, &mut state, handle)
+            .await?;
         state.save(&self.state)?;
         Ok(resolved)
     }
@@ -243,13 +252,18 @@ impl Client {
         let seen = self.seen_size(&state)?;
         let mut connection = self.connect().await?;
         connection
-            .send(&Message::new(tag::SUBMIT, vec![entry.encode(), u64_field(seen)]))
+            .send(&Message::new(
+                tag::SUBMIT,
+                vec![entry.encode(), u64_field(seen)],
+            ))
             .await?;
         let resolved = self
             .verify_answer(&mut connection, &mut state, &entry.handle)
             .await?;
         if resolved.latest != *entry {
-            return Err(Error::Protocol("the registry answered a submission without the entry"));
+            return Err(Error::Protocol(
+                "the registry answered a submission without the entry",
+            ));
         }
         state.save(&self.state)?;
         Ok(resolved)
@@ -264,8 +278,14 @@ impl Client {
         expires: u64,
         recovery: Option<[u8; 32]>,
     ) -> Result<Resolved> {
-        self.submit(&Entry::claim(identity, handle, discoverability, expires, recovery)?)
-            .await
+        self.submit(&Entry::claim(
+            identity,
+            handle,
+            discoverability,
+            expires,
+            recovery,
+        )?)
+        .await
     }
 
     /// Rotates `handle` to `key` (or renews it: the same key, a new
@@ -294,7 +314,12 @@ impl Client {
     }
 
     /// Revokes `handle` for good, signed by `identity` as `signer`.
-    pub async fn revoke(&self, identity: &Identity, signer: Signer, handle: &str) -> Result<Resolved> {
+    pub async fn revoke(
+        &self,
+        identity: &Identity,
+        signer: Signer,
+        handle: &str,
+    ) -> Result<Resolved> {
         let current = self.lookup(handle, Some(identity.author().0)).await?;
         let entry = Entry::revoke(
             identity,
@@ -312,10 +337,16 @@ impl Client {
     /// two clients compare what they were shown.
     pub async fn compare(&self, note: &str) -> Result<()> {
         let state = State::load(&self.state)?;
-        let registry = state.registries.get(&self.address).ok_or_else(|| Error::State {
-            path: self.state.display().to_string(),
-            what: format!("no checkpoint of {} yet: look a handle up first", self.address),
-        })?;
+        let registry = state
+            .registries
+            .get(&self.address)
+            .ok_or_else(|| Error::State {
+                path: self.state.display().to_string(),
+                what: format!(
+                    "no checkpoint of {} yet: look a handle up first",
+                    self.address
+                ),
+            })?;
         let (origin, key) = parse_verifier_key(&registry.key)?;
         let mine = Checkpoint::open(&registry.checkpoint, &origin, &key)?;
         let theirs = Checkpoint::open(note, &origin, &key)?;
@@ -374,7 +405,9 @@ impl Client {
         message
             .fields
             .into_iter()
-            .map(|field| String::from_utf8(field).map_err(|_| Error::Protocol("a handle that is not UTF-8")))
+            .map(|field| {
+                String::from_utf8(field).map_err(|_| Error::Protocol("a handle that is not UTF-8"))
+            })
             .collect()
     }
 
@@ -388,13 +421,16 @@ impl Client {
         handle: &str,
     ) -> Result<Resolved> {
         let fields = wire::expect(connection.receive().await?, tag::STATE, 4, handle)?;
-        let [verifier, note, consistency, count]: [Vec<u8>; 4] =
-            fields.try_into().map_err(|_| Error::Protocol("a STATE of four fields"))?;
-        let verifier =
-            String::from_utf8(verifier).map_err(|_| Error::Protocol("a verifier key that is not UTF-8"))?;
+        let [verifier, note, consistency, count]: [Vec<u8>; 4] = fields
+            .try_into()
+            .map_err(|_| Error::Protocol("a STATE of four fields"))?;
+        let verifier = String::from_utf8(verifier)
+            .map_err(|_| Error::Protocol("a verifier key that is not UTF-8"))?;
         let note = String::from_utf8(note).map_err(|_| Error::BadCheckpoint("not UTF-8"))?;
         let count = match count.as_slice() {
-            [count] if (1..=ENTRIES_PER_HANDLE_MAX).contains(&usize::from(*count)) => usize::from(*count),
+            [count] if (1..=ENTRIES_PER_HANDLE_MAX).contains(&usize::from(*count)) => {
+                usize::from(*count)
+            }
             _ => return Err(Error::Protocol("an entry count out of range")),
         };
         let consistency = decode_proof(&consistency).ok_or(Error::Protocol("a malformed proof"))?;
@@ -410,7 +446,10 @@ impl Client {
             if entry.handle != handle {
                 return Err(Error::Protocol("an entry of another handle"));
             }
-            if last.as_ref().is_some_and(|(previous, _)| index <= *previous) {
+            if last
+                .as_ref()
+                .is_some_and(|(previous, _)| index <= *previous)
+            {
                 return Err(Error::Protocol("entries out of log order"));
             }
             let leaf = leaf_hash(&entry.leaf());
@@ -420,11 +459,12 @@ impl Client {
                     size: checkpoint.size,
                 });
             }
-            let next = HandleState::apply(chain.as_ref(), &entry).map_err(|refusal| Error::BadChain {
-                handle: handle.to_owned(),
-                position,
-                refusal,
-            })?;
+            let next =
+                HandleState::apply(chain.as_ref(), &entry).map_err(|refusal| Error::BadChain {
+                    handle: handle.to_owned(),
+                    position,
+                    refusal,
+                })?;
             seen_in_chain.push((index, hex_of(&next.latest)));
             chain = Some(next);
             last = Some((index, entry));
@@ -525,7 +565,9 @@ fn check_extends(old: &Checkpoint, new: &Checkpoint, proof: &[Hash]) -> Result<(
 
 /// The body of a note (up to and including the first blank line's newline).
 fn body_of(note: &str) -> Result<&str> {
-    let split = note.find("\n\n").ok_or(Error::BadCheckpoint("no blank line"))?;
+    let split = note
+        .find("\n\n")
+        .ok_or(Error::BadCheckpoint("no blank line"))?;
     Ok(&note[..split + 1])
 }
 

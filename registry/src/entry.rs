@@ -394,8 +394,10 @@ impl HandleState {
     /// (the server checks expiry bounds when it accepts an entry).
     pub fn apply(before: Option<&HandleState>, entry: &Entry) -> Result<HandleState, Refusal> {
         let signed = entry.signed_bytes();
-        let verifies =
-            |key: &[u8; 32]| peers_engine::verify_ed25519_strict(&[(signed.as_slice(), key, &entry.signature)]).is_ok();
+        let verifies = |key: &[u8; 32]| {
+            peers_engine::verify_ed25519_strict(&[(signed.as_slice(), key, &entry.signature)])
+                .is_ok()
+        };
         let Some(before) = before else {
             if entry.kind != Kind::Claim {
                 return Err(Refusal::NotClaimed);
@@ -467,9 +469,8 @@ impl HandleState {
     pub fn answers(&self, key: Option<&[u8; 32]>) -> bool {
         match self.discoverability {
             Discoverability::Public | Discoverability::LookupOnly => true,
-            Discoverability::Private => key.is_some_and(|key| {
-                self.keys.contains(key) || self.recovery.as_ref() == Some(key)
-            }),
+            Discoverability::Private => key
+                .is_some_and(|key| self.keys.contains(key) || self.recovery.as_ref() == Some(key)),
         }
     }
 }
@@ -486,8 +487,14 @@ mod tests {
     /// flipped signature byte are refused (the last by `apply`).
     #[test]
     fn round_trip_and_flipped_byte() {
-        let claim = Entry::claim(&alice(), "alice", Discoverability::Public, 100, Some([9; 32]))
-            .expect("claim");
+        let claim = Entry::claim(
+            &alice(),
+            "alice",
+            Discoverability::Public,
+            100,
+            Some([9; 32]),
+        )
+        .expect("claim");
         let bytes = claim.encode();
         assert_eq!(Entry::decode(&bytes).expect("decodes"), claim);
         for cut in 0..bytes.len() {
@@ -501,7 +508,10 @@ mod tests {
         let last = flipped.len() - 1;
         flipped[last] ^= 1;
         let flipped = Entry::decode(&flipped).expect("still decodes");
-        assert_eq!(HandleState::apply(None, &flipped), Err(Refusal::BadSignature));
+        assert_eq!(
+            HandleState::apply(None, &flipped),
+            Err(Refusal::BadSignature)
+        );
     }
 
     /// The chain rules: a claim by another key, a rotation by a stranger, a
@@ -511,10 +521,13 @@ mod tests {
     fn chain_rules() {
         let bob = Identity::from_secret_bytes([2; 32]);
         let recovery = Identity::from_secret_bytes([3; 32]);
-        let mut forged = Entry::claim(&alice(), "alice", Discoverability::Public, 100, None)
-            .expect("claim");
+        let mut forged =
+            Entry::claim(&alice(), "alice", Discoverability::Public, 100, None).expect("claim");
         forged.key = bob.author().0;
-        assert_eq!(HandleState::apply(None, &forged), Err(Refusal::BadSignature));
+        assert_eq!(
+            HandleState::apply(None, &forged),
+            Err(Refusal::BadSignature)
+        );
         let claim = Entry::claim(
             &alice(),
             "alice",
@@ -524,7 +537,10 @@ mod tests {
         )
         .expect("claim");
         let state = HandleState::apply(None, &claim).expect("claims");
-        assert_eq!(HandleState::apply(Some(&state), &claim), Err(Refusal::Taken));
+        assert_eq!(
+            HandleState::apply(Some(&state), &claim),
+            Err(Refusal::Taken)
+        );
         let by_bob = Entry::rotate(
             &bob,
             Signer::Key,
@@ -535,7 +551,10 @@ mod tests {
             100,
         )
         .expect("rotation");
-        assert_eq!(HandleState::apply(Some(&state), &by_bob), Err(Refusal::NotOwner));
+        assert_eq!(
+            HandleState::apply(Some(&state), &by_bob),
+            Err(Refusal::NotOwner)
+        );
         let stale = Entry::rotate(
             &alice(),
             Signer::Key,
@@ -546,7 +565,10 @@ mod tests {
             100,
         )
         .expect("rotation");
-        assert_eq!(HandleState::apply(Some(&state), &stale), Err(Refusal::Stale));
+        assert_eq!(
+            HandleState::apply(Some(&state), &stale),
+            Err(Refusal::Stale)
+        );
         let recovered = Entry::rotate(
             &recovery,
             Signer::Recovery,
@@ -580,19 +602,22 @@ mod tests {
             100,
         )
         .expect("rotation");
-        assert_eq!(HandleState::apply(Some(&state), &after), Err(Refusal::Revoked));
+        assert_eq!(
+            HandleState::apply(Some(&state), &after),
+            Err(Refusal::Revoked)
+        );
     }
 
     /// A hidden entry's leaf holds neither the handle nor the key.
     #[test]
     fn hidden_leaf_names_nothing() {
-        let claim = Entry::claim(&alice(), "alice", Discoverability::LookupOnly, 100, None)
-            .expect("claim");
+        let claim =
+            Entry::claim(&alice(), "alice", Discoverability::LookupOnly, 100, None).expect("claim");
         let leaf = claim.leaf();
         assert_eq!(leaf.len(), 33);
         assert!(!leaf.windows(5).any(|window| window == b"alice"));
-        let public = Entry::claim(&alice(), "alice", Discoverability::Public, 100, None)
-            .expect("claim");
+        let public =
+            Entry::claim(&alice(), "alice", Discoverability::Public, 100, None).expect("claim");
         assert_eq!(public.leaf()[1..], public.encode()[..]);
     }
 }

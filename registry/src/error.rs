@@ -104,7 +104,9 @@ pub enum Error {
     #[error("the handle {0:?} is revoked")]
     Revoked(String),
     /// The handle expired.
-    #[error("the handle {handle:?} expired at {expires} (Unix seconds): its owner can renew it with `peers registry rotate`")]
+    #[error(
+        "the handle {handle:?} expired at {expires} (Unix seconds): its owner can renew it with `peers registry rotate`"
+    )]
     Expired {
         /// The handle.
         handle: String,
@@ -122,7 +124,9 @@ pub enum Error {
     },
     /// The registry at an address now signs with another key than the one
     /// this client pinned.
-    #[error("the registry at {address} signs with {offered}, not the key this client pinned ({pinned}); if the operator really changed keys, remove {address} from {state}")]
+    #[error(
+        "the registry at {address} signs with {offered}, not the key this client pinned ({pinned}); if the operator really changed keys, remove {address} from {state}"
+    )]
     OperatorKeyChanged {
         /// The address.
         address: String,
@@ -135,7 +139,9 @@ pub enum Error {
     },
     /// The log is shorter than a checkpoint this client saw before: the
     /// operator rolled it back or serves another view.
-    #[error("the registry's log has {offered} entries but it showed this client {seen} before: it dropped entries or serves a split view")]
+    #[error(
+        "the registry's log has {offered} entries but it showed this client {seen} before: it dropped entries or serves a split view"
+    )]
     Rollback {
         /// The size seen before.
         seen: u64,
@@ -144,7 +150,9 @@ pub enum Error {
     },
     /// Two signed checkpoints of the same size with different roots: a fork,
     /// proven by the operator's own signatures.
-    #[error("the registry signed two different logs of {size} entries (roots {seen} and {offered}): it forked its log")]
+    #[error(
+        "the registry signed two different logs of {size} entries (roots {seen} and {offered}): it forked its log"
+    )]
     Fork {
         /// The size.
         size: u64,
@@ -155,7 +163,9 @@ pub enum Error {
     },
     /// A consistency proof that does not verify: the newer log does not
     /// extend the older one.
-    #[error("the registry's log of {new} entries does not extend the log of {old} entries it showed before: it rewrote history or serves a split view")]
+    #[error(
+        "the registry's log of {new} entries does not extend the log of {old} entries it showed before: it rewrote history or serves a split view"
+    )]
     Inconsistent {
         /// The older size.
         old: u64,
@@ -164,7 +174,9 @@ pub enum Error {
     },
     /// The registry cannot prove that a checkpoint another party was shown
     /// extends (or is extended by) its own log.
-    #[error("the registry does not prove that its log extends from {old} to {new} entries, which another party was shown: it serves a split view")]
+    #[error(
+        "the registry does not prove that its log extends from {old} to {new} entries, which another party was shown: it serves a split view"
+    )]
     Unproven {
         /// The older size.
         old: u64,
@@ -172,7 +184,9 @@ pub enum Error {
         new: u64,
     },
     /// An inclusion proof that does not verify.
-    #[error("entry {index} is not in the registry's log of {size} entries (its inclusion proof fails)")]
+    #[error(
+        "entry {index} is not in the registry's log of {size} entries (its inclusion proof fails)"
+    )]
     NotIncluded {
         /// The entry's index.
         index: u64,
@@ -180,7 +194,9 @@ pub enum Error {
         size: u64,
     },
     /// A lookup that no longer shows an entry this client saw for the handle.
-    #[error("the registry no longer shows entry {index} of {handle:?}, which it showed this client before: it hides or rewrote the handle's history")]
+    #[error(
+        "the registry no longer shows entry {index} of {handle:?}, which it showed this client before: it hides or rewrote the handle's history"
+    )]
     HandleRollback {
         /// The handle.
         handle: String,

@@ -27,8 +27,7 @@ mod vectors;
 pub mod wire;
 
 pub use crate::client::{
-    Client, RegistryState, Resolved, STATE_BYTES_MAX, STATE_VERSION, SeenEntry, State,
-    TIMEOUT_SECS,
+    Client, RegistryState, Resolved, STATE_BYTES_MAX, STATE_VERSION, SeenEntry, State, TIMEOUT_SECS,
 };
 pub use crate::entry::{
     Discoverability, ENTRIES_PER_HANDLE_MAX, ENTRY_BYTES_MAX, EXPIRY_SECS_MAX, Entry,

@@ -97,7 +97,7 @@ impl Tree {
     /// The hash of leaves `start .. start + count` (`count >= 1`, inside the tree).
     fn subtree(&self, start: u64, count: u64) -> Hash {
         debug_assert!(count >= 1 && start + count <= self.size());
-        if count.is_power_of_two() && start % count == 0 {
+        if count.is_power_of_two() && start.is_multiple_of(count) {
             let level = count.trailing_zeros() as usize;
             return self.levels[level][(start / count) as usize];
         }
@@ -118,7 +118,10 @@ impl Tree {
     /// RFC 6962 `PATH(index, D[0:size])`: the audit path of leaf `index` in
     /// the tree of the first `size` leaves, leaf side first.
     pub fn inclusion_proof(&self, index: u64, size: u64) -> Vec<Hash> {
-        assert!(index < size && size <= self.size(), "an inclusion proof outside the tree");
+        assert!(
+            index < size && size <= self.size(),
+            "an inclusion proof outside the tree"
+        );
         let mut proof = Vec::new();
         self.path(index, 0, size, &mut proof);
         proof
@@ -142,7 +145,10 @@ impl Tree {
     /// prefix of the tree of `new` leaves (`0 < old <= new <= size`; empty
     /// when `old == new`).
     pub fn consistency_proof(&self, old: u64, new: u64) -> Vec<Hash> {
-        assert!(0 < old && old <= new && new <= self.size(), "a consistency proof outside the tree");
+        assert!(
+            0 < old && old <= new && new <= self.size(),
+            "a consistency proof outside the tree"
+        );
         let mut proof = Vec::new();
         if old < new {
             self.subproof(old, 0, new, true, &mut proof);
@@ -266,7 +272,7 @@ pub fn encode_proof(proof: &[Hash]) -> Vec<u8> {
 
 /// Hashes from bytes: a multiple of [`HASH_BYTES`], at most [`PROOF_HASHES_MAX`] of them.
 pub fn decode_proof(bytes: &[u8]) -> Option<Vec<Hash>> {
-    if bytes.len() % HASH_BYTES != 0 || bytes.len() / HASH_BYTES > PROOF_HASHES_MAX {
+    if !bytes.len().is_multiple_of(HASH_BYTES) || bytes.len() / HASH_BYTES > PROOF_HASHES_MAX {
         return None;
     }
     Some(
@@ -384,7 +390,13 @@ mod tests {
                 let leaf = leaf_hash(&(index as u32).to_le_bytes());
                 let proof = tree.inclusion_proof(index, size);
                 assert!(verify_inclusion(&leaf, index, size, &proof, &root));
-                assert!(!verify_inclusion(&leaf_hash(b"x"), index, size, &proof, &root));
+                assert!(!verify_inclusion(
+                    &leaf_hash(b"x"),
+                    index,
+                    size,
+                    &proof,
+                    &root
+                ));
                 if index + 1 < size {
                     assert!(!verify_inclusion(&leaf, index + 1, size, &proof, &root));
                 }
@@ -399,13 +411,25 @@ mod tests {
                 let proof = tree.consistency_proof(old, size);
                 let old_root = tree.root(old);
                 assert!(verify_consistency(old, size, &proof, &old_root, &root));
-                assert!(!verify_consistency(old, size, &proof, &root_of(b"x"), &root));
+                assert!(!verify_consistency(
+                    old,
+                    size,
+                    &proof,
+                    &root_of(b"x"),
+                    &root
+                ));
                 if old < size {
                     assert!(!verify_consistency(old, size, &proof, &old_root, &old_root));
                     let mut bad = proof.clone();
                     bad[0][31] ^= 0x80;
                     assert!(!verify_consistency(old, size, &bad, &old_root, &root));
-                    assert!(!verify_consistency(old, size, &proof[1..], &old_root, &root));
+                    assert!(!verify_consistency(
+                        old,
+                        size,
+                        &proof[1..],
+                        &old_root,
+                        &root
+                    ));
                 }
             }
         }

@@ -79,12 +79,16 @@ pub fn parse_verifier_key(text: &str) -> Result<(String, [u8; 32])> {
         .decode(encoded.as_bytes())
         .map_err(|_| bad("a verifier key's key is not base64"))?;
     let (&algorithm, key) = decoded.split_first().ok_or(bad("an empty verifier key"))?;
-    let key: [u8; 32] = key.try_into().map_err(|_| bad("a verifier key's key is not 32 bytes"))?;
+    let key: [u8; 32] = key
+        .try_into()
+        .map_err(|_| bad("a verifier key's key is not 32 bytes"))?;
     if algorithm != ALGORITHM_ED25519 {
         return Err(bad("a verifier key of another algorithm"));
     }
     if name.is_empty() || name.len() > ORIGIN_BYTES_MAX || verifier_key(name, &key) != text {
-        return Err(bad("a verifier key whose id does not match its name and key"));
+        return Err(bad(
+            "a verifier key whose id does not match its name and key",
+        ));
     }
     Ok((name.to_owned(), key))
 }
@@ -92,7 +96,12 @@ pub fn parse_verifier_key(text: &str) -> Result<(String, [u8; 32])> {
 impl Checkpoint {
     /// The note's body: origin, size and root, a line each.
     pub fn body(&self) -> String {
-        format!("{}\n{}\n{}\n", self.origin, self.size, BASE64.encode(&self.root))
+        format!(
+            "{}\n{}\n{}\n",
+            self.origin,
+            self.size,
+            BASE64.encode(&self.root)
+        )
     }
 
     /// The signed note, signed by `operator` under the name `origin`.
@@ -114,7 +123,9 @@ impl Checkpoint {
         if note.len() > NOTE_BYTES_MAX {
             return Err(bad("longer than a checkpoint may be"));
         }
-        let split = note.find("\n\n").ok_or(bad("no blank line before the signatures"))?;
+        let split = note
+            .find("\n\n")
+            .ok_or(bad("no blank line before the signatures"))?;
         let (body, signatures) = note.split_at(split + 1);
         let signatures = &signatures[1..];
         let checkpoint = Checkpoint::parse_body(body)?;
@@ -135,7 +146,9 @@ impl Checkpoint {
             let line = line
                 .strip_prefix(SIGNATURE_PREFIX)
                 .ok_or(bad("a signature line without its em dash"))?;
-            let (name, encoded) = line.split_once(' ').ok_or(bad("a signature line without a name"))?;
+            let (name, encoded) = line
+                .split_once(' ')
+                .ok_or(bad("a signature line without a name"))?;
             let decoded = BASE64
                 .decode(encoded.as_bytes())
                 .map_err(|_| bad("a signature that is not base64"))?;
@@ -145,8 +158,8 @@ impl Checkpoint {
             let signature: [u8; 64] = decoded[4..]
                 .try_into()
                 .map_err(|_| bad("an ed25519 signature that is not 64 bytes"))?;
-            signed |= peers_engine::verify_ed25519_strict(&[(body.as_bytes(), key, &signature)])
-                .is_ok();
+            signed |=
+                peers_engine::verify_ed25519_strict(&[(body.as_bytes(), key, &signature)]).is_ok();
         }
         if !signed {
             return Err(Error::CheckpointSignature {
@@ -179,7 +192,9 @@ impl Checkpoint {
         let root = BASE64
             .decode(root.as_bytes())
             .map_err(|_| bad("a root that is not base64"))?;
-        let root: Hash = root.try_into().map_err(|_| bad("a root that is not 32 bytes"))?;
+        let root: Hash = root
+            .try_into()
+            .map_err(|_| bad("a root that is not 32 bytes"))?;
         Ok(Checkpoint {
             origin: origin.to_owned(),
             size,
@@ -205,7 +220,10 @@ mod tests {
             root: [5; 32],
         };
         let note = checkpoint.sign(&operator);
-        assert_eq!(Checkpoint::open(&note, &origin, &key).expect("opens"), checkpoint);
+        assert_eq!(
+            Checkpoint::open(&note, &origin, &key).expect("opens"),
+            checkpoint
+        );
         let other = Identity::from_secret_bytes([8; 32]).author().0;
         assert!(Checkpoint::open(&note, &origin, &other).is_err());
         assert!(Checkpoint::open(&note, "another", &key).is_err());
@@ -214,7 +232,10 @@ mod tests {
             let mut flipped = bytes.to_vec();
             flipped[at] ^= 0x01;
             if let Ok(text) = String::from_utf8(flipped) {
-                assert!(Checkpoint::open(&text, &origin, &key).is_err(), "flip at {at}");
+                assert!(
+                    Checkpoint::open(&text, &origin, &key).is_err(),
+                    "flip at {at}"
+                );
             }
         }
     }

@@ -84,7 +84,13 @@ fn entry_key(index: u64) -> Vec<u8> {
 impl Log {
     /// Appends an entry that follows its handle's chain (`state` is the
     /// chain's state after it).
-    fn append(&mut self, entry: Entry, state: HandleState, operator: &Identity, origin: &str) -> u64 {
+    fn append(
+        &mut self,
+        entry: Entry,
+        state: HandleState,
+        operator: &Identity,
+        origin: &str,
+    ) -> u64 {
         let index = self.tree.push(&entry.leaf());
         let handle = self
             .handles
@@ -153,8 +159,9 @@ impl Server {
             }
             let entry = Entry::decode(&value).map_err(|_| Error::Corrupt("a stored entry"))?;
             let before = log.handles.get(&entry.handle).map(|handle| &handle.state);
-            let state = HandleState::apply(before, &entry)
-                .map_err(|_| Error::Corrupt("a stored entry that does not follow its handle's chain"))?;
+            let state = HandleState::apply(before, &entry).map_err(|_| {
+                Error::Corrupt("a stored entry that does not follow its handle's chain")
+            })?;
             log.append(entry, state, &operator, &origin);
         }
         tracing::info!(entries = log.tree.size(), %verifier, "registry opened");
@@ -215,7 +222,8 @@ impl Server {
                         return Ok(());
                     }
                     Ok(Err(error)) => {
-                        let _ = wire::write(&mut stream, &wire::error(code::BAD_REQUEST, None)).await;
+                        let _ =
+                            wire::write(&mut stream, &wire::error(code::BAD_REQUEST, None)).await;
                         return Err(error.into());
                     }
                     Err(_) => return Err(Error::Timeout(IDLE_SECS)),
@@ -385,6 +393,9 @@ impl Server {
     }
 
     fn lock(&self) -> MutexGuard<'_, Log> {
-        self.inner.log.lock().unwrap_or_else(PoisonError::into_inner)
+        self.inner
+            .log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }

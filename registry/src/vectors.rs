@@ -56,10 +56,7 @@ const VECTORS: &[(&str, &str)] = &[
         "consistency_2_to_3",
         "79956b6a8f25d7dba1f045f63d1e1b3ff77f2b5db6b6b9ed836740994862dffe",
     ),
-    (
-        "key_id",
-        "c0c2a113",
-    ),
+    ("key_id", "c0c2a113"),
     (
         "verifier_key",
         "peers-registry/ea4a6c63e29c520a+c0c2a113+AepKbGPinFIKvvVQexMuxfmVR3auvr57kkIe6mk
@@ -133,7 +130,11 @@ fn computed() -> Vec<(&'static str, String)> {
         root: tree.root(3),
     }
     .sign(&operator);
-    let lookup = Message::new(tag::LOOKUP, vec![b"alice".to_vec(), Vec::new(), u64_field(3)]).encode();
+    let lookup = Message::new(
+        tag::LOOKUP,
+        vec![b"alice".to_vec(), Vec::new(), u64_field(3)],
+    )
+    .encode();
     let mut frame = (lookup.len() as u32).to_le_bytes().to_vec();
     frame.extend_from_slice(&lookup);
     vec![
@@ -143,11 +144,23 @@ fn computed() -> Vec<(&'static str, String)> {
         ("revoke", hex::encode(revoke.encode())),
         (
             "leaf_hashes",
-            hex::encode(leaves.iter().map(|leaf| leaf_hash(leaf)).collect::<Vec<_>>().concat()),
+            hex::encode(
+                leaves
+                    .iter()
+                    .map(|leaf| leaf_hash(leaf))
+                    .collect::<Vec<_>>()
+                    .concat(),
+            ),
         ),
         ("root", hex::encode(tree.root(3))),
-        ("inclusion_1_of_3", hex::encode(encode_proof(&tree.inclusion_proof(1, 3)))),
-        ("consistency_2_to_3", hex::encode(encode_proof(&tree.consistency_proof(2, 3)))),
+        (
+            "inclusion_1_of_3",
+            hex::encode(encode_proof(&tree.inclusion_proof(1, 3))),
+        ),
+        (
+            "consistency_2_to_3",
+            hex::encode(encode_proof(&tree.consistency_proof(2, 3))),
+        ),
         ("key_id", hex::encode(key_id(&origin, &key))),
         ("verifier_key", verifier_key(&origin, &key)),
         ("checkpoint", hex::encode(note.as_bytes())),

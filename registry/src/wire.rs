@@ -60,7 +60,10 @@ pub fn error(code: u8, refusal: Option<Refusal>) -> Message {
 /// handle in [`Error::NotFound`].
 pub fn expect(message: Message, tag: u8, count: usize, handle: &str) -> Result<Vec<Vec<u8>>> {
     if message.tag == tag::ERROR {
-        let code = message.fields.first().and_then(|field| field.first().copied());
+        let code = message
+            .fields
+            .first()
+            .and_then(|field| field.first().copied());
         let refusal = message
             .fields
             .get(1)

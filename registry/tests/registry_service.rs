@@ -89,7 +89,13 @@ fn the_whole_story() {
         assert_eq!(claimed.index, 0);
         assert!(matches!(
             owner
-                .claim(&Identity::generate(), "alice", Discoverability::Public, in_a_year(), None)
+                .claim(
+                    &Identity::generate(),
+                    "alice",
+                    Discoverability::Public,
+                    in_a_year(),
+                    None
+                )
                 .await,
             Err(Error::Refused(Refusal::Taken))
         ));
@@ -100,7 +106,14 @@ fn the_whole_story() {
 
         let laptop = Identity::generate();
         owner
-            .rotate(&alice, Signer::Key, "alice", key(&laptop), None, in_a_year())
+            .rotate(
+                &alice,
+                Signer::Key,
+                "alice",
+                key(&laptop),
+                None,
+                in_a_year(),
+            )
             .await
             .expect("rotates");
         let found = reader.lookup("alice", None).await.expect("looks up again");
@@ -113,13 +126,29 @@ fn the_whole_story() {
             Err(Error::Refused(Refusal::NotOwner))
         ));
 
-        owner.revoke(&laptop, Signer::Key, "alice").await.expect("revokes");
-        let found = reader.lookup("alice", None).await.expect("looks up a revoked handle");
-        assert!(matches!(found.usable_key(now_secs()), Err(Error::Revoked(_))));
+        owner
+            .revoke(&laptop, Signer::Key, "alice")
+            .await
+            .expect("revokes");
+        let found = reader
+            .lookup("alice", None)
+            .await
+            .expect("looks up a revoked handle");
+        assert!(matches!(
+            found.usable_key(now_secs()),
+            Err(Error::Revoked(_))
+        ));
         assert!(reader.list("").await.expect("lists").is_empty());
         assert!(matches!(
             owner
-                .rotate(&laptop, Signer::Key, "alice", key(&laptop), None, in_a_year())
+                .rotate(
+                    &laptop,
+                    Signer::Key,
+                    "alice",
+                    key(&laptop),
+                    None,
+                    in_a_year()
+                )
                 .await,
             Err(Error::Refused(Refusal::Revoked))
         ));
@@ -148,17 +177,21 @@ fn forged_claims_and_rotations_by_others_are_refused() {
         let client = Client::new(&address, &state_file(&dir, "client"));
         let alice = Identity::generate();
         let mallory = Identity::generate();
-        let mut forged =
-            Entry::claim(&mallory, "alice", Discoverability::Public, in_a_year(), None)
-                .expect("entry");
+        let mut forged = Entry::claim(
+            &mallory,
+            "alice",
+            Discoverability::Public,
+            in_a_year(),
+            None,
+        )
+        .expect("entry");
         forged.key = key(&alice);
         assert!(matches!(
             client.submit(&forged).await,
             Err(Error::Refused(Refusal::BadSignature))
         ));
-        let mut damaged =
-            Entry::claim(&alice, "alice", Discoverability::Public, in_a_year(), None)
-                .expect("entry");
+        let mut damaged = Entry::claim(&alice, "alice", Discoverability::Public, in_a_year(), None)
+            .expect("entry");
         damaged.signature[10] ^= 1;
         assert!(matches!(
             client.submit(&damaged).await,
@@ -173,11 +206,23 @@ fn forged_claims_and_rotations_by_others_are_refused() {
 
         let recovery = Identity::generate();
         client
-            .claim(&alice, "alice", Discoverability::Public, in_a_year(), Some(key(&recovery)))
+            .claim(
+                &alice,
+                "alice",
+                Discoverability::Public,
+                in_a_year(),
+                Some(key(&recovery)),
+            )
             .await
             .expect("claims");
         client
-            .claim(&mallory, "mallory", Discoverability::Public, in_a_year(), None)
+            .claim(
+                &mallory,
+                "mallory",
+                Discoverability::Public,
+                in_a_year(),
+                None,
+            )
             .await
             .expect("claims");
         for signer in [Signer::Key, Signer::Recovery] {
@@ -190,7 +235,14 @@ fn forged_claims_and_rotations_by_others_are_refused() {
         }
         assert!(matches!(
             client
-                .rotate(&alice, Signer::Recovery, "mallory", key(&alice), None, in_a_year())
+                .rotate(
+                    &alice,
+                    Signer::Recovery,
+                    "mallory",
+                    key(&alice),
+                    None,
+                    in_a_year()
+                )
                 .await,
             Err(Error::Refused(Refusal::NoRecoveryKey))
         ));
@@ -200,12 +252,24 @@ fn forged_claims_and_rotations_by_others_are_refused() {
         ));
         let new = Identity::generate();
         let rotated = client
-            .rotate(&recovery, Signer::Recovery, "alice", key(&new), None, in_a_year())
+            .rotate(
+                &recovery,
+                Signer::Recovery,
+                "alice",
+                key(&new),
+                None,
+                in_a_year(),
+            )
             .await
             .expect("the recovery key rotates");
         assert_eq!(rotated.state.key, key(&new));
         assert_eq!(
-            client.lookup("alice", None).await.expect("looks up").state.key,
+            client
+                .lookup("alice", None)
+                .await
+                .expect("looks up")
+                .state
+                .key,
             key(&new)
         );
     });
@@ -217,11 +281,20 @@ async fn claim_all(address: &str, scratch: &Path, handles: &[&str]) {
     let client = Client::new(address, scratch);
     for handle in handles {
         client
-            .claim(&Identity::generate(), handle, Discoverability::Public, in_a_year(), None)
+            .claim(
+                &Identity::generate(),
+                handle,
+                Discoverability::Public,
+                in_a_year(),
+                None,
+            )
             .await
             .expect("claims");
     }
 }
+
+/// A replaced log: its name, the handles it holds, and the error expected.
+type Case = (&'static str, &'static [&'static str], fn(&Error) -> bool);
 
 /// An operator that replaces its log under the same key and address is
 /// caught by a client that saw the old one: a log that dropped an entry
@@ -241,15 +314,23 @@ fn a_replaced_log_is_caught() {
         let seen = std::fs::read(state_file(&dir, "watcher")).expect("state");
         stop(server).await;
 
-        let cases: [(&str, &[&str], fn(&Error) -> bool); 3] = [
+        let cases: [Case; 3] = [
             ("drops bob", &["alice", "carol", "dave"], |error| {
                 matches!(error, Error::Fork { size: 3, .. })
             }),
-            ("rewrites bob", &["alice", "bobby", "carol", "dave"], |error| {
-                matches!(error, Error::Inconsistent { old: 3, new: 4 })
-            }),
+            (
+                "rewrites bob",
+                &["alice", "bobby", "carol", "dave"],
+                |error| matches!(error, Error::Inconsistent { old: 3, new: 4 }),
+            ),
             ("rolls back", &["carol"], |error| {
-                matches!(error, Error::Rollback { seen: 3, offered: 1 })
+                matches!(
+                    error,
+                    Error::Rollback {
+                        seen: 3,
+                        offered: 1
+                    }
+                )
             }),
         ];
         for (case, handles, expected) in cases {
@@ -270,7 +351,10 @@ fn a_replaced_log_is_caught() {
         }
         // The honest log, reopened, is still consistent with what was seen.
         let (_, _task) = start(&honest, &address).await;
-        watcher.lookup("carol", None).await.expect("the honest log again");
+        watcher
+            .lookup("carol", None)
+            .await
+            .expect("the honest log again");
     });
 }
 
@@ -286,7 +370,12 @@ fn a_split_view_is_caught_when_clients_compare() {
         evil_twin(&honest, &evil);
         let (right, _right_task) = start(&evil, "127.0.0.1:0").await;
         claim_all(&left, &dir.path().join("l.json"), &["alice", "bob"]).await;
-        claim_all(&right, &dir.path().join("r.json"), &["alice", "mallory", "bob"]).await;
+        claim_all(
+            &right,
+            &dir.path().join("r.json"),
+            &["alice", "mallory", "bob"],
+        )
+        .await;
         let one = Client::new(&left, &state_file(&dir, "one"));
         let two = Client::new(&right, &state_file(&dir, "two"));
         let found_one = one.lookup("bob", None).await.expect("one looks up");
@@ -294,12 +383,24 @@ fn a_split_view_is_caught_when_clients_compare() {
         assert_ne!(found_one.state.key, found_two.state.key);
         let note = |client: &str| {
             let state = State::load(&state_file(&dir, client)).expect("state");
-            state.registries.values().next().expect("a registry").checkpoint.clone()
+            state
+                .registries
+                .values()
+                .next()
+                .expect("a registry")
+                .checkpoint
+                .clone()
         };
         let error = one.compare(&note("two")).await.expect_err("one compares");
-        assert!(matches!(error, Error::Unproven { old: 2, new: 3 }), "{error}");
+        assert!(
+            matches!(error, Error::Unproven { old: 2, new: 3 }),
+            "{error}"
+        );
         let error = two.compare(&note("one")).await.expect_err("two compares");
-        assert!(matches!(error, Error::Inconsistent { old: 2, new: 3 }), "{error}");
+        assert!(
+            matches!(error, Error::Inconsistent { old: 2, new: 3 }),
+            "{error}"
+        );
         // An honest pair compares clean, both ways.
         let three = Client::new(&left, &state_file(&dir, "three"));
         three.lookup("alice", None).await.expect("three looks up");
@@ -402,12 +503,21 @@ fn an_expired_handle_is_not_usable_until_renewed() {
         let client = Client::new(&address, &state_file(&dir, "client"));
         let alice = Identity::generate();
         client
-            .claim(&alice, "alice", Discoverability::Public, now_secs() + 2, None)
+            .claim(
+                &alice,
+                "alice",
+                Discoverability::Public,
+                now_secs() + 2,
+                None,
+            )
             .await
             .expect("claims");
         tokio::time::sleep(std::time::Duration::from_secs(3)).await;
         let found = client.lookup("alice", None).await.expect("looks up");
-        assert!(matches!(found.usable_key(now_secs()), Err(Error::Expired { .. })));
+        assert!(matches!(
+            found.usable_key(now_secs()),
+            Err(Error::Expired { .. })
+        ));
         client
             .rotate(&alice, Signer::Key, "alice", key(&alice), None, in_a_year())
             .await
@@ -431,10 +541,16 @@ fn a_restart_keeps_the_log() {
         stop(server).await;
         let before = State::load(&state_file(&dir, "client")).expect("state");
         let reopened = open_retrying(&store);
-        assert_eq!(reopened.checkpoint(), before.registries[&address].checkpoint);
+        assert_eq!(
+            reopened.checkpoint(),
+            before.registries[&address].checkpoint
+        );
         drop(reopened);
         let (_, _task) = start(&store, &address).await;
-        client.lookup("alice", None).await.expect("after the restart");
+        client
+            .lookup("alice", None)
+            .await
+            .expect("after the restart");
     });
 }
 
@@ -442,7 +558,9 @@ fn a_restart_keeps_the_log() {
 /// and answers one LOOKUP with all of them (or with `proof_from` the
 /// inclusion proofs of another tree).
 async fn fake_registry(entries: Vec<Entry>, lie_about_inclusion: bool) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binds");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binds");
     let address = listener.local_addr().expect("address").to_string();
     tokio::spawn(async move {
         let operator = Identity::from_secret_bytes([42; 32]);
@@ -502,8 +620,14 @@ fn an_operator_cannot_forge_a_chain() {
     runtime().block_on(async {
         let alice = Identity::generate();
         let operator = Identity::from_secret_bytes([42; 32]);
-        let mut forged = Entry::claim(&operator, "alice", Discoverability::Public, in_a_year(), None)
-            .expect("entry");
+        let mut forged = Entry::claim(
+            &operator,
+            "alice",
+            Discoverability::Public,
+            in_a_year(),
+            None,
+        )
+        .expect("entry");
         forged.key = key(&alice);
         let address = fake_registry(vec![forged], false).await;
         let error = Client::new(&address, &state_file(&dir, "a"))
@@ -511,7 +635,14 @@ fn an_operator_cannot_forge_a_chain() {
             .await
             .expect_err("a forged claim");
         assert!(
-            matches!(error, Error::BadChain { position: 0, refusal: Refusal::BadSignature, .. }),
+            matches!(
+                error,
+                Error::BadChain {
+                    position: 0,
+                    refusal: Refusal::BadSignature,
+                    ..
+                }
+            ),
             "{error}"
         );
 
@@ -533,7 +664,14 @@ fn an_operator_cannot_forge_a_chain() {
             .await
             .expect_err("a forged rotation");
         assert!(
-            matches!(error, Error::BadChain { position: 1, refusal: Refusal::NotOwner, .. }),
+            matches!(
+                error,
+                Error::BadChain {
+                    position: 1,
+                    refusal: Refusal::NotOwner,
+                    ..
+                }
+            ),
             "{error}"
         );
 
@@ -542,6 +680,9 @@ fn an_operator_cannot_forge_a_chain() {
             .lookup("alice", None)
             .await
             .expect_err("not in the log");
-        assert!(matches!(error, Error::NotIncluded { index: 0, size: 2 }), "{error}");
+        assert!(
+            matches!(error, Error::NotIncluded { index: 0, size: 2 }),
+            "{error}"
+        );
     });
 }

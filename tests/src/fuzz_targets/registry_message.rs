@@ -10,7 +10,9 @@ use peers_registry::{ENTRY_BYTES_MAX, Entry, HandleState};
 
 /// The operator key and origin checkpoints are opened with.
 fn operator() -> ([u8; 32], String) {
-    let key = peers_engine::Identity::from_secret_bytes([7; 32]).author().0;
+    let key = peers_engine::Identity::from_secret_bytes([7; 32])
+        .author()
+        .0;
     (key, peers_registry::note::origin_for(&key))
 }
 
@@ -68,18 +70,22 @@ mod tests {
     /// The committed seeds decode: mutations start from accepted inputs.
     #[test]
     fn committed_seeds_decode() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../fuzz/seeds/registry_message");
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/registry_message");
         let mut seen = 0;
         for entry in std::fs::read_dir(dir).expect("seeds") {
             let bytes = std::fs::read(entry.expect("entry").path()).expect("reads");
             let decodes = peers_registry::wire::Message::decode(&bytes).is_ok()
                 || peers_registry::Entry::decode(&bytes).is_ok()
-                || std::str::from_utf8(&bytes)
-                    .is_ok_and(|text| peers_registry::note::Checkpoint::parse_body(
-                        text.split_inclusive('\n').take(3).collect::<String>().as_str(),
+                || std::str::from_utf8(&bytes).is_ok_and(|text| {
+                    peers_registry::note::Checkpoint::parse_body(
+                        text.split_inclusive('\n')
+                            .take(3)
+                            .collect::<String>()
+                            .as_str(),
                     )
-                    .is_ok());
+                    .is_ok()
+                });
             assert!(decodes);
             seen += 1;
         }
