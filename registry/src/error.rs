@@ -100,6 +100,14 @@ pub enum Error {
     /// No such handle, or one this client may not resolve.
     #[error("no handle {0:?} in this registry (or it is private: give one of its keys with --key)")]
     NotFound(String),
+    /// Too many lookups from this address found nothing lately.
+    #[error(
+        "too many lookups of unknown handles from this address: try again in {retry_after_secs} s"
+    )]
+    Limited {
+        /// Seconds until lookups are answered again.
+        retry_after_secs: u64,
+    },
     /// The handle is revoked.
     #[error("the handle {0:?} is revoked")]
     Revoked(String),

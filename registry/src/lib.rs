@@ -35,7 +35,10 @@ pub use crate::entry::{
     SIGNATURE_CONTEXT, Signer, check_handle,
 };
 pub use crate::error::{Error, Refusal, Result};
-pub use crate::server::{CONNECTIONS_MAX, IDLE_SECS, REQUESTS_PER_CONNECTION_MAX, Server};
+pub use crate::server::{
+    CONNECTIONS_MAX, IDLE_SECS, LOOKUP_MISSES_PER_WINDOW_MAX, MISS_ADDRESSES_MAX, MISS_WINDOW_SECS,
+    REQUESTS_PER_CONNECTION_MAX, Server,
+};
 
 /// Seconds since the Unix epoch (what expiry is measured against).
 pub fn now_secs() -> u64 {

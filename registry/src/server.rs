@@ -9,7 +9,7 @@
 //! open, each entry checked again as it was when accepted.
 
 use std::collections::{BTreeSet, HashMap};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -29,6 +29,17 @@ pub const REQUESTS_PER_CONNECTION_MAX: usize = 256;
 pub const CONNECTIONS_MAX: usize = 256;
 /// How long the server waits for a client's next request.
 pub const IDLE_SECS: u64 = 30;
+/// Lookups that find nothing (absent, or private and not named by a key)
+/// one client address may make per [`MISS_WINDOW_SECS`]; then every lookup
+/// from it is refused until the window ends. Guessing lookup-only handles
+/// online is the only way to find them; this bounds its speed.
+pub const LOOKUP_MISSES_PER_WINDOW_MAX: u32 = 30;
+/// The miss-counting window, seconds.
+pub const MISS_WINDOW_SECS: u64 = 60;
+/// Client addresses whose misses are counted at once; when full, windows
+/// that ended are dropped, and if none has, an unknown address is refused
+/// (fail closed) until one ends.
+pub const MISS_ADDRESSES_MAX: usize = 65_536;
 
 const OPERATOR_KEY_FILE: &str = "operator.key";
 const STORE_DIR: &str = "log";
@@ -46,6 +57,9 @@ struct Inner {
     origin: String,
     verifier: String,
     log: Mutex<Log>,
+    /// Per client address (IPv4, or IPv6 /64): misses in the current window
+    /// and when it started (Unix seconds).
+    misses: Mutex<HashMap<Vec<u8>, (u32, u64)>>,
 }
 
 /// The log in memory.
@@ -172,6 +186,7 @@ impl Server {
                 origin,
                 verifier,
                 log: Mutex::new(log),
+                misses: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -228,7 +243,7 @@ impl Server {
                     }
                     Err(_) => return Err(Error::Timeout(IDLE_SECS)),
                 };
-            let answers = match self.answer(request) {
+            let answers = match self.answer(request, peer.ip()) {
                 Ok(answers) => answers,
                 Err(error) => {
                     tracing::warn!(%peer, %error, "registry failed a request");
@@ -242,9 +257,9 @@ impl Server {
         Ok(())
     }
 
-    /// The answer to one request. `Err` is the server's own failure (its
-    /// store); a client's mistake is an `ERROR` answer.
-    pub fn answer(&self, request: Message) -> Result<Vec<Message>> {
+    /// The answer to one request from `address`. `Err` is the server's own
+    /// failure (its store); a client's mistake is an `ERROR` answer.
+    pub fn answer(&self, request: Message, address: IpAddr) -> Result<Vec<Message>> {
         let bad = || Ok(vec![wire::error(code::BAD_REQUEST, None)]);
         match request.tag {
             tag::LOOKUP => {
@@ -259,6 +274,10 @@ impl Server {
                     32 => <[u8; 32]>::try_from(known.as_slice()).ok(),
                     _ => return bad(),
                 };
+                let address = address_key(address);
+                if let Err(retry_after_secs) = self.check_misses(&address, false) {
+                    return Ok(vec![wire::limited(retry_after_secs)]);
+                }
                 let log = self.lock();
                 let found = log
                     .handles
@@ -266,7 +285,11 @@ impl Server {
                     .filter(|found| found.state.answers(known.as_ref()));
                 match found {
                     Some(found) => Ok(self.state_answer(&log, &found.indexes, seen)),
-                    None => Ok(vec![wire::error(code::NOT_FOUND, None)]),
+                    None => {
+                        drop(log);
+                        let _ = self.check_misses(&address, true);
+                        Ok(vec![wire::error(code::NOT_FOUND, None)])
+                    }
                 }
             }
             tag::SUBMIT => {
@@ -392,10 +415,54 @@ impl Server {
         answers
     }
 
+    /// Whether `address` may look up now, or in how many seconds; with
+    /// `miss`, counts one miss first.
+    fn check_misses(&self, address: &[u8], miss: bool) -> std::result::Result<(), u64> {
+        let now = now_secs();
+        let mut misses = self
+            .inner
+            .misses
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let ended = |start: u64| now.saturating_sub(start) >= MISS_WINDOW_SECS;
+        if !misses.contains_key(address) && misses.len() >= MISS_ADDRESSES_MAX {
+            misses.retain(|_, (_, start)| !ended(*start));
+            if misses.len() >= MISS_ADDRESSES_MAX {
+                return Err(MISS_WINDOW_SECS);
+            }
+        }
+        let (count, start) = misses.entry(address.to_vec()).or_insert((0, now));
+        if ended(*start) {
+            *count = 0;
+            *start = now;
+        }
+        if miss {
+            *count = count.saturating_add(1);
+        }
+        if *count >= LOOKUP_MISSES_PER_WINDOW_MAX && !miss {
+            return Err(MISS_WINDOW_SECS
+                .saturating_sub(now.saturating_sub(*start))
+                .max(1));
+        }
+        Ok(())
+    }
+
     fn lock(&self) -> MutexGuard<'_, Log> {
         self.inner
             .log
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Misses are counted per IPv4 address and per IPv6 /64 (one host usually
+/// holds a whole /64), as the key server's login limits are.
+fn address_key(address: IpAddr) -> Vec<u8> {
+    match address {
+        IpAddr::V4(v4) => v4.octets().to_vec(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.octets().to_vec(),
+            None => v6.octets()[..8].to_vec(),
+        },
     }
 }

@@ -31,7 +31,8 @@ pub mod tag {
     pub const LEAF_DATA: u8 = 67;
     /// `[handle]` × 0 to 8 (fewer than 8: the list ends there)
     pub const HANDLES: u8 = 68;
-    /// `[code, refusal (a [`crate::Refusal`] code, or 0)]`
+    /// `[code, detail]`: for `REFUSED` a [`crate::Refusal`] code, for
+    /// `LIMITED` the seconds to wait (u64 LE), else 0
     pub const ERROR: u8 = 70;
 }
 
@@ -41,6 +42,9 @@ pub mod code {
     pub const NOT_FOUND: u8 = 1;
     /// A submitted entry the rules refuse; the second field says why.
     pub const REFUSED: u8 = 2;
+    /// Too many lookups from this address found nothing; the second field
+    /// says how long to wait.
+    pub const LIMITED: u8 = 3;
     /// A request out of order or malformed.
     pub const BAD_REQUEST: u8 = 4;
     /// The server failed (its store).
@@ -52,6 +56,14 @@ pub fn error(code: u8, refusal: Option<Refusal>) -> Message {
     Message::new(
         tag::ERROR,
         vec![vec![code], vec![refusal.map_or(0, Refusal::code)]],
+    )
+}
+
+/// An `ERROR LIMITED` message: wait `retry_after_secs`.
+pub fn limited(retry_after_secs: u64) -> Message {
+    Message::new(
+        tag::ERROR,
+        vec![vec![code::LIMITED], retry_after_secs.to_le_bytes().to_vec()],
     )
 }
 
@@ -69,6 +81,12 @@ pub fn expect(message: Message, tag: u8, count: usize, handle: &str) -> Result<V
             .get(1)
             .and_then(|field| field.first().copied())
             .and_then(Refusal::from_code);
+        if code == Some(code::LIMITED) {
+            let retry_after_secs = message.fields.get(1).and_then(|field| read_u64(field));
+            return Err(Error::Limited {
+                retry_after_secs: retry_after_secs.unwrap_or(0),
+            });
+        }
         return Err(match (code, refusal) {
             (Some(code::NOT_FOUND), _) => Error::NotFound(handle.to_owned()),
             (Some(code::REFUSED), Some(refusal)) => Error::Refused(refusal),

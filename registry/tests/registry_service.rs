@@ -436,8 +436,8 @@ fn another_operator_key_is_refused() {
 
 /// Lookup-only and private handles cannot be enumerated: the log holds a
 /// hash per entry (no handle, no key), LIST shows public handles only, a
-/// private handle answers only to one of its keys, and "no such handle"
-/// is the one answer to every other guess.
+/// private handle answers only to one of its keys, "no such handle" is
+/// the one answer to every other guess, and guesses per address are limited.
 #[test]
 fn hidden_handles_cannot_be_enumerated() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -490,6 +490,25 @@ fn hidden_handles_cannot_be_enumerated() {
             .await
             .expect("a private handle answers to its key");
         assert_eq!(found.state.key, key(&secret));
+        // Guessing is bounded: after LOOKUP_MISSES_PER_WINDOW_MAX misses in
+        // a window, every lookup from this address is refused, hits too.
+        let mut misses = 4;
+        while misses < peers_registry::LOOKUP_MISSES_PER_WINDOW_MAX {
+            assert!(matches!(
+                stranger.lookup(&format!("guess{misses}"), None).await,
+                Err(Error::NotFound(_))
+            ));
+            misses += 1;
+        }
+        for handle in ["guess-again", "hidden", "open"] {
+            assert!(
+                matches!(
+                    stranger.lookup(handle, None).await,
+                    Err(Error::Limited { retry_after_secs }) if retry_after_secs >= 1
+                ),
+                "{handle}"
+            );
+        }
     });
 }
 
