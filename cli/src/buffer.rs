@@ -64,7 +64,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 /// Runs `future` on a runtime of its own on a thread of its own (so it
 /// also runs inside a holder's runtime).
-fn block_on<F>(future: F) -> Result<F::Output>
+pub(crate) fn block_on<F>(future: F) -> Result<F::Output>
 where
     F: std::future::Future + Send,
     F::Output: Send,

@@ -63,6 +63,10 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
             crate::keys::run(action, json)?;
             return Ok(ExitCode::SUCCESS);
         }
+        Command::Registry { action } => {
+            crate::registry::run(action, cli.db.as_deref(), json)?;
+            return Ok(ExitCode::SUCCESS);
+        }
         Command::Login { account, key_file } => {
             crate::keys::login(&account, &key_file, json)?;
             return Ok(ExitCode::SUCCESS);
@@ -186,6 +190,9 @@ pub(crate) fn run_for_client(db: &Db, args: Vec<String>) -> u8 {
         Command::Keys { .. } | Command::Login { .. } => Err(anyhow::anyhow!(
             "peers keys and peers login take no --db: run them without it"
         )),
+        Command::Registry { .. } => Err(anyhow::anyhow!(
+            "peers registry runs in the process that typed it, never through a holder"
+        )),
         command => run_on(db, command, cli.json),
     };
     match result {
@@ -282,11 +289,27 @@ fn run_on(db: &Db, command: Command, json: bool) -> Result<()> {
         Command::Peers { scan } => crate::network::peers(db, scan, json),
         Command::Invite {
             role,
+            to: Some(handle),
+            registry,
+            registry_key,
+            registry_state,
+            ..
+        } => {
+            let role: Role = role.parse().map_err(anyhow::Error::msg)?;
+            let registry =
+                registry.context("--to HANDLE needs --registry HOST:PORT (or PEERS_REGISTRY)")?;
+            let registry = crate::registry::Registry::new(registry, registry_key, registry_state);
+            let key = crate::registry::resolve(&handle, &registry, db.dir())?;
+            print_commit(db.grant(key, role)?, json)
+        }
+        Command::Invite {
+            role,
             expires,
             uses,
             address,
             signal,
             no_qr,
+            ..
         } => {
             let role: Role = role.parse().map_err(anyhow::Error::msg)?;
             let options = peers_net::invite::InviteOptions {
@@ -305,6 +328,7 @@ fn run_on(db: &Db, command: Command, json: bool) -> Result<()> {
         | Command::Join { .. }
         | Command::Signal { .. }
         | Command::Keys { .. }
+        | Command::Registry { .. }
         | Command::Login { .. }
         | Command::Demo
         | Command::Completions { .. }

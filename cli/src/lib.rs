@@ -17,6 +17,7 @@ mod keys;
 pub mod metrics;
 mod network;
 mod output;
+mod registry;
 mod serve;
 
 use std::path::PathBuf;
@@ -116,6 +117,18 @@ pub(crate) enum Command {
         /// Print the ticket only, without its QR code.
         #[arg(long)]
         no_qr: bool,
+        /// Instead of a ticket, grant --role to the key HANDLE names in --registry, once the log's proofs verify (as `peers grant KEY ROLE`).
+        #[arg(long, value_name = "HANDLE", conflicts_with_all = ["address", "signal", "no_qr"])]
+        to: Option<String>,
+        /// The registry to look HANDLE up in (HOST:PORT).
+        #[arg(long, env = "PEERS_REGISTRY", value_name = "HOST:PORT")]
+        registry: Option<String>,
+        /// Trust only this registry operator key (a verifier key).
+        #[arg(long, value_name = "VKEY")]
+        registry_key: Option<String>,
+        /// The registry client's state file (default: registry-state.json in the replica's directory).
+        #[arg(long, env = "PEERS_REGISTRY_STATE", value_name = "FILE")]
+        registry_state: Option<PathBuf>,
     },
     /// Print the database id and this replica's public key.
     Id,
@@ -235,6 +248,11 @@ pub(crate) enum Command {
     Keys {
         #[command(subcommand)]
         action: keys::KeysCommand,
+    },
+    /// The public key registry: claim a handle for your key, look a handle up (its key is printed only after the log's proofs verify), rotate, revoke; or run a registry (docs/SERVICES.md "Public key registry").
+    Registry {
+        #[command(subcommand)]
+        action: registry::RegistryCommand,
     },
     /// Log in to a key server (`peers keys serve`) with a password, or --recovery code, and write the identity it keeps to a key file for this device.
     Login {

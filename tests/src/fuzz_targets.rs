@@ -48,6 +48,7 @@ mod handshake_respond;
 mod keys_message;
 mod merge_model;
 mod metrics_request;
+mod registry_message;
 mod rendezvous_decode;
 mod signal_frame;
 mod signal_sealed;
@@ -71,6 +72,7 @@ pub use handshake_respond::*;
 pub use keys_message::*;
 pub use merge_model::*;
 pub use metrics_request::*;
+pub use registry_message::*;
 pub use rendezvous_decode::*;
 pub use signal_frame::*;
 pub use signal_sealed::*;
@@ -259,6 +261,14 @@ pub const TARGETS: &[Target] = &[
     Target {
         name: "keys_message",
         run: keys_message,
+        mutations: 5000,
+        seeds: SeedSource::Committed,
+    },
+    // A registry frame body (either direction), its entries, proofs,
+    // checkpoints and verifier keys, and a client's state file.
+    Target {
+        name: "registry_message",
+        run: registry_message,
         mutations: 5000,
         seeds: SeedSource::Committed,
     },
