@@ -4,118 +4,29 @@
 //! exports and forgets; wrong passwords and unknown users fail alike; and
 //! guessing runs into the limit. With the real argon2 parameters.
 
-use std::io::{BufRead, BufReader, Write};
+mod common;
+
+use std::io::Write;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
 
-use serde_json::Value as Json;
+use common::{Server, fails, ok_json};
 
-fn peers() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_peers"));
-    for variable in [
-        "PEERS_DB",
-        "PEERS_LOG",
-        "PEERS_KEYS",
-        "PEERS_PASSWORD",
-        "PEERS_NEW_PASSWORD",
-        "PEERS_RECOVERY_CODE",
-    ] {
-        command.env_remove(variable);
-    }
-    command
-}
-
-/// Runs `peers ARGS` with `stdin` as its standard input.
-fn run(args: &[&str], env: &[(&str, &str)], stdin: &str) -> Output {
-    let mut child = peers()
-        .args(args)
-        .envs(env.iter().copied())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("runs peers");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin.as_bytes())
-        .expect("writes stdin");
-    child.wait_with_output().expect("waits")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn ok_json(args: &[&str], env: &[(&str, &str)], stdin: &str) -> Json {
-    let mut all = vec!["--json"];
-    all.extend_from_slice(args);
-    let output = run(&all, env, stdin);
-    assert!(
-        output.status.success(),
-        "peers {args:?}: {}\n{}",
-        text(&output.stdout),
-        text(&output.stderr)
-    );
-    serde_json::from_str(&text(&output.stdout)).expect("one JSON document")
-}
-
-/// Requires exit 1 and returns the error line.
-fn fails(args: &[&str], env: &[(&str, &str)], stdin: &str) -> String {
-    let output = run(args, env, stdin);
-    assert_eq!(
-        output.status.code(),
-        Some(1),
-        "peers {args:?} should fail: {}",
-        text(&output.stdout)
-    );
-    let stderr = text(&output.stderr);
-    assert!(stderr.starts_with("peers: error: "), "{stderr}");
-    stderr.trim_end().to_owned()
-}
-
-struct KeyServer {
-    child: Child,
-    address: String,
-}
-
-impl Drop for KeyServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn key_server(store: &Path) -> KeyServer {
-    let mut child = peers()
-        .args([
-            "--json",
-            "keys",
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--store",
-        ])
-        .arg(store)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starts the key server");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("reads the first line");
-    let listening: Json = serde_json::from_str(&line).expect("JSON");
-    let address = listening["listening"].as_str().expect("address").to_owned();
-    KeyServer { child, address }
+fn key_server(store: &Path) -> Server {
+    Server::start(&[
+        "keys".as_ref(),
+        "serve".as_ref(),
+        "--listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--store".as_ref(),
+        store.as_os_str(),
+    ])
 }
 
 #[test]
 fn managed_keys_story() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = key_server(&dir.path().join("store"));
-    let keys = server.address.as_str();
+    let keys = &server.address();
     let path = |name: &str| dir.path().join(name).display().to_string();
 
     // A replica on the first device; its identity goes to the key server.
@@ -272,7 +183,7 @@ fn managed_keys_story() {
 fn guessing_hits_the_limit() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = key_server(&dir.path().join("store"));
-    let keys = server.address.as_str();
+    let keys = &server.address();
     let out = dir.path().join("never.key").display().to_string();
     for guess in 0..5 {
         let error = fails(
@@ -353,7 +264,7 @@ fn flipping_proxy(upstream: &str, answer: usize) -> String {
 fn a_malicious_key_server_gets_no_key_file_written() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = key_server(&dir.path().join("store"));
-    let keys = server.address.as_str();
+    let keys = &server.address();
     let path = |name: &str| dir.path().join(name).display().to_string();
     let registered = ok_json(
         &[

@@ -5,109 +5,40 @@
 //! revocation; unknown handles and a revoked one fail with errors that say
 //! what to do.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
 
-use serde_json::Value as Json;
+use common::{Server, text};
 
-fn peers() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_peers"));
-    for variable in [
-        "PEERS_DB",
-        "PEERS_LOG",
-        "PEERS_REGISTRY",
-        "PEERS_REGISTRY_STATE",
-    ] {
-        command.env_remove(variable);
-    }
-    command
+fn ok_json(args: &[&str]) -> serde_json::Value {
+    common::ok_json(args, &[], "")
 }
 
-fn run(args: &[&str]) -> Output {
-    peers()
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("runs peers")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn ok_json(args: &[&str]) -> Json {
-    let mut all = vec!["--json"];
-    all.extend_from_slice(args);
-    let output = run(&all);
-    assert!(
-        output.status.success(),
-        "peers {args:?}: {}\n{}",
-        text(&output.stdout),
-        text(&output.stderr)
-    );
-    serde_json::from_str(&text(&output.stdout)).expect("one JSON document")
-}
-
-/// Requires exit 1 and returns the error line.
 fn fails(args: &[&str]) -> String {
-    let output = run(args);
-    assert_eq!(
-        output.status.code(),
-        Some(1),
-        "peers {args:?} should fail: {}",
-        text(&output.stdout)
-    );
-    let stderr = text(&output.stderr);
-    assert!(stderr.starts_with("peers: error: "), "{stderr}");
-    stderr.trim_end().to_owned()
+    common::fails(args, &[], "")
 }
 
-struct RegistryServer {
-    child: Child,
-    address: String,
-    key: String,
+fn run(args: &[&str]) -> std::process::Output {
+    common::run(args, &[], "")
 }
 
-impl Drop for RegistryServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn registry_server(dir: &Path) -> RegistryServer {
-    let mut child = peers()
-        .args([
-            "--json",
-            "registry",
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--dir",
-        ])
-        .arg(dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starts the registry");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("reads the first line");
-    let listening: Json = serde_json::from_str(&line).expect("JSON");
-    RegistryServer {
-        address: listening["listening"].as_str().expect("address").to_owned(),
-        key: listening["verifier_key"].as_str().expect("key").to_owned(),
-        child,
-    }
+fn registry_server(dir: &Path) -> Server {
+    Server::start(&[
+        "registry".as_ref(),
+        "serve".as_ref(),
+        "--listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--dir".as_ref(),
+        dir.as_os_str(),
+    ])
 }
 
 #[test]
 fn claim_lookup_invite_rotate_revoke() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = registry_server(&dir.path().join("registry"));
-    let registry = server.address.as_str();
+    let registry = &server.address();
     let path = |name: &str| dir.path().join(name).display().to_string();
     let (owner, member, state) = (path("owner"), path("member"), path("elsewhere.json"));
     ok_json(&["--db", &owner, "init"]);
@@ -141,7 +72,7 @@ fn claim_lookup_invite_rotate_revoke() {
         "--registry",
         registry,
         "--registry-key",
-        &server.key,
+        server.listening["verifier_key"].as_str().expect("key"),
         "--state",
         &state,
     ];

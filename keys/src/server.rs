@@ -202,21 +202,17 @@ impl Server {
 
     /// Accepts connections until the listener fails.
     pub async fn serve(self, listener: TcpListener) -> Result<()> {
-        let slots = Arc::new(tokio::sync::Semaphore::new(CONNECTIONS_MAX));
-        loop {
-            let permit = Arc::clone(&slots)
-                .acquire_owned()
-                .await
-                .map_err(|_| Error::Protocol("the connection semaphore closed"))?;
-            let (stream, peer) = listener.accept().await?;
-            let server = self.clone();
-            tokio::spawn(async move {
-                if let Err(error) = server.connection(stream, peer).await {
-                    tracing::debug!(%peer, %error, "key client connection ended");
-                }
-                drop(permit);
-            });
-        }
+        wire::accept_bounded(
+            listener,
+            CONNECTIONS_MAX,
+            "key client",
+            move |stream, peer| {
+                let server = self.clone();
+                async move { server.connection(stream, peer).await }
+            },
+        )
+        .await?;
+        Ok(())
     }
 
     /// Serves one connection: at most [`REQUESTS_PER_CONNECTION_MAX`]

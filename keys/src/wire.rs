@@ -2,7 +2,12 @@
 //! TCP, each a message of a tag and a few length-prefixed fields
 //! (docs/SERVICES.md "Managed keys: wire protocol").
 
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::error::{Error, Result};
 
@@ -234,6 +239,39 @@ impl Session {
         }
         self.received += 1;
         Ok(message)
+    }
+}
+
+/// Accepts connections on `listener` until it fails, serving each on its
+/// own task with `serve`, at most `connections_max` at once (the next
+/// accept waits for a slot). What a connection's `serve` returns is logged
+/// at debug level as `what`: one client's failure is not the server's. The
+/// one accept loop of the services on this framing (keys, registry).
+pub async fn accept_bounded<S, F, E>(
+    listener: TcpListener,
+    connections_max: usize,
+    what: &'static str,
+    serve: S,
+) -> std::io::Result<()>
+where
+    S: Fn(TcpStream, SocketAddr) -> F,
+    F: Future<Output = std::result::Result<(), E>> + Send + 'static,
+    E: std::fmt::Display,
+{
+    let slots = Arc::new(tokio::sync::Semaphore::new(connections_max));
+    loop {
+        let permit = Arc::clone(&slots)
+            .acquire_owned()
+            .await
+            .map_err(|_| std::io::Error::other("the connection semaphore closed"))?;
+        let (stream, peer) = listener.accept().await?;
+        let connection = serve(stream, peer);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%peer, %error, "{what} connection ended");
+            }
+            drop(permit);
+        });
     }
 }
 

@@ -4,7 +4,7 @@
 //! tag, a field count and u16 LE length-prefixed fields, 4096 bytes at
 //! most); the tags and fields are this module's.
 
-pub use peers_keys::wire::{FIELDS_MAX, FRAME_BYTES_MAX, Message, read, write};
+pub use peers_keys::wire::{FIELDS_MAX, FRAME_BYTES_MAX, Message, accept_bounded, read, write};
 
 use crate::error::{Error, Refusal, Result};
 
