@@ -78,11 +78,7 @@ const VECTORS: &[(&str, &str)] = &[
 ];
 
 fn vector(label: &str) -> String {
-    VECTORS
-        .iter()
-        .find(|(name, _)| *name == label)
-        .map(|(_, value)| value.split_whitespace().collect())
-        .expect("a vector")
+    peers_wal::testing::vector(VECTORS, label)
 }
 
 /// What this crate computes for each vector's inputs.

@@ -492,6 +492,17 @@ pub fn python_vectors(test: &str, script: &Path) -> Option<String> {
     Some(String::from_utf8(output.stdout).expect("the script prints UTF-8"))
 }
 
+/// The value labelled `label` in a table of a spec page's vectors, with
+/// its whitespace removed (long values wrap over several lines). Panics on
+/// an unknown label: a test asked for a vector the table lacks.
+pub fn vector(vectors: &[(&str, &str)], label: &str) -> String {
+    vectors
+        .iter()
+        .find(|(name, _)| *name == label)
+        .map(|(_, value)| value.split_whitespace().collect())
+        .unwrap_or_else(|| panic!("no vector {label:?}"))
+}
+
 /// Runs `script` as [`python_vectors`] does and checks that it prints one
 /// `label hex` line for each of `count` vectors, each equal to
 /// `vector(label)` (the crate's value, as its spec page shows it). Skips,
