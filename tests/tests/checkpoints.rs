@@ -160,6 +160,25 @@ fn only_the_owner_signs_checkpoints() {
     }
 }
 
+/// A database of `owner_key` in `dir`, and a replica of it where
+/// `writer_key`, granted writer, writes; both hold the grant.
+fn owner_and_writer(
+    dir: &std::path::Path,
+    owner_key: &Identity,
+    writer_key: &Identity,
+) -> (Db, Db) {
+    let owner = Db::create(dir.join("owner"), signing_as(owner_key)).expect("create");
+    let writer = Db::join(
+        dir.join("writer"),
+        owner.database_id(),
+        signing_as(writer_key),
+    )
+    .expect("join");
+    grant(&owner, writer_key, Role::Writer);
+    exchange(&owner, &writer);
+    (owner, writer)
+}
+
 /// The owner checkpoints; the checkpoint moves no row; its frontier is every
 /// author's chain; the owner and every replica holding the frontier confirm
 /// it, also after more changes arrive above it and whatever order the
@@ -168,15 +187,7 @@ fn only_the_owner_signs_checkpoints() {
 fn every_replica_holding_the_frontier_confirms_the_owners_checkpoint() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (owner_key, writer_key) = (key(1), key(3));
-    let owner = Db::create(dir.path().join("owner"), signing_as(&owner_key)).expect("create");
-    let writer = Db::join(
-        dir.path().join("writer"),
-        owner.database_id(),
-        signing_as(&writer_key),
-    )
-    .expect("join");
-    grant(&owner, &writer_key, Role::Writer);
-    exchange(&owner, &writer);
+    let (owner, writer) = owner_and_writer(dir.path(), &owner_key, &writer_key);
     commit(&writer, &[set("notes", "w", "title", "from the writer")]);
     let writer_head = commit(&writer, &[set("notes", "w", "views", 3)]);
     commit(&owner, &[set("notes", "o", "title", "from the owner")]);
@@ -558,15 +569,7 @@ fn read_snapshot(file: &[u8]) -> Result<u64, SnapshotError> {
 fn snapshot_files_check_out_and_each_damage_is_named() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (owner_key, writer_key) = (key(1), key(3));
-    let owner = Db::create(dir.path().join("owner"), signing_as(&owner_key)).expect("create");
-    let writer = Db::join(
-        dir.path().join("writer"),
-        owner.database_id(),
-        signing_as(&writer_key),
-    )
-    .expect("join");
-    grant(&owner, &writer_key, Role::Writer);
-    exchange(&owner, &writer);
+    let (owner, writer) = owner_and_writer(dir.path(), &owner_key, &writer_key);
     // Values of 400 KiB, so that the file holds several blocks of ~1 MiB.
     let mut last_write = None;
     for row in 0..6u8 {
