@@ -244,6 +244,7 @@ impl Db {
         // another process's append in flight. (RocksDB's LOCK is a second,
         // inner guard of the view alone.)
         let lock = lock_dir(&dir)?;
+        checkpoint::remove_scratch_views(&dir)?;
         let view = Arc::new(open_view(&dir.join(VIEW_DIR), database)?);
         let wal_options = peers_wal::Options {
             segment_bytes_max: options.segment_bytes_max,

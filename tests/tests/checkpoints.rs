@@ -520,6 +520,86 @@ fn each_wrong_checkpoint_has_its_verdict() {
     ));
 }
 
+/// A progress callback that, the first time it is called, commits to `db`
+/// from another thread and requires that commit to finish within 30 s,
+/// while the call it reports on still runs.
+fn commit_while_running(db: &Db, row: &'static str) -> impl FnMut(u64, u64) + use<> {
+    let db = db.clone();
+    let mut committed = false;
+    move |_, _| {
+        if committed {
+            return;
+        }
+        committed = true;
+        let db = db.clone();
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let hash = commit_ops(&db, &[set("notes", row, "during", true)]);
+            let _ = sender.send(hash);
+        });
+        receiver
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("a commit completes while the checkpoint is judged");
+    }
+}
+
+/// Judging a checkpoint and writing its snapshot file hold no lock (each
+/// builds its closure in a scratch view of its own), so a served replica
+/// goes on writing and syncing meanwhile; the commits land above the
+/// frontier and change neither the verdict nor the file.
+#[test]
+fn writes_go_on_while_a_checkpoint_is_judged() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (owner_key, writer_key) = (key(1), key(3));
+    let (owner, writer) = owner_and_writer(dir.path(), &owner_key, &writer_key);
+    commit(&writer, &[set("notes", "w", "title", "before")]);
+    exchange(&writer, &owner);
+    let checkpoint = owner.checkpoint(&mut |_, _| {}).expect("checkpoint");
+    let (before, _) = owner
+        .write_snapshot(&checkpoint, Vec::new(), &mut |_, _| {})
+        .expect("snapshot");
+    exchange(&owner, &writer);
+
+    let verdict = writer
+        .checkpoint_verdict(&checkpoint, &mut commit_while_running(&writer, "a"))
+        .expect("verdict");
+    assert_eq!(verdict, CheckpointVerdict::Confirmed);
+    let (during, _) = writer
+        .write_snapshot(
+            &checkpoint,
+            Vec::new(),
+            &mut commit_while_running(&writer, "b"),
+        )
+        .expect("snapshot");
+    assert!(
+        during == before,
+        "the snapshot depends on the checkpoint alone"
+    );
+    for row in ["a", "b"] {
+        assert_eq!(
+            writer.get_field("notes", row, "during").expect("get"),
+            Some(Value::Bool(true))
+        );
+    }
+
+    // A scratch view a crash left behind is removed at the next open.
+    let leftover = dir.path().join("writer/checkpoint-scratch-7");
+    std::fs::create_dir(&leftover).expect("mkdir");
+    std::fs::write(leftover.join("CURRENT"), b"x").expect("write");
+    drop(writer);
+    let writer = Db::open(dir.path().join("writer"), signing_as(&writer_key)).expect("reopen");
+    assert!(
+        !leftover.exists(),
+        "a crash's scratch view is removed on open"
+    );
+    assert_eq!(
+        writer
+            .checkpoint_verdict(&checkpoint, &mut |_, _| {})
+            .expect("verdict"),
+        CheckpointVerdict::Confirmed
+    );
+}
+
 /// Where a snapshot file's header ends and each block starts (FORMAT.md
 /// "Snapshot file, format 1"), read from its lengths.
 fn layout(file: &[u8]) -> (usize, Vec<std::ops::Range<usize>>) {

@@ -20,9 +20,30 @@ use crate::ingest::{Progress, Writer};
 use crate::keys;
 use crate::snapshot::SnapshotWriter;
 
-/// The scratch view a checkpoint's closure is built in (removed after; one
-/// left by a crash is removed by the next use).
-const SCRATCH_DIR: &str = "checkpoint-scratch";
+/// The scratch views checkpoints' closures are built in are named this
+/// and a number, one per judging (several may run at once: judging holds no
+/// lock); each is removed after, and any left by a crash at the next open.
+const SCRATCH_PREFIX: &str = "checkpoint-scratch-";
+
+/// Numbers the scratch views of this process.
+static SCRATCH_NUMBER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Removes the scratch views a crash left in `dir` (at open, under the
+/// directory's lock, so no judging is running).
+pub(super) fn remove_scratch_views(dir: &std::path::Path) -> Result<()> {
+    for entry in std::fs::read_dir(dir).map_err(io_error(dir))? {
+        let entry = entry.map_err(io_error(dir))?;
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(SCRATCH_PREFIX)
+        {
+            let path = entry.path();
+            std::fs::remove_dir_all(&path).map_err(io_error(&path))?;
+        }
+    }
+    Ok(())
+}
 
 impl Db {
     /// Signs a checkpoint (the owner only): the frontier is every author's
@@ -74,21 +95,20 @@ impl Db {
     /// Judges a held checkpoint (FORMAT.md "Confirming a checkpoint"):
     /// walks its frontier's chains, builds the state of their closure in a
     /// scratch view and runs the three checks (judging the owner's previous
-    /// checkpoint the same way, for check 2). Writes wait meanwhile.
+    /// checkpoint the same way, for check 2). Writes go on meanwhile.
     pub fn checkpoint_verdict(
         &self,
         hash: &ChangeHash,
         progress: Progress<'_>,
     ) -> Result<CheckpointVerdict> {
-        let writer = self.writer();
-        let owner = writer.access.owner.ok_or(Error::NotSynced)?;
-        let verdict = self.verdict_of(hash, owner, progress)?;
-        drop(writer);
-        Ok(verdict)
+        // Judging reads only held changes, which never change, and the
+        // log, which reads beside appends: writes go on meanwhile.
+        let owner = self.writer().access.owner.ok_or(Error::NotSynced)?;
+        self.verdict_of(hash, owner, progress)
     }
 
-    /// [`Db::checkpoint_verdict`], with the writer lock held by the caller.
-    /// A verdict is computed once per process (see `Inner::verdicts`).
+    /// [`Db::checkpoint_verdict`]. A verdict is computed once per process
+    /// (see `Inner::verdicts`).
     fn verdict_of(
         &self,
         hash: &ChangeHash,
@@ -140,15 +160,18 @@ impl Db {
     /// owner's checkpoints that are valid changes here, the one with the
     /// highest seq that this replica confirms; `None` if none does. Judges
     /// from the latest down (each verdict once while the database is open),
-    /// through `progress`. Writes wait meanwhile.
+    /// through `progress`. Writes go on meanwhile.
     pub fn standing_checkpoint(&self, progress: Progress<'_>) -> Result<Option<ChangeHash>> {
         let found = self.checkpoints()?;
-        let writer = self.writer();
-        let Some(owner) = writer.access.owner else {
-            return Ok(None);
-        };
-        let Some(state) = writer.author(&owner) else {
-            return Ok(None);
+        let (owner, state) = {
+            let writer = self.writer();
+            let Some(owner) = writer.access.owner else {
+                return Ok(None);
+            };
+            let Some(state) = writer.author(&owner) else {
+                return Ok(None);
+            };
+            (owner, state)
         };
         for change in found.iter().rev() {
             if !state.is_valid(change.seq()) {
@@ -308,10 +331,8 @@ impl Db {
         with: impl FnOnce(&rocksdb::DB) -> Result<T>,
     ) -> Result<T> {
         let database = self.inner.database;
-        let scratch_dir = self.inner.dir.join(SCRATCH_DIR);
-        if scratch_dir.exists() {
-            std::fs::remove_dir_all(&scratch_dir).map_err(io_error(&scratch_dir))?;
-        }
+        let number = SCRATCH_NUMBER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let scratch_dir = self.inner.dir.join(format!("{SCRATCH_PREFIX}{number}"));
         let result = (|| {
             let scratch = Arc::new(open_view(&scratch_dir, database)?);
             let mut writer =
@@ -359,8 +380,8 @@ impl Db {
     /// `progress`), and the file's entries are that view's snapshot state.
     /// A checkpoint this replica cannot confirm is
     /// [`Error::CheckpointNotConfirmed`], and `out` then holds a partial
-    /// file: write to a temporary file and rename it on success. Writes
-    /// wait meanwhile. Returns `out` and the number of entries.
+    /// file: write to a temporary file and rename it on success. Writes go
+    /// on meanwhile. Returns `out` and the number of entries.
     pub fn write_snapshot<W: Write>(
         &self,
         hash: &ChangeHash,
@@ -373,8 +394,7 @@ impl Db {
         let (frontier, expected) = checkpoint
             .checkpoint()
             .ok_or(Error::NotACheckpoint { hash: *hash })?;
-        let writer = self.writer();
-        let owner = writer.access.owner.ok_or(Error::NotSynced)?;
+        let owner = self.writer().access.owner.ok_or(Error::NotSynced)?;
         let genesis_hash = ChangeHash(self.inner.database.0);
         let genesis = self
             .get_change(&genesis_hash)?
@@ -408,7 +428,6 @@ impl Db {
             }
             Ok(Ok((out, entries)))
         })?;
-        drop(writer);
         written.map_err(not_confirmed)
     }
 }
