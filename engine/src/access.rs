@@ -24,7 +24,7 @@ use bincode::{Decode, Encode};
 
 use crate::change::{Author, ChangeHash, Op, Role};
 use crate::error::{Error, Refusal, Result};
-use crate::records::AuthorState;
+use crate::records::{AuthorState, Settled};
 
 /// Who holds which role and which authors are cut for a fork, as of the
 /// last group applied: a snapshot that
@@ -235,6 +235,7 @@ impl Access {
         &self,
         forks: &HashMap<Author, u64>,
         heads: &HashMap<Author, u64>,
+        settled: &HashMap<Author, Settled>,
     ) -> Verdicts {
         let Some(owner) = self.owner.filter(|_| self.members_only) else {
             return Verdicts::default();
@@ -246,6 +247,12 @@ impl Access {
             valid: HashMap::default(),
         };
         let fork = |author: &Author| forks.get(author).copied().unwrap_or(u64::MAX);
+        // A standing checkpoint's verdicts stay (FORMAT.md "Settlement").
+        let clamp = |author: &Author, limit: u64| {
+            settled
+                .get(author)
+                .map_or(limit, |settled| settled.clamp(limit))
+        };
         run.valid.insert(owner, fork(&owner));
         // Revocations by the owner, and the admins it made.
         let mut owner_revokes: HashMap<Author, u64> = HashMap::default();
@@ -269,13 +276,13 @@ impl Access {
         admin_list.sort_unstable();
         for admin in &admin_list {
             let bound = fork(admin).min(owner_revokes.get(admin).copied().unwrap_or(u64::MAX));
-            run.valid.insert(*admin, bound);
+            run.valid.insert(*admin, clamp(admin, bound));
         }
         for _round in 0..=admin_list.len() {
             let mut moved = false;
             for admin in &admin_list {
                 let bound = fork(admin).min(owner_revokes.get(admin).copied().unwrap_or(u64::MAX));
-                let limit = bound.min(run.authority_limit(admin, heads));
+                let limit = clamp(admin, bound.min(run.authority_limit(admin, heads)));
                 if run.valid.insert(*admin, limit) != Some(limit) {
                     moved = true;
                 }
@@ -310,7 +317,7 @@ impl Access {
                 run.valid[author]
             } else {
                 let bound = revoked.get(author).copied().unwrap_or(u64::MAX);
-                bound.min(run.authority_limit(author, heads))
+                clamp(author, bound.min(run.authority_limit(author, heads)))
             };
             // Kept even at or above the head: the author's next changes
             // (after a revocation at its head) must be held past it.

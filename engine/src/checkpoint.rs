@@ -2,19 +2,21 @@
 //! settled chains of a frontier, the snapshot state of its closure and its
 //! hash, and the three checks that confirm a checkpoint or make it void.
 //!
-//! Built so far: making a checkpoint ([`crate::Db::checkpoint`]) and
-//! judging one ([`crate::Db::checkpoint_verdict`]). Settlement, trimming and
-//! bootstrap are not built: a checkpoint has no effect on validity yet.
+//! Built: making a checkpoint ([`crate::Db::checkpoint`]), judging one
+//! ([`crate::Db::checkpoint_verdict`]), and settlement ([`Standing`],
+//! [`Settled`]; [`crate::Db::settle`]): what a standing checkpoint keeps
+//! valid for ever, and the changes it refuses.
 
 use crate::HashSet;
 
+use bincode::{Decode, Encode};
 use rocksdb::{DB, Direction, IteratorMode};
 
 use crate::access::Access;
 use crate::change::{Author, Change, ChangeHash, DatabaseId, FrontierEntry, Op, SnapshotHash};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::keys;
-use crate::records::ChangeMeta;
+use crate::records::{AuthorState, ChangeMeta, Settled};
 use crate::view::{decode, encode};
 
 /// blake3 derive-key context of the snapshot hash.
@@ -82,6 +84,78 @@ pub enum VoidReason {
         /// The closure's.
         actual: SnapshotHash,
     },
+}
+
+/// The standing checkpoint, as the view records it under
+/// `keys::META_STANDING`: its hash, and what it settles, per author of its
+/// frontier.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub(crate) struct Standing {
+    /// The checkpoint.
+    pub checkpoint: ChangeHash,
+    /// Its seq on the owner's chain.
+    pub seq: u64,
+    /// Per author of its frontier, in author order.
+    pub settled: Vec<(Author, Settled)>,
+    /// The held changes off its frontier (or an earlier standing one's),
+    /// sorted: they stay in the log, ignored by every rule; a replay of
+    /// the log leaves them out. Empty unless an author forked below a
+    /// frontier before the checkpoint stood here.
+    pub off: Vec<ChangeHash>,
+}
+
+/// What a checkpoint of `frontier` settles, read from `view`, a view that
+/// holds exactly the snapshot state of the frontier (a closure's scratch
+/// view, or one loaded from its snapshot file): `L(a)` is each frontier
+/// author's highest valid seq there.
+pub(crate) fn settled_in(view: &DB, frontier: &[FrontierEntry]) -> Result<Vec<(Author, Settled)>> {
+    let mut settled = Vec::with_capacity(frontier.len());
+    for entry in frontier {
+        let key = keys::author(&entry.author);
+        let state: AuthorState = match view.get(&key)? {
+            Some(bytes) => decode(&bytes, &key)?,
+            None => return Err(Error::ViewCorrupt { key }),
+        };
+        debug_assert_eq!(state.head_seq, entry.seq, "a closure's head is its entry");
+        settled.push((
+            entry.author,
+            Settled {
+                seq: entry.seq,
+                hash: entry.hash,
+                valid_until: state.valid_until().min(entry.seq),
+            },
+        ));
+    }
+    Ok(settled)
+}
+
+impl Standing {
+    /// The standing checkpoint `view` records, if any.
+    pub(crate) fn load(view: &DB) -> Result<Option<Standing>> {
+        let key = keys::meta(keys::META_STANDING);
+        view.get(&key)?
+            .map(|bytes| decode(&bytes, &key))
+            .transpose()
+    }
+}
+
+#[allow(dead_code)] // Trimming and bootstrap (in progress) install snapshots.
+/// Records in `view` that `checkpoint` stands, where `view` holds exactly
+/// its snapshot state (a view just loaded from its snapshot file: trimming
+/// and bootstrap). Nothing changes validity there: the snapshot state is
+/// already what the checkpoint settles.
+pub(crate) fn record_standing(view: &DB, checkpoint: &Change) -> Result<Standing> {
+    let (frontier, _) = checkpoint.checkpoint().ok_or(Error::NotACheckpoint {
+        hash: checkpoint.hash(),
+    })?;
+    let standing = Standing {
+        checkpoint: checkpoint.hash(),
+        seq: checkpoint.seq(),
+        settled: settled_in(view, frontier)?,
+        off: Vec::new(),
+    };
+    view.put(keys::meta(keys::META_STANDING), encode(&standing))?;
+    Ok(standing)
 }
 
 /// The settled chains of a frontier, when the replica holds all of them and
@@ -170,7 +244,7 @@ pub(crate) fn snapshot_entries_each(view: &DB, mut each: impl FnMut(&[u8], &[u8]
                 each(&key, &encode(&meta));
             }
             Some(keys::CHAIN) => each(&key, &0u64.to_be_bytes()),
-            Some(keys::HISTORY) => {}
+            Some(keys::HISTORY | keys::CHECKPOINTS) => {}
             _ => each(&key, &value),
         }
     }

@@ -24,9 +24,10 @@ use crate::access::Membership;
 use crate::change::{
     Author, CHANGE_FORMAT_VERSION, Change, ChangeBody, ChangeHash, DatabaseId, Op, Role, StateHash,
 };
+use crate::checkpoint::Standing;
 use crate::error::{Refusal, Result};
 use crate::identity::Identity;
-use crate::ingest::{ApplyReport, Progress, Source, Writer};
+use crate::ingest::{ApplyReport, Progress, Select, Source, Writer};
 use crate::keys;
 use crate::log::{Log, OpenLog, REAL_DISK};
 use crate::pending::PENDING_CHANGES_MAX;
@@ -129,6 +130,14 @@ struct Inner {
     /// the checkpoint and its closure, so they never change), so that
     /// judging a chain of checkpoints judges each once.
     verdicts: Mutex<crate::HashMap<ChangeHash, crate::CheckpointVerdict>>,
+    /// What each confirmed checkpoint of `verdicts` settles.
+    settlements: Mutex<crate::HashMap<ChangeHash, crate::checkpoint::Standing>>,
+    /// Held while settling, so that one settlement runs at a time.
+    settling: Mutex<()>,
+    /// Whether a checkpoint may be waiting to stand: set at open and when a
+    /// group brings an owner's checkpoint, cleared by [`Db::settle`] when
+    /// no later checkpoint waits for its frontier.
+    settle_due: std::sync::atomic::AtomicBool,
     /// Held (locked) while open; unlocked when the last clone drops, after
     /// the fields above (it is declared last, so dropped last: the view and
     /// log are closed before another process may open them).
@@ -279,7 +288,8 @@ impl Db {
             database,
             options.pending_changes_max,
         )?;
-        let replayed = writer.replay(applied, false, None, &mut |_, _| {})?;
+        let off = writer.off_frontier();
+        let replayed = writer.replay(applied, false, Select::Except(&off), &mut |_, _| {})?;
         let recovery = Recovery {
             torn_tail: report.torn_tail,
             view_rebuilt,
@@ -292,6 +302,11 @@ impl Db {
             &writer.verdicts,
             writer.fork_cuts(),
         );
+        let settlements = writer
+            .standing
+            .iter()
+            .map(|standing| (standing.checkpoint, standing.clone()))
+            .collect();
         let inner = Inner {
             dir,
             database,
@@ -306,6 +321,9 @@ impl Db {
             pending_changes_max: options.pending_changes_max,
             recovery,
             verdicts: Mutex::default(),
+            settlements: Mutex::new(settlements),
+            settling: Mutex::default(),
+            settle_due: std::sync::atomic::AtomicBool::new(true),
             _lock: lock,
         };
         Ok(Db {
@@ -501,6 +519,16 @@ impl Db {
         let entries = verified.into_iter().map(|change| (change, None)).collect();
         let accepted = writer.ingest(entries, Source::New, report)?;
         self.publish(&mut writer, &accepted, report);
+        drop(writer);
+        use std::sync::atomic::Ordering;
+        if accepted.iter().any(|change| change.checkpoint().is_some()) {
+            self.inner.settle_due.store(true, Ordering::Relaxed);
+        }
+        if !accepted.is_empty() && self.inner.settle_due.load(Ordering::Relaxed) {
+            // A checkpoint's frontier may be complete now: judge it (once)
+            // and settle (FORMAT.md "Settlement").
+            self.settle(&mut |_, _| {})?;
+        }
         Ok(())
     }
 
@@ -816,9 +844,10 @@ impl Db {
     /// replayed and the new state hash.
     pub fn rebuild(&self, progress: Progress<'_>) -> Result<(u64, StateHash)> {
         let mut writer = self.writer();
+        let standing = writer.standing.clone();
         reset_view(&self.inner.view, self.inner.database)?;
         writer.reload_heads()?;
-        let changes = writer.replay(self.inner.log.start(), false, None, progress)?;
+        let changes = self.replay_settled(&mut writer, standing, false, progress)?;
         self.inner.view.flush()?;
         self.publish_membership(&writer);
         Ok((changes, self.state_hash()?))
@@ -828,7 +857,8 @@ impl Db {
     /// deps, lamport) by rebuilding a scratch view with full verification,
     /// and compares its state hash with the live view's.
     pub fn verify(&self, progress: Progress<'_>) -> Result<VerifyReport> {
-        let _engine = self.writer();
+        let engine = self.writer();
+        let standing = engine.standing.clone();
         let scratch_dir = self.inner.dir.join("verify-scratch");
         if scratch_dir.exists() {
             std::fs::remove_dir_all(&scratch_dir).map_err(io_error(&scratch_dir))?;
@@ -841,7 +871,7 @@ impl Db {
                 self.inner.database,
                 0,
             )?;
-            let changes = writer.replay(self.inner.log.start(), true, None, progress)?;
+            let changes = self.replay_settled(&mut writer, standing, true, progress)?;
             let rebuilt = reads::state_hash(&scratch)?;
             Ok(VerifyReport {
                 changes,
@@ -851,6 +881,33 @@ impl Db {
         })();
         std::fs::remove_dir_all(&scratch_dir).map_err(io_error(&scratch_dir))?;
         result
+    }
+}
+
+impl Db {
+    /// Replays the whole log into `writer`'s empty view with `standing`
+    /// standing from the start (FORMAT.md "Settlement"), leaving out the
+    /// changes off its frontier.
+    fn replay_settled(
+        &self,
+        writer: &mut Writer,
+        standing: Option<Standing>,
+        verify_signatures: bool,
+        progress: Progress<'_>,
+    ) -> Result<u64> {
+        let off: crate::HashSet<ChangeHash> = standing
+            .iter()
+            .flat_map(|standing| standing.off.iter().copied())
+            .collect();
+        if let Some(standing) = standing {
+            writer.stand(standing)?;
+        }
+        writer.replay(
+            self.inner.log.start(),
+            verify_signatures,
+            Select::Except(&off),
+            progress,
+        )
     }
 }
 

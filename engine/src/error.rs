@@ -108,6 +108,21 @@ pub enum Refusal {
         /// The author.
         author: Author,
     },
+    /// The change is off the standing checkpoint's frontier (FORMAT.md
+    /// "Settlement"): a second change at a settled seq, a chain that does
+    /// not pass through the frontier's entry, or a change naming one of
+    /// these. Settled history cannot change.
+    #[error(
+        "{author} seq {seq} is off the standing checkpoint {checkpoint}: settled history cannot change"
+    )]
+    OffCheckpoint {
+        /// The change's author.
+        author: Author,
+        /// Its seq.
+        seq: u64,
+        /// The standing checkpoint.
+        checkpoint: ChangeHash,
+    },
     /// A local revocation of an admin by an admin (only the owner revokes
     /// admins; such a change would have no effect).
     #[error("{author} is an admin and may not revoke the admin {key}")]

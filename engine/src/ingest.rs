@@ -18,11 +18,12 @@ use rocksdb::DB;
 
 use crate::access::{self, Access, Verdicts};
 use crate::change::{Author, Change, ChangeHash, DatabaseId, Op, Role};
+use crate::checkpoint::Standing;
 use crate::error::{Error, Refusal, Result};
 use crate::keys::{self, Stamp};
 use crate::log::{Log, corrupt_at};
 use crate::pending::Pending;
-use crate::records::{self, AuthorState, ChangeMeta, POSITION_UNKNOWN};
+use crate::records::{self, AuthorState, ChangeMeta, POSITION_UNKNOWN, Settled};
 use crate::signature;
 use crate::view::{self, Group, decode, encode};
 
@@ -72,6 +73,25 @@ pub struct ApplyReport {
     pub refused: Vec<(Option<ChangeHash>, Refusal)>,
 }
 
+/// Which changes of the log a replay applies.
+#[derive(Clone, Copy)]
+pub(crate) enum Select<'a> {
+    /// Only these (a causally closed set: a checkpoint's closure).
+    Only(&'a HashSet<ChangeHash>),
+    /// All but these (changes off a standing checkpoint's frontier, and
+    /// every change that names one: also causally closed).
+    Except(&'a HashSet<ChangeHash>),
+}
+
+impl Select<'_> {
+    fn includes(&self, hash: &ChangeHash) -> bool {
+        match self {
+            Select::Only(set) => set.contains(hash),
+            Select::Except(set) => !set.contains(hash),
+        }
+    }
+}
+
 /// Where the changes of a group come from.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Source {
@@ -96,6 +116,10 @@ pub(crate) struct Writer {
     recent: HashMap<ChangeHash, ChangeMeta>,
     /// Authorization facts (mirrored in the view under META_ACCESS).
     pub access: Access,
+    /// The standing checkpoint (mirrored in the view under META_STANDING).
+    pub standing: Option<Standing>,
+    /// What it settles, by author.
+    settled: HashMap<Author, Settled>,
     /// The last evaluation of `access`.
     pub verdicts: Verdicts,
     /// Grows whenever `verdicts` is decided anew, so `Db` republishes its
@@ -129,6 +153,19 @@ struct Batch<'a> {
     authors_changed: BTreeSet<Author>,
 }
 
+impl<'a> Batch<'a> {
+    fn new(view: &'a DB) -> Batch<'a> {
+        Batch {
+            group: Group::new(view),
+            fresh: HashMap::default(),
+            fresh_roles: HashMap::default(),
+            admitted: Vec::new(),
+            access_changed: false,
+            authors_changed: BTreeSet::new(),
+        }
+    }
+}
+
 impl Writer {
     pub fn new(
         log: Log,
@@ -145,6 +182,8 @@ impl Writer {
             authors: HashMap::default(),
             recent: HashMap::default(),
             access: Access::default(),
+            standing: None,
+            settled: HashMap::default(),
             verdicts: Verdicts::default(),
             access_generation: 0,
             revived: Vec::new(),
@@ -204,7 +243,13 @@ impl Writer {
             Some(bytes) => decode(&bytes, &key)?,
             None => Access::default(),
         };
-        self.verdicts = self.access.evaluate(&self.fork_cuts(), &self.head_seqs());
+        self.standing = Standing::load(&self.view)?;
+        self.settled = self
+            .standing
+            .iter()
+            .flat_map(|standing| standing.settled.iter().copied())
+            .collect();
+        self.verdicts = self.evaluate();
         self.access_generation += 1;
         let key = keys::meta(keys::META_HEADS);
         if let Some(bytes) = group.get(&key)? {
@@ -226,14 +271,13 @@ impl Writer {
 
     /// Applies the log from `from` (a record's start) to the view, in
     /// groups of [`REPLAY_GROUP_CHANGES`]; with `verify_signatures`, every
-    /// signature is checked again first (on every core). With `keep`, only
-    /// the changes it holds (a causally closed set: a checkpoint's
-    /// closure). Returns the changes replayed.
+    /// signature is checked again first (on every core). `select` names
+    /// the changes replayed (see [`Select`]). Returns the changes replayed.
     pub fn replay(
         &mut self,
         from: Position,
         verify_signatures: bool,
-        keep: Option<&HashSet<ChangeHash>>,
+        select: Select<'_>,
         progress: Progress<'_>,
     ) -> Result<u64> {
         let start = self.log.start().0;
@@ -243,7 +287,7 @@ impl Writer {
         for item in self.log.changes_from(from)? {
             let (frame, change) = item?;
             let position = frame.start;
-            if keep.is_some_and(|keep| !keep.contains(&change.hash())) {
+            if !select.includes(&change.hash()) {
                 continue;
             }
             group.push((change, Some(frame)));
@@ -292,14 +336,7 @@ impl Writer {
         }
         self.appending = false;
         let view = Arc::clone(&self.view);
-        let mut batch = Batch {
-            group: Group::new(&view),
-            fresh: HashMap::default(),
-            fresh_roles: HashMap::default(),
-            admitted: Vec::new(),
-            access_changed: false,
-            authors_changed: BTreeSet::new(),
-        };
+        let mut batch = Batch::new(&view);
         let before = (report.accepted.len(), report.inert.len());
         self.revived.clear();
         let outcome = self.admit_all(&mut batch, changes, report, source);
@@ -440,6 +477,21 @@ impl Writer {
                 actual,
             }));
         }
+        if source == Source::New
+            && let Some(standing) = &self.standing
+            && (self.settled.get(&body.author).is_some_and(|settled| {
+                body.seq <= settled.seq
+                    || (body.seq == settled.seq + 1 && body.prev != Some(settled.hash))
+            }) || (self.access.owner == Some(body.author) && body.seq <= standing.seq))
+        {
+            // Not held (that was checked first), yet at a settled seq, or
+            // not continuing the settled chain: off the frontier.
+            return Ok(Admission::Refuse(Refusal::OffCheckpoint {
+                author: body.author,
+                seq: body.seq,
+                checkpoint: standing.checkpoint,
+            }));
+        }
         let mut lamport_max = 0;
         let mut prev_role = None;
         if let Some(prev) = body.prev {
@@ -551,6 +603,12 @@ impl Writer {
         self.store_author(batch, body.author, state);
         batch.fresh.insert(hash, change.clone());
         batch.fresh_roles.insert(hash, role);
+        if change.checkpoint().is_some() {
+            // Only the owner's are admitted.
+            batch
+                .group
+                .put(keys::checkpoint(body.seq, &hash), Vec::new());
+        }
         if change.is_genesis() {
             self.access.owner = Some(body.author);
             self.access.members_only = body.ops.contains(&Op::MembersOnly);
@@ -713,6 +771,12 @@ impl Writer {
             .collect()
     }
 
+    /// Authorization's verdicts on the held facts, settlement included.
+    fn evaluate(&self) -> Verdicts {
+        self.access
+            .evaluate(&self.fork_cuts(), &self.head_seqs(), &self.settled)
+    }
+
     fn head_seqs(&self) -> HashMap<Author, u64> {
         self.authors
             .iter()
@@ -730,7 +794,7 @@ impl Writer {
         batch
             .group
             .put(keys::meta(keys::META_ACCESS), encode(&self.access));
-        let verdicts = self.access.evaluate(&self.fork_cuts(), &self.head_seqs());
+        let verdicts = self.evaluate();
         let mut authors: Vec<Author> = self.authors.keys().copied().collect();
         authors.sort_unstable();
         for author in authors {
@@ -855,11 +919,7 @@ impl Writer {
             self.recent.insert(change.hash(), meta);
             applied_end = applied_end.max(frame.end.0);
         }
-        for author in &batch.authors_changed {
-            batch
-                .group
-                .put(keys::author(author), encode(&self.authors[author]));
-        }
+        self.put_authors(&mut batch);
         batch.group.put(
             keys::meta(keys::META_APPLIED),
             applied_end.to_be_bytes().to_vec(),
@@ -880,15 +940,83 @@ impl Writer {
             .into_iter()
             .map(|(change, _)| change)
             .collect();
+        self.write_view(batch.group)?;
+        Ok(accepted)
+    }
+
+    /// Writes the records of the authors `batch` changed into it.
+    fn put_authors(&self, batch: &mut Batch<'_>) {
+        for author in &batch.authors_changed {
+            batch
+                .group
+                .put(keys::author(author), encode(&self.authors[author]));
+        }
+    }
+
+    /// Writes a group's overlay to RocksDB, as one batch.
+    fn write_view(&self, group: Group<'_>) -> Result<()> {
         let mut write_options = rocksdb::WriteOptions::default();
         write_options.disable_wal(true);
         fail::fail_point!("engine::view-write", |_| Err(Error::Io {
             path: std::path::PathBuf::from("view"),
             source: std::io::Error::other("failpoint engine::view-write"),
         }));
-        self.view
-            .write_opt(batch.group.into_batch(), &write_options)?;
-        Ok(accepted)
+        self.view.write_opt(group.into_batch(), &write_options)?;
+        Ok(())
+    }
+
+    /// Makes `standing` the standing checkpoint (FORMAT.md "Settlement"):
+    /// records it, and moves each author's valid range to what the clamps
+    /// of its settled authors now give, recomputing the rows of the changes
+    /// that leave or re-enter it (those re-entering are in `revived`).
+    /// The caller has checked that no held change is off its frontier.
+    pub(crate) fn stand(&mut self, standing: Standing) -> Result<()> {
+        if let Some(reason) = &self.poisoned {
+            return Err(Error::Poisoned {
+                reason: reason.clone(),
+            });
+        }
+        let view = Arc::clone(&self.view);
+        let mut batch = Batch::new(&view);
+        self.revived.clear();
+        batch
+            .group
+            .put(keys::meta(keys::META_STANDING), encode(&standing));
+        self.settled = standing.settled.iter().copied().collect();
+        self.standing = Some(standing);
+        batch.access_changed = true;
+        let outcome = self.reevaluate(&mut batch).and_then(|()| {
+            self.put_authors(&mut batch);
+            self.write_view(batch.group)
+        });
+        if outcome.is_err() {
+            // Nothing reached RocksDB: forget the in-memory effects.
+            self.revived.clear();
+            self.reload_heads()?;
+        }
+        outcome
+    }
+
+    /// The held changes a replay leaves out: those off the standing
+    /// checkpoint's frontier.
+    pub(crate) fn off_frontier(&self) -> HashSet<ChangeHash> {
+        self.standing
+            .iter()
+            .flat_map(|standing| standing.off.iter().copied())
+            .collect()
+    }
+
+    /// Whether a held change of a settled author may be off the frontier
+    /// of `standing`: the author forked at or below its entry (every held
+    /// change off the frontier is one of the two changes of such a fork, or
+    /// names one). Settling then needs a replay that leaves them out.
+    pub(crate) fn holds_off_frontier(&self, standing: &Standing) -> bool {
+        standing.settled.iter().any(|(author, settled)| {
+            self.authors
+                .get(author)
+                .and_then(|state| state.cut)
+                .is_some_and(|cut| cut < settled.seq)
+        })
     }
 }
 

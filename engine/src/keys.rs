@@ -11,7 +11,7 @@ use bincode::{Decode, Encode};
 use crate::change::{Author, ChangeHash};
 
 /// Version of the view's key and value layout, stored under [`META_VIEW_FORMAT`].
-pub const VIEW_FORMAT_VERSION: u32 = 3;
+pub const VIEW_FORMAT_VERSION: u32 = 4;
 
 /// Family prefixes. Never reuse a retired byte.
 pub(crate) const META: u8 = 0x01;
@@ -23,6 +23,8 @@ pub(crate) const CHAIN: u8 = 0x06;
 pub(crate) const AUTHORS: u8 = 0x07;
 pub(crate) const HISTORY: u8 = 0x08;
 // 0x09 held one key per head in view format 1; retired.
+/// The owner's checkpoints, by seq (view format 4).
+pub(crate) const CHECKPOINTS: u8 = 0x0A;
 
 /// Meta keys (after the META prefix).
 pub(crate) const META_VIEW_FORMAT: &[u8] = b"view-format";
@@ -31,6 +33,8 @@ pub(crate) const META_APPLIED: &[u8] = b"applied-position";
 pub(crate) const META_HEADS: &[u8] = b"heads";
 /// The authorization facts, one value (view format 3).
 pub(crate) const META_ACCESS: &[u8] = b"access";
+/// The standing checkpoint and what it settles ([`crate::checkpoint::Standing`]).
+pub(crate) const META_STANDING: &[u8] = b"standing";
 
 const ESCAPE: u8 = 0x00;
 const ESCAPED_ZERO: u8 = 0xFF;
@@ -142,6 +146,14 @@ pub(crate) fn chain_prefix(author: &Author, seq: u64) -> Vec<u8> {
     let mut key = vec![CHAIN];
     key.extend_from_slice(&author.0);
     key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+/// A held checkpoint's key in the `CHECKPOINTS` index: seq (BE), hash.
+pub(crate) fn checkpoint(seq: u64, hash: &ChangeHash) -> Vec<u8> {
+    let mut key = vec![CHECKPOINTS];
+    key.extend_from_slice(&seq.to_be_bytes());
+    key.extend_from_slice(&hash.0);
     key
 }
 

