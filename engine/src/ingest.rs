@@ -111,6 +111,9 @@ pub(crate) struct Writer {
     pub poisoned: Option<String>,
     /// Whether the group being finished has started to append to the log.
     appending: bool,
+    /// A trimmed generation's snapshot file: where a recomputed row's
+    /// settled entries are (FORMAT.md "Settlement" point 3).
+    pub snapshot_rows: Option<Arc<crate::snapshot::SnapshotRows>>,
 }
 
 /// Most entries in [`Writer::recent`] before it is cleared.
@@ -150,6 +153,7 @@ impl Writer {
             revived: Vec::new(),
             poisoned: None,
             appending: false,
+            snapshot_rows: None,
         };
         engine.reload_heads()?;
         Ok(engine)
@@ -767,9 +771,18 @@ impl Writer {
         Ok(())
     }
 
-    /// Rebuilds one row from its remaining valid history.
+    /// Rebuilds one row from its remaining valid history (on a trimmed
+    /// replica, from its snapshot entries and the history above them).
     fn recompute_row(&self, batch: &mut Batch<'_>, table: &str, row: &str) -> Result<()> {
         view::clear_row(&mut batch.group, table, row)?;
+        if let Some(snapshot) = &self.snapshot_rows {
+            for family in [keys::FIELDS, keys::TOMBSTONES, keys::INCREMENTS] {
+                let prefix = keys::row_prefix(family, table, row);
+                for (key, value) in snapshot.entries_with_prefix(&prefix)? {
+                    batch.group.put(key, value);
+                }
+            }
+        }
         for (key, _) in batch
             .group
             .scan_prefix(&keys::row_prefix(keys::HISTORY, table, row))?

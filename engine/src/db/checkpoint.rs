@@ -1,6 +1,6 @@
 //! Making and judging checkpoints (FORMAT.md "Checkpoints, trimming and
-//! snapshots"). Settlement, trimming and bootstrap are not built yet: a
-//! checkpoint changes no verdict.
+//! snapshots"). Trimming is in `trim.rs`; settlement and bootstrap are not
+//! built here: a checkpoint changes no verdict.
 
 use std::sync::Arc;
 
@@ -173,25 +173,41 @@ impl Db {
             };
             (owner, state)
         };
+        let trimmed = self.inner.trimmed.as_ref().map(Change::hash);
         for change in found.iter().rev() {
             if !state.is_valid(change.seq()) {
                 continue;
             }
-            if self.verdict_of(&change.hash(), owner, &mut *progress)?
-                == CheckpointVerdict::Confirmed
-            {
+            if Some(change.hash()) == trimmed {
+                // Confirmed when this generation was made (or installed from
+                // a snapshot whose hash it signs); its closure is gone.
                 return Ok(Some(change.hash()));
+            }
+            match self.verdict_of(&change.hash(), owner, &mut *progress) {
+                Ok(CheckpointVerdict::Confirmed) => return Ok(Some(change.hash())),
+                Ok(_) => {}
+                // A later checkpoint's closure reaches below the trimmed
+                // one's frontier, which this replica no longer holds:
+                // judging it there is not built, so it does not stand here
+                // (the trimmed one still does).
+                Err(Error::Trimmed { hash, checkpoint }) => {
+                    tracing::warn!(later = %change.hash(), %hash, %checkpoint, "cannot judge a checkpoint on a trimmed replica yet");
+                }
+                Err(error) => return Err(error),
             }
         }
         Ok(None)
     }
 
-    /// The owner's checkpoints this replica holds, lowest seq first.
+    /// The owner's checkpoints this replica holds, lowest seq first (on a
+    /// trimmed replica, from the one it was trimmed at: those below it are
+    /// settled and no longer in the log).
     pub fn checkpoints(&self) -> Result<Vec<Change>> {
         let Some(owner) = self.writer().access.owner else {
             return Ok(Vec::new());
         };
-        let prefix = keys::chain_prefix(&owner, 0);
+        let from = self.inner.trimmed.as_ref().map_or(0, Change::seq);
+        let prefix = keys::chain_prefix(&owner, from);
         let mut found = Vec::new();
         let mode = IteratorMode::From(&prefix, Direction::Forward);
         for item in self.inner.view.iterator(mode) {
