@@ -589,7 +589,7 @@ impl SnapshotRows {
     pub(crate) fn entries_with_prefix(
         &self,
         prefix: &[u8],
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, SnapshotError> {
+    ) -> Result<SnapshotBlock, SnapshotError> {
         use std::io::{Seek, SeekFrom};
         let index = self.index()?;
         // The last block starting at or below the prefix, then every block
