@@ -158,6 +158,14 @@ fn a_trimmed_replica_keeps_the_state_and_merges_like_a_full_one() {
             "{error}"
         );
     }
+    let (copy, entries) = trimmed
+        .write_snapshot(&checkpoint, Vec::new(), &mut |_, _| {})
+        .expect("the trimmed replica's snapshot file");
+    assert_eq!(entries, report.snapshot_entries);
+    assert_eq!(
+        copy,
+        std::fs::read(path.join("snapshot-1")).expect("read snapshot-1")
+    );
     assert!(
         trimmed.history("notes", "w").expect("history").is_empty(),
         "the row's history is all settled: trimmed"
