@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use peers_engine::{
     Author, Change, ChangeHash, ChangeSetReader, ChangeSetWriter, CheckpointVerdict, DatabaseId,
-    Db, Op, Options, Refusal, Role, SnapshotReader, Value, VersionVector,
+    Db, Op, Options, Refusal, Role, SnapshotReader, TrimStep, Value, VersionVector,
 };
 use serde_json::json;
 
@@ -97,15 +97,23 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
         .db
         .clone()
         .context("--db DIR is required (or set PEERS_DB)")?;
+    if let Command::Trim = cli.command {
+        // Trimming replaces the log and the view: no holder can run it.
+        trim(&dir, json)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     match cli.command {
         Command::Init { open, identity } => init(&dir, open, identity.as_deref(), json)?,
         Command::Join {
             database,
             across,
             identity,
+            snapshot,
         } => {
             let identity = load_identity(identity.as_deref())?;
-            if database
+            if let Some(file) = snapshot {
+                join_from_snapshot(&dir, &database, &file, identity, json)?;
+            } else if database
                 .trim_start()
                 .to_ascii_uppercase()
                 .starts_with(peers_net::invite::TICKET_PREFIX)
@@ -182,6 +190,7 @@ pub(crate) fn run_for_client(db: &Db, args: Vec<String>) -> u8 {
     let result = match cli.command {
         Command::Serve { .. } => Err(needs_it_alone("serve")),
         Command::Rebuild => Err(needs_it_alone("rebuild")),
+        Command::Trim => Err(needs_it_alone("trim")),
         Command::Init { .. } | Command::Join { .. } => Err(anyhow::anyhow!(
             "{} already holds a database, open in {}",
             db.dir().display(),
@@ -326,6 +335,7 @@ fn run_on(db: &Db, command: Command, json: bool) -> Result<()> {
         }
         Command::Init { .. }
         | Command::Join { .. }
+        | Command::Trim
         | Command::Signal { .. }
         | Command::Keys { .. }
         | Command::Registry { .. }
@@ -370,6 +380,34 @@ fn join(
     };
     let db =
         Db::join(dir, database, options).with_context(|| format!("creating {}", dir.display()))?;
+    print_id(&db, json)
+}
+
+fn join_from_snapshot(
+    dir: &Path,
+    database: &str,
+    file: &Path,
+    identity: Option<peers_engine::Identity>,
+    json: bool,
+) -> Result<()> {
+    let database = DatabaseId::from_hex(database).context("DB_ID must be 64 hex digits")?;
+    let path = console::path(file);
+    let input = File::open(&path).with_context(|| format!("opening {}", file.display()))?;
+    let found = SnapshotReader::open(std::io::BufReader::new(input))
+        .with_context(|| format!("reading {}", file.display()))?
+        .database();
+    if found != database {
+        bail!(
+            "{} is a snapshot of database {found}, not {database}",
+            file.display()
+        );
+    }
+    let options = Options {
+        identity,
+        ..Options::default()
+    };
+    let db = Db::create_from_snapshot(dir, &path, options)
+        .with_context(|| format!("creating {} from {}", dir.display(), file.display()))?;
     print_id(&db, json)
 }
 
@@ -496,7 +534,26 @@ fn scan(db: &Db, table: &str, json: bool) -> Result<()> {
     Ok(())
 }
 
+/// On a trimmed replica, says (on stderr, so that `--json` output stays
+/// one change per line) that the history below its checkpoint is trimmed.
+fn note_trimmed(db: &Db) {
+    if let Some(checkpoint) = db.trimmed_at()
+        && let Some((frontier, _)) = checkpoint.checkpoint()
+    {
+        let seqs: Vec<String> = frontier
+            .iter()
+            .map(|entry| format!("{} seq {}", &entry.author.to_hex()[..16], entry.seq))
+            .collect();
+        console::err(&format!(
+            "history below checkpoint {} is trimmed (settled in its snapshot): {}",
+            checkpoint.hash(),
+            seqs.join(", ")
+        ));
+    }
+}
+
 fn log(db: &Db, json: bool) -> Result<()> {
+    note_trimmed(db);
     for item in db.log()? {
         let (position, change) = item?;
         let body = change.body();
@@ -527,6 +584,7 @@ fn log(db: &Db, json: bool) -> Result<()> {
 }
 
 fn history(db: &Db, table: &str, row: &str, json: bool) -> Result<()> {
+    note_trimmed(db);
     for entry in db.history(table, row)? {
         print(json, history_json(&entry), || {
             let ops: Vec<String> = entry.ops.iter().map(Op::to_string).collect();
@@ -846,6 +904,72 @@ fn checkpoint(db: &Db, json: bool) -> Result<()> {
             format!(
                 "checkpoint {hash}: {changes} changes of {} authors, snapshot {snapshot}",
                 frontier.len()
+            )
+        },
+    );
+    Ok(())
+}
+
+fn trim(dir: &Path, json: bool) -> Result<()> {
+    let bar = progress_bar(0, "finding the standing checkpoint");
+    bar.set_style(bar_style("{msg} {bar:40} {bytes}/{total_bytes} ({eta})"));
+    let mut step = None;
+    let report = Db::trim(
+        console::path(dir),
+        Options::default(),
+        &mut |now, done, total| {
+            if step != Some(now) {
+                step = Some(now);
+                bar.set_message(match now {
+                    TrimStep::Judge => "finding the standing checkpoint",
+                    TrimStep::Snapshot => "writing its snapshot file",
+                    TrimStep::Log => "copying the changes above it",
+                    TrimStep::View => "building the new view",
+                });
+            }
+            bar.set_length(total);
+            bar.set_position(done);
+        },
+    );
+    bar.finish_and_clear();
+    let report = match report {
+        Err(error @ peers_engine::Error::InUse { .. }) => {
+            return Err(anyhow::Error::new(error)).context(format!(
+                "trimming {}: it needs the database to itself: stop that process first, then run `peers trim` again",
+                dir.display()
+            ));
+        }
+        other => other.with_context(|| format!("trimming {}", dir.display()))?,
+    };
+    let freed = report.bytes_freed();
+    print(
+        json,
+        json!({
+            "checkpoint": report.checkpoint.to_hex(),
+            "generation": report.generation,
+            "changes_kept": report.changes_kept,
+            "changes_settled": report.changes_settled,
+            "changes_off_frontier": report.changes_off_frontier,
+            "snapshot_entries": report.snapshot_entries,
+            "log_bytes_before": report.log_bytes_before,
+            "view_bytes_before": report.view_bytes_before,
+            "log_bytes_after": report.log_bytes_after,
+            "view_bytes_after": report.view_bytes_after,
+            "snapshot_bytes": report.snapshot_bytes,
+            "bytes_freed": i64::try_from(freed).unwrap_or(i64::MAX),
+        }),
+        || {
+            format!(
+                "trimmed at checkpoint {}: {} changes settled, {} kept, {} off the frontier dropped; log {} -> {} bytes, view {} -> {} bytes, snapshot {} bytes; {freed} bytes freed",
+                report.checkpoint,
+                report.changes_settled,
+                report.changes_kept,
+                report.changes_off_frontier,
+                report.log_bytes_before,
+                report.log_bytes_after,
+                report.view_bytes_before,
+                report.view_bytes_after,
+                report.snapshot_bytes,
             )
         },
     );

@@ -96,6 +96,9 @@ pub(crate) enum Command {
         /// Sign with the identity in this key file (`peers login` writes one) instead of a new one. One identity writes from one replica of a database at a time: two replicas writing with one key fork its chain.
         #[arg(long, value_name = "FILE")]
         identity: Option<PathBuf>,
+        /// Start from this snapshot file (`peers snapshot write` on a replica of DB_ID), checked first: the new replica holds the state at its checkpoint, and syncs only the changes above it.
+        #[arg(long, value_name = "FILE")]
+        snapshot: Option<PathBuf>,
     },
     /// Invite a device: print a ticket (and its QR code) that `peers join TICKET` redeems once for a role; then run `peers serve` so the joiner can reach this replica.
     Invite {
@@ -216,8 +219,10 @@ pub(crate) enum Command {
     Verify,
     /// Drop the view and rebuild it from the log.
     Rebuild,
-    /// Sign a checkpoint (the owner only): the state at every author's latest change, which every replica holding those changes can confirm. Trimming history below it is not built yet.
+    /// Sign a checkpoint (the owner only): the state at every author's latest change, which every replica holding those changes can confirm; `peers trim` then drops the history below it.
     Checkpoint,
+    /// Drop the history below the standing checkpoint (`peers checkpoint` first): keep its snapshot file and the changes above it (docs/FORMAT.md "Trimming"). Needs the database to itself: stop a node that holds it first.
+    Trim,
     /// Snapshot files: the whole state at a checkpoint, in one self-checking file (docs/FORMAT.md "Snapshot file, format 1").
     Snapshot {
         #[command(subcommand)]

@@ -660,6 +660,66 @@ fn checkpoint_and_checkpoints() {
     assert!(refused.contains("checksum"), "{refused}");
 }
 
+// Guards: `peers trim` without a standing checkpoint says to make one; after
+// `peers checkpoint` it trims (reporting the bytes freed) and moves no row;
+// `peers log` then holds only the changes above the checkpoint and says on
+// stderr what is trimmed; verify and rebuild start from the snapshot; a
+// second trim at the same checkpoint is refused, saying so. `peers join DB_ID
+// --snapshot FILE` makes a replica holding the state at the checkpoint, and
+// refuses the snapshot of another database.
+#[test]
+fn trim_after_a_checkpoint() {
+    let (temp, db, id) = new_db("owner");
+    commit(&db, &["put", "notes", "n1", "title=one"]);
+    commit(&db, &["incr", "notes", "n1", "views", "2"]);
+    let refused = fails_one_line(&run(Some(&db), &["trim"]), "no checkpoint");
+    assert!(refused.contains("peers checkpoint"), "{refused}");
+    let made = ok_json(&db, &["checkpoint"]);
+    let before = state_hash(&db);
+    let scan = ok(&db, &["scan", "notes"]);
+
+    // A new replica from the checkpoint's snapshot file holds the same state.
+    let snapshot = temp.path().join("at.peerssnap");
+    let snapshot_arg = snapshot.to_str().expect("utf-8 path");
+    ok_json(&db, &["snapshot", "write", snapshot_arg]);
+    let database = id["database"].as_str().expect("database id");
+    let fresh = temp.path().join("fresh");
+    let joined = ok_json(&fresh, &["join", database, "--snapshot", snapshot_arg]);
+    assert_eq!(joined["database"], database, "{joined}");
+    assert_eq!(state_hash(&fresh), before);
+    assert_eq!(ok(&fresh, &["scan", "notes"]), scan);
+    let other = temp.path().join("other");
+    let wrong = fails_one_line(
+        &run(
+            Some(&other),
+            &["join", &"ab".repeat(32), "--snapshot", snapshot_arg],
+        ),
+        "a snapshot of another database",
+    );
+    assert!(wrong.contains("is a snapshot of database"), "{wrong}");
+    let trimmed = ok_json(&db, &["trim"]);
+    assert_eq!(trimmed["checkpoint"], made["checkpoint"], "{trimmed}");
+    assert_eq!(trimmed["generation"], 1, "{trimmed}");
+    assert_eq!(trimmed["changes_settled"], 3, "{trimmed}");
+    assert_eq!(trimmed["changes_kept"], 1, "the checkpoint: {trimmed}");
+    assert!(trimmed["bytes_freed"].is_i64(), "{trimmed}");
+    assert_eq!(state_hash(&db), before);
+    assert_eq!(ok(&db, &["scan", "notes"]), scan);
+    let log = run(Some(&db), &["--json", "log"]);
+    assert!(log.status.success(), "{}", text(&log.stderr));
+    let stderr = text(&log.stderr);
+    assert!(stderr.contains("is trimmed"), "{stderr}");
+    assert!(
+        stderr.contains(made["checkpoint"].as_str().expect("hash")),
+        "{stderr}"
+    );
+    assert_eq!(ok_json_lines(&db, &["log"]).len(), 1);
+    assert!(ok(&db, &["verify"]).contains(&before));
+    assert!(ok(&db, &["rebuild"]).contains(&before));
+    let again = fails_one_line(&run(Some(&db), &["trim"]), "a second trim");
+    assert!(again.contains("already trimmed"), "{again}");
+}
+
 // Guards: `peers demo` runs three replicas to convergence and exits 0.
 #[test]
 fn demo_converges() {

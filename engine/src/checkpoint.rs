@@ -139,7 +139,6 @@ impl Standing {
     }
 }
 
-#[allow(dead_code)] // Trimming and bootstrap (in progress) install snapshots.
 /// Records in `view` that `checkpoint` stands, where `view` holds exactly
 /// its snapshot state (a view just loaded from its snapshot file: trimming
 /// and bootstrap). Nothing changes validity there: the snapshot state is

@@ -9,7 +9,9 @@ mod automerge;
 mod checkpoint;
 mod commit;
 mod directory;
+mod generation;
 mod transaction;
+mod trim;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -40,10 +42,12 @@ use commit::{Chain, CommitRequest, now_ms};
 pub use directory::LOCK_FILE;
 pub(crate) use directory::VIEW_DIR;
 use directory::{
-    IDENTITY_FILE, LOG_DIR, applied_position, io_error, lock_dir, open_view, prepare_new,
+    IDENTITY_FILE, applied_position, io_error, lock_dir, open_view, prepare_new,
     read_database_file, reset_view, write_database_file,
 };
+use generation::{log_dir, read_generation, remove_other_generations, snapshot_file, view_dir};
 pub use transaction::Transaction;
+pub use trim::{TrimReport, TrimStep};
 
 /// Changes buffered per subscriber before it lags.
 pub const SUBSCRIBE_BUFFER_CHANGES: usize = 4096;
@@ -138,10 +142,15 @@ struct Inner {
     /// group brings an owner's checkpoint, cleared by [`Db::settle`] when
     /// no later checkpoint waits for its frontier.
     settle_due: std::sync::atomic::AtomicBool,
+    /// The generation in use (FORMAT.md "Trimming"; 0: never trimmed).
+    generation: u64,
+    /// A trimmed generation's checkpoint (its snapshot file's).
+    trimmed: Option<Change>,
     /// Held (locked) while open; unlocked when the last clone drops, after
     /// the fields above (it is declared last, so dropped last: the view and
-    /// log are closed before another process may open them).
-    _lock: std::fs::File,
+    /// log are closed before another process may open them). Shared with
+    /// [`Db::trim`], which holds it beyond its `Db`.
+    _lock: Arc<std::fs::File>,
 }
 
 /// An open database. Cheap to clone; `Send + Sync`; commits from many
@@ -245,6 +254,17 @@ impl Db {
     }
 
     pub(crate) fn open_on(dir: &Path, options: Options, open_log: OpenLog<'_>) -> Result<Db> {
+        Db::open_with(dir, options, open_log, None)
+    }
+
+    /// [`Db::open_on`], with the directory's lock already taken (`lock`) or
+    /// not (`None`).
+    pub(crate) fn open_with(
+        dir: &Path,
+        options: Options,
+        open_log: OpenLog<'_>,
+        lock: Option<Arc<std::fs::File>>,
+    ) -> Result<Db> {
         let dir = dir.to_owned();
         let database = read_database_file(&dir)?;
         let identity = Identity::load(&dir.join(IDENTITY_FILE))?;
@@ -252,21 +272,31 @@ impl Db {
         // before the wal's recovery may cut a "torn" tail that is in fact
         // another process's append in flight. (RocksDB's LOCK is a second,
         // inner guard of the view alone.)
-        let lock = lock_dir(&dir)?;
+        let lock = match lock {
+            Some(lock) => lock,
+            None => Arc::new(lock_dir(&dir)?),
+        };
         checkpoint::remove_scratch_views(&dir)?;
-        let view = Arc::new(open_view(&dir.join(VIEW_DIR), database)?);
+        let generation = read_generation(&dir)?;
+        remove_other_generations(&dir, generation)?;
+        let snapshot = snapshot_file(&dir, generation);
+        let trimmed = match &snapshot {
+            Some(path) => Some(trim::snapshot_checkpoint(path, database)?),
+            None => None,
+        };
+        let view = Arc::new(open_view(&view_dir(&dir, generation), database)?);
         let wal_options = peers_wal::Options {
             segment_bytes_max: options.segment_bytes_max,
             sync: options.sync,
         };
-        let (wal, report) = open_log(&dir.join(LOG_DIR), wal_options)?;
-        let log = Log::new(wal);
+        let (wal, report) = open_log(&log_dir(&dir, generation), wal_options)?;
+        let log = Log::new(wal, trimmed.as_ref().map(Change::hash));
         if let Some(torn) = &report.torn_tail {
             tracing::warn!(segment = %torn.segment.display(), offset = torn.offset, bytes = torn.bytes_cut, "cut a torn log tail");
         }
-        let mut applied = applied_position(&view)?.unwrap_or(log.start());
+        let mut applied = applied_position(&view)?;
         let mut view_rebuilt = false;
-        if applied > log.end() {
+        if applied.is_some_and(|applied| applied > log.end()) {
             // The view holds groups the log lost: written without an fsync
             // (`SyncMode::Relaxed`), they reached the view, RocksDB flushed
             // it, then the power failed. Kept, the view would name changes
@@ -274,20 +304,34 @@ impl Db {
             // ours with another hash (a fork of our own key). The log is the
             // truth: rebuild the view from it (docs/DESIGN.md "Storage").
             tracing::warn!(
-                applied = applied.0,
+                applied = applied.map_or(0, |applied| applied.0),
                 log_end = log.end().0,
                 "the view is ahead of the log (power lost after a relaxed commit): rebuilding it"
             );
             reset_view(&view, database)?;
-            applied = log.start();
+            applied = None;
             view_rebuilt = true;
         }
+        let applied = match (applied, &snapshot) {
+            (Some(applied), _) => applied,
+            (None, None) => log.start(),
+            (None, Some(path)) => {
+                // A trimmed generation's view starts from its snapshot; one
+                // without an applied position is new, or its load failed.
+                if !view_rebuilt {
+                    reset_view(&view, database)?;
+                }
+                trim::load_snapshot(&view, path, database, log.start())?;
+                log.start()
+            }
+        };
         let mut writer = Writer::new(
             log.clone(),
             Arc::clone(&view),
             database,
             options.pending_changes_max,
         )?;
+        writer.snapshot_rows = snapshot.clone().map(trim::snapshot_rows);
         let off = writer.off_frontier();
         let replayed = writer.replay(applied, false, Select::Except(&off), &mut |_, _| {})?;
         let recovery = Recovery {
@@ -324,11 +368,26 @@ impl Db {
             settlements: Mutex::new(settlements),
             settling: Mutex::default(),
             settle_due: std::sync::atomic::AtomicBool::new(true),
+            generation,
+            trimmed,
             _lock: lock,
         };
         Ok(Db {
             inner: Arc::new(inner),
         })
+    }
+
+    /// The generation of the directory in use (FORMAT.md "Trimming"): 0
+    /// until the first [`Db::trim`].
+    pub fn generation(&self) -> u64 {
+        self.inner.generation
+    }
+
+    /// The checkpoint this replica's log was trimmed at (its snapshot
+    /// file's), if it was: the changes it settles are in the view, not in
+    /// the log.
+    pub fn trimmed_at(&self) -> Option<&Change> {
+        self.inner.trimmed.as_ref()
     }
 
     /// The database's id (its genesis change's hash).
@@ -840,12 +899,21 @@ impl Db {
         Arc::strong_count(&self.inner) == 1
     }
 
-    /// Drops the view and rebuilds it from the log; returns the changes
+    /// Drops the view and rebuilds it from the log (on a trimmed replica,
+    /// from its snapshot file, checked, then the log); returns the changes
     /// replayed and the new state hash.
     pub fn rebuild(&self, progress: Progress<'_>) -> Result<(u64, StateHash)> {
         let mut writer = self.writer();
         let standing = writer.standing.clone();
         reset_view(&self.inner.view, self.inner.database)?;
+        if let Some(path) = snapshot_file(&self.inner.dir, self.inner.generation) {
+            trim::load_snapshot(
+                &self.inner.view,
+                &path,
+                self.inner.database,
+                self.inner.log.start(),
+            )?;
+        }
         writer.reload_heads()?;
         let changes = self.replay_settled(&mut writer, standing, false, progress)?;
         self.inner.view.flush()?;
@@ -854,8 +922,10 @@ impl Db {
     }
 
     /// Re-checks every change in the log (form, hash, signature, chain,
-    /// deps, lamport) by rebuilding a scratch view with full verification,
-    /// and compares its state hash with the live view's.
+    /// deps, lamport) by rebuilding a scratch view with full verification
+    /// (on a trimmed replica, on top of its snapshot file, read with every
+    /// check of its format), and compares its state hash with the live
+    /// view's.
     pub fn verify(&self, progress: Progress<'_>) -> Result<VerifyReport> {
         let engine = self.writer();
         let standing = engine.standing.clone();
@@ -865,12 +935,20 @@ impl Db {
         }
         let result = (|| {
             let scratch = Arc::new(open_view(&scratch_dir, self.inner.database)?);
+            // A trimmed generation starts from its snapshot file, read with
+            // every check of its format (the hash against the signed
+            // checkpoint included).
+            if let Some(path) = snapshot_file(&self.inner.dir, self.inner.generation) {
+                trim::load_snapshot(&scratch, &path, self.inner.database, self.inner.log.start())?;
+            }
             let mut writer = Writer::new(
                 self.inner.log.clone(),
                 Arc::clone(&scratch),
                 self.inner.database,
                 0,
             )?;
+            writer.snapshot_rows =
+                snapshot_file(&self.inner.dir, self.inner.generation).map(trim::snapshot_rows);
             let changes = self.replay_settled(&mut writer, standing, true, progress)?;
             let rebuilt = reads::state_hash(&scratch)?;
             Ok(VerifyReport {

@@ -332,6 +332,28 @@ pub enum Error {
         /// Its hash.
         hash: ChangeHash,
     },
+    /// A change settled by the checkpoint this replica trimmed its log at
+    /// (FORMAT.md "Trimming"): the view knows it, the log no longer holds
+    /// it, so it cannot be read or served.
+    #[error(
+        "change {hash} is settled by checkpoint {checkpoint} and trimmed from this replica's log"
+    )]
+    Trimmed {
+        /// The change.
+        hash: ChangeHash,
+        /// The checkpoint of this replica's snapshot.
+        checkpoint: ChangeHash,
+    },
+    /// [`crate::Db::trim`] needs a standing checkpoint, and none stands.
+    #[error("no checkpoint stands on this replica: make one first (`peers checkpoint`)")]
+    NoStandingCheckpoint,
+    /// [`crate::Db::trim`]: the replica is already trimmed at its standing
+    /// checkpoint.
+    #[error("already trimmed at the standing checkpoint {checkpoint}")]
+    AlreadyTrimmed {
+        /// The checkpoint.
+        checkpoint: ChangeHash,
+    },
     /// The change at a log position vanished or moved: a bug or corruption.
     #[error("change {hash} is indexed but not readable from the log")]
     MissingChange {

@@ -76,6 +76,8 @@ pub struct ApplyReport {
 /// Which changes of the log a replay applies.
 #[derive(Clone, Copy)]
 pub(crate) enum Select<'a> {
+    /// Every change.
+    All,
     /// Only these (a causally closed set: a checkpoint's closure).
     Only(&'a HashSet<ChangeHash>),
     /// All but these (changes off a standing checkpoint's frontier, and
@@ -86,6 +88,7 @@ pub(crate) enum Select<'a> {
 impl Select<'_> {
     fn includes(&self, hash: &ChangeHash) -> bool {
         match self {
+            Select::All => true,
             Select::Only(set) => set.contains(hash),
             Select::Except(set) => !set.contains(hash),
         }
@@ -135,6 +138,9 @@ pub(crate) struct Writer {
     pub poisoned: Option<String>,
     /// Whether the group being finished has started to append to the log.
     appending: bool,
+    /// A trimmed generation's snapshot file: where a recomputed row's
+    /// settled entries are (FORMAT.md "Settlement" point 3).
+    pub snapshot_rows: Option<Arc<crate::snapshot::SnapshotRows>>,
 }
 
 /// Most entries in [`Writer::recent`] before it is cleared.
@@ -189,6 +195,7 @@ impl Writer {
             revived: Vec::new(),
             poisoned: None,
             appending: false,
+            snapshot_rows: None,
         };
         engine.reload_heads()?;
         Ok(engine)
@@ -482,7 +489,9 @@ impl Writer {
             && (self.settled.get(&body.author).is_some_and(|settled| {
                 body.seq <= settled.seq
                     || (body.seq == settled.seq + 1 && body.prev != Some(settled.hash))
-            }) || (self.access.owner == Some(body.author) && body.seq <= standing.seq))
+            }) || (self.access.owner == Some(body.author)
+                && body.seq <= standing.seq
+                && hash != standing.checkpoint))
         {
             // Not held (that was checked first), yet at a settled seq, or
             // not continuing the settled chain: off the frontier.
@@ -831,9 +840,18 @@ impl Writer {
         Ok(())
     }
 
-    /// Rebuilds one row from its remaining valid history.
+    /// Rebuilds one row from its remaining valid history (on a trimmed
+    /// replica, from its snapshot entries and the history above them).
     fn recompute_row(&self, batch: &mut Batch<'_>, table: &str, row: &str) -> Result<()> {
         view::clear_row(&mut batch.group, table, row)?;
+        if let Some(snapshot) = &self.snapshot_rows {
+            for family in [keys::FIELDS, keys::TOMBSTONES, keys::INCREMENTS] {
+                let prefix = keys::row_prefix(family, table, row);
+                for (key, value) in snapshot.entries_with_prefix(&prefix)? {
+                    batch.group.put(key, value);
+                }
+            }
+        }
         for (key, _) in batch
             .group
             .scan_prefix(&keys::row_prefix(keys::HISTORY, table, row))?

@@ -34,15 +34,36 @@ pub(crate) const REAL_DISK: OpenLog<'static> = &Wal::open;
 #[derive(Clone)]
 pub(crate) struct Log {
     wal: Wal,
+    /// The checkpoint whose settled changes this log no longer holds (a
+    /// trimmed generation's snapshot), if any.
+    trimmed: Option<ChangeHash>,
 }
 
 impl Log {
-    pub(crate) fn new(wal: Wal) -> Log {
-        Log { wal }
+    /// `trimmed`: the checkpoint of the generation's snapshot, for a
+    /// trimmed log (FORMAT.md "Trimming").
+    pub(crate) fn new(wal: Wal, trimmed: Option<ChangeHash>) -> Log {
+        Log { wal, trimmed }
     }
 
-    /// Reads the change at `position` and checks it is `hash`.
+    /// The checkpoint this log was trimmed at, if it was.
+    pub(crate) fn trimmed(&self) -> Option<ChangeHash> {
+        self.trimmed
+    }
+
+    /// Reads the change at `position` and checks it is `hash`. Position 0
+    /// (where no record starts: a segment starts with its header) is what
+    /// a trimmed view records for a settled change: [`Error::Trimmed`].
     pub(crate) fn read(&self, position: u64, hash: &ChangeHash) -> Result<Change> {
+        if position == 0 {
+            return Err(match self.trimmed {
+                Some(checkpoint) => Error::Trimmed {
+                    hash: *hash,
+                    checkpoint,
+                },
+                None => Error::MissingChange { hash: *hash },
+            });
+        }
         let bytes = self.wal.read_at(Position(position))?;
         let change = Change::decode(&bytes)
             .map_err(|error| corrupt_at(Position(position), Refusal::Malformed(error)))?;

@@ -300,6 +300,41 @@ fn read_u32(input: &mut impl Read, part: &'static str) -> Result<u32, SnapshotEr
     Ok(u32::from_le_bytes(bytes))
 }
 
+/// A block after its length (checked by the caller: 1 to the limit): its
+/// checksum, then its payload, checked as FORMAT.md "Snapshot file, format
+/// 1" step 4 says (but for the order of keys across blocks).
+fn read_block_body(
+    input: &mut impl Read,
+    index: u64,
+    length: u32,
+) -> Result<SnapshotBlock, SnapshotError> {
+    let crc = read_u32(input, "a block")?;
+    let mut payload = vec![0u8; length as usize];
+    read_exact_or(input, &mut payload, "a block")?;
+    if peers_wal::frame_crc(length, &payload) != crc {
+        return Err(SnapshotError::BlockChecksum { index });
+    }
+    let bad = |reason: String| SnapshotError::BadBlock { index, reason };
+    let (entries, read): (SnapshotBlock, usize) =
+        bincode::decode_from_slice(&payload, block_config())
+            .map_err(|error| bad(format!("undecodable ({error})")))?;
+    if read != payload.len() {
+        return Err(bad(format!(
+            "{} bytes after its entries",
+            payload.len() - read
+        )));
+    }
+    if entries.is_empty() {
+        return Err(bad("it holds no entry".into()));
+    }
+    let reencoded = bincode::encode_to_vec(&entries, block_config())
+        .map_err(|error| bad(format!("undecodable ({error})")))?;
+    if reencoded != payload {
+        return Err(bad("not in its shortest encoding".into()));
+    }
+    Ok(entries)
+}
+
 fn signature_reason(fault: SignatureFault) -> String {
     format!("its signature does not verify ({fault})")
 }
@@ -407,6 +442,11 @@ impl<R: Read> SnapshotReader<R> {
         &self.checkpoint
     }
 
+    /// The reader's input (how far it has read, for an index of blocks).
+    pub(crate) fn input(&self) -> &R {
+        &self.input
+    }
+
     /// The next block's entries, in key order, or `None` at the end marker
     /// (then call [`SnapshotReader::finish`]). Unverified until `finish`.
     pub fn next_block(&mut self) -> Result<Option<SnapshotBlock>, SnapshotError> {
@@ -434,30 +474,7 @@ impl<R: Read> SnapshotReader<R> {
                 max: SNAPSHOT_BLOCK_BYTES_MAX,
             });
         }
-        let crc = read_u32(&mut self.input, "a block")?;
-        let mut payload = vec![0u8; length as usize];
-        read_exact_or(&mut self.input, &mut payload, "a block")?;
-        if peers_wal::frame_crc(length, &payload) != crc {
-            return Err(SnapshotError::BlockChecksum { index });
-        }
-        let bad = |reason: String| SnapshotError::BadBlock { index, reason };
-        let (entries, read): (SnapshotBlock, usize) =
-            bincode::decode_from_slice(&payload, block_config())
-                .map_err(|error| bad(format!("undecodable ({error})")))?;
-        if read != payload.len() {
-            return Err(bad(format!(
-                "{} bytes after its entries",
-                payload.len() - read
-            )));
-        }
-        if entries.is_empty() {
-            return Err(bad("it holds no entry".into()));
-        }
-        let reencoded = bincode::encode_to_vec(&entries, block_config())
-            .map_err(|error| bad(format!("undecodable ({error})")))?;
-        if reencoded != payload {
-            return Err(bad("not in its shortest encoding".into()));
-        }
+        let entries = read_block_body(&mut self.input, index, length)?;
         for (key, value) in &entries {
             if self
                 .last_key
@@ -507,5 +524,97 @@ impl<R: Read> SnapshotReader<R> {
             });
         }
         Ok(self.entries)
+    }
+}
+
+/// A reader that counts the bytes read through it.
+pub(crate) struct Counting<R> {
+    inner: R,
+    /// Bytes read so far.
+    pub(crate) count: u64,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        let read = self.inner.read(buffer)?;
+        self.count += read as u64;
+        Ok(read)
+    }
+}
+
+/// One row's entries in a trimmed generation's snapshot file (FORMAT.md
+/// "Settlement" point 3: a row recomputed on a trimmed replica starts from
+/// them). An index of every block's first key and offset is built on first
+/// use (one pass over the file, checked as a reader checks it); then a
+/// row's entries cost the blocks that cover its keys.
+pub(crate) struct SnapshotRows {
+    path: std::path::PathBuf,
+    /// Each block's first key and where its length starts in the file.
+    index: std::sync::OnceLock<Vec<(Vec<u8>, u64)>>,
+}
+
+impl SnapshotRows {
+    pub(crate) fn new(path: std::path::PathBuf) -> SnapshotRows {
+        SnapshotRows {
+            path,
+            index: std::sync::OnceLock::new(),
+        }
+    }
+
+    fn open(&self) -> Result<std::io::BufReader<std::fs::File>, SnapshotError> {
+        Ok(std::io::BufReader::new(std::fs::File::open(&self.path)?))
+    }
+
+    fn index(&self) -> Result<&[(Vec<u8>, u64)], SnapshotError> {
+        if let Some(index) = self.index.get() {
+            return Ok(index);
+        }
+        let mut reader = SnapshotReader::open(Counting {
+            inner: self.open()?,
+            count: 0,
+        })?;
+        let mut index = Vec::new();
+        loop {
+            let offset = reader.input().count;
+            let Some(block) = reader.next_block()? else {
+                break;
+            };
+            index.push((block[0].0.clone(), offset));
+        }
+        reader.finish()?;
+        Ok(self.index.get_or_init(|| index).as_slice())
+    }
+
+    /// The entries whose keys start with `prefix`, in key order.
+    pub(crate) fn entries_with_prefix(
+        &self,
+        prefix: &[u8],
+    ) -> Result<SnapshotBlock, SnapshotError> {
+        use std::io::{Seek, SeekFrom};
+        let index = self.index()?;
+        // The last block starting at or below the prefix, then every block
+        // that starts with it.
+        let first = index
+            .partition_point(|(key, _)| key.as_slice() <= prefix)
+            .saturating_sub(1);
+        let mut found = Vec::new();
+        let mut input = self.open()?;
+        for (number, (key, offset)) in index.iter().enumerate().skip(first) {
+            if key.as_slice() > prefix && !key.starts_with(prefix) {
+                break;
+            }
+            input.seek(SeekFrom::Start(*offset))?;
+            let length = read_u32(&mut input, "a block")?;
+            if length == 0 || length > SNAPSHOT_BLOCK_BYTES_MAX {
+                return Err(SnapshotError::BlockLength {
+                    index: number as u64,
+                    bytes: length,
+                    max: SNAPSHOT_BLOCK_BYTES_MAX,
+                });
+            }
+            let block = read_block_body(&mut input, number as u64, length)?;
+            found.extend(block.into_iter().filter(|(key, _)| key.starts_with(prefix)));
+        }
+        Ok(found)
     }
 }

@@ -165,6 +165,25 @@ fn a_revocation_reaching_below_a_standing_checkpoint_is_clamped() {
         assert_eq!(n(db), Some(Value::Int(3)));
     }
 
+    // A replica trimmed at K (its settled changes gone) takes the
+    // revocation the same way: nothing below the frontier is recomputed.
+    let trimmed_path = story.dir.path().join("trimmed");
+    {
+        let trimmed = story.replica("trimmed");
+        apply_all(&trimmed, all_changes(&story.owner));
+    }
+    Db::trim(&trimmed_path, members_only(), &mut |_, _, _| {}).expect("trim");
+    let trimmed = Db::open(&trimmed_path, members_only()).expect("open trimmed");
+    assert_eq!(standing(&trimmed), Some(story.checkpoint.hash()));
+    apply_all(&trimmed, vec![story.revocation.clone()]);
+    let report = trimmed.apply(vec![w4.clone()]).expect("apply");
+    assert_eq!(report.inert, vec![w4.hash()], "{report:?}");
+    assert_eq!(n(&trimmed), Some(Value::Int(3)));
+    assert_eq!(
+        trimmed.state_hash().expect("state hash"),
+        after.state_hash().expect("state hash")
+    );
+
     // It all survives a reopen, a rebuild and a verify.
     let hash = after.state_hash().expect("state hash");
     let path = story.dir.path().join("after");

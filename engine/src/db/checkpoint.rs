@@ -1,5 +1,6 @@
 //! Making, judging and settling checkpoints (FORMAT.md "Checkpoints,
-//! trimming and snapshots"), and writing their snapshot files.
+//! trimming and snapshots"), and writing their snapshot files. Trimming is
+//! in `trim.rs`.
 
 use std::sync::Arc;
 
@@ -271,10 +272,18 @@ impl Db {
             if !state.is_valid(change.seq()) {
                 continue;
             }
-            match self.verdict_of(&change.hash(), owner, &mut *progress)? {
-                CheckpointVerdict::Confirmed => return Ok((Some(change.hash()), waiting)),
-                CheckpointVerdict::Unconfirmed { .. } => waiting = true,
-                CheckpointVerdict::Void(_) => {}
+            match self.verdict_of(&change.hash(), owner, &mut *progress) {
+                Ok(CheckpointVerdict::Confirmed) => return Ok((Some(change.hash()), waiting)),
+                Ok(CheckpointVerdict::Unconfirmed { .. }) => waiting = true,
+                Ok(CheckpointVerdict::Void(_)) => {}
+                // A later checkpoint's closure reaches below the trimmed
+                // one's frontier, which this replica no longer holds:
+                // judging it there is not built, so it does not stand here
+                // (the trimmed one still does).
+                Err(Error::Trimmed { hash, checkpoint }) => {
+                    tracing::warn!(later = %change.hash(), %hash, %checkpoint, "cannot judge a checkpoint on a trimmed replica yet");
+                }
+                Err(error) => return Err(error),
             }
         }
         Ok((standing.map(|standing| standing.checkpoint), waiting))
@@ -597,7 +606,9 @@ impl Db {
     /// `progress`), and the file's entries are that view's snapshot state.
     /// A checkpoint this replica cannot confirm is
     /// [`Error::CheckpointNotConfirmed`], and `out` then holds a partial
-    /// file: write to a temporary file and rename it on success. Writes go
+    /// file: write to a temporary file and rename it on success. On a
+    /// replica trimmed at `hash`, its generation's snapshot file is checked
+    /// and copied. Writes go
     /// on meanwhile. Returns `out` and the number of entries.
     pub fn write_snapshot<W: Write>(
         &self,
@@ -605,6 +616,20 @@ impl Db {
         out: W,
         progress: Progress<'_>,
     ) -> Result<(W, u64)> {
+        if self.inner.trimmed.as_ref().map(Change::hash) == Some(*hash)
+            && let Some(path) =
+                super::generation::snapshot_file(&self.inner.dir, self.inner.generation)
+        {
+            // Trimmed at this checkpoint: its closure is gone, its file is
+            // here. Checked again, then copied.
+            let open = || std::fs::File::open(&path).map_err(io_error(&path));
+            let entries = crate::snapshot::SnapshotReader::open(std::io::BufReader::new(open()?))?
+                .finish()?;
+            let mut out = out;
+            std::io::copy(&mut open()?, &mut out).map_err(io_error(&path))?;
+            out.flush().map_err(io_error(&path))?;
+            return Ok((out, entries));
+        }
         let checkpoint = self
             .get_change(hash)?
             .ok_or(Error::MissingChange { hash: *hash })?;
