@@ -4,7 +4,8 @@
 //! (changes, authors), or under `perf record -g`. With `REBUILD=1` it then
 //! times a rebuild of the view from the log (no signature checks); with
 //! `MEMBERS_ONLY=1` the database is members-only (every author granted);
-//! with `KEEP=DIR` the replica is made in DIR and kept (for `peers` to open).
+//! with `KEEP=DIR` the replica is made in DIR and kept (for `peers` to open);
+//! `ROWS=N` writes to N rows per table (default: a quarter of the changes).
 
 use std::time::Instant;
 
@@ -18,6 +19,10 @@ fn main() {
     let started = Instant::now();
     let workload = generate(Spec {
         members_only: std::env::var_os("MEMBERS_ONLY").is_some(),
+        rows: std::env::var("ROWS")
+            .ok()
+            .and_then(|rows| rows.parse().ok())
+            .unwrap_or((changes / 4).max(4)),
         ..Spec::new(changes, authors)
     });
     let encoded = workload.encoded();

@@ -24,6 +24,9 @@ pub struct Spec {
     pub authors: usize,
     /// Changes after the genesis.
     pub changes: usize,
+    /// Rows the changes write to (per table): a quarter of `changes` by
+    /// default.
+    pub rows: usize,
     /// Seed of the generator.
     pub seed: u64,
     /// Also produce the automerge changes of the same ops.
@@ -44,6 +47,7 @@ impl Spec {
         Spec {
             authors,
             changes,
+            rows: (changes / 4).max(4),
             seed: 0x9ee7_5eed,
             automerge: false,
             loro: false,
@@ -187,7 +191,7 @@ pub fn generate(spec: Spec) -> Workload {
     });
     let database = DatabaseId(genesis.hash().0);
     authors[0].changes.push((0, genesis.hash(), 1));
-    let rows = (spec.changes / 4).max(4);
+    let rows = spec.rows.max(1);
     let mut changes = Vec::with_capacity(spec.changes);
     let mut automerge_changes = Vec::new();
     let mut loro_changes = Vec::new();

@@ -157,6 +157,61 @@ pub(crate) fn record_standing(view: &DB, checkpoint: &Change) -> Result<Standing
     Ok(standing)
 }
 
+/// Decides, for the changes of a log in log order (a causal order), which
+/// are off a standing checkpoint's frontier (FORMAT.md "Settlement", rule
+/// 2): a frontier author's change at or below its entry that is not in the
+/// closure, an owner's change at or below the checkpoint's seq other than
+/// the checkpoint, and every change that names one of these.
+pub(crate) struct OffFrontier {
+    /// The checkpoint's closure (from [`settled_chains`]).
+    pub closure: HashSet<ChangeHash>,
+    settled: crate::HashMap<Author, u64>,
+    owner: Author,
+    checkpoint: ChangeHash,
+    checkpoint_seq: u64,
+    /// The changes found off the frontier so far.
+    pub off: HashSet<ChangeHash>,
+}
+
+impl OffFrontier {
+    /// For `checkpoint` (the owner's), whose closure is `closure`.
+    pub(crate) fn new(checkpoint: &Change, closure: HashSet<ChangeHash>) -> Result<OffFrontier> {
+        let (frontier, _) = checkpoint.checkpoint().ok_or(Error::NotACheckpoint {
+            hash: checkpoint.hash(),
+        })?;
+        Ok(OffFrontier {
+            closure,
+            settled: frontier
+                .iter()
+                .map(|entry| (entry.author, entry.seq))
+                .collect(),
+            owner: checkpoint.author(),
+            checkpoint: checkpoint.hash(),
+            checkpoint_seq: checkpoint.seq(),
+            off: HashSet::default(),
+        })
+    }
+
+    /// Whether `change`, the next of the log outside the closure, is off
+    /// the frontier (remembered if so, for the changes after it).
+    pub(crate) fn is_off(&mut self, change: &Change) -> bool {
+        let hash = change.hash();
+        let settled_seq = if change.author() == self.owner {
+            Some(self.checkpoint_seq)
+        } else {
+            self.settled.get(&change.author()).copied()
+        };
+        let off = (settled_seq.is_some_and(|seq| change.seq() <= seq)
+            && hash != self.checkpoint
+            && !self.closure.contains(&hash))
+            || change.predecessors().any(|named| self.off.contains(&named));
+        if off {
+            self.off.insert(hash);
+        }
+        off
+    }
+}
+
 /// The settled chains of a frontier, when the replica holds all of them and
 /// they are closed.
 pub(crate) struct Closure {

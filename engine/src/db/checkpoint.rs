@@ -10,18 +10,18 @@ use super::Db;
 use super::directory::{io_error, open_view};
 use std::io::Write;
 
+use crate::HashSet;
 use crate::VoidReason;
 use crate::change::{Author, Change, ChangeHash, FrontierEntry, Op, SnapshotHash};
 use crate::checkpoint::{
-    CheckpointVerdict, Closure, Standing, settled_chains, settled_in, snapshot_entries_each,
-    snapshot_hash,
+    CheckpointVerdict, Closure, OffFrontier, Standing, settled_chains, settled_in,
+    snapshot_entries_each, snapshot_hash,
 };
 use crate::error::{Error, Refusal, Result};
 use crate::ingest::{Progress, Select, Writer};
 use crate::keys;
 use crate::records::Settled;
 use crate::snapshot::SnapshotWriter;
-use crate::{HashMap, HashSet};
 
 /// The scratch views checkpoints' closures are built in are named this
 /// and a number, one per judging (several may run at once: judging holds no
@@ -355,48 +355,33 @@ impl Db {
         Ok(Some(hash))
     }
 
-    /// The held changes off `standing`'s frontier: a frontier author's
-    /// change at or below its entry that is not in the closure, an owner's
-    /// change at or below the checkpoint's seq that is neither, and every
-    /// change that names one of these (one pass over the log, which is in
-    /// causal order).
+    /// The held changes off `standing`'s frontier ([`OffFrontier`]: one
+    /// pass over the log).
     fn off_frontier(&self, standing: &Standing) -> Result<HashSet<ChangeHash>> {
         let checkpoint = self
             .get_change(&standing.checkpoint)?
             .ok_or(Error::MissingChange {
                 hash: standing.checkpoint,
             })?;
-        let owner = checkpoint.author();
         let (frontier, _) = checkpoint.checkpoint().ok_or(Error::NotACheckpoint {
             hash: standing.checkpoint,
         })?;
-        let closure = match settled_chains(frontier, owner, |hash| self.get_change(hash))? {
-            Ok(closure) => closure.changes,
-            Err(verdict) => {
-                return Err(Error::CheckpointNotConfirmed {
-                    hash: standing.checkpoint,
-                    verdict,
-                });
-            }
-        };
-        let settled: HashMap<Author, Settled> = standing.settled.iter().copied().collect();
-        let mut off = HashSet::default();
+        let closure =
+            match settled_chains(frontier, checkpoint.author(), |hash| self.get_change(hash))? {
+                Ok(closure) => closure.changes,
+                Err(verdict) => {
+                    return Err(Error::CheckpointNotConfirmed {
+                        hash: standing.checkpoint,
+                        verdict,
+                    });
+                }
+            };
+        let mut off = OffFrontier::new(&checkpoint, closure)?;
         for item in self.log()? {
             let (_, change) = item?;
-            let hash = change.hash();
-            let settled_seq = if change.author() == owner {
-                Some(standing.seq)
-            } else {
-                settled.get(&change.author()).map(|settled| settled.seq)
-            };
-            let off_chain = settled_seq.is_some_and(|seq| change.seq() <= seq)
-                && hash != standing.checkpoint
-                && !closure.contains(&hash);
-            if off_chain || change.predecessors().any(|named| off.contains(&named)) {
-                off.insert(hash);
-            }
+            off.is_off(&change);
         }
-        Ok(off)
+        Ok(off.off)
     }
 
     /// The owner's checkpoints this replica holds, lowest seq first, from

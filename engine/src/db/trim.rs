@@ -16,14 +16,13 @@ use super::generation::{
     log_dir, remove_other_generations, snapshot_path, switch_generation, view_dir,
 };
 use super::{Db, Options};
-use crate::change::{Author, Change, ChangeHash, DatabaseId};
-use crate::checkpoint::settled_chains;
+use crate::change::{Change, ChangeHash, DatabaseId};
+use crate::checkpoint::{OffFrontier, settled_chains};
 use crate::error::{Error, Result};
 use crate::ingest::{Select, Writer};
 use crate::keys;
 use crate::log::{Log, REAL_DISK};
 use crate::snapshot::{SnapshotReader, SnapshotRows};
-use crate::{HashMap, HashSet};
 
 /// Changes appended to the new log per write.
 const TRIM_APPEND_CHANGES: usize = 4096;
@@ -266,10 +265,6 @@ impl Db {
                     verdict,
                 }
             })?;
-        let frontier_seqs: HashMap<Author, u64> = frontier
-            .iter()
-            .map(|entry| (entry.author, entry.seq))
-            .collect();
         let log_path = log_dir(dir, next);
         let wal_options = peers_wal::Options {
             segment_bytes_max: options.segment_bytes_max,
@@ -277,22 +272,18 @@ impl Db {
         };
         let (wal, _) = peers_wal::Wal::open(&log_path, wal_options)?;
         let log = Log::new(wal, Some(checkpoint_hash));
-        let mut off: HashSet<ChangeHash> = HashSet::default();
+        let mut off = OffFrontier::new(&checkpoint, closure.changes)?;
         let (mut kept, mut settled) = (0u64, 0u64);
         let mut group = Vec::with_capacity(TRIM_APPEND_CHANGES);
         let (start, end) = (db.inner.log.start().0, db.inner.log.end().0);
         for item in db.log()? {
             let (position, change) = item?;
             let hash = change.hash();
-            if closure.changes.contains(&hash) {
+            if off.closure.contains(&hash) {
                 settled += 1;
                 continue;
             }
-            let below = frontier_seqs
-                .get(&change.author())
-                .is_some_and(|seq| change.seq() <= *seq);
-            if below || change.predecessors().any(|named| off.contains(&named)) {
-                off.insert(hash);
+            if off.is_off(&change) {
                 continue;
             }
             group.push(change);
@@ -339,7 +330,7 @@ impl Db {
             generation: next,
             changes_kept: kept,
             changes_settled: settled,
-            changes_off_frontier: off.len() as u64,
+            changes_off_frontier: off.off.len() as u64,
             snapshot_entries,
             log_bytes_before,
             view_bytes_before,
