@@ -8,7 +8,8 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use peers_engine::{
     Author, Change, ChangeHash, ChangeSetReader, ChangeSetWriter, CheckpointVerdict, DatabaseId,
-    Db, Op, Options, Refusal, Role, SnapshotReader, TrimStep, Value, VersionVector,
+    Db, Op, Options, RECEIVED_SNAPSHOT_FILE, Refusal, Role, SnapshotReader, TrimReport, TrimStep,
+    Value, VersionVector,
 };
 use serde_json::json;
 
@@ -102,6 +103,13 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
         trim(&dir, json)?;
         return Ok(ExitCode::SUCCESS);
     }
+    if let Command::Snapshot {
+        action: SnapshotCommand::Install { file },
+    } = &cli.command
+    {
+        install(&dir, file, json)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     match cli.command {
         Command::Init { open, identity } => init(&dir, open, identity.as_deref(), json)?,
         Command::Join {
@@ -124,21 +132,20 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         command => {
-            // A holder that was stopping answers "not run": then the
-            // directory is free, or about to be.
-            let mut turned_away = 0;
-            let db = loop {
-                match control::route(&dir)? {
-                    Route::Holder(stream) => match control::forward(&stream, &dir)? {
-                        Some(code) => return Ok(code),
-                        None if turned_away < HOLDER_RETRIES => turned_away += 1,
-                        None => bail!(
-                            "the processes holding {} kept stopping before running the command; run it again",
-                            dir.display()
-                        ),
-                    },
-                    Route::Direct(db) => break db,
-                }
+            // A one-shot sync that receives a snapshot installs it, then
+            // syncs again for the changes above it.
+            let resync = match &command {
+                Command::Sync {
+                    address,
+                    expect_key,
+                    live: false,
+                    across,
+                } => Some((address.clone(), expect_key.clone(), across.clone())),
+                _ => None,
+            };
+            let db = match open_routed(&dir)? {
+                Ok(db) => db,
+                Err(code) => return Ok(code),
             };
             // While this command runs, others reach the database through
             // it; except a rebuild, which needs the view to itself.
@@ -155,9 +162,48 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
             let result = run_on(&db, command, json);
             drop(listening);
             result?;
+            if let Some((address, expect_key, across)) = resync
+                && console::path(&dir).join(RECEIVED_SNAPSHOT_FILE).exists()
+            {
+                drop(db);
+                if let Ok(db) = open_routed(&dir)? {
+                    crate::network::sync(
+                        &db,
+                        &address,
+                        expect_key.as_deref(),
+                        false,
+                        &across,
+                        json,
+                    )?;
+                }
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Opens the database in `dir` for a command: installs first a snapshot a
+/// sync received, when no process holds the directory; then either opens
+/// it here (`Ok(db)`), or forwards the command to the process that holds
+/// it and returns its exit code (`Err(code)`).
+fn open_routed(dir: &Path) -> Result<std::result::Result<Db, ExitCode>> {
+    install_received(dir)?;
+    // A holder that was stopping answers "not run": then the directory is
+    // free, or about to be.
+    let mut turned_away = 0;
+    loop {
+        match control::route(dir)? {
+            Route::Holder(stream) => match control::forward(&stream, dir)? {
+                Some(code) => return Ok(Err(code)),
+                None if turned_away < HOLDER_RETRIES => turned_away += 1,
+                None => bail!(
+                    "the processes holding {} kept stopping before running the command; run it again",
+                    dir.display()
+                ),
+            },
+            Route::Direct(db) => return Ok(Ok(db)),
+        }
+    }
 }
 
 /// Runs a command another `peers` process sent through the control socket
@@ -191,6 +237,9 @@ pub(crate) fn run_for_client(db: &Db, args: Vec<String>) -> u8 {
         Command::Serve { .. } => Err(needs_it_alone("serve")),
         Command::Rebuild => Err(needs_it_alone("rebuild")),
         Command::Trim => Err(needs_it_alone("trim")),
+        Command::Snapshot {
+            action: SnapshotCommand::Install { .. },
+        } => Err(needs_it_alone("snapshot install")),
         Command::Init { .. } | Command::Join { .. } => Err(anyhow::anyhow!(
             "{} already holds a database, open in {}",
             db.dir().display(),
@@ -336,6 +385,9 @@ fn run_on(db: &Db, command: Command, json: bool) -> Result<()> {
         Command::Init { .. }
         | Command::Join { .. }
         | Command::Trim
+        | Command::Snapshot {
+            action: SnapshotCommand::Install { .. },
+        }
         | Command::Signal { .. }
         | Command::Keys { .. }
         | Command::Registry { .. }
@@ -911,39 +963,142 @@ fn checkpoint(db: &Db, json: bool) -> Result<()> {
 }
 
 fn trim(dir: &Path, json: bool) -> Result<()> {
-    let bar = progress_bar(0, "finding the standing checkpoint");
-    bar.set_style(bar_style("{msg} {bar:40} {bytes}/{total_bytes} ({eta})"));
-    let mut step = None;
-    let report = Db::trim(
-        console::path(dir),
-        Options::default(),
-        &mut |now, done, total| {
-            if step != Some(now) {
-                step = Some(now);
-                bar.set_message(match now {
-                    TrimStep::Judge => "finding the standing checkpoint",
-                    TrimStep::Snapshot => "writing its snapshot file",
-                    TrimStep::Log => "copying the changes above it",
-                    TrimStep::View => "building the new view",
-                });
-            }
-            bar.set_length(total);
-            bar.set_position(done);
+    let report = new_generation(
+        dir,
+        "trimming",
+        "peers trim",
+        "finding the standing checkpoint",
+        |progress| Db::trim(console::path(dir), Options::default(), progress),
+    )?;
+    print_generation(&report, "trimmed at", json);
+    Ok(())
+}
+
+/// `peers snapshot install FILE`, and a snapshot received in a sync
+/// (`RECEIVED_SNAPSHOT_FILE`): installed as a new generation.
+fn install(dir: &Path, file: &Path, json: bool) -> Result<()> {
+    let report = new_generation(
+        dir,
+        "installing the snapshot into",
+        "peers snapshot install",
+        "checking the snapshot file",
+        |progress| {
+            Db::install_snapshot(
+                console::path(dir),
+                console::path(file),
+                Options::default(),
+                progress,
+            )
+        },
+    )?;
+    print_generation(&report, "installed the snapshot of", json);
+    Ok(())
+}
+
+/// Installs the snapshot a sync received (FORMAT.md "Bootstrap"), if one
+/// waits in `dir` and no process holds the database; then removes it.
+/// Returns whether one was installed. A snapshot the replica does not need
+/// (no longer newer than what stands here) is removed with a note.
+pub(crate) fn install_received(dir: &Path) -> Result<bool> {
+    let received = console::path(dir).join(RECEIVED_SNAPSHOT_FILE);
+    if !received.exists() {
+        return Ok(false);
+    }
+    let report = new_generation(
+        dir,
+        "installing the received snapshot into",
+        "peers sync",
+        "checking the snapshot file",
+        |progress| {
+            Db::install_snapshot(console::path(dir), &received, Options::default(), progress)
         },
     );
-    bar.finish_and_clear();
+    fn engine_error(error: &anyhow::Error) -> Option<&peers_engine::Error> {
+        error
+            .chain()
+            .find_map(|cause| cause.downcast_ref::<peers_engine::Error>())
+    }
     let report = match report {
-        Err(error @ peers_engine::Error::InUse { .. }) => {
-            return Err(anyhow::Error::new(error)).context(format!(
-                "trimming {}: it needs the database to itself: stop that process first, then run `peers trim` again",
-                dir.display()
-            ));
+        Ok(report) => report,
+        // Held by a process: it waits for the next open.
+        Err(error)
+            if matches!(
+                engine_error(&error),
+                Some(peers_engine::Error::InUse { .. })
+            ) =>
+        {
+            return Ok(false);
         }
-        other => other.with_context(|| format!("trimming {}", dir.display()))?,
+        Err(error)
+            if matches!(
+                engine_error(&error),
+                Some(
+                    peers_engine::Error::SnapshotNotNewer { .. }
+                        | peers_engine::Error::SnapshotNotNeeded { .. }
+                )
+            ) =>
+        {
+            console::err(&format!(
+                "the snapshot a peer sent was not installed, and is removed: {}",
+                crate::one_line(&error)
+            ));
+            std::fs::remove_file(&received)
+                .with_context(|| format!("removing {}", received.display()))?;
+            return Ok(false);
+        }
+        Err(error) => return Err(error),
     };
+    std::fs::remove_file(&received).with_context(|| format!("removing {}", received.display()))?;
+    let (_, text) = generation_output(&report, "installed the snapshot a peer sent, of");
+    console::err(&text);
+    Ok(true)
+}
+
+/// Runs a trim or an install (`make`) with a progress bar; a holder of the
+/// directory makes it say to stop that process first.
+fn new_generation(
+    dir: &Path,
+    doing: &str,
+    command: &str,
+    first: &'static str,
+    make: impl FnOnce(&mut dyn FnMut(TrimStep, u64, u64)) -> peers_engine::Result<TrimReport>,
+) -> Result<TrimReport> {
+    let bar = progress_bar(0, first);
+    bar.set_style(bar_style("{msg} {bar:40} {bytes}/{total_bytes} ({eta})"));
+    let mut step = None;
+    let report = make(&mut |now, done, total| {
+        if step != Some(now) {
+            step = Some(now);
+            bar.set_message(match now {
+                TrimStep::Judge => first,
+                TrimStep::Snapshot => "writing its snapshot file",
+                TrimStep::Log => "copying the changes above it",
+                TrimStep::View => "building the new view",
+            });
+        }
+        bar.set_length(total);
+        bar.set_position(done);
+    });
+    bar.finish_and_clear();
+    match report {
+        Err(error @ peers_engine::Error::InUse { .. }) => Err(anyhow::Error::new(error)).context(format!(
+            "{doing} {}: it needs the database to itself: stop that process first, then run `{command}` again",
+            dir.display()
+        )),
+        other => other.with_context(|| format!("{doing} {}", dir.display())),
+    }
+}
+
+/// What a trim or an install did.
+fn print_generation(report: &TrimReport, did: &str, json: bool) {
+    let (value, text) = generation_output(report, did);
+    print(json, value, || text);
+}
+
+/// What a trim or an install did, as JSON and as text.
+fn generation_output(report: &TrimReport, did: &str) -> (serde_json::Value, String) {
     let freed = report.bytes_freed();
-    print(
-        json,
+    (
         json!({
             "checkpoint": report.checkpoint.to_hex(),
             "generation": report.generation,
@@ -958,22 +1113,19 @@ fn trim(dir: &Path, json: bool) -> Result<()> {
             "snapshot_bytes": report.snapshot_bytes,
             "bytes_freed": i64::try_from(freed).unwrap_or(i64::MAX),
         }),
-        || {
-            format!(
-                "trimmed at checkpoint {}: {} changes settled, {} kept, {} off the frontier dropped; log {} -> {} bytes, view {} -> {} bytes, snapshot {} bytes; {freed} bytes freed",
-                report.checkpoint,
-                report.changes_settled,
-                report.changes_kept,
-                report.changes_off_frontier,
-                report.log_bytes_before,
-                report.log_bytes_after,
-                report.view_bytes_before,
-                report.view_bytes_after,
-                report.snapshot_bytes,
-            )
-        },
-    );
-    Ok(())
+        format!(
+            "{did} checkpoint {}: {} changes settled, {} kept, {} off the frontier dropped; log {} -> {} bytes, view {} -> {} bytes, snapshot {} bytes; {freed} bytes freed",
+            report.checkpoint,
+            report.changes_settled,
+            report.changes_kept,
+            report.changes_off_frontier,
+            report.log_bytes_before,
+            report.log_bytes_after,
+            report.view_bytes_before,
+            report.view_bytes_after,
+            report.snapshot_bytes,
+        ),
+    )
 }
 
 fn checkpoints(db: &Db, json: bool) -> Result<()> {

@@ -51,7 +51,7 @@ pub(crate) fn command() -> clap::Command {
 }
 
 /// How to reach peers across networks (WebRTC through signaling servers).
-#[derive(clap::Args, Debug, Default)]
+#[derive(clap::Args, Clone, Debug, Default)]
 pub(crate) struct Across {
     /// A signaling server (ws://HOST:PORT, see `peers signal`) to stay registered with and to dial keys through; repeatable.
     #[arg(long, value_name = "URL")]
@@ -363,6 +363,11 @@ pub enum SnapshotCommand {
         /// The checkpoint's hash (`peers checkpoints`); default: the standing one.
         #[arg(long, value_name = "HASH")]
         checkpoint: Option<String>,
+    },
+    /// Install a snapshot file (of this database, signed by its owner) as this replica's new generation, keeping the changes it holds above the snapshot's checkpoint: for a replica whose peers trimmed history it lacks. A snapshot that a sync receives is installed this way by itself. Needs the database to itself.
+    Install {
+        /// The file (`peers snapshot write` on a replica that confirms the checkpoint).
+        file: PathBuf,
     },
     /// Check a snapshot file: its header, the owner's signature on its checkpoint, every block, and the state against the checkpoint's hash. Opens no database.
     Check {

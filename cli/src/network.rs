@@ -337,6 +337,12 @@ fn report_output(report: &SyncReport) -> (serde_json::Value, String) {
         "bytes_received": report.bytes_received,
         "round_trips": report.round_trips,
         "forked_authors": report.forked_authors.iter().map(Author::to_hex).collect::<Vec<_>>(),
+        "snapshot_sent": report.snapshot_sent.map(|hash| hash.to_hex()),
+        "snapshot_received": report.snapshot_received.as_ref().map(|received| json!({
+            "checkpoint": received.checkpoint.to_hex(),
+            "bytes": received.bytes,
+            "path": received.path.display().to_string(),
+        })),
     });
     let mut text = format!(
         "synced with {peer}\nsent {} ({} bytes), received {} ({} bytes), {}",
@@ -348,6 +354,19 @@ fn report_output(report: &SyncReport) -> (serde_json::Value, String) {
     );
     for author in &report.forked_authors {
         text.push_str(&format!("\nfork: {author} has two changes at one seq; cut"));
+    }
+    if let Some(checkpoint) = report.snapshot_sent {
+        text.push_str(&format!(
+            "\nsent our snapshot of checkpoint {checkpoint}: the peer lacked history trimmed here"
+        ));
+    }
+    if let Some(received) = &report.snapshot_received {
+        text.push_str(&format!(
+            "\nthe peer trimmed history this replica lacks: received its snapshot (checkpoint {}, {} bytes), kept at {}; it is installed when peers next opens this database itself",
+            received.checkpoint,
+            received.bytes,
+            received.path.display()
+        ));
     }
     (value, text)
 }
@@ -429,26 +448,41 @@ pub(crate) fn join_ticket(
         identity,
         ..Options::default()
     };
-    let db = Db::join(dir, ticket.database, options)
+    let mut db = Db::join(dir, ticket.database, options)
         .with_context(|| format!("creating {}", dir.display()))?;
-    let result = runtime().and_then(|runtime| {
-        runtime.block_on(async {
-            let mut across_ticket = Across {
-                signal: ticket.signal.clone(),
-                stun: across.stun.clone(),
-            };
-            for url in &across.signal {
-                if !across_ticket.signal.contains(url) {
-                    across_ticket.signal.push(url.clone());
+    let redeem = |db: &Db| {
+        runtime().and_then(|runtime| {
+            runtime.block_on(async {
+                let mut across_ticket = Across {
+                    signal: ticket.signal.clone(),
+                    stun: across.stun.clone(),
+                };
+                for url in &across.signal {
+                    if !across_ticket.signal.contains(url) {
+                        across_ticket.signal.push(url.clone());
+                    }
                 }
-            }
-            let config = across_config(&across_ticket, NodeConfig::default()).await?;
-            let node = Node::start(db.clone(), config).await?;
-            let result = with_progress(&node, "joining", node.redeem(&ticket)).await;
-            node.shutdown().await;
-            result.context("redeeming the invite")
+                let config = across_config(&across_ticket, NodeConfig::default()).await?;
+                let node = Node::start(db.clone(), config).await?;
+                let result = with_progress(&node, "joining", node.redeem(&ticket)).await;
+                node.shutdown().await;
+                result.context("redeeming the invite")
+            })
         })
-    });
+    };
+    let mut result = redeem(&db);
+    // An inviter that trimmed its history sends its snapshot first: install
+    // it, then sync again for the changes above it (the grant among them).
+    if result
+        .as_ref()
+        .is_ok_and(|report| report.snapshot_received.is_some())
+    {
+        drop(db);
+        crate::commands::install_received(dir)?;
+        db = Db::open(dir, Options::default())
+            .with_context(|| format!("opening {}", dir.display()))?;
+        result = redeem(&db);
+    }
     let report = match result {
         Ok(report) => report,
         Err(error) => {
@@ -657,6 +691,17 @@ fn print_event(label: Option<&str>, event: &Event, received: u64, sent: u64, jso
             json!({ "event": "peer_error", "address": address.to_string(),
                     "peer": peer.map(|p| p.to_hex()), "error": error.to_string() }),
             format!("peer {address} dropped: {error}"),
+        ),
+        Event::SnapshotReceived {
+            peer,
+            checkpoint,
+            path,
+        } => (
+            json!({ "event": "snapshot_received", "peer": peer.to_hex(), "checkpoint": checkpoint.to_string(), "path": path.display().to_string() }),
+            format!(
+                "{peer} trimmed history this replica lacks and sent its snapshot (checkpoint {checkpoint}), kept at {}: stop this process and start it again to install it, then it syncs the changes above it",
+                path.display()
+            ),
         ),
         Event::Registered { url } => (
             json!({ "event": "registered", "signal": url }),

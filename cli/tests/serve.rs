@@ -517,3 +517,66 @@ fn revoked_always_on_peer_receives_no_new_changes() {
     served.stop();
     owner_serve.stop();
 }
+
+// Guards bootstrap over sync through the real binary (FORMAT.md
+// "Bootstrap"): a served replica trimmed at a checkpoint; a new member's
+// `peers sync` receives its snapshot, installs it, syncs again for the
+// changes above it, and holds the served rows.
+#[test]
+fn bootstrap_by_sync() {
+    let temp = TempDir::new().expect("temp dir");
+    let (owner, id, _) = init(&temp, "owner");
+    for index in 0..5 {
+        ok_json(
+            &owner,
+            &["put", "notes", &format!("n{index}"), "title=below"],
+        );
+    }
+    ok_json(&owner, &["checkpoint"]);
+    ok_json(&owner, &["trim"]);
+    let serve = Serve::start(
+        &[
+            "--db",
+            owner.to_str().expect("UTF-8"),
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        1,
+        false,
+    );
+    // Through the serving process's control socket.
+    ok_json(&owner, &["put", "notes", "n9", "title=above"]);
+    let (member, key) = join(&temp, "member", &id);
+    ok_json(&owner, &["grant", &key, "writer"]);
+
+    let output = peers()
+        .arg("--db")
+        .arg(&member)
+        .args(["--json", "sync", &serve.address(&id)])
+        .output()
+        .expect("run peers sync");
+    let stderr = text(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("installed the snapshot"), "{stderr}");
+    // One report per session: the snapshot, then the changes above it.
+    let reports: Vec<Json> = text(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a JSON line"))
+        .collect();
+    assert_eq!(reports.len(), 2, "{reports:?}");
+    assert!(reports[0]["snapshot_received"].is_object(), "{reports:?}");
+    assert!(reports[1]["snapshot_received"].is_null(), "{reports:?}");
+    // The checkpoint, the row above it and the grant.
+    assert_eq!(reports[1]["changes_received"], 3, "{reports:?}");
+    assert!(!member.join("snapshot-received").exists());
+    for name in ["n0", "n4", "n9"] {
+        assert_eq!(
+            row(&member, "notes", name),
+            row(&owner, "notes", name),
+            "{name}"
+        );
+    }
+    assert!(row(&member, "notes", "n9").is_some());
+    serve.stop();
+}

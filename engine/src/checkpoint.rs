@@ -116,7 +116,14 @@ pub(crate) fn settled_in(view: &DB, frontier: &[FrontierEntry]) -> Result<Vec<(A
             Some(bytes) => decode(&bytes, &key)?,
             None => return Err(Error::ViewCorrupt { key }),
         };
-        debug_assert_eq!(state.head_seq, entry.seq, "a closure's head is its entry");
+        // A closure's head is its entry; a snapshot state that says
+        // otherwise was signed wrong (by the owner: only a replica that
+        // bootstraps from it can meet one) and is refused.
+        if state.head_seq != entry.seq {
+            return Err(Error::Snapshot(crate::SnapshotError::FrontierMismatch {
+                author: entry.author,
+            }));
+        }
         settled.push((
             entry.author,
             Settled {

@@ -39,12 +39,13 @@ use crate::signature::{self, fan_out};
 use crate::version_vector::VersionVector;
 use crate::view::{FieldState, decode};
 use commit::{Chain, CommitRequest, now_ms};
-pub use directory::LOCK_FILE;
 pub(crate) use directory::VIEW_DIR;
 use directory::{
     IDENTITY_FILE, applied_position, io_error, lock_dir, open_view, prepare_new,
     read_database_file, reset_view, write_database_file,
 };
+pub use directory::{LOCK_FILE, RECEIVED_SNAPSHOT_FILE};
+pub use generation::RECEIVING_SNAPSHOT_PREFIX;
 use generation::{log_dir, read_generation, remove_other_generations, snapshot_file, view_dir};
 pub use transaction::Transaction;
 pub use trim::{TrimReport, TrimStep};
@@ -764,14 +765,19 @@ impl Db {
     /// too), in log order; hashes not held are skipped. What a peer whose
     /// changes wait on these asks for (PROTOCOL.md "Want"): sync sends the
     /// changes a peer lacks, but once a change is delivered nothing else
-    /// would ever send what it names. The caller bounds `hashes`.
+    /// would ever send what it names. Settled changes a trim dropped are not
+    /// held (FORMAT.md "Trimming"). The caller bounds `hashes`.
     pub fn changes_by_hash(&self, hashes: &[ChangeHash]) -> Result<Vec<Change>> {
         let mut held = Vec::with_capacity(hashes.len());
         for hash in hashes {
             let key = keys::change(hash);
             if let Some(bytes) = self.inner.view.get(&key)? {
                 let meta: ChangeMeta = decode(&bytes, &key)?;
-                held.push((meta.position, *hash));
+                // Position 0: settled and trimmed from the log (FORMAT.md
+                // "Trimming"); no longer held as a change.
+                if meta.position != 0 {
+                    held.push((meta.position, *hash));
+                }
             }
         }
         held.sort_unstable();
@@ -816,6 +822,27 @@ impl Db {
         visit: &mut dyn FnMut(Author, crate::Head) -> bool,
     ) -> Result<()> {
         reads::heads_between(&self.inner.view, from, until, visit)
+    }
+
+    /// Whether a peer at `heads` (as for [`Db::changes_since_heads`]: the
+    /// authors whose heads differ, with the peer's) lacks changes this
+    /// replica has trimmed: below its checkpoint's frontier, some author's
+    /// head is lower than the frontier's. Then this replica cannot send
+    /// them, only its snapshot file, which this returns (FORMAT.md
+    /// "Bootstrap"): its path and checkpoint.
+    pub fn snapshot_for(
+        &self,
+        heads: &[(Author, Option<crate::Head>)],
+    ) -> Option<(PathBuf, ChangeHash)> {
+        let checkpoint = self.inner.trimmed.as_ref()?;
+        let (frontier, _) = checkpoint.checkpoint()?;
+        let lacks = heads.iter().any(|(author, theirs)| {
+            frontier.iter().any(|entry| {
+                entry.author == *author && theirs.is_none_or(|head| head.seq < entry.seq)
+            })
+        });
+        let path = generation::snapshot_file(&self.inner.dir, self.inner.generation)?;
+        lacks.then(|| (path, checkpoint.hash()))
     }
 
     /// [`Db::changes_since`] for the listed authors only, each with the

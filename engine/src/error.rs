@@ -354,6 +354,28 @@ pub enum Error {
         /// The checkpoint.
         checkpoint: ChangeHash,
     },
+    /// [`crate::Db::install_snapshot`]: a checkpoint as late as the
+    /// offered one already stands here, or the offered frontier lies below
+    /// the standing one's (a snapshot only ever moves a replica forward).
+    #[error(
+        "the snapshot's checkpoint {offered} is not past the checkpoint {standing} that stands here"
+    )]
+    SnapshotNotNewer {
+        /// The standing checkpoint.
+        standing: ChangeHash,
+        /// The snapshot file's.
+        offered: ChangeHash,
+    },
+    /// [`crate::Db::install_snapshot`] on a replica that holds the whole
+    /// frontier of the snapshot's checkpoint and the history below it: it
+    /// judges the checkpoint itself.
+    #[error(
+        "this replica holds all of checkpoint {checkpoint}'s frontier and judges it itself: trim once it stands (`peers trim`)"
+    )]
+    SnapshotNotNeeded {
+        /// The snapshot file's checkpoint.
+        checkpoint: ChangeHash,
+    },
     /// The change at a log position vanished or moved: a bug or corruption.
     #[error("change {hash} is indexed but not readable from the log")]
     MissingChange {

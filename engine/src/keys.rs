@@ -142,6 +142,14 @@ pub(crate) fn change(hash: &ChangeHash) -> Vec<u8> {
     key
 }
 
+/// The change a `changes` key names (`None` for any other key).
+pub(crate) fn change_of(key: &[u8]) -> Option<ChangeHash> {
+    match key {
+        [CHANGES, hash @ ..] => Some(ChangeHash(hash.try_into().ok()?)),
+        _ => None,
+    }
+}
+
 pub(crate) fn chain_prefix(author: &Author, seq: u64) -> Vec<u8> {
     let mut key = vec![CHAIN];
     key.extend_from_slice(&author.0);

@@ -44,8 +44,8 @@ pub use changeset::{
 };
 pub use checkpoint::{CheckpointVerdict, SNAPSHOT_HASH_CONTEXT, VoidReason};
 pub use db::{
-    Db, LOCK_FILE, Member, Options, Recovery, SUBSCRIBE_BUFFER_CHANGES, Transaction, TrimReport,
-    TrimStep, VerifyReport,
+    Db, LOCK_FILE, Member, Options, RECEIVED_SNAPSHOT_FILE, RECEIVING_SNAPSHOT_PREFIX, Recovery,
+    SUBSCRIBE_BUFFER_CHANGES, Transaction, TrimReport, TrimStep, VerifyReport,
 };
 pub use error::{Error, Refusal, Result};
 pub use identity::Identity;

@@ -147,6 +147,13 @@ pub enum SnapshotError {
         /// The entries'.
         actual: SnapshotHash,
     },
+    /// The state's author record of a frontier author does not end at its
+    /// entry's seq: a state its checkpoint's owner signed wrong.
+    #[error("the snapshot state does not hold author {author}'s chain up to its frontier entry")]
+    FrontierMismatch {
+        /// The frontier author.
+        author: crate::Author,
+    },
     /// The writer was given an entry over the block limit, or keys out of
     /// order.
     #[error("cannot write the snapshot: {reason}")]

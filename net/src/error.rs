@@ -204,6 +204,27 @@ pub enum Error {
         /// [`crate::INBOUND_SESSIONS_MAX`].
         limit: usize,
     },
+    /// The peer's snapshot file (sync version 5) was refused as it
+    /// arrived: not a snapshot of this database, not the checkpoint it
+    /// announced, more bytes than announced, or a failed check of its
+    /// format (FORMAT.md "Snapshot file"). Nothing of it is kept.
+    #[error("the peer's snapshot was refused: {reason}")]
+    BadSnapshot {
+        /// Why.
+        reason: String,
+    },
+    /// The peer began to send a snapshot this replica already holds,
+    /// waiting to be installed; the session ends (`Bye(SnapshotPending)`).
+    #[error(
+        "the peer trimmed history this replica lacks, and its snapshot (checkpoint {checkpoint}) is already received, at {}: it is installed when `peers` next opens this database itself (stop the process that holds it, then run any command), or by Db::install_snapshot",
+        path.display()
+    )]
+    SnapshotPending {
+        /// The snapshot's checkpoint.
+        checkpoint: ChangeHash,
+        /// Where it waits.
+        path: std::path::PathBuf,
+    },
     /// The local database failed.
     #[error(transparent)]
     Engine(#[from] peers_engine::Error),

@@ -36,7 +36,8 @@ pub use handshake::{
 pub use known_peers::{How, KNOWN_PEERS_FILE, KNOWN_PEERS_MAX, KnownPeer, known_peers};
 pub use message::{
     BATCH_BYTES_MAX, BATCH_CHANGES_MAX, ByeReason, DATABASE_PROOF_DOMAIN, Hello, Message,
-    SYNC_VERSION, SYNC_VERSION_MIN, VectorEntry, WANT_HASHES_MAX, WANT_VERSION, database_proof,
+    SNAPSHOT_PART_BYTES_MAX, SNAPSHOT_VERSION, SYNC_VERSION, SYNC_VERSION_MIN, VectorEntry,
+    WANT_HASHES_MAX, WANT_VERSION, database_proof,
 };
 pub use node::{
     DISCOVERED_DIAL_FAILURES_MAX, EVENTS_BUFFER, Event, HANDSHAKES_MAX, HANDSHAKES_PER_ADDRESS_MAX,
@@ -48,7 +49,7 @@ pub use reconcile::{
     RECONCILE_RANGES_MAX, RECONCILE_REPLY_BYTES, RECONCILE_ROUNDS_MAX, RECONCILE_SPLIT, Range,
     RangeKind, Reconciler, fingerprint,
 };
-pub use session::{PENDING_SHARES, SyncReport};
+pub use session::{PENDING_SHARES, ReceivedSnapshot, SyncReport};
 
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]

@@ -18,10 +18,16 @@ use crate::reconcile::Range;
 /// Version 3 added `Redeem` (invites by ticket) and the invite `Bye`
 /// reasons; a version 2 peer never receives them (only a joiner holding a
 /// ticket from a version 3 node sends `Redeem`). Version 4 added `Want`;
-/// it is sent only when both sides speak version 4.
-pub const SYNC_VERSION: u16 = 4;
+/// it is sent only when both sides speak version 4. Version 5 added
+/// `Snapshot` and `SnapshotPart` (bootstrap from a trimmed replica), sent
+/// only when both speak version 5, and `Bye(SnapshotPending)`.
+pub const SYNC_VERSION: u16 = 5;
 /// The first version with [`Message::Want`].
 pub const WANT_VERSION: u16 = 4;
+/// The first version with [`Message::Snapshot`].
+pub const SNAPSHOT_VERSION: u16 = 5;
+/// A `SnapshotPart` holds 1 to this many bytes of the file.
+pub const SNAPSHOT_PART_BYTES_MAX: usize = 1024 * 1024;
 /// A `Want` names at most this many changes.
 pub const WANT_HASHES_MAX: usize = 1024;
 /// The lowest sync protocol version this build speaks. Version 1 is no
@@ -41,6 +47,7 @@ pub const BATCH_BYTES_MAX: usize = 1024 * 1024;
 
 const _: () = assert!(BATCH_BYTES_MAX + BATCH_CHANGES_MAX * 8 < MESSAGE_BYTES_MAX);
 const _: () = assert!(peers_engine::CHANGE_BYTES_MAX + 16 < MESSAGE_BYTES_MAX);
+const _: () = assert!(SNAPSHOT_PART_BYTES_MAX + 16 < MESSAGE_BYTES_MAX);
 
 /// Bincode's configuration for sync messages. The limit bounds what a
 /// decoder allocates for any claimed container length.
@@ -107,6 +114,9 @@ pub enum ByeReason {
     InviteExpired = 8,
     /// Every use of the invite was spent (version 3).
     InviteUsed = 9,
+    /// The sender already holds the snapshot the peer began to send, and
+    /// has yet to install it (version 5): the rest would be sent in vain.
+    SnapshotPending = 10,
 }
 
 impl std::fmt::Display for ByeReason {
@@ -128,6 +138,9 @@ impl std::fmt::Display for ByeReason {
             }
             ByeReason::InviteExpired => "the invite has expired; ask for a new one",
             ByeReason::InviteUsed => "the invite was already used; ask for a new one",
+            ByeReason::SnapshotPending => {
+                "it holds this snapshot already and has yet to install it (it installs when `peers` next opens its database)"
+            }
         })
     }
 }
@@ -174,6 +187,22 @@ pub enum Message {
     /// (at most [`WANT_HASHES_MAX`]); the receiver answers with those it
     /// holds, whatever their validity, in `Changes`, then `CaughtUp`.
     Want(Vec<ChangeHash>),
+    /// Index 9 (version 5): the receiver lacks changes below the frontier
+    /// of the checkpoint the sender trimmed at, which the sender no longer
+    /// holds: instead of its catch-up's changes, the sender sends the
+    /// snapshot file of `checkpoint` (FORMAT.md "Snapshot file"), `bytes`
+    /// long, in `SnapshotPart`s, then `CaughtUp { changes: 0 }`. The
+    /// receiver checks the file as it arrives and keeps it, to install once
+    /// nothing holds its database (PROTOCOL.md "Bootstrap").
+    Snapshot {
+        /// The checkpoint the file is of.
+        checkpoint: ChangeHash,
+        /// The file's length (at least 1).
+        bytes: u64,
+    },
+    /// Index 10 (version 5): the next bytes of the snapshot file, 1 to
+    /// [`SNAPSHOT_PART_BYTES_MAX`].
+    SnapshotPart(Vec<u8>),
 }
 
 impl Message {
@@ -189,6 +218,8 @@ impl Message {
             Message::Applied { .. } => "Applied",
             Message::Redeem { .. } => "Redeem",
             Message::Want(_) => "Want",
+            Message::Snapshot { .. } => "Snapshot",
+            Message::SnapshotPart(_) => "SnapshotPart",
         }
     }
 
@@ -232,6 +263,12 @@ impl Message {
             }
             Message::Want(hashes) if hashes.is_empty() || hashes.len() > WANT_HASHES_MAX => {
                 Err(malformed(format!("a Want of {} hashes", hashes.len())))
+            }
+            Message::Snapshot { bytes: 0, .. } => Err(malformed("an empty Snapshot".to_owned())),
+            Message::SnapshotPart(part)
+                if part.is_empty() || part.len() > SNAPSHOT_PART_BYTES_MAX =>
+            {
+                Err(malformed(format!("a SnapshotPart of {} bytes", part.len())))
             }
             _ => Ok(message),
         }
@@ -408,6 +445,49 @@ mod tests {
         let mut want = vec![8, 1];
         want.extend([5; 32]);
         assert_eq!(encode(Message::Want(vec![ChangeHash([5; 32])])), want);
+        // Snapshot: index 9, the checkpoint's hash, bytes 300 (fb 2c 01);
+        // SnapshotPart: index 10, length 2, the bytes.
+        let mut snapshot = vec![9];
+        snapshot.extend([6; 32]);
+        snapshot.extend([251, 0x2C, 0x01]);
+        assert_eq!(
+            encode(Message::Snapshot {
+                checkpoint: ChangeHash([6; 32]),
+                bytes: 300
+            }),
+            snapshot
+        );
+        assert_eq!(
+            encode(Message::SnapshotPart(vec![0xAB, 0xCD])),
+            [10, 2, 0xAB, 0xCD]
+        );
+        assert_eq!(encode(Message::Bye(ByeReason::SnapshotPending)), [5, 10]);
+    }
+
+    /// A `Snapshot` announces at least one byte; a `SnapshotPart` holds 1
+    /// to `SNAPSHOT_PART_BYTES_MAX`.
+    #[test]
+    fn snapshot_bounds() {
+        let decode = |message: Message| Message::decode(&message.encode().expect("encodes"));
+        assert!(matches!(
+            decode(Message::Snapshot {
+                checkpoint: ChangeHash([1; 32]),
+                bytes: 0
+            }),
+            Err(Error::MalformedMessage { .. })
+        ));
+        for (bytes, ok) in [
+            (0, false),
+            (1, true),
+            (SNAPSHOT_PART_BYTES_MAX, true),
+            (SNAPSHOT_PART_BYTES_MAX + 1, false),
+        ] {
+            assert_eq!(
+                decode(Message::SnapshotPart(vec![7; bytes])).is_ok(),
+                ok,
+                "{bytes}"
+            );
+        }
     }
 
     /// Trailing bytes, an unknown variant, a truncated message and a
@@ -420,7 +500,7 @@ mod tests {
             Message::decode(&trailing),
             Err(Error::MalformedMessage { .. })
         ));
-        for bytes in [&[8u8][..], &[5, 10], &[7, 1], &[], &[0, 1]] {
+        for bytes in [&[8u8][..], &[5, 11], &[7, 1], &[], &[0, 1], &[11]] {
             assert!(
                 matches!(Message::decode(bytes), Err(Error::MalformedMessage { .. })),
                 "{bytes:?}"

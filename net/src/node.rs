@@ -176,6 +176,19 @@ pub enum Event {
         /// Failed attempts in a row.
         failures: u32,
     },
+    /// A peer trimmed history this replica lacks and sent its snapshot
+    /// file instead (sync version 5): checked, kept at `path`, to install
+    /// when nothing holds the database ([`peers_engine::Db::install_snapshot`];
+    /// `peers` installs it when it next opens the database itself). Until
+    /// then, sessions with that peer end at the snapshot.
+    SnapshotReceived {
+        /// The peer.
+        peer: Author,
+        /// The snapshot's checkpoint.
+        checkpoint: peers_engine::ChangeHash,
+        /// Where the file waits.
+        path: std::path::PathBuf,
+    },
     /// The node registered with a signaling server (again, after a
     /// reconnect).
     Registered {
@@ -675,6 +688,18 @@ impl Shared {
         tracing::warn!(%address, ?peer, %error, "peer dropped");
     }
 
+    /// Tells of the snapshot file a session received, if it did.
+    fn received_snapshot(&self, peer: Author, report: &SyncReport) {
+        if let Some(received) = &report.snapshot_received {
+            tracing::warn!(%peer, checkpoint = %received.checkpoint, path = %received.path.display(), "received a snapshot of history the peer trimmed; it is installed when nothing holds the database (peers installs it when it next opens it)");
+            let _ = self.events.send(Event::SnapshotReceived {
+                peer,
+                checkpoint: received.checkpoint,
+                path: received.path.clone(),
+            });
+        }
+    }
+
     fn emit_error(&self, address: SocketAddr, peer: Option<Author>, error: Error) {
         self.peer_error(address, peer, &error);
         let _ = self.events.send(Event::PeerError {
@@ -756,6 +781,7 @@ async fn run_dialed<S: AsyncRead + AsyncWrite + Unpin + Send>(
     let tracked = Tracked::new(shared, peer);
     let report = session::run(channel, &shared.db, session, &tracked).await?;
     drop(tracked);
+    shared.received_snapshot(peer, &report);
     tracing::info!(
         %peer, sent = report.changes_sent, received = report.changes_received,
         bytes_sent = report.bytes_sent, bytes_received = report.bytes_received, "session ended"
@@ -924,6 +950,7 @@ async fn serve_channel<S: AsyncRead + AsyncWrite + Unpin + Send>(
         .await
         .map_err(|error| (Some(peer), error))?;
     drop(tracked);
+    shared.received_snapshot(peer, &report);
     tracing::info!(
         %peer, sent = report.changes_sent, received = report.changes_received, "session ended"
     );

@@ -10,10 +10,15 @@
 //! session then pushes every change the local database applies that the peer
 //! is not known to hold, and a keepalive when idle.
 
-use std::sync::{Arc, Mutex};
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use peers_engine::{Author, Change, ChangeHash, Db, Head, Position, VersionVector};
+use peers_engine::{
+    Author, Change, ChangeHash, DatabaseId, Db, Head, Position, RECEIVED_SNAPSHOT_FILE,
+    SnapshotReader, VersionVector,
+};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -22,8 +27,8 @@ use crate::channel::{RecvHalf, SecureChannel, SendHalf};
 use crate::error::{Error, Result};
 use crate::invite::{INVITE_ID_BYTES, INVITE_SECRET_BYTES, InviteRefusal, Invites, redeem_proof};
 use crate::message::{
-    self, BATCH_BYTES_MAX, BATCH_CHANGES_MAX, ByeReason, Hello, Message, SYNC_VERSION,
-    SYNC_VERSION_MIN, WANT_HASHES_MAX, WANT_VERSION,
+    self, BATCH_BYTES_MAX, BATCH_CHANGES_MAX, ByeReason, Hello, Message, SNAPSHOT_PART_BYTES_MAX,
+    SNAPSHOT_VERSION, SYNC_VERSION, SYNC_VERSION_MIN, WANT_HASHES_MAX, WANT_VERSION,
 };
 use crate::reconcile::{Difference, Reconciler};
 
@@ -51,6 +56,31 @@ pub struct SyncReport {
     /// Authors whose heads the two sides hold at the same seq with
     /// different hashes: a fork, which the engines then cut (FORMAT.md).
     pub forked_authors: Vec<Author>,
+    /// The checkpoint whose snapshot file this side sent instead of the
+    /// changes the peer lacked below it, which this side trimmed (sync
+    /// version 5, PROTOCOL.md "Bootstrap").
+    pub snapshot_sent: Option<ChangeHash>,
+    /// The snapshot file the peer sent instead of changes it trimmed:
+    /// checked, and kept until it is installed
+    /// ([`peers_engine::Db::install_snapshot`]; `peers` installs it when it
+    /// next opens the database itself). Then sync again for the changes
+    /// above it.
+    pub snapshot_received: Option<ReceivedSnapshot>,
+}
+
+/// A snapshot file received in a session, checked with every check of its
+/// format (its state hash against the owner's signed checkpoint included).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReceivedSnapshot {
+    /// Its checkpoint.
+    pub checkpoint: ChangeHash,
+    /// Where it is kept: [`RECEIVED_SNAPSHOT_FILE`] in the database's
+    /// directory.
+    pub path: PathBuf,
+    /// Its length.
+    pub bytes: u64,
+    /// Its entries.
+    pub entries: u64,
 }
 
 /// What a session reports while it runs.
@@ -207,6 +237,8 @@ pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin + Send>(
         halt: &halt,
         stop: &config.stop,
         wants: version >= WANT_VERSION,
+        snapshots: version >= SNAPSHOT_VERSION,
+        snapshot_sent: OnceLock::new(),
     };
 
     // The reader tells the writer what to send besides the catch-up and
@@ -228,6 +260,8 @@ pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin + Send>(
     report.bytes_received = recv.received_bytes();
     report.changes_received = counts.received;
     report.duplicates_received = counts.duplicates;
+    report.snapshot_received = counts.snapshot.take();
+    report.snapshot_sent = ends.snapshot_sent.get().copied();
     if let Err(error) = read {
         if matches!(
             error,
@@ -246,6 +280,9 @@ pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin + Send>(
         return Err(ending(&mut send, error).await);
     }
     report.changes_sent = wrote?;
+    if live && report.snapshot_received.is_some() {
+        say_bye(&mut send, ByeReason::Shutdown).await;
+    }
     let _ = send.close().await;
     if !live && config.stop.is_cancelled() {
         return Err(Error::ShuttingDown);
@@ -258,6 +295,8 @@ pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin + Send>(
 struct Received {
     received: u64,
     duplicates: u64,
+    /// The peer's snapshot file, received and checked.
+    snapshot: Option<ReceivedSnapshot>,
     /// Changes of this peer parked in the pending set (its share, see
     /// [`pending_quota`], plus one batch): dropped if the peer turns out
     /// hostile.
@@ -317,6 +356,10 @@ struct Ends<'a> {
     stop: &'a CancellationToken,
     /// Whether both sides speak `Want` (sync version 4).
     wants: bool,
+    /// Whether both sides speak `Snapshot` (sync version 5).
+    snapshots: bool,
+    /// The checkpoint of the snapshot file we sent, if we did.
+    snapshot_sent: OnceLock<ChangeHash>,
 }
 
 impl Ends<'_> {
@@ -337,8 +380,19 @@ impl Ends<'_> {
         let catch_up = async {
             if let Some(lacking) = lacking {
                 let lacking = lacking.to_vec();
-                let changes = blocking(self.db, move |db| db.changes_since_heads(&lacking)).await?;
-                sent += self.send_stream(send, changes).await?;
+                // A peer below the frontier of the checkpoint we trimmed
+                // at: we can send it the snapshot, not the changes.
+                let snapshot = self
+                    .snapshots
+                    .then(|| self.db.snapshot_for(&lacking))
+                    .flatten();
+                if let Some((path, checkpoint)) = snapshot {
+                    self.send_snapshot(send, path, checkpoint).await?;
+                } else {
+                    let changes =
+                        blocking(self.db, move |db| db.changes_since_heads(&lacking)).await?;
+                    sent += self.send_stream(send, changes).await?;
+                }
                 send.send(&Message::CaughtUp { changes: sent }.encode()?)
                     .await?;
                 // While our reader applies the peer's catch-up, however long
@@ -538,6 +592,55 @@ impl Ends<'_> {
         Ok(count)
     }
 
+    /// Sends our snapshot file (PROTOCOL.md "Bootstrap"): `Snapshot`, then
+    /// the file in `SnapshotPart`s, read one part at a time. The peer's
+    /// membership is checked first, as before every batch.
+    async fn send_snapshot<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        send: &mut SendHalf<S>,
+        path: PathBuf,
+        checkpoint: ChangeHash,
+    ) -> Result<()> {
+        if let Err(error) = check_member(self.db, &self.peer) {
+            say_bye(send, ByeReason::NotAMember).await;
+            return Err(error);
+        }
+        let io = |path: &PathBuf| {
+            let path = path.clone();
+            move |source| peers_engine::Error::Io { path, source }
+        };
+        let opened = path.clone();
+        let (file, bytes) = tokio::task::spawn_blocking(move || {
+            let file = std::fs::File::open(&opened).map_err(io(&opened))?;
+            let bytes = file.metadata().map_err(io(&opened))?.len();
+            Ok::<_, peers_engine::Error>((file, bytes))
+        })
+        .await
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic()))?;
+        tracing::info!(peer = %self.peer, %checkpoint, bytes, "the peer lacks history we trimmed: sending our snapshot");
+        send.send(&Message::Snapshot { checkpoint, bytes }.encode()?)
+            .await?;
+        let mut file = Some(file);
+        let mut left = bytes;
+        while left > 0 {
+            let take = left.min(SNAPSHOT_PART_BYTES_MAX as u64) as usize;
+            let mut reading = file.take().expect("put back after each part");
+            let path = path.clone();
+            let (back, part) = tokio::task::spawn_blocking(move || {
+                let mut part = vec![0; take];
+                let read = reading.read_exact(&mut part).map_err(io(&path));
+                (reading, read.map(|()| part))
+            })
+            .await
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic()));
+            file = Some(back);
+            send.send(&Message::SnapshotPart(part?).encode()?).await?;
+            left -= take as u64;
+        }
+        let _ = self.snapshot_sent.set(checkpoint);
+        Ok(())
+    }
+
     /// Streams `changes` in bounded batches. Returns how many were sent.
     async fn send_stream<S: AsyncRead + AsyncWrite + Unpin>(
         &self,
@@ -622,6 +725,8 @@ impl Ends<'_> {
         // A `Want` of ours is not answered yet.
         let mut wanting = false;
         let mut wants = Wants::default();
+        // The peer's snapshot file, while its parts arrive.
+        let mut incoming: Option<Incoming> = None;
         if caught_up {
             self.observer.caught_up(self.peer);
             self.observer.in_sync(self.peer);
@@ -638,7 +743,39 @@ impl Ends<'_> {
                 Ok(message) => message,
                 Err(error) => break Err(error),
             };
+            // A snapshot's parts come one after another, until the last.
+            if incoming.is_some()
+                && !matches!(
+                    message,
+                    Message::SnapshotPart(_) | Message::Keepalive | Message::Bye(_)
+                )
+            {
+                break Err(unexpected("SnapshotPart", &message));
+            }
             match message {
+                Message::Snapshot { checkpoint, bytes }
+                    if self.snapshots && !caught_up && counts.snapshot.is_none() =>
+                {
+                    match Incoming::start(self.db, checkpoint, bytes).await {
+                        Ok(started) => incoming = Some(started),
+                        Err(error) => break Err(error),
+                    }
+                }
+                Message::SnapshotPart(part) if incoming.is_some() => {
+                    let receiving = incoming.as_mut().expect("checked above");
+                    if let Err(error) = receiving.push(part).await {
+                        break Err(error);
+                    }
+                    if receiving.is_complete() {
+                        match incoming.take().expect("checked above").finish().await {
+                            Ok(received) => {
+                                tracing::info!(peer = %self.peer, checkpoint = %received.checkpoint, bytes = received.bytes, path = %received.path.display(), "received the peer's snapshot: install it, then sync again");
+                                counts.snapshot = Some(received);
+                            }
+                            Err(error) => break Err(error),
+                        }
+                    }
+                }
                 Message::Changes(batch) => {
                     let parked = counts.parked.len();
                     if let Err(error) = self.apply(batch, counts).await {
@@ -678,6 +815,12 @@ impl Ends<'_> {
                         applied_sent = true;
                         // A writer that is gone was halted: so are we.
                         let _ = events.send(Event::Applied(counts.received)).await;
+                    }
+                    // Live, a replica that received a snapshot could apply
+                    // nothing the peer pushes until it installs it: the
+                    // session ends here (`run` says `Bye(Shutdown)`).
+                    if live && counts.snapshot.is_some() {
+                        break Ok(());
                     }
                     if !live && confirmed {
                         break Ok(());
@@ -866,6 +1009,180 @@ fn next_batch(
     }
 }
 
+/// Parts of a snapshot file queued for its checker.
+const SNAPSHOT_PARTS_QUEUED: usize = 4;
+
+/// A snapshot file arriving (PROTOCOL.md "Bootstrap"): its parts go to a
+/// blocking task that writes them to a temporary file in the database's
+/// directory and checks them as they come, with [`SnapshotReader`]
+/// (memory: the queued parts and one block). On success the file becomes
+/// [`RECEIVED_SNAPSHOT_FILE`]; on any failure, or if the session ends
+/// first, the temporary file is removed.
+struct Incoming {
+    bytes: u64,
+    received: u64,
+    parts: Option<mpsc::Sender<Vec<u8>>>,
+    check: tokio::task::JoinHandle<Result<ReceivedSnapshot>>,
+}
+
+impl Incoming {
+    /// A snapshot of `checkpoint`, `bytes` long, announced. A snapshot of
+    /// the same checkpoint already waiting to be installed ends the session
+    /// ([`Error::SnapshotPending`]): it would arrive in vain.
+    async fn start(db: &Db, checkpoint: ChangeHash, bytes: u64) -> Result<Incoming> {
+        let dir = db.dir().to_owned();
+        let database = db.database_id();
+        let waiting = dir.join(RECEIVED_SNAPSHOT_FILE);
+        let pending = tokio::task::spawn_blocking(move || {
+            let file = std::fs::File::open(&waiting).ok()?;
+            let reader = SnapshotReader::open(std::io::BufReader::new(file)).ok()?;
+            (reader.checkpoint().hash() == checkpoint).then_some(waiting)
+        })
+        .await
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic()));
+        if let Some(path) = pending {
+            return Err(Error::SnapshotPending { checkpoint, path });
+        }
+        let (parts, queued) = mpsc::channel(SNAPSHOT_PARTS_QUEUED);
+        let check = tokio::task::spawn_blocking(move || {
+            receive_snapshot(queued, &dir, database, checkpoint, bytes)
+        });
+        Ok(Incoming {
+            bytes,
+            received: 0,
+            parts: Some(parts),
+            check,
+        })
+    }
+
+    /// Hands the next part to the checker; an error if it is more than was
+    /// announced, or if the checker refused what came before.
+    async fn push(&mut self, part: Vec<u8>) -> Result<()> {
+        self.received += part.len() as u64;
+        if self.received > self.bytes {
+            return Err(Error::BadSnapshot {
+                reason: format!("more than the {} bytes announced", self.bytes),
+            });
+        }
+        let parts = self.parts.as_ref().expect("present until complete");
+        if parts.send(part).await.is_err() {
+            // The checker stopped early: it refused the file.
+            return Err(match (&mut self.check).await {
+                Ok(Err(error)) => error,
+                Ok(Ok(_)) => Error::BadSnapshot {
+                    reason: "the file ended before the bytes announced".to_owned(),
+                },
+                Err(panic) => std::panic::resume_unwind(panic.into_panic()),
+            });
+        }
+        if self.received == self.bytes {
+            // The checker reads the end of the file here.
+            self.parts = None;
+        }
+        Ok(())
+    }
+
+    /// Whether every announced byte arrived.
+    fn is_complete(&self) -> bool {
+        self.received == self.bytes
+    }
+
+    /// The checker's verdict on the whole file.
+    async fn finish(mut self) -> Result<ReceivedSnapshot> {
+        drop(self.parts.take());
+        (&mut self.check)
+            .await
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic()))
+    }
+}
+
+/// What the snapshot checker reads: the parts as they arrive, each written
+/// to `copy` as it is handed out; the end of the file when the session
+/// drops the sender.
+struct Parts<W: Write> {
+    queued: mpsc::Receiver<Vec<u8>>,
+    part: Vec<u8>,
+    at: usize,
+    copy: W,
+}
+
+impl<W: Write> Read for Parts<W> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.at == self.part.len() {
+            match self.queued.blocking_recv() {
+                Some(part) => {
+                    self.copy.write_all(&part)?;
+                    self.part = part;
+                    self.at = 0;
+                }
+                None => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.part.len() - self.at);
+        out[..n].copy_from_slice(&self.part[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+/// The snapshot checker (a blocking task): reads the parts into a
+/// temporary file in `dir` while [`SnapshotReader`] checks them, then
+/// checks that the file is of `database` and `checkpoint` (the header, as
+/// soon as it is in) and every rule of its format to its end; then keeps it
+/// as [`RECEIVED_SNAPSHOT_FILE`], fsynced.
+fn receive_snapshot(
+    queued: mpsc::Receiver<Vec<u8>>,
+    dir: &std::path::Path,
+    database: DatabaseId,
+    checkpoint: ChangeHash,
+    bytes: u64,
+) -> Result<ReceivedSnapshot> {
+    let bad = |reason: String| Error::BadSnapshot { reason };
+    let io = |path: &std::path::Path| {
+        let path = path.to_owned();
+        move |source| Error::Engine(peers_engine::Error::Io { path, source })
+    };
+    let temp = tempfile::Builder::new()
+        .prefix(peers_engine::RECEIVING_SNAPSHOT_PREFIX)
+        .tempfile_in(dir)
+        .map_err(io(dir))?;
+    let mut parts = Parts {
+        queued,
+        part: Vec::new(),
+        at: 0,
+        copy: std::io::BufWriter::new(temp.as_file()),
+    };
+    let reader = SnapshotReader::open(&mut parts).map_err(|error| bad(error.to_string()))?;
+    if reader.database() != database {
+        return Err(bad(format!(
+            "it is a snapshot of database {}",
+            reader.database()
+        )));
+    }
+    if reader.checkpoint().hash() != checkpoint {
+        return Err(bad(format!(
+            "it is of checkpoint {}, not the {checkpoint} announced",
+            reader.checkpoint().hash()
+        )));
+    }
+    let entries = reader.finish().map_err(|error| bad(error.to_string()))?;
+    parts.copy.flush().map_err(io(temp.path()))?;
+    drop(parts);
+    temp.as_file().sync_all().map_err(io(temp.path()))?;
+    let path = dir.join(RECEIVED_SNAPSHOT_FILE);
+    temp.persist(&path)
+        .map_err(|error| io(&path)(error.error))?;
+    std::fs::File::open(dir)
+        .and_then(|dir| dir.sync_all())
+        .map_err(io(dir))?;
+    Ok(ReceivedSnapshot {
+        checkpoint,
+        path,
+        bytes,
+        entries,
+    })
+}
+
 /// Whether `peer` may sync this database: any key in an open database (or
 /// before the genesis is held: there is nothing to leak, and what arrives
 /// is verified), only a key with a role in a members-only one. Reads the
@@ -989,9 +1306,10 @@ async fn ending<S: AsyncRead + AsyncWrite + Unpin>(send: &mut SendHalf<S>, error
             InviteRefusal::Expired => ByeReason::InviteExpired,
             InviteRefusal::Used => ByeReason::InviteUsed,
         }),
-        Error::MalformedMessage { .. } | Error::UnexpectedMessage { .. } => {
-            Some(ByeReason::ProtocolViolation)
-        }
+        Error::MalformedMessage { .. }
+        | Error::UnexpectedMessage { .. }
+        | Error::BadSnapshot { .. } => Some(ByeReason::ProtocolViolation),
+        Error::SnapshotPending { .. } => Some(ByeReason::SnapshotPending),
         _ => None,
     };
     if let Some(reason) = reason {

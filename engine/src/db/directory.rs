@@ -23,6 +23,10 @@ pub(crate) const VIEW_DIR: &str = "view";
 /// The file whose advisory lock makes one process the directory's user; it
 /// holds that process's id and command line, for the error another gets.
 pub const LOCK_FILE: &str = "lock";
+/// A snapshot file received in a sync (FORMAT.md "Bootstrap"), checked,
+/// waiting for [`crate::Db::install_snapshot`] (which `peers` runs when it
+/// next opens the directory itself).
+pub const RECEIVED_SNAPSHOT_FILE: &str = "snapshot-received";
 
 pub(crate) fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |source| Error::Io {

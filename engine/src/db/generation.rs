@@ -71,8 +71,12 @@ fn generation_of(name: &str) -> Option<u64> {
     }
 }
 
-/// Removes every generation's files but `keep`'s, and a temporary
-/// generation file: what a crash before or after a switch left (called at
+/// The name a snapshot file arriving in a sync starts with, in the
+/// database's directory (FORMAT.md "Database directory").
+pub const RECEIVING_SNAPSHOT_PREFIX: &str = "snapshot-receiving";
+
+/// Removes every generation's files but `keep`'s, a temporary generation
+/// file, and a snapshot file left arriving: what a crash before or after a switch left (called at
 /// open and after a switch, under the directory's lock).
 pub(crate) fn remove_other_generations(dir: &Path, keep: u64) -> Result<()> {
     let temp = dir.join(GENERATION_TEMP);
@@ -82,6 +86,16 @@ pub(crate) fn remove_other_generations(dir: &Path, keep: u64) -> Result<()> {
     for entry in std::fs::read_dir(dir).map_err(io_error(dir))? {
         let entry = entry.map_err(io_error(dir))?;
         let name = entry.file_name();
+        // A snapshot that was arriving when a process died (`peers-net`
+        // writes it under this prefix, and renames it once checked).
+        if name
+            .to_str()
+            .is_some_and(|name| name.starts_with(RECEIVING_SNAPSHOT_PREFIX))
+        {
+            let path = entry.path();
+            std::fs::remove_file(&path).map_err(io_error(&path))?;
+            continue;
+        }
         let Some(generation) = name.to_str().and_then(generation_of) else {
             continue;
         };

@@ -213,7 +213,8 @@ impl Db {
         progress: &mut dyn FnMut(TrimStep, u64, u64),
     ) -> Result<TrimReport> {
         let dir = dir.as_ref();
-        let database = read_database_file(dir)?;
+        // A directory that holds no database says so before it is locked.
+        read_database_file(dir)?;
         // Held until the end, across the switch, beyond the `Db`'s life.
         let lock = Arc::new(lock_dir(dir)?);
         let db = Db::open_with(dir, options.clone(), REAL_DISK, Some(Arc::clone(&lock)))?;
@@ -225,30 +226,6 @@ impl Db {
                 checkpoint: checkpoint_hash,
             });
         }
-        let current = db.inner.generation;
-        let next = current + 1;
-        let log_bytes_before = bytes_under(&log_dir(dir, current))?;
-        let view_bytes_before = bytes_under(&view_dir(dir, current))?;
-
-        // 1. The snapshot file.
-        let snapshot_path = snapshot_path(dir, next);
-        let file = std::fs::File::create(&snapshot_path).map_err(io_error(&snapshot_path))?;
-        let (file, snapshot_entries) = db.write_snapshot(
-            &checkpoint_hash,
-            BufWriter::new(file),
-            &mut |done, total| progress(TrimStep::Snapshot, done, total),
-        )?;
-        file.into_inner()
-            .map_err(|error| error.into_error())
-            .and_then(|file| file.sync_all())
-            .map_err(io_error(&snapshot_path))?;
-        sync_dir(dir)?;
-        fail::fail_point!("engine::trim-snapshot", |_| injected(
-            "engine::trim-snapshot"
-        ));
-
-        // 2. The new log: the changes outside the closure and not off the
-        // frontier, in log order.
         let checkpoint = db
             .get_change(&checkpoint_hash)?
             .ok_or(Error::MissingChange {
@@ -265,78 +242,231 @@ impl Db {
                     verdict,
                 }
             })?;
-        let log_path = log_dir(dir, next);
-        let wal_options = peers_wal::Options {
-            segment_bytes_max: options.segment_bytes_max,
-            sync: peers_wal::SyncMode::Relaxed,
-        };
-        let (wal, _) = peers_wal::Wal::open(&log_path, wal_options)?;
-        let log = Log::new(wal, Some(checkpoint_hash));
-        let mut off = OffFrontier::new(&checkpoint, closure.changes)?;
-        let (mut kept, mut settled) = (0u64, 0u64);
-        let mut group = Vec::with_capacity(TRIM_APPEND_CHANGES);
-        let (start, end) = (db.inner.log.start().0, db.inner.log.end().0);
-        for item in db.log()? {
-            let (position, change) = item?;
-            let hash = change.hash();
-            if off.closure.contains(&hash) {
-                settled += 1;
-                continue;
-            }
-            if off.is_off(&change) {
-                continue;
-            }
-            group.push(change);
-            kept += 1;
-            if group.len() == TRIM_APPEND_CHANGES {
-                log.append(&group)?;
-                group.clear();
-                progress(TrimStep::Log, position.0 - start, end - start);
-            }
-        }
-        if !group.is_empty() {
-            log.append(&group)?;
-        }
-        log.sync()?;
-        sync_dir(dir)?;
-        progress(TrimStep::Log, end - start, end - start);
-        fail::fail_point!("engine::trim-log", |_| injected("engine::trim-log"));
-
-        // 3. The new view: the snapshot's entries (checked against the
-        // signed hash before anything else is written), then the new log.
-        let view_path = view_dir(dir, next);
-        {
-            let view = Arc::new(open_view(&view_path, database)?);
-            load_snapshot(&view, &snapshot_path, database, log.start())?;
-            let mut writer = Writer::new(log.clone(), Arc::clone(&view), database, 0)?;
-            writer.snapshot_rows = Some(snapshot_rows(snapshot_path.clone()));
-            writer.replay(log.start(), false, Select::All, &mut |done, total| {
-                progress(TrimStep::View, done, total)
-            })?;
-            view.flush()?;
-        }
-        drop(log);
-        sync_dir(dir)?;
-        fail::fail_point!("engine::trim-view", |_| injected("engine::trim-view"));
-
-        // 4. The switch, then the old generation's files go.
-        drop(db);
-        switch_generation(dir, next)?;
-        fail::fail_point!("engine::trim-switch", |_| injected("engine::trim-switch"));
-        remove_other_generations(dir, next)?;
-        drop(lock);
-        Ok(TrimReport {
-            checkpoint: checkpoint_hash,
-            generation: next,
-            changes_kept: kept,
-            changes_settled: settled,
-            changes_off_frontier: off.off.len() as u64,
-            snapshot_entries,
-            log_bytes_before,
-            view_bytes_before,
-            log_bytes_after: bytes_under(&log_path)?,
-            view_bytes_after: bytes_under(&view_path)?,
-            snapshot_bytes: bytes_under(&snapshot_path)?,
-        })
+        next_generation(
+            db,
+            lock,
+            &options,
+            &checkpoint,
+            closure.changes,
+            SnapshotSource::Write,
+            progress,
+        )
     }
+
+    /// Installs the snapshot file `snapshot` (a checkpoint of this
+    /// database, by its owner: FORMAT.md "Bootstrap") into the database in
+    /// `dir` (not open elsewhere: [`Error::InUse`]): the file is read with
+    /// every check first (its state hash against the owner's signature),
+    /// and nothing is written if one fails; then the next generation is
+    /// made of it, as a trim makes one, keeping the held changes outside
+    /// its closure that are not off its frontier. Refused
+    /// ([`Error::SnapshotNotNewer`]) when a checkpoint as late stands here
+    /// already, or the file's frontier lies below the standing one's. The
+    /// replica then syncs the changes above the frontier like any replica.
+    pub fn install_snapshot(
+        dir: impl AsRef<Path>,
+        snapshot: impl AsRef<Path>,
+        options: Options,
+        progress: &mut dyn FnMut(TrimStep, u64, u64),
+    ) -> Result<TrimReport> {
+        let (dir, snapshot) = (dir.as_ref(), snapshot.as_ref());
+        let database = read_database_file(dir)?;
+        let lock = Arc::new(lock_dir(dir)?);
+        let db = Db::open_with(dir, options.clone(), REAL_DISK, Some(Arc::clone(&lock)))?;
+        // Every check of the file, and the closure it settles (its
+        // `changes` entries), before anything is written.
+        let mut reader = open_snapshot(snapshot, database)?;
+        let checkpoint = reader.checkpoint().clone();
+        let total = std::fs::metadata(snapshot)
+            .map_err(io_error(snapshot))?
+            .len();
+        let mut closure = crate::HashSet::default();
+        while let Some(block) = reader.next_block()? {
+            for (key, _) in &block {
+                if let Some(hash) = keys::change_of(key) {
+                    closure.insert(hash);
+                }
+            }
+            let mut file: &std::fs::File = reader.input().get_ref();
+            let read = std::io::Seek::stream_position(&mut file).unwrap_or(0);
+            progress(TrimStep::Judge, read.min(total), total);
+        }
+        reader.finish()?;
+        progress(TrimStep::Judge, total, total);
+        let (frontier, _) = checkpoint.checkpoint().ok_or(Error::NotACheckpoint {
+            hash: checkpoint.hash(),
+        })?;
+        // A replica that holds the whole frontier, and still holds the
+        // history below it, judges the checkpoint itself rather than trust
+        // the signature alone.
+        let mut holds_frontier = true;
+        for entry in frontier {
+            holds_frontier &= db.inner.view.get(keys::change(&entry.hash))?.is_some();
+        }
+        if db.inner.trimmed.is_none() && holds_frontier {
+            return Err(Error::SnapshotNotNeeded {
+                checkpoint: checkpoint.hash(),
+            });
+        }
+        if let Some(standing) = crate::checkpoint::Standing::load(&db.inner.view)? {
+            let below = standing.settled.iter().any(|(author, settled)| {
+                frontier
+                    .iter()
+                    .find(|entry| entry.author == *author)
+                    .is_none_or(|entry| entry.seq < settled.seq)
+            });
+            if standing.seq >= checkpoint.seq() || below {
+                return Err(Error::SnapshotNotNewer {
+                    standing: standing.checkpoint,
+                    offered: checkpoint.hash(),
+                });
+            }
+        }
+        next_generation(
+            db,
+            lock,
+            &options,
+            &checkpoint,
+            closure,
+            SnapshotSource::Copy(snapshot),
+            progress,
+        )
+    }
+}
+
+/// Where the next generation's snapshot file comes from.
+enum SnapshotSource<'a> {
+    /// Written from the checkpoint's closure, which the replica holds.
+    Write,
+    /// Copied from a file already checked.
+    Copy(&'a Path),
+}
+
+/// Writes generation N+1 of `db`'s directory (FORMAT.md "Trimming"): the
+/// snapshot file of `checkpoint`, a log of the held changes outside
+/// `closure` (its changes) and not off its frontier, and a view of both;
+/// then switches to it and removes the old generation. `lock` is the
+/// directory's, held across the switch.
+fn next_generation(
+    db: Db,
+    lock: Arc<std::fs::File>,
+    options: &Options,
+    checkpoint: &Change,
+    closure: crate::HashSet<ChangeHash>,
+    source: SnapshotSource<'_>,
+    progress: &mut dyn FnMut(TrimStep, u64, u64),
+) -> Result<TrimReport> {
+    let dir = db.inner.dir.clone();
+    let dir = dir.as_path();
+    let database = db.inner.database;
+    let checkpoint_hash = checkpoint.hash();
+    let current = db.inner.generation;
+    let next = current + 1;
+    let log_bytes_before = bytes_under(&log_dir(dir, current))?;
+    let view_bytes_before = bytes_under(&view_dir(dir, current))?;
+
+    // 1. The snapshot file.
+    let snapshot_path = snapshot_path(dir, next);
+    let snapshot_entries = match source {
+        SnapshotSource::Write => {
+            let file = std::fs::File::create(&snapshot_path).map_err(io_error(&snapshot_path))?;
+            let (file, entries) = db.write_snapshot(
+                &checkpoint_hash,
+                BufWriter::new(file),
+                &mut |done, total| progress(TrimStep::Snapshot, done, total),
+            )?;
+            file.into_inner()
+                .map_err(|error| error.into_error())
+                .and_then(|file| file.sync_all())
+                .map_err(io_error(&snapshot_path))?;
+            entries
+        }
+        SnapshotSource::Copy(from) => {
+            std::fs::copy(from, &snapshot_path)
+                .and_then(|_| std::fs::File::open(&snapshot_path)?.sync_all())
+                .map_err(io_error(&snapshot_path))?;
+            // Checked again where it now lies: the view loads from it.
+            open_snapshot(&snapshot_path, database)?.finish()?
+        }
+    };
+    sync_dir(dir)?;
+    fail::fail_point!("engine::trim-snapshot", |_| injected(
+        "engine::trim-snapshot"
+    ));
+
+    // 2. The new log: the changes outside the closure and not off the
+    // frontier, in log order.
+    let log_path = log_dir(dir, next);
+    let wal_options = peers_wal::Options {
+        segment_bytes_max: options.segment_bytes_max,
+        sync: peers_wal::SyncMode::Relaxed,
+    };
+    let (wal, _) = peers_wal::Wal::open(&log_path, wal_options)?;
+    let log = Log::new(wal, Some(checkpoint_hash));
+    let mut off = OffFrontier::new(checkpoint, closure)?;
+    let (mut kept, mut settled) = (0u64, 0u64);
+    let mut group = Vec::with_capacity(TRIM_APPEND_CHANGES);
+    let (start, end) = (db.inner.log.start().0, db.inner.log.end().0);
+    for item in db.log()? {
+        let (position, change) = item?;
+        let hash = change.hash();
+        if off.closure.contains(&hash) {
+            settled += 1;
+            continue;
+        }
+        if off.is_off(&change) {
+            continue;
+        }
+        group.push(change);
+        kept += 1;
+        if group.len() == TRIM_APPEND_CHANGES {
+            log.append(&group)?;
+            group.clear();
+            progress(TrimStep::Log, position.0 - start, end - start);
+        }
+    }
+    if !group.is_empty() {
+        log.append(&group)?;
+    }
+    log.sync()?;
+    sync_dir(dir)?;
+    progress(TrimStep::Log, end - start, end - start);
+    fail::fail_point!("engine::trim-log", |_| injected("engine::trim-log"));
+
+    // 3. The new view: the snapshot's entries (checked against the
+    // signed hash before anything else is written), then the new log.
+    let view_path = view_dir(dir, next);
+    {
+        let view = Arc::new(open_view(&view_path, database)?);
+        load_snapshot(&view, &snapshot_path, database, log.start())?;
+        let mut writer = Writer::new(log.clone(), Arc::clone(&view), database, 0)?;
+        writer.snapshot_rows = Some(snapshot_rows(snapshot_path.clone()));
+        writer.replay(log.start(), false, Select::All, &mut |done, total| {
+            progress(TrimStep::View, done, total)
+        })?;
+        view.flush()?;
+    }
+    drop(log);
+    sync_dir(dir)?;
+    fail::fail_point!("engine::trim-view", |_| injected("engine::trim-view"));
+
+    // 4. The switch, then the old generation's files go.
+    drop(db);
+    switch_generation(dir, next)?;
+    fail::fail_point!("engine::trim-switch", |_| injected("engine::trim-switch"));
+    remove_other_generations(dir, next)?;
+    drop(lock);
+    Ok(TrimReport {
+        checkpoint: checkpoint_hash,
+        generation: next,
+        changes_kept: kept,
+        changes_settled: settled,
+        changes_off_frontier: off.off.len() as u64,
+        snapshot_entries,
+        log_bytes_before,
+        view_bytes_before,
+        log_bytes_after: bytes_under(&log_path)?,
+        view_bytes_after: bytes_under(&view_path)?,
+        snapshot_bytes: bytes_under(&snapshot_path)?,
+    })
 }

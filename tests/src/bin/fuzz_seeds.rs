@@ -721,7 +721,19 @@ fn sync_messages(model: &Model, history: &[Change]) -> Result<Vec<(String, Messa
         ByeReason::RefusedChange,
         ByeReason::NotAMember,
         ByeReason::TooManySessions,
+        ByeReason::SnapshotPending,
     ];
+    messages.push((
+        "snapshot".to_owned(),
+        Message::Snapshot {
+            checkpoint: history.last().map_or(ChangeHash([0; 32]), Change::hash),
+            bytes: 567,
+        },
+    ));
+    messages.push((
+        "snapshot_part".to_owned(),
+        Message::SnapshotPart(b"PEERSNAP\x01\x00\x00\x00".to_vec()),
+    ));
     for reason in reasons {
         messages.push((format!("bye_{reason:?}"), Message::Bye(reason)));
     }

@@ -25,6 +25,10 @@ pub fn sync_message(data: &[u8]) {
             reconcile_answer(ranges);
         }
         Message::Changes(changes) => assert!(changes.len() <= BATCH_CHANGES_MAX),
+        Message::Snapshot { bytes, .. } => assert!(*bytes > 0),
+        Message::SnapshotPart(part) => {
+            assert!(!part.is_empty() && part.len() <= peers_net::SNAPSHOT_PART_BYTES_MAX);
+        }
         _ => {}
     }
     let encoded = message
