@@ -226,12 +226,21 @@ pub(crate) struct Closure {
     pub changes: HashSet<ChangeHash>,
     /// The owner's latest checkpoint in the closure (its hash and frontier).
     pub previous: Option<(ChangeHash, Vec<FrontierEntry>)>,
+    /// On a trimmed replica, the checkpoint it trimmed at, when a walk
+    /// reached a change that checkpoint settled: the rest of the closure is
+    /// that checkpoint's, held as its snapshot state, and `changes` holds
+    /// only what lies above it.
+    pub base: Option<ChangeHash>,
 }
 
 /// Walks each entry's chain down to seq 1 (`read` looks a held change up)
 /// and checks that every change of it names only changes of the walked
 /// chains (check 1, "closed"). `Err` is the verdict when the walk cannot
-/// confirm: a change missing, or not closed.
+/// confirm: a change missing, or not closed. On a trimmed replica, `read`
+/// of a change settled by the checkpoint it trimmed at is
+/// [`Error::Trimmed`]: a walk stops there (that change and its causal past
+/// are in that checkpoint's closure), and a change that names one is
+/// closed; [`Closure::base`] says so.
 pub(crate) fn settled_chains(
     frontier: &[FrontierEntry],
     owner: Author,
@@ -240,12 +249,20 @@ pub(crate) fn settled_chains(
     let mut changes = HashSet::default();
     let mut named: Vec<(ChangeHash, ChangeHash)> = Vec::new();
     let mut previous = None;
+    let mut base = None;
     for entry in frontier {
         let mut next = Some((entry.hash, entry.seq));
         while let Some((hash, seq)) = next {
-            let change = match read(&hash)? {
-                Some(change) if change.author() == entry.author && change.seq() == seq => change,
-                _ => return Ok(Err(CheckpointVerdict::Unconfirmed { missing: hash })),
+            let change = match read(&hash) {
+                Ok(Some(change)) if change.author() == entry.author && change.seq() == seq => {
+                    change
+                }
+                Err(Error::Trimmed { checkpoint, .. }) => {
+                    base = Some(checkpoint);
+                    break;
+                }
+                Ok(_) => return Ok(Err(CheckpointVerdict::Unconfirmed { missing: hash })),
+                Err(error) => return Err(error),
             };
             changes.insert(hash);
             // Deps already walked need no later check (the set only grows).
@@ -266,13 +283,26 @@ pub(crate) fn settled_chains(
             next = change.body().prev.map(|prev| (prev, seq - 1));
         }
     }
-    if let Some((change, names)) = named.into_iter().find(|(_, dep)| !changes.contains(dep)) {
-        return Ok(Err(CheckpointVerdict::Void(VoidReason::NotClosed {
-            change,
-            names,
-        })));
+    for (change, names) in named {
+        if changes.contains(&names) {
+            continue;
+        }
+        match read(&names) {
+            Err(Error::Trimmed { checkpoint, .. }) => base = Some(checkpoint),
+            Err(error) => return Err(error),
+            Ok(_) => {
+                return Ok(Err(CheckpointVerdict::Void(VoidReason::NotClosed {
+                    change,
+                    names,
+                })));
+            }
+        }
     }
-    Ok(Ok(Closure { changes, previous }))
+    Ok(Ok(Closure {
+        changes,
+        previous,
+        base,
+    }))
 }
 
 /// Calls `each` with every entry of the snapshot state of `view` (a view

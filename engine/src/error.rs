@@ -367,8 +367,8 @@ pub enum Error {
         offered: ChangeHash,
     },
     /// [`crate::Db::install_snapshot`] on a replica that holds the whole
-    /// frontier of the snapshot's checkpoint and the history below it: it
-    /// judges the checkpoint itself.
+    /// frontier of the snapshot's checkpoint (settled changes of a trimmed
+    /// replica count): it judges the checkpoint itself.
     #[error(
         "this replica holds all of checkpoint {checkpoint}'s frontier and judges it itself: trim once it stands (`peers trim`)"
     )]

@@ -255,10 +255,15 @@ async fn a_damaged_cut_or_foreign_snapshot_is_refused() {
     let report = sync_once(&fresh, &address).await.expect("sync");
     assert!(report.snapshot_received.is_some());
 
-    // The owner itself holds the frontier and its history: it judges.
+    // A replica that holds the frontier judges the checkpoint itself; one
+    // where it stands already (its owner) needs nothing newer.
     let owner_dir = dir.path().join("full");
     let full = Db::create(&owner_dir, signing_as(&key(9))).expect("create");
     write(&full, "x", 3);
+    let copy = peers_tests::replica_of(&full, &dir.path().join("copy"));
+    exchange(&full, &copy);
+    let copy_dir = copy.dir().to_owned();
+    drop(copy);
     let checkpoint = full.checkpoint(&mut |_, _| {}).expect("checkpoint");
     let snapshot = dir.path().join("full.snapshot");
     let out = std::fs::File::create(&snapshot).expect("create");
@@ -267,12 +272,21 @@ async fn a_damaged_cut_or_foreign_snapshot_is_refused() {
     drop(full);
     assert!(matches!(
         Db::install_snapshot(
+            &copy_dir,
+            &snapshot,
+            peers_tests::relaxed(),
+            &mut no_progress()
+        ),
+        Err(EngineError::SnapshotNotNeeded { .. })
+    ));
+    assert!(matches!(
+        Db::install_snapshot(
             &owner_dir,
             &snapshot,
             signing_as(&key(9)),
             &mut no_progress()
         ),
-        Err(EngineError::SnapshotNotNeeded { .. })
+        Err(EngineError::SnapshotNotNewer { .. })
     ));
     // Another database's snapshot: refused before anything is written.
     assert!(matches!(

@@ -354,3 +354,69 @@ fn a_replica_starts_from_a_snapshot_file() {
     let verified = fresh.verify(&mut |_, _| {}).expect("verify");
     assert!(verified.ok(), "{verified:?}");
 }
+
+/// A replica trimmed at one checkpoint judges a later one on top of its
+/// snapshot file (FORMAT.md "Trimming"): a trimmed writer confirms the
+/// owner's next checkpoint, the trimmed owner makes it, and both trim
+/// again; their snapshot files of it are the full replica's byte for byte,
+/// and the state is the full replica's.
+#[test]
+fn a_trimmed_replica_judges_a_later_checkpoint_and_trims_again() {
+    let _scenario = fail::FailScenario::setup();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (owner_key, writer_key) = (key(1), key(3));
+    let (owner, writer, first, _) = checkpointed(dir.path(), &owner_key, &writer_key);
+    let full = peers_tests::replica_of(&writer, &dir.path().join("full"));
+    exchange(&writer, &full);
+    let (owner_path, writer_path) = (owner.dir().to_owned(), writer.dir().to_owned());
+    drop((owner, writer));
+    for (path, identity) in [(&owner_path, &owner_key), (&writer_path, &writer_key)] {
+        Db::trim(path, signing_as(identity), &mut no_progress()).expect("first trim");
+    }
+    let owner = Db::open(&owner_path, signing_as(&owner_key)).expect("open");
+    let writer = Db::open(&writer_path, signing_as(&writer_key)).expect("open");
+    commit(&writer, &[set("notes", "w", "title", "above the first")]);
+    commit(&writer, &[increment("notes", "w", "views", 4)]);
+    commit(&owner, &[delete("notes", "o")]);
+    exchange(&writer, &owner);
+    exchange(&owner, &writer);
+    // Made on a trimmed replica: judged there on top of its snapshot.
+    let second = owner.checkpoint(&mut |_, _| {}).expect("second checkpoint");
+    assert_ne!(second, first);
+    exchange(&owner, &writer);
+    exchange(&owner, &full);
+    exchange(&writer, &full);
+    for db in [&owner, &writer, &full] {
+        assert_eq!(
+            db.standing_checkpoint(&mut |_, _| {}).expect("standing"),
+            Some(second),
+            "{}",
+            db.dir().display()
+        );
+    }
+    let expected = full.state_hash().expect("hash");
+    let full_file = dir.path().join("full.peerssnap");
+    full.write_snapshot(
+        &second,
+        std::fs::File::create(&full_file).expect("create"),
+        &mut |_, _| {},
+    )
+    .expect("full snapshot");
+    drop((owner, writer));
+    for (path, identity) in [(&owner_path, &owner_key), (&writer_path, &writer_key)] {
+        let report = Db::trim(path, signing_as(identity), &mut no_progress()).expect("trim again");
+        assert_eq!(report.checkpoint, second);
+        assert_eq!(report.generation, 2);
+        assert_eq!(
+            std::fs::read(path.join("snapshot-2")).expect("read"),
+            std::fs::read(&full_file).expect("read"),
+            "the same snapshot file as the full replica's"
+        );
+        let db = Db::open(path, signing_as(identity)).expect("open");
+        assert_eq!(db.trimmed_at().map(Change::hash), Some(second));
+        assert_eq!(db.state_hash().expect("hash"), expected);
+        assert_eq!(rows(&db, TABLES), rows(&full, TABLES));
+        let verified = db.verify(&mut |_, _| {}).expect("verify");
+        assert!(verified.ok(), "{verified:?}");
+    }
+}

@@ -276,12 +276,12 @@ impl Db {
                 Ok(CheckpointVerdict::Confirmed) => return Ok((Some(change.hash()), waiting)),
                 Ok(CheckpointVerdict::Unconfirmed { .. }) => waiting = true,
                 Ok(CheckpointVerdict::Void(_)) => {}
-                // A later checkpoint's closure reaches below the trimmed
-                // one's frontier, which this replica no longer holds:
-                // judging it there is not built, so it does not stand here
-                // (the trimmed one still does).
+                // Not expected: a closure's walk stops at what the trimmed
+                // checkpoint settled. Were a settled change read anyway,
+                // this checkpoint would not stand here (the trimmed one
+                // still does), and the replica goes on.
                 Err(Error::Trimmed { hash, checkpoint }) => {
-                    tracing::warn!(later = %change.hash(), %hash, %checkpoint, "cannot judge a checkpoint on a trimmed replica yet");
+                    tracing::warn!(later = %change.hash(), %hash, %checkpoint, "could not judge a checkpoint on a trimmed replica");
                 }
                 Err(error) => return Err(error),
             }
@@ -520,7 +520,9 @@ impl Db {
     /// Replays `closure` (of the log) into a scratch view, with the owner's
     /// previous checkpoint in it standing from the start ("Earlier
     /// settlement is part of the state"), calls `with` on it, and removes
-    /// it.
+    /// it. A closure on top of the checkpoint this replica trimmed at
+    /// (`Closure::base`) starts from that checkpoint's snapshot file, which
+    /// stands there, and replays the rest.
     fn with_closure_view<T>(
         &self,
         closure: &Closure,
@@ -538,8 +540,25 @@ impl Db {
         let scratch_dir = self.inner.dir.join(format!("{SCRATCH_PREFIX}{number}"));
         let result = (|| {
             let scratch = Arc::new(open_view(&scratch_dir, database)?);
+            let snapshot = match closure.base {
+                Some(base) => {
+                    let path =
+                        super::generation::snapshot_file(&self.inner.dir, self.inner.generation)
+                            .ok_or(Error::CannotCheckpoint {
+                                reason: format!("no snapshot file of checkpoint {base} here"),
+                            })?;
+                    super::trim::load_snapshot(&scratch, &path, database, self.inner.log.start())?;
+                    Some(path)
+                }
+                None => None,
+            };
             let mut writer =
                 Writer::new(self.inner.log.clone(), Arc::clone(&scratch), database, 0)?;
+            if let Some(path) = snapshot {
+                writer.snapshot_rows = Some(super::trim::snapshot_rows(path));
+            }
+            // The base stands already (its snapshot file records it).
+            let previous = previous.filter(|previous| Some(previous.checkpoint) != closure.base);
             if let Some(previous) = previous {
                 // Only what settlement keeps of it: the closure holds
                 // nothing off its frontier.
@@ -563,17 +582,29 @@ impl Db {
     /// Check 2 ("monotone"): the verdict when the owner's previous
     /// checkpoint names a change outside `closure`, or is void.
     fn monotone(&self, closure: &Closure, owner: Author) -> Result<Option<CheckpointVerdict>> {
+        // On a trimmed replica a checkpoint is judged on top of the one it
+        // trimmed at: one whose closure does not reach it regresses.
+        if let Some(trimmed) = &self.inner.trimmed
+            && closure.base.is_none()
+        {
+            return Ok(Some(CheckpointVerdict::Void(VoidReason::Regresses {
+                previous: trimmed.hash(),
+                missing: trimmed.hash(),
+            })));
+        }
         let Some((previous, entries)) = &closure.previous else {
             return Ok(None);
         };
-        if let Some(entry) = entries
-            .iter()
-            .find(|entry| !closure.changes.contains(&entry.hash))
-        {
-            return Ok(Some(CheckpointVerdict::Void(VoidReason::Regresses {
-                previous: *previous,
-                missing: entry.hash,
-            })));
+        for entry in entries {
+            let settled = || matches!(self.get_change(&entry.hash), Err(Error::Trimmed { .. }));
+            let within =
+                closure.changes.contains(&entry.hash) || closure.base.is_some() && settled();
+            if !within {
+                return Ok(Some(CheckpointVerdict::Void(VoidReason::Regresses {
+                    previous: *previous,
+                    missing: entry.hash,
+                })));
+            }
         }
         Ok(match self.verdict_of(previous, owner, &mut |_, _| {})? {
             CheckpointVerdict::Confirmed => None,
@@ -623,9 +654,19 @@ impl Db {
             .ok_or(Error::NotACheckpoint { hash: *hash })?;
         let owner = self.writer().access.owner.ok_or(Error::NotSynced)?;
         let genesis_hash = ChangeHash(self.inner.database.0);
-        let genesis = self
-            .get_change(&genesis_hash)?
-            .ok_or(Error::MissingChange { hash: genesis_hash })?;
+        let genesis = match self.get_change(&genesis_hash) {
+            Ok(genesis) => genesis.ok_or(Error::MissingChange { hash: genesis_hash })?,
+            // Settled and trimmed: the generation's snapshot file holds it.
+            Err(Error::Trimmed { .. }) => {
+                let path = super::generation::snapshot_file(&self.inner.dir, self.inner.generation)
+                    .ok_or(Error::MissingChange { hash: genesis_hash })?;
+                let file = std::fs::File::open(&path).map_err(io_error(&path))?;
+                crate::snapshot::SnapshotReader::open(std::io::BufReader::new(file))?
+                    .genesis()
+                    .clone()
+            }
+            Err(error) => return Err(error),
+        };
         let not_confirmed = |verdict| Error::CheckpointNotConfirmed {
             hash: *hash,
             verdict,

@@ -261,7 +261,9 @@ impl Db {
     /// made of it, as a trim makes one, keeping the held changes outside
     /// its closure that are not off its frontier. Refused
     /// ([`Error::SnapshotNotNewer`]) when a checkpoint as late stands here
-    /// already, or the file's frontier lies below the standing one's. The
+    /// already, or the file's frontier lies below the standing one's; and
+    /// ([`Error::SnapshotNotNeeded`]) when the replica holds the whole
+    /// frontier, and so judges the checkpoint itself. The
     /// replica then syncs the changes above the frontier like any replica.
     pub fn install_snapshot(
         dir: impl AsRef<Path>,
@@ -296,18 +298,6 @@ impl Db {
         let (frontier, _) = checkpoint.checkpoint().ok_or(Error::NotACheckpoint {
             hash: checkpoint.hash(),
         })?;
-        // A replica that holds the whole frontier, and still holds the
-        // history below it, judges the checkpoint itself rather than trust
-        // the signature alone.
-        let mut holds_frontier = true;
-        for entry in frontier {
-            holds_frontier &= db.inner.view.get(keys::change(&entry.hash))?.is_some();
-        }
-        if db.inner.trimmed.is_none() && holds_frontier {
-            return Err(Error::SnapshotNotNeeded {
-                checkpoint: checkpoint.hash(),
-            });
-        }
         if let Some(standing) = crate::checkpoint::Standing::load(&db.inner.view)? {
             let below = standing.settled.iter().any(|(author, settled)| {
                 frontier
@@ -321,6 +311,18 @@ impl Db {
                     offered: checkpoint.hash(),
                 });
             }
+        }
+        // A replica that holds the whole frontier (settled changes of a
+        // trimmed one count) judges the checkpoint itself rather than trust
+        // the signature alone.
+        let mut holds_frontier = true;
+        for entry in frontier {
+            holds_frontier &= db.inner.view.get(keys::change(&entry.hash))?.is_some();
+        }
+        if holds_frontier {
+            return Err(Error::SnapshotNotNeeded {
+                checkpoint: checkpoint.hash(),
+            });
         }
         next_generation(
             db,
