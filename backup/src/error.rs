@@ -106,6 +106,19 @@ pub enum Error {
     /// The database.
     #[error(transparent)]
     Engine(#[from] peers_engine::Error),
+    /// The replica was trimmed (FORMAT.md "Trimming"): its log no longer
+    /// holds the history below its checkpoint, and backups copy the log
+    /// only, so a restore could not rebuild it. Not supported yet.
+    #[error(
+        "{} is trimmed at checkpoint {checkpoint}: backups copy the log, which no longer holds the history below it, so a trimmed replica cannot be backed up yet (back up a replica that is not trimmed)",
+        dir.display()
+    )]
+    Trimmed {
+        /// The database directory.
+        dir: PathBuf,
+        /// The checkpoint it was trimmed at.
+        checkpoint: peers_engine::ChangeHash,
+    },
     /// This replica has no backup configured.
     #[error("no backup is configured for {}: run `peers backup init --to URL` first", dir.display())]
     NotConfigured {

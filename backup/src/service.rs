@@ -320,6 +320,12 @@ pub const TAIL_PIECES_MAX: usize = 1024;
 /// previous run (a tail piece), and a new signed manifest naming them all;
 /// then records the run.
 pub async fn run(db: &Db, store: &Store, progress: Progress<'_>) -> Result<RunReport> {
+    if let Some(checkpoint) = db.trimmed_at() {
+        return Err(Error::Trimmed {
+            dir: db.dir().to_owned(),
+            checkpoint: checkpoint.hash(),
+        });
+    }
     let _alone = ONE_AT_A_TIME.lock().await;
     let mut config = Config::load(db.dir())?;
     let (database, key) = device_key(db, store, &config).await?;

@@ -389,3 +389,32 @@ async fn s3_truncated_object_is_named() {
         matches!(fault, ObjectFault::Truncated { .. })
     });
 }
+
+/// A trimmed replica is not backed up (its log lacks the history below its
+/// checkpoint, so a restore could not rebuild it): a run says so, and
+/// uploads nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trimmed_replica_is_refused_with_a_reason() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let place = local(&work.path().join("backups"));
+    let store = place.store();
+    let path = work.path().join("db");
+    let db = Db::create(&path, Options::default()).expect("create");
+    write(&db, 0, 20);
+    init_new(&db, &store).await;
+    let checkpoint = db.checkpoint(&mut |_, _| {}).expect("checkpoint");
+    drop(db);
+    Db::trim(&path, Options::default(), &mut |_, _, _| {}).expect("trim");
+    let db = Db::open(&path, Options::default()).expect("open");
+    let error = peers_backup::run(&db, &store, &mut |_, _| {})
+        .await
+        .expect_err("a trimmed replica");
+    assert!(
+        matches!(&error, Error::Trimmed { checkpoint: at, .. } if *at == checkpoint),
+        "{error}"
+    );
+    let listing = peers_backup::list(&store, Unlock::Device(&db))
+        .await
+        .expect("list");
+    assert!(listing.runs.is_empty());
+}
