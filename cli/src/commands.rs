@@ -1114,7 +1114,7 @@ fn generation_output(report: &TrimReport, did: &str) -> (serde_json::Value, Stri
             "bytes_freed": i64::try_from(freed).unwrap_or(i64::MAX),
         }),
         format!(
-            "{did} checkpoint {}: {} changes settled, {} kept, {} off the frontier dropped; log {} -> {} bytes, view {} -> {} bytes, snapshot {} bytes; {freed} bytes freed",
+            "{did} checkpoint {}: {} changes settled, {} kept, {} off the frontier dropped; log {} -> {} bytes, view {} -> {} bytes, snapshot {} bytes; {}",
             report.checkpoint,
             report.changes_settled,
             report.changes_kept,
@@ -1124,6 +1124,11 @@ fn generation_output(report: &TrimReport, did: &str) -> (serde_json::Value, Stri
             report.view_bytes_before,
             report.view_bytes_after,
             report.snapshot_bytes,
+            if freed >= 0 {
+                format!("{freed} bytes freed")
+            } else {
+                format!("{} bytes more on disk", -freed)
+            },
         ),
     )
 }

@@ -116,6 +116,21 @@ impl Serve {
         Serve { child, lines }
     }
 
+    /// `peers --json --db DIR serve --listen 127.0.0.1:0`.
+    fn one(dir: &Path) -> Serve {
+        Serve::start(
+            &[
+                "--db",
+                dir.to_str().expect("UTF-8"),
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+            ],
+            1,
+            false,
+        )
+    }
+
     /// The address a database's node listens on (by database id).
     fn address(&self, database: &str) -> String {
         self.lines
@@ -454,17 +469,7 @@ fn serve_config_errors_name_the_problem() {
 fn revoked_always_on_peer_receives_no_new_changes() {
     let temp = TempDir::new().expect("temp dir");
     let (owner, id, _) = init(&temp, "owner");
-    let owner_serve = Serve::start(
-        &[
-            "--db",
-            owner.to_str().expect("UTF-8"),
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-        ],
-        1,
-        false,
-    );
+    let owner_serve = Serve::one(&owner);
     let owner_address = owner_serve.address(&id);
     let (always_on, key) = join(&temp, "always-on", &id);
     ok_json(&owner, &["grant", &key, "reader"]);
@@ -534,17 +539,7 @@ fn bootstrap_by_sync() {
     }
     ok_json(&owner, &["checkpoint"]);
     ok_json(&owner, &["trim"]);
-    let serve = Serve::start(
-        &[
-            "--db",
-            owner.to_str().expect("UTF-8"),
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-        ],
-        1,
-        false,
-    );
+    let serve = Serve::one(&owner);
     // Through the serving process's control socket.
     ok_json(&owner, &["put", "notes", "n9", "title=above"]);
     let (member, key) = join(&temp, "member", &id);

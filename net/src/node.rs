@@ -691,7 +691,7 @@ impl Shared {
     /// Tells of the snapshot file a session received, if it did.
     fn received_snapshot(&self, peer: Author, report: &SyncReport) {
         if let Some(received) = &report.snapshot_received {
-            tracing::warn!(%peer, checkpoint = %received.checkpoint, path = %received.path.display(), "received a snapshot of history the peer trimmed; it is installed when nothing holds the database (peers installs it when it next opens it)");
+            tracing::info!(%peer, checkpoint = %received.checkpoint, path = %received.path.display(), "received a snapshot of history the peer trimmed; it is installed when nothing holds the database (peers installs it when it next opens it)");
             let _ = self.events.send(Event::SnapshotReceived {
                 peer,
                 checkpoint: received.checkpoint,
