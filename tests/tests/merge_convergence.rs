@@ -4,11 +4,13 @@
 //! each commit after seeing a random subset of the others' changes, so deps
 //! and lamports are realistic and writes are concurrent.
 
-use peers_engine::{Change, Db, Value};
+use peers_engine::{Change, Db};
 use peers_tests::{all_changes, reference_model, relaxed, replica_of, rows, shuffle, sync_into};
 use proptest::prelude::*;
 
-const TABLES: &[&str] = &["notes", "tasks"];
+mod common;
+
+use common::{OpSpec, TABLES, commit, op_spec};
 
 #[derive(Debug, Clone)]
 enum Action {
@@ -18,59 +20,11 @@ enum Action {
     See { to: usize, from: usize },
 }
 
-#[derive(Debug, Clone)]
-enum OpSpec {
-    Set(usize, usize, usize, i64),
-    SetCounter(usize, usize, usize, i64),
-    Delete(usize, usize),
-    Increment(usize, usize, usize, i64),
-}
-
-fn op_spec() -> impl Strategy<Value = OpSpec> {
-    prop_oneof![
-        4 => (0..2usize, 0..3usize, 0..3usize, -3..3i64).prop_map(|(t, r, f, v)| OpSpec::Set(t, r, f, v)),
-        1 => (0..2usize, 0..3usize, 0..3usize, -3..3i64).prop_map(|(t, r, f, v)| OpSpec::SetCounter(t, r, f, v)),
-        1 => (0..2usize, 0..3usize).prop_map(|(t, r)| OpSpec::Delete(t, r)),
-        2 => (0..2usize, 0..3usize, 0..3usize, -5..5i64).prop_map(|(t, r, f, d)| OpSpec::Increment(t, r, f, d)),
-    ]
-}
-
 fn action(authors: usize) -> impl Strategy<Value = Action> {
     prop_oneof![
         3 => (0..authors, prop::collection::vec(op_spec(), 1..4)).prop_map(|(a, ops)| Action::Write(a, ops)),
         2 => (0..authors, 0..authors).prop_map(|(to, from)| Action::See { to, from }),
     ]
-}
-
-fn commit(db: &Db, ops: &[OpSpec]) {
-    let mut tx = db.transaction();
-    for op in ops {
-        let name = |table: usize, row: usize| (TABLES[table], format!("r{row}"));
-        match *op {
-            OpSpec::Set(t, r, f, v) => {
-                let (table, row) = name(t, r);
-                tx.set(table, &row, &format!("f{f}"), Value::Int(v));
-            }
-            OpSpec::SetCounter(t, r, f, v) => {
-                let (table, row) = name(t, r);
-                tx.set(table, &row, &format!("f{f}"), Value::Counter(v));
-            }
-            OpSpec::Delete(t, r) => {
-                let (table, row) = name(t, r);
-                tx.delete(table, &row);
-            }
-            OpSpec::Increment(t, r, f, d) => {
-                let (table, row) = name(t, r);
-                tx.increment(table, &row, &format!("f{f}"), d);
-            }
-        }
-    }
-    match tx.commit() {
-        // The writer refuses an increment of a field holding a non-counter
-        // value (it would do nothing); the action signs nothing.
-        Ok(_) | Err(peers_engine::Error::NotACounter { .. }) => {}
-        Err(error) => panic!("commit: {error}"),
-    }
 }
 
 /// Runs the actions on one writer replica per author; returns every change.
