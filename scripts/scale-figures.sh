@@ -3,6 +3,7 @@
 # each under /usr/bin/time. Needs a release build
 # (`cargo build --release --workspace --all-targets`); about 3 minutes and
 # 2.5 GB under /tmp. Usage: scripts/scale-figures.sh
+set -euo pipefail
 TARGET=${CARGO_TARGET_DIR:-target}/release
 P=$TARGET/peers
 M=$TARGET/examples/merge_profile
