@@ -335,3 +335,73 @@ async fn a_live_node_reports_the_snapshot_and_ends_the_session() {
     node.shutdown().await;
     serving.shutdown().await;
 }
+
+/// A snapshot whose state the owner signed wrong (its author record does
+/// not end at the frontier entry the checkpoint names) passes the file's own
+/// checks, since the hash is the signed one, but is refused when it is
+/// installed (`FrontierMismatch`, where an assertion used to stand), and the
+/// replica stays at its generation.
+#[test]
+fn a_snapshot_signed_over_a_wrong_state_is_refused_at_install() {
+    use peers_engine::{SnapshotError, SnapshotReader, SnapshotWriter};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let owner_key = key(1);
+    let owner = Db::create(dir.path().join("owner"), signing_as(&owner_key)).expect("create");
+    let early: Vec<peers_engine::Change> = (0..3)
+        .map(|index| {
+            let hash = commit_ops(&owner, &[set("notes", "n", "text", format!("{index}"))]);
+            owner.get_change(&hash).expect("read").expect("held")
+        })
+        .collect();
+    write(&owner, "later", 3);
+    let checkpoint = owner.checkpoint(&mut |_, _| {}).expect("checkpoint");
+    let mut real = Vec::new();
+    owner
+        .write_snapshot(&checkpoint, &mut real, &mut |_, _| {})
+        .expect("write snapshot");
+    let mut reader = SnapshotReader::open(real.as_slice()).expect("open");
+    let genesis = reader.genesis().clone();
+    let mut entries = Vec::new();
+    while let Some(block) = reader.next_block().expect("block") {
+        entries.extend(block);
+    }
+    // The real state, signed over a frontier that ends earlier on the
+    // owner's chain: the hash of those entries with that frontier.
+    let file_of = |forged: &peers_engine::Change| {
+        let mut writer = SnapshotWriter::new(Vec::new(), &genesis, forged).expect("writer");
+        for (key, value) in &entries {
+            writer.entry(key, value).expect("entry");
+        }
+        writer.finish().expect("finish")
+    };
+    let placeholder = peers_tests::craft_checkpoint(
+        &owner,
+        &owner_key,
+        &early[1],
+        &[],
+        peers_engine::SnapshotHash([0; 32]),
+    );
+    let (_, _, hash) = file_of(&placeholder);
+    let forged = peers_tests::craft_checkpoint(&owner, &owner_key, &early[1], &[], hash);
+    let (bytes, _, _) = file_of(&forged);
+    let file = dir.path().join("forged.peerssnap");
+    std::fs::write(&file, bytes).expect("write");
+    SnapshotReader::open(std::fs::File::open(&file).expect("open"))
+        .expect("a well-formed header")
+        .finish()
+        .expect("the hash is the signed one");
+
+    let path = dir.path().join("new");
+    drop(peers_tests::replica_of(&owner, &path));
+    let refused = Db::install_snapshot(&path, &file, peers_tests::relaxed(), &mut no_progress());
+    assert!(
+        matches!(
+            refused,
+            Err(EngineError::Snapshot(SnapshotError::FrontierMismatch { author })) if author == owner_key.author()
+        ),
+        "{refused:?}"
+    );
+    let replica = Db::open(&path, peers_tests::relaxed()).expect("reopen");
+    assert_eq!(replica.generation(), 0);
+    assert_eq!(replica.trimmed_at(), None);
+}

@@ -660,8 +660,7 @@ impl Db {
             Err(Error::Trimmed { .. }) => {
                 let path = super::generation::snapshot_file(&self.inner.dir, self.inner.generation)
                     .ok_or(Error::MissingChange { hash: genesis_hash })?;
-                let file = std::fs::File::open(&path).map_err(io_error(&path))?;
-                crate::snapshot::SnapshotReader::open(std::io::BufReader::new(file))?
+                super::trim::open_snapshot(&path, self.inner.database)?
                     .genesis()
                     .clone()
             }

@@ -111,7 +111,7 @@ fn bytes_under(path: &Path) -> Result<u64> {
 
 /// Opens a snapshot file and checks its header (magic, checksums, the
 /// genesis and checkpoint signatures) and that it is of `database`.
-fn open_snapshot(
+pub(super) fn open_snapshot(
     path: &Path,
     database: DatabaseId,
 ) -> Result<SnapshotReader<BufReader<std::fs::File>>> {
