@@ -35,7 +35,7 @@ use crate::log::{Log, OpenLog, REAL_DISK};
 use crate::pending::PENDING_CHANGES_MAX;
 use crate::reads::{self, Row};
 use crate::records::ChangeMeta;
-use crate::signature::{self, fan_out};
+use crate::signature;
 use crate::version_vector::VersionVector;
 use crate::view::{FieldState, decode};
 use commit::{Chain, CommitRequest, now_ms};
@@ -52,8 +52,17 @@ pub use trim::{TrimReport, TrimStep};
 
 /// Changes buffered per subscriber before it lags.
 pub const SUBSCRIBE_BUFFER_CHANGES: usize = 4096;
-/// Changes per stage of the verify/apply pipeline (one log append each).
+/// Most changes applied as one group by `Db::apply` (one log append each).
 const PIPELINE_CHUNK_CHANGES: usize = 2048;
+
+/// One job of `Db::apply`'s pipeline: its changes decoded, looked up and
+/// verified.
+#[derive(Default)]
+struct Checked {
+    verified: Vec<Change>,
+    duplicates: Vec<ChangeHash>,
+    refused: signature::Refused,
+}
 
 /// How a database is opened.
 #[derive(Clone, Debug)]
@@ -501,76 +510,71 @@ impl Db {
     /// Each is checked on its own; see [`ApplyReport`] for the verdicts.
     pub fn apply_encoded<B: AsRef<[u8]> + Sync>(&self, encoded: &[B]) -> Result<ApplyReport> {
         let mut report = ApplyReport::default();
-        let decoded = fan_out(encoded, |part| {
-            part.iter()
-                .map(|bytes| Change::decode(bytes.as_ref()))
-                .collect::<Vec<_>>()
-        });
-        let mut changes = Vec::with_capacity(encoded.len());
-        for result in decoded.into_iter().flatten() {
-            match result {
-                Ok(change) => changes.push(change),
-                Err(error) => report.refused.push((None, Refusal::Malformed(error))),
-            }
-        }
-        self.apply_into(changes, &mut report)?;
+        let items: Vec<&B> = encoded.iter().collect();
+        self.apply_items(items, |bytes| Change::decode(bytes.as_ref()), &mut report)?;
         Ok(report)
     }
 
     /// Verifies and applies decoded changes (signatures are checked here).
     pub fn apply(&self, changes: Vec<Change>) -> Result<ApplyReport> {
         let mut report = ApplyReport::default();
-        self.apply_into(changes, &mut report)?;
+        self.apply_items(changes, Ok, &mut report)?;
         Ok(report)
     }
 
-    fn apply_into(&self, changes: Vec<Change>, report: &mut ApplyReport) -> Result<()> {
+    /// Decodes, checks and applies `items` as a pipeline: jobs of a few
+    /// hundred are decoded, looked up and verified on every core while this
+    /// thread applies the verified ones in order, in groups of at most
+    /// [`PIPELINE_CHUNK_CHANGES`] (one log append each), and verifies too
+    /// whenever it would wait ([`signature::in_order`]).
+    fn apply_items<T: Send>(
+        &self,
+        items: Vec<T>,
+        decode: impl Fn(T) -> std::result::Result<Change, crate::FormatError> + Sync,
+        report: &mut ApplyReport,
+    ) -> Result<()> {
         // Held changes are not verified again. Only a change at or below its
-        // author's head can be held, so only those are looked up.
-        let may_hold: Vec<bool> = {
-            let writer = self.writer();
-            changes
-                .iter()
-                .map(|change| writer.may_hold(change))
-                .collect()
-        };
-        let mut fresh = Vec::with_capacity(changes.len());
-        for (change, may_hold) in changes.into_iter().zip(may_hold) {
-            if may_hold && self.inner.view.get(keys::change(&change.hash()))?.is_some() {
-                report.duplicates.push(change.hash());
-            } else {
-                fresh.push(change);
-            }
-        }
-        if fresh.len() < signature::PARALLEL_CHANGES_MIN {
-            let verified = signature::verify(fresh, &mut report.refused);
-            return self.ingest_verified(verified, report);
-        }
-        // A pipeline: a worker verifies chunk k+1 while this thread applies
-        // chunk k, so signature checks and the view's work overlap.
-        let mut chunks: Vec<Vec<Change>> = Vec::new();
-        let mut rest = fresh;
-        while !rest.is_empty() {
-            let tail = rest.split_off(rest.len().min(PIPELINE_CHUNK_CHANGES));
-            chunks.push(std::mem::replace(&mut rest, tail));
-        }
-        std::thread::scope(|scope| {
-            let (sender, receiver) =
-                std::sync::mpsc::sync_channel::<(Vec<Change>, signature::Refused)>(1);
-            scope.spawn(move || {
-                for chunk in chunks {
-                    let mut refused = signature::Refused::new();
-                    let verified = signature::verify(chunk, &mut refused);
-                    if sender.send((verified, refused)).is_err() {
-                        break;
+        // author's head can be held, so only those are looked up. A change
+        // that this call makes held is found a duplicate when admitted.
+        let heads: crate::HashMap<Author, u64> = self
+            .writer()
+            .authors()
+            .map(|(author, state)| (author, state.head_seq))
+            .collect();
+        let view = &self.inner.view;
+        let check = |job: Vec<T>| -> Result<Checked> {
+            let mut checked = Checked::default();
+            let mut fresh = Vec::with_capacity(job.len());
+            for item in job {
+                let change = match decode(item) {
+                    Ok(change) => change,
+                    Err(error) => {
+                        checked.refused.push((None, Refusal::Malformed(error)));
+                        continue;
                     }
+                };
+                let may_hold = heads
+                    .get(&change.author())
+                    .is_some_and(|head| change.seq() <= *head);
+                if may_hold && view.get(keys::change(&change.hash()))?.is_some() {
+                    checked.duplicates.push(change.hash());
+                } else {
+                    fresh.push(change);
                 }
-            });
-            for (verified, refused) in receiver {
-                report.refused.extend(refused);
-                self.ingest_verified(verified, report)?;
             }
-            Ok(())
+            checked.verified = signature::verify(fresh, &mut checked.refused);
+            Ok(checked)
+        };
+        let weight = |checked: &Result<Checked>| checked.as_ref().map_or(0, |c| c.verified.len());
+        signature::in_order(items, check, weight, PIPELINE_CHUNK_CHANGES, |run| {
+            let mut verified = Vec::new();
+            for checked in run {
+                let checked = checked?;
+                report.refused.extend(checked.refused);
+                report.duplicates.extend(checked.duplicates);
+                verified.extend(checked.verified);
+            }
+            self.ingest_verified(verified, report)
         })
     }
 

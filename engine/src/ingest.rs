@@ -21,7 +21,7 @@ use crate::change::{Author, Change, ChangeHash, DatabaseId, Op, Role};
 use crate::checkpoint::Standing;
 use crate::error::{Error, Refusal, Result};
 use crate::keys::{self, Stamp};
-use crate::log::{Log, corrupt_at};
+use crate::log::{self, Log, corrupt_at};
 use crate::pending::Pending;
 use crate::records::{self, AuthorState, ChangeMeta, POSITION_UNKNOWN, Settled};
 use crate::signature;
@@ -290,41 +290,54 @@ impl Writer {
         let start = self.log.start().0;
         let end = self.log.end().0;
         let mut replayed = 0;
-        let mut group: Vec<Entry> = Vec::with_capacity(REPLAY_GROUP_CHANGES);
-        for item in self.log.changes_from(from)? {
-            let (frame, change) = item?;
-            let position = frame.start;
-            if !select.includes(&change.hash()) {
-                continue;
+        let mut records = self.log.changes_from(from)?;
+        // Each batch of records is decoded (and verified) in jobs on every
+        // core while this thread applies the jobs already done, in order.
+        let check = |job: Vec<(Range<Position>, Vec<u8>)>| -> Result<Vec<Entry>> {
+            let mut entries = Vec::with_capacity(job.len());
+            for (frame, bytes) in job {
+                let change = log::decode_at(frame.start, &bytes)?;
+                if select.includes(&change.hash()) {
+                    entries.push((change, Some(frame)));
+                }
             }
-            group.push((change, Some(frame)));
-            if group.len() == REPLAY_GROUP_CHANGES {
-                replayed += self.replay_group(std::mem::take(&mut group), verify_signatures)?;
-                progress(position.0.saturating_sub(start), end.saturating_sub(start));
+            if verify_signatures {
+                let changes = entries.iter().map(|(change, _)| change.clone()).collect();
+                let mut refused = Vec::new();
+                signature::verify(changes, &mut refused);
+                if let Some((hash, refusal)) = refused.into_iter().next() {
+                    let frame = entries
+                        .iter()
+                        .find(|(change, _)| Some(change.hash()) == hash)
+                        .and_then(|(_, frame)| frame.clone());
+                    return Err(corrupt_in_log(frame, refusal));
+                }
             }
+            Ok(entries)
+        };
+        let weight = |entries: &Result<Vec<Entry>>| entries.as_ref().map_or(0, Vec::len);
+        loop {
+            let batch = records
+                .records()
+                .take(REPLAY_GROUP_CHANGES)
+                .collect::<Result<Vec<_>>>()?;
+            let Some((last, _)) = batch.last() else {
+                break;
+            };
+            let reached = last.end.0;
+            signature::in_order(batch, check, weight, REPLAY_GROUP_CHANGES, |run| {
+                let mut group = Vec::new();
+                for entries in run {
+                    group.extend(entries?);
+                }
+                let mut report = ApplyReport::default();
+                replayed += self.ingest(group, Source::Log, &mut report)?.len() as u64;
+                Ok::<(), Error>(())
+            })?;
+            progress(reached.saturating_sub(start), end.saturating_sub(start));
         }
-        replayed += self.replay_group(group, verify_signatures)?;
         progress(end.saturating_sub(start), end.saturating_sub(start));
         Ok(replayed)
-    }
-
-    fn replay_group(&mut self, group: Vec<Entry>, verify_signatures: bool) -> Result<u64> {
-        if verify_signatures {
-            let changes: Vec<Change> = group.iter().map(|(change, _)| change.clone()).collect();
-            let mut refused = Vec::new();
-            let verified = signature::verify_parallel(changes, &mut refused);
-            if let Some((hash, refusal)) = refused.into_iter().next() {
-                let frame = group
-                    .iter()
-                    .find(|(change, _)| Some(change.hash()) == hash)
-                    .and_then(|(_, frame)| frame.clone());
-                return Err(corrupt_in_log(frame, refusal));
-            }
-            debug_assert_eq!(verified.len(), group.len());
-        }
-        let mut report = ApplyReport::default();
-        let accepted = self.ingest(group, Source::Log, &mut report)?;
-        Ok(accepted.len() as u64)
     }
 
     /// Admits and applies `changes` as one group. `positions` is given for
@@ -848,7 +861,7 @@ impl Writer {
             for family in [keys::FIELDS, keys::TOMBSTONES, keys::INCREMENTS] {
                 let prefix = keys::row_prefix(family, table, row);
                 for (key, value) in snapshot.entries_with_prefix(&prefix)? {
-                    batch.group.put(key, value);
+                    batch.group.put_entry(key, value)?;
                 }
             }
         }

@@ -120,8 +120,76 @@ pub(crate) fn field(table: &str, row: &str, field: &str) -> Vec<u8> {
     key
 }
 
-pub(crate) fn tombstone(table: &str, row: &str) -> Vec<u8> {
-    row_prefix(TOMBSTONES, table, row)
+/// A row's id: its table and row components, the part its field, tombstone
+/// and increment keys share after the family byte.
+pub(crate) fn row_id(table: &str, row: &str) -> Vec<u8> {
+    let mut id = Vec::with_capacity(table.len() + row.len() + 4);
+    push_component(&mut id, table);
+    push_component(&mut id, row);
+    id
+}
+
+/// The tombstone key of the row `row_id`.
+pub(crate) fn tombstone_of_row(row_id: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + row_id.len());
+    key.push(TOMBSTONES);
+    key.extend_from_slice(row_id);
+    key
+}
+
+/// The prefix of the field keys of the row `row_id`.
+pub(crate) fn fields_of_row(row_id: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + row_id.len());
+    key.push(FIELDS);
+    key.extend_from_slice(row_id);
+    key
+}
+
+/// A field's key, and where its row's part ends: `key[1..end]` is the
+/// row's id.
+pub(crate) fn field_and_row_end(table: &str, row: &str, field: &str) -> (Vec<u8>, usize) {
+    let mut key = row_prefix(FIELDS, table, row);
+    let end = key.len();
+    push_component(&mut key, field);
+    (key, end)
+}
+
+/// Whether `key` is a field register's or a tombstone's: the row state
+/// that ops read and write.
+pub(crate) fn is_row_state(key: &[u8]) -> bool {
+    matches!(key.first(), Some(&FIELDS | &TOMBSTONES))
+}
+
+/// Where the row's part of a field or tombstone key ends (`key[1..end]` is
+/// the row's id); `None` unless the key is one, whole.
+pub(crate) fn row_end(key: &[u8]) -> Option<usize> {
+    let family = *key.first()?;
+    let table_end = 1 + component_len(&key[1..])?;
+    let end = table_end + component_len(&key[table_end..])?;
+    let rest = &key[end..];
+    let whole = match family {
+        TOMBSTONES => rest.is_empty(),
+        FIELDS => component_len(rest) == Some(rest.len()),
+        _ => false,
+    };
+    whole.then_some(end)
+}
+
+/// The length of the encoded component at the front of `bytes`.
+fn component_len(bytes: &[u8]) -> Option<usize> {
+    let mut index = 0;
+    while index < bytes.len() {
+        if bytes[index] != ESCAPE {
+            index += 1;
+            continue;
+        }
+        match *bytes.get(index + 1)? {
+            ESCAPED_ZERO => index += 2,
+            TERMINATOR => return Some(index + 2),
+            _ => return None,
+        }
+    }
+    None
 }
 
 pub(crate) fn increments_prefix(table: &str, row: &str, field: &str) -> Vec<u8> {
@@ -256,6 +324,41 @@ mod tests {
         let row_ab = row_prefix(FIELDS, "t", "ab");
         assert!(!row_ab.starts_with(&row_a));
         row_a.truncate(0);
+    }
+
+    /// A row's id is what its field and tombstone keys share, and
+    /// `row_end` finds it in both; it refuses partial keys.
+    #[test]
+    fn row_ids_of_field_and_tombstone_keys() {
+        let id = row_id("t\0", "r");
+        let (field_key, end) = field_and_row_end("t\0", "r", "f\0g");
+        assert_eq!(field_key, field("t\0", "r", "f\0g"));
+        assert_eq!(&field_key[1..end], id.as_slice());
+        assert_eq!(row_end(&field_key), Some(end));
+        let tombstone_key = tombstone_of_row(&id);
+        assert_eq!(tombstone_key, row_prefix(TOMBSTONES, "t\0", "r"));
+        assert_eq!(row_end(&tombstone_key), Some(tombstone_key.len()));
+        assert!(field_key.starts_with(&fields_of_row(&id)));
+        assert_eq!(row_end(&field_key[..field_key.len() - 1]), None);
+        assert_eq!(row_end(&row_prefix(FIELDS, "t", "r")), None);
+        let mut longer = tombstone_key.clone();
+        longer.push(0);
+        assert_eq!(row_end(&longer), None);
+        assert_eq!(
+            row_end(&increment(
+                "t",
+                "r",
+                "f",
+                &Stamp {
+                    lamport: 1,
+                    author: crate::change::Author([0; 32]),
+                    op_index: 0,
+                }
+            )),
+            None
+        );
+        assert!(is_row_state(&field_key) && is_row_state(&tombstone_key));
+        assert!(!is_row_state(&row_prefix(INCREMENTS, "t", "r")));
     }
 
     /// Fixed bytes of a field key (a FORMAT.md test vector).

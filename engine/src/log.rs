@@ -126,21 +126,41 @@ pub(crate) struct Changes {
     iter: peers_wal::Iter,
 }
 
-impl Iterator for Changes {
-    type Item = Result<(Range<Position>, Change)>;
-
-    fn next(&mut self) -> Option<Self::Item> {
+impl Changes {
+    /// The next record undecoded, with its frame: for a reader that decodes
+    /// on other threads ([`decode_at`]).
+    pub(crate) fn next_record(&mut self) -> Option<Result<(Range<Position>, Vec<u8>)>> {
         let (position, bytes) = match self.iter.next()? {
             Ok(record) => record,
             Err(error) => return Some(Err(error.into())),
         };
         let end = self.iter.frame_end().expect("a record was just read");
-        Some(
-            Change::decode(&bytes)
-                .map(|change| (position..end, change))
-                .map_err(|error| corrupt_at(position, Refusal::Malformed(error))),
-        )
+        Some(Ok((position..end, bytes)))
     }
+
+    /// The records undecoded, as an iterator ([`Changes::next_record`]).
+    pub(crate) fn records(
+        &mut self,
+    ) -> impl Iterator<Item = Result<(Range<Position>, Vec<u8>)>> + '_ {
+        std::iter::from_fn(|| self.next_record())
+    }
+}
+
+impl Iterator for Changes {
+    type Item = Result<(Range<Position>, Change)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        Some(self.next_record()?.and_then(|(frame, bytes)| {
+            let change = decode_at(frame.start, &bytes)?;
+            Ok((frame, change))
+        }))
+    }
+}
+
+/// Decodes the record at `position`: one that does not decode is
+/// [`Error::LogCorrupt`] there.
+pub(crate) fn decode_at(position: Position, bytes: &[u8]) -> Result<Change> {
+    Change::decode(bytes).map_err(|error| corrupt_at(position, Refusal::Malformed(error)))
 }
 
 /// The log at `position` holds what the rules refuse: a change that does

@@ -1,9 +1,9 @@
 //! Signatures: ed25519 under Peers' strict rules (FORMAT.md "Signature"),
-//! checked in batches, and spread over the cores for large sets.
+//! checked in batches, and spread over the cores by [`in_order`].
 //!
 //! Every path that checks a change's signature comes here: received changes
-//! ([`verify`], with a worker per chunk in `Db::apply`'s pipeline), a full
-//! re-check of the log ([`verify_parallel`]), and the handshake's proof
+//! and a full re-check of the log ([`verify`], in the jobs of `Db::apply`'s
+//! pipeline and of `Writer::replay`), and the handshake's proof
 //! ([`verify_ed25519_strict`]).
 
 use crate::HashMap;
@@ -15,9 +15,6 @@ use crate::error::Refusal;
 
 /// Changes refused, with why (`ApplyReport::refused`).
 pub(crate) type Refused = Vec<(Option<ChangeHash>, Refusal)>;
-
-/// Sets at least this large are spread over threads ([`fan_out`]).
-pub(crate) const PARALLEL_CHANGES_MIN: usize = 512;
 
 /// Why a signature was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -237,38 +234,194 @@ pub(crate) fn verify(changes: Vec<Change>, refused: &mut Refused) -> Vec<Change>
     verified
 }
 
-/// [`verify`] on every core for large sets, in order.
-pub(crate) fn verify_parallel(changes: Vec<Change>, refused: &mut Refused) -> Vec<Change> {
-    let parts: Vec<(Vec<Change>, Refused)> = fan_out(&changes, |part| {
-        let mut local = Refused::new();
-        let verified = verify(part.to_vec(), &mut local);
-        (verified, local)
-    });
-    let mut verified = Vec::with_capacity(changes.len());
-    for (part, local) in parts {
-        verified.extend(part);
-        refused.extend(local);
-    }
-    verified
+/// Items per job of [`in_order`]: small, so that the first results are
+/// ready soon and the jobs spread evenly over the cores.
+const JOB_ITEMS: usize = 256;
+
+/// Jobs of [`in_order`], shared by its threads.
+struct Jobs<T, U> {
+    /// Each job's items until a thread claims it.
+    waiting: Vec<Option<Vec<T>>>,
+    /// The next job to claim.
+    next: usize,
+    /// Each job's result, until handed on.
+    done: Vec<Option<U>>,
+    /// Set when the consumer failed: no job is claimed after it.
+    stop: bool,
 }
 
-/// Maps `items` in chunks, one thread per core when there are at least
-/// [`PARALLEL_CHANGES_MIN`] of them (else on this thread), and returns the
-/// chunks' results in order: the one fan of work over threads.
-pub(crate) fn fan_out<T: Sync, U: Send>(items: &[T], map: impl Fn(&[T]) -> U + Sync) -> Vec<U> {
-    let threads = std::thread::available_parallelism().map_or(1, usize::from);
-    if items.len() < PARALLEL_CHANGES_MIN || threads < 2 {
-        return vec![map(items)];
+impl<T, U> Jobs<T, U> {
+    fn claim(&mut self) -> Option<(usize, Vec<T>)> {
+        if self.stop || self.next == self.waiting.len() {
+            return None;
+        }
+        let index = self.next;
+        self.next += 1;
+        let items = self.waiting[index].take().expect("a job is claimed once");
+        Some((index, items))
     }
-    let chunk = items.len().div_ceil(threads);
+}
+
+fn lock<T, U>(jobs: &std::sync::Mutex<Jobs<T, U>>) -> std::sync::MutexGuard<'_, Jobs<T, U>> {
+    jobs.lock().expect("no job panics holding the lock")
+}
+
+/// Runs one claimed job and files its result.
+fn run_job<T, U>(
+    jobs: &std::sync::Mutex<Jobs<T, U>>,
+    ready: &std::sync::Condvar,
+    work: &impl Fn(Vec<T>) -> U,
+    (index, items): (usize, Vec<T>),
+) {
+    let result = work(items);
+    lock(jobs).done[index] = Some(result);
+    ready.notify_all();
+}
+
+/// Runs `work` over `items` in small jobs on every core, and hands the
+/// results to `consume` in order, in runs of consecutive jobs whose
+/// `weight`s add up to at most `run_max` (at least one job each).
+///
+/// The calling thread is one of the workers: when the next result in order
+/// is not ready, it runs the next waiting job rather than wait, so `work`
+/// (decoding and verifying changes) and `consume` (applying them) share
+/// every core, and the first run is ready after one small job. A failing
+/// `consume` stops the workers, and its error is returned.
+pub(crate) fn in_order<T: Send, U: Send, E>(
+    items: Vec<T>,
+    work: impl Fn(Vec<T>) -> U + Sync,
+    weight: impl Fn(&U) -> usize,
+    run_max: usize,
+    mut consume: impl FnMut(Vec<U>) -> Result<(), E>,
+) -> Result<(), E> {
+    use std::sync::{Condvar, Mutex};
+    let mut waiting = Vec::with_capacity(items.len().div_ceil(JOB_ITEMS));
+    let mut rest = items.into_iter();
+    loop {
+        let job: Vec<T> = rest.by_ref().take(JOB_ITEMS).collect();
+        if job.is_empty() {
+            break;
+        }
+        waiting.push(Some(job));
+    }
+    let count = waiting.len();
+    let jobs = Mutex::new(Jobs {
+        done: (0..count).map(|_| None).collect(),
+        waiting,
+        next: 0,
+        stop: false,
+    });
+    let ready = Condvar::new();
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let workers = cores.saturating_sub(1).min(count.saturating_sub(1));
     std::thread::scope(|scope| {
-        let handles: Vec<_> = items
-            .chunks(chunk)
-            .map(|part| scope.spawn(|| map(part)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|handle| handle.join().expect("worker does not panic"))
-            .collect()
+        for _ in 0..workers {
+            scope.spawn(|| {
+                loop {
+                    // The guard is dropped before the job runs.
+                    let job = lock(&jobs).claim();
+                    let Some(job) = job else { break };
+                    run_job(&jobs, &ready, &work, job);
+                }
+            });
+        }
+        let mut next_in_order = 0;
+        while next_in_order < count {
+            let mut guard = lock(&jobs);
+            if guard.done[next_in_order].is_none() {
+                if let Some(job) = guard.claim() {
+                    drop(guard);
+                    run_job(&jobs, &ready, &work, job);
+                    continue;
+                }
+                while guard.done[next_in_order].is_none() {
+                    guard = ready.wait(guard).expect("no job panics holding the lock");
+                }
+            }
+            let mut run = Vec::new();
+            let mut run_weight = 0;
+            while let Some(Some(result)) = guard.done.get(next_in_order) {
+                let result_weight = weight(result);
+                if !run.is_empty() && run_weight + result_weight > run_max {
+                    break;
+                }
+                run.push(guard.done[next_in_order].take().expect("present"));
+                run_weight += result_weight;
+                next_in_order += 1;
+            }
+            drop(guard);
+            if let Err(error) = consume(run) {
+                lock(&jobs).stop = true;
+                return Err(error);
+            }
+        }
+        Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every result reaches `consume` once, in order, in runs that hold
+    /// whole jobs and stay within `run_max` (one job may exceed it alone).
+    #[test]
+    fn in_order_hands_every_result_on_in_order_within_run_max() {
+        let items: Vec<u32> = (0..5_000).collect();
+        let mut seen = Vec::new();
+        let mut runs = 0;
+        let outcome: Result<(), ()> = in_order(
+            items,
+            |job: Vec<u32>| job.iter().map(|item| item * 2).collect::<Vec<_>>(),
+            Vec::len,
+            600,
+            |run| {
+                let total: usize = run.iter().map(Vec::len).sum();
+                assert!(total <= 600 || run.len() == 1, "a run of {total}");
+                runs += 1;
+                seen.extend(run.into_iter().flatten());
+                Ok(())
+            },
+        );
+        assert_eq!(outcome, Ok(()));
+        assert_eq!(seen, (0..5_000).map(|item| item * 2).collect::<Vec<_>>());
+        assert!(runs >= 5_000 / 600, "{runs} runs");
+    }
+
+    /// A failing consumer stops the pipeline: its error is returned and
+    /// nothing after it is handed on.
+    #[test]
+    fn in_order_stops_at_the_consumers_error() {
+        let items: Vec<u32> = (0..10_000).collect();
+        let mut calls = 0;
+        let outcome = in_order(
+            items,
+            |job: Vec<u32>| job,
+            Vec::len,
+            JOB_ITEMS,
+            |run| {
+                calls += 1;
+                if run[0][0] >= 1_000 {
+                    Err("stop")
+                } else {
+                    Ok(())
+                }
+            },
+        );
+        assert_eq!(outcome, Err("stop"));
+        assert_eq!(calls, 1_000usize.div_ceil(JOB_ITEMS) + 1);
+    }
+
+    /// No items: `consume` is never called.
+    #[test]
+    fn in_order_of_nothing_consumes_nothing() {
+        let outcome: Result<(), ()> = in_order(
+            Vec::<u8>::new(),
+            |job| job,
+            Vec::len,
+            1,
+            |_| panic!("called"),
+        );
+        assert_eq!(outcome, Ok(()));
+    }
 }

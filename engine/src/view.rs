@@ -66,26 +66,118 @@ pub(crate) fn decode<T: Decode<()>>(bytes: &[u8], key: &[u8]) -> Result<T, Error
 pub(crate) type Entry = (Vec<u8>, Vec<u8>);
 
 /// Writes of one applied group, readable before they are committed.
+///
+/// Field registers and row tombstones (the keys every op reads and writes)
+/// live in [`RowSlot`]s, decoded once when a group first touches the row
+/// and encoded once when the group ends; every other key is a raw write.
+///
+/// # Invariants
+/// A field or tombstone key is never among the raw writes: every write of
+/// one goes through its row's slot, so a slot holds the group's latest
+/// value and RocksDB the value before the group.
 pub(crate) struct Group<'a> {
+    raw: Raw<'a>,
+    /// The rows this group touched, by row id ([`keys::row_id`]).
+    rows: HashMap<Vec<u8>, RowSlot>,
+}
+
+/// The group's writes of every key but field registers and tombstones,
+/// over RocksDB.
+struct Raw<'a> {
     view: &'a DB,
     writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     /// What point reads found in RocksDB, absent keys included: the view
     /// does not change while a group is open (only its writer writes it, at
-    /// the end), and the ops of a group read the same rows' tombstones again
-    /// and again.
+    /// the end), and the ops of a group read the same keys again and again.
     read: RefCell<HashMap<Vec<u8>, Option<Vec<u8>>>>,
 }
 
-impl<'a> Group<'a> {
-    pub fn new(view: &'a DB) -> Self {
-        Group {
-            view,
-            writes: BTreeMap::new(),
-            read: RefCell::new(HashMap::default()),
+/// A row as this group sees it: its tombstone and the field registers it
+/// read or wrote.
+struct RowSlot {
+    tombstone: Option<Stamp>,
+    tombstone_dirty: bool,
+    /// Whether `fields` holds every stored field of the row (a delete, or
+    /// clearing the row, loads them all).
+    all_fields: bool,
+    /// By full field key. A field absent from the view has the default
+    /// (invisible) state.
+    fields: BTreeMap<Vec<u8>, FieldSlot>,
+}
+
+struct FieldSlot {
+    state: FieldState,
+    /// Changed by this group: written (or deleted, when invisible) at the end.
+    dirty: bool,
+}
+
+impl RowSlot {
+    /// Reads the row's tombstone: a new slot.
+    fn load(view: &DB, row_id: &[u8]) -> Result<RowSlot, Error> {
+        let key = keys::tombstone_of_row(row_id);
+        let tombstone = match view.get_pinned(&key)? {
+            Some(bytes) => Some(decode(&bytes, &key)?),
+            None => None,
+        };
+        Ok(RowSlot {
+            tombstone,
+            tombstone_dirty: false,
+            all_fields: false,
+            fields: BTreeMap::new(),
+        })
+    }
+
+    /// The field under `key` (a field key of this row), read on first use.
+    fn field(&mut self, view: &DB, key: Vec<u8>) -> Result<&mut FieldSlot, Error> {
+        use std::collections::btree_map::Entry as Slot;
+        match self.fields.entry(key) {
+            Slot::Occupied(slot) => Ok(slot.into_mut()),
+            Slot::Vacant(slot) => {
+                let state = if self.all_fields {
+                    FieldState::default()
+                } else {
+                    match view.get_pinned(slot.key())? {
+                        Some(bytes) => decode(&bytes, slot.key())?,
+                        None => FieldState::default(),
+                    }
+                };
+                Ok(slot.insert(FieldSlot {
+                    state,
+                    dirty: false,
+                }))
+            }
         }
     }
 
-    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+    /// Loads every stored field of the row not loaded yet.
+    fn load_all_fields(&mut self, view: &DB, row_id: &[u8]) -> Result<(), Error> {
+        if self.all_fields {
+            return Ok(());
+        }
+        let prefix = keys::fields_of_row(row_id);
+        for item in view.iterator(IteratorMode::From(&prefix, Direction::Forward)) {
+            let (key, value) = item?;
+            if !key.starts_with(&prefix) {
+                break;
+            }
+            if !self.fields.contains_key(&*key) {
+                let state = decode(&value, &key)?;
+                self.fields.insert(
+                    key.to_vec(),
+                    FieldSlot {
+                        state,
+                        dirty: false,
+                    },
+                );
+            }
+        }
+        self.all_fields = true;
+        Ok(())
+    }
+}
+
+impl Raw<'_> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
         if let Some(value) = self.writes.get(key) {
             return Ok(value.clone());
         }
@@ -97,20 +189,25 @@ impl<'a> Group<'a> {
         Ok(value)
     }
 
-    pub fn contains(&self, key: &[u8]) -> Result<bool, Error> {
+    fn contains(&self, key: &[u8]) -> Result<bool, Error> {
         Ok(self.get(key)?.is_some())
     }
 
-    pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+    fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        debug_assert!(!keys::is_row_state(&key), "row state goes through its slot");
         self.writes.insert(key, Some(value));
     }
 
-    pub fn delete(&mut self, key: Vec<u8>) {
+    fn delete(&mut self, key: Vec<u8>) {
+        debug_assert!(!keys::is_row_state(&key), "row state goes through its slot");
         self.writes.insert(key, None);
     }
 
-    /// Every live (key, value) whose key starts with `prefix`, in key order.
-    pub fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<Entry>, Error> {
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<Entry>, Error> {
+        debug_assert!(
+            !keys::is_row_state(prefix),
+            "row state is read through its slot"
+        );
         let mut merged = BTreeMap::new();
         for item in self
             .view
@@ -134,10 +231,85 @@ impl<'a> Group<'a> {
             .filter_map(|(key, value)| value.map(|value| (key, value)))
             .collect())
     }
+}
+
+impl<'a> Group<'a> {
+    pub fn new(view: &'a DB) -> Self {
+        Group {
+            raw: Raw {
+                view,
+                writes: BTreeMap::new(),
+                read: RefCell::new(HashMap::default()),
+            },
+            rows: HashMap::default(),
+        }
+    }
+
+    /// The value of a key other than a field register or a tombstone.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+        self.raw.get(key)
+    }
+
+    pub fn contains(&self, key: &[u8]) -> Result<bool, Error> {
+        self.raw.contains(key)
+    }
+
+    /// Writes a key other than a field register or a tombstone.
+    pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.raw.put(key, value);
+    }
+
+    /// Writes a stored entry of any family (a snapshot's, for a row being
+    /// recomputed): field registers and tombstones go to their row's slot.
+    pub fn put_entry(&mut self, key: Vec<u8>, value: Vec<u8>) -> Result<(), Error> {
+        if !keys::is_row_state(&key) {
+            self.raw.put(key, value);
+            return Ok(());
+        }
+        let Some(row_end) = keys::row_end(&key) else {
+            return Err(Error::ViewCorrupt { key });
+        };
+        let slot = row_slot(self.raw.view, &mut self.rows, &key[1..row_end])?;
+        if key[0] == keys::TOMBSTONES {
+            slot.tombstone = Some(decode(&value, &key)?);
+            slot.tombstone_dirty = true;
+        } else {
+            let state = decode(&value, &key)?;
+            let field = slot.field(self.raw.view, key)?;
+            field.state = state;
+            field.dirty = true;
+        }
+        Ok(())
+    }
+
+    /// Every live (key, value) whose key starts with `prefix`, in key
+    /// order; not for field registers or tombstones (read through slots).
+    pub fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<Entry>, Error> {
+        self.raw.scan_prefix(prefix)
+    }
 
     pub fn into_batch(self) -> WriteBatch {
         let mut batch = WriteBatch::default();
-        for (key, value) in self.writes {
+        for (row_id, slot) in self.rows {
+            if slot.tombstone_dirty {
+                let key = keys::tombstone_of_row(&row_id);
+                match slot.tombstone {
+                    Some(stamp) => batch.put(key, encode(&stamp)),
+                    None => batch.delete(key),
+                }
+            }
+            for (key, field) in slot.fields {
+                if !field.dirty {
+                    continue;
+                }
+                if field.state.visible() {
+                    batch.put(key, encode(&field.state));
+                } else {
+                    batch.delete(key);
+                }
+            }
+        }
+        for (key, value) in self.raw.writes {
             match value {
                 Some(value) => batch.put(key, value),
                 None => batch.delete(key),
@@ -145,29 +317,18 @@ impl<'a> Group<'a> {
         }
         batch
     }
+}
 
-    fn field_state(&self, key: &[u8]) -> Result<FieldState, Error> {
-        match self.get(key)? {
-            Some(bytes) => decode(&bytes, key),
-            None => Ok(FieldState::default()),
-        }
+/// The slot of the row `row_id`, read on first use.
+fn row_slot<'r>(
+    view: &DB,
+    rows: &'r mut HashMap<Vec<u8>, RowSlot>,
+    row_id: &[u8],
+) -> Result<&'r mut RowSlot, Error> {
+    if !rows.contains_key(row_id) {
+        rows.insert(row_id.to_vec(), RowSlot::load(view, row_id)?);
     }
-
-    fn save_field(&mut self, key: Vec<u8>, state: &FieldState) {
-        if state.visible() {
-            let bytes = encode(state);
-            self.put(key, bytes);
-        } else {
-            self.delete(key);
-        }
-    }
-
-    fn tombstone(&self, table: &str, row: &str) -> Result<Option<Stamp>, Error> {
-        let key = keys::tombstone(table, row);
-        self.get(&key)?
-            .map(|bytes| decode(&bytes, &key))
-            .transpose()
-    }
+    Ok(rows.get_mut(row_id).expect("inserted above"))
 }
 
 /// Applies one op of a valid change to the view.
@@ -203,24 +364,24 @@ fn apply_set(
     field: &str,
     value: &Value,
 ) -> Result<(), Error> {
-    if group
-        .tombstone(table, row)?
-        .is_some_and(|deleted| deleted > stamp)
-    {
+    let (key, row_end) = keys::field_and_row_end(table, row, field);
+    let Group { raw, rows } = group;
+    let slot = row_slot(raw.view, rows, &key[1..row_end])?;
+    if slot.tombstone.is_some_and(|deleted| deleted > stamp) {
         return Ok(());
     }
-    let key = keys::field(table, row, field);
-    let mut state = group.field_state(&key)?;
-    if state
+    let entry = slot.field(raw.view, key)?;
+    if entry
+        .state
         .set
         .as_ref()
         .is_some_and(|(current, _)| *current >= stamp)
     {
         return Ok(());
     }
-    state.set = Some((stamp, value.clone()));
-    drop_increments_below(group, table, row, field, stamp, &mut state)?;
-    group.save_field(key, &state);
+    entry.state.set = Some((stamp, value.clone()));
+    drop_increments_below(raw, table, row, field, stamp, &mut entry.state)?;
+    entry.dirty = true;
     Ok(())
 }
 
@@ -232,45 +393,55 @@ fn apply_increment(
     field: &str,
     delta: i64,
 ) -> Result<(), Error> {
-    if group
-        .tombstone(table, row)?
-        .is_some_and(|deleted| deleted > stamp)
+    let (key, row_end) = keys::field_and_row_end(table, row, field);
+    let Group { raw, rows } = group;
+    let slot = row_slot(raw.view, rows, &key[1..row_end])?;
+    if slot.tombstone.is_some_and(|deleted| deleted > stamp) {
+        return Ok(());
+    }
+    let entry = slot.field(raw.view, key)?;
+    if entry
+        .state
+        .set
+        .as_ref()
+        .is_some_and(|(set, _)| *set > stamp)
     {
         return Ok(());
     }
-    let key = keys::field(table, row, field);
-    let mut state = group.field_state(&key)?;
-    if state.set.as_ref().is_some_and(|(set, _)| *set > stamp) {
-        return Ok(());
-    }
     let increment_key = keys::increment(table, row, field, &stamp);
-    debug_assert!(!group.contains(&increment_key)?, "an op is applied once");
-    group.put(increment_key, encode(&delta));
-    state.increments_sum = state.increments_sum.wrapping_add(delta);
-    state.increments_live += 1;
-    group.save_field(key, &state);
+    debug_assert!(!raw.contains(&increment_key)?, "an op is applied once");
+    raw.put(increment_key, encode(&delta));
+    entry.state.increments_sum = entry.state.increments_sum.wrapping_add(delta);
+    entry.state.increments_live += 1;
+    entry.dirty = true;
     Ok(())
 }
 
 fn apply_delete(group: &mut Group<'_>, stamp: Stamp, table: &str, row: &str) -> Result<(), Error> {
-    if group
-        .tombstone(table, row)?
-        .is_some_and(|deleted| deleted >= stamp)
-    {
+    let row_id = keys::row_id(table, row);
+    let Group { raw, rows } = group;
+    let slot = row_slot(raw.view, rows, &row_id)?;
+    if slot.tombstone.is_some_and(|deleted| deleted >= stamp) {
         return Ok(());
     }
-    group.put(keys::tombstone(table, row), encode(&stamp));
-    let prefix = keys::row_prefix(keys::FIELDS, table, row);
-    for (key, bytes) in group.scan_prefix(&prefix)? {
-        let mut state: FieldState = decode(&bytes, &key)?;
-        let Some((field, _)) = keys::take_component(&key[prefix.len()..]) else {
-            return Err(Error::ViewCorrupt { key });
-        };
+    slot.tombstone = Some(stamp);
+    slot.tombstone_dirty = true;
+    slot.load_all_fields(raw.view, &row_id)?;
+    let field_start = 1 + row_id.len();
+    for (key, entry) in &mut slot.fields {
+        let state = &mut entry.state;
         if state.set.as_ref().is_some_and(|(set, _)| *set < stamp) {
             state.set = None;
+            entry.dirty = true;
         }
-        drop_increments_below(group, table, row, &field, stamp, &mut state)?;
-        group.save_field(key, &state);
+        if state.increments_live > 0 {
+            let Some((field, _)) = keys::take_component(&key[field_start..]) else {
+                return Err(Error::ViewCorrupt { key: key.clone() });
+            };
+            let live = state.increments_live;
+            drop_increments_below(raw, table, row, &field, stamp, state)?;
+            entry.dirty |= state.increments_live != live;
+        }
     }
     Ok(())
 }
@@ -278,7 +449,7 @@ fn apply_delete(group: &mut Group<'_>, stamp: Stamp, table: &str, row: &str) -> 
 /// Removes the field's increments stamped below `threshold` (a set or delete
 /// now hides them for good: thresholds only rise).
 fn drop_increments_below(
-    group: &mut Group<'_>,
+    raw: &mut Raw<'_>,
     table: &str,
     row: &str,
     field: &str,
@@ -291,25 +462,32 @@ fn drop_increments_below(
     let prefix = keys::increments_prefix(table, row, field);
     let mut threshold_key = prefix.clone();
     threshold.push_key(&mut threshold_key);
-    for (key, bytes) in group.scan_prefix(&prefix)? {
+    for (key, bytes) in raw.scan_prefix(&prefix)? {
         if key >= threshold_key {
             break;
         }
         let delta: i64 = decode(&bytes, &key)?;
         state.increments_sum = state.increments_sum.wrapping_sub(delta);
         state.increments_live -= 1;
-        group.delete(key);
+        raw.delete(key);
     }
     Ok(())
 }
 
 /// Removes a row from the view entirely (before recomputing it).
 pub(crate) fn clear_row(group: &mut Group<'_>, table: &str, row: &str) -> Result<(), Error> {
-    for family in [keys::FIELDS, keys::INCREMENTS] {
-        for (key, _) in group.scan_prefix(&keys::row_prefix(family, table, row))? {
-            group.delete(key);
-        }
+    let Group { raw, rows } = group;
+    for (key, _) in raw.scan_prefix(&keys::row_prefix(keys::INCREMENTS, table, row))? {
+        raw.delete(key);
     }
-    group.delete(keys::tombstone(table, row));
+    let row_id = keys::row_id(table, row);
+    let slot = row_slot(raw.view, rows, &row_id)?;
+    slot.load_all_fields(raw.view, &row_id)?;
+    for entry in slot.fields.values_mut() {
+        entry.state = FieldState::default();
+        entry.dirty = true;
+    }
+    slot.tombstone = None;
+    slot.tombstone_dirty = true;
     Ok(())
 }
