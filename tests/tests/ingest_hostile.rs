@@ -728,3 +728,61 @@ fn mixed_batch_refuses_only_the_hostile_changes() {
         Some(Value::from("k2"))
     );
 }
+
+/// A batch large enough to be decoded and verified in several jobs on
+/// several threads (`Db::apply`'s pipeline) keeps every change's verdict:
+/// held changes are duplicates, a malformed one and a forged one are
+/// refused (in the order they came), every other change is accepted, and
+/// the replica ends with the source's state.
+#[test]
+fn a_large_batch_keeps_every_verdict_across_jobs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let source = Db::create(dir.path().join("source"), relaxed()).expect("create");
+    for index in 0..1_200 {
+        commit_ops(
+            &source,
+            &[set(&format!("row{}", index % 97), "n", index as i64)],
+        );
+    }
+    let changes = all_changes(&source);
+    assert_eq!(changes.len(), 1_201);
+    let other = replica_of(&source, &dir.path().join("other"));
+    commit_ops(&other, &[set("b", "n", 1)]);
+    let forged = all_changes(&other)
+        .into_iter()
+        .find(|change| change.author() == other.identity().author())
+        .expect("the other replica's change");
+    let mut forged_bytes = forged.bytes().to_vec();
+    let last = forged_bytes.len() - 1;
+    forged_bytes[last] ^= 0x01;
+    let truncated = changes[900].bytes()[..20].to_vec();
+
+    let replica = replica_of(&source, &dir.path().join("replica"));
+    let held = replica.apply(changes[1..301].to_vec()).expect("apply");
+    assert_eq!(held.accepted.len(), 300, "{held:?}");
+    let mut batch: Vec<&[u8]> = changes.iter().map(Change::bytes).collect();
+    batch.insert(700, &truncated);
+    batch.insert(1_000, &forged_bytes);
+    let report = replica.apply_encoded(&batch).expect("apply_encoded");
+
+    assert_eq!(report.duplicates.len(), 301, "{:?}", report.refused);
+    assert_eq!(report.accepted.len(), 900);
+    let expected_accepted: Vec<ChangeHash> = changes[301..].iter().map(Change::hash).collect();
+    assert_eq!(report.accepted, expected_accepted, "accepted in log order");
+    assert!(report.pending.is_empty() && report.inert.is_empty());
+    assert!(
+        matches!(
+            report.refused.as_slice(),
+            [
+                (None, Refusal::Malformed(FormatError::Truncated { bytes: 20 })),
+                (Some(hash), Refusal::BadSignature { .. }),
+            ] if *hash == forged.hash()
+        ),
+        "{:?}",
+        report.refused
+    );
+    assert_eq!(
+        replica.state_hash().expect("state hash"),
+        source.state_hash().expect("state hash")
+    );
+}
