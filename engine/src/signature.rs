@@ -234,9 +234,14 @@ pub(crate) fn verify(changes: Vec<Change>, refused: &mut Refused) -> Vec<Change>
     verified
 }
 
-/// Items per job of [`in_order`]: small, so that the first results are
-/// ready soon and the jobs spread evenly over the cores.
+/// Items per job of [`in_order`]: a job is small, so that the first results
+/// are ready soon and the jobs spread evenly over the cores, but a larger
+/// batch verifies each signature for less: a job is a quarter of a core's
+/// share of the input, at least [`JOB_ITEMS`] and at most [`JOB_ITEMS_MAX`]
+/// (`merge_profile`: 256 was best at 1k changes, 512 at 20k, by 10% and 7%).
 const JOB_ITEMS: usize = 256;
+/// See [`JOB_ITEMS`].
+const JOB_ITEMS_MAX: usize = 512;
 
 /// Jobs of [`in_order`], shared by its threads.
 struct Jobs<T, U> {
@@ -295,10 +300,12 @@ pub(crate) fn in_order<T: Send, U: Send, E>(
     mut consume: impl FnMut(Vec<U>) -> Result<(), E>,
 ) -> Result<(), E> {
     use std::sync::{Condvar, Mutex};
-    let mut waiting = Vec::with_capacity(items.len().div_ceil(JOB_ITEMS));
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let job_items = (items.len() / (4 * cores)).clamp(JOB_ITEMS, JOB_ITEMS_MAX);
+    let mut waiting = Vec::with_capacity(items.len().div_ceil(job_items));
     let mut rest = items.into_iter();
     loop {
-        let job: Vec<T> = rest.by_ref().take(JOB_ITEMS).collect();
+        let job: Vec<T> = rest.by_ref().take(job_items).collect();
         if job.is_empty() {
             break;
         }
@@ -312,7 +319,6 @@ pub(crate) fn in_order<T: Send, U: Send, E>(
         stop: false,
     });
     let ready = Condvar::new();
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let workers = cores.saturating_sub(1).min(count.saturating_sub(1));
     std::thread::scope(|scope| {
         for _ in 0..workers {
@@ -393,14 +399,14 @@ mod tests {
     #[test]
     fn in_order_stops_at_the_consumers_error() {
         let items: Vec<u32> = (0..10_000).collect();
-        let mut calls = 0;
+        let mut firsts = Vec::new();
         let outcome = in_order(
             items,
             |job: Vec<u32>| job,
             Vec::len,
-            JOB_ITEMS,
+            1,
             |run| {
-                calls += 1;
+                firsts.push(run[0][0]);
                 if run[0][0] >= 1_000 {
                     Err("stop")
                 } else {
@@ -409,7 +415,9 @@ mod tests {
             },
         );
         assert_eq!(outcome, Err("stop"));
-        assert_eq!(calls, 1_000usize.div_ceil(JOB_ITEMS) + 1);
+        let (last, before) = firsts.split_last().expect("runs");
+        assert!(*last >= 1_000 && before.iter().all(|first| *first < 1_000));
+        assert_eq!(before.first(), Some(&0));
     }
 
     /// No items: `consume` is never called.
