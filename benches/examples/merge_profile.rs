@@ -6,6 +6,8 @@
 //! `MEMBERS_ONLY=1` the database is members-only (every author granted);
 //! with `KEEP=DIR` the replica is made in DIR and kept (for `peers` to open);
 //! `ROWS=N` writes to N rows per table (default: a quarter of the changes).
+//! `COMMITS=N` instead times N local commits of one set each (relaxed), the
+//! `local_commit/relaxed/1_ops` bench's path, for profiling it.
 
 use std::time::Instant;
 
@@ -13,6 +15,9 @@ use peers_benches::{Spec, generate};
 use peers_engine::{Db, Options};
 
 fn main() {
+    if let Some(commits) = std::env::var("COMMITS").ok().and_then(|n| n.parse().ok()) {
+        return time_commits(commits);
+    }
     let mut args = std::env::args().skip(1);
     let changes: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(10_000);
     let authors: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(10);
@@ -53,4 +58,29 @@ fn main() {
             changes as f64 / elapsed.as_secs_f64()
         );
     }
+}
+
+fn time_commits(commits: u64) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = Options {
+        sync: peers_engine::SyncMode::Relaxed,
+        ..Options::default()
+    };
+    let db = Db::create(dir.path().join("db"), options).expect("create");
+    let started = Instant::now();
+    for counter in 0..commits {
+        let mut tx = db.transaction();
+        tx.set(
+            "items",
+            &format!("row{}", counter % 10_000),
+            "f0",
+            counter as i64,
+        );
+        tx.commit().expect("commit");
+    }
+    let elapsed = started.elapsed();
+    println!(
+        "committed {commits} changes in {elapsed:?}: {:.0} changes/s",
+        commits as f64 / elapsed.as_secs_f64()
+    );
 }
