@@ -533,14 +533,10 @@ impl Db {
         decode: impl Fn(T) -> std::result::Result<Change, crate::FormatError> + Sync,
         report: &mut ApplyReport,
     ) -> Result<()> {
-        // Held changes are not verified again. Only a change at or below its
-        // author's head can be held, so only those are looked up. A change
-        // that this call makes held is found a duplicate when admitted.
-        let heads: crate::HashMap<Author, u64> = self
-            .writer()
-            .authors()
-            .map(|(author, state)| (author, state.head_seq))
-            .collect();
+        // Held changes are not verified again: each is looked up by hash in
+        // its job (a bloom filter answers most misses), not against the
+        // writer's state, which the applying thread holds. A change that
+        // this call makes held is found a duplicate when admitted.
         let view = &self.inner.view;
         let check = |job: Vec<T>| -> Result<Checked> {
             let mut checked = Checked::default();
@@ -553,10 +549,7 @@ impl Db {
                         continue;
                     }
                 };
-                let may_hold = heads
-                    .get(&change.author())
-                    .is_some_and(|head| change.seq() <= *head);
-                if may_hold && view.get(keys::change(&change.hash()))?.is_some() {
+                if view.get_pinned(keys::change(&change.hash()))?.is_some() {
                     checked.duplicates.push(change.hash());
                 } else {
                     fresh.push(change);
