@@ -178,6 +178,10 @@ impl RowSlot {
 
 impl Raw<'_> {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+        debug_assert!(
+            !keys::is_row_state(key),
+            "row state is read through its slot"
+        );
         if let Some(value) = self.writes.get(key) {
             return Ok(value.clone());
         }
