@@ -22,6 +22,7 @@ use peers_engine::{
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::channel::{RecvHalf, SecureChannel, SendHalf};
 use crate::error::{Error, Result};
@@ -124,6 +125,24 @@ pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin + Send>(
     config: &SessionConfig,
     observer: &dyn Observer,
 ) -> Result<SyncReport> {
+    // Blocking work goes on running when the half that waited for it stops
+    // early (the other half failed), and it holds the database: the session
+    // ends only after it, so that whoever closes the database next (a
+    // snapshot's install, `peers` after `Node::shutdown`) finds it free.
+    let work = TaskTracker::new();
+    let result = session(channel, db, config, observer, &work).await;
+    work.close();
+    work.wait().await;
+    result
+}
+
+async fn session<S: AsyncRead + AsyncWrite + Unpin + Send>(
+    channel: SecureChannel<S>,
+    db: &Db,
+    config: &SessionConfig,
+    observer: &dyn Observer,
+    work: &TaskTracker,
+) -> Result<SyncReport> {
     let peer = channel.remote_author();
     let handshake_hash = channel.handshake_hash();
     let (mut send, mut recv) = channel.split();
@@ -154,7 +173,7 @@ pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin + Send>(
             return Err(ending(&mut send, error).await);
         }
         let invites = config.invites.clone().expect("checked above");
-        match admit(db, &mut recv, &invites, &handshake_hash, peer).await {
+        match admit(db, work, &mut recv, &invites, &handshake_hash, peer).await {
             Ok(()) => redeemed = true,
             Err(error) => return Err(ending(&mut send, error).await),
         }
@@ -164,7 +183,7 @@ pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin + Send>(
     // applied after it (the fallback of a live loop that lags).
     let applied = db.subscribe();
     let start = db.log_end();
-    let digest = blocking(db, |db| db.version_digest()).await?;
+    let digest = blocking(work, db, |db| db.version_digest()).await?;
 
     let hello = message::hello(
         db.database_id(),
@@ -195,7 +214,7 @@ pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin + Send>(
         report.round_trips = 1;
         None
     } else {
-        let reconciled = reconcile(db, &mut send, &mut recv, config.initiator).await;
+        let reconciled = reconcile(db, work, &mut send, &mut recv, config.initiator).await;
         let (differences, messages) = match reconciled {
             Ok(reconciled) => reconciled,
             Err(Error::PeerBye { reason }) => return Err(Error::PeerBye { reason }),
@@ -230,6 +249,7 @@ pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin + Send>(
     let halt = CancellationToken::new();
     let ends = Ends {
         db,
+        work,
         peer,
         known: &known,
         start,
@@ -272,7 +292,7 @@ pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin + Send>(
             // A misbehaving peer's parked changes must not keep the shared
             // pending set full.
             let parked = std::mem::take(&mut counts.parked);
-            let dropped = blocking(db, move |db| Ok(db.discard_pending(&parked))).await?;
+            let dropped = blocking(work, db, move |db| Ok(db.discard_pending(&parked))).await?;
             if dropped > 0 {
                 tracing::info!(%peer, dropped, "dropped the pending changes of a peer that misbehaved");
             }
@@ -346,6 +366,8 @@ pub const WANT_ROUNDS_MAX: usize = 64;
 /// What the writing and reading halves share.
 struct Ends<'a> {
     db: &'a Db,
+    /// Tracks the session's blocking work ([`off_thread`]).
+    work: &'a TaskTracker,
     peer: Author,
     known: &'a Mutex<VersionVector>,
     /// The end of our log when the session started.
@@ -389,8 +411,10 @@ impl Ends<'_> {
                 if let Some((path, checkpoint)) = snapshot {
                     self.send_snapshot(send, path, checkpoint).await?;
                 } else {
-                    let changes =
-                        blocking(self.db, move |db| db.changes_since_heads(&lacking)).await?;
+                    let changes = blocking(self.work, self.db, move |db| {
+                        db.changes_since_heads(&lacking)
+                    })
+                    .await?;
                     sent += self.send_stream(send, changes).await?;
                 }
                 send.send(&Message::CaughtUp { changes: sent }.encode()?)
@@ -461,7 +485,8 @@ impl Ends<'_> {
                 Ok(0)
             }
             Event::Serve(hashes) => {
-                let found = blocking(self.db, move |db| db.changes_by_hash(&hashes)).await?;
+                let found =
+                    blocking(self.work, self.db, move |db| db.changes_by_hash(&hashes)).await?;
                 let mut sent = 0;
                 let mut batch = Batch::default();
                 for change in found {
@@ -610,13 +635,12 @@ impl Ends<'_> {
             move |source| peers_engine::Error::Io { path, source }
         };
         let opened = path.clone();
-        let (file, bytes) = tokio::task::spawn_blocking(move || {
+        let (file, bytes) = off_thread(self.work, move || {
             let file = std::fs::File::open(&opened).map_err(io(&opened))?;
             let bytes = file.metadata().map_err(io(&opened))?.len();
             Ok::<_, peers_engine::Error>((file, bytes))
         })
-        .await
-        .unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic()))?;
+        .await?;
         tracing::info!(peer = %self.peer, %checkpoint, bytes, "the peer lacks history we trimmed: sending our snapshot");
         send.send(&Message::Snapshot { checkpoint, bytes }.encode()?)
             .await?;
@@ -626,13 +650,12 @@ impl Ends<'_> {
             let take = left.min(SNAPSHOT_PART_BYTES_MAX as u64) as usize;
             let mut reading = file.take().expect("put back after each part");
             let path = path.clone();
-            let (back, part) = tokio::task::spawn_blocking(move || {
+            let (back, part) = off_thread(self.work, move || {
                 let mut part = vec![0; take];
                 let read = reading.read_exact(&mut part).map_err(io(&path));
                 (reading, read.map(|()| part))
             })
-            .await
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic()));
+            .await;
             file = Some(back);
             send.send(&Message::SnapshotPart(part?).encode()?).await?;
             left -= take as u64;
@@ -650,12 +673,11 @@ impl Ends<'_> {
         let mut source = (changes, None);
         let mut sent = 0;
         loop {
-            let (rest, batch) = tokio::task::spawn_blocking(move || {
+            let (rest, batch) = off_thread(self.work, move || {
                 let batch = next_batch(&mut source.0, &mut source.1);
                 (source, batch)
             })
-            .await
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic()));
+            .await;
             source = rest;
             let batch = batch?;
             if batch.changes.is_empty() {
@@ -677,7 +699,7 @@ impl Ends<'_> {
         let mut sent = 0;
         loop {
             let from = position;
-            let (read, next) = blocking(self.db, move |db| {
+            let (read, next) = blocking(self.work, self.db, move |db| {
                 let mut batch = Batch::default();
                 let mut next = None;
                 for item in db.log_from(from)? {
@@ -756,7 +778,7 @@ impl Ends<'_> {
                 Message::Snapshot { checkpoint, bytes }
                     if self.snapshots && !caught_up && counts.snapshot.is_none() =>
                 {
-                    match Incoming::start(self.db, checkpoint, bytes).await {
+                    match Incoming::start(self.db, self.work, checkpoint, bytes).await {
                         Ok(started) => incoming = Some(started),
                         Err(error) => break Err(error),
                     }
@@ -866,7 +888,7 @@ impl Ends<'_> {
         if !self.wants || wants.rounds >= WANT_ROUNDS_MAX {
             return Ok(false);
         }
-        let mut missing = blocking(self.db, |db| Ok(db.missing())).await?;
+        let mut missing = blocking(self.work, self.db, |db| Ok(db.missing())).await?;
         missing.retain(|hash| !wants.asked.contains(hash));
         missing.truncate(WANT_HASHES_MAX);
         if missing.is_empty() {
@@ -899,7 +921,7 @@ impl Ends<'_> {
         for change in &changes {
             self.mark_known(change);
         }
-        let report = blocking(self.db, move |db| db.apply(changes)).await?;
+        let report = blocking(self.work, self.db, move |db| db.apply(changes)).await?;
         if let Some((hash, refusal)) = report.refused.into_iter().next() {
             counts.parked.extend(report.pending.iter().copied());
             tracing::warn!(peer = %self.peer, ?hash, %refusal, "refused a change from the peer");
@@ -913,7 +935,7 @@ impl Ends<'_> {
         if counts.parked.len() > quota {
             let mut parked = std::mem::take(&mut counts.parked);
             let last = parked.last().copied();
-            parked = blocking(self.db, move |db| {
+            parked = blocking(self.work, self.db, move |db| {
                 db.retain_pending(&mut parked);
                 Ok(parked)
             })
@@ -1029,24 +1051,27 @@ impl Incoming {
     /// A snapshot of `checkpoint`, `bytes` long, announced. A snapshot of
     /// the same checkpoint already waiting to be installed ends the session
     /// ([`Error::SnapshotPending`]): it would arrive in vain.
-    async fn start(db: &Db, checkpoint: ChangeHash, bytes: u64) -> Result<Incoming> {
+    async fn start(
+        db: &Db,
+        work: &TaskTracker,
+        checkpoint: ChangeHash,
+        bytes: u64,
+    ) -> Result<Incoming> {
         let dir = db.dir().to_owned();
         let database = db.database_id();
         let waiting = dir.join(RECEIVED_SNAPSHOT_FILE);
-        let pending = tokio::task::spawn_blocking(move || {
+        let pending = off_thread(work, move || {
             let file = std::fs::File::open(&waiting).ok()?;
             let reader = SnapshotReader::open(std::io::BufReader::new(file)).ok()?;
             (reader.checkpoint().hash() == checkpoint).then_some(waiting)
         })
-        .await
-        .unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic()));
+        .await;
         if let Some(path) = pending {
             return Err(Error::SnapshotPending { checkpoint, path });
         }
         let (parts, queued) = mpsc::channel(SNAPSHOT_PARTS_QUEUED);
-        let check = tokio::task::spawn_blocking(move || {
-            receive_snapshot(queued, &dir, database, checkpoint, bytes)
-        });
+        let check = work
+            .spawn_blocking(move || receive_snapshot(queued, &dir, database, checkpoint, bytes));
         Ok(Incoming {
             bytes,
             received: 0,
@@ -1193,6 +1218,7 @@ fn receive_snapshot(
 /// `check_member` admits the peer).
 async fn admit<S: AsyncRead + AsyncWrite + Unpin>(
     db: &Db,
+    work: &TaskTracker,
     recv: &mut RecvHalf<S>,
     invites: &Mutex<Invites>,
     handshake_hash: &[u8; 32],
@@ -1207,7 +1233,7 @@ async fn admit<S: AsyncRead + AsyncWrite + Unpin>(
         .expect("invites lock")
         .redeem(&invite, &proof, handshake_hash, &peer)
         .map_err(|reason| Error::InviteRefused { reason })?;
-    let hash = blocking(db, move |db| db.grant(peer, role)).await?;
+    let hash = blocking(work, db, move |db| db.grant(peer, role)).await?;
     tracing::info!(%peer, %role, grant = %hash, "invite redeemed; role granted");
     check_member(db, &peer)
 }
@@ -1248,6 +1274,7 @@ fn check_hello(db: &Db, hello: &Hello, handshake_hash: &[u8; 32], peer: &Author)
 /// `Reconcile` messages went either way. The channel's initiator starts.
 async fn reconcile<S: AsyncRead + AsyncWrite + Unpin>(
     db: &Db,
+    work: &TaskTracker,
     send: &mut SendHalf<S>,
     recv: &mut RecvHalf<S>,
     initiator: bool,
@@ -1255,12 +1282,11 @@ async fn reconcile<S: AsyncRead + AsyncWrite + Unpin>(
     let mut reconciler = Reconciler::new(db.clone());
     let mut messages = 0;
     if initiator {
-        let (back, first) = tokio::task::spawn_blocking(move || {
+        let (back, first) = off_thread(work, move || {
             let first = reconciler.initiate();
             (reconciler, first)
         })
-        .await
-        .unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic()));
+        .await;
         reconciler = back;
         send.send(&Message::Reconcile(first?).encode()?).await?;
         messages += 1;
@@ -1275,12 +1301,11 @@ async fn reconcile<S: AsyncRead + AsyncWrite + Unpin>(
         if ranges.is_empty() {
             break;
         }
-        let (back, reply) = tokio::task::spawn_blocking(move || {
+        let (back, reply) = off_thread(work, move || {
             let reply = reconciler.respond(&ranges);
             (reconciler, reply)
         })
-        .await
-        .unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic()));
+        .await;
         reconciler = back;
         let reply = reply?;
         let done = reply.is_empty();
@@ -1342,14 +1367,24 @@ fn unexpected(expected: &'static str, found: &Message) -> Error {
     }
 }
 
-/// Runs a blocking database call off the async threads.
-pub(crate) async fn blocking<T: Send + 'static>(
+/// Runs blocking work off the async threads, tracked by the session's
+/// `work`: if the half that waits for it stops early, the work still ends
+/// before the session does ([`run`]).
+async fn off_thread<T: Send + 'static>(
+    work: &TaskTracker,
+    job: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    work.spawn_blocking(job)
+        .await
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic()))
+}
+
+/// Runs a blocking database call off the async threads ([`off_thread`]).
+async fn blocking<T: Send + 'static>(
+    work: &TaskTracker,
     db: &Db,
-    work: impl FnOnce(&Db) -> peers_engine::Result<T> + Send + 'static,
+    call: impl FnOnce(&Db) -> peers_engine::Result<T> + Send + 'static,
 ) -> Result<T> {
     let db = db.clone();
-    let result = tokio::task::spawn_blocking(move || work(&db))
-        .await
-        .unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic()));
-    Ok(result?)
+    Ok(off_thread(work, move || call(&db)).await?)
 }
