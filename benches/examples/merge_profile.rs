@@ -7,7 +7,8 @@
 //! with `KEEP=DIR` the replica is made in DIR and kept (for `peers` to open);
 //! `ROWS=N` writes to N rows per table (default: a quarter of the changes).
 //! `COMMITS=N` instead times N local commits of one set each (relaxed), the
-//! `local_commit/relaxed/1_ops` bench's path, for profiling it.
+//! `local_commit/relaxed/1_ops` bench's path, for profiling it; `THREADS=T`
+//! splits them among T committing threads.
 
 use std::time::Instant;
 
@@ -67,17 +68,29 @@ fn time_commits(commits: u64) {
         ..Options::default()
     };
     let db = Db::create(dir.path().join("db"), options).expect("create");
+    let threads: u64 = std::env::var("THREADS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1);
     let started = Instant::now();
-    for counter in 0..commits {
-        let mut tx = db.transaction();
-        tx.set(
-            "items",
-            &format!("row{}", counter % 10_000),
-            "f0",
-            counter as i64,
-        );
-        tx.commit().expect("commit");
-    }
+    std::thread::scope(|scope| {
+        for thread in 0..threads {
+            let db = &db;
+            scope.spawn(move || {
+                for counter in 0..commits / threads {
+                    let mut tx = db.transaction();
+                    tx.set(
+                        "items",
+                        &format!("t{thread}r{}", counter % 10_000),
+                        "f0",
+                        counter as i64,
+                    );
+                    tx.commit().expect("commit");
+                }
+            });
+        }
+    });
+    let commits = commits / threads * threads;
     let elapsed = started.elapsed();
     println!(
         "committed {commits} changes in {elapsed:?}: {:.0} changes/s",
