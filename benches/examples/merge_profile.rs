@@ -6,6 +6,8 @@
 //! `MEMBERS_ONLY=1` the database is members-only (every author granted);
 //! with `KEEP=DIR` the replica is made in DIR and kept (for `peers` to open);
 //! `ROWS=N` writes to N rows per table (default: a quarter of the changes).
+//! `SINGLE=N` times only the last N changes, applied one at a time (relaxed),
+//! the `scale/one_at_a_time_relaxed` bench's path.
 //! `COMMITS=N` instead times N local commits of one set each (relaxed), the
 //! `local_commit/relaxed/1_ops` bench's path, for profiling it; `THREADS=T`
 //! splits them among T committing threads.
@@ -41,7 +43,31 @@ fn main() {
     let path = std::env::var_os("KEEP").map_or_else(|| dir.path().join("db"), Into::into);
     let db = Db::join(&path, workload.database, Options::default()).expect("join");
     let started = Instant::now();
-    peers_benches::apply_all(&db, &encoded);
+    // `SINGLE=N`: the last N changes arrive one at a time (relaxed), as a
+    // live peer sends them, after the others in batches (not timed).
+    let single: usize = std::env::var("SINGLE")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    let (db, encoded, started) = if single > 0 {
+        let (batched, alone) = encoded.split_at(encoded.len().saturating_sub(single));
+        peers_benches::apply_all(&db, batched);
+        drop(db);
+        let options = Options {
+            sync: peers_engine::SyncMode::Relaxed,
+            ..Options::default()
+        };
+        let db = Db::open(&path, options).expect("reopen");
+        let started = Instant::now();
+        for change in alone {
+            db.apply_encoded(std::slice::from_ref(change))
+                .expect("apply");
+        }
+        (db, alone.to_vec(), started)
+    } else {
+        peers_benches::apply_all(&db, &encoded);
+        (db, encoded, started)
+    };
     let elapsed = started.elapsed();
     println!(
         "merged {} changes ({} ops) in {:?}: {:.0} changes/s",

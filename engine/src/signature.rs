@@ -283,6 +283,14 @@ fn run_job<T, U>(
     ready.notify_all();
 }
 
+/// The cores this process may use, read once: `available_parallelism`
+/// reads the cgroup's files on every call (tens of microseconds, on the
+/// path of every change a live peer sends alone).
+pub(crate) fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, usize::from))
+}
+
 /// Runs `work` over `items` in small jobs on every core, and hands the
 /// results to `consume` in order, in runs of consecutive jobs whose
 /// `weight`s add up to at most `run_max` (at least one job each).
@@ -300,7 +308,7 @@ pub(crate) fn in_order<T: Send, U: Send, E>(
     mut consume: impl FnMut(Vec<U>) -> Result<(), E>,
 ) -> Result<(), E> {
     use std::sync::{Condvar, Mutex};
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let cores = cores();
     let job_items = (items.len() / (4 * cores)).clamp(JOB_ITEMS, JOB_ITEMS_MAX);
     let mut waiting = Vec::with_capacity(items.len().div_ceil(job_items));
     let mut rest = items.into_iter();

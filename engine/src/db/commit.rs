@@ -37,9 +37,7 @@ const SPIN: std::time::Duration = std::time::Duration::from_micros(100);
 /// Retries `attempt` for up to [`SPIN`] while it returns `None`, if another
 /// core can make it succeed meanwhile. `None` means: go to sleep.
 fn spin<T>(mut attempt: impl FnMut() -> Option<T>) -> Option<T> {
-    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    let cores = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, usize::from));
-    if cores < 2 {
+    if crate::signature::cores() < 2 {
         return attempt();
     }
     let started = std::time::Instant::now();
