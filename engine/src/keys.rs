@@ -94,8 +94,16 @@ pub(crate) fn take_component(bytes: &[u8]) -> Option<(String, &[u8])> {
 }
 
 pub(crate) fn meta(name: &[u8]) -> Vec<u8> {
-    let mut key = vec![META];
-    key.extend_from_slice(name);
+    fixed(META, &[name])
+}
+
+/// A key of `family` made of `parts`, allocated once.
+fn fixed(family: u8, parts: &[&[u8]]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + parts.iter().map(|part| part.len()).sum::<usize>());
+    key.push(family);
+    for part in parts {
+        key.extend_from_slice(part);
+    }
     key
 }
 
@@ -205,9 +213,7 @@ pub(crate) fn increment(table: &str, row: &str, field: &str, stamp: &Stamp) -> V
 }
 
 pub(crate) fn change(hash: &ChangeHash) -> Vec<u8> {
-    let mut key = vec![CHANGES];
-    key.extend_from_slice(&hash.0);
-    key
+    fixed(CHANGES, &[&hash.0])
 }
 
 /// The change a `changes` key names (`None` for any other key).
@@ -219,24 +225,16 @@ pub(crate) fn change_of(key: &[u8]) -> Option<ChangeHash> {
 }
 
 pub(crate) fn chain_prefix(author: &Author, seq: u64) -> Vec<u8> {
-    let mut key = vec![CHAIN];
-    key.extend_from_slice(&author.0);
-    key.extend_from_slice(&seq.to_be_bytes());
-    key
+    fixed(CHAIN, &[&author.0, &seq.to_be_bytes()])
 }
 
 /// A held checkpoint's key in the `CHECKPOINTS` index: seq (BE), hash.
 pub(crate) fn checkpoint(seq: u64, hash: &ChangeHash) -> Vec<u8> {
-    let mut key = vec![CHECKPOINTS];
-    key.extend_from_slice(&seq.to_be_bytes());
-    key.extend_from_slice(&hash.0);
-    key
+    fixed(CHECKPOINTS, &[&seq.to_be_bytes(), &hash.0])
 }
 
 pub(crate) fn chain(author: &Author, seq: u64, hash: &ChangeHash) -> Vec<u8> {
-    let mut key = chain_prefix(author, seq);
-    key.extend_from_slice(&hash.0);
-    key
+    fixed(CHAIN, &[&author.0, &seq.to_be_bytes(), &hash.0])
 }
 
 /// Splits a chain key into (seq, hash).
@@ -251,9 +249,7 @@ pub(crate) fn parse_chain(key: &[u8]) -> Option<(Author, u64, ChangeHash)> {
 }
 
 pub(crate) fn author(author: &Author) -> Vec<u8> {
-    let mut key = vec![AUTHORS];
-    key.extend_from_slice(&author.0);
-    key
+    fixed(AUTHORS, &[&author.0])
 }
 
 pub(crate) fn history(
