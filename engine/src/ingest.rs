@@ -143,8 +143,12 @@ pub(crate) struct Writer {
     pub snapshot_rows: Option<Arc<crate::snapshot::SnapshotRows>>,
 }
 
-/// Most entries in [`Writer::recent`] before it is cleared.
-const RECENT_CHANGES_MAX: usize = 65_536;
+/// Most entries in [`Writer::recent`] before it is cleared: ~1 MiB. A new
+/// change names its author's last change and other authors' heads, which
+/// are among the last few hundred applied unless authors are many (a miss
+/// is a RocksDB read). 65,536 held 13-15 MiB of a rebuild's peak at 1M
+/// changes, and merged no faster (benches/README.md "Memory").
+const RECENT_CHANGES_MAX: usize = 8_192;
 
 /// Per-group state: the overlay and the changes admitted so far.
 struct Batch<'a> {
