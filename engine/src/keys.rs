@@ -11,7 +11,10 @@ use bincode::{Decode, Encode};
 use crate::change::{Author, ChangeHash};
 
 /// Version of the view's key and value layout, stored under [`META_VIEW_FORMAT`].
-pub const VIEW_FORMAT_VERSION: u32 = 4;
+/// Format 5 changes no key or value: its RocksDB tables have partitioned
+/// index and filter blocks, which the view's small block cache needs
+/// (`db/directory.rs`), so views of format 4 are rebuilt once.
+pub const VIEW_FORMAT_VERSION: u32 = 5;
 
 /// Family prefixes. Never reuse a retired byte.
 pub(crate) const META: u8 = 0x01;
