@@ -56,37 +56,21 @@ fn local_commit(c: &mut Criterion) {
     // Two threads committing at once into one replica: their commits share
     // groups, and each signs its own change while the other's is admitted
     // and applied (a chain needs hashes, not signatures).
-    for threads in [1usize, 2] {
+    for threads in [1u64, 2] {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = Db::create(dir.path().join("db"), options(SyncMode::Relaxed)).expect("create");
         group.bench_function(
             BenchmarkId::new("relaxed/1_ops", format!("{threads}_threads")),
             |b| {
                 b.iter_custom(|iters| {
-                    let per_thread = iters.div_ceil(threads as u64);
+                    let per_thread = iters.div_ceil(threads);
                     let start = std::time::Instant::now();
-                    std::thread::scope(|scope| {
-                        for thread in 0..threads {
-                            let db = &db;
-                            scope.spawn(move || {
-                                for i in 0..per_thread {
-                                    let mut tx = db.transaction();
-                                    tx.set(
-                                        "items",
-                                        &format!("t{thread}r{}", i % 10_000),
-                                        "f",
-                                        i as i64,
-                                    );
-                                    tx.commit().expect("commit");
-                                }
-                            });
-                        }
-                    });
+                    peers_benches::commit_from_threads(&db, threads, per_thread);
                     // Time per change committed (the last thread's share may
                     // round up).
                     start
                         .elapsed()
-                        .mul_f64(iters as f64 / (per_thread * threads as u64) as f64)
+                        .mul_f64(iters as f64 / (per_thread * threads) as f64)
                 });
             },
         );

@@ -99,23 +99,7 @@ fn time_commits(commits: u64) {
         .and_then(|n| n.parse().ok())
         .unwrap_or(1);
     let started = Instant::now();
-    std::thread::scope(|scope| {
-        for thread in 0..threads {
-            let db = &db;
-            scope.spawn(move || {
-                for counter in 0..commits / threads {
-                    let mut tx = db.transaction();
-                    tx.set(
-                        "items",
-                        &format!("t{thread}r{}", counter % 10_000),
-                        "f0",
-                        counter as i64,
-                    );
-                    tx.commit().expect("commit");
-                }
-            });
-        }
-    });
+    peers_benches::commit_from_threads(&db, threads, commits / threads);
     let commits = commits / threads * threads;
     let elapsed = started.elapsed();
     println!(

@@ -506,6 +506,24 @@ pub fn apply_all(db: &peers_engine::Db, encoded: &[Vec<u8>]) {
     }
 }
 
+/// Commits `per_thread` transactions of one set from each of `threads`
+/// threads at once into `db`, each thread on rows of its own: the load of
+/// `local_commit/relaxed/1_ops/N_threads` and of `merge_profile`'s
+/// `COMMITS`.
+pub fn commit_from_threads(db: &peers_engine::Db, threads: u64, per_thread: u64) {
+    std::thread::scope(|scope| {
+        for thread in 0..threads {
+            scope.spawn(move || {
+                for i in 0..per_thread {
+                    let mut tx = db.transaction();
+                    tx.set("items", &format!("t{thread}r{}", i % 10_000), "f", i as i64);
+                    tx.commit().expect("commit");
+                }
+            });
+        }
+    });
+}
+
 /// A line of this process's /proc/self/status (`"VmRSS:"`, `"VmHWM:"`), in
 /// KiB; 0 where there is none (not Linux).
 pub fn status_kib(field: &str) -> u64 {
