@@ -849,6 +849,8 @@ impl Db {
         &self,
         heads: &[(Author, Option<crate::Head>)],
     ) -> Result<reads::ChangesSince> {
+        // Tests hold a session's catch-up here (tests/tests/bootstrap.rs).
+        fail::fail_point!("engine::changes-since-heads");
         reads::changes_since_heads(&self.inner.view, &self.inner.log, heads)
     }
 

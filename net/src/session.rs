@@ -1369,14 +1369,25 @@ fn unexpected(expected: &'static str, found: &Message) -> Error {
 
 /// Runs blocking work off the async threads, tracked by the session's
 /// `work`: if the half that waits for it stops early, the work still ends
-/// before the session does ([`run`]).
+/// before the session does ([`run`]). Its result comes back through a
+/// channel, so that a result nobody waits for any more (it may hold the
+/// database) is dropped inside the tracked task, not after it.
 async fn off_thread<T: Send + 'static>(
     work: &TaskTracker,
     job: impl FnOnce() -> T + Send + 'static,
 ) -> T {
-    work.spawn_blocking(job)
-        .await
-        .unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic()))
+    let (result, received) = tokio::sync::oneshot::channel();
+    let task = work.spawn_blocking(move || {
+        let _ = result.send(job());
+    });
+    match received.await {
+        Ok(value) => value,
+        // The job panicked before it sent: pass the panic on.
+        Err(_) => match task.await {
+            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+            _ => unreachable!("a job sends its result unless it panics"),
+        },
+    }
 }
 
 /// Runs a blocking database call off the async threads ([`off_thread`]).

@@ -155,6 +155,39 @@ async fn a_new_replica_bootstraps_from_a_trimmed_peer() {
 /// the owner trimmed. The writer receives the snapshot (its own new changes
 /// reach the owner in the same session), installs it keeping its changes
 /// above the frontier, and both converge.
+/// A session that ends early (its reader finds the snapshot already
+/// waiting) while its writer is in a database call returns only once that
+/// call is over: right after the node stops, nothing holds the database,
+/// and the snapshot installs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_ended_early_leaves_the_database_free() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (owner, _) = trimmed_owner(dir.path(), 1, &[5]);
+    let node = Node::start(owner.clone(), listening()).await.expect("node");
+    let address = node.local_addr().expect("listens").to_string();
+    let path = dir.path().join("new");
+    let fresh = Db::join(&path, owner.database_id(), signing_as(&key(5))).expect("join");
+    sync_once(&fresh, &address).await.expect("first sync");
+    // The writer's catch-up read now lasts 300 ms; the reader ends the
+    // session as soon as the snapshot is announced.
+    fail::cfg("engine::changes-since-heads", "sleep(300)").expect("fail point");
+    let again = sync_once(&fresh, &address).await;
+    fail::remove("engine::changes-since-heads");
+    assert!(
+        matches!(&again, Err(Error::SnapshotPending { .. })),
+        "{again:?}"
+    );
+    drop(fresh);
+    Db::install_snapshot(
+        &path,
+        path.join(RECEIVED_SNAPSHOT_FILE),
+        signing_as(&key(5)),
+        &mut no_progress(),
+    )
+    .expect("nothing holds the database");
+    node.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_replica_installs_and_keeps_its_own_changes() {
     let dir = tempfile::tempdir().expect("tempdir");
