@@ -40,6 +40,8 @@ pub(crate) struct Membership {
     pub members_only: bool,
     /// Current role of every key that holds one (the owner aside).
     pub roles: HashMap<Author, Role>,
+    /// Keys the owner made admin ([`Verdicts::admins`]).
+    pub admins: HashSet<Author>,
     /// Authors cut for a fork, and their cut (the last valid seq).
     pub fork_cuts: HashMap<Author, u64>,
 }
@@ -56,6 +58,7 @@ impl Membership {
             owner: access.owner,
             members_only: access.members_only,
             roles: verdicts.roles.clone(),
+            admins: verdicts.admins.clone(),
             fork_cuts,
         }
     }
@@ -433,15 +436,14 @@ impl Evaluation<'_> {
 /// ([`check_admission`]), which it calls.
 pub(crate) fn check_local(
     me: Author,
-    access: &Access,
-    verdicts: &Verdicts,
+    membership: &Membership,
     state: Option<AuthorState>,
     ops: &[Op],
 ) -> Result<()> {
-    let Some(owner) = access.owner else {
+    let Some(owner) = membership.owner else {
         return Err(Error::NotSynced);
     };
-    if !access.members_only {
+    if !membership.members_only {
         return Ok(());
     }
     if let Some(state) = state {
@@ -460,12 +462,12 @@ pub(crate) fn check_local(
             });
         }
     }
-    let role = verdicts.roles.get(&me).copied();
+    let role = membership.roles.get(&me).copied();
     check_admission(me, role, owner, ops).map_err(Error::NotAllowed)?;
     if me != owner {
         for op in ops {
             if let Op::Revoke { key, .. } = op
-                && verdicts.admins.contains(key)
+                && membership.admins.contains(key)
             {
                 return Err(Error::NotAllowed(Refusal::RevokesAnAdmin {
                     author: me,

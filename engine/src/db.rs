@@ -119,6 +119,40 @@ pub struct Member {
     pub revoked_after: Option<u64>,
 }
 
+/// The writer lock. Letting go of it after a change to the writer's state
+/// publishes what a reservation reads of that state ([`commit::Basis`]),
+/// so that local commits reserve without it.
+struct WriterGuard<'a> {
+    db: &'a Db,
+    guard: MutexGuard<'a, Writer>,
+    /// No change since the basis was last published: every change goes
+    /// through `deref_mut`, which clears it.
+    published: bool,
+}
+
+impl std::ops::Deref for WriterGuard<'_> {
+    type Target = Writer;
+
+    fn deref(&self) -> &Writer {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for WriterGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Writer {
+        self.published = false;
+        &mut self.guard
+    }
+}
+
+impl Drop for WriterGuard<'_> {
+    fn drop(&mut self) {
+        if !self.published {
+            self.db.publish_basis(&self.guard);
+        }
+    }
+}
+
 struct Inner {
     dir: PathBuf,
     database: DatabaseId,
@@ -132,8 +166,9 @@ struct Inner {
     membership: RwLock<Arc<Membership>>,
     /// Signed local changes waiting for a group commit (`commit.rs`).
     queue: Mutex<Vec<CommitRequest>>,
-    /// This replica's chain as reserved by commits in flight; locked only
-    /// while `writer` is held.
+    /// This replica's chain as reserved by commits in flight, and what a
+    /// reservation reads of the writer's state (`commit.rs`). Taken while
+    /// `writer` is held, or alone; never held while taking `writer`.
     chain: Mutex<Chain>,
     events: broadcast::Sender<Change>,
     /// [`Options::pending_changes_max`].
@@ -382,9 +417,11 @@ impl Db {
             trimmed,
             _lock: lock,
         };
-        Ok(Db {
+        let db = Db {
             inner: Arc::new(inner),
-        })
+        };
+        db.publish_basis(&db.writer());
+        Ok(db)
     }
 
     /// The generation of the directory in use (FORMAT.md "Trimming"): 0
@@ -450,11 +487,24 @@ impl Db {
         }
     }
 
-    fn writer(&self) -> MutexGuard<'_, Writer> {
-        self.inner
+    fn writer(&self) -> WriterGuard<'_> {
+        let guard = self
+            .inner
             .writer
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        WriterGuard {
+            db: self,
+            guard,
+            published: true,
+        }
+    }
+
+    /// Publishes what a reservation reads of `writer`'s state
+    /// ([`commit::Basis`]).
+    fn publish_basis(&self, writer: &Writer) {
+        let basis = self.basis(writer);
+        self.chain().basis = basis;
     }
 
     fn publish(&self, writer: &mut Writer, accepted: &[Change], report: &ApplyReport) {

@@ -208,3 +208,63 @@ fn a_commit_whose_chain_moved_while_signing_fails_instead_of_forking() {
     assert!(report.ok(), "{report:?}");
     scenario.teardown();
 }
+
+/// A commit reserves and signs while another commit's group is being
+/// written (engine/src/db/commit.rs: a reservation reads what the writer
+/// last published, not the writer itself), so two committing threads
+/// overlap; the second still chains on the first.
+#[test]
+fn a_commit_is_reserved_and_signed_while_another_group_is_written() {
+    let scenario = fail::FailScenario::setup();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = Db::create(dir.path().join("a"), relaxed()).expect("create");
+    commit(&db, "n0").expect("commit");
+    // The first group to write the view stops there, the writer lock held.
+    let (release, released) = channel::<()>();
+    let (stopped, on_stop) = channel::<()>();
+    let first_write = Arc::new(Mutex::new(Some((released, stopped))));
+    fail::cfg_callback("engine::view-write", move || {
+        let taken = first_write.lock().expect("lock").take();
+        if let Some((released, stopped)) = taken {
+            stopped.send(()).expect("test waits");
+            let _ = released.recv();
+        }
+    })
+    .expect("fail point");
+    let first = std::thread::spawn({
+        let db = db.clone();
+        move || commit(&db, "n1")
+    });
+    on_stop
+        .recv()
+        .expect("the first commit stops writing the view");
+
+    // Every commit that reaches its signature says so.
+    let (signing, on_sign) = channel::<()>();
+    let signing = Mutex::new(signing);
+    fail::cfg_callback("engine::commit-sign", move || {
+        let _ = signing.lock().expect("lock").send(());
+    })
+    .expect("fail point");
+    let second = std::thread::spawn({
+        let db = db.clone();
+        move || commit(&db, "n2")
+    });
+    let reached = on_sign.recv_timeout(Duration::from_secs(20));
+    release.send(()).expect("release");
+    assert!(
+        reached.is_ok(),
+        "the second commit did not reach its signature while the first group was written"
+    );
+    let first = first.join().expect("thread").expect("first commit");
+    let second = second.join().expect("thread").expect("second commit");
+    let n2 = db.get_change(&second).expect("read").expect("in the log");
+    assert_eq!(
+        (n2.seq(), n2.body().prev),
+        (4, Some(first)),
+        "genesis, n0, n1, n2: the second chains on the first"
+    );
+    let report = db.verify(&mut |_, _| {}).expect("verify");
+    assert!(report.ok(), "{report:?}");
+    scenario.teardown();
+}

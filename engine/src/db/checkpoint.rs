@@ -66,8 +66,11 @@ impl Db {
                 return Err(Error::NotAllowed(Refusal::NotTheOwner { author }));
             }
             // A commit being signed would come between the frontier and
-            // this change: let it land first.
-            if self.chain().reserved.is_some() {
+            // this change: let it land first. No commit reserves while the
+            // frontier is taken and judged.
+            let mut chain = self.chain();
+            if chain.reserved.is_some() {
+                drop(chain);
                 drop(writer);
                 std::thread::yield_now();
                 continue;
@@ -93,8 +96,8 @@ impl Db {
                     }
                 };
             let ops = vec![Op::Checkpoint { frontier, snapshot }];
-            self.check_local(&writer, &ops)?;
-            let (unsigned, epoch) = self.reserve(&writer, ops)?;
+            chain.basis = self.basis(&writer);
+            let (unsigned, epoch) = self.reserve(&mut chain, ops)?;
             break (unsigned, epoch, settled);
         };
         let hash = self.sign_and_commit(unsigned, epoch)?;

@@ -1,16 +1,19 @@
 //! Local commits, in three steps so that committing threads sign in
 //! parallel (docs/DESIGN.md "Storage"):
 //!
-//! 1. **Reserve**, under the writer lock: the local checks, then the next
-//!    body of this replica's chain (seq, prev, deps, lamport), encoded and
-//!    hashed. The chain's reserved head moves on; the next reservation
-//!    chains on this hash, signed or not.
+//! 1. **Reserve**, under the chain's lock only: the local checks, then the
+//!    next body of this replica's chain (seq, prev, deps, lamport), encoded
+//!    and hashed, from the [`Basis`] the writer published when it last let
+//!    go of its lock. The chain's reserved head moves on; the next
+//!    reservation chains on this hash, signed or not. A thread reserves
+//!    and signs while another thread's group is being ingested.
 //! 2. **Sign**, on the caller's thread, with no lock held.
 //! 3. **Commit**, under the writer lock: whoever holds it takes every queued
-//!    signed change that continues the writer's head, in seq order, and
-//!    ingests them as one group: one log append, one fsync (group commit). A
-//!    change whose predecessor is still being signed waits for the thread
-//!    signing it, which commits both.
+//!    signed change that continues the writer's head, in seq order, checks
+//!    each again against the writer's state, and ingests them as one group:
+//!    one log append, one fsync (group commit). A change whose predecessor
+//!    is still being signed waits for the thread signing it, which commits
+//!    both.
 //!
 //! If a group fails, or the chain moved under a reservation (a check now
 //! refuses it, or a change of our own key arrived from elsewhere), every
@@ -20,10 +23,14 @@
 
 use std::sync::mpsc::{SyncSender, sync_channel};
 
+use std::sync::Arc;
+
 use super::Db;
-use crate::change::{Change, ChangeBody, ChangeHash, DEPS_MAX, Op, Unsigned};
+use crate::access::Membership;
+use crate::change::{Author, Change, ChangeBody, ChangeHash, DEPS_MAX, Op, Unsigned};
 use crate::error::{Error, Result};
 use crate::ingest::{ApplyReport, Source, Writer};
+use crate::records::AuthorState;
 use crate::value::Value;
 
 /// How long a committing thread spins on the writer lock, or on the
@@ -61,8 +68,9 @@ pub(crate) struct CommitRequest {
 }
 
 /// This replica's chain as reserved: ahead of the writer's own head while
-/// reserved changes are being signed or wait to be committed. Locked only
-/// while the writer is held.
+/// reserved changes are being signed or wait to be committed. Its lock is
+/// held briefly (never across an ingest), and may be taken while the writer
+/// is held, never the other way round.
 #[derive(Default)]
 pub(crate) struct Chain {
     /// Starts again after a failure: changes reserved before it fail.
@@ -71,6 +79,51 @@ pub(crate) struct Chain {
     /// the writer's head; `None` when every reservation is committed (or
     /// failed), so the next one chains on the writer's head.
     pub(super) reserved: Option<(u64, ChangeHash, u64)>,
+    /// What a reservation reads of the writer's state.
+    pub(super) basis: Basis,
+}
+
+/// What a reservation reads of the writer's state, as the writer left it
+/// when it last let go of its lock ([`super::WriterGuard`]) or committed a
+/// group: a reservation made from it while a group is being ingested is
+/// checked again at commit, against the writer itself.
+pub(crate) struct Basis {
+    /// This replica's author record.
+    own: Option<AuthorState>,
+    /// Who holds which role.
+    membership: Arc<Membership>,
+    /// The heads the next change names, with their lamports ([`Db::deps`]),
+    /// or why they could not be read.
+    deps: std::result::Result<Vec<(u64, ChangeHash)>, String>,
+}
+
+impl Default for Basis {
+    /// The basis of a replica that holds nothing.
+    fn default() -> Basis {
+        Basis {
+            own: None,
+            membership: Arc::default(),
+            deps: Ok(Vec::new()),
+        }
+    }
+}
+
+/// The checks a local commit of `ops` by `me` passes: the role (FORMAT.md
+/// "Authorization"), and a chain not cut by a fork.
+fn check_local(
+    me: Author,
+    membership: &Membership,
+    own: Option<AuthorState>,
+    ops: &[Op],
+) -> Result<()> {
+    crate::access::check_local(me, membership, own, ops)?;
+    if let Some(cut) = own.and_then(|state| state.cut) {
+        return Err(Error::IdentityCut {
+            author: me,
+            cut_seq: cut,
+        });
+    }
+    Ok(())
 }
 
 impl Db {
@@ -88,10 +141,7 @@ impl Db {
             return Err(Error::TransactionUndecodable { ops: ops.len() });
         }
         self.check_increments(&ops)?;
-        let (unsigned, epoch) = {
-            let writer = self.writer_spinning();
-            self.reserve(&writer, ops)?
-        };
+        let (unsigned, epoch) = self.reserve(&mut self.chain(), ops)?;
         self.sign_and_commit(unsigned, epoch)
     }
 
@@ -136,13 +186,20 @@ impl Db {
     }
 
     /// The writer lock, spun for ([`spin`]) before sleeping on it.
-    fn writer_spinning(&self) -> std::sync::MutexGuard<'_, Writer> {
+    fn writer_spinning(&self) -> super::WriterGuard<'_> {
         let attempt = || match self.inner.writer.try_lock() {
             Ok(writer) => Some(writer),
             Err(std::sync::TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
             Err(std::sync::TryLockError::WouldBlock) => None,
         };
-        spin(attempt).unwrap_or_else(|| self.writer())
+        match spin(attempt) {
+            Some(guard) => super::WriterGuard {
+                db: self,
+                guard,
+                published: true,
+            },
+            None => self.writer(),
+        }
     }
 
     pub(super) fn chain(&self) -> std::sync::MutexGuard<'_, Chain> {
@@ -150,19 +207,22 @@ impl Db {
     }
 
     /// Step 1: checks `ops` and builds the next change of this replica's
-    /// chain, unsigned. Returns it with the epoch it was reserved in.
-    pub(super) fn reserve(&self, writer: &Writer, ops: Vec<Op>) -> Result<(Unsigned, u64)> {
+    /// chain, unsigned, from the published [`Basis`]. Returns it with the
+    /// epoch it was reserved in.
+    pub(super) fn reserve(&self, chain: &mut Chain, ops: Vec<Op>) -> Result<(Unsigned, u64)> {
         let author = self.author();
-        let state = writer.author(&author);
-        self.check_local(writer, &ops)?;
-        let mut chain = self.chain();
+        let basis = &chain.basis;
+        check_local(author, &basis.membership, basis.own, &ops)?;
         let (seq, prev, prev_lamport) = match chain.reserved {
             Some((seq, hash, lamport)) => (seq, Some(hash), lamport),
-            None => state.map_or((0, None, 0), |state| {
+            None => basis.own.map_or((0, None, 0), |state| {
                 (state.head_seq, Some(state.head_hash), state.head_lamport)
             }),
         };
-        let deps = self.deps(writer)?;
+        let deps = basis
+            .deps
+            .clone()
+            .map_err(|reason| Error::CommitFailed { reason })?;
         let deps_lamport = deps.iter().map(|(lamport, _)| *lamport).max().unwrap_or(0);
         let mut deps: Vec<ChangeHash> = deps.into_iter().map(|(_, hash)| hash).collect();
         deps.sort_unstable();
@@ -182,19 +242,21 @@ impl Db {
         Ok((unsigned, chain.epoch))
     }
 
-    /// The checks a commit passes, against the writer's state now: the
-    /// role (FORMAT.md "Authorization"), and a chain not cut by a fork.
+    /// The checks a commit passes, against the writer's state now.
     pub(super) fn check_local(&self, writer: &Writer, ops: &[Op]) -> Result<()> {
+        self.publish_membership(writer);
         let author = self.author();
-        let state = writer.author(&author);
-        crate::access::check_local(author, &writer.access, &writer.verdicts, state, ops)?;
-        if let Some(cut) = state.and_then(|state| state.cut) {
-            return Err(Error::IdentityCut {
-                author,
-                cut_seq: cut,
-            });
+        check_local(author, &self.membership(), writer.author(&author), ops)
+    }
+
+    /// What a reservation reads of `writer`'s state now.
+    pub(super) fn basis(&self, writer: &Writer) -> Basis {
+        self.publish_membership(writer);
+        Basis {
+            own: writer.author(&self.author()),
+            membership: self.membership(),
+            deps: self.deps(writer).map_err(|error| error.to_string()),
         }
-        Ok(())
     }
 
     /// The heads of other authors the next change names, with their
@@ -224,26 +286,30 @@ impl Db {
     /// the writer's head, and answers each; fails what can no longer be
     /// committed. Returns `false` when nothing could be done: the change
     /// next in line is still being signed.
-    fn commit_ready(&self, writer: &mut Writer) -> bool {
+    fn commit_ready(&self, writer: &mut super::WriterGuard<'_>) -> bool {
         let author = self.author();
         let mut queue = self.inner.queue.lock().unwrap_or_else(|p| p.into_inner());
-        let mut chain = self.chain();
-        let (mut seq, mut prev) = writer
-            .author(&author)
-            .map_or((0, None), |state| (state.head_seq, Some(state.head_hash)));
+        // Reservations go on while the group is ingested: the chain's lock
+        // is taken again at the end.
+        let epoch = self.chain().epoch;
+        self.publish_membership(writer);
+        let membership = self.membership();
+        let own = writer.author(&author);
+        let (mut seq, mut prev) =
+            own.map_or((0, None), |state| (state.head_seq, Some(state.head_hash)));
         queue.sort_unstable_by_key(|request| request.change.seq());
         let mut ready = Vec::new();
         let mut broken = None;
         for request in std::mem::take(&mut *queue) {
             let change = &request.change;
-            if request.epoch != chain.epoch {
+            if request.epoch != epoch {
                 let _ = request.reply.send(Err(Error::CommitFailed {
                     reason: "an earlier commit of this replica failed".into(),
                 }));
             } else if broken.is_some() || change.seq() > seq + 1 {
                 queue.push(request);
             } else if change.seq() == seq + 1 && change.body().prev == prev {
-                match self.check_local(writer, &change.body().ops) {
+                match check_local(author, &membership, own, &change.body().ops) {
                     Ok(()) => {
                         seq += 1;
                         prev = Some(change.hash());
@@ -285,6 +351,12 @@ impl Db {
                     self.publish(writer, accepted, &report);
                 })
         };
+        let basis = self.basis(writer);
+        writer.published = true;
+        let mut chain = self.chain();
+        // Published before the reservation below is let go of: a reservation
+        // that no longer chains on it chains on the head this basis holds.
+        chain.basis = basis;
         let failed = match result {
             Ok(accepted) => {
                 if accepted.last().map(Change::hash) == chain.reserved.map(|(_, hash, _)| hash) {
@@ -308,15 +380,21 @@ impl Db {
             }
         };
         if let Some(reason) = failed {
-            // Everything reserved after the failure chains on it.
-            let mut queue = self.inner.queue.lock().unwrap_or_else(|p| p.into_inner());
-            for request in queue.drain(..) {
-                let _ = request.reply.send(Err(Error::CommitFailed {
-                    reason: format!("an earlier commit of this replica failed: {reason}"),
-                }));
-            }
+            // Everything reserved after the failure chains on it; so does
+            // whatever was reserved while the group was ingested.
             chain.epoch += 1;
             chain.reserved = None;
+            drop(chain);
+            let mut queue = self.inner.queue.lock().unwrap_or_else(|p| p.into_inner());
+            queue.retain(|request| {
+                if request.epoch == epoch {
+                    let _ = request.reply.send(Err(Error::CommitFailed {
+                        reason: format!("an earlier commit of this replica failed: {reason}"),
+                    }));
+                    return false;
+                }
+                true
+            });
         }
         true
     }
