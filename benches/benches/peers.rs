@@ -11,7 +11,7 @@ use criterion::{
     BatchSize, BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
 };
 use peers_benches::{Spec, Workload, generate};
-use peers_engine::{Change, Db, Identity, Options, SyncMode, verify_signatures};
+use peers_engine::{Change, Db, Options, SyncMode, verify_ed25519_strict, verify_signatures};
 
 fn options(sync: SyncMode) -> Options {
     Options {
@@ -354,13 +354,8 @@ fn primitives(c: &mut Criterion) {
     group.bench_function("change_decode_typical", |b| {
         b.iter(|| Change::decode(&bytes).expect("decodes"))
     });
-    let identity = Identity::from_secret_bytes([7; 32]);
-    let _ = identity.author();
-    let batch: Vec<Change> = workload.changes[..64].to_vec();
-    group.throughput(Throughput::Elements(batch.len() as u64));
-    group.bench_function("ed25519_batch_verify_64_with_strict_checks", |b| {
-        b.iter(|| verify_signatures(&batch).expect("valid"))
-    });
+    // Our strict cofactored batch and ed25519-dalek's raw batch, on the same
+    // 64 signatures by 64 keys.
     let messages: Vec<[u8; 58]> = (0..64u8).map(|i| [i; 58]).collect();
     let keys: Vec<SigningKey> = (0..64u8)
         .map(|i| SigningKey::from_bytes(&[i; 32]))
@@ -368,10 +363,30 @@ fn primitives(c: &mut Criterion) {
     let signatures: Vec<_> = keys.iter().zip(&messages).map(|(k, m)| k.sign(m)).collect();
     let verifying_keys: Vec<_> = keys.iter().map(SigningKey::verifying_key).collect();
     let message_refs: Vec<&[u8]> = messages.iter().map(|m| m.as_slice()).collect();
-    group.bench_function("ed25519_batch_verify_64_raw", |b| {
+    let key_bytes: Vec<[u8; 32]> = verifying_keys.iter().map(|key| key.to_bytes()).collect();
+    let signature_bytes: Vec<[u8; 64]> = signatures.iter().map(|s| s.to_bytes()).collect();
+    let items: Vec<(&[u8], &[u8; 32], &[u8; 64])> = message_refs
+        .iter()
+        .zip(&key_bytes)
+        .zip(&signature_bytes)
+        .map(|((message, key), signature)| (*message, key, signature))
+        .collect();
+    group.throughput(Throughput::Elements(64));
+    group.bench_function("ed25519_batch_verify_64_keys_strict", |b| {
+        b.iter(|| verify_ed25519_strict(&items).expect("valid"))
+    });
+    group.bench_function("ed25519_batch_verify_64_keys_raw", |b| {
         b.iter(|| {
             ed25519_dalek::verify_batch(&message_refs, &signatures, &verifying_keys).expect("valid")
         })
+    });
+    // The anchor of `remote_merge` at 10k / 10 authors: one job of it as a
+    // merge verifies it (512 changes of that workload, 10 authors).
+    let merge_workload = generate(Spec::new(10_000, 10));
+    let job: Vec<Change> = merge_workload.changes[1..=512].to_vec();
+    group.throughput(Throughput::Elements(job.len() as u64));
+    group.bench_function("batch_verify_512_changes_10_authors", |b| {
+        b.iter(|| verify_signatures(&job).expect("valid"))
     });
     group.finish();
 }

@@ -156,6 +156,7 @@ pub fn verify_ed25519_strict(
 }
 
 /// Checks `[8](-sum(z s) B + sum(z R) + sum(z k A)) = 0` with `k = H(R || A || M)`
+/// (the `z k A` terms of one key summed into one)
 /// and 128-bit `z` derived from every input (no RNG: every replica computes
 /// the same). Multiplying by the cofactor makes the batch equation hold
 /// exactly when each `[8](sB - R - kA) = 0` does (up to 2^-128), so a batch
@@ -194,14 +195,28 @@ fn cofactored_batch(messages: &[&[u8]], signatures: &[Signature], keys: &[Verify
         b_coefficient += z * s;
         zs.push(z);
     }
-    let z_hrams: Vec<Scalar> = zs.iter().zip(&hrams).map(|(z, hram)| z * hram).collect();
+    // One term per distinct key: a replica's changes come from few authors,
+    // and `sum(z k) A` over one key's signatures is one point's term. The
+    // sums are reduced mod l, which moves only a torsion component of A,
+    // and the cofactor clears it: the equation is the same.
+    let mut key_terms: Vec<(Scalar, &VerifyingKey)> = Vec::new();
+    let mut key_index: HashMap<&[u8; 32], usize> = HashMap::default();
+    for ((z, hram), key) in zs.iter().zip(&hrams).zip(keys) {
+        let index = *key_index.entry(key.as_bytes()).or_insert_with(|| {
+            key_terms.push((Scalar::ZERO, key));
+            key_terms.len() - 1
+        });
+        key_terms[index].0 += z * hram;
+    }
     let rs = signatures.iter().map(|signature| {
         curve25519_dalek::edwards::CompressedEdwardsY(*signature.r_bytes()).decompress()
     });
     let points = std::iter::once(Some(ED25519_BASEPOINT_POINT))
         .chain(rs)
-        .chain(keys.iter().map(|key| Some(key.to_edwards())));
-    let scalars = std::iter::once(-b_coefficient).chain(zs).chain(z_hrams);
+        .chain(key_terms.iter().map(|(_, key)| Some(key.to_edwards())));
+    let scalars = std::iter::once(-b_coefficient)
+        .chain(zs)
+        .chain(key_terms.iter().map(|(sum, _)| *sum));
     match EdwardsPoint::optional_multiscalar_mul(scalars, points) {
         Some(sum) => sum.mul_by_cofactor().is_identity(),
         None => false,

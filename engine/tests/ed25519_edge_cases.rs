@@ -193,3 +193,38 @@ fn all_accepted_cases_verify_together() {
     assert_eq!(accepted.len(), 3, "cases 3, 4 and 5");
     assert_eq!(verdict(&accepted.iter().collect::<Vec<_>>()), Ok(()));
 }
+
+/// A batch sums the terms of one key into one (engine/src/signature.rs):
+/// a bad signature among good ones by the same key, a key with a torsion
+/// component (cases 3 to 5) or an ordinary one, is still found and named.
+#[test]
+fn a_bad_signature_among_good_ones_by_the_same_key_is_named() {
+    use ed25519_dalek::{Signer, SigningKey};
+    let mut torsioned: Vec<Case> = [3, 4, 5].into_iter().map(case).collect();
+    let mut altered = case(3);
+    altered.message[0] ^= 1;
+    torsioned.insert(1, altered);
+    assert_eq!(
+        verdict(&torsioned.iter().collect::<Vec<_>>()),
+        Err((1, SignatureFault::Mismatch))
+    );
+
+    let key = SigningKey::from_bytes(&[9; 32]);
+    let mut same_key: Vec<Case> = (0..40u8)
+        .map(|index| {
+            let message = vec![index; 40];
+            Case {
+                signature: key.sign(&message).to_bytes(),
+                key: key.verifying_key().to_bytes(),
+                message,
+            }
+        })
+        .collect();
+    assert_eq!(verdict(&same_key.iter().collect::<Vec<_>>()), Ok(()));
+    // Another message's valid signature by the same key.
+    same_key[17].signature = same_key[18].signature;
+    assert_eq!(
+        verdict(&same_key.iter().collect::<Vec<_>>()),
+        Err((17, SignatureFault::Mismatch))
+    );
+}
