@@ -350,6 +350,9 @@ fn primitives(c: &mut Criterion) {
     group.bench_function("ed25519_verify_strict", |b| {
         b.iter(|| verifying.verify_strict(&message, &signature))
     });
+    group.bench_function("verify_one_change", |b| {
+        b.iter(|| peers_engine::verify_signature(typical).expect("valid"))
+    });
     group.bench_function("blake3_typical_change", |b| b.iter(|| blake3::hash(&bytes)));
     group.bench_function("change_decode_typical", |b| {
         b.iter(|| Change::decode(&bytes).expect("decodes"))
