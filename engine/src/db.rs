@@ -164,6 +164,8 @@ struct Inner {
     /// held across I/O) after each group that changed it, before the
     /// group's changes are published to subscribers.
     membership: RwLock<Arc<Membership>>,
+    /// [`Writer::shared_head_seqs`].
+    head_seqs: Arc<RwLock<crate::HashMap<Author, u64>>>,
     /// Signed local changes waiting for a group commit (`commit.rs`).
     queue: Mutex<Vec<CommitRequest>>,
     /// This replica's chain as reserved by commits in flight, and what a
@@ -403,6 +405,7 @@ impl Db {
             log,
             view,
             membership: RwLock::new(Arc::new(membership)),
+            head_seqs: Arc::clone(&writer.shared_head_seqs),
             writer: Mutex::new(writer),
             queue: Mutex::new(Vec::new()),
             chain: Mutex::new(Chain::default()),
@@ -583,11 +586,21 @@ impl Db {
         decode: impl Fn(T) -> std::result::Result<Change, crate::FormatError> + Sync,
         report: &mut ApplyReport,
     ) -> Result<()> {
-        // Held changes are not verified again: each is looked up by hash in
-        // its job (a bloom filter answers most misses), not against the
-        // writer's state, which the applying thread holds. A change that
-        // this call makes held is found a duplicate when admitted.
+        // Held changes are not verified again: each at or below its
+        // author's head (as of the last group written; a held author's
+        // changes take every seq up to it) is looked up by hash in its job,
+        // not against the writer's state, which the applying thread holds.
+        // A change that this call makes held is found a duplicate when
+        // admitted.
         let view = &self.inner.view;
+        let head_seqs = &self.inner.head_seqs;
+        let may_be_held = |change: &Change| {
+            head_seqs
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&change.author())
+                .is_some_and(|head| change.seq() <= *head)
+        };
         let check = |job: Vec<T>| -> Result<Checked> {
             let mut checked = Checked::default();
             let mut fresh = Vec::with_capacity(job.len());
@@ -599,7 +612,8 @@ impl Db {
                         continue;
                     }
                 };
-                if view.get_pinned(keys::change(&change.hash()))?.is_some() {
+                if may_be_held(&change) && view.get_pinned(keys::change(&change.hash()))?.is_some()
+                {
                     checked.duplicates.push(change.hash());
                 } else {
                     fresh.push(change);

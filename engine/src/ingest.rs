@@ -11,7 +11,7 @@ use std::collections::{BTreeSet, VecDeque};
 
 use crate::{HashMap, HashSet};
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use peers_wal::Position;
 use rocksdb::DB;
@@ -114,6 +114,10 @@ pub(crate) struct Writer {
     pub heads: HashMap<ChangeHash, (u64, Author)>,
     /// Every author's state, mirrored from the view (authors are few).
     authors: HashMap<Author, AuthorState>,
+    /// Every author's `head_seq` as of the last group written to the view,
+    /// for readers without the writer: a change past its author's head is
+    /// not held ([`Writer::may_hold`]), so they need not look it up.
+    pub shared_head_seqs: Arc<RwLock<HashMap<Author, u64>>>,
     /// Metadata of recently applied changes, the ones new changes name as
     /// prev and deps. Bounded: cleared when full.
     recent: HashMap<ChangeHash, ChangeMeta>,
@@ -190,6 +194,7 @@ impl Writer {
             pending: Pending::new(pending_max),
             heads: HashMap::default(),
             authors: HashMap::default(),
+            shared_head_seqs: Arc::default(),
             recent: HashMap::default(),
             access: Access::default(),
             standing: None,
@@ -262,6 +267,14 @@ impl Writer {
             .collect();
         self.verdicts = self.evaluate();
         self.access_generation += 1;
+        *self
+            .shared_head_seqs
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = self
+            .authors
+            .iter()
+            .map(|(author, state)| (*author, state.head_seq))
+            .collect();
         let key = keys::meta(keys::META_HEADS);
         if let Some(bytes) = group.get(&key)? {
             let heads: Vec<(ChangeHash, u64, Author)> = decode(&bytes, &key)?;
@@ -976,6 +989,13 @@ impl Writer {
             .map(|(change, _)| change)
             .collect();
         self.write_view(batch.group)?;
+        let mut head_seqs = self
+            .shared_head_seqs
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        for author in &batch.authors_changed {
+            head_seqs.insert(*author, self.authors[author].head_seq);
+        }
         Ok(accepted)
     }
 
