@@ -18,10 +18,17 @@ use peers_tests::{relaxed, sync_into};
 /// there until the returned sender is dropped or sent to; later commits
 /// pass. The receiver says when the first one has stopped.
 fn hold_first_commit() -> (std::sync::mpsc::Sender<()>, Receiver<()>) {
+    hold_first_at("engine::commit-sign")
+}
+
+/// Arms `fail_point` so that the first thread to reach it stops there until
+/// the returned sender is dropped or sent to; later ones pass. The receiver
+/// says when the first one has stopped.
+fn hold_first_at(fail_point: &str) -> (std::sync::mpsc::Sender<()>, Receiver<()>) {
     let (release, released) = channel::<()>();
     let (stopped, on_stop) = channel::<()>();
     let first = Arc::new(Mutex::new(Some((released, stopped))));
-    fail::cfg_callback("engine::commit-sign", move || {
+    fail::cfg_callback(fail_point, move || {
         let taken = first.lock().expect("lock").take();
         if let Some((released, stopped)) = taken {
             stopped.send(()).expect("test waits");
@@ -220,17 +227,7 @@ fn a_commit_is_reserved_and_signed_while_another_group_is_written() {
     let db = Db::create(dir.path().join("a"), relaxed()).expect("create");
     commit(&db, "n0").expect("commit");
     // The first group to write the view stops there, the writer lock held.
-    let (release, released) = channel::<()>();
-    let (stopped, on_stop) = channel::<()>();
-    let first_write = Arc::new(Mutex::new(Some((released, stopped))));
-    fail::cfg_callback("engine::view-write", move || {
-        let taken = first_write.lock().expect("lock").take();
-        if let Some((released, stopped)) = taken {
-            stopped.send(()).expect("test waits");
-            let _ = released.recv();
-        }
-    })
-    .expect("fail point");
+    let (release, on_stop) = hold_first_at("engine::view-write");
     let first = std::thread::spawn({
         let db = db.clone();
         move || commit(&db, "n1")
