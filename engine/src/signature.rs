@@ -88,10 +88,7 @@ fn strict_parts(
         return Err(SignatureFault::NonCanonical);
     }
     // s must be reduced mod l (verify_strict's scalar check).
-    if curve25519_dalek::Scalar::from_canonical_bytes(*signature.s_bytes())
-        .is_none()
-        .into()
-    {
+    if canonical_s(&signature).is_none() {
         return Err(SignatureFault::NonCanonical);
     }
     Ok((key, signature))
@@ -161,14 +158,8 @@ pub fn verify_ed25519_strict(
 fn cofactored_single(message: &[u8], signature: &Signature, key: &VerifyingKey) -> bool {
     use curve25519_dalek::traits::IsIdentity;
     use curve25519_dalek::{EdwardsPoint, Scalar};
-    use sha2::Digest;
-    let mut hasher = sha2::Sha512::new();
-    hasher.update(signature.r_bytes());
-    hasher.update(key.as_bytes());
-    hasher.update(message);
-    let hram: [u8; 64] = hasher.finalize().into();
-    let k = Scalar::from_bytes_mod_order_wide(&hram);
-    let Some(s) = Option::<Scalar>::from(Scalar::from_canonical_bytes(*signature.s_bytes())) else {
+    let k = Scalar::from_bytes_mod_order_wide(&hram(message, signature, key));
+    let Some(s) = canonical_s(signature) else {
         return false;
     };
     let Some(r) = curve25519_dalek::edwards::CompressedEdwardsY(*signature.r_bytes()).decompress()
@@ -180,8 +171,23 @@ fn cofactored_single(message: &[u8], signature: &Signature, key: &VerifyingKey) 
     sum.mul_by_cofactor().is_identity()
 }
 
+/// `SHA-512(R || A || M)`, the 64-byte digest whose reduction is `k`.
+fn hram(message: &[u8], signature: &Signature, key: &VerifyingKey) -> [u8; 64] {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha512::new();
+    hasher.update(signature.r_bytes());
+    hasher.update(key.as_bytes());
+    hasher.update(message);
+    hasher.finalize().into()
+}
+
+/// The signature's `s`, if reduced mod l.
+fn canonical_s(signature: &Signature) -> Option<curve25519_dalek::Scalar> {
+    curve25519_dalek::Scalar::from_canonical_bytes(*signature.s_bytes()).into()
+}
+
 /// Checks `[8](-sum(z s) B + sum(z R) + sum(z k A)) = 0` with `k = H(R || A || M)`
-/// (the `z k A` terms of one key summed into one)
+/// (one `z k A` term per distinct key, its sum over that key's signatures)
 /// and 128-bit `z` derived from every input (no RNG: every replica computes
 /// the same). Multiplying by the cofactor makes the batch equation hold
 /// exactly when each `[8](sB - R - kA) = 0` does (up to 2^-128), so a batch
@@ -191,17 +197,12 @@ fn cofactored_single(message: &[u8], signature: &Signature, key: &VerifyingKey) 
 fn cofactored_batch(messages: &[&[u8]], signatures: &[Signature], keys: &[VerifyingKey]) -> bool {
     use curve25519_dalek::traits::{IsIdentity, VartimeMultiscalarMul};
     use curve25519_dalek::{EdwardsPoint, Scalar, constants::ED25519_BASEPOINT_POINT};
-    use sha2::Digest;
     debug_assert!(messages.len() == signatures.len() && keys.len() == signatures.len());
     let mut transcript =
         blake3::Hasher::new_derive_key("peers 2026-11-28 ed25519 batch weights v1");
     let mut hrams = Vec::with_capacity(signatures.len());
     for ((message, signature), key) in messages.iter().zip(signatures).zip(keys) {
-        let mut hasher = sha2::Sha512::new();
-        hasher.update(signature.r_bytes());
-        hasher.update(key.as_bytes());
-        hasher.update(message);
-        let hram: [u8; 64] = hasher.finalize().into();
+        let hram = hram(message, signature, key);
         transcript.update(&hram);
         transcript.update(signature.s_bytes());
         hrams.push(Scalar::from_bytes_mod_order_wide(&hram));
@@ -213,8 +214,7 @@ fn cofactored_batch(messages: &[&[u8]], signatures: &[Signature], keys: &[Verify
         let mut bytes = [0u8; 16];
         weights.fill(&mut bytes);
         let z = Scalar::from(u128::from_le_bytes(bytes).max(1));
-        let Some(s) = Option::<Scalar>::from(Scalar::from_canonical_bytes(*signature.s_bytes()))
-        else {
+        let Some(s) = canonical_s(signature) else {
             return false;
         };
         b_coefficient += z * s;
