@@ -2,6 +2,7 @@
 # Checks (and where it can, installs) what building Peers needs:
 #   - cargo (the Rust toolchain, see rust-version in Cargo.toml);
 #   - libclang, which RocksDB's bindgen loads at build time;
+#   - a C and C++ compiler (RocksDB, jemalloc) and make (jemalloc's build);
 #   - for the test across NATs (cli/tests/nat.rs), which only runs as root:
 #     iproute2 (`ip netns`) and iptables. Installed as root when missing;
 #     otherwise that one test skips and says why.
@@ -38,7 +39,25 @@ else
     die "$missing"
 fi
 
-# 3. iptables and ip, for the NAT test (optional: it skips without them).
+# 3. The C and C++ compilers (RocksDB and jemalloc are C++ and C) and make
+# (jemalloc, the `peers` program's allocator, builds with configure and make).
+tools=()
+command -v cc >/dev/null 2>&1 || tools+=(cc)
+command -v c++ >/dev/null 2>&1 || tools+=(c++)
+command -v make >/dev/null 2>&1 || tools+=(make)
+if (( ${#tools[@]} )); then
+    if [[ "$root" == / && "$(id -u)" -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+        say "build tools: missing ${tools[*]}; installing build-essential with apt-get"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq build-essential >/dev/null
+    else
+        die "missing ${tools[*]}: building RocksDB and jemalloc needs a C and C++ compiler and make. Install them (Debian/Ubuntu: sudo apt-get install build-essential; Fedora: sudo dnf install gcc gcc-c++ make; Arch: sudo pacman -S base-devel; macOS: xcode-select --install), then run this again."
+    fi
+fi
+say "build tools: $(command -v cc) $(command -v c++) $(command -v make)"
+
+# 4. iptables and ip, for the NAT test (optional: it skips without them).
 if [[ "$root" == / && "$(id -u)" -eq 0 ]]; then
     need=()
     command -v ip >/dev/null 2>&1 || need+=(iproute2)
