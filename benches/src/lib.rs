@@ -12,11 +12,6 @@
 //! counters), each author a document of its own that has imported what the
 //! author has seen.
 
-/// Every bench and example allocates as the `peers` program does (cli/src/main.rs;
-/// benches/README.md "Allocator"): automerge and Loro run under it too.
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
 use peers_engine::{
     Author, CHANGE_FORMAT_VERSION, Change, ChangeBody, ChangeHash, DEPS_MAX, DatabaseId, Identity,
     Op, Role, Value,
