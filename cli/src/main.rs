@@ -4,8 +4,8 @@
 /// (the `unprefixed_malloc_on_supported_platforms` feature replaces
 /// `malloc`). Against glibc's malloc, in the same sitting: `peers rebuild`
 /// of 1M changes 23.7 s instead of 26.6 s, `peers verify` 25.9 s instead of
-/// 28.6 s, and receiving a full sync of 1M changes peaks at 117-129 MiB
-/// instead of 137-142 MiB (benches/README.md "the program's allocator"; DECISIONS.md).
+/// 28.6 s, and receiving a full sync of 1M changes peaks at 116-126 MiB
+/// instead of 133-139 MiB (benches/README.md "the program's allocator"; DECISIONS.md).
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
