@@ -252,6 +252,7 @@ impl Task {
     async fn run(mut self, app: DuplexStream) {
         let (packets, readers) = self.spawn_readers();
         let outcome = self.drive(app, packets).await;
+        tracing::debug!(?outcome, "WebRTC: driver ended");
         for reader in readers {
             reader.abort();
         }
@@ -353,8 +354,16 @@ impl Task {
                             received_bytes += data.data.len();
                             received.push_back(data.data);
                         }
-                        Event::ChannelClose(id) if Some(id) == self.channel => return Ok(()),
-                        Event::Closed => return Ok(()),
+                        Event::ChannelClose(id) if Some(id) == self.channel => {
+                            tracing::debug!("WebRTC: the peer closed the channel");
+                            deliver_rest(&mut app_write, received).await;
+                            return Ok(());
+                        }
+                        Event::Closed => {
+                            tracing::debug!("WebRTC: the connection closed");
+                            deliver_rest(&mut app_write, received).await;
+                            return Ok(());
+                        }
                         Event::IceConnectionStateChange(state) => {
                             tracing::debug!(?state, "ICE state");
                             match state {
@@ -395,10 +404,7 @@ impl Task {
             }
             if app_closed && outgoing.is_none() && buffered == 0 {
                 // Everything the application wrote is acknowledged.
-                if let Some(id) = channel {
-                    self.rtc.direct_api().close_data_channel(id);
-                }
-                self.flush().await;
+                self.hang_up().await;
                 return Ok(());
             }
             let read_app =
@@ -446,8 +452,13 @@ impl Task {
                                 }
                             }
                         }
-                        // The application dropped its end: hang up.
-                        Err(_) => return Ok(()),
+                        // The application dropped its end: hang up, so
+                        // that the peer learns it now and not only when
+                        // its ICE checks go unanswered.
+                        Err(_) => {
+                            self.hang_up().await;
+                            return Ok(());
+                        }
                     }
                 }
                 command = self.control.recv(), if !control_closed => match command {
@@ -542,6 +553,19 @@ impl Task {
         }
     }
 
+    /// Closes the data channel and sends the close.
+    async fn hang_up(&mut self) {
+        tracing::debug!("WebRTC: hanging up");
+        if let Some(id) = self.channel {
+            self.rtc.direct_api().close_data_channel(id);
+        }
+        self.flush().await;
+        // SCTP sends the stream reset on its next tick: give it one, or the
+        // peer learns of the close only when its ICE checks go unanswered.
+        let _ = self.rtc.handle_input(Input::Timeout(Instant::now()));
+        self.flush().await;
+    }
+
     /// Sends what str0m still has to send (a close), without waiting for more.
     async fn flush(&mut self) {
         while let Ok(output) = self.rtc.poll_output() {
@@ -613,4 +637,27 @@ async fn sleep_until_some(at: Option<tokio::time::Instant>) {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
+}
+
+/// How long the application gets to take what arrived before the peer
+/// closed (at most `RECEIVED_PENDING_MAX` bytes).
+const DELIVER_REST_WAIT: Duration = Duration::from_secs(10);
+
+/// The peer closed the channel: hands the application what arrived before
+/// the close and is still queued (the peer's last messages, often its
+/// farewell), then ends the application's stream. Without this a session
+/// that finished on the peer's side could end with `Closed` on ours.
+async fn deliver_rest(
+    app_write: &mut tokio::io::WriteHalf<DuplexStream>,
+    received: VecDeque<Vec<u8>>,
+) {
+    let deliver = async {
+        for chunk in received {
+            app_write.write_all(&chunk).await?;
+        }
+        app_write.shutdown().await
+    };
+    // An error means the application dropped its end; a timeout, that it
+    // stopped reading: either way there is no one left to deliver to.
+    let _ = tokio::time::timeout(DELIVER_REST_WAIT, deliver).await;
 }
