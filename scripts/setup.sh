@@ -51,6 +51,10 @@ if (( ${#tools[@]} )); then
         export DEBIAN_FRONTEND=noninteractive
         apt-get update -qq
         apt-get install -y -qq build-essential >/dev/null
+        for tool in cc c++ make; do
+            command -v "$tool" >/dev/null 2>&1 \
+                || die "installed build-essential but $tool is still missing; install a C and C++ compiler and make, then run this again."
+        done
     else
         die "missing ${tools[*]}: building RocksDB and jemalloc needs a C and C++ compiler and make. Install them (Debian/Ubuntu: sudo apt-get install build-essential; Fedora: sudo dnf install gcc gcc-c++ make; Arch: sudo pacman -S base-devel; macOS: xcode-select --install), then run this again."
     fi
