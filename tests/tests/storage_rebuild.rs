@@ -276,3 +276,67 @@ fn empty_and_fresh_databases_rebuild() {
         check_rebuild_and_verify(&db, &expected);
     }
 }
+
+/// A replay writes each group into RocksDB while it applies the next, which
+/// reads through the group before until that write lands (engine
+/// `view::Carried`). A fork found first thing in a group cuts changes the
+/// group before applied: the chain and history entries it scans, and the
+/// rows it recomputes, are that group's writes. Rebuilding, and reopening
+/// without a view, give the view that applying the changes live gave.
+#[test]
+fn a_fork_at_a_replay_group_boundary_cuts_what_the_group_before_wrote() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let owner = Db::create(dir.path().join("owner"), relaxed()).expect("create");
+    let key = peers_engine::Identity::generate();
+    let as_key = || Options {
+        identity: Some(key.clone()),
+        ..relaxed()
+    };
+    let e1 = Db::join(dir.path().join("e1"), owner.database_id(), as_key()).expect("join");
+    let e2 = Db::join(dir.path().join("e2"), owner.database_id(), as_key()).expect("join");
+    sync_into(&owner, &e1);
+    // The genesis and K's first REPLAY_GROUP_CHANGES - 1 changes fill the
+    // first replay group; the fork, at seq `fork_seq`, starts the second.
+    let group = peers_engine::REPLAY_GROUP_CHANGES;
+    let last_seq = u64::try_from(group - 1).expect("small");
+    let fork_seq = last_seq - 7;
+    let write = |db: &Db, index: u64, text: &str| {
+        let row = format!("r{}", index % 3);
+        let mut tx = db.transaction();
+        tx.set("notes", &row, "text", format!("{text} {index}"));
+        tx.increment("notes", &row, "count", 1);
+        if index.is_multiple_of(50) {
+            tx.delete("tasks", &row);
+        } else {
+            tx.set("tasks", &row, &format!("f{}", index % 3), "x");
+        }
+        tx.commit().expect("commit");
+    };
+    for index in 1..fork_seq {
+        write(&e1, index, "e1");
+    }
+    sync_into(&e1, &e2);
+    for index in fork_seq..=last_seq {
+        write(&e1, index, "e1");
+    }
+    write(&e2, fork_seq, "e2's fork");
+    let replica = replica_of(&owner, &dir.path().join("replica"));
+    sync_into(&e1, &replica);
+    // Sync by version vectors sends nothing at a seq the replica holds:
+    // the fork is handed over as a peer would forward fork evidence.
+    let fork = all_changes(&e2).pop().expect("e2's fork");
+    assert_eq!((fork.author(), fork.seq()), (key.author(), fork_seq));
+    let report = replica.apply(vec![fork]).expect("apply the fork");
+    assert_eq!(report.accepted.len(), 1, "{report:?}");
+    assert_eq!(replica.fork_cut(&key.author()), Some(fork_seq - 1));
+    let expected = snapshot(&replica);
+    assert_eq!(expected.log.len(), group + 1);
+    let valid: Vec<Change> = all_changes(&replica)
+        .into_iter()
+        .filter(|change| change.author() != key.author() || change.seq() < fork_seq)
+        .collect();
+    assert_eq!(expected.rows, reference_model(&valid), "the cut view");
+    check_rebuild_and_verify(&replica, &expected);
+    let replica = reopen_without_view(replica, &relaxed());
+    assert_eq!(snapshot(&replica), expected, "view rebuilt on open");
+}
