@@ -27,10 +27,20 @@ use crate::records::{self, AuthorState, ChangeMeta, POSITION_UNKNOWN, Settled};
 use crate::signature;
 use crate::view::{self, Carried, Group, decode, encode};
 
-/// Changes replayed from the log per applied group. A group's overlay and
-/// the one before it, whose write may still be going on, are in memory
-/// together: 4,096 peaked at 134 MiB in `peers rebuild` of 1M changes, 2,048
-/// at 118-121 MiB, and neither was faster (benches/README.md "2026-12-05").
+/// Records a replay reads from the log at a time: they are decoded (and
+/// verified) in jobs on every core while this thread applies the jobs
+/// already done, and each batch starts that pipeline again (one job done
+/// before anything is applied), so a batch is not small: 2,048 made `peers
+/// verify` of 100k changes 20% slower (benches/README.md "2026-12-05").
+const REPLAY_BATCH_CHANGES: usize = 4096;
+
+/// Changes per applied group of a replay that does not check signatures
+/// (open, rebuild): each group's RocksDB write runs on its own thread while
+/// the next group is applied, and the two groups' overlays are in memory
+/// together: groups of 4,096 peaked at 134 MiB in `peers rebuild` of 1M
+/// changes, of 2,048 at 123 MiB, as fast. A replay that checks signatures
+/// (verify) has every core busy verifying: it applies whole batches and
+/// writes each at once, as a write thread only slowed it.
 pub const REPLAY_GROUP_CHANGES: usize = 2048;
 
 /// A long operation's progress: `(done, total)` in log bytes.
@@ -152,6 +162,9 @@ pub(crate) struct Writer {
     /// replay only): the next group reads through its writes. `None`
     /// whenever a method returns to a caller outside this file.
     in_flight: Option<InFlight>,
+    /// Whether a replayed group is written on a thread of its own (set by
+    /// [`Writer::replay`] when it checks no signatures).
+    background_writes: bool,
 }
 
 /// A group's RocksDB write on its own thread, so that a replay applies the
@@ -221,6 +234,7 @@ impl Writer {
             appending: false,
             snapshot_rows: None,
             in_flight: None,
+            background_writes: false,
         };
         engine.reload_heads()?;
         Ok(engine)
@@ -312,8 +326,10 @@ impl Writer {
     }
 
     /// Applies the log from `from` (a record's start) to the view, in
-    /// groups of [`REPLAY_GROUP_CHANGES`]; with `verify_signatures`, every
-    /// signature is checked again first (on every core). `select` names
+    /// groups of [`REPLAY_GROUP_CHANGES`], each written while the next is
+    /// applied; with `verify_signatures`, every signature is checked again
+    /// first (on every core), in groups of [`REPLAY_BATCH_CHANGES`] written
+    /// at once. `select` names
     /// the changes replayed (see [`Select`]). Returns the changes replayed.
     pub fn replay(
         &mut self,
@@ -322,7 +338,9 @@ impl Writer {
         select: Select<'_>,
         progress: Progress<'_>,
     ) -> Result<u64> {
+        self.background_writes = !verify_signatures;
         let replayed = self.replay_groups(from, verify_signatures, select, progress);
+        self.background_writes = false;
         // Each group's write overlaps the next group; the last one lands
         // here (also after a failure, before the error is returned).
         let settled = self.settle();
@@ -370,13 +388,18 @@ impl Writer {
         loop {
             let batch = records
                 .records()
-                .take(REPLAY_GROUP_CHANGES)
+                .take(REPLAY_BATCH_CHANGES)
                 .collect::<Result<Vec<_>>>()?;
             let Some((last, _)) = batch.last() else {
                 break;
             };
             let reached = last.end.0;
-            signature::in_order(batch, check, weight, REPLAY_GROUP_CHANGES, |run| {
+            let group_max = if verify_signatures {
+                REPLAY_BATCH_CHANGES
+            } else {
+                REPLAY_GROUP_CHANGES
+            };
+            signature::in_order(batch, check, weight, group_max, |run| {
                 let mut group = Vec::new();
                 for entries in run {
                     group.extend(entries?);
@@ -1044,13 +1067,13 @@ impl Writer {
     }
 
     /// Writes a group's overlay to RocksDB, as one batch: at once for new
-    /// changes (their caller reads them next), and for a replay on a thread
-    /// of its own once the write before it has landed, the next group
-    /// reading through it until [`Writer::settle`].
+    /// changes (their caller reads them next), and for a replay that checks
+    /// no signatures on a thread of its own once the write before it has
+    /// landed, the next group reading through it until [`Writer::settle`].
     fn write_view(&mut self, group: Group<'_>, source: Source) -> Result<()> {
         self.settle()?;
         let carried = group.into_carried();
-        if source == Source::New {
+        if source == Source::New || !self.background_writes {
             return write_batch(&self.view, &carried);
         }
         let carried = Arc::new(carried);

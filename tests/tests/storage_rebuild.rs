@@ -198,11 +198,28 @@ proptest! {
     }
 }
 
+/// Holds each replayed group's RocksDB write (engine `Writer::write_view`,
+/// on its own thread) 200 ms at the fail point `engine::view-write`, so the
+/// next group certainly reads through it before it lands. The caller holds
+/// a `fail::FailScenario`.
+fn hold_background_view_writes() {
+    fail::cfg_callback("engine::view-write", || {
+        // Only the replay's write thread (not a commit's write).
+        if std::thread::current().name() == Some("peers-view-write") {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    })
+    .expect("fail point");
+}
+
 /// A log of many segments and more changes than one replay group
 /// (REPLAY_GROUP_CHANGES), from two authors: deleting `view/` and reopening
-/// rebuilds the same view, and so does `rebuild()`.
+/// rebuilds the same view, and so does `rebuild()`, although each group
+/// reads the rows the group before wrote before that group's write lands
+/// ([`hold_background_view_writes`]).
 #[test]
 fn many_segments_and_replay_groups_rebuild_the_same_view() {
+    let scenario = fail::FailScenario::setup();
     let dir = tempfile::tempdir().expect("tempdir");
     let options = Options {
         segment_bytes_max: 64 * 1024,
@@ -238,6 +255,7 @@ fn many_segments_and_replay_groups_rebuild_the_same_view() {
     assert_eq!(expected.log.len(), changes + 1);
     assert_eq!(expected.rows, reference_model(&all_changes(&owner)));
     let deps = expected_deps(&owner);
+    hold_background_view_writes();
     let owner = reopen_without_view(owner, &options);
     assert_eq!(snapshot(&owner), expected, "view rebuilt on open");
     check_rebuild_and_verify(&owner, &expected);
@@ -259,6 +277,8 @@ fn many_segments_and_replay_groups_rebuild_the_same_view() {
             .deps,
         deps
     );
+    fail::remove("engine::view-write");
+    scenario.teardown();
 }
 
 /// Deleting `view/` of a database that was never written to beyond its
@@ -282,9 +302,12 @@ fn empty_and_fresh_databases_rebuild() {
 /// `view::Carried`). A fork found first thing in a group cuts changes the
 /// group before applied: the chain and history entries it scans, and the
 /// rows it recomputes, are that group's writes. Rebuilding, and reopening
-/// without a view, give the view that applying the changes live gave.
+/// without a view, give the view that applying the changes live gave. The
+/// fail point `engine::view-write` holds each background write 200 ms, so
+/// the next group certainly runs before the write lands.
 #[test]
 fn a_fork_at_a_replay_group_boundary_cuts_what_the_group_before_wrote() {
+    let scenario = fail::FailScenario::setup();
     let dir = tempfile::tempdir().expect("tempdir");
     let owner = Db::create(dir.path().join("owner"), relaxed()).expect("create");
     let key = peers_engine::Identity::generate();
@@ -336,7 +359,10 @@ fn a_fork_at_a_replay_group_boundary_cuts_what_the_group_before_wrote() {
         .filter(|change| change.author() != key.author() || change.seq() < fork_seq)
         .collect();
     assert_eq!(expected.rows, reference_model(&valid), "the cut view");
+    hold_background_view_writes();
     check_rebuild_and_verify(&replica, &expected);
     let replica = reopen_without_view(replica, &relaxed());
     assert_eq!(snapshot(&replica), expected, "view rebuilt on open");
+    fail::remove("engine::view-write");
+    scenario.teardown();
 }
