@@ -127,9 +127,12 @@ pub(crate) struct Writer {
     pub heads: HashMap<ChangeHash, (u64, Author)>,
     /// Every author's state, mirrored from the view (authors are few).
     authors: HashMap<Author, AuthorState>,
-    /// Every author's `head_seq` as of the last group written to the view,
-    /// for readers without the writer: a change past its author's head is
-    /// not held ([`Writer::may_hold`]), so they need not look it up.
+    /// Every author's `head_seq` as of the last group applied, for readers
+    /// without the writer: a change past its author's head is not held
+    /// ([`Writer::may_hold`]), so they need not look it up. (During a replay
+    /// the last group's write may not have landed: a change a reader then
+    /// misses in the view is verified for nothing and found a duplicate on
+    /// admission.)
     pub shared_head_seqs: Arc<RwLock<HashMap<Author, u64>>>,
     /// Metadata of recently applied changes, the ones new changes name as
     /// prev and deps. Bounded: cleared when full.
@@ -329,8 +332,8 @@ impl Writer {
     /// groups of [`REPLAY_GROUP_CHANGES`], each written while the next is
     /// applied; with `verify_signatures`, every signature is checked again
     /// first (on every core), in groups of [`REPLAY_BATCH_CHANGES`] written
-    /// at once. `select` names
-    /// the changes replayed (see [`Select`]). Returns the changes replayed.
+    /// at once. `select` names the changes replayed (see [`Select`]).
+    /// Returns the changes replayed.
     pub fn replay(
         &mut self,
         from: Position,

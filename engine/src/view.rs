@@ -105,9 +105,11 @@ struct Raw<'a> {
     view: &'a DB,
     carried: Option<Arc<Carried>>,
     writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
-    /// What point reads found in RocksDB, absent keys included: the view
-    /// does not change while a group is open (only its writer writes it, at
-    /// the end), and the ops of a group read the same keys again and again.
+    /// What point reads found in RocksDB, absent keys included: a key read
+    /// here does not change while the group is open (only its writer writes
+    /// the view, at the end; the carried group's write changes only keys
+    /// the carried group holds, which are read from it), and the ops of a
+    /// group read the same keys again and again.
     read: RefCell<HashMap<Vec<u8>, Option<Vec<u8>>>>,
 }
 
@@ -272,7 +274,7 @@ impl<'a> Group<'a> {
 
     /// A group that reads through `carried`, the writes of the group
     /// before, whose write into RocksDB may not have landed yet (it must
-    /// land before the next group's starts: see [`Carried`]).
+    /// land before the group after this one starts: see [`Carried`]).
     pub fn after(view: &'a DB, carried: Option<Arc<Carried>>) -> Self {
         Group {
             raw: Raw {
