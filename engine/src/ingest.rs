@@ -171,8 +171,8 @@ pub(crate) struct Writer {
 }
 
 /// A group's RocksDB write on its own thread, so that a replay applies the
-/// next group meanwhile (`peers rebuild` of 100k changes on 2 cores:
-/// 8-15% faster, benches/README.md "2026-12-05").
+/// next group meanwhile (`peers rebuild` on 2 cores: 0.98-1.01 s against
+/// 1.09-1.14 s at 100k changes, benches/README.md "2026-12-05").
 struct InFlight {
     write: std::thread::JoinHandle<Result<()>>,
     carried: Arc<Carried>,
