@@ -7,7 +7,7 @@
 //! [`Settled`]; [`crate::Db::settle`]): what a standing checkpoint keeps
 //! valid for ever, and the changes it refuses.
 
-use crate::HashSet;
+use crate::{HashMap, HashSet};
 
 use bincode::{Decode, Encode};
 use rocksdb::{DB, Direction, IteratorMode};
@@ -246,47 +246,62 @@ pub(crate) fn settled_chains(
     owner: Author,
     mut read: impl FnMut(&ChangeHash) -> Result<Option<Change>>,
 ) -> Result<std::result::Result<Closure, CheckpointVerdict>> {
+    use std::collections::BinaryHeap;
     let mut changes = HashSet::default();
-    let mut named: Vec<(ChangeHash, ChangeHash)> = Vec::new();
+    // Each named change not walked yet, with the first walked change that
+    // names it. The chains are walked together, highest lamport first: a
+    // change's lamport is above every change it names, so a named change
+    // is always walked after the change naming it, and only the names that
+    // cross the walk's lamport stay here (walked chain by chain, every
+    // change's names stayed: 537 MB of them at 1M changes of 10 authors).
+    let mut named: HashMap<ChangeHash, ChangeHash> = HashMap::default();
     let mut previous = None;
     let mut base = None;
+    // The next change of each chain (none once it ends), by its lamport.
+    let mut walks = BinaryHeap::new();
     for entry in frontier {
-        let mut next = Some((entry.hash, entry.seq));
-        while let Some((hash, seq)) = next {
-            let change = match read(&hash) {
-                Ok(Some(change)) if change.author() == entry.author && change.seq() == seq => {
-                    change
-                }
-                Err(Error::Trimmed { checkpoint, .. }) => {
-                    base = Some(checkpoint);
-                    break;
-                }
-                Ok(_) => return Ok(Err(CheckpointVerdict::Unconfirmed { missing: hash })),
-                Err(error) => return Err(error),
-            };
-            changes.insert(hash);
-            // Deps already walked need no later check (the set only grows).
-            named.extend(
-                change
-                    .body()
-                    .deps
-                    .iter()
-                    .filter(|dep| !changes.contains(*dep))
-                    .map(|dep| (hash, *dep)),
-            );
-            if entry.author == owner
-                && previous.is_none()
-                && let [Op::Checkpoint { frontier, .. }] = change.ops()
-            {
-                previous = Some((hash, frontier.clone()));
+        match next_of_chain(&mut read, entry.author, entry.hash, entry.seq)? {
+            Step::Change(change) => walks.push(Walk(change)),
+            Step::Trimmed(checkpoint) => base = Some(checkpoint),
+            Step::Missing(hash) => {
+                return Ok(Err(CheckpointVerdict::Unconfirmed { missing: hash }));
             }
-            next = change.body().prev.map(|prev| (prev, seq - 1));
         }
     }
-    for (change, names) in named {
-        if changes.contains(&names) {
-            continue;
+    while let Some(Walk(change)) = walks.pop() {
+        let hash = change.hash();
+        changes.insert(hash);
+        named.remove(&hash);
+        for dep in &change.body().deps {
+            named.entry(*dep).or_insert(hash);
         }
+        if change.author() == owner
+            && previous.is_none()
+            && let [Op::Checkpoint { frontier, .. }] = change.ops()
+        {
+            previous = Some((hash, frontier.clone()));
+        }
+        if let Some(prev) = change.body().prev {
+            match next_of_chain(&mut read, change.author(), prev, change.seq() - 1)? {
+                Step::Change(change) => walks.push(Walk(change)),
+                Step::Trimmed(checkpoint) => base = Some(checkpoint),
+                Step::Missing(hash) => {
+                    return Ok(Err(CheckpointVerdict::Unconfirmed { missing: hash }));
+                }
+            }
+        }
+    }
+    // What is left is named and outside the chains: settled by the
+    // checkpoint this replica trimmed at, or the closure is not closed.
+    // (A held change names only lower lamports, so none of these was
+    // walked; the filter keeps the check exact even if one were.)
+    let mut left: Vec<(ChangeHash, ChangeHash)> = named
+        .into_iter()
+        .filter(|(names, _)| !changes.contains(names))
+        .map(|(names, change)| (change, names))
+        .collect();
+    left.sort_unstable();
+    for (change, names) in left {
         match read(&names) {
             Err(Error::Trimmed { checkpoint, .. }) => base = Some(checkpoint),
             Err(error) => return Err(error),
@@ -303,6 +318,55 @@ pub(crate) fn settled_chains(
         previous,
         base,
     }))
+}
+
+/// A chain's next change in [`settled_chains`]' walk, ordered by lamport
+/// (then hash, so that the order is total).
+struct Walk(Change);
+
+impl PartialEq for Walk {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.hash() == other.0.hash()
+    }
+}
+
+impl Eq for Walk {}
+
+impl PartialOrd for Walk {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Walk {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.0.lamport(), self.0.hash()).cmp(&(other.0.lamport(), other.0.hash()))
+    }
+}
+
+/// What reading a chain's change at `seq` found.
+enum Step {
+    Change(Change),
+    /// Settled by the checkpoint this replica trimmed at: the chain ends.
+    Trimmed(ChangeHash),
+    /// Not held, or not `author`'s change at `seq`.
+    Missing(ChangeHash),
+}
+
+fn next_of_chain(
+    read: &mut impl FnMut(&ChangeHash) -> Result<Option<Change>>,
+    author: Author,
+    hash: ChangeHash,
+    seq: u64,
+) -> Result<Step> {
+    match read(&hash) {
+        Ok(Some(change)) if change.author() == author && change.seq() == seq => {
+            Ok(Step::Change(change))
+        }
+        Err(Error::Trimmed { checkpoint, .. }) => Ok(Step::Trimmed(checkpoint)),
+        Ok(_) => Ok(Step::Missing(hash)),
+        Err(error) => Err(error),
+    }
 }
 
 /// Calls `each` with every entry of the snapshot state of `view` (a view
