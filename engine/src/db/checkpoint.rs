@@ -635,6 +635,19 @@ impl Db {
         out: W,
         progress: Progress<'_>,
     ) -> Result<(W, u64)> {
+        let (out, entries, _) = self.write_snapshot_of(hash, out, progress)?;
+        Ok((out, entries))
+    }
+
+    /// [`Db::write_snapshot`], also returning the closure it replayed (none
+    /// when the file was copied): a trim needs it next, and holding a
+    /// second copy of it meanwhile doubled the trim's largest allocation.
+    pub(super) fn write_snapshot_of<W: Write>(
+        &self,
+        hash: &ChangeHash,
+        out: W,
+        progress: Progress<'_>,
+    ) -> Result<(W, u64, Option<HashSet<ChangeHash>>)> {
         if self.inner.trimmed.as_ref().map(Change::hash) == Some(*hash)
             && let Some(path) =
                 super::generation::snapshot_file(&self.inner.dir, self.inner.generation)
@@ -647,7 +660,7 @@ impl Db {
             let mut out = out;
             std::io::copy(&mut open()?, &mut out).map_err(io_error(&path))?;
             out.flush().map_err(io_error(&path))?;
-            return Ok((out, entries));
+            return Ok((out, entries, None));
         }
         let checkpoint = self
             .get_change(hash)?
@@ -698,6 +711,7 @@ impl Db {
             }
             Ok(Ok((out, entries)))
         })?;
-        written.map_err(not_confirmed)
+        let (out, entries) = written.map_err(not_confirmed)?;
+        Ok((out, entries, Some(closure.changes)))
     }
 }

@@ -17,7 +17,7 @@ use super::generation::{
 };
 use super::{Db, Options};
 use crate::change::{Change, ChangeHash, DatabaseId};
-use crate::checkpoint::{OffFrontier, settled_chains};
+use crate::checkpoint::OffFrontier;
 use crate::error::{Error, Result};
 use crate::ingest::{Select, Writer};
 use crate::keys;
@@ -231,23 +231,19 @@ impl Db {
             .ok_or(Error::MissingChange {
                 hash: checkpoint_hash,
             })?;
-        let (frontier, _) = checkpoint.checkpoint().ok_or(Error::NotACheckpoint {
-            hash: checkpoint_hash,
-        })?;
-        let owner = db.writer().access.owner.ok_or(Error::NotSynced)?;
-        let closure =
-            settled_chains(frontier, owner, |hash| db.get_change(hash))?.map_err(|verdict| {
-                Error::CheckpointNotConfirmed {
-                    hash: checkpoint_hash,
-                    verdict,
-                }
-            })?;
+        if checkpoint.checkpoint().is_none() {
+            return Err(Error::NotACheckpoint {
+                hash: checkpoint_hash,
+            });
+        }
+        // Its closure is walked when its snapshot file is written (a
+        // checkpoint this replica cannot confirm fails there, before the
+        // switch).
         next_generation(
             db,
             lock,
             &options,
             &checkpoint,
-            closure.changes,
             SnapshotSource::Write,
             progress,
         )
@@ -329,8 +325,7 @@ impl Db {
             lock,
             &options,
             &checkpoint,
-            closure,
-            SnapshotSource::Copy(snapshot),
+            SnapshotSource::Copy(snapshot, closure),
             progress,
         )
     }
@@ -340,13 +335,14 @@ impl Db {
 enum SnapshotSource<'a> {
     /// Written from the checkpoint's closure, which the replica holds.
     Write,
-    /// Copied from a file already checked.
-    Copy(&'a Path),
+    /// Copied from a file already checked, with the closure it settles
+    /// (its `changes` entries).
+    Copy(&'a Path, crate::HashSet<ChangeHash>),
 }
 
 /// Writes generation N+1 of `db`'s directory (FORMAT.md "Trimming"): the
-/// snapshot file of `checkpoint`, a log of the held changes outside
-/// `closure` (its changes) and not off its frontier, and a view of both;
+/// snapshot file of `checkpoint`, a log of the held changes outside its
+/// closure and not off its frontier, and a view of both;
 /// then switches to it and removes the old generation. `lock` is the
 /// directory's, held across the switch.
 fn next_generation(
@@ -354,7 +350,6 @@ fn next_generation(
     lock: Arc<std::fs::File>,
     options: &Options,
     checkpoint: &Change,
-    closure: crate::HashSet<ChangeHash>,
     source: SnapshotSource<'_>,
     progress: &mut dyn FnMut(TrimStep, u64, u64),
 ) -> Result<TrimReport> {
@@ -369,10 +364,10 @@ fn next_generation(
 
     // 1. The snapshot file.
     let snapshot_path = snapshot_path(dir, next);
-    let snapshot_entries = match source {
+    let (snapshot_entries, closure) = match source {
         SnapshotSource::Write => {
             let file = std::fs::File::create(&snapshot_path).map_err(io_error(&snapshot_path))?;
-            let (file, entries) = db.write_snapshot(
+            let (file, entries, closure) = db.write_snapshot_of(
                 &checkpoint_hash,
                 BufWriter::new(file),
                 &mut |done, total| progress(TrimStep::Snapshot, done, total),
@@ -381,14 +376,19 @@ fn next_generation(
                 .map_err(|error| error.into_error())
                 .and_then(|file| file.sync_all())
                 .map_err(io_error(&snapshot_path))?;
-            entries
+            // Copied only on a replica trimmed at this checkpoint already,
+            // which `Db::trim` refuses before.
+            let closure = closure.ok_or(Error::AlreadyTrimmed {
+                checkpoint: checkpoint_hash,
+            })?;
+            (entries, closure)
         }
-        SnapshotSource::Copy(from) => {
+        SnapshotSource::Copy(from, closure) => {
             std::fs::copy(from, &snapshot_path)
                 .and_then(|_| std::fs::File::open(&snapshot_path)?.sync_all())
                 .map_err(io_error(&snapshot_path))?;
             // Checked again where it now lies: the view loads from it.
-            open_snapshot(&snapshot_path, database)?.finish()?
+            (open_snapshot(&snapshot_path, database)?.finish()?, closure)
         }
     };
     sync_dir(dir)?;
