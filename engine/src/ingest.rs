@@ -18,7 +18,7 @@ use rocksdb::DB;
 
 use crate::access::{self, Access, Verdicts};
 use crate::change::{Author, Change, ChangeHash, DatabaseId, Op, Role};
-use crate::checkpoint::Standing;
+use crate::checkpoint::{Hashes, Standing};
 use crate::error::{Error, Refusal, Result};
 use crate::keys::{self, Stamp};
 use crate::log::{self, Log, corrupt_at};
@@ -92,7 +92,7 @@ pub(crate) enum Select<'a> {
     /// Every change.
     All,
     /// Only these (a causally closed set: a checkpoint's closure).
-    Only(&'a HashSet<ChangeHash>),
+    Only(&'a Hashes),
     /// All but these (changes off a standing checkpoint's frontier, and
     /// every change that names one: also causally closed).
     Except(&'a HashSet<ChangeHash>),

@@ -14,7 +14,7 @@ use crate::HashSet;
 use crate::VoidReason;
 use crate::change::{Author, Change, ChangeHash, FrontierEntry, Op, SnapshotHash};
 use crate::checkpoint::{
-    CheckpointVerdict, Closure, OffFrontier, Standing, settled_chains, settled_in,
+    CheckpointVerdict, Closure, Hashes, OffFrontier, Standing, settled_chains, settled_in,
     snapshot_entries_each, snapshot_hash,
 };
 use crate::error::{Error, Refusal, Result};
@@ -647,7 +647,7 @@ impl Db {
         hash: &ChangeHash,
         out: W,
         progress: Progress<'_>,
-    ) -> Result<(W, u64, Option<HashSet<ChangeHash>>)> {
+    ) -> Result<(W, u64, Option<Hashes>)> {
         if self.inner.trimmed.as_ref().map(Change::hash) == Some(*hash)
             && let Some(path) =
                 super::generation::snapshot_file(&self.inner.dir, self.inner.generation)

@@ -17,7 +17,7 @@ use super::generation::{
 };
 use super::{Db, Options};
 use crate::change::{Change, ChangeHash, DatabaseId};
-use crate::checkpoint::OffFrontier;
+use crate::checkpoint::{Hashes, OffFrontier};
 use crate::error::{Error, Result};
 use crate::ingest::{Select, Writer};
 use crate::keys;
@@ -278,11 +278,11 @@ impl Db {
         let total = std::fs::metadata(snapshot)
             .map_err(io_error(snapshot))?
             .len();
-        let mut closure = crate::HashSet::default();
+        let mut closure = Vec::new();
         while let Some(block) = reader.next_block()? {
             for (key, _) in &block {
                 if let Some(hash) = keys::change_of(key) {
-                    closure.insert(hash);
+                    closure.push(hash);
                 }
             }
             let mut file: &std::fs::File = reader.input().get_ref();
@@ -325,7 +325,7 @@ impl Db {
             lock,
             &options,
             &checkpoint,
-            SnapshotSource::Copy(snapshot, closure),
+            SnapshotSource::Copy(snapshot, Hashes::from(closure)),
             progress,
         )
     }
@@ -337,7 +337,7 @@ enum SnapshotSource<'a> {
     Write,
     /// Copied from a file already checked, with the closure it settles
     /// (its `changes` entries).
-    Copy(&'a Path, crate::HashSet<ChangeHash>),
+    Copy(&'a Path, Hashes),
 }
 
 /// Writes generation N+1 of `db`'s directory (FORMAT.md "Trimming"): the
