@@ -260,12 +260,9 @@ pub(crate) fn settled_chains(
     // The next change of each chain (none once it ends), by its lamport.
     let mut walks = BinaryHeap::new();
     for entry in frontier {
-        match next_of_chain(&mut read, entry.author, entry.hash, entry.seq)? {
-            Step::Change(change) => walks.push(Walk(change)),
-            Step::Trimmed(checkpoint) => base = Some(checkpoint),
-            Step::Missing(hash) => {
-                return Ok(Err(CheckpointVerdict::Unconfirmed { missing: hash }));
-            }
+        let next = (entry.author, entry.hash, entry.seq);
+        if let Some(missing) = follow(&mut read, next, &mut walks, &mut base)? {
+            return Ok(Err(CheckpointVerdict::Unconfirmed { missing }));
         }
     }
     while let Some(Walk(change)) = walks.pop() {
@@ -282,12 +279,9 @@ pub(crate) fn settled_chains(
             previous = Some((hash, frontier.clone()));
         }
         if let Some(prev) = change.body().prev {
-            match next_of_chain(&mut read, change.author(), prev, change.seq() - 1)? {
-                Step::Change(change) => walks.push(Walk(change)),
-                Step::Trimmed(checkpoint) => base = Some(checkpoint),
-                Step::Missing(hash) => {
-                    return Ok(Err(CheckpointVerdict::Unconfirmed { missing: hash }));
-                }
+            let next = (change.author(), prev, change.seq() - 1);
+            if let Some(missing) = follow(&mut read, next, &mut walks, &mut base)? {
+                return Ok(Err(CheckpointVerdict::Unconfirmed { missing }));
             }
         }
     }
@@ -364,27 +358,26 @@ impl Ord for Walk {
     }
 }
 
-/// What reading a chain's change at `seq` found.
-enum Step {
-    Change(Change),
-    /// Settled by the checkpoint this replica trimmed at: the chain ends.
-    Trimmed(ChangeHash),
-    /// Not held, or not `author`'s change at `seq`.
-    Missing(ChangeHash),
-}
-
-fn next_of_chain(
+/// Reads `author`'s change `hash` at `seq`, the next of its chain in
+/// [`settled_chains`]' walk: queued in `walks`; or, settled by the
+/// checkpoint this replica trimmed at, the chain ends there (`base`).
+/// Returns the hash when it is not held, or not that author's at `seq`.
+fn follow(
     read: &mut impl FnMut(&ChangeHash) -> Result<Option<Change>>,
-    author: Author,
-    hash: ChangeHash,
-    seq: u64,
-) -> Result<Step> {
+    (author, hash, seq): (Author, ChangeHash, u64),
+    walks: &mut std::collections::BinaryHeap<Walk>,
+    base: &mut Option<ChangeHash>,
+) -> Result<Option<ChangeHash>> {
     match read(&hash) {
         Ok(Some(change)) if change.author() == author && change.seq() == seq => {
-            Ok(Step::Change(change))
+            walks.push(Walk(change));
+            Ok(None)
         }
-        Err(Error::Trimmed { checkpoint, .. }) => Ok(Step::Trimmed(checkpoint)),
-        Ok(_) => Ok(Step::Missing(hash)),
+        Err(Error::Trimmed { checkpoint, .. }) => {
+            *base = Some(checkpoint);
+            Ok(None)
+        }
+        Ok(_) => Ok(Some(hash)),
         Err(error) => Err(error),
     }
 }
